@@ -1,0 +1,63 @@
+"""Encoding: Posts to msgpack for Redis, frames to JSON or msgpack for clients.
+
+Redis holds a Post as msgpack of its contract dict without ``id`` (the stream entry id
+is the id). Clients get JSON text or msgpack binary frames. ``ws_frame`` builds a whole
+server-to-client websocket frame once, so the hub can write the same bytes to every
+transport. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import msgpack
+
+from .models import Post
+
+FIELD = b"p"  # the one field of every stream entry: the msgpack-encoded post
+
+
+def pack_post(post: Post) -> bytes:
+    """The Redis form of a post: its contract dict minus ``id``."""
+    data = post.to_dict()
+    del data["id"]
+    return msgpack.packb(data, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpack_item(entry_id: str, raw: bytes) -> dict[str, Any]:
+    """A stored post as the contract dict with its feed id; trusts what we wrote."""
+    data: dict[str, Any] = msgpack.unpackb(raw, raw=False)
+    data["id"] = entry_id
+    return data
+
+
+def unpack_post(entry_id: str, raw: bytes) -> Post:
+    """A stored post, validated; raises ValueError if the entry is not a post."""
+    return Post.from_dict(unpack_item(entry_id, raw))
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON; non-ASCII kept as is (smaller than \\u escapes)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def encode_message(obj: dict[str, Any], fmt: str) -> bytes:
+    """A client message body in ``json`` or ``msgpack``."""
+    if fmt == "msgpack":
+        return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    return dumps(obj)
+
+
+def ws_frame(payload: bytes, binary: bool = False) -> bytes:
+    """One unmasked, final, uncompressed websocket frame (RFC 6455 section 5.2)."""
+    first = 0x82 if binary else 0x81
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", first, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", first, 126, size)
+    else:
+        header = struct.pack("!BBQ", first, 127, size)
+    return header + payload

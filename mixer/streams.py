@@ -1,0 +1,95 @@
+"""Redis stream I/O: the one place that issues XREAD/XRANGE and parses their replies.
+
+Blocking readers get a dedicated connection whose socket timeout exceeds the block
+time (redis-py raises a timeout otherwise, and cancelling a blocking read on a pooled
+connection has mixed up replies in the past). Replies come back as plain
+``(entry_id, payload)`` pairs; entries without the post field are returned with an
+empty payload so callers can count and skip them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from .codec import FIELD
+
+Entry = tuple[str, bytes]
+
+
+def dedicated_client(url: str, block_ms: int) -> aioredis.Redis:
+    """A client with one connection of its own, safe for XREAD BLOCK up to ``block_ms``."""
+    return aioredis.Redis.from_url(
+        url,
+        single_connection_client=True,
+        socket_timeout=block_ms / 1000 + 10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply value as ``str`` (replies are bytes unless decoding was asked for)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry(raw: Any) -> Entry:
+    entry_id, fields = raw
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    payload = fields.get(FIELD, b"") if isinstance(fields, dict) else b""
+    return eid, payload
+
+
+async def read_range(redis: aioredis.Redis, key: str, after: str, last: str = "+", count: int = 1000) -> list[Entry]:
+    """Entries of ``key`` strictly after ``after`` up to ``last``, oldest first, at most ``count``."""
+    start = "-" if after in ("", "0", "0-0") else f"({after}"
+    reply: Any = await redis.xrange(key, min=start, max=last, count=count)
+    return [_entry(raw) for raw in reply]
+
+
+async def read_tail(redis: aioredis.Redis, key: str, count: int) -> list[Entry]:
+    """The newest ``count`` entries of ``key``, oldest first."""
+    reply: Any = await redis.xrevrange(key, count=count)
+    return [_entry(raw) for raw in reversed(reply)]
+
+
+async def read_new(
+    redis: aioredis.Redis, cursors: dict[str, str], block_ms: int | None, count: int
+) -> dict[str, list[Entry]]:
+    """Entries after each stream's cursor (XREAD), keyed by stream; waits up to ``block_ms``."""
+    reply: Any = await redis.xread(streams=dict(cursors), count=count, block=block_ms)  # type: ignore[arg-type]
+    out: dict[str, list[Entry]] = {}
+    if not reply:
+        return out
+    if isinstance(reply, dict):  # RESP3 shape
+        items = list(reply.items())
+    else:
+        items = [(k, v) for k, v in reply]
+    for key, raws in items:
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        out[name] = [_entry(raw) for raw in raws]
+    return out
+
+
+async def last_id(redis: aioredis.Redis, key: str) -> str:
+    """The id of the newest entry of ``key``, or ``0-0`` when empty or missing."""
+    reply: Any = await redis.xrevrange(key, count=1)
+    return _entry(reply[0])[0] if reply else "0-0"
+
+
+def id_before(entry_id: str) -> str:
+    """The largest stream id smaller than ``entry_id`` (so XREAD after it returns ``entry_id``)."""
+    ms_s, _, seq_s = entry_id.partition("-")
+    ms, seq = int(ms_s), int(seq_s or 0)
+    if seq > 0:
+        return f"{ms}-{seq - 1}"
+    if ms == 0:
+        return "0-0"
+    return f"{ms - 1}-{(1 << 64) - 1}"
+
+
+def id_key(entry_id: str) -> tuple[int, int]:
+    """A stream id as a sortable pair."""
+    ms_s, _, seq_s = entry_id.partition("-")
+    return int(ms_s), int(seq_s or 0)

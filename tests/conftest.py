@@ -1,0 +1,62 @@
+"""One real Redis for the whole suite, and a fresh key prefix per test.
+
+Which Redis: ``MIXER_TEST_REDIS_URL`` if set, else one answering on 127.0.0.1:6379,
+else an embedded redis-server started for the session. Each test gets its own prefix
+and every key under it is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from mixer.keys import Keys
+
+
+def _local_redis_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("MIXER_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    if _local_redis_answers():
+        yield "redis://127.0.0.1:6379/0"
+        return
+    from mixer.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys(prefix=f"test-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+async def redis(redis_url: str, keys: Keys) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        async for key in client.scan_iter(match=keys.pattern(), count=1000):
+            await client.delete(key)
+        await client.aclose()
