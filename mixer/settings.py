@@ -1,0 +1,79 @@
+"""Settings: one frozen object, read once at the edge from mixer.toml and MIXER_* env.
+
+Nothing below the CLI reads the environment or the config file; everything gets a
+``Settings``. Loading reports a bad value as ``ConfigError`` naming file, line, key
+and reason. The loading itself (TOML, ``MIXER_*`` overrides, rendering back to TOML)
+lives in ``mixer.config``; this module holds only the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEMO_RECORDING = PACKAGE_DIR / "data" / "pstweetchat.jsonl"
+
+
+class ConfigError(Exception):
+    """A config value that cannot be used. ``str()`` is ``file:line: key: reason``, omitting what is unknown.
+
+    ``file`` is the config path as given, or ``environment`` for a ``MIXER_*`` variable; ``key`` is
+    dotted (``server.port``, ``chats[2].colour``) or the variable's name; ``line`` is 1-based.
+    """
+
+    def __init__(self, file: str, line: int | None, key: str, reason: str) -> None:
+        super().__init__(file, line, key, reason)
+        self.file = file
+        self.line = line
+        self.key = key
+        self.reason = reason
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.key}: {self.reason}" if self.key else f"{where}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSettings:
+    tag: str  # lower case, without '#'
+    title: str  # shown on screens
+    colour: str  # CSS hex colour '#rrggbb' for the chat's badge
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # [event]
+    event_name: str = "#chatmixer night"  # shown at the top of every screen
+    event_hashtag: str = "chatmixer"  # the event's own hashtag, without '#'
+    chats: tuple[ChatSettings, ...] = field(default_factory=tuple)  # [[chats]] tables, in order
+    # [redis]
+    redis_url: str = ""  # empty: start an embedded redis-server on a private Unix socket
+    key_prefix: str = "mixer"  # every Redis key starts with this, so events or tests can share a Redis
+    chat_maxlen: int = 10_000  # approximate cap of each chat stream
+    feed_maxlen: int = 100_000  # approximate cap of the merged feed (how far back `since` can resume)
+    # [server]
+    host: str = "127.0.0.1"  # where the fan-out server listens
+    port: int = 8080
+    backlog_bytes: int = 1 << 20  # per-client unsent bytes above which the client is skipped
+    cutoff_seconds: float = 10.0  # a client whose backlog stays full this long is disconnected
+    heartbeat_seconds: float = 20.0  # websocket ping interval; no pong within it closes the socket
+    # [merge]
+    window_ms: int = 500  # reorder window: how long a post waits for its twins from other chats
+    seen_max: int = 200_000  # post keys remembered for dedupe (oldest forgotten first)
+    # [demo]
+    demo_file: str = str(DEMO_RECORDING)  # recording `mixer run` replays when not told otherwise
+    demo_speed: float = 20.0  # replay speed of the demo (x real time)
+    demo_max_gap: float = 5.0  # seconds: longer silences in the recording are cut to this
+    # where these settings came from (for `mixer config` and error messages)
+    source: str = "defaults"
+
+    def chat(self, tag: str) -> ChatSettings | None:
+        for chat in self.chats:
+            if chat.tag == tag:
+                return chat
+        return None
+
+    @property
+    def chat_tags(self) -> tuple[str, ...]:
+        return tuple(c.tag for c in self.chats)

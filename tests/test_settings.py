@@ -1,0 +1,258 @@
+"""Loading settings from mixer.toml and MIXER_* variables: values, errors with file/line/key, round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from mixer.config import BUNDLED_CONFIG, PALETTE, find_config, load_settings, render_settings
+from mixer.settings import DEMO_RECORDING, ChatSettings, ConfigError, Settings
+
+
+def write(tmp_path: Path, text: str, name: str = "mixer.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error(path: Path, env: dict[str, str] | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env or {})
+    return info.value
+
+
+def test_bundled_sample_loads_with_its_chats() -> None:
+    settings = load_settings(BUNDLED_CONFIG, {})
+    assert settings.event_name == "#chatmixer night"
+    assert settings.event_hashtag == "chatmixer"
+    assert settings.chat_tags == ("pstweetchat", "powershell", "pshsummit", "devops")
+    assert settings.chat("pshsummit") == ChatSettings("pshsummit", "PowerShell Summit", "#81c784")
+    assert len({c.colour for c in settings.chats}) == 4
+    assert settings.redis_url == ""
+    assert settings.demo_file == str(DEMO_RECORDING)
+
+
+def test_bundled_sample_sets_the_dataclass_defaults() -> None:
+    settings = load_settings(BUNDLED_CONFIG, {})
+    assert dataclasses.replace(settings, chats=(), source="defaults") == Settings()
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, ""), {})
+    assert dataclasses.replace(settings, source="defaults") == Settings()
+
+
+def test_env_overrides_file_value(tmp_path: Path) -> None:
+    path = write(tmp_path, '[server]\nport = 8000\nhost = "0.0.0.0"\n[merge]\nwindow_ms = 100\n')
+    env = {"MIXER_SERVER_PORT": "9000", "MIXER_MERGE_WINDOW_MS": "250", "MIXER_REDIS_PREFIX": "ev1"}
+    settings = load_settings(path, env)
+    assert (settings.port, settings.host, settings.window_ms, settings.key_prefix) == (9000, "0.0.0.0", 250, "ev1")
+    assert settings.source == f"{path} + env MIXER_REDIS_PREFIX, MIXER_SERVER_PORT, MIXER_MERGE_WINDOW_MS"
+
+
+def test_env_strings_parse_to_the_fields_type(tmp_path: Path) -> None:
+    env = {"MIXER_DEMO_SPEED": "2", "MIXER_EVENT_NAME": "Friday chat", "MIXER_REDIS_URL": "redis://db:6379/1"}
+    settings = load_settings(write(tmp_path, ""), env)
+    assert settings.demo_speed == 2.0 and isinstance(settings.demo_speed, float)
+    assert (settings.event_name, settings.redis_url) == ("Friday chat", "redis://db:6379/1")
+
+
+def test_unknown_mixer_variables_are_ignored(tmp_path: Path) -> None:
+    env = {"MIXER_TEST_REDIS_URL": "redis://x", "MIXER_CONFIG": "elsewhere.toml", "MIXER_WHATEVER": "1"}
+    settings = load_settings(write(tmp_path, ""), env)
+    assert settings.source == str(tmp_path / "mixer.toml")
+
+
+def test_bad_port_names_file_line_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, '# demo\n[event]\nname = "x"\n\n[server]\nhost = "::"\nport = "abc"\n')
+    err = load_error(Path("mixer.toml"))
+    assert (err.file, err.line, err.key) == ("mixer.toml", 7, "server.port")
+    assert str(err) == "mixer.toml:7: server.port: must be an integer from 1 to 65535, got 'abc'"
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "got"),
+    [
+        ("port = 0", "server.port", "got 0"),
+        ("port = 80.0", "server.port", "got 80.0"),
+        ("port = true", "server.port", "got True"),
+        ("cutoff_seconds = -1", "server.cutoff_seconds", "got -1"),
+        ("cutoff_seconds = nan", "server.cutoff_seconds", "got nan"),
+        ("backlog_bytes = 0", "server.backlog_bytes", "got 0"),
+        ("host = 5", "server.host", "got 5"),
+    ],
+)
+def test_wrong_type_or_range_is_rejected(tmp_path: Path, line: str, key: str, got: str) -> None:
+    err = load_error(write(tmp_path, f"[server]\n{line}\n"))
+    assert (err.line, err.key) == (2, key)
+    assert err.reason.endswith(got)
+
+
+def test_int_is_accepted_where_a_float_is_expected(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "[demo]\nspeed = 0\nmax_gap = 3\n"), {})
+    assert (settings.demo_speed, settings.demo_max_gap) == (0.0, 3.0)
+
+
+def test_unknown_key_is_reported_with_suggestion(tmp_path: Path) -> None:
+    err = load_error(write(tmp_path, "[server]\nhost = 'h'\nprot = 80\n"))
+    assert (err.line, err.key) == (3, "server.prot")
+    assert err.reason == "unknown key 'prot' (did you mean 'port'?)"
+
+
+def test_unknown_section_is_reported_with_suggestion(tmp_path: Path) -> None:
+    err = load_error(write(tmp_path, "[event]\nname = 'x'\n\n[sever]\nport = 80\n"))
+    assert (err.line, err.key, err.reason) == (4, "sever", "unknown section 'sever' (did you mean 'server'?)")
+
+
+def test_key_outside_any_section_is_reported(tmp_path: Path) -> None:
+    err = load_error(write(tmp_path, "# top\nport = 80\n"))
+    assert (err.line, err.key, err.reason) == (2, "port", "unknown top-level key 'port'; keys belong in a [section]")
+
+
+def test_unknown_chat_key_is_reported_with_suggestion(tmp_path: Path) -> None:
+    err = load_error(write(tmp_path, "[[chats]]\ntag = 'a'\n\n[[chats]]\ntag = 'b'\ncolor = '#fff'\n"))
+    assert str(err).endswith(":6: chats[1].color: unknown key 'color' (did you mean 'colour'?)")
+
+
+def test_duplicate_chat_tag_is_reported(tmp_path: Path) -> None:
+    text = "[[chats]]\ntag = 'smbiz'\n\n[[chats]]\ntag = 'edchat'\n\n[[chats]]\ntag = '#SMBiz'\n"
+    err = load_error(write(tmp_path, text))
+    assert (err.line, err.key) == (8, "chats[2].tag")
+    assert err.reason == "duplicate tag 'smbiz', first used by chats[0] at line 2"
+
+
+@pytest.mark.parametrize("tag", ["", "#", "small biz", "small#biz", "x" * 101])
+def test_bad_chat_tag_is_rejected(tmp_path: Path, tag: str) -> None:
+    err = load_error(write(tmp_path, f"[[chats]]\ntitle = 'T'\ntag = {tag!r}\n"))
+    assert (err.line, err.key) == (3, "chats[0].tag")
+
+
+def test_missing_chat_tag_points_at_its_table(tmp_path: Path) -> None:
+    err = load_error(write(tmp_path, "[[chats]]\ntag = 'a'\n[[chats]]\ntitle = 'B'\n"))
+    assert (err.line, err.key, err.reason) == (3, "chats[1].tag", "is required (the chat's hashtag)")
+
+
+def test_chat_tags_and_hashtag_are_normalised(tmp_path: Path) -> None:
+    settings = load_settings(
+        write(tmp_path, "[event]\nhashtag = '#ChatMixer'\n[[chats]]\ntag = ' #PSTweetChat '\n"), {}
+    )
+    assert (settings.event_hashtag, settings.chat_tags) == ("chatmixer", ("pstweetchat",))
+
+
+def test_chat_defaults_title_and_palette_colour_and_expands_short_colour(tmp_path: Path) -> None:
+    text = "[[chats]]\ntag = 'a'\n[[chats]]\ntag = 'b'\ncolour = '#F0a'\n[[chats]]\ntag = 'c'\n"
+    settings = load_settings(write(tmp_path, text), {})
+    assert settings.chats == (
+        ChatSettings("a", "#a", PALETTE[0]),
+        ChatSettings("b", "#b", "#ff00aa"),
+        ChatSettings("c", "#c", PALETTE[2]),
+    )
+
+
+@pytest.mark.parametrize("colour", ["red", "#ff00", "ff0000", "#ggg", ""])
+def test_bad_colour_is_rejected(tmp_path: Path, colour: str) -> None:
+    err = load_error(write(tmp_path, f"[[chats]]\ntag = 'a'\ncolour = {colour!r}\n"))
+    assert (err.line, err.key) == (3, "chats[0].colour")
+    assert "'#rgb' or '#rrggbb'" in err.reason
+
+
+def test_toml_syntax_error_names_line(tmp_path: Path) -> None:
+    err = load_error(write(tmp_path, "[server]\nhost = '::'\nport 80\n"))
+    assert (err.line, err.key) == (3, "")
+    assert err.reason.startswith("invalid TOML: ")
+    assert str(err).startswith(f"{tmp_path / 'mixer.toml'}:3: invalid TOML: ")
+
+
+def test_multiline_string_does_not_mislead_the_line_locator(tmp_path: Path) -> None:
+    text = '[event]\nname = """\n[server]\nport = 1\n"""\n[server]\nport = -5\n'
+    err = load_error(write(tmp_path, text))
+    assert (err.line, err.key) == (7, "server.port")
+
+
+def test_relative_demo_file_resolves_against_config_dir(tmp_path: Path) -> None:
+    sub = tmp_path / "conf"
+    sub.mkdir()
+    settings = load_settings(write(sub, "[demo]\nfile = 'rec/chat.jsonl'\n"), {})
+    assert settings.demo_file == str((sub / "rec" / "chat.jsonl").resolve())
+
+
+def test_bad_env_value_names_variable(tmp_path: Path) -> None:
+    err = load_error(write(tmp_path, "[server]\nport = 8000\n"), {"MIXER_SERVER_PORT": "abc"})
+    assert (err.file, err.line, err.key) == ("environment", None, "MIXER_SERVER_PORT")
+    assert str(err) == "environment: MIXER_SERVER_PORT: must be an integer from 1 to 65535, got 'abc'"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MIXER_MERGE_WINDOW_MS", "1.5"),
+        ("MIXER_DEMO_SPEED", "-1"),
+        ("MIXER_DEMO_SPEED", "inf"),
+        ("MIXER_REDIS_URL", "x"),
+    ],
+)
+def test_bad_env_values_are_rejected(tmp_path: Path, name: str, value: str) -> None:
+    assert load_error(write(tmp_path, ""), {name: value}).key == name
+
+
+def test_chats_env_replaces_list() -> None:
+    settings = load_settings(BUNDLED_CONFIG, {"MIXER_CHATS": "smbiz, #EdChat"})
+    assert settings.chats == (
+        ChatSettings("smbiz", "#smbiz", PALETTE[0]),
+        ChatSettings("edchat", "#edchat", PALETTE[1]),
+    )
+    assert settings.source.endswith(" + env MIXER_CHATS")
+
+
+@pytest.mark.parametrize("value", ["", " , ", "a,b,A", "small biz"])
+def test_bad_chats_env_is_rejected(tmp_path: Path, value: str) -> None:
+    err = load_error(write(tmp_path, ""), {"MIXER_CHATS": value})
+    assert (err.file, err.key) == ("environment", "MIXER_CHATS")
+
+
+def test_render_round_trips(tmp_path: Path) -> None:
+    text = (
+        "[event]\nname = 'Quotes \" back\\\\slash \\t tab and ünïcode 🎉'\n"
+        "[[chats]]\ntag = 'A'\ntitle = 'Line\\nbreak'\n[[chats]]\ntag = 'b'\ncolour = '#abc'\n"
+        "[demo]\nfile = 'x.jsonl'\nspeed = 1e-5\n"
+    )
+    env = {"MIXER_SERVER_PORT": "9000", "MIXER_SERVER_CUTOFF_SECONDS": "0.1"}
+    for settings in (load_settings(BUNDLED_CONFIG, {}), load_settings(write(tmp_path, text), env), Settings()):
+        rendered = render_settings(settings)
+        assert rendered.startswith(f"# chatmixer settings in effect, from: {settings.source}\n")
+        again = load_settings(write(tmp_path, rendered, "rendered.toml"), {})
+        assert dataclasses.replace(again, source=settings.source) == settings
+
+
+def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        find_config(str(tmp_path / "nope.toml"), {"MIXER_CONFIG": str(BUNDLED_CONFIG)})
+    assert str(info.value) == f"{tmp_path / 'nope.toml'}: no such config file"
+
+
+def test_missing_config_named_by_env_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        find_config(None, {"MIXER_CONFIG": str(tmp_path / "nope.toml")})
+    assert (info.value.file, info.value.key) == ("environment", "MIXER_CONFIG")
+
+
+def test_find_config_prefers_explicit_then_env_then_local_then_bundled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    explicit, named = write(tmp_path, "", "a.toml"), write(tmp_path, "", "b.toml")
+    assert find_config(None, {}) == BUNDLED_CONFIG
+    local = write(tmp_path, "")
+    assert find_config(None, {}) == Path("mixer.toml") and local.is_file()
+    assert find_config(None, {"MIXER_CONFIG": str(named)}) == named
+    assert find_config(str(explicit), {"MIXER_CONFIG": str(named)}) == explicit
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "mixer.toml"
+    path.write_bytes(b"[event]\nname = '\xff'\n")
+    assert load_error(path).line == 2
+    assert load_error(tmp_path / "missing.toml").reason.startswith("cannot read: ")
