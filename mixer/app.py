@@ -1,0 +1,259 @@
+"""The fan-out web app: ``create_app(settings, redis_url)`` and its routes.
+
+Resources are cleanup contexts (a failed start unwinds only what started): a pooled
+Redis client for history reads, and the feed follower, a task on a dedicated
+connection that reads the merged feed and hands each batch to the ``Hub``. Routes:
+``/ws`` (the websocket contract), ``/api/feed``, ``/api/chats``, ``/api/stats``,
+``/healthz``, ``/readyz``, and the web pages from ``web/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiohttp import WSCloseCode, WSMsgType, web
+from redis.exceptions import RedisError
+
+from .codec import dumps, encode_message, unpack_item
+from .hub import Client, Hub, select
+from .keys import Keys
+from .models import normalize_tag
+from .settings import Settings
+from .streams import Entry, dedicated_client, id_key, last_id, read_new, read_range, read_tail
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+
+SETTINGS = web.AppKey("settings", Settings)
+KEYS = web.AppKey("keys", Keys)
+REDIS = web.AppKey("redis", aioredis.Redis)
+HUB = web.AppKey("hub", Hub)
+FOLLOWING = web.AppKey("following", asyncio.Event)
+SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
+WEB_ROOT = web.AppKey("web_root", Path)
+
+
+def decode_entries(entries: list[Entry]) -> list[dict[str, Any]]:
+    """Feed entries as contract dicts; an undecodable entry is logged and left out."""
+    items = []
+    for entry_id, raw in entries:
+        try:
+            items.append(unpack_item(entry_id, raw))
+        except Exception as exc:
+            log.warning("feed: skipping undecodable entry %s: %s", entry_id, exc)
+    return items
+
+
+async def follow_feed(redis_url: str, keys: Keys, hub: Hub, following: asyncio.Event) -> None:
+    """Broadcast every feed entry after the hub's cursor, in order; resumes from it after a Redis outage."""
+    backoff = 0.1
+    redis = dedicated_client(redis_url, 1000)
+    try:
+        while True:
+            try:
+                if not following.is_set():
+                    hub.cursor = await last_id(redis, keys.feed)
+                    following.set()
+                got = await read_new(redis, {keys.feed: hub.cursor}, 1000, 1000)
+                entries = got.get(keys.feed, [])
+                if entries:
+                    hub.broadcast(decode_entries(entries), entries[-1][0])
+                hub.sweep()
+                backoff = 0.1
+            except (RedisError, OSError) as exc:
+                log.warning("feed: redis error (%s); retrying in %.1fs from %s", exc, backoff, hub.cursor)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+    finally:
+        await redis.aclose()
+
+
+def parse_chats(raw: str | None) -> frozenset[str] | None:
+    tags = frozenset(normalize_tag(t) for t in (raw or "").split(",") if t.strip())
+    return tags or None
+
+
+def parse_since(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    if not _ID.match(raw):
+        raise web.HTTPBadRequest(text="since must be a feed id such as 1700000000000-0")
+    return raw
+
+
+def hello(settings: Settings, cursor: str) -> dict[str, Any]:
+    return {
+        "type": "hello",
+        "event": {"name": settings.event_name, "hashtag": settings.event_hashtag},
+        "chats": [{"tag": c.tag, "title": c.title, "colour": c.colour} for c in settings.chats],
+        "cursor": cursor,
+    }
+
+
+async def _send(ws: web.WebSocketResponse, obj: dict[str, Any], fmt: str) -> None:
+    if fmt == "msgpack":
+        await ws.send_bytes(encode_message(obj, fmt))
+    else:
+        await ws.send_str(encode_message(obj, fmt).decode())
+
+
+async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+    """``GET /ws``: hello, the gap after ``since`` from history, then live posts frames."""
+    app = request.app
+    settings, hub = app[SETTINGS], app[HUB]
+    chats = parse_chats(request.query.get("chats"))
+    since = parse_since(request.query.get("since"))
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "msgpack"):
+        raise web.HTTPBadRequest(text="format is json or msgpack")
+    ws = web.WebSocketResponse(heartbeat=settings.heartbeat_seconds, compress=False, max_msg_size=1 << 16)
+    await ws.prepare(request)
+    transport = request.transport
+    if transport is None:
+        return ws
+    app[SOCKETS].add(ws)
+    client = Client(transport, chats, fmt)
+    try:
+        await app[FOLLOWING].wait()
+        await _send(ws, hello(settings, hub.cursor), fmt)
+        if since is not None:
+            await catch_up(ws, app[REDIS], app[KEYS], hub, client, since)
+        hub.add(client)  # no await since catch_up saw hub.cursor: no gap, no repeat
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT and _is_ping(msg.data):
+                await _send(ws, {"type": "pong"}, fmt)
+    finally:
+        hub.remove(client)
+        app[SOCKETS].discard(ws)
+    return ws
+
+
+def _is_ping(data: str) -> bool:
+    try:
+        return bool(json.loads(data).get("type") == "ping")
+    except (ValueError, AttributeError):
+        return False
+
+
+async def catch_up(
+    ws: web.WebSocketResponse, redis: aioredis.Redis, keys: Keys, hub: Hub, client: Client, since: str
+) -> None:
+    """Send every feed post after ``since`` up to the hub's cursor, which may move meanwhile."""
+    after = since
+    while id_key(after) < id_key(hub.cursor):
+        entries = await read_range(redis, keys.feed, after, hub.cursor, count=500)
+        if not entries:
+            break
+        chosen = select(client.chats, decode_entries(entries))
+        if chosen:
+            await _send(ws, {"type": "posts", "items": chosen}, client.fmt)
+        after = entries[-1][0]
+
+
+async def feed_handler(request: web.Request) -> web.Response:
+    """``GET /api/feed?since=&limit=&chats=``: history in feed order (the newest ``limit`` without since)."""
+    app = request.app
+    since = parse_since(request.query.get("since"))
+    chats = parse_chats(request.query.get("chats"))
+    try:
+        limit = max(1, min(1000, int(request.query.get("limit", "50"))))
+    except ValueError:
+        raise web.HTTPBadRequest(text="limit must be a number") from None
+    redis, feed = app[REDIS], app[KEYS].feed
+    if since is None:
+        entries = await read_tail(redis, feed, limit if chats is None else 1000)
+        items = select(chats, decode_entries(entries))[-limit:]
+    else:
+        items, after = [], since
+        while len(items) < limit:
+            entries = await read_range(redis, feed, after, count=limit)
+            if not entries:
+                break
+            items += select(chats, decode_entries(entries))
+            after = entries[-1][0]
+        items = items[:limit]
+    cursor = items[-1]["id"] if items else since or app[HUB].cursor
+    return web.Response(body=dumps({"items": items, "cursor": cursor}), content_type="application/json")
+
+
+async def chats_handler(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    body = {
+        "event": {"name": settings.event_name, "hashtag": settings.event_hashtag},
+        "chats": [{"tag": c.tag, "title": c.title, "colour": c.colour} for c in settings.chats],
+    }
+    return web.Response(body=dumps(body), content_type="application/json")
+
+
+async def stats_handler(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    body = {"clients": len(hub), "cursor": hub.cursor, "hub": dict(hub.counters)}
+    return web.Response(body=dumps(body), content_type="application/json")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when Redis answers and the feed follower is running."""
+    if not request.app[FOLLOWING].is_set():
+        return web.Response(status=503, text="feed follower starting\n")
+    try:
+        await asyncio.wait_for(request.app[REDIS].ping(), 2)
+    except (RedisError, OSError, TimeoutError) as exc:
+        return web.Response(status=503, text=f"redis: {exc}\n")
+    return web.Response(text="ready\n")
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(request.app[WEB_ROOT] / "index.html")
+
+
+def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> web.Application:
+    """The fan-out server for ``settings`` on the Redis at ``redis_url``; nothing starts until it runs."""
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[KEYS] = Keys(settings.key_prefix)
+    app[HUB] = Hub(settings.backlog_bytes, settings.cutoff_seconds)
+    app[FOLLOWING] = asyncio.Event()
+    app[SOCKETS] = set()
+    app[WEB_ROOT] = web_dir
+
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[REDIS] = aioredis.Redis.from_url(redis_url, socket_timeout=10, health_check_interval=30)
+        yield
+        await app[REDIS].aclose()
+
+    async def follower_ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(follow_feed(redis_url, app[KEYS], app[HUB], app[FOLLOWING]), name="follow-feed")
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def close_sockets(app: web.Application) -> None:
+        sockets: set[web.WebSocketResponse] = app[SOCKETS]
+        closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets.copy()]
+        await asyncio.gather(*closing, return_exceptions=True)
+
+    app.cleanup_ctx.extend([redis_ctx, follower_ctx])
+    app.on_shutdown.append(close_sockets)
+    app.router.add_get("/ws", ws_handler)
+    app.router.add_get("/api/feed", feed_handler)
+    app.router.add_get("/api/chats", chats_handler)
+    app.router.add_get("/api/stats", stats_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/", index)
+    if web_dir.is_dir():
+        app.router.add_static("/static/", web_dir)
+    return app

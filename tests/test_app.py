@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from mixer.app import HUB
+from mixer.codec import FIELD, pack_post
+from mixer.keys import Keys
+
+from .helpers import make_post
+from .servers import running_app, settings_for
+
+
+async def add_to_feed(redis: aioredis.Redis, keys: Keys, *posts: Any) -> list[str]:
+    ids = []
+    for post in posts:
+        entry_id = await redis.xadd(keys.feed, {FIELD: pack_post(post)})
+        ids.append(entry_id.decode())
+    return ids
+
+
+async def receive_posts(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    while len(items) < count:
+        frame = await ws.receive_json(timeout=10)
+        if frame["type"] == "posts":
+            items += frame["items"]
+    return items
+
+
+async def test_hello_then_live_posts_carry_their_chats(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url) as ws:
+            hello = await ws.receive_json(timeout=5)
+            assert hello["type"] == "hello"
+            assert hello["event"] == {"name": "Test night", "hashtag": "chatmixer"}
+            assert [c["tag"] for c in hello["chats"]] == ["smbiz", "edchat", "journchat"]
+            assert hello["chats"][0]["colour"] == "#4fc3f7"
+            ids = await add_to_feed(redis, keys, make_post("x:1", ("smbiz", "edchat")))
+            [item] = await receive_posts(ws, 1)
+            assert item["id"] == ids[0]
+            assert item["chats"] == ["smbiz", "edchat"]
+            assert item["author"] == {"handle": "alice", "name": "Alice", "avatar": None}
+
+
+async def test_chats_filter_sends_only_matching_posts(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url + "?chats=EdChat") as ws:
+            await ws.receive_json(timeout=5)
+            await add_to_feed(redis, keys, make_post("a", ("smbiz",)), make_post("b", ("edchat", "smbiz")))
+            await add_to_feed(redis, keys, make_post("c", ("journchat",)), make_post("d", ("edchat",)))
+            items = await receive_posts(ws, 2)
+            assert [i["key"] for i in items] == ["b", "d"]
+
+
+async def test_since_returns_exactly_the_missed_posts(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    ids = await add_to_feed(redis, keys, *(make_post(f"k{i}") for i in range(5)))
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{srv.ws_url}?since={ids[1]}") as ws:
+            await ws.receive_json(timeout=5)
+            history = await receive_posts(ws, 3)
+            assert [i["id"] for i in history] == ids[2:]
+            live = await add_to_feed(redis, keys, make_post("k5"))
+            assert [i["id"] for i in await receive_posts(ws, 1)] == live
+        async with http.get(f"{srv.url}/api/feed?since={ids[0]}&limit=2") as resp:
+            body = await resp.json()
+            assert [i["id"] for i in body["items"]] == ids[1:3]
+            assert body["cursor"] == ids[2]
+        async with http.get(f"{srv.url}/api/feed?limit=2") as resp:
+            assert [i["key"] for i in (await resp.json())["items"]] == ["k4", "k5"]
+
+
+async def test_bad_query_is_refused_with_400(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        for query in ("since=abc", "format=xml"):
+            async with http.get(f"{srv.url}/ws?{query}") as resp:
+                assert resp.status == 400
+        async with http.get(f"{srv.url}/api/feed?limit=lots") as resp:
+            assert resp.status == 400
+
+
+async def test_health_and_readiness(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.get(srv.url + "/healthz") as resp:
+            assert resp.status == 200
+        async with http.get(srv.url + "/readyz") as resp:
+            assert resp.status == 200
+
+
+async def test_ping_gets_pong_and_msgpack_format_works(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    import msgpack
+
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url + "?format=msgpack") as ws:
+            hello = msgpack.unpackb(await ws.receive_bytes(timeout=5))
+            assert hello["type"] == "hello"
+            await ws.send_str(json.dumps({"type": "ping"}))
+            assert msgpack.unpackb(await ws.receive_bytes(timeout=5)) == {"type": "pong"}
+            await add_to_feed(redis, keys, make_post("m"))
+            frame = msgpack.unpackb(await ws.receive_bytes(timeout=5))
+            assert frame["type"] == "posts" and frame["items"][0]["key"] == "m"
+
+
+async def _stalled_client(port: int) -> socket.socket:
+    """A websocket client that completes the handshake, reads its hello, and then never reads again."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(
+        sock,
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    received = b""
+    while b'"type":"hello"' not in received:
+        chunk = await loop.sock_recv(sock, 4096)
+        assert chunk, "server closed the handshake"
+        received += chunk
+    return sock
+
+
+async def test_a_client_that_never_reads_does_not_delay_another(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    settings = settings_for(keys.prefix, backlog_bytes=256 * 1024, cutoff_seconds=0.3)
+    async with running_app(settings, redis_url) as srv, aiohttp.ClientSession() as http:
+        hub = srv.app[HUB]
+        stalled = await _stalled_client(int(srv.url.rsplit(":", 1)[1]))
+        try:
+            # since=0-0: the healthy client gets every post whenever its subscription lands
+            async with http.ws_connect(srv.ws_url + "?since=0-0") as ws:
+                await ws.receive_json(timeout=5)
+                text = "x" * 2000
+                total = 3000  # ~6 MB: far beyond the stalled client's socket buffers and backlog limit
+                reader = asyncio.create_task(receive_posts(ws, total))  # the healthy client reads as it goes
+                for start in range(0, total, 20):
+                    await add_to_feed(redis, keys, *(make_post(f"p{i}", text=text) for i in range(start, start + 20)))
+                items = await reader
+                assert [i["key"] for i in items] == [f"p{i}" for i in range(total)]
+            assert hub.counters["posts_skipped"] > 0
+            assert hub.counters["cut_off"] == 1
+        finally:
+            stalled.close()
