@@ -91,6 +91,8 @@ class Post:
         media_raw = data.get("media") or []
         if not isinstance(media_raw, list) or not all(isinstance(m, str) for m in media_raw):
             raise ValueError("'media' must be a list of URLs")
+        for item in (*media_raw, *chats):
+            _check_text(item, "media/chats")
         avatar = author.get("avatar")
         return cls(
             id=_opt_str(data, "id") or "",
@@ -117,7 +119,7 @@ def _req_str(data: dict[str, Any], name: str, label: str | None = None) -> str:
     value = data.get(name)
     if not isinstance(value, str) or not value:
         raise ValueError(f"'{label or name}' must be a non-empty string")
-    return value
+    return _check_text(value, label or name)
 
 
 def _opt_str(data: dict[str, Any], name: str, label: str | None = None) -> str | None:
@@ -126,7 +128,7 @@ def _opt_str(data: dict[str, Any], name: str, label: str | None = None) -> str |
         return None
     if not isinstance(value, str):
         raise ValueError(f"'{label or name}' must be a string")
-    return value
+    return _check_text(value, label or name)
 
 
 def _req_int(data: dict[str, Any], name: str) -> int:
@@ -136,10 +138,21 @@ def _req_int(data: dict[str, Any], name: str) -> int:
     return value
 
 
+_MAX_MS = 1 << 53  # beyond this a time is not a time, and msgpack/JSON readers lose precision
+
+
 def _opt_int(data: dict[str, Any], name: str) -> int | None:
     value = data.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < _MAX_MS:
         raise ValueError(f"'{name}' must be milliseconds since the epoch")
     return int(value)
+
+
+def _check_text(value: str, label: str) -> str:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"'{label}' holds a lone surrogate, not text") from None
+    return value
