@@ -1,0 +1,163 @@
+"""The `mixer` command: argument parsing and the edge where settings are read.
+
+Each subcommand reads the config file and the MIXER_* environment once, applies its
+own flags on top, and hands a frozen ``Settings`` to the code that does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import find_config, load_settings, render_settings
+from .replay import ReplayOptions
+from .runner import Parts, replay_command, run_async, run_parts
+from .settings import ConfigError, Settings
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="mixer.toml to read (default: $MIXER_CONFIG, ./mixer.toml, the bundled demo config)",
+    )
+    parser.add_argument(
+        "--redis", metavar="URL", help="use this Redis (redis://, rediss://, unix://) instead of an embedded one"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+
+
+def _web(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (default from config: 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default from config: 8080)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mixer", description="chatmixer: many hashtag chats, one live feed.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="everything in one process: embedded Redis, demo replay, merge, web server",
+        description="Start the whole product in one process. Without --redis (or MIXER_REDIS_URL) "
+        "an embedded redis-server is started on a private socket and stopped on exit.",
+    )
+    _common(run)
+    _web(run)
+    run.add_argument(
+        "--replay", nargs="+", type=Path, metavar="FILE", help="recordings to loop (default: the bundled demo)"
+    )
+    run.add_argument("--speed", type=float, help="replay speed, x real time (default from config [demo] speed)")
+    run.add_argument("--no-demo", action="store_true", help="do not replay anything (live sources only)")
+
+    ingest = sub.add_parser(
+        "ingest",
+        help="ingest workers only: publish posts into the chat streams",
+        description="Run the ingest side on a shared Redis: replays the given recordings "
+        "(default: the bundled demo) in a loop into the chats' streams.",
+    )
+    _common(ingest)
+    ingest.add_argument(
+        "--replay", nargs="+", type=Path, metavar="FILE", help="recordings to loop (default: the bundled demo)"
+    )
+    ingest.add_argument("--speed", type=float, help="replay speed, x real time")
+
+    serve = sub.add_parser(
+        "serve",
+        help="merge stage and fan-out web server on a shared Redis",
+        description="Run the merge stage and the fan-out server (/ws, /api, pages).",
+    )
+    _common(serve)
+    _web(serve)
+    serve.add_argument("--no-merge", action="store_true", help="fan-out only (another process runs the merge stage)")
+
+    merge = sub.add_parser("merge", help="the merge stage alone", description="Merge the chat streams into the feed.")
+    _common(merge)
+
+    replay = sub.add_parser(
+        "replay",
+        help="publish recorded files into the chat streams",
+        description="Publish recorded JSON Lines into their chats' streams at the recorded pace "
+        "times --speed. Several files start together.",
+    )
+    _common(replay)
+    replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    replay.add_argument("--speed", type=float, default=1.0, help="x real time; 0 = as fast as possible (default 1)")
+    replay.add_argument("--loop", action="store_true", help="start again at the end, until stopped")
+    replay.add_argument("--max-gap", type=float, metavar="S", help="cut silences longer than S recorded seconds to S")
+    replay.add_argument(
+        "--keep-time", action="store_true", help="keep recorded 'created' times (default: re-stamp to now)"
+    )
+
+    config = sub.add_parser(
+        "config",
+        help="print the effective settings as TOML",
+        description="Print the settings after the config file and MIXER_* environment are "
+        "applied. The output is itself a valid mixer.toml.",
+    )
+    _common(config)
+    return parser
+
+
+def read_settings(args: argparse.Namespace) -> Settings:
+    """Settings from the config file and environment, with command-line flags on top."""
+    env = os.environ
+    settings = load_settings(find_config(args.config, env), env)
+    changes: dict[str, Any] = {}
+    if args.redis:
+        changes["redis_url"] = args.redis
+    for name in ("host", "port"):
+        value = getattr(args, name, None)
+        if value is not None:
+            changes[name] = value
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verbose:
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        settings = read_settings(args)
+    except ConfigError as exc:
+        print(f"mixer: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        sys.stdout.write(render_settings(settings))
+        return 0
+    if args.command == "replay":
+        try:
+            options = ReplayOptions(speed=args.speed, loop=args.loop, max_gap=args.max_gap, keep_time=args.keep_time)
+        except ValueError as exc:
+            print(f"mixer replay: {exc}", file=sys.stderr)
+            return 2
+        return run_async(replay_command(settings, args.files, options))
+    parts = Parts(host=settings.host, port=settings.port)
+    demo = getattr(args, "replay", None) or [Path(settings.demo_file)]
+    speed = getattr(args, "speed", None) or settings.demo_speed
+    if args.command == "run":
+        parts.merge = parts.web = True
+        if not args.no_demo:
+            parts.ingest_files, parts.ingest_speed = demo, speed
+    elif args.command == "ingest":
+        parts.ingest_files, parts.ingest_speed = demo, speed
+    elif args.command == "serve":
+        parts.web, parts.merge = True, not args.no_merge
+    elif args.command == "merge":
+        parts.merge = True
+    return run_async(run_parts(settings, parts))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Process lifecycles: what `mixer run`, `ingest`, `serve` and `merge` start, and how they stop.
+
+Each part is a task; the process waits for SIGINT/SIGTERM or for a part to fail, then
+stops in reverse order of start: the web server first (websockets closed with
+GOING_AWAY so clients reconnect elsewhere), then the merge stage and ingest, then the
+Redis clients, and last the embedded Redis if this process started one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from .app import create_app
+from .embedded import EmbeddedRedis
+from .ingest import Publisher
+from .keys import Keys
+from .merge import MergeStage
+from .replay import Replayer, ReplayOptions
+from .settings import Settings
+from .streams import dedicated_client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Parts:
+    """What one process runs."""
+
+    ingest_files: list[Path] = field(default_factory=list)  # replayed (looping) into the chat streams
+    ingest_speed: float = 1.0
+    merge: bool = False
+    web: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@contextlib.asynccontextmanager
+async def redis_url_for(settings: Settings) -> AsyncIterator[str]:
+    """The configured Redis, or an embedded one started now and stopped on exit."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    server = EmbeddedRedis()
+    # started on this (the main) thread: the parent-death signal is tied to the starting thread
+    server.start()
+    log.info("embedded redis-server (pid %d) at %s", server.pid, server.url)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+async def ingest_replay(settings: Settings, redis_url: str, files: list[Path], speed: float) -> None:
+    """Replay recordings into the chat streams, looping, until cancelled."""
+    redis = aioredis.Redis.from_url(redis_url, socket_timeout=10)
+    try:
+        publisher = Publisher(redis, Keys(settings.key_prefix), settings.chat_tags, settings.chat_maxlen)
+        options = ReplayOptions(speed=speed, loop=True, max_gap=settings.demo_max_gap)
+        await Replayer(publisher, files, options).run()
+    finally:
+        await redis.aclose()
+
+
+async def merge_forever(settings: Settings, redis_url: str) -> None:
+    """The merge stage on its own connection, until cancelled."""
+    redis = dedicated_client(redis_url, 1000)
+    try:
+        stage = MergeStage(
+            redis,
+            Keys(settings.key_prefix),
+            settings.chat_tags,
+            window=settings.window_ms / 1000,
+            feed_maxlen=settings.feed_maxlen,
+            seen_max=settings.seen_max,
+        )
+        await stage.run()
+    finally:
+        await redis.aclose()
+
+
+async def serve_web(settings: Settings, redis_url: str, host: str, port: int, started: Callable[[str], None]) -> None:
+    """The fan-out server until cancelled; websockets are closed with GOING_AWAY on the way out."""
+    runner = web.AppRunner(create_app(settings, redis_url), handle_signals=False, shutdown_timeout=5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        started(f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}/")
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def _announce(url: str) -> None:
+    print(f"chatmixer is live at {url}  (Ctrl-C stops it)", flush=True)
+
+
+async def run_parts(settings: Settings, parts: Parts) -> int:
+    """Run the chosen parts until a signal (exit 0) or a part fails (exit 1)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with redis_url_for(settings) as url:
+        jobs: list[tuple[str, Awaitable[None]]] = []
+        if parts.ingest_files:
+            jobs.append(("ingest", ingest_replay(settings, url, parts.ingest_files, parts.ingest_speed)))
+        if parts.merge:
+            jobs.append(("merge", merge_forever(settings, url)))
+        if parts.web:
+            jobs.append(("web", serve_web(settings, url, parts.host, parts.port, _announce)))
+        tasks = [asyncio.ensure_future(job) for _, job in jobs]
+        for (name, _), task in zip(jobs, tasks, strict=True):
+            task.set_name(name)
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in tasks if t in done]
+        for task in failed:
+            exc = task.exception()
+            log.error("%s stopped: %r", task.get_name(), exc, exc_info=exc)
+        for task in reversed(tasks):  # stop in reverse order of start
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        stopper.cancel()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+    return 1 if failed else 0
+
+
+async def replay_command(settings: Settings, files: list[Path], options: ReplayOptions) -> int:
+    """`mixer replay`: publish recordings into a shared Redis, showing progress on stderr."""
+    if not settings.redis_url:
+        print("mixer replay: publishes into a shared Redis; give --redis URL or MIXER_REDIS_URL", file=sys.stderr)
+        return 2
+    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10)
+    publisher = Publisher(redis, Keys(settings.key_prefix), settings.chat_tags, settings.chat_maxlen)
+    replayer = Replayer(publisher, files, options)
+    task = asyncio.ensure_future(replayer.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    started = loop.time()
+    try:
+        while not task.done():
+            await asyncio.wait([task], timeout=1.0)
+            elapsed = max(loop.time() - started, 1e-9)
+            progress = replayer.progress
+            print(
+                f"\rreplay: {progress.summary()} ({progress.published / elapsed:,.0f} posts/s)", end="", file=sys.stderr
+            )
+        print(file=sys.stderr)
+        try:
+            await task
+        except asyncio.CancelledError:
+            return 130
+        except FileNotFoundError as exc:
+            print(f"mixer replay: {exc}", file=sys.stderr)
+            return 2
+        return 0 if replayer.progress.published or not replayer.progress.read else 1
+    finally:
+        await redis.aclose()
+
+
+def run_async(main: Awaitable[int]) -> int:
+    """Run ``main`` on uvloop where available."""
+    try:
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the `mixer` command")

@@ -1,0 +1,57 @@
+"""Running `mixer` subcommands as real processes, for tests that kill and restart them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import Mapping
+
+from mixer.keys import Keys
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def mixer_env(redis_url: str | None, keys: Keys, chats: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIXER_")}
+    env.update({"MIXER_REDIS_PREFIX": keys.prefix, "MIXER_CHATS": chats, "PYTHONUNBUFFERED": "1"})
+    if redis_url:
+        env["MIXER_REDIS_URL"] = redis_url
+    env.update(extra)
+    return env
+
+
+async def start_mixer(*args: str, env: Mapping[str, str]) -> asyncio.subprocess.Process:
+    """`python -m mixer.cli ARGS` with stdout piped and stderr merged into it."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mixer.cli",
+        *args,
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def read_until(proc: asyncio.subprocess.Process, marker: str, timeout: float = 20) -> list[str]:
+    """Lines of the process's output up to and including the first containing ``marker``."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+
+    async def scan() -> None:
+        while True:
+            raw = await proc.stdout.readline()  # type: ignore[union-attr]
+            if not raw:
+                raise AssertionError(f"process ended before {marker!r}:\n" + "".join(lines))
+            lines.append(raw.decode(errors="replace"))
+            if marker in lines[-1]:
+                return
+
+    await asyncio.wait_for(scan(), timeout)
+    return lines

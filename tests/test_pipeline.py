@@ -1,0 +1,136 @@
+"""The whole pipeline: recorded file -> chat streams -> merge -> feed -> websocket, and its processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from mixer.codec import unpack_post
+from mixer.ingest import Publisher
+from mixer.keys import Keys
+from mixer.merge import MergeStage
+from mixer.recorded import read_records
+from mixer.replay import Replayer, ReplayOptions
+from mixer.streams import dedicated_client, read_range
+
+from .helpers import make_post
+from .processes import free_port, mixer_env, read_until, start_mixer
+from .servers import CHATS, running_app, settings_for
+
+FIXTURES = Path(__file__).parent / "fixtures" / "recorded"
+TAGS = tuple(c.tag for c in CHATS)
+
+
+async def test_replayed_posts_reach_a_websocket_tagged_with_their_chats(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    settings = settings_for(keys.prefix, chats=(*CHATS, CHATS[0].__class__("pstweetchat", "PSTweetChat", "#2f6fde")))
+    recording = FIXTURES / "pstweetchat_2019-03-01.jsonl"
+    expected = [p for p in read_records(recording) if not isinstance(p, Exception)]
+    merge_conn = dedicated_client(redis_url, 1000)
+    merge = MergeStage(merge_conn, keys, settings.chat_tags, window=0.05)
+    async with running_app(settings, redis_url) as srv, aiohttp.ClientSession() as http:
+        merging = asyncio.create_task(merge.run())
+        try:
+            async with http.ws_connect(srv.ws_url) as ws:
+                assert (await ws.receive_json(timeout=5))["type"] == "hello"
+                publisher = Publisher(redis, keys, settings.chat_tags, 1000)
+                await Replayer(publisher, [recording], ReplayOptions(speed=0)).run()
+                items: list[dict[str, object]] = []
+                while len(items) < len(expected):
+                    frame = await ws.receive_json(timeout=10)
+                    items += frame["items"] if frame["type"] == "posts" else []
+        finally:
+            merging.cancel()
+            await asyncio.gather(merging, return_exceptions=True)
+            await merge_conn.aclose()
+    assert sorted(i["key"] for i in items) == sorted(p.key for p in expected)
+    for item in items:
+        assert "pstweetchat" in item["chats"]  # type: ignore[operator]
+        assert re.fullmatch(r"\d+-\d+", str(item["id"]))
+
+
+async def _wait_feed_length(redis: aioredis.Redis, keys: Keys, at_least: int, timeout: float = 30) -> int:
+    """Block on the feed stream (XREAD BLOCK, an event, not a sleep) until it holds ``at_least`` entries."""
+    deadline = time.monotonic() + timeout
+    last, count = "0-0", 0
+    while count < at_least:
+        assert time.monotonic() < deadline, f"feed stuck at {count} of {at_least}"
+        reply = await redis.xread({keys.feed: last}, count=10_000, block=1000)
+        for _, entries in reply:
+            count += len(entries)
+            last = entries[-1][0]
+    return count
+
+
+async def test_merge_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    publisher = Publisher(redis, keys, TAGS, 1_000_000)
+    total = 30_000
+    posts = [make_post(f"x:{i}", (TAGS[i % 3],), created=1_700_000_000_000 + i) for i in range(total)]
+    # every tenth post is also in a second chat: the same key through two streams
+    posts += [make_post(f"x:{i}", (TAGS[(i + 1) % 3],), created=1_700_000_000_000 + i) for i in range(0, total, 10)]
+    for start in range(0, len(posts), 2000):
+        await publisher.publish(posts[start : start + 2000])
+    env = mixer_env(redis_url, keys, ",".join(TAGS), MIXER_MERGE_WINDOW_MS="20")
+    first = await start_mixer("merge", env=env)
+    try:
+        await _wait_feed_length(redis, keys, 3000)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+    written_before_restart = await redis.xlen(keys.feed)
+    assert written_before_restart < total, "the merge finished before it was killed: raise the count"
+    second = await start_mixer("merge", env=env)
+    try:
+        await _wait_feed_length(redis, keys, total)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await second.wait()
+    feed = [unpack_post(eid, raw) for eid, raw in await read_range(redis, keys.feed, "0-0", count=1_000_000)]
+    assert len(feed) == total
+    assert sorted(int(p.key[2:]) for p in feed) == list(range(total))
+
+
+async def test_mixer_run_serves_the_demo_and_leaves_no_redis_behind_after_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    env = mixer_env(None, Keys("demo"), "pstweetchat,powershell", MIXER_DEMO_SPEED="50")
+    env.pop("MIXER_CHATS")  # the bundled demo config's chats
+    started = time.monotonic()
+    proc = await start_mixer("run", "--port", str(port), env=env)
+    try:
+        lines = await read_until(proc, "live at")
+        match = re.search(r"embedded redis-server \(pid (\d+)\) at unix://(\S+)", "".join(lines))
+        assert match, "".join(lines)
+        redis_pid, socket_path = int(match.group(1)), Path(match.group(2))
+        assert socket_path.exists()
+        async with aiohttp.ClientSession() as http, http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+            hello = await ws.receive_json(timeout=10)
+            assert "pstweetchat" in [c["tag"] for c in hello["chats"]]
+            while (frame := await ws.receive_json(timeout=20))["type"] != "posts":
+                pass
+            assert frame["items"][0]["chats"]
+        print(f"mixer run: first post on a websocket after {time.monotonic() - started:.2f} s")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    assert not _alive(redis_pid)
+    assert not socket_path.exists() and not socket_path.parent.exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"  # a zombie is dead, waiting for init to reap it
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return os.path.exists(f"/proc/{pid}")
