@@ -1,8 +1,9 @@
 """The merge stage: every chat stream in, one deduplicated, time-ordered feed out.
 
-``ReorderBuffer`` is the pure part (clock passed in): it holds each post for a short
-window so its twins from other chats can join it (their ``chats`` are unioned), then
-releases posts in ``created`` order. ``MergeStage`` is the Redis loop around it.
+``ReorderBuffer`` is the pure part (watermark passed in): it holds each post until
+every chat stream has been read past its ingest time plus a short window, so its twins
+from other chats join it (their ``chats`` are unioned), then releases posts in
+``created`` order. ``MergeStage`` is the Redis loop around it.
 
 Guarantee: every chat-stream entry is read (plain XREAD from stored cursors, no
 consumer groups), and each post key reaches the feed at most once. The feed entries,
@@ -16,9 +17,10 @@ is written (dedupe beyond keys, moderation, shaping plug in there).
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -29,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .codec import FIELD, pack_post, unpack_post
 from .keys import Keys
 from .models import Post
-from .streams import id_before, read_new, text
+from .streams import id_before, id_key, read_new, text
 
 log = logging.getLogger(__name__)
 
@@ -39,51 +41,57 @@ PostFilter = Callable[[Post], Post | None]
 @dataclass(slots=True)
 class Pending:
     post: Post
-    arrived: float  # seconds, monotonic clock of the caller
+    stamp: int  # ms of the first stream entry id that carried it (Redis time of ingest)
     entries: list[tuple[str, str]] = field(default_factory=list)  # (chat, stream entry id)
 
 
 class ReorderBuffer:
-    """Posts waiting ``window`` seconds for twins; released in created order, each key once."""
+    """Posts held until the watermark passes their stamp plus ``window_ms``; released in created order, each key once.
 
-    def __init__(self, window: float, max_pending: int = 50_000) -> None:
-        self.window = window
+    The watermark is the caller's: the oldest point every chat stream has been read up to,
+    where a chat whose stream is drained counts as read up to now. So a backlog read in
+    chunks still meets its twins from other chats, and a silent chat holds nothing back.
+    """
+
+    def __init__(self, window_ms: int, max_pending: int = 50_000) -> None:
+        self.window_ms = window_ms
         self.max_pending = max_pending
         self._by_key: dict[str, Pending] = {}
-        self._arrivals: deque[str] = deque()
+        self._stamps: list[tuple[int, int, str]] = []  # heap of (stamp, seq, key)
+        self._seq = 0
         self._chat_ids: dict[str, dict[str, None]] = {}  # per chat, pending entry ids in stream order
 
     def __len__(self) -> int:
         return len(self._by_key)
 
-    def add(self, chat: str, entry_id: str, post: Post, now: float) -> None:
+    def add(self, chat: str, entry_id: str, post: Post) -> None:
         """Hold ``post``; a post already held under the same key gains this entry's chats."""
         self._chat_ids.setdefault(chat, {})[entry_id] = None
         held = self._by_key.get(post.key)
         if held is None:
-            self._by_key[post.key] = Pending(post, now, [(chat, entry_id)])
-            self._arrivals.append(post.key)
+            stamp = id_key(entry_id)[0]
+            self._by_key[post.key] = Pending(post, stamp, [(chat, entry_id)])
+            self._seq += 1
+            heapq.heappush(self._stamps, (stamp, self._seq, post.key))
             return
         held.entries.append((chat, entry_id))
         extra = tuple(c for c in post.chats if c not in held.post.chats)
         if extra:
             held.post = held.post.with_chats(held.post.chats + extra)
 
-    def next_due(self, now: float) -> float | None:
-        """Seconds until the oldest held post is released, or None when nothing is held."""
-        if not self._arrivals:
-            return None
-        return max(0.0, self._by_key[self._arrivals[0]].arrived + self.window - now)
+    def next_due(self) -> int | None:
+        """The watermark (ms) at which the oldest held post is released, or None when nothing is held."""
+        return self._stamps[0][0] + self.window_ms if self._stamps else None
 
-    def pop_ready(self, now: float) -> list[Pending]:
-        """Posts whose window has passed (and the oldest beyond ``max_pending``), in created order."""
+    def pop_ready(self, watermark: int) -> list[Pending]:
+        """Posts whose stamp + window is at or below ``watermark`` (and the oldest beyond ``max_pending``)."""
         out: list[Pending] = []
-        while self._arrivals:
-            held = self._by_key[self._arrivals[0]]
-            if held.arrived + self.window > now and len(self._by_key) <= self.max_pending:
+        while self._stamps:
+            stamp, _, key = self._stamps[0]
+            if stamp + self.window_ms > watermark and len(self._by_key) <= self.max_pending:
                 break
-            self._arrivals.popleft()
-            del self._by_key[held.post.key]
+            heapq.heappop(self._stamps)
+            held = self._by_key.pop(key)
             for chat, entry_id in held.entries:
                 self._chat_ids[chat].pop(entry_id, None)
             out.append(held)
@@ -111,7 +119,7 @@ class MergeStage:
         feed_maxlen: int = 100_000,
         seen_max: int = 200_000,
         batch: int = 1000,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis  # a dedicated connection: XREAD BLOCK runs on it
         self._keys = keys
@@ -120,10 +128,11 @@ class MergeStage:
         self._seen_max = seen_max
         self._batch = batch
         self._clock = clock
-        self.buffer = ReorderBuffer(window)
+        self.buffer = ReorderBuffer(int(window * 1000))
         self.filters: list[PostFilter] = []
         self.counters: Counter[str] = Counter()
         self._read: dict[str, str] = {}  # chat -> last id read
+        self._drained: set[str] = set()  # chats whose last read reached the end of their stream
         self._committed: dict[str, str] = {}  # chat -> cursor stored in Redis
 
     async def load_cursors(self) -> None:
@@ -132,17 +141,29 @@ class MergeStage:
         cursors = {text(k): text(v) for k, v in stored.items()}
         self._read = {chat: cursors.get(chat, "0-0") for chat in self._chats}
         self._committed = dict(self._read)
-        self.buffer = ReorderBuffer(self.buffer.window, self.buffer.max_pending)
+        self._drained = set()
+        self.buffer = ReorderBuffer(self.buffer.window_ms, self.buffer.max_pending)
 
     async def step(self, max_block: float = 1.0) -> int:
-        """Read what is new (waiting at most until the next post is due), release, write; returns posts written."""
-        due = self.buffer.next_due(self._clock())
-        block = max_block if due is None else min(max_block, due)
+        """Read what is new, release what the watermark allows, write; returns posts written.
+
+        Waits for new entries only when every stream is drained, and then no longer than
+        until the oldest held post is due.
+        """
+        block_ms: int | None = None
+        if len(self._drained) == len(self._chats):
+            due = self.buffer.next_due()
+            wait = max_block * 1000 if due is None else min(max_block * 1000, due - self._clock() * 1000)
+            block_ms = max(1, int(wait))
         streams = {self._keys.chat(c): self._read[c] for c in self._chats}
-        got = await read_new(self._redis, streams, max(1, int(block * 1000)), self._batch)
-        now = self._clock()
+        got = await read_new(self._redis, streams, block_ms, self._batch)
         for chat in self._chats:
-            for entry_id, raw in got.get(self._keys.chat(chat), ()):
+            entries = got.get(self._keys.chat(chat), [])
+            if len(entries) < self._batch:
+                self._drained.add(chat)
+            else:
+                self._drained.discard(chat)
+            for entry_id, raw in entries:
                 self._read[chat] = entry_id
                 self.counters["read"] += 1
                 try:
@@ -151,11 +172,17 @@ class MergeStage:
                     self.counters["malformed"] += 1
                     log.warning("merge: skipping malformed entry %s in chat %s: %s", entry_id, chat, exc)
                     continue
-                self.buffer.add(chat, entry_id, post, now)
-        return await self._release(now)
+                self.buffer.add(chat, entry_id, post)
+        return await self._release(self._watermark())
 
-    async def _release(self, now: float) -> int:
-        ready = [held.post for held in self.buffer.pop_ready(now)]
+    def _watermark(self) -> int:
+        """Ms up to which every chat stream has been read; a drained stream counts as read up to now."""
+        now = int(self._clock() * 1000)
+        marks = [now if c in self._drained else id_key(self._read[c])[0] for c in self._chats]
+        return min(marks, default=now)
+
+    async def _release(self, watermark: int) -> int:
+        ready = [held.post for held in self.buffer.pop_ready(watermark)]
         cursors = {c: self.buffer.safe_cursor(c, self._read[c]) for c in self._chats}
         changed = {c: v for c, v in cursors.items() if v != self._committed.get(c)}
         if not ready and not changed:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import redis.asyncio as aioredis
 
 from mixer.codec import FIELD, unpack_post
@@ -15,8 +17,10 @@ CHATS = ("smbiz", "edchat", "journchat")
 
 
 class FakeClock:
+    """Wall-clock seconds that move only when the test says so."""
+
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.now = time.time()
 
     def __call__(self) -> float:
         return self.now
@@ -67,6 +71,7 @@ async def test_a_post_seen_before_a_restart_is_not_written_again(redis: aioredis
     await first.step(max_block=0.01)
     # the same post reaches another chat much later, and the merge stage restarts in between
     await pub.publish([make_post("x:1", ("edchat",)), make_post("x:2", ("edchat",))])
+    clock.now += 1
     second = stage(redis, keys, clock, window=0)
     await second.load_cursors()
     await second.step(max_block=0.01)
@@ -104,8 +109,34 @@ async def test_cursor_never_passes_a_post_still_held(redis: aioredis.Redis, keys
 
 
 def test_reorder_buffer_releases_the_oldest_when_over_capacity() -> None:
-    buf = ReorderBuffer(window=60, max_pending=2)
+    buf = ReorderBuffer(window_ms=60_000, max_pending=2)
     for i, key in enumerate(["a", "b", "c"]):
-        buf.add("smbiz", f"1-{i}", make_post(key), now=0)
-    assert [p.post.key for p in buf.pop_ready(now=0)] == ["a"]
-    assert buf.safe_cursor("smbiz", "1-2") == "1-0"
+        buf.add("smbiz", f"1000-{i}", make_post(key))
+    assert [p.post.key for p in buf.pop_ready(watermark=1000)] == ["a"]
+    assert buf.safe_cursor("smbiz", "1000-2") == "1000-0"
+
+
+def test_reorder_buffer_waits_for_the_watermark_not_the_clock() -> None:
+    buf = ReorderBuffer(window_ms=500)
+    buf.add("smbiz", "10000-0", make_post("a", created=5))
+    buf.add("edchat", "10001-0", make_post("a", ("edchat",), created=5))
+    buf.add("edchat", "10002-0", make_post("b", ("edchat",), created=4))
+    assert buf.next_due() == 10_500
+    assert buf.pop_ready(watermark=10_499) == []
+    released = buf.pop_ready(watermark=10_502)
+    assert [(p.post.key, p.post.chats) for p in released] == [("b", ("edchat",)), ("a", ("smbiz", "edchat"))]
+    assert len(buf) == 0 and buf.safe_cursor("edchat", "10002-0") == "10002-0"
+
+
+async def test_a_backlog_read_in_chunks_still_unions_twins_across_chats(redis: aioredis.Redis, keys: Keys) -> None:
+    pub = Publisher(redis, keys, CHATS, 100_000)
+    # smbiz has a long backlog; each post is also in edchat, whose stream is short per post
+    await pub.publish([make_post(f"x:{i}", ("smbiz", "edchat") if i % 2 else ("smbiz",)) for i in range(3000)])
+    merge = MergeStage(redis, keys, CHATS, window=0.2, batch=100)
+    await merge.load_cursors()
+    while await redis.xlen(keys.feed) < 3000:
+        await merge.step(max_block=0.05)
+    feed = await feed_posts(redis, keys)
+    assert len(feed) == 3000
+    assert all(set(p.chats) == ({"smbiz", "edchat"} if int(p.key[2:]) % 2 else {"smbiz"}) for p in feed)
+    assert merge.counters["duplicate"] == 0

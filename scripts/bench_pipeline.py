@@ -1,0 +1,127 @@
+"""Benchmark: posts/s through replay -> chat streams -> merge -> feed, beside its baselines.
+
+One invocation prints, for the same posts (the bundled #PSTweetChat demo, N passes):
+  parse           reading and validating the recording only (no Redis)
+  xadd baseline   the same posts pre-encoded and XADDed in pipelines: the Redis ceiling
+  replay          replay at --speed 0 into the chat streams (no merge)
+  merge           the merge stage alone, draining the streams filled by the replay row
+  pipeline        replay and merge together in one process, as `mixer run` does, until
+                  every post is in the feed
+
+It uses a throwaway key prefix and deletes its keys. Without --redis it starts an
+embedded Redis, so it runs on any machine:
+
+    .venv/bin/python scripts/bench_pipeline.py [--passes 10] [--redis redis://127.0.0.1:6379/15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import platform
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+
+from mixer.codec import FIELD, pack_post
+from mixer.embedded import EmbeddedRedis
+from mixer.ingest import Publisher
+from mixer.keys import Keys
+from mixer.merge import MergeStage
+from mixer.models import Post
+from mixer.recorded import read_records
+from mixer.replay import Replayer, ReplayOptions
+from mixer.settings import DEMO_RECORDING
+from mixer.streams import dedicated_client
+
+CHATS = ("pstweetchat", "powershell", "pshsummit", "devops")
+
+
+def row(name: str, posts: int, seconds: float, note: str = "") -> None:
+    print(f"{name:<15} {posts:>9,} posts {seconds:>7.2f} s {posts / seconds:>10,.0f} posts/s  {note}")
+
+
+@asynccontextmanager
+async def scratch(url: str) -> AsyncIterator[tuple[aioredis.Redis, Keys]]:
+    keys = Keys(prefix=f"bench-{uuid.uuid4().hex[:12]}")
+    redis = aioredis.Redis.from_url(url)
+    try:
+        yield redis, keys
+    finally:
+        async for key in redis.scan_iter(match=keys.pattern(), count=1000):
+            await redis.delete(key)
+        await redis.aclose()
+
+
+async def drain(stage: MergeStage, redis: aioredis.Redis, keys: Keys, expected: int) -> None:
+    await stage.load_cursors()
+    while await redis.xlen(keys.feed) < expected:
+        await stage.step(max_block=0.05)
+
+
+def merge_stage(url: str, keys: Keys) -> tuple[MergeStage, aioredis.Redis]:
+    conn = dedicated_client(url, 1000)
+    return MergeStage(conn, keys, CHATS, window=0.2, feed_maxlen=10_000_000, seen_max=10_000_000), conn
+
+
+async def bench(url: str, passes: int) -> None:
+    started = time.perf_counter()
+    posts = [p for _ in range(passes) for p in read_records(DEMO_RECORDING) if isinstance(p, Post)]
+    row("parse", len(posts), time.perf_counter() - started, "(read + validate, no Redis)")
+    unique = len(posts) // passes * passes  # every pass re-keys, so all posts are distinct
+
+    async with scratch(url) as (redis, keys):
+        packed = [pack_post(p) for p in posts]
+        started = time.perf_counter()
+        for start in range(0, len(packed), 500):
+            pipe = redis.pipeline(transaction=False)
+            for raw in packed[start : start + 500]:
+                pipe.xadd(keys.chat("pstweetchat"), {FIELD: raw})
+            await pipe.execute()
+        row("xadd baseline", len(packed), time.perf_counter() - started, "(pre-encoded, one stream)")
+
+    async with scratch(url) as (redis, keys):
+        publisher = Publisher(redis, keys, CHATS, maxlen=10_000_000)
+        replayer = Replayer(publisher, [DEMO_RECORDING], ReplayOptions(speed=0, loop=True, max_passes=passes))
+        started = time.perf_counter()
+        progress = await replayer.run()
+        row("replay", progress.published, time.perf_counter() - started, "(-> chat streams)")
+        stage, conn = merge_stage(url, keys)
+        started = time.perf_counter()
+        await drain(stage, redis, keys, unique)
+        row("merge", unique, time.perf_counter() - started, f"(streams -> feed; {dict(stage.counters)})")
+        await conn.aclose()
+
+    async with scratch(url) as (redis, keys):
+        publisher = Publisher(redis, keys, CHATS, maxlen=10_000_000)
+        replayer = Replayer(publisher, [DEMO_RECORDING], ReplayOptions(speed=0, loop=True, max_passes=passes))
+        stage, conn = merge_stage(url, keys)
+        started = time.perf_counter()
+        await asyncio.gather(replayer.run(), drain(stage, redis, keys, unique))
+        row("pipeline", unique, time.perf_counter() - started, "(replay + merge in one process, until all in feed)")
+        await conn.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passes", type=int, default=10, help="times over the demo recording (3,350 posts each)")
+    parser.add_argument("--redis", help="Redis URL (default: an embedded Redis started for the run)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    if args.redis:
+        print(f"redis: {args.redis}")
+        asyncio.run(bench(args.redis, args.passes))
+        return
+    with EmbeddedRedis() as server:
+        print(f"redis: embedded ({server.url})")
+        asyncio.run(bench(server.url, args.passes))
+
+
+if __name__ == "__main__":
+    main()
