@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 from collections.abc import Mapping
+from typing import IO
 
 from mixer.keys import Keys
 
@@ -26,15 +27,15 @@ def mixer_env(redis_url: str | None, keys: Keys, chats: str, **extra: str) -> di
     return env
 
 
-async def start_mixer(*args: str, env: Mapping[str, str]) -> asyncio.subprocess.Process:
-    """`python -m mixer.cli ARGS` with stdout piped and stderr merged into it."""
+async def start_mixer(*args: str, env: Mapping[str, str], log: IO[bytes] | None = None) -> asyncio.subprocess.Process:
+    """`python -m mixer.cli ARGS`, stderr merged into stdout, which goes to ``log`` or a pipe."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "mixer.cli",
         *args,
         env=dict(env),
-        stdout=asyncio.subprocess.PIPE,
+        stdout=log if log is not None else asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
 

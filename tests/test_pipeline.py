@@ -71,7 +71,7 @@ async def _wait_feed_length(redis: aioredis.Redis, keys: Keys, at_least: int, ti
 
 
 async def test_merge_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
-    redis: aioredis.Redis, keys: Keys, redis_url: str
+    redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path
 ) -> None:
     publisher = Publisher(redis, keys, TAGS, 1_000_000)
     total = 30_000
@@ -81,7 +81,8 @@ async def test_merge_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
     for start in range(0, len(posts), 2000):
         await publisher.publish(posts[start : start + 2000])
     env = mixer_env(redis_url, keys, ",".join(TAGS), MIXER_MERGE_WINDOW_MS="20")
-    first = await start_mixer("merge", env=env)
+    log = (tmp_path / "merge.log").open("wb")  # a file, not a pipe nobody reads
+    first = await start_mixer("merge", env=env, log=log)
     try:
         await _wait_feed_length(redis, keys, 3000)
     finally:
@@ -89,12 +90,13 @@ async def test_merge_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
         await first.wait()
     written_before_restart = await redis.xlen(keys.feed)
     assert written_before_restart < total, "the merge finished before it was killed: raise the count"
-    second = await start_mixer("merge", env=env)
+    second = await start_mixer("merge", env=env, log=log)
     try:
         await _wait_feed_length(redis, keys, total)
     finally:
         second.send_signal(signal.SIGTERM)
         await second.wait()
+        log.close()
     feed = [unpack_post(eid, raw) for eid, raw in await read_range(redis, keys.feed, "0-0", count=1_000_000)]
     assert len(feed) == total
     assert sorted(int(p.key[2:]) for p in feed) == list(range(total))

@@ -1,0 +1,164 @@
+"""Fixtures for real-browser tests: the fan-out app on a real port, and headless Chromium.
+
+``live_server`` runs ``create_app`` in-process (``AppRunner`` + ``TCPSite`` on 127.0.0.1,
+port 0) on the test's Redis prefix, is ready (``/readyz``) before the test starts, and can
+be stopped and started again on the same port. ``chromium_page`` is a Playwright page
+(async API, so it shares the pytest-asyncio loop with the server) in a fresh Chromium
+profile; an uncaught JavaScript error on the page fails the test at teardown.
+
+Use them from a test module by binding them as module attributes (``live_server = browser.live_server``).
+Not here: the wall's own assertions (``test_web_wall.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Page, async_playwright
+
+from mixer.app import create_app
+from mixer.codec import FIELD, pack_post
+from mixer.keys import Keys
+from mixer.models import Post
+from mixer.settings import ChatSettings, Settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+READY_TIMEOUT = 10.0
+
+# The chats every browser test's server knows: a few from the brief plus those of the demo recording.
+TEST_CHATS = (
+    ChatSettings("smbiz", "Small business marketing", "#4fc3f7"),
+    ChatSettings("edchat", "Teachers and education", "#ffb74d"),
+    ChatSettings("journchat", "Journalists and PR", "#e57373"),
+    ChatSettings("blogchat", "Bloggers", "#81c784"),
+    ChatSettings("pstweetchat", "PowerShell tweet chat", "#2f6fce"),
+    ChatSettings("powershell", "PowerShell", "#ba68c8"),
+    ChatSettings("pshsummit", "PowerShell Summit", "#fff176"),
+)
+
+
+class LiveServer:
+    """The fan-out app served on 127.0.0.1; ``stop()`` then ``start()`` keeps the same port."""
+
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        self.settings = settings
+        self.redis_url = redis_url
+        self.port = 0  # 0 until the first start picks a free one
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    async def start(self) -> None:
+        """Serve a new app (fresh hub and follower) and return once ``/readyz`` answers 200."""
+        runner = web.AppRunner(create_app(self.settings, self.redis_url))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        await self._wait_ready()
+
+    async def stop(self) -> None:
+        """Close every websocket (GOING_AWAY) and stop listening."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def _wait_ready(self) -> None:
+        async with aiohttp.ClientSession() as session, asyncio.timeout(READY_TIMEOUT):
+            while True:
+                async with session.get(f"{self.url}readyz") as response:
+                    if response.status == 200:
+                        return
+                await asyncio.sleep(0.05)  # polling the probe, as a load balancer would
+
+
+@pytest.fixture
+async def live_server(redis_url: str, keys: Keys) -> AsyncIterator[LiveServer]:
+    settings = Settings(
+        chats=TEST_CHATS,
+        key_prefix=keys.prefix,
+        event_name="#chatmixer night",
+        event_hashtag="chatmixer",
+    )
+    server = LiveServer(settings, redis_url)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def chromium_page(tmp_path: Path) -> AsyncIterator[Page]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+    errors: list[str] = []
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            tmp_path / "chromium-profile",
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 800},
+        )
+        try:
+            page = context.pages[0] if context.pages else await context.new_page()
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            yield page
+        finally:
+            try:
+                await context.close()
+            except PlaywrightError:
+                pass  # the browser already went away; nothing left to close
+    assert not errors, f"uncaught JavaScript errors on the page: {errors}"
+
+
+async def publish(redis: aioredis.Redis, keys: Keys, *posts: Post) -> list[str]:
+    """Append posts to the merged feed, as the merge stage would; returns their feed ids in order."""
+    ids = []
+    for post in posts:
+        entry_id = await redis.xadd(keys.feed, {FIELD: pack_post(post)})
+        ids.append(entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id))
+    return ids
+
+
+def png_bytes(width: int, height: int, top: tuple[int, int, int], bottom: tuple[int, int, int]) -> bytes:
+    """A small vertical-gradient PNG, to serve as an avatar or media image without any network."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack("!I", len(data)) + body + struct.pack("!I", zlib.crc32(body))
+
+    rows = bytearray()
+    for y in range(height):
+        mix = y / max(1, height - 1)
+        pixel = bytes(round(a + (b - a) * mix) for a, b in zip(top, bottom, strict=True))
+        rows += b"\x00" + pixel * width
+    header = struct.pack("!IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(rows))) + chunk(b"IEND", b"")
+    )
