@@ -215,6 +215,21 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(text="ready\n")
 
 
+# Pages show untrusted text: scripts only from us, images from anywhere over http(s).
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: http: data:; "
+    "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
+)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response: no MIME sniffing, no referrer; pages also get the CSP."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.path == "/" or request.path.startswith("/static/"):
+        response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+
+
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(request.app[WEB_ROOT] / "index.html")
 
@@ -247,6 +262,7 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
 
     app.cleanup_ctx.extend([redis_ctx, follower_ctx])
     app.on_shutdown.append(close_sockets)
+    app.on_response_prepare.append(security_headers)
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/api/feed", feed_handler)
     app.router.add_get("/api/chats", chats_handler)

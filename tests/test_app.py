@@ -90,6 +90,10 @@ async def test_health_and_readiness(redis: aioredis.Redis, keys: Keys, redis_url
             assert resp.status == 200
         async with http.get(srv.url + "/readyz") as resp:
             assert resp.status == 200
+        async with http.get(srv.url + "/") as resp:
+            assert resp.status == 200
+            assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
 
 
 async def test_ping_gets_pong_and_msgpack_format_works(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
