@@ -26,7 +26,7 @@ from .hub import Client, Hub, select
 from .keys import Keys
 from .models import normalize_tag
 from .settings import Settings
-from .streams import Entry, dedicated_client, id_key, last_id, read_new, read_range, read_tail
+from .streams import Entry, dedicated_client, id_key, last_id, raise_if_cancelling, read_new, read_range, read_tail
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,10 @@ async def follow_feed(redis_url: str, keys: Keys, hub: Hub, following: asyncio.E
                 if entries:
                     hub.broadcast(decode_entries(entries), entries[-1][0])
                 hub.sweep()
+                raise_if_cancelling()
                 backoff = 0.1
             except (RedisError, OSError) as exc:
+                raise_if_cancelling()
                 log.warning("feed: redis error (%s); retrying in %.1fs from %s", exc, backoff, hub.cursor)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -31,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .codec import FIELD, pack_post, unpack_post
 from .keys import Keys
 from .models import Post
-from .streams import id_before, id_key, read_new, text
+from .streams import id_before, id_key, raise_if_cancelling, read_new, text
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +230,10 @@ class MergeStage:
                     ready.set()
                 while True:
                     await self.step()
+                    raise_if_cancelling()
                     backoff = 0.1
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                raise_if_cancelling()  # redis-py may turn a cancel into a connection error
                 self.counters["reconnects"] += 1
                 log.warning("merge: redis error (%s); retrying in %.1fs from stored cursors", exc, backoff)
                 await asyncio.sleep(backoff)

@@ -101,6 +101,14 @@ async def serve_web(settings: Settings, redis_url: str, host: str, port: int, st
         await runner.cleanup()
 
 
+async def stop_task(task: asyncio.Task[None], grace: float = 10.0) -> None:
+    """Cancel ``task`` and wait for it, at most ``grace`` seconds: a stuck part never blocks shutdown."""
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=grace)
+    if not done:
+        log.warning("%s did not stop within %.0f s; exiting without it", task.get_name(), grace)
+
+
 def _announce(url: str) -> None:
     print(f"chatmixer is live at {url}  (Ctrl-C stops it)", flush=True)
 
@@ -129,8 +137,7 @@ async def run_parts(settings: Settings, parts: Parts) -> int:
             exc = task.exception()
             log.error("%s stopped: %r", task.get_name(), exc, exc_info=exc)
         for task in reversed(tasks):  # stop in reverse order of start
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stop_task(task)
         stopper.cancel()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)

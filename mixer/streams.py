@@ -9,6 +9,7 @@ empty payload so callers can count and skip them.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -16,6 +17,14 @@ import redis.asyncio as aioredis
 from .codec import FIELD
 
 Entry = tuple[str, bytes]
+
+
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that redis-py swallowed: its read timeouts can eat a CancelledError
+    delivered mid-read, and the caller's loop would then block on the next read forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def dedicated_client(url: str, block_ms: int) -> aioredis.Redis:

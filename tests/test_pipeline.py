@@ -81,25 +81,40 @@ async def test_merge_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
     for start in range(0, len(posts), 2000):
         await publisher.publish(posts[start : start + 2000])
     env = mixer_env(redis_url, keys, ",".join(TAGS), MIXER_MERGE_WINDOW_MS="20")
-    log = (tmp_path / "merge.log").open("wb")  # a file, not a pipe nobody reads
-    first = await start_mixer("merge", env=env, log=log)
-    try:
-        await _wait_feed_length(redis, keys, 3000)
-    finally:
-        first.send_signal(signal.SIGKILL)
-        await first.wait()
-    written_before_restart = await redis.xlen(keys.feed)
-    assert written_before_restart < total, "the merge finished before it was killed: raise the count"
-    second = await start_mixer("merge", env=env, log=log)
-    try:
-        await _wait_feed_length(redis, keys, total)
-    finally:
-        second.send_signal(signal.SIGTERM)
-        await second.wait()
-        log.close()
+    with (tmp_path / "merge.log").open("wb") as log:  # a file, not a pipe nobody reads
+        first = await start_mixer("merge", env=env, log=log)
+        try:
+            await _wait_feed_length(redis, keys, 3000)
+        finally:
+            first.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(first.wait(), 10)
+        written_before_restart = await redis.xlen(keys.feed)
+        assert written_before_restart < total, "the merge finished before it was killed: raise the count"
+        second = await start_mixer("merge", env=env, log=log)
+        try:
+            await _wait_feed_length(redis, keys, total)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(second.wait(), 15) == 0
     feed = [unpack_post(eid, raw) for eid, raw in await read_range(redis, keys.feed, "0-0", count=1_000_000)]
     assert len(feed) == total
     assert sorted(int(p.key[2:]) for p in feed) == list(range(total))
+
+
+async def test_merge_process_stops_promptly_on_sigterm_mid_stream(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path
+) -> None:
+    """redis-py can swallow a cancellation delivered mid-read; the merge loop must still stop."""
+    publisher = Publisher(redis, keys, TAGS, 1_000_000)
+    for start in range(0, 30_000, 2000):
+        await publisher.publish([make_post(f"x:{i}", (TAGS[i % 3],)) for i in range(start, start + 2000)])
+    env = mixer_env(redis_url, keys, ",".join(TAGS), MIXER_MERGE_WINDOW_MS="20")
+    for at_least in (2000, 9000, 16000):
+        with (tmp_path / "merge.log").open("wb") as log:
+            proc = await start_mixer("merge", env=env, log=log)
+            await _wait_feed_length(redis, keys, at_least)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 15) == 0
 
 
 async def test_mixer_run_serves_the_demo_and_leaves_no_redis_behind_after_sigterm(tmp_path: Path) -> None:
@@ -136,3 +151,31 @@ def _alive(pid: int) -> bool:
         return False
     except OSError:
         return os.path.exists(f"/proc/{pid}")
+
+
+async def test_a_post_in_two_chat_streams_reaches_the_websocket_once_with_both_chats(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    settings = settings_for(keys.prefix)
+    merge_conn = dedicated_client(redis_url, 1000)
+    merge = MergeStage(merge_conn, keys, settings.chat_tags, window=0.1)
+    async with running_app(settings, redis_url) as srv, aiohttp.ClientSession() as http:
+        merging = asyncio.create_task(merge.run())
+        try:
+            async with http.ws_connect(srv.ws_url) as ws:
+                await ws.receive_json(timeout=5)
+                publisher = Publisher(redis, keys, settings.chat_tags, 1000)
+                await publisher.publish([make_post("x:twin", ("smbiz",))])  # one follower saw it in #smbiz
+                await publisher.publish([make_post("x:twin", ("edchat",))])  # another in #edchat
+                await publisher.publish([make_post("x:after", ("journchat",))])
+                items: list[dict[str, object]] = []
+                while not any(i["key"] == "x:after" for i in items):
+                    frame = await ws.receive_json(timeout=10)
+                    items += frame["items"] if frame["type"] == "posts" else []
+        finally:
+            merging.cancel()
+            await asyncio.gather(merging, return_exceptions=True)
+            await merge_conn.aclose()
+    twins = [i for i in items if i["key"] == "x:twin"]
+    assert len(twins) == 1
+    assert sorted(twins[0]["chats"]) == ["edchat", "smbiz"]  # type: ignore[type-var]
