@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
-from .codec import dumps, encode_message, unpack_item
+from .codec import FIELD, dumps, encode_message, unpack_item
 from .hub import Client, Hub, select
 from .keys import Keys
 from .models import normalize_tag
@@ -45,7 +45,9 @@ WEB_ROOT = web.AppKey("web_root", Path)
 def decode_entries(entries: list[Entry]) -> list[dict[str, Any]]:
     """Feed entries as contract dicts; an undecodable entry is logged and left out."""
     items = []
-    for entry_id, raw in entries:
+    for entry_id, raw, kind in entries:
+        if kind != FIELD:
+            continue  # edits and retractions reach screens with the moderation/dedupe work
         try:
             items.append(unpack_item(entry_id, raw))
         except Exception as exc:

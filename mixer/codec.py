@@ -16,7 +16,9 @@ import msgpack
 
 from .models import Post
 
-FIELD = b"p"  # the one field of every stream entry: the msgpack-encoded post
+FIELD = b"p"  # stream entry field of a post: the msgpack-encoded post
+EDIT_FIELD = b"u"  # stream entry field of an edit: the post's new content, same key
+RETRACT_FIELD = b"r"  # stream entry field of a retraction: msgpack {"key", "source"}
 
 
 def pack_post(post: Post) -> bytes:

@@ -1,56 +1,120 @@
-"""Ingest: publishing normalised Posts into their chats' Redis streams.
+"""Ingest: publishing parsed events into the chat streams, follower cursors, and backoff.
 
-``Publisher.publish`` writes each post to the stream of every configured chat it
-belongs to, in one pipeline round-trip per batch. A post that belongs to no configured
-chat is counted and dropped. The merge stage, not this module, removes duplicates.
+``Publisher.publish`` writes each post to the stream of every configured chat it belongs
+to, in one round-trip per batch; with a cursor, the batch and the follower's cursor are
+written in one MULTI, so a follower restarted at any moment resumes exactly after what
+it published (no gap, no repeat). Edits and retractions travel the same streams as
+entries of their own kind (fields ``u`` and ``r``). A post in no configured chat is
+counted and dropped. The merge stage, not this module, removes duplicates.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
+import msgpack
 import redis.asyncio as aioredis
 
-from .codec import FIELD, pack_post
+from .codec import EDIT_FIELD, FIELD, RETRACT_FIELD, pack_post
 from .keys import Keys
-from .models import Post
+from .models import Edit, Event, Post, Retraction
+from .streams import raise_if_cancelling, text
 
 log = logging.getLogger(__name__)
 
 
 class Publisher:
-    """Writes posts to chat streams; at-least-once (a retried batch may repeat entries)."""
+    """Writes events to chat streams; at-least-once without a cursor, exactly-once with one."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, chats: Iterable[str], maxlen: int) -> None:
         self._redis = redis
         self._keys = keys
-        self._chats = frozenset(chats)
+        self._chats = tuple(dict.fromkeys(chats))
+        self._chat_set = frozenset(self._chats)
         self._maxlen = maxlen
         self.counters: Counter[str] = Counter()
 
+    @property
+    def keys(self) -> Keys:
+        return self._keys
+
     def route(self, post: Post) -> Post | None:
         """The post restricted to configured chats, or None when it belongs to none."""
-        chats = tuple(c for c in post.chats if c in self._chats)
+        chats = tuple(c for c in post.chats if c in self._chat_set)
         if not chats:
             return None
         return post if chats == post.chats else post.with_chats(chats)
 
-    async def publish(self, posts: Iterable[Post]) -> int:
-        """Append each post to each of its configured chats' streams; returns posts published."""
-        pipe = self._redis.pipeline(transaction=False)
-        published = 0
-        for post in posts:
-            routed = self.route(post)
-            if routed is None:
-                self.counters["skipped_no_chat"] += 1
-                continue
-            packed = pack_post(routed)
-            for chat in routed.chats:
-                pipe.xadd(self._keys.chat(chat), {FIELD: packed}, maxlen=self._maxlen, approximate=True)
-            published += 1
-        if published:
+    async def publish(self, events: Iterable[Event], cursor: tuple[str, str] | None = None) -> int:
+        """Append each event to its chats' streams, with ``cursor`` stored atomically; returns posts published."""
+        pipe = self._redis.pipeline(transaction=cursor is not None)
+        published = writes = 0
+        for event in events:
+            if isinstance(event, Retraction):
+                chats = tuple(c for c in event.chats if c in self._chat_set) or self._chats
+                raw = msgpack.packb({"key": event.key, "source": event.source}, use_bin_type=True)
+                fields = {RETRACT_FIELD: raw}
+                self.counters["retractions"] += 1
+            else:
+                post = event.post if isinstance(event, Edit) else event
+                routed = self.route(post)
+                if routed is None:
+                    self.counters["skipped_no_chat"] += 1
+                    continue
+                chats = routed.chats
+                fields = {EDIT_FIELD if isinstance(event, Edit) else FIELD: pack_post(routed)}
+                if isinstance(event, Edit):
+                    self.counters["edits"] += 1
+                else:
+                    published += 1
+            for chat in chats:
+                pipe.xadd(self._keys.chat(chat), fields, maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
+                writes += 1
+        if cursor is not None:
+            pipe.hset(self._keys.ingest_cursor, cursor[0], cursor[1])
+        if writes or cursor is not None:
             await pipe.execute()
+            raise_if_cancelling()
         self.counters["published"] += published
         return published
+
+
+class CursorStore:
+    """Followers' resume points in Redis (written by ``Publisher.publish(..., cursor=...)`` or ``set``)."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._key = keys.ingest_cursor
+
+    async def get(self, name: str) -> str | None:
+        value = await self._redis.hget(self._key, name)
+        return None if value is None else text(value)
+
+    async def set(self, name: str, value: str) -> None:
+        """Move a cursor when nothing was published (e.g. a batch of ignored events)."""
+        await self._redis.hset(self._key, name, value)
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with jitter: ``next()`` gives the delay before the next try."""
+
+    base: float = 1.0  # first delay, seconds
+    cap: float = 60.0  # no delay exceeds this
+    factor: float = 2.0  # growth per failure (1.0: constant; use ``step`` for linear)
+    step: float = 0.0  # added per failure, for linear backoff
+    jitter: float = 0.1  # +/- this fraction, so reconnecting clients do not stampede
+    rng: Callable[[], float] = random.random
+    attempts: int = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * self.factor**self.attempts + self.step * self.attempts)
+        self.attempts += 1
+        return max(0.0, delay * (1 + self.jitter * (2 * self.rng() - 1)))
+
+    def reset(self) -> None:
+        self.attempts = 0

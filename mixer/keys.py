@@ -34,6 +34,11 @@ class Keys:
         """Sorted set of post keys already in the feed, scored by feed time (bounded)."""
         return f"{self.prefix}:{{feed}}:seen"
 
+    @property
+    def ingest_cursor(self) -> str:
+        """Hash follower name -> its resume cursor (since_id, time_us, ...), written with what it published."""
+        return f"{self.prefix}:{{feed}}:ingest:cursor"
+
     def pattern(self) -> str:
         """Glob matching every key under this prefix (for cleanup)."""
         return f"{self.prefix}:*"

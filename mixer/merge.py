@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .codec import FIELD, pack_post, unpack_post
+from .codec import EDIT_FIELD, FIELD, RETRACT_FIELD, pack_post, unpack_post
 from .keys import Keys
 from .models import Post
 from .streams import id_before, id_key, raise_if_cancelling, read_new, text
@@ -163,9 +163,12 @@ class MergeStage:
                 self._drained.add(chat)
             else:
                 self._drained.discard(chat)
-            for entry_id, raw in entries:
+            for entry_id, raw, kind in entries:
                 self._read[chat] = entry_id
                 self.counters["read"] += 1
+                if kind in (EDIT_FIELD, RETRACT_FIELD):
+                    self.counters["edit" if kind == EDIT_FIELD else "retraction"] += 1
+                    continue  # applied to the feed by the dedupe/moderation stage (next issue)
                 try:
                     post = unpack_post("", raw)
                 except Exception as exc:  # a bad entry is skipped, never fatal

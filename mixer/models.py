@@ -1,7 +1,11 @@
-"""The Post: the one record every part of chatmixer passes around.
+"""The Post, the one record every part of chatmixer passes around, and its two events.
 
 Fields are exactly the BRIEF's contract. ``Post.from_dict`` is the only place a Post is
 validated from untrusted data; it raises ``ValueError`` with a reason a human can act on.
+``Edit`` (new content for a post already published under the same key) and
+``Retraction`` (a post deleted at its source) are what parsers emit besides Posts;
+``Ignored`` is raised by a parser for a well-formed record that is not a post (a like, a
+rate-limit notice), so it is counted by reason, never reported as malformed.
 Encoding for Redis and for clients lives in ``codec``, not here.
 """
 
@@ -156,3 +160,30 @@ def _check_text(value: str, label: str) -> str:
     except UnicodeEncodeError:
         raise ValueError(f"'{label}' holds a lone surrogate, not text") from None
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """New content for the post with the same ``post.key`` (e.g. an edited toot or tweet)."""
+
+    post: Post
+
+
+@dataclass(frozen=True, slots=True)
+class Retraction:
+    """The post with this key was deleted at its source and must leave every screen."""
+
+    key: str
+    source: str
+    chats: tuple[str, ...] = ()  # where known; empty means every chat
+
+
+Event = Post | Edit | Retraction
+
+
+class Ignored(Exception):
+    """A well-formed record that is not a post (like, follow, limit notice); ``reason`` is the counter name."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -4,7 +4,7 @@ Blocking readers get a dedicated connection whose socket timeout exceeds the blo
 time (redis-py raises a timeout otherwise, and cancelling a blocking read on a pooled
 connection has mixed up replies in the past). Replies come back as plain
 ``(entry_id, payload)`` pairs; entries without the post field are returned with an
-empty payload so callers can count and skip them.
+empty payload and kind so callers can count and skip them.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from .codec import FIELD
+from .codec import EDIT_FIELD, FIELD, RETRACT_FIELD
 
-Entry = tuple[str, bytes]
+KINDS = (FIELD, EDIT_FIELD, RETRACT_FIELD)
+Entry = tuple[str, bytes, bytes]  # (entry id, payload, kind: the field name b"p", b"u", b"r"; b"" if unknown)
 
 
 def raise_if_cancelling() -> None:
@@ -46,8 +47,12 @@ def text(value: bytes | str) -> str:
 def _entry(raw: Any) -> Entry:
     entry_id, fields = raw
     eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-    payload = fields.get(FIELD, b"") if isinstance(fields, dict) else b""
-    return eid, payload
+    if isinstance(fields, dict):
+        for kind in KINDS:
+            payload = fields.get(kind)
+            if payload is not None:
+                return eid, payload, kind
+    return eid, b"", b""
 
 
 async def read_range(redis: aioredis.Redis, key: str, after: str, last: str = "+", count: int = 1000) -> list[Entry]:

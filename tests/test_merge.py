@@ -27,7 +27,7 @@ class FakeClock:
 
 
 async def feed_posts(redis: aioredis.Redis, keys: Keys) -> list[Post]:
-    return [unpack_post(eid, raw) for eid, raw in await read_range(redis, keys.feed, "0-0", count=10_000)]
+    return [unpack_post(eid, raw) for eid, raw, _ in await read_range(redis, keys.feed, "0-0", count=10_000)]
 
 
 def stage(redis: aioredis.Redis, keys: Keys, clock: FakeClock, window: float = 0.5) -> MergeStage:
@@ -98,7 +98,7 @@ async def test_cursor_never_passes_a_post_still_held(redis: aioredis.Redis, keys
     merge = stage(redis, keys, clock)
     await merge.load_cursors()
     await merge.step(max_block=0.01)
-    [(held_id, _)] = await read_range(redis, keys.chat("smbiz"), "0-0")
+    [(held_id, _, _)] = await read_range(redis, keys.chat("smbiz"), "0-0")
     cursor = await redis.hget(keys.merge_cursor, "smbiz")
     assert cursor is not None and id_key(cursor.decode()) < id_key(held_id)
     # a restart now re-reads the held post and writes it

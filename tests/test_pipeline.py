@@ -96,7 +96,7 @@ async def test_merge_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
         finally:
             second.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(second.wait(), 15) == 0
-    feed = [unpack_post(eid, raw) for eid, raw in await read_range(redis, keys.feed, "0-0", count=1_000_000)]
+    feed = [unpack_post(eid, raw) for eid, raw, _ in await read_range(redis, keys.feed, "0-0", count=1_000_000)]
     assert len(feed) == total
     assert sorted(int(p.key[2:]) for p in feed) == list(range(total))
 

@@ -1,0 +1,23 @@
+"""Sources: one module per platform, each holding its payload parser and its live follower.
+
+Parsers are pure functions from one platform payload to a list of ``Event``s (Post,
+Edit, Retraction); they raise ``ValueError`` for a malformed payload and ``Ignored`` for
+a well-formed one that is not a post. Followers implement ``Source``: ``run()`` follows
+until cancelled, resumes from its cursor in Redis, backs off with a cap on every
+failure, logs with context, and keeps counters (received, published, skipped by
+reason, malformed, reconnects).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Protocol
+
+
+class Source(Protocol):
+    name: str  # e.g. "mastodon:mastodon.social", "bluesky", "x": also its cursor name
+    counters: Counter[str]
+
+    async def run(self) -> None:
+        """Follow until cancelled; never returns otherwise, never raises for network or payload trouble."""
+        ...
