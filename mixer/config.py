@@ -38,6 +38,10 @@ def _tag(raw: str) -> str | None:
     return tag if _TAG.match(tag) else None
 
 
+_URL = re.compile(r"^https?://[^\s/]+")
+SECRETS = frozenset({"mastodon_token", "x_bearer_token", "webhook_token"})  # never printed by render_settings
+
+
 def _nonempty(s: str) -> bool:
     return bool(s.strip())
 
@@ -45,7 +49,7 @@ def _nonempty(s: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class _Field:
     attr: str  # Settings attribute
-    kind: type[str | int | float]  # an int is accepted for a float; a bool never for a number
+    kind: type[str | int | float | bool | tuple[str, ...]]  # an int is accepted for a float; a bool never for a number
     want: str  # completes "must be ..."
     ok: Callable[[Any], bool] = lambda _: True
     norm: Callable[[str], str | None] = lambda s: s  # normalises a string; None rejects it
@@ -80,6 +84,26 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
         "window_ms": _Field("window_ms", int, "an integer >= 0", lambda v: v >= 0),
         "seen_max": _Field("seen_max", int, "a positive integer", lambda v: v > 0),
     },
+    "mastodon": {
+        "instances": _Field(
+            "mastodon_instances", tuple, "a list of https:// instance URLs", lambda v: all(_URL.match(u) for u in v)
+        ),
+        "token": _Field("mastodon_token", str, "a string (empty: poll without a token)"),
+        "poll_seconds": _Field("mastodon_poll_seconds", float, "a positive number", lambda v: v > 0),
+    },
+    "bluesky": {
+        "enabled": _Field("bluesky_enabled", bool, "true or false"),
+        "endpoint": _Field(
+            "bluesky_endpoint", str, "a ws:// or wss:// URL", lambda s: s.startswith(("ws://", "wss://"))
+        ),
+    },
+    "x": {
+        "bearer_token": _Field("x_bearer_token", str, "a string (empty: X is not followed)"),
+        "api": _Field("x_api", str, "an http(s) URL", lambda s: bool(_URL.match(s))),
+    },
+    "webhook": {
+        "token": _Field("webhook_token", str, "a string (empty: POST /api/posts is off)"),
+    },
     "demo": {
         "file": _Field("demo_file", str, "a non-empty path", _nonempty),
         "speed": _Field("demo_speed", float, "a number >= 0", lambda v: v >= 0),
@@ -101,6 +125,13 @@ class _Bad(Exception):
 
 def _check(f: _Field, value: object) -> Any:
     """The value as the field's type, normalised, or None if it has the wrong type or is out of range."""
+    if f.kind is bool:
+        return value if isinstance(value, bool) else None
+    if f.kind is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v.strip() for v in value):
+            return None
+        value = tuple(v.strip().rstrip("/") for v in value)
+        return value if f.ok(value) else None
     if isinstance(value, bool):
         return None
     if f.kind is float and isinstance(value, int | float):
@@ -116,6 +147,11 @@ def _check(f: _Field, value: object) -> Any:
 
 def _parse_text(f: _Field, text: str) -> Any:
     """An environment string as the field's type (then checked like a file value), or None."""
+    if f.kind is bool:
+        flag = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.strip().lower())
+        return _check(f, flag)
+    if f.kind is tuple:
+        return _check(f, [t for t in text.split(",") if t.strip()])
     try:
         return _check(f, f.kind(text))
     except ValueError:
@@ -326,6 +362,10 @@ _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f
 
 
 def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, str):
         chars = (_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c) for c in value)
         return '"' + "".join(chars) + '"'
@@ -348,5 +388,10 @@ def render_settings(settings: Settings) -> str:
                 out += ["", "[[chats]]", *(f"{k} = {_toml(getattr(chat, k))}" for k in _CHAT_KEYS)]
             continue
         out += ["", f"[{section}]"]
-        out += [f"{key} = {_toml(getattr(settings, f.attr))}" for key, f in _SCHEMA[section].items()]
+        for key, f in _SCHEMA[section].items():
+            value = getattr(settings, f.attr)
+            if f.attr in SECRETS and value:
+                out.append(f'{key} = ""  # set, not shown: give it as MIXER_{section.upper()}_{key.upper()}')
+            else:
+                out.append(f"{key} = {_toml(value)}")
     return "\n".join(out) + "\n"

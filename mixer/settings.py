@@ -61,6 +61,18 @@ class Settings:
     # [merge]
     window_ms: int = 500  # reorder window: how long a post waits for its twins from other chats
     seen_max: int = 200_000  # post keys remembered for dedupe (oldest forgotten first)
+    # [mastodon]
+    mastodon_instances: tuple[str, ...] = ()  # instance URLs on which every chat's hashtag is followed
+    mastodon_token: str = ""  # access token: the streaming API; empty: polling the public tag timelines
+    mastodon_poll_seconds: float = 10.0  # polling interval without a token
+    # [bluesky]
+    bluesky_enabled: bool = False  # follow every chat's hashtag on Bluesky through Jetstream
+    bluesky_endpoint: str = "wss://jetstream2.us-east.bsky.network/subscribe"  # the Jetstream instance
+    # [x]
+    x_bearer_token: str = ""  # X API v2 bearer token (filtered stream); empty: X is not followed
+    x_api: str = "https://api.twitter.com"  # the X API base URL
+    # [webhook]
+    webhook_token: str = ""  # bearer token for POST /api/posts; empty: the webhook is off
     # [demo]
     demo_file: str = str(DEMO_RECORDING)  # recording `mixer run` replays when not told otherwise
     demo_speed: float = 20.0  # replay speed of the demo (x real time)

@@ -256,3 +256,35 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(b"[event]\nname = '\xff'\n")
     assert load_error(path).line == 2
     assert load_error(tmp_path / "missing.toml").reason.startswith("cannot read: ")
+
+
+def test_sources_are_read_from_lists_and_booleans(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[mastodon]\ninstances = ["https://mastodon.social/", "https://hachyderm.io"]\n'
+        '[bluesky]\nenabled = true\n[x]\nbearer_token = "t0k"\n[webhook]\ntoken = "hook"\n',
+    )
+    settings = load_settings(path, {})
+    assert settings.mastodon_instances == ("https://mastodon.social", "https://hachyderm.io")
+    assert settings.bluesky_enabled is True
+    assert (settings.x_bearer_token, settings.webhook_token) == ("t0k", "hook")
+
+
+def test_sources_come_from_the_environment_too(tmp_path: Path) -> None:
+    env = {"MIXER_MASTODON_INSTANCES": "https://a.example, https://b.example", "MIXER_BLUESKY_ENABLED": "yes"}
+    settings = load_settings(write(tmp_path, ""), env)
+    assert settings.mastodon_instances == ("https://a.example", "https://b.example")
+    assert settings.bluesky_enabled is True
+    assert load_error(write(tmp_path, ""), {"MIXER_BLUESKY_ENABLED": "maybe"}).key == "MIXER_BLUESKY_ENABLED"
+
+
+def test_a_bad_instance_url_names_its_line(tmp_path: Path) -> None:
+    error = load_error(write(tmp_path, '[event]\nname = "n"\n[mastodon]\ninstances = ["mastodon.social"]\n'))
+    assert (error.line, error.key) == (4, "mastodon.instances")
+
+
+def test_rendered_settings_never_show_secrets(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, '[x]\nbearer_token = "s3cret"\n'), {"MIXER_WEBHOOK_TOKEN": "h00k"})
+    rendered = render_settings(settings)
+    assert "s3cret" not in rendered and "h00k" not in rendered
+    assert "MIXER_X_BEARER_TOKEN" in rendered
