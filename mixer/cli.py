@@ -58,13 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser(
         "ingest",
-        help="ingest workers only: publish posts into the chat streams",
-        description="Run the ingest side on a shared Redis: replays the given recordings "
-        "(default: the bundled demo) in a loop into the chats' streams.",
+        help="ingest workers only: follow the configured sources into the chat streams",
+        description="Run the ingest side on a shared Redis: the live followers named in the config "
+        "([mastodon], [bluesky], [x]) and, with --replay, recordings in a loop. With no source "
+        "configured and no --replay, the bundled demo is replayed.",
     )
     _common(ingest)
     ingest.add_argument(
-        "--replay", nargs="+", type=Path, metavar="FILE", help="recordings to loop (default: the bundled demo)"
+        "--replay", nargs="+", type=Path, metavar="FILE", help="recordings to loop beside the live sources"
     )
     ingest.add_argument("--speed", type=float, help="replay speed, x real time")
 
@@ -93,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--max-gap", type=float, metavar="S", help="cut silences longer than S recorded seconds to S")
     replay.add_argument(
         "--keep-time", action="store_true", help="keep recorded 'created' times (default: re-stamp to now)"
+    )
+
+    normalize = sub.add_parser(
+        "normalize",
+        help="print recorded records as normalised Posts (JSON Lines)",
+        description="Read recordings in any recorded format (JSON Lines, JSON array or API response, "
+        "SSE body; normalised Posts or raw X, Mastodon, Bluesky payloads; '-' is stdin) and print one "
+        "normalised Post per line; edits and retractions as lines with a 'type' of 'edit' or 'retract'. "
+        "Unreadable records are reported on stderr as FILE:LINE: reason. See docs/recorded-format.md.",
+    )
+    _common(normalize)
+    normalize.add_argument("files", nargs="+", metavar="FILE", help="recordings to read; '-' reads stdin")
+    normalize.add_argument(
+        "--all-tags", action="store_true", help="every hashtag is a chat (default: only the config's chats)"
     )
 
     config = sub.add_parser(
@@ -136,6 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         sys.stdout.write(render_settings(settings))
         return 0
+    if args.command == "normalize":
+        from .hashtags import ChatMatcher
+        from .recorded import normalize
+
+        matcher = ChatMatcher(None if args.all_tags else settings.chat_tags)
+        return normalize(args.files, matcher, sys.stdout.buffer, sys.stderr)
     if args.command == "replay":
         try:
             options = ReplayOptions(speed=args.speed, loop=args.loop, max_gap=args.max_gap, keep_time=args.keep_time)
@@ -146,12 +167,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parts = Parts(host=settings.host, port=settings.port)
     demo = getattr(args, "replay", None) or [Path(settings.demo_file)]
     speed = getattr(args, "speed", None) or settings.demo_speed
+    live = bool(settings.mastodon_instances or settings.bluesky_enabled or settings.x_bearer_token)
     if args.command == "run":
         parts.merge = parts.web = True
+        parts.follow = live
         if not args.no_demo:
             parts.ingest_files, parts.ingest_speed = demo, speed
     elif args.command == "ingest":
-        parts.ingest_files, parts.ingest_speed = demo, speed
+        parts.follow = live
+        if args.replay or not live:
+            parts.ingest_files, parts.ingest_speed = demo, speed
     elif args.command == "serve":
         parts.web, parts.merge = True, not args.no_merge
     elif args.command == "merge":

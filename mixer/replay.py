@@ -5,8 +5,10 @@ stream of ``Scheduled`` items in offset order, with long silences cut to ``max_g
 ``Schedule`` turns those offsets into due times on a clock it is given, so tests drive
 it without sleeping. ``Replayer.run`` is the async loop the CLI calls: it sleeps on the
 event loop clock until the next post is due, re-stamps and re-keys it, and publishes in
-batches through a ``Publisher``. Reading files lives in ``recorded``; writing to Redis in
-``ingest``.
+batches through a ``Publisher``. A record may hold several events (a retweet and its
+original): they share the record's time and are published together; edits and
+retractions go through the Publisher like posts. Reading and recognising files lives in
+``recorded``; writing to Redis in ``ingest``.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
+from .hashtags import ChatMatcher
 from .ingest import Publisher
-from .models import Post
-from .recorded import RecordError, read_records
+from .models import Edit, Event, Post, Retraction
+from .recorded import Group, RecordError, read_grouped
 
 log = logging.getLogger(__name__)
 
-Item = Post | RecordError
+Item = Event | Group | RecordError  # a record's events come as a Group; tests also plan bare events
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +59,18 @@ class ReplayOptions:
 class ReplayProgress:
     """Counters of a replay, updated as it runs (safe to read from another task)."""
 
-    read: int = 0  # records read, good and malformed, over all passes
+    read: int = 0  # records read, good and malformed, over all passes (ignored ones count only in skipped)
     published: int = 0  # posts written to at least one chat stream
-    skipped: Counter[str] = field(default_factory=Counter)  # reason ('malformed', 'no_chat') -> posts
+    # reason -> records or posts: 'malformed', 'no_chat', and each parser's Ignored reason ('collection_like', ...)
+    skipped: Counter[str] = field(default_factory=Counter)
     passes: int = 0  # passes finished
+    edits: int = 0  # edits handed to the publisher
+    retractions: int = 0  # retractions handed to the publisher
 
     def summary(self) -> str:
         skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items())) or "none"
-        return f"{self.read} read, {self.published} published, skipped: {skipped}, {self.passes} passes"
+        changes = f", {self.edits} edits, {self.retractions} retractions" if self.edits or self.retractions else ""
+        return f"{self.read} read, {self.published} published{changes}, skipped: {skipped}, {self.passes} passes"
 
 
 class Scheduled(NamedTuple):
@@ -79,17 +86,30 @@ def paced(items: Iterable[Item], source: int = 0, max_gap_ms: int | None = None)
     """The items of one recording with offsets from its first post, silences cut to max_gap_ms.
 
     Offsets never decrease: a post recorded earlier than the one before it (an unsorted file)
-    keeps its place and falls at the same moment. A RecordError falls with the post before it.
+    keeps its place and falls at the same moment. A record's time is its newest post's
+    ``created`` (a retweet is newer than the original it carries). A RecordError or a
+    retraction falls with the item before it.
     """
     offset = 0
     last: int | None = None
     for seq, item in enumerate(items):
-        if isinstance(item, Post):
+        created = _created(item)
+        if created is not None:
             if last is not None:
-                gap = max(0, item.created - last)
+                gap = max(0, created - last)
                 offset += gap if max_gap_ms is None else min(gap, max_gap_ms)
-            last = item.created
+            last = created
         yield Scheduled(offset, source, seq, item)
+
+
+def _created(item: Item) -> int | None:
+    if isinstance(item, Post):
+        return item.created
+    if isinstance(item, Edit):
+        return item.post.created
+    if isinstance(item, tuple):
+        return max((t for t in map(_created, item) if t is not None), default=None)
+    return None
 
 
 def plan(recordings: Sequence[Iterable[Item]], max_gap: float | None = None) -> Generator[Scheduled, None, None]:
@@ -145,12 +165,23 @@ def restamp(post: Post, now_ms: int, pass_no: int, keep_time: bool) -> Post:
     return replace(post, key=key, created=post.created if keep_time else now_ms, at=now_ms)
 
 
+def restamp_event(event: Event, now_ms: int, pass_no: int, keep_time: bool) -> Event:
+    """``restamp`` for any event: an edit's post likewise, a retraction's key gets the same pass suffix."""
+    if isinstance(event, Post):
+        return restamp(event, now_ms, pass_no, keep_time)
+    if isinstance(event, Edit):
+        return Edit(restamp(event.post, now_ms, pass_no, keep_time))
+    return event if pass_no == 0 else replace(event, key=f"{event.key}~{pass_no}")
+
+
 class Replayer:
     """Publishes recordings through a Publisher at their recorded pace times ``speed``.
 
     Each post is published once per pass, no earlier than its due time, in plan order;
-    at-least-once as the Publisher is. A malformed line or a post in no configured chat is
-    counted in ``progress`` and skipped, never raised.
+    at-least-once as the Publisher is. A malformed record, an ignored one (a like, a notice)
+    or a post in no configured chat is counted in ``progress`` and skipped, never raised.
+    Platform payloads get their chats from ``matcher`` (default: every hashtag; the
+    Publisher then keeps the configured chats only).
     """
 
     def __init__(
@@ -160,6 +191,7 @@ class Replayer:
         options: ReplayOptions,
         *,
         wall: Callable[[], float] = time.time,
+        matcher: ChatMatcher | None = None,
     ) -> None:
         if not paths:
             raise ValueError("nothing to replay: no recording given")
@@ -167,6 +199,7 @@ class Replayer:
         self._paths = [Path(p) for p in paths]
         self._options = options
         self._wall = wall  # re-stamps posts; the event loop clock paces them
+        self._matcher = matcher or ChatMatcher(None)
         self.progress = ReplayProgress()
 
     async def run(self) -> ReplayProgress:
@@ -194,7 +227,11 @@ class Replayer:
 
     async def _run_pass(self, pass_no: int) -> None:
         loop = asyncio.get_running_loop()
-        recordings = [read_records(path, log_errors=pass_no == 0) for path in self._paths]
+        now_ms = int(self._wall() * 1000)
+        recordings = [
+            read_grouped(path, self._matcher, now_ms, log_errors=pass_no == 0, ignored=self.progress.skipped)
+            for path in self._paths
+        ]
         planned = plan(recordings, self._options.max_gap)
         try:
             schedule = Schedule(planned, loop.time(), self._options.speed)
@@ -211,18 +248,22 @@ class Replayer:
         progress = self.progress
         progress.read += len(items)
         now_ms = int(self._wall() * 1000)
-        posts: list[Post] = []
+        events: list[Event] = []
         for item in items:
             if isinstance(item, RecordError):
                 progress.skipped["malformed"] += 1
-            else:
-                posts.append(restamp(item, now_ms, pass_no, self._options.keep_time))
-        if not posts:
+                continue
+            for event in item if isinstance(item, tuple) else (item,):
+                events.append(restamp_event(event, now_ms, pass_no, self._options.keep_time))
+        if not events:
             return
-        published = await self._publisher.publish(posts)
+        posts = sum(isinstance(e, Post) for e in events)
+        progress.edits += sum(isinstance(e, Edit) for e in events)
+        progress.retractions += sum(isinstance(e, Retraction) for e in events)
+        published = await self._publisher.publish(events)
         progress.published += published
-        if published < len(posts):
-            progress.skipped["no_chat"] += len(posts) - published
+        if published < posts:
+            progress.skipped["no_chat"] += posts - published
 
 
 async def replay(publisher: Publisher, paths: Sequence[str | Path], options: ReplayOptions) -> ReplayProgress:
