@@ -4,15 +4,19 @@ Resources are cleanup contexts (a failed start unwinds only what started): a poo
 Redis client for history reads, and the feed follower, a task on a dedicated
 connection that reads the merged feed and hands each batch to the ``Hub``. Routes:
 ``/ws`` (the websocket contract), ``/api/feed``, ``/api/chats``, ``/api/stats``,
+``POST /api/posts`` (the webhook),
 ``/healthz``, ``/readyz``, and the web pages from ``web/``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import re
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +26,12 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
 from .codec import FIELD, dumps, encode_message, unpack_item
+from .hashtags import ChatMatcher
 from .hub import Client, Hub, select
+from .ingest import Publisher
 from .keys import Keys
-from .models import normalize_tag
+from .models import Event, Ignored, normalize_tag
+from .recorded import parse_record
 from .settings import Settings
 from .streams import Entry, dedicated_client, id_key, last_id, raise_if_cancelling, read_new, read_range, read_tail
 
@@ -40,6 +47,8 @@ HUB = web.AppKey("hub", Hub)
 FOLLOWING = web.AppKey("following", asyncio.Event)
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
 WEB_ROOT = web.AppKey("web_root", Path)
+PUBLISHER = web.AppKey("publisher", Publisher)
+WEBHOOK_COUNTERS: web.AppKey[Counter[str]] = web.AppKey("webhook_counters")
 
 
 def decode_entries(entries: list[Entry]) -> list[dict[str, Any]]:
@@ -189,6 +198,45 @@ async def feed_handler(request: web.Request) -> web.Response:
     return web.Response(body=dumps({"items": items, "cursor": cursor}), content_type="application/json")
 
 
+async def webhook_handler(request: web.Request) -> web.Response:
+    """``POST /api/posts``: a Post, any platform payload, or a JSON array of them, behind a bearer token.
+
+    Good records are published even when others in the same body are bad; the answer lists
+    each bad one with its index and reason (400 only when nothing could be used).
+    """
+    settings = request.app[SETTINGS]
+    if not settings.webhook_token:
+        raise web.HTTPNotFound(text="the webhook is off: set [webhook] token (MIXER_WEBHOOK_TOKEN)")
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {settings.webhook_token}".encode()):
+        raise web.HTTPUnauthorized(text="a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        body = json.loads(await request.read())
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"not JSON: {exc}") from None
+    records = body if isinstance(body, list) else [body]
+    matcher = ChatMatcher(settings.chat_tags)
+    now_ms = int(time.time() * 1000)
+    events: list[Event] = []
+    errors: list[dict[str, Any]] = []
+    counters = request.app[WEBHOOK_COUNTERS]
+    for index, record in enumerate(records):
+        try:
+            events += parse_record(record, matcher, now_ms)
+        except Ignored as skip:
+            counters[f"skipped:{skip.reason}"] += 1
+        except ValueError as exc:
+            counters["malformed"] += 1
+            errors.append({"index": index, "reason": str(exc)})
+            log.warning("webhook from %s: record %d skipped: %s", request.remote, index, exc)
+    counters["received"] += len(records)
+    published = await request.app[PUBLISHER].publish(events) if events else 0
+    counters["published"] += published
+    status = 400 if errors and not events else 202
+    body_out = {"published": published, "events": len(events), "errors": errors}
+    return web.Response(status=status, body=dumps(body_out), content_type="application/json")
+
+
 async def chats_handler(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     body = {
@@ -200,7 +248,8 @@ async def chats_handler(request: web.Request) -> web.Response:
 
 async def stats_handler(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    body = {"clients": len(hub), "cursor": hub.cursor, "hub": dict(hub.counters)}
+    webhook: Counter[str] = request.app[WEBHOOK_COUNTERS]
+    body = {"clients": len(hub), "cursor": hub.cursor, "hub": dict(hub.counters), "webhook": dict(webhook)}
     return web.Response(body=dumps(body), content_type="application/json")
 
 
@@ -247,9 +296,12 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
     app[FOLLOWING] = asyncio.Event()
     app[SOCKETS] = set()
     app[WEB_ROOT] = web_dir
+    webhook_counters: Counter[str] = Counter()
+    app[WEBHOOK_COUNTERS] = webhook_counters
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         app[REDIS] = aioredis.Redis.from_url(redis_url, socket_timeout=10, health_check_interval=30)
+        app[PUBLISHER] = Publisher(app[REDIS], app[KEYS], settings.chat_tags, settings.chat_maxlen)
         yield
         await app[REDIS].aclose()
 
@@ -270,6 +322,7 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/api/feed", feed_handler)
     app.router.add_get("/api/chats", chats_handler)
+    app.router.add_post("/api/posts", webhook_handler)
     app.router.add_get("/api/stats", stats_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

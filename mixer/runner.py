@@ -22,11 +22,12 @@ from aiohttp import web
 
 from .app import create_app
 from .embedded import EmbeddedRedis
-from .ingest import Publisher
+from .ingest import CursorStore, Publisher
 from .keys import Keys
 from .merge import MergeStage
 from .replay import Replayer, ReplayOptions
 from .settings import Settings
+from .sources import Source
 from .streams import dedicated_client
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Parts:
 
     ingest_files: list[Path] = field(default_factory=list)  # replayed (looping) into the chat streams
     ingest_speed: float = 1.0
+    follow: bool = False  # run the live followers the config names (Mastodon, Bluesky, X)
     merge: bool = False
     web: bool = False
     host: str = "127.0.0.1"
@@ -68,6 +70,67 @@ async def ingest_replay(settings: Settings, redis_url: str, files: list[Path], s
         options = ReplayOptions(speed=speed, loop=True, max_gap=settings.demo_max_gap)
         await Replayer(publisher, files, options).run()
     finally:
+        await redis.aclose()
+
+
+def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore) -> list[Source]:
+    """The live followers the settings ask for, one per Mastodon instance, Bluesky, X."""
+    from .hashtags import ChatMatcher
+
+    matcher = ChatMatcher(settings.chat_tags)
+    tags = settings.chat_tags
+    sources: list[Source] = []
+    if settings.mastodon_instances:
+        from .sources.mastodon import MastodonSource
+
+        for instance in settings.mastodon_instances:
+            sources.append(
+                MastodonSource(
+                    publisher,
+                    cursors,
+                    matcher,
+                    instance=instance,
+                    tags=tags,
+                    token=settings.mastodon_token or None,
+                    poll_seconds=settings.mastodon_poll_seconds,
+                )
+            )
+    if settings.bluesky_enabled:
+        from .sources.bluesky import BlueskySource
+
+        sources.append(BlueskySource(publisher, cursors, matcher, endpoint=settings.bluesky_endpoint))
+    if settings.x_bearer_token:
+        from .sources.x import XSource
+
+        sources.append(
+            XSource(publisher, cursors, matcher, bearer_token=settings.x_bearer_token, tags=tags, api=settings.x_api)
+        )
+    return sources
+
+
+async def follow_sources(settings: Settings, redis_url: str, report_every: float = 60.0) -> None:
+    """Run every configured follower until cancelled, logging their counters every ``report_every`` seconds."""
+    redis = aioredis.Redis.from_url(redis_url, socket_timeout=10)
+    keys = Keys(settings.key_prefix)
+    publisher = Publisher(redis, keys, settings.chat_tags, settings.chat_maxlen)
+    sources = build_sources(settings, publisher, CursorStore(redis, keys))
+    if not sources:
+        log.info("ingest: no live sources configured ([mastodon], [bluesky], [x] in the config)")
+    tasks = [asyncio.create_task(source.run(), name=source.name) for source in sources]
+    try:
+        while True:
+            if tasks:
+                done, _ = await asyncio.wait(tasks, timeout=report_every)
+            else:
+                done = set()
+                await asyncio.sleep(report_every)
+            for task in done:
+                raise RuntimeError(f"follower {task.get_name()} stopped") from task.exception()
+            for source in sources:
+                log.info("ingest %s: %s", source.name, dict(source.counters))
+    finally:
+        for task in tasks:
+            await stop_task(task)
         await redis.aclose()
 
 
@@ -123,6 +186,8 @@ async def run_parts(settings: Settings, parts: Parts) -> int:
         jobs: list[tuple[str, Awaitable[None]]] = []
         if parts.ingest_files:
             jobs.append(("ingest", ingest_replay(settings, url, parts.ingest_files, parts.ingest_speed)))
+        if parts.follow:
+            jobs.append(("follow", follow_sources(settings, url)))
         if parts.merge:
             jobs.append(("merge", merge_forever(settings, url)))
         if parts.web:
