@@ -33,7 +33,17 @@ from .keys import Keys
 from .models import Event, Ignored, normalize_tag
 from .recorded import parse_record
 from .settings import Settings
-from .streams import Entry, dedicated_client, id_key, last_id, raise_if_cancelling, read_new, read_range, read_tail
+from .streams import (
+    Entry,
+    dedicated_client,
+    id_key,
+    last_id,
+    raise_if_cancelling,
+    read_new,
+    read_range,
+    read_tail,
+    text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +259,15 @@ async def chats_handler(request: web.Request) -> web.Response:
 async def stats_handler(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     webhook: Counter[str] = request.app[WEBHOOK_COUNTERS]
-    body = {"clients": len(hub), "cursor": hub.cursor, "hub": dict(hub.counters), "webhook": dict(webhook)}
+    stored = await request.app[REDIS].hgetall(request.app[KEYS].ingest_stats)
+    ingest = {text(name): json.loads(value) for name, value in stored.items()}
+    body = {
+        "clients": len(hub),
+        "cursor": hub.cursor,
+        "hub": dict(hub.counters),
+        "webhook": dict(webhook),
+        "ingest": ingest,
+    }
     return web.Response(body=dumps(body), content_type="application/json")
 
 

@@ -39,6 +39,11 @@ class Keys:
         """Hash follower name -> its resume cursor (since_id, time_us, ...), written with what it published."""
         return f"{self.prefix}:{{feed}}:ingest:cursor"
 
+    @property
+    def ingest_stats(self) -> str:
+        """Hash follower name -> JSON of its counters, refreshed every few seconds by `mixer ingest`."""
+        return f"{self.prefix}:ingest:stats"
+
     def pattern(self) -> str:
         """Glob matching every key under this prefix (for cleanup)."""
         return f"{self.prefix}:*"

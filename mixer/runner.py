@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import logging
 import signal
 import sys
@@ -108,8 +110,9 @@ def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore
     return sources
 
 
-async def follow_sources(settings: Settings, redis_url: str, report_every: float = 60.0) -> None:
-    """Run every configured follower until cancelled, logging their counters every ``report_every`` seconds."""
+async def follow_sources(settings: Settings, redis_url: str, stats_every: float = 5.0, log_every: int = 12) -> None:
+    """Run every configured follower until cancelled; their counters go to Redis every ``stats_every`` seconds
+    (shown by /api/stats) and to the log every ``log_every`` of those."""
     redis = aioredis.Redis.from_url(redis_url, socket_timeout=10)
     keys = Keys(settings.key_prefix)
     publisher = Publisher(redis, keys, settings.chat_tags, settings.chat_maxlen)
@@ -118,16 +121,20 @@ async def follow_sources(settings: Settings, redis_url: str, report_every: float
         log.info("ingest: no live sources configured ([mastodon], [bluesky], [x] in the config)")
     tasks = [asyncio.create_task(source.run(), name=source.name) for source in sources]
     try:
-        while True:
+        for rounds in itertools.count(1):
             if tasks:
-                done, _ = await asyncio.wait(tasks, timeout=report_every)
+                done, _ = await asyncio.wait(tasks, timeout=stats_every)
             else:
                 done = set()
-                await asyncio.sleep(report_every)
+                await asyncio.sleep(stats_every)
             for task in done:
                 raise RuntimeError(f"follower {task.get_name()} stopped") from task.exception()
-            for source in sources:
-                log.info("ingest %s: %s", source.name, dict(source.counters))
+            if sources:
+                stats = {source.name: json.dumps(dict(source.counters)) for source in sources}
+                await redis.hset(keys.ingest_stats, mapping=stats)  # type: ignore[arg-type]
+            if rounds % log_every == 0:
+                for source in sources:
+                    log.info("ingest %s: %s", source.name, dict(source.counters))
     finally:
         for task in tasks:
             await stop_task(task)
