@@ -21,13 +21,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
-from .codec import FIELD, dumps, encode_message, unpack_item
+from .codec import EDIT_FIELD, FIELD, RETRACT_FIELD, dumps, encode_message, unpack_item
 from .hashtags import ChatMatcher
-from .hub import Client, Hub, select
+from .hub import Client, FeedItem, Hub, select
 from .ingest import Publisher
 from .keys import Keys
 from .models import Event, Ignored, normalize_tag
@@ -61,17 +62,32 @@ PUBLISHER = web.AppKey("publisher", Publisher)
 WEBHOOK_COUNTERS: web.AppKey[Counter[str]] = web.AppKey("webhook_counters")
 
 
-def decode_entries(entries: list[Entry]) -> list[dict[str, Any]]:
-    """Feed entries as contract dicts; an undecodable entry is logged and left out."""
-    items = []
+def decode_entries(entries: list[Entry]) -> list[FeedItem]:
+    """Feed entries as (kind, payload) in feed order; an undecodable entry is logged and left out."""
+    items: list[FeedItem] = []
     for entry_id, raw, kind in entries:
-        if kind != FIELD:
-            continue  # edits and retractions reach screens with the moderation/dedupe work
         try:
-            items.append(unpack_item(entry_id, raw))
+            if kind == FIELD:
+                items.append(("p", unpack_item(entry_id, raw)))
+            elif kind in (EDIT_FIELD, RETRACT_FIELD):
+                items.append(("u" if kind == EDIT_FIELD else "r", msgpack.unpackb(raw, raw=False)))
         except Exception as exc:
             log.warning("feed: skipping undecodable entry %s: %s", entry_id, exc)
     return items
+
+
+async def history(redis: aioredis.Redis, keys: Keys, entries: list[Entry]) -> list[dict[str, Any]]:
+    """The posts among feed entries as they stand now: edits and counts applied, retracted ones left out."""
+    posts = [item for kind, item in decode_entries(entries) if kind == "p"]
+    if not posts:
+        return []
+    stored: list[Any] = await redis.hmget(keys.index, [p["key"] for p in posts])
+    out = []
+    for post, raw in zip(posts, stored, strict=True):
+        now = msgpack.unpackb(raw, raw=False) if raw is not None else post
+        if not now.get("retracted") and not now.get("hidden"):
+            out.append({**now, "id": post["id"]})
+    return out
 
 
 async def follow_feed(redis_url: str, keys: Keys, hub: Hub, following: asyncio.Event) -> None:
@@ -176,7 +192,7 @@ async def catch_up(
         entries = await read_range(redis, keys.feed, after, hub.cursor, count=500)
         if not entries:
             break
-        chosen = select(client.chats, decode_entries(entries))
+        chosen = select(client.chats, await history(redis, keys, entries))
         if chosen:
             await _send(ws, {"type": "posts", "items": chosen}, client.fmt)
         after = entries[-1][0]
@@ -194,14 +210,14 @@ async def feed_handler(request: web.Request) -> web.Response:
     redis, feed = app[REDIS], app[KEYS].feed
     if since is None:
         entries = await read_tail(redis, feed, limit if chats is None else 1000)
-        items = select(chats, decode_entries(entries))[-limit:]
+        items = select(chats, await history(redis, app[KEYS], entries))[-limit:]
     else:
         items, after = [], since
         while len(items) < limit:
             entries = await read_range(redis, feed, after, count=limit)
             if not entries:
                 break
-            items += select(chats, decode_entries(entries))
+            items += select(chats, await history(redis, app[KEYS], entries))
             after = entries[-1][0]
         items = items[:limit]
     cursor = items[-1]["id"] if items else since or app[HUB].cursor

@@ -1,8 +1,9 @@
 """The client hub: who is connected, and writing each feed batch to all of them.
 
 ``Hub.broadcast`` is synchronous and never awaits a client: for every distinct
-(chats filter, format) it encodes one websocket frame and writes those same bytes to
-each subscriber's transport. A client's backlog is the transport's unsent bytes; while
+(chats filter, format) it encodes the batch's frames once (``posts``, ``update`` and
+``retract`` messages, in feed order) and writes those same bytes to each subscriber's
+transport. A client's backlog is the transport's unsent bytes; while
 it is above ``backlog_bytes`` the client is skipped (the posts it missed are counted
 and reported to it in a ``lag`` frame once it drains), and a client that stays full
 for ``cutoff_seconds`` is closed with code 4008. So memory per client is bounded and a
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_SLOW = 4008  # our close code for "your backlog stayed full too long"
 ChatFilter = frozenset[str] | None
+FeedItem = tuple[str, dict[str, Any]]  # ("p", post) | ("u", updated post) | ("r", {"ids": [...]})
 
 
 @dataclass(eq=False, slots=True)
@@ -53,6 +55,26 @@ def wants(chats: ChatFilter, item: dict[str, Any]) -> bool:
 
 def select(chats: ChatFilter, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [item for item in items if wants(chats, item)]
+
+
+def frames_for(chats: ChatFilter, entries: list[FeedItem]) -> list[dict[str, Any]]:
+    """The messages a client with ``chats`` gets for a feed batch: runs of posts and updates, and retractions."""
+    messages: list[dict[str, Any]] = []
+    for kind, item in entries:
+        if kind == "r":
+            if messages and messages[-1]["type"] == "retract":
+                messages[-1]["ids"] += item["ids"]
+            else:
+                messages.append({"type": "retract", "ids": list(item["ids"])})
+            continue
+        if not wants(chats, item):
+            continue
+        kind_name = "posts" if kind == "p" else "update"
+        if messages and messages[-1]["type"] == kind_name:
+            messages[-1]["items"].append(item)
+        else:
+            messages.append({"type": kind_name, "items": [item]})
+    return messages
 
 
 def close_frame(code: int, reason: str) -> bytes:
@@ -90,19 +112,20 @@ class Hub:
             if not group:
                 del self._groups[client.group]
 
-    def broadcast(self, items: list[dict[str, Any]], last_id: str) -> None:
+    def broadcast(self, entries: list[FeedItem], last_id: str) -> None:
         """Send a feed batch (in feed order) to every subscriber; never blocks on a client."""
         if id_key(last_id) > id_key(self.cursor):
             self.cursor = last_id
         now = self._clock()
         for (chats, fmt), group in list(self._groups.items()):
-            chosen = select(chats, items)
-            if not chosen:
+            messages = frames_for(chats, entries)
+            if not messages:
                 continue
-            frame = ws_frame(encode_message({"type": "posts", "items": chosen}, fmt), binary=fmt == "msgpack")
-            self.counters["frames_encoded"] += 1
+            frame = b"".join(ws_frame(encode_message(m, fmt), binary=fmt == "msgpack") for m in messages)
+            count = sum(len(m.get("items", ())) for m in messages)
+            self.counters["frames_encoded"] += len(messages)
             for client in list(group):
-                self._send(client, frame, len(chosen), now)
+                self._send(client, frame, count, now)
 
     def _send(self, client: Client, frame: bytes, count: int, now: float) -> None:
         transport = client.transport

@@ -30,9 +30,29 @@ class Keys:
         return f"{self.prefix}:{{feed}}:merge:cursor"
 
     @property
+    def merge_lease(self) -> str:
+        """String "host:pid:random" of the one merge stage allowed to write the feed; expires unless renewed."""
+        return f"{self.prefix}:{{feed}}:merge:lease"
+
+    @property
     def seen(self) -> str:
-        """Sorted set of post keys already in the feed, scored by feed time (bounded)."""
+        """Sorted set of every post key the merge stage has handled, scored by when (bounds the index)."""
         return f"{self.prefix}:{{feed}}:seen"
+
+    @property
+    def index(self) -> str:
+        """Hash post key -> msgpack of the post as shown (with its feed id), or a stub; trimmed with ``seen``."""
+        return f"{self.prefix}:{{feed}}:index"
+
+    @property
+    def fingerprints(self) -> str:
+        """Hash text fingerprint -> "key|ms" of the first post with that text (collapses repeats)."""
+        return f"{self.prefix}:{{feed}}:fp"
+
+    @property
+    def fingerprint_times(self) -> str:
+        """Sorted set of fingerprints by first-seen ms, to forget them after the dedupe window."""
+        return f"{self.prefix}:{{feed}}:fp:time"
 
     @property
     def ingest_cursor(self) -> str:

@@ -1,113 +1,76 @@
 """The merge stage: every chat stream in, one deduplicated, time-ordered feed out.
 
-``ReorderBuffer`` is the pure part (watermark passed in): it holds each post until
-every chat stream has been read past its ingest time plus a short window, so its twins
-from other chats join it (their ``chats`` are unioned), then releases posts in
-``created`` order. ``MergeStage`` is the Redis loop around it.
+Events wait in a ``ReorderBuffer`` until every chat stream has been read past their
+ingest time plus a short window, then ``Deduper`` decides what each means for the feed
+(a new post, an ``update`` of a shown one, a ``retract``) and everything is written in
+one MULTI: the feed entries (with ids this stage assigns, so the post index can name
+them), the post index, the text fingerprints, the seen-set and the chat cursors.
 
 Guarantee: every chat-stream entry is read (plain XREAD from stored cursors, no
-consumer groups), and each post key reaches the feed at most once. The feed entries,
-the seen-set and the cursors are written in one MULTI, and a cursor never passes an
-entry still waiting in the buffer, so a crash at any point neither loses nor repeats
-a post: after a restart, entries read again are recognised by the seen-set.
-Seams for later stages: ``MergeStage.filters`` run on each released post before it
-is written (dedupe beyond keys, moderation, shaping plug in there).
+consumer groups); each post key becomes at most one card; a retracted key never
+returns; and a cursor never passes an event still held, so a crash at any point
+neither loses nor repeats a post: entries read again after a restart find their keys
+in the index. ``MergeStage.filters`` (moderation, Q/A tagging) run on each new post
+before dedupe.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from typing import Any
 
+import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .codec import EDIT_FIELD, FIELD, RETRACT_FIELD, pack_post, unpack_post
+from .codec import EDIT_FIELD, FIELD, RETRACT_FIELD, unpack_post
+from .dedupe import Book, Changes, Deduper, FeedWrite
 from .keys import Keys
-from .models import Post
-from .streams import id_before, id_key, raise_if_cancelling, read_new, text
+from .models import Edit, Event, Post, Retraction
+from .reorder import ReorderBuffer
+from .streams import id_key, last_id, raise_if_cancelling, read_new, text
 
 log = logging.getLogger(__name__)
 
 PostFilter = Callable[[Post], Post | None]
+_KIND_FIELD = {"p": FIELD, "u": EDIT_FIELD, "r": RETRACT_FIELD}
 
 
-@dataclass(slots=True)
-class Pending:
-    post: Post
-    stamp: int  # ms of the first stream entry id that carried it (Redis time of ingest)
-    entries: list[tuple[str, str]] = field(default_factory=list)  # (chat, stream entry id)
+def decode_event(kind: bytes, raw: bytes) -> Event:
+    """A chat-stream entry as an Event; raises ValueError (or a msgpack error) if it is not one."""
+    if kind == FIELD:
+        return unpack_post("", raw)
+    if kind == EDIT_FIELD:
+        return Edit(unpack_post("", raw))
+    if kind == RETRACT_FIELD:
+        data = msgpack.unpackb(raw, raw=False)
+        if not isinstance(data, dict) or not isinstance(data.get("key"), str):
+            raise ValueError("a retraction needs a 'key'")
+        return Retraction(data["key"], str(data.get("source", "")), tuple(data.get("chats", ())))
+    raise ValueError("an entry without a post, edit or retraction field")
 
 
-class ReorderBuffer:
-    """Posts held until the watermark passes their stamp plus ``window_ms``; released in created order, each key once.
+class FeedIds:
+    """Feed entry ids in increasing order: ``<ms>-<seq>``, never below the feed's newest id."""
 
-    The watermark is the caller's: the oldest point every chat stream has been read up to,
-    where a chat whose stream is drained counts as read up to now. So a backlog read in
-    chunks still meets its twins from other chats, and a silent chat holds nothing back.
-    """
+    def __init__(self, last: str = "0-0") -> None:
+        self.ms, self.seq = id_key(last)
 
-    def __init__(self, window_ms: int, max_pending: int = 50_000) -> None:
-        self.window_ms = window_ms
-        self.max_pending = max_pending
-        self._by_key: dict[str, Pending] = {}
-        self._stamps: list[tuple[int, int, str]] = []  # heap of (stamp, seq, key)
-        self._seq = 0
-        self._chat_ids: dict[str, dict[str, None]] = {}  # per chat, pending entry ids in stream order
-
-    def __len__(self) -> int:
-        return len(self._by_key)
-
-    def add(self, chat: str, entry_id: str, post: Post) -> None:
-        """Hold ``post``; a post already held under the same key gains this entry's chats."""
-        self._chat_ids.setdefault(chat, {})[entry_id] = None
-        held = self._by_key.get(post.key)
-        if held is None:
-            stamp = id_key(entry_id)[0]
-            self._by_key[post.key] = Pending(post, stamp, [(chat, entry_id)])
-            self._seq += 1
-            heapq.heappush(self._stamps, (stamp, self._seq, post.key))
-            return
-        held.entries.append((chat, entry_id))
-        extra = tuple(c for c in post.chats if c not in held.post.chats)
-        if extra:
-            held.post = held.post.with_chats(held.post.chats + extra)
-
-    def next_due(self) -> int | None:
-        """The watermark (ms) at which the oldest held post is released, or None when nothing is held."""
-        return self._stamps[0][0] + self.window_ms if self._stamps else None
-
-    def pop_ready(self, watermark: int) -> list[Pending]:
-        """Posts whose stamp + window is at or below ``watermark`` (and the oldest beyond ``max_pending``)."""
-        out: list[Pending] = []
-        while self._stamps:
-            stamp, _, key = self._stamps[0]
-            if stamp + self.window_ms > watermark and len(self._by_key) <= self.max_pending:
-                break
-            heapq.heappop(self._stamps)
-            held = self._by_key.pop(key)
-            for chat, entry_id in held.entries:
-                self._chat_ids[chat].pop(entry_id, None)
-            out.append(held)
-        out.sort(key=lambda p: (p.post.created, p.post.key))
-        return out
-
-    def safe_cursor(self, chat: str, read_cursor: str) -> str:
-        """The furthest id of ``chat`` such that every entry up to it has left the buffer."""
-        ids = self._chat_ids.get(chat)
-        if ids:
-            return id_before(next(iter(ids)))
-        return read_cursor
+    def next(self, now_ms: int) -> str:
+        if now_ms > self.ms:
+            self.ms, self.seq = now_ms, 0
+        else:
+            self.seq += 1
+        return f"{self.ms}-{self.seq}"
 
 
 class MergeStage:
-    """Reads chat streams, writes the merged feed; at-most-once per post key, nothing lost."""
+    """Reads chat streams, writes the merged feed; one card per post key, nothing lost, nothing repeated."""
 
     def __init__(
         self,
@@ -129,11 +92,14 @@ class MergeStage:
         self._batch = batch
         self._clock = clock
         self.buffer = ReorderBuffer(int(window * 1000))
+        self.deduper = Deduper()
         self.filters: list[PostFilter] = []
         self.counters: Counter[str] = Counter()
         self._read: dict[str, str] = {}  # chat -> last id read
         self._drained: set[str] = set()  # chats whose last read reached the end of their stream
         self._committed: dict[str, str] = {}  # chat -> cursor stored in Redis
+        self._ids = FeedIds()
+        self._batches = 0
 
     async def load_cursors(self) -> None:
         """Start from the stored cursors (``0-0`` for a chat never merged); drops anything held."""
@@ -143,12 +109,13 @@ class MergeStage:
         self._committed = dict(self._read)
         self._drained = set()
         self.buffer = ReorderBuffer(self.buffer.window_ms, self.buffer.max_pending)
+        self._ids = FeedIds(await last_id(self._redis, self._keys.feed))
 
     async def step(self, max_block: float = 1.0) -> int:
-        """Read what is new, release what the watermark allows, write; returns posts written.
+        """Read what is new, release what the watermark allows, write; returns feed entries written.
 
         Waits for new entries only when every stream is drained, and then no longer than
-        until the oldest held post is due.
+        until the oldest held event is due.
         """
         block_ms: int | None = None
         if len(self._drained) == len(self._chats):
@@ -166,16 +133,13 @@ class MergeStage:
             for entry_id, raw, kind in entries:
                 self._read[chat] = entry_id
                 self.counters["read"] += 1
-                if kind in (EDIT_FIELD, RETRACT_FIELD):
-                    self.counters["edit" if kind == EDIT_FIELD else "retraction"] += 1
-                    continue  # applied to the feed by the dedupe/moderation stage (next issue)
                 try:
-                    post = unpack_post("", raw)
+                    event = decode_event(kind, raw)
                 except Exception as exc:  # a bad entry is skipped, never fatal
                     self.counters["malformed"] += 1
                     log.warning("merge: skipping malformed entry %s in chat %s: %s", entry_id, chat, exc)
                     continue
-                self.buffer.add(chat, entry_id, post)
+                self.buffer.add(chat, entry_id, event)
         return await self._release(self._watermark())
 
     def _watermark(self) -> int:
@@ -185,40 +149,99 @@ class MergeStage:
         return min(marks, default=now)
 
     async def _release(self, watermark: int) -> int:
-        ready = [held.post for held in self.buffer.pop_ready(watermark)]
+        events = [e for held in self.buffer.pop_ready(watermark) if (e := self._filter(held.event)) is not None]
         cursors = {c: self.buffer.safe_cursor(c, self._read[c]) for c in self._chats}
         changed = {c: v for c, v in cursors.items() if v != self._committed.get(c)}
-        if not ready and not changed:
+        if not events and not changed:
             return 0
-        posts: list[Post] = []
-        if ready:
-            scores = await self._redis.zmscore(self._keys.seen, [p.key for p in ready])
-            for post, score in zip(ready, scores, strict=True):
-                if score is not None:
-                    self.counters["duplicate"] += 1
-                    continue
-                kept = self._filter(post)
-                if kept is None:
-                    self.counters["filtered"] += 1
-                else:
-                    posts.append(kept)
+        now_ms = int(self._clock() * 1000)
+        changes = Changes()
+        writes: list[FeedWrite] = []
+        if events:
+            book = await self._load_book(events)
+            for event in events:
+                writes += self.deduper.apply(event, book, changes, lambda: self._ids.next(now_ms), now_ms)
         async with self._redis.pipeline(transaction=True) as tx:
-            for post in posts:
-                tx.xadd(self._keys.feed, {FIELD: pack_post(post)}, maxlen=self._feed_maxlen, approximate=True)
-            if posts:
-                tx.zadd(self._keys.seen, {p.key: p.at for p in posts})
-                tx.zremrangebyrank(self._keys.seen, 0, -self._seen_max - 1)
+            for kind, entry_id, payload in writes:
+                body = {k: v for k, v in payload.items() if k != "id"} if kind == "p" else payload
+                packed = msgpack.packb(body, use_bin_type=True)
+                tx.xadd(
+                    self._keys.feed,
+                    {_KIND_FIELD[kind]: packed},
+                    id=entry_id,
+                    maxlen=self._feed_maxlen,
+                    approximate=True,
+                )
+            if changes.posts:
+                index = {k: msgpack.packb(v, use_bin_type=True) for k, v in changes.posts.items()}
+                tx.hset(self._keys.index, mapping=index)  # type: ignore[arg-type]
+                tx.zadd(self._keys.seen, changes.seen)
+            if changes.fingerprints:
+                tx.hset(
+                    self._keys.fingerprints, mapping={fp: f"{k}|{ms}" for fp, (k, ms) in changes.fingerprints.items()}
+                )
+                tx.zadd(self._keys.fingerprint_times, {fp: ms for fp, (_, ms) in changes.fingerprints.items()})
             if changed:
                 tx.hset(self._keys.merge_cursor, mapping=changed)  # type: ignore[arg-type]
             await tx.execute()
         self._committed.update(changed)
-        self.counters["written"] += len(posts)
-        return len(posts)
+        for kind, _, _ in writes:
+            self.counters[{"p": "written", "u": "updates", "r": "retractions_written"}[kind]] += 1
+        self.counters["duplicate"] += sum(1 for e in events if isinstance(e, Post)) - sum(
+            k == "p" for k, _, _ in writes
+        )
+        self._batches += 1
+        if self._batches % 200 == 0:
+            await self._trim(now_ms)
+        return len(writes)
 
-    def _filter(self, post: Post) -> Post | None:
+    async def _load_book(self, events: list[Event]) -> Book:
+        """What the index knows about the keys and texts of ``events``."""
+        keys, prints = self.deduper.needs(events)
+        book = Book()
+        if prints:
+            found: list[Any] = await self._redis.hmget(self._keys.fingerprints, list(prints))
+            for fp, value in zip(prints, found, strict=True):
+                if value is not None:
+                    key, _, ms = text(value).rpartition("|")
+                    book.fingerprints[fp] = (key, int(ms))
+                    keys.add(key)
+        if keys:
+            ordered = list(keys)
+            stored: list[Any] = await self._redis.hmget(self._keys.index, ordered)
+            for key, raw in zip(ordered, stored, strict=True):
+                post = msgpack.unpackb(raw, raw=False) if raw is not None else None
+                book.posts[key] = post
+                if post is not None and post.get("retracted"):
+                    book.retracted.add(key)
+        return book
+
+    async def _trim(self, now_ms: int) -> None:
+        """Forget the oldest keys beyond ``seen_max`` and fingerprints older than the dedupe window."""
+        excess = await self._redis.zcard(self._keys.seen) - self._seen_max
+        old_keys: list[Any] = await self._redis.zrange(self._keys.seen, 0, excess - 1) if excess > 0 else []
+        old_prints: list[Any] = await self._redis.zrangebyscore(
+            self._keys.fingerprint_times, "-inf", now_ms - self.deduper.window_ms
+        )
+        if not old_keys and not old_prints:
+            return
+        async with self._redis.pipeline(transaction=True) as tx:
+            if old_keys:
+                tx.hdel(self._keys.index, *old_keys)
+                tx.zrem(self._keys.seen, *old_keys)
+            if old_prints:
+                tx.hdel(self._keys.fingerprints, *old_prints)
+                tx.zrem(self._keys.fingerprint_times, *old_prints)
+            await tx.execute()
+
+    def _filter(self, event: Event) -> Event | None:
+        if not isinstance(event, Post):
+            return event
+        post: Post = event
         for keep in self.filters:
             kept = keep(post)
             if kept is None:
+                self.counters["filtered"] += 1
                 return None
             post = kept
         return post

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import time
 
+import msgpack
 import redis.asyncio as aioredis
 
 from mixer.codec import FIELD, unpack_post
 from mixer.ingest import Publisher
 from mixer.keys import Keys
-from mixer.merge import MergeStage, ReorderBuffer
+from mixer.merge import MergeStage
 from mixer.models import Post
 from mixer.streams import id_key, read_range
 
@@ -27,7 +28,17 @@ class FakeClock:
 
 
 async def feed_posts(redis: aioredis.Redis, keys: Keys) -> list[Post]:
-    return [unpack_post(eid, raw) for eid, raw, _ in await read_range(redis, keys.feed, "0-0", count=10_000)]
+    """The posts (cards) in the feed, leaving out update and retract entries."""
+    entries = await read_range(redis, keys.feed, "0-0", count=100_000)
+    return [unpack_post(eid, raw) for eid, raw, kind in entries if kind == FIELD]
+
+
+async def feed_entries(redis: aioredis.Redis, keys: Keys) -> list[tuple[str, dict[str, object]]]:
+    """Every feed entry as (kind, payload), kind 'p', 'u' or 'r'."""
+    entries = await read_range(redis, keys.feed, "0-0", count=100_000)
+    return [
+        (kind.decode(), msgpack.unpackb(raw) | ({"id": eid} if kind == FIELD else {})) for eid, raw, kind in entries
+    ]
 
 
 def stage(redis: aioredis.Redis, keys: Keys, clock: FakeClock, window: float = 0.5) -> MergeStage:
@@ -76,7 +87,10 @@ async def test_a_post_seen_before_a_restart_is_not_written_again(redis: aioredis
     await second.load_cursors()
     await second.step(max_block=0.01)
     assert [p.key for p in await feed_posts(redis, keys)] == ["x:1", "x:2"]
-    assert second.counters["duplicate"] == 1
+    kinds = [(kind, entry["key"]) for kind, entry in await feed_entries(redis, keys)]
+    assert kinds == [("p", "x:1"), ("u", "x:1"), ("p", "x:2")]  # the new chat reaches screens as an update
+    [update] = [entry for kind, entry in await feed_entries(redis, keys) if kind == "u"]
+    assert update["chats"] == ["smbiz", "edchat"]
 
 
 async def test_malformed_entry_is_counted_and_skipped(redis: aioredis.Redis, keys: Keys, caplog) -> None:  # type: ignore[no-untyped-def]
@@ -106,26 +120,6 @@ async def test_cursor_never_passes_a_post_still_held(redis: aioredis.Redis, keys
     await again.load_cursors()
     await again.step(max_block=0.01)
     assert [p.key for p in await feed_posts(redis, keys)] == ["x:1"]
-
-
-def test_reorder_buffer_releases_the_oldest_when_over_capacity() -> None:
-    buf = ReorderBuffer(window_ms=60_000, max_pending=2)
-    for i, key in enumerate(["a", "b", "c"]):
-        buf.add("smbiz", f"1000-{i}", make_post(key))
-    assert [p.post.key for p in buf.pop_ready(watermark=1000)] == ["a"]
-    assert buf.safe_cursor("smbiz", "1000-2") == "1000-0"
-
-
-def test_reorder_buffer_waits_for_the_watermark_not_the_clock() -> None:
-    buf = ReorderBuffer(window_ms=500)
-    buf.add("smbiz", "10000-0", make_post("a", created=5))
-    buf.add("edchat", "10001-0", make_post("a", ("edchat",), created=5))
-    buf.add("edchat", "10002-0", make_post("b", ("edchat",), created=4))
-    assert buf.next_due() == 10_500
-    assert buf.pop_ready(watermark=10_499) == []
-    released = buf.pop_ready(watermark=10_502)
-    assert [(p.post.key, p.post.chats) for p in released] == [("b", ("edchat",)), ("a", ("smbiz", "edchat"))]
-    assert len(buf) == 0 and buf.safe_cursor("edchat", "10002-0") == "10002-0"
 
 
 async def test_a_backlog_read_in_chunks_still_unions_twins_across_chats(redis: aioredis.Redis, keys: Keys) -> None:

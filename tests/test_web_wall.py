@@ -13,9 +13,11 @@ import os
 import time
 from pathlib import Path
 
+import msgpack
 import redis.asyncio as aioredis
 from playwright.async_api import Dialog, Locator, Page, Route, expect
 
+from mixer.codec import EDIT_FIELD, RETRACT_FIELD
 from mixer.keys import Keys
 from mixer.models import Author, Post
 from mixer.settings import DEMO_RECORDING
@@ -337,3 +339,19 @@ async def test_wall_shows_a_realistic_night_and_can_screenshot_it(
         await page.emulate_media(reduced_motion="reduce")  # no card caught mid-animation
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=SCREENSHOT)
+
+
+async def test_an_update_refreshes_a_shown_card_and_a_retraction_removes_it(
+    live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    await open_wall(page, live_server)
+    first, second = await publish(redis, keys, wall_post("x:up", text="before"), wall_post("x:gone", text="doomed"))
+    await expect(card(page, second)).to_be_visible(timeout=WAIT_MS)
+    updated = {**wall_post("x:up", text="after the edit").to_dict(), "id": first, "boosts": 3, "similar": 2}
+    await redis.xadd(keys.feed, {EDIT_FIELD: msgpack.packb(updated)})
+    await redis.xadd(keys.feed, {RETRACT_FIELD: msgpack.packb({"ids": [second], "keys": ["x:gone"]})})
+    await expect(card(page, first).locator(".post-text")).to_have_text("after the edit", timeout=WAIT_MS)
+    await expect(card(page, first).locator(".post-boosts")).to_contain_text("3")
+    await expect(card(page, first).locator(".post-similar")).to_have_text("+2 similar")
+    await expect(card(page, second)).to_have_count(0, timeout=WAIT_MS)

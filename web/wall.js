@@ -219,10 +219,43 @@ function buildCard(post, arriving) {
 
   const body = element("div", "post-body");
   body.append(head, text);
+  const extras = buildExtras(post);
+  if (extras) body.append(extras);
   card.append(buildAvatar(author), body);
   const media = buildMedia(post.media);
   if (media) card.append(media);
   return card;
+}
+
+/** Boost counts, collapsed repeats and the same post on other networks, when the server reports them. */
+function buildExtras(post) {
+  const parts = [];
+  const boosts = Number(post.boosts) || 0;
+  const similar = Number(post.similar) || 0;
+  if (boosts > 0) parts.push(element("span", "post-boosts", `\u{1F501} ${boosts}`));
+  if (similar > 0) parts.push(element("span", "post-similar", `+${similar} similar`));
+  for (const other of Array.isArray(post.also_on) ? post.also_on : []) {
+    const href = httpUrlOrNull(other && other.url);
+    if (!href) continue;
+    const link = element("a", "post-also-on", `also on ${String(other.source || "another network")}`);
+    link.setAttribute("href", href);
+    link.setAttribute("rel", "noopener nofollow noreferrer");
+    link.setAttribute("target", "_blank");
+    parts.push(link);
+  }
+  if (!parts.length) return null;
+  const line = element("footer", "post-extras");
+  line.append(...parts);
+  return line;
+}
+
+/** Replace shown cards by their new version (an edit, a new chat, a boost count); unknown ids are ignored. */
+function updatePosts(items) {
+  for (const post of Array.isArray(items) ? items : []) {
+    if (!isPost(post)) continue;
+    const card = [...page.posts.children].find((c) => c.dataset.id === post.id);
+    if (card) card.replaceWith(buildCard(post, false));
+  }
 }
 
 function rememberId(id) {
@@ -351,6 +384,9 @@ function handleFrame(data) {
       break;
     case "posts":
       renderPosts(frame.items, true);
+      break;
+    case "update":
+      updatePosts(frame.items);
       break;
     case "retract":
       retractPosts(frame.ids);
