@@ -26,12 +26,14 @@ import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
-from .codec import EDIT_FIELD, FIELD, RETRACT_FIELD, dumps, encode_message, unpack_item
+from .codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, dumps, encode_message, unpack_item
 from .hashtags import ChatMatcher
 from .hub import Client, FeedItem, Hub, select
 from .ingest import Publisher
 from .keys import Keys
+from .modapi import ModApi
 from .models import Event, Ignored, normalize_tag
+from .moderation import Rules
 from .recorded import parse_record
 from .settings import Settings
 from .streams import (
@@ -55,11 +57,17 @@ SETTINGS = web.AppKey("settings", Settings)
 KEYS = web.AppKey("keys", Keys)
 REDIS = web.AppKey("redis", aioredis.Redis)
 HUB = web.AppKey("hub", Hub)
-FOLLOWING = web.AppKey("following", asyncio.Event)
+FOLLOWING = web.AppKey("following", asyncio.Event)  # the full feed's follower is running
+HUBS: web.AppKey[dict[str, Hub]] = web.AppKey("hubs")  # profile -> its hub ("full" is HUB)
+STREAMS: web.AppKey[dict[str, str]] = web.AppKey("streams")  # profile -> the stream its hub follows
+FOLLOWERS: web.AppKey[dict[str, asyncio.Event]] = web.AppKey("followers")  # profile -> set once followed
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
 WEB_ROOT = web.AppKey("web_root", Path)
 PUBLISHER = web.AppKey("publisher", Publisher)
 WEBHOOK_COUNTERS: web.AppKey[Counter[str]] = web.AppKey("webhook_counters")
+
+
+_KINDS = {EDIT_FIELD: "u", RETRACT_FIELD: "r", PIN_FIELD: "n"}
 
 
 def decode_entries(entries: list[Entry]) -> list[FeedItem]:
@@ -69,8 +77,8 @@ def decode_entries(entries: list[Entry]) -> list[FeedItem]:
         try:
             if kind == FIELD:
                 items.append(("p", unpack_item(entry_id, raw)))
-            elif kind in (EDIT_FIELD, RETRACT_FIELD):
-                items.append(("u" if kind == EDIT_FIELD else "r", msgpack.unpackb(raw, raw=False)))
+            elif kind in _KINDS:
+                items.append((_KINDS[kind], msgpack.unpackb(raw, raw=False)))
         except Exception as exc:
             log.warning("feed: skipping undecodable entry %s: %s", entry_id, exc)
     return items
@@ -85,12 +93,15 @@ async def history(redis: aioredis.Redis, keys: Keys, entries: list[Entry]) -> li
     out = []
     for post, raw in zip(posts, stored, strict=True):
         now = msgpack.unpackb(raw, raw=False) if raw is not None else post
-        if not now.get("retracted") and not now.get("hidden"):
-            out.append({**now, "id": post["id"]})
+        if now.get("retracted") or now.get("hidden"):
+            continue
+        if now.get("id", post["id"]) != post.get("ref", post["id"]):
+            continue  # this card was hidden and shown again under a newer id
+        out.append({**now, "id": post["id"]})
     return out
 
 
-async def follow_feed(redis_url: str, keys: Keys, hub: Hub, following: asyncio.Event) -> None:
+async def follow_feed(redis_url: str, stream: str, hub: Hub, following: asyncio.Event) -> None:
     """Broadcast every feed entry after the hub's cursor, in order; resumes from it after a Redis outage."""
     backoff = 0.1
     redis = dedicated_client(redis_url, 1000)
@@ -98,10 +109,10 @@ async def follow_feed(redis_url: str, keys: Keys, hub: Hub, following: asyncio.E
         while True:
             try:
                 if not following.is_set():
-                    hub.cursor = await last_id(redis, keys.feed)
+                    hub.cursor = await last_id(redis, stream)
                     following.set()
-                got = await read_new(redis, {keys.feed: hub.cursor}, 1000, 1000)
-                entries = got.get(keys.feed, [])
+                got = await read_new(redis, {stream: hub.cursor}, 1000, 1000)
+                entries = got.get(stream, [])
                 if entries:
                     hub.broadcast(decode_entries(entries), entries[-1][0])
                 hub.sweep()
@@ -114,6 +125,46 @@ async def follow_feed(redis_url: str, keys: Keys, hub: Hub, following: asyncio.E
                 backoff = min(backoff * 2, 5.0)
     finally:
         await redis.aclose()
+
+
+async def send_stats(app: web.Application, every: float = 5.0) -> None:
+    """Every ``every`` seconds, a ``stats`` frame to every client: per chat, posts per minute, total, and
+    for a shaped profile how many posts it left out ("+N more from #chat")."""
+    settings, redis, keys = app[SETTINGS], app[REDIS], app[KEYS]
+    rates = app[HUB].rates
+    while True:
+        await asyncio.sleep(every)
+        try:
+            now = time.monotonic()
+            per_minute = rates.per_minute(now)
+            for name, hub in app[HUBS].items():
+                if not len(hub):
+                    continue
+                more: dict[Any, Any] = {}
+                if name != "full":
+                    more = await redis.hgetall(keys.shaped_drops(name))
+                dropped = {text(k): int(v) for k, v in more.items()}
+                chats = {
+                    c.tag: {
+                        "per_minute": per_minute[c.tag],
+                        "total": rates.totals[c.tag],
+                        "more": dropped.get(c.tag, 0),
+                    }
+                    for c in settings.chats
+                }
+                hub.send_all({"type": "stats", "profile": name, "chats": chats})
+        except (RedisError, OSError) as exc:
+            raise_if_cancelling()
+            log.warning("stats: redis error (%s); next try in %.0fs", exc, every)
+
+
+def parse_profile(request: web.Request) -> str:
+    """The ``profile=`` asked for (default ``full``); 400 for one the server does not have."""
+    profile = request.query.get("profile", "full")
+    names = request.app[SETTINGS].profile_names
+    if profile not in names:
+        raise web.HTTPBadRequest(text=f"profile is one of {', '.join(names)}")
+    return profile
 
 
 def parse_chats(raw: str | None) -> frozenset[str] | None:
@@ -129,9 +180,12 @@ def parse_since(raw: str | None) -> str | None:
     return raw
 
 
-def hello(settings: Settings, cursor: str) -> dict[str, Any]:
+def hello(settings: Settings, cursor: str, profile: str = "full", pinned: Any = None) -> dict[str, Any]:
     return {
         "type": "hello",
+        "pinned": pinned,
+        "profile": profile,
+        "profiles": list(settings.profile_names),
         "event": {"name": settings.event_name, "hashtag": settings.event_hashtag},
         "chats": [{"tag": c.tag, "title": c.title, "colour": c.colour} for c in settings.chats],
         "cursor": cursor,
@@ -148,7 +202,9 @@ async def _send(ws: web.WebSocketResponse, obj: dict[str, Any], fmt: str) -> Non
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     """``GET /ws``: hello, the gap after ``since`` from history, then live posts frames."""
     app = request.app
-    settings, hub = app[SETTINGS], app[HUB]
+    settings = app[SETTINGS]
+    profile = parse_profile(request)
+    hub = app[HUBS][profile]
     chats = parse_chats(request.query.get("chats"))
     since = parse_since(request.query.get("since"))
     fmt = request.query.get("format", "json")
@@ -162,10 +218,12 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     app[SOCKETS].add(ws)
     client = Client(transport, chats, fmt)
     try:
-        await app[FOLLOWING].wait()
-        await _send(ws, hello(settings, hub.cursor), fmt)
+        await app[FOLLOWERS][profile].wait()
+        raw_pin = await app[REDIS].get(app[KEYS].pinned)
+        pinned = msgpack.unpackb(raw_pin, raw=False) if raw_pin is not None else None
+        await _send(ws, hello(settings, hub.cursor, profile, pinned), fmt)
         if since is not None:
-            await catch_up(ws, app[REDIS], app[KEYS], hub, client, since)
+            await catch_up(ws, app[REDIS], app[KEYS], app[STREAMS][profile], hub, client, since)
         hub.add(client)  # no await since catch_up saw hub.cursor: no gap, no repeat
         async for msg in ws:
             if msg.type == WSMsgType.TEXT and _is_ping(msg.data):
@@ -184,12 +242,12 @@ def _is_ping(data: str) -> bool:
 
 
 async def catch_up(
-    ws: web.WebSocketResponse, redis: aioredis.Redis, keys: Keys, hub: Hub, client: Client, since: str
+    ws: web.WebSocketResponse, redis: aioredis.Redis, keys: Keys, stream: str, hub: Hub, client: Client, since: str
 ) -> None:
     """Send every feed post after ``since`` up to the hub's cursor, which may move meanwhile."""
     after = since
     while id_key(after) < id_key(hub.cursor):
-        entries = await read_range(redis, keys.feed, after, hub.cursor, count=500)
+        entries = await read_range(redis, stream, after, hub.cursor, count=500)
         if not entries:
             break
         chosen = select(client.chats, await history(redis, keys, entries))
@@ -207,7 +265,8 @@ async def feed_handler(request: web.Request) -> web.Response:
         limit = max(1, min(1000, int(request.query.get("limit", "50"))))
     except ValueError:
         raise web.HTTPBadRequest(text="limit must be a number") from None
-    redis, feed = app[REDIS], app[KEYS].feed
+    profile = parse_profile(request)
+    redis, feed = app[REDIS], app[STREAMS][profile]
     if since is None:
         entries = await read_tail(redis, feed, limit if chats is None else 1000)
         items = select(chats, await history(redis, app[KEYS], entries))[-limit:]
@@ -220,7 +279,7 @@ async def feed_handler(request: web.Request) -> web.Response:
             items += select(chats, await history(redis, app[KEYS], entries))
             after = entries[-1][0]
         items = items[:limit]
-    cursor = items[-1]["id"] if items else since or app[HUB].cursor
+    cursor = items[-1]["id"] if items else since or app[HUBS][profile].cursor
     return web.Response(body=dumps({"items": items, "cursor": cursor}), content_type="application/json")
 
 
@@ -293,7 +352,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready when Redis answers and the feed follower is running."""
-    if not request.app[FOLLOWING].is_set():
+    if not all(event.is_set() for event in request.app[FOLLOWERS].values()):
         return web.Response(status=503, text="feed follower starting\n")
     try:
         await asyncio.wait_for(request.app[REDIS].ping(), 2)
@@ -321,13 +380,27 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(request.app[WEB_ROOT] / "index.html")
 
 
+def config_rules(settings: Settings) -> Rules:
+    """The moderation rules the config sets (a moderator's edits, kept in Redis, take their place)."""
+    return Rules(
+        words=settings.moderation_words,
+        accounts=settings.moderation_accounts,
+        profanity=settings.moderation_profanity,
+        approval=settings.moderation_approval,
+    )
+
+
 def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> web.Application:
     """The fan-out server for ``settings`` on the Redis at ``redis_url``; nothing starts until it runs."""
     app = web.Application()
     app[SETTINGS] = settings
     app[KEYS] = Keys(settings.key_prefix)
-    app[HUB] = Hub(settings.backlog_bytes, settings.cutoff_seconds)
-    app[FOLLOWING] = asyncio.Event()
+    keys = Keys(settings.key_prefix)
+    streams = {name: keys.feed if name == "full" else keys.shaped(name) for name in settings.profile_names}
+    hubs = {name: Hub(settings.backlog_bytes, settings.cutoff_seconds) for name in streams}
+    followers = {name: asyncio.Event() for name in streams}
+    app[STREAMS], app[HUBS], app[FOLLOWERS] = streams, hubs, followers
+    app[HUB], app[FOLLOWING] = hubs["full"], followers["full"]
     app[SOCKETS] = set()
     app[WEB_ROOT] = web_dir
     webhook_counters: Counter[str] = Counter()
@@ -340,10 +413,17 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
         await app[REDIS].aclose()
 
     async def follower_ctx(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(follow_feed(redis_url, app[KEYS], app[HUB], app[FOLLOWING]), name="follow-feed")
+        tasks = [
+            asyncio.create_task(
+                follow_feed(redis_url, streams[name], hubs[name], followers[name]), name=f"follow-{name}"
+            )
+            for name in streams
+        ]
+        tasks.append(asyncio.create_task(send_stats(app), name="stats"))
         yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close_sockets(app: web.Application) -> None:
         sockets: set[web.WebSocketResponse] = app[SOCKETS]
@@ -357,6 +437,7 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
     app.router.add_get("/api/feed", feed_handler)
     app.router.add_get("/api/chats", chats_handler)
     app.router.add_post("/api/posts", webhook_handler)
+    app.router.add_routes(ModApi(settings, keys, lambda: app[REDIS], config_rules(settings)).routes())
     app.router.add_get("/api/stats", stats_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

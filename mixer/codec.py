@@ -19,6 +19,7 @@ from .models import Post
 FIELD = b"p"  # stream entry field of a post: the msgpack-encoded post
 EDIT_FIELD = b"u"  # stream entry field of an edit: the post's new content, same key
 RETRACT_FIELD = b"r"  # stream entry field of a retraction: msgpack {"key", "source"}
+PIN_FIELD = b"n"  # feed entry field of a pin: msgpack {"post": post or None}
 
 
 def pack_post(post: Post) -> bytes:

@@ -19,6 +19,7 @@ from typing import Any
 
 from mixer.models import normalize_tag
 from mixer.settings import PACKAGE_DIR, ChatSettings, ConfigError, Settings
+from mixer.shaping import Profile
 
 __all__ = ["BUNDLED_CONFIG", "PALETTE", "ConfigError", "find_config", "load_settings", "render_settings"]
 
@@ -39,7 +40,9 @@ def _tag(raw: str) -> str | None:
 
 
 _URL = re.compile(r"^https?://[^\s/]+")
-SECRETS = frozenset({"mastodon_token", "x_bearer_token", "webhook_token"})  # never printed by render_settings
+SECRETS = frozenset(
+    {"mastodon_token", "x_bearer_token", "webhook_token", "moderation_token"}
+)  # never printed by render_settings
 
 
 def _nonempty(s: str) -> bool:
@@ -104,13 +107,25 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
     "webhook": {
         "token": _Field("webhook_token", str, "a string (empty: POST /api/posts is off)"),
     },
+    "moderation": {
+        "token": _Field("moderation_token", str, "a string (empty: moderation is off)"),
+        "words": _Field("moderation_words", tuple, "a list of words or phrases"),
+        "accounts": _Field("moderation_accounts", tuple, "a list of accounts like 'x:handle' or 'handle'"),
+        "profanity": _Field("moderation_profanity", bool, "true or false"),
+        "approval": _Field("moderation_approval", bool, "true or false"),
+    },
     "demo": {
         "file": _Field("demo_file", str, "a non-empty path", _nonempty),
         "speed": _Field("demo_speed", float, "a number >= 0", lambda v: v >= 0),
         "max_gap": _Field("demo_max_gap", float, "a number >= 0", lambda v: v >= 0),
     },
 }
-_SECTIONS = ("event", "chats", *(s for s in _SCHEMA if s != "event"))  # also the order render_settings writes
+_SECTIONS = (
+    "event",
+    "chats",
+    "profiles",
+    *(s for s in _SCHEMA if s != "event"),
+)  # also the order render_settings writes
 _CHAT_KEYS = ("tag", "title", "colour")
 
 
@@ -185,6 +200,29 @@ def _chat(key: str, index: int, table: Mapping[str, object]) -> ChatSettings:
     return ChatSettings(tag=tag, title=title, colour=colour.lower())
 
 
+_PROFILE_KEYS = ("name", "rate", "burst", "max_wait", "max_queue", "weights")
+
+
+def _profiles(body: object) -> tuple[Profile, ...]:
+    """``[[profiles]]`` tables as Profiles; the checks are Profile's own, reported at the table's key."""
+    if not isinstance(body, list) or not all(isinstance(t, dict) for t in body):
+        raise _Bad("profiles", "must be an array of tables ([[profiles]])")
+    out: list[Profile] = []
+    for i, table in enumerate(body):
+        for name in table:
+            if name not in _PROFILE_KEYS:
+                raise _Bad(f"profiles[{i}].{name}", _unknown("key", name, list(_PROFILE_KEYS)))
+        if not isinstance(table.get("name"), str) or not _tag(table["name"]) or table["name"] == "full":
+            raise _Bad(f"profiles[{i}].name", "must be a short name other than 'full' (which is always there)")
+        try:
+            out.append(Profile(**table))
+        except (TypeError, ValueError) as exc:
+            raise _Bad(f"profiles[{i}]", str(exc)) from None
+    if len({p.name for p in out}) < len(out):
+        raise _Bad("profiles", "two profiles share a name")
+    return tuple(out)
+
+
 def _locate(text: str) -> dict[str, int]:
     """Dotted key or table (``server.port``, ``chats[1]``) -> the 1-based line where it is first written.
 
@@ -238,6 +276,9 @@ def _from_doc(doc: dict[str, Any], file: _File) -> tuple[dict[str, Any], list[Ch
     values: dict[str, Any] = {}
     chats: list[ChatSettings] = []
     for section, body in doc.items():
+        if section == "profiles":
+            values["profiles"] = _profiles(body)
+            continue
         if section == "chats":
             if not isinstance(body, list) or not all(isinstance(t, dict) for t in body):
                 raise _Bad("chats", "must be an array of tables ([[chats]])")
@@ -383,6 +424,16 @@ def render_settings(settings: Settings) -> str:
         "# Written by `mixer config`. Any value can be overridden by MIXER_<SECTION>_<KEY>; see docs/config.md.",
     ]
     for section in _SECTIONS:
+        if section == "profiles":
+            for profile in settings.profiles:
+                out += ["", "[[profiles]]", f"name = {_toml(profile.name)}", f"rate = {_toml(float(profile.rate))}"]
+                out += [f"burst = {profile.burst}", f"max_wait = {_toml(float(profile.max_wait))}"]
+                out += [f"max_queue = {profile.max_queue}"]
+                if profile.weights:
+                    out.append(
+                        "weights = { " + ", ".join(f"{_toml(c)} = {w!r}" for c, w in profile.weights.items()) + " }"
+                    )
+            continue
         if section == "chats":
             for chat in settings.chats:
                 out += ["", "[[chats]]", *(f"{k} = {_toml(getattr(chat, k))}" for k in _CHAT_KEYS)]

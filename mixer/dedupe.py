@@ -38,7 +38,7 @@ _URL = re.compile(r"https?://\S+|www\.\S+")
 _MENTION_TAG = re.compile(r"[@#][\w.@-]+")
 _NON_WORD = re.compile(r"[\W_]+")
 
-FeedWrite = tuple[str, str, dict[str, Any]]  # (kind "p" | "u" | "r", feed entry id, payload)
+FeedWrite = tuple[str, str, dict[str, Any]]  # (kind "p" | "u" | "r" | "n" (pin), feed entry id, payload)
 
 
 def fingerprint(text: str) -> str | None:
@@ -75,6 +75,7 @@ class Changes:
     posts: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> stored post or stub, new or updated
     fingerprints: dict[str, tuple[str, int]] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)  # every key handled -> ms, for the bounded seen-set
+    pinned: dict[str, Any] | bool | None = False  # the pinned post, None when unpinned, False when unchanged
 
 
 class Deduper:

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_SLOW = 4008  # our close code for "your backlog stayed full too long"
 ChatFilter = frozenset[str] | None
-FeedItem = tuple[str, dict[str, Any]]  # ("p", post) | ("u", updated post) | ("r", {"ids": [...]})
+FeedItem = tuple[str, dict[str, Any]]  # ("p", post) | ("u", updated post) | ("r", {"ids": [...]}) | ("n", {"post"})
 
 
 @dataclass(eq=False, slots=True)
@@ -61,6 +61,9 @@ def frames_for(chats: ChatFilter, entries: list[FeedItem]) -> list[dict[str, Any
     """The messages a client with ``chats`` gets for a feed batch: runs of posts and updates, and retractions."""
     messages: list[dict[str, Any]] = []
     for kind, item in entries:
+        if kind == "n":
+            messages.append({"type": "pin", "post": item.get("post")})
+            continue
         if kind == "r":
             if messages and messages[-1]["type"] == "retract":
                 messages[-1]["ids"] += item["ids"]
@@ -82,6 +85,30 @@ def close_frame(code: int, reason: str) -> bytes:
     return bytes([0x88, len(payload)]) + payload
 
 
+class ChatRates:
+    """Posts per chat: the total seen and how many in the last minute (clock passed in)."""
+
+    def __init__(self, span: float = 60.0) -> None:
+        self.span = span
+        self.totals: Counter[str] = Counter()
+        self._recent: deque[tuple[float, tuple[str, ...]]] = deque()
+
+    def add(self, chats: Iterable[str], now: float) -> None:
+        chats = tuple(chats)
+        self.totals.update(chats)
+        self._recent.append((now, chats))
+
+    def per_minute(self, now: float) -> Counter[str]:
+        """Posts per chat over the last ``span`` seconds, scaled to a minute."""
+        while self._recent and self._recent[0][0] < now - self.span:
+            self._recent.popleft()
+        counts: Counter[str] = Counter()
+        for _, chats in self._recent:
+            counts.update(chats)
+        scale = 60.0 / self.span
+        return Counter({chat: round(n * scale) for chat, n in counts.items()})
+
+
 class Hub:
     """Subscribers grouped by filter and format; broadcast writes one shared frame per group."""
 
@@ -94,6 +121,7 @@ class Hub:
         self._groups: dict[tuple[ChatFilter, str], set[Client]] = {}
         self.cursor = "0-0"  # id of the last feed entry broadcast; clients joining now get everything after it
         self.counters: Counter[str] = Counter()
+        self.rates = ChatRates()
 
     def __len__(self) -> int:
         return sum(len(g) for g in self._groups.values())
@@ -117,6 +145,9 @@ class Hub:
         if id_key(last_id) > id_key(self.cursor):
             self.cursor = last_id
         now = self._clock()
+        for kind, item in entries:
+            if kind == "p":
+                self.rates.add(item["chats"], now)
         for (chats, fmt), group in list(self._groups.items()):
             messages = frames_for(chats, entries)
             if not messages:
@@ -126,6 +157,18 @@ class Hub:
             self.counters["frames_encoded"] += len(messages)
             for client in list(group):
                 self._send(client, frame, count, now)
+
+    def send_all(self, message: dict[str, Any]) -> None:
+        """One message (e.g. ``stats``) to every subscriber, encoded once per format; full clients skip it."""
+        frames: dict[str, bytes] = {}
+        for client in self.clients():
+            if client.closed or client.transport.is_closing():
+                continue
+            if client.transport.get_write_buffer_size() > self.backlog_bytes:
+                continue
+            if client.fmt not in frames:
+                frames[client.fmt] = ws_frame(encode_message(message, client.fmt), binary=client.fmt == "msgpack")
+            client.transport.write(frames[client.fmt])
 
     def _send(self, client: Client, frame: bytes, count: int, now: float) -> None:
         transport = client.transport

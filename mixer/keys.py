@@ -64,6 +64,44 @@ class Keys:
         """Hash follower name -> JSON of its counters, refreshed every few seconds by `mixer ingest`."""
         return f"{self.prefix}:ingest:stats"
 
+    def shaped(self, profile: str) -> str:
+        """A shaped profile's stream (e.g. ``wall``): its own entry ids, each post with ``ref`` = its feed id."""
+        return f"{self.prefix}:{{feed}}:shaped:{profile}"
+
+    @property
+    def shaped_cursor(self) -> str:
+        """Hash: ``feed`` -> last feed id the shaping stage has fully handled."""
+        return f"{self.prefix}:{{feed}}:shaped:cursor"
+
+    def shaped_drops(self, profile: str) -> str:
+        """Hash chat -> posts the profile dropped after their maximum wait ("+N more from #chat")."""
+        return f"{self.prefix}:{{feed}}:shaped:drops:{profile}"
+
+    @property
+    def mod_actions(self) -> str:
+        """Stream of moderator decisions (hide, pin, approve, ...) the merge stage applies to the feed."""
+        return f"{self.prefix}:{{feed}}:mod:actions"
+
+    @property
+    def mod_queue(self) -> str:
+        """Hash post key -> msgpack of a post held for a moderator's approval."""
+        return f"{self.prefix}:{{feed}}:mod:queue"
+
+    @property
+    def mod_rules(self) -> str:
+        """JSON of the moderation rules in force (set over HTTP; the config's rules until then)."""
+        return f"{self.prefix}:{{feed}}:mod:rules"
+
+    @property
+    def pinned(self) -> str:
+        """Msgpack of the pinned post, if any (sent in every hello)."""
+        return f"{self.prefix}:{{feed}}:pinned"
+
+    @property
+    def mod_audit(self) -> str:
+        """Stream of every moderator decision: who, what, when (capped)."""
+        return f"{self.prefix}:mod:audit"
+
     def pattern(self) -> str:
         """Glob matching every key under this prefix (for cleanup)."""
         return f"{self.prefix}:*"

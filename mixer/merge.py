@@ -28,17 +28,20 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .codec import EDIT_FIELD, FIELD, RETRACT_FIELD, unpack_post
+from .actions import apply_action
+from .codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, pack_post, unpack_post
 from .dedupe import Book, Changes, Deduper, FeedWrite
 from .keys import Keys
 from .models import Edit, Event, Post, Retraction
+from .moderation import Rules, judge
 from .reorder import ReorderBuffer
 from .streams import id_key, last_id, raise_if_cancelling, read_new, text
 
 log = logging.getLogger(__name__)
 
 PostFilter = Callable[[Post], Post | None]
-_KIND_FIELD = {"p": FIELD, "u": EDIT_FIELD, "r": RETRACT_FIELD}
+_KIND_FIELD = {"p": FIELD, "u": EDIT_FIELD, "r": RETRACT_FIELD, "n": PIN_FIELD}
+ACTIONS_CURSOR = "~actions"  # the actions stream's field in the merge cursor hash
 
 
 def decode_event(kind: bytes, raw: bytes) -> Event:
@@ -82,9 +85,12 @@ class MergeStage:
         feed_maxlen: int = 100_000,
         seen_max: int = 200_000,
         batch: int = 1000,
+        rules: Rules | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis  # a dedicated connection: XREAD BLOCK runs on it
+        self._config_rules = rules or Rules()
+        self.rules = self._config_rules  # the moderation rules in force (Redis overrides the config's)
         self._keys = keys
         self._chats = tuple(chats)
         self._feed_maxlen = feed_maxlen
@@ -107,9 +113,20 @@ class MergeStage:
         cursors = {text(k): text(v) for k, v in stored.items()}
         self._read = {chat: cursors.get(chat, "0-0") for chat in self._chats}
         self._committed = dict(self._read)
+        self._actions_read = cursors.get(ACTIONS_CURSOR) or await last_id(self._redis, self._keys.mod_actions)
+        self._actions: list[dict[str, Any]] = []
+        await self.load_rules()
         self._drained = set()
         self.buffer = ReorderBuffer(self.buffer.window_ms, self.buffer.max_pending)
         self._ids = FeedIds(await last_id(self._redis, self._keys.feed))
+
+    async def load_rules(self) -> None:
+        """The rules a moderator set (in Redis), else the config's; bad stored rules are logged and ignored."""
+        stored = await self._redis.get(self._keys.mod_rules)
+        try:
+            self.rules = Rules.from_json(stored) if stored is not None else self._config_rules
+        except ValueError as exc:
+            log.warning("merge: ignoring bad moderation rules in Redis: %s", exc)
 
     async def step(self, max_block: float = 1.0) -> int:
         """Read what is new, release what the watermark allows, write; returns feed entries written.
@@ -123,7 +140,14 @@ class MergeStage:
             wait = max_block * 1000 if due is None else min(max_block * 1000, due - self._clock() * 1000)
             block_ms = max(1, int(wait))
         streams = {self._keys.chat(c): self._read[c] for c in self._chats}
+        streams[self._keys.mod_actions] = self._actions_read
         got = await read_new(self._redis, streams, block_ms, self._batch)
+        for entry_id, raw, _ in got.get(self._keys.mod_actions, []):
+            self._actions_read = entry_id
+            try:
+                self._actions.append(msgpack.unpackb(raw, raw=False))
+            except Exception as exc:
+                log.warning("merge: skipping malformed moderator action %s: %s", entry_id, exc)
         for chat in self._chats:
             entries = got.get(self._keys.chat(chat), [])
             if len(entries) < self._batch:
@@ -149,18 +173,29 @@ class MergeStage:
         return min(marks, default=now)
 
     async def _release(self, watermark: int) -> int:
-        events = [e for held in self.buffer.pop_ready(watermark) if (e := self._filter(held.event)) is not None]
+        held: dict[str, Post] = {}
+        events = [e for p in self.buffer.pop_ready(watermark) if (e := self._filter(p.event, held)) is not None]
+        actions, self._actions = self._actions, []
         cursors = {c: self.buffer.safe_cursor(c, self._read[c]) for c in self._chats}
+        if actions:
+            cursors[ACTIONS_CURSOR] = self._actions_read
         changed = {c: v for c, v in cursors.items() if v != self._committed.get(c)}
-        if not events and not changed:
+        if not events and not changed and not held:
             return 0
         now_ms = int(self._clock() * 1000)
         changes = Changes()
         writes: list[FeedWrite] = []
-        if events:
-            book = await self._load_book(events)
+        if events or actions:
+            book = await self._load_book(events, [a["key"] for a in actions if isinstance(a.get("key"), str)])
             for event in events:
                 writes += self.deduper.apply(event, book, changes, lambda: self._ids.next(now_ms), now_ms)
+            for action in actions:
+                try:
+                    writes += apply_action(action, book, changes, self.deduper, lambda: self._ids.next(now_ms), now_ms)
+                except ValueError as exc:
+                    log.warning("merge: skipping moderator action %s: %s", action.get("action"), exc)
+                if action.get("action") == "rules":
+                    await self.load_rules()
         async with self._redis.pipeline(transaction=True) as tx:
             for kind, entry_id, payload in writes:
                 body = {k: v for k, v in payload.items() if k != "id"} if kind == "p" else payload
@@ -181,12 +216,21 @@ class MergeStage:
                     self._keys.fingerprints, mapping={fp: f"{k}|{ms}" for fp, (k, ms) in changes.fingerprints.items()}
                 )
                 tx.zadd(self._keys.fingerprint_times, {fp: ms for fp, (_, ms) in changes.fingerprints.items()})
+            if held:
+                tx.hset(self._keys.mod_queue, mapping={k: pack_post(p) for k, p in held.items()})
+            for action in actions:
+                if action.get("action") in ("approve", "reject"):
+                    tx.hdel(self._keys.mod_queue, action["key"])
+            if changes.pinned is None:
+                tx.delete(self._keys.pinned)
+            elif changes.pinned is not False:
+                tx.set(self._keys.pinned, msgpack.packb(changes.pinned, use_bin_type=True))
             if changed:
                 tx.hset(self._keys.merge_cursor, mapping=changed)  # type: ignore[arg-type]
             await tx.execute()
         self._committed.update(changed)
         for kind, _, _ in writes:
-            self.counters[{"p": "written", "u": "updates", "r": "retractions_written"}[kind]] += 1
+            self.counters[{"p": "written", "u": "updates", "r": "retractions_written", "n": "pins"}[kind]] += 1
         self.counters["duplicate"] += sum(1 for e in events if isinstance(e, Post)) - sum(
             k == "p" for k, _, _ in writes
         )
@@ -195,9 +239,10 @@ class MergeStage:
             await self._trim(now_ms)
         return len(writes)
 
-    async def _load_book(self, events: list[Event]) -> Book:
-        """What the index knows about the keys and texts of ``events``."""
+    async def _load_book(self, events: list[Event], more_keys: Iterable[str] = ()) -> Book:
+        """What the index knows about the keys and texts of ``events`` (and ``more_keys``)."""
         keys, prints = self.deduper.needs(events)
+        keys.update(more_keys)
         book = Book()
         if prints:
             found: list[Any] = await self._redis.hmget(self._keys.fingerprints, list(prints))
@@ -234,10 +279,20 @@ class MergeStage:
                 tx.zrem(self._keys.fingerprint_times, *old_prints)
             await tx.execute()
 
-    def _filter(self, event: Event) -> Event | None:
+    def _filter(self, event: Event, held: dict[str, Post]) -> Event | None:
+        """Moderation, then the extra filters, on a post; edits and retractions pass."""
         if not isinstance(event, Post):
             return event
-        post: Post = event
+        verdict = judge(event, self.rules)
+        if verdict.post is None:
+            self.counters["blocked"] += 1
+            log.info("merge: blocked %s (%s)", event.key, verdict.reason)
+            return None
+        if verdict.action == "hold":
+            held[event.key] = verdict.post
+            self.counters["held"] += 1
+            return None
+        post: Post = verdict.post
         for keep in self.filters:
             kept = keep(post)
             if kept is None:

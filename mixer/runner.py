@@ -21,16 +21,18 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import RedisError
 
-from .app import create_app
+from .app import config_rules, create_app
 from .embedded import EmbeddedRedis
-from .ingest import CursorStore, Publisher
+from .ingest import Backoff, CursorStore, Publisher
 from .keys import Keys
 from .merge import MergeStage
 from .replay import Replayer, ReplayOptions
 from .settings import Settings
+from .shaped import ShapingStage
 from .sources import Source
-from .streams import dedicated_client
+from .streams import dedicated_client, raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -142,20 +144,48 @@ async def follow_sources(settings: Settings, redis_url: str, stats_every: float 
 
 
 async def merge_forever(settings: Settings, redis_url: str) -> None:
-    """The merge stage on its own connection, until cancelled."""
+    """The merge and shaping stages, each on its own connection, only while this process holds the merge
+    lease (one leader among any number of processes), until cancelled."""
+    from .lease import Lease, new_holder_id
+
     redis = dedicated_client(redis_url, 1000)
+    shaping_conn = dedicated_client(redis_url, 1000)
+    lease_conn = dedicated_client(redis_url, 0)  # renewals never queue behind the stages' XREAD BLOCK
+    keys = Keys(settings.key_prefix)
+    stage = MergeStage(
+        redis,
+        keys,
+        settings.chat_tags,
+        window=settings.window_ms / 1000,
+        feed_maxlen=settings.feed_maxlen,
+        seen_max=settings.seen_max,
+        rules=config_rules(settings),
+    )
+    shaping = ShapingStage(shaping_conn, keys, settings.profiles, maxlen=settings.feed_maxlen)
+
+    async def lead() -> None:
+        """Both stages resume from their cursors in Redis, so a new leader picks up exactly where the last stopped."""
+        await asyncio.gather(stage.run(), shape_forever(shaping))
+
     try:
-        stage = MergeStage(
-            redis,
-            Keys(settings.key_prefix),
-            settings.chat_tags,
-            window=settings.window_ms / 1000,
-            feed_maxlen=settings.feed_maxlen,
-            seen_max=settings.seen_max,
-        )
-        await stage.run()
+        await Lease(lease_conn, keys.merge_lease, new_holder_id()).hold(lead)
     finally:
+        await lease_conn.aclose()
+        await shaping_conn.aclose()
         await redis.aclose()
+
+
+async def shape_forever(shaping: ShapingStage) -> None:
+    """The shaping stage, restarted from its cursor after a Redis error (capped backoff)."""
+    backoff = Backoff(base=0.1, cap=5.0)
+    while True:
+        try:
+            await shaping.run()
+        except (RedisError, OSError) as exc:
+            raise_if_cancelling()
+            delay = backoff.next()
+            log.warning("shaping: redis error (%s); resuming from its cursor in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
 
 
 async def serve_web(settings: Settings, redis_url: str, host: str, port: int, started: Callable[[str], None]) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .shaping import Profile
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEMO_RECORDING = PACKAGE_DIR / "data" / "pstweetchat.jsonl"
 
@@ -58,6 +60,8 @@ class Settings:
     backlog_bytes: int = 1 << 20  # per-client unsent bytes above which the client is skipped
     cutoff_seconds: float = 10.0  # a client whose backlog stays full this long is disconnected
     heartbeat_seconds: float = 20.0  # websocket ping interval; no pong within it closes the socket
+    # [[profiles]]: shaped streams clients can pick with profile=; "full" (everything) always exists
+    profiles: tuple[Profile, ...] = (Profile("wall", rate=0.5, burst=3, max_wait=30.0),)
     # [merge]
     window_ms: int = 500  # reorder window: how long a post waits for its twins from other chats
     seen_max: int = 200_000  # post keys remembered for dedupe (oldest forgotten first)
@@ -73,6 +77,12 @@ class Settings:
     x_api: str = "https://api.twitter.com"  # the X API base URL
     # [webhook]
     webhook_token: str = ""  # bearer token for POST /api/posts; empty: the webhook is off
+    # [moderation]
+    moderation_token: str = ""  # bearer token for /api/mod/... and the console; empty: moderation is off
+    moderation_words: tuple[str, ...] = ()  # blocked everywhere (whole words or phrases)
+    moderation_accounts: tuple[str, ...] = ()  # blocked everywhere: "handle", "@handle" or "source:handle"
+    moderation_profanity: bool = False  # also block a well-kept English profanity list
+    moderation_approval: bool = False  # hold every post until a moderator approves it
     # [demo]
     demo_file: str = str(DEMO_RECORDING)  # recording `mixer run` replays when not told otherwise
     demo_speed: float = 20.0  # replay speed of the demo (x real time)
@@ -85,6 +95,11 @@ class Settings:
             if chat.tag == tag:
                 return chat
         return None
+
+    @property
+    def profile_names(self) -> tuple[str, ...]:
+        """Every profile a client may ask for: ``full`` and the shaped ones."""
+        return ("full", *(p.name for p in self.profiles if p.name != "full"))
 
     @property
     def chat_tags(self) -> tuple[str, ...]:

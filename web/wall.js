@@ -36,6 +36,8 @@ const page = {
 const state = {
   chats: new Map(), // tag -> {tag, title, colour}
   filter: chatFilterFromLocation(), // tags asked for in ?chats=, or null for all
+  // ?profile=: the wall reads the paced "wall" stream unless told otherwise (e.g. "full" for everything)
+  profile: new URLSearchParams(window.location.search).get("profile") || "wall",
   seenIds: new Set(), // insertion ordered, so the oldest can be forgotten first
   lastId: null, // id of the newest post rendered (or the history cursor): where a resume starts
   historyLoaded: false,
@@ -337,6 +339,7 @@ function apiUrl(path, params) {
     if (value !== null && value !== undefined) url.searchParams.set(key, value);
   }
   if (state.filter) url.searchParams.set("chats", [...state.filter].join(","));
+  if (path !== "/api/chats") url.searchParams.set("profile", state.profile);
   return url;
 }
 

@@ -1,0 +1,183 @@
+"""The moderation HTTP API under ``/api/mod/``, behind the ``[moderation] token`` bearer token.
+
+Decisions go into the actions stream that the merge stage (the feed's only writer)
+reads with the chat streams, so each reaches every screen with the next merge round,
+well within a second; each is also appended to the audit log (who, what, when). Rules
+(blocklists, profanity, approval mode) are stored in Redis and take effect at once.
+Routes:
+
+- ``POST /api/mod/{hide,unhide,pin,unpin,approve,reject}`` with ``{"key": ...}`` or ``{"id": feed id}``;
+- ``POST /api/mod/block`` ``{"account": "x:bob", "chat": optional, "key"/"id": optional post to hide}``;
+- ``GET /api/mod/rules``, ``PUT /api/mod/rules`` (the whole rules object), ``POST /api/mod/approval`` ``{"on": bool}``;
+- ``GET /api/mod/queue`` (posts waiting for approval), ``GET /api/mod/audit?limit=``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Any
+
+import msgpack
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from .codec import dumps
+from .keys import Keys
+from .moderation import Rules
+from .settings import Settings
+from .streams import text
+
+AUDIT_MAXLEN = 10_000
+POST_ACTIONS = ("hide", "unhide", "pin", "unpin", "approve", "reject")
+
+
+class ModApi:
+    """Request handlers; ``routes()`` lists them for ``create_app``."""
+
+    def __init__(self, settings: Settings, keys: Keys, redis: Any, config_rules: Rules) -> None:
+        self.settings = settings
+        self.keys = keys
+        self._redis = redis  # a zero-argument callable returning the app's client (it exists only once started)
+        self.config_rules = config_rules
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        client: aioredis.Redis = self._redis()
+        return client
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            *(web.post(f"/api/mod/{name}", self.post_action) for name in POST_ACTIONS),
+            web.post("/api/mod/block", self.block),
+            web.get("/api/mod/rules", self.get_rules),
+            web.put("/api/mod/rules", self.put_rules),
+            web.post("/api/mod/approval", self.approval),
+            web.get("/api/mod/queue", self.queue),
+            web.get("/api/mod/audit", self.audit),
+        ]
+
+    def _check(self, request: web.Request) -> str:
+        """The moderator's name (``X-Moderator`` or "moderator"); 404 when moderation is off, 401 without the token."""
+        token = self.settings.moderation_token
+        if not token:
+            raise web.HTTPNotFound(text="moderation is off: set [moderation] token (MIXER_MODERATION_TOKEN)")
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise web.HTTPUnauthorized(text="a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        return request.headers.get("X-Moderator", "moderator")[:80]
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="the body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text="the body must be a JSON object")
+        return body
+
+    async def _key(self, body: dict[str, Any]) -> str:
+        """The post key a request names, by ``key`` or by feed ``id``."""
+        if isinstance(body.get("key"), str) and body["key"]:
+            return str(body["key"])
+        if isinstance(body.get("id"), str):
+            reply: Any = await self.redis.xrange(self.keys.feed, min=body["id"], max=body["id"], count=1)
+            for _, fields in reply:
+                for raw in fields.values():
+                    post = msgpack.unpackb(raw, raw=False)
+                    if isinstance(post, dict) and isinstance(post.get("key"), str):
+                        return str(post["key"])
+            raise web.HTTPNotFound(text=f"no post with id {body['id']} in the feed")
+        raise web.HTTPBadRequest(text="name the post by 'key' or 'id'")
+
+    async def _record(self, who: str, request: web.Request, action: dict[str, Any]) -> None:
+        """Send an action to the merge stage and write it to the audit log, in one transaction."""
+        entry = {"who": who, "from": request.remote or "", "at": int(time.time() * 1000), **action}
+        entry.pop("post", None)
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.xadd(self.keys.mod_actions, {b"a": msgpack.packb(action, use_bin_type=True)}, maxlen=10_000)
+            tx.xadd(self.keys.mod_audit, {b"a": dumps(entry)}, maxlen=AUDIT_MAXLEN, approximate=True)
+            await tx.execute()
+
+    async def post_action(self, request: web.Request) -> web.Response:
+        who = self._check(request)
+        name = request.path.rsplit("/", 1)[1]
+        body = await self._body(request)
+        key = "" if name == "unpin" else await self._key(body)
+        action: dict[str, Any] = {"action": name, "key": key}
+        if name == "approve":
+            raw = await self.redis.hget(self.keys.mod_queue, key)
+            if raw is None:
+                raise web.HTTPNotFound(text=f"{key} is not waiting for approval")
+            action["post"] = msgpack.unpackb(raw, raw=False)
+        await self._record(who, request, action)
+        return web.json_response({"ok": True, "action": name, "key": key}, status=202)
+
+    async def current_rules(self) -> Rules:
+        stored = await self.redis.get(self.keys.mod_rules)
+        return Rules.from_json(stored) if stored is not None else self.config_rules
+
+    async def _set_rules(self, who: str, request: web.Request, rules: Rules, what: str) -> None:
+        await self.redis.set(self.keys.mod_rules, rules.to_json())
+        await self._record(who, request, {"action": "rules", "key": "", "detail": what})
+
+    async def get_rules(self, request: web.Request) -> web.Response:
+        self._check(request)
+        return web.json_response((await self.current_rules()).to_dict())
+
+    async def put_rules(self, request: web.Request) -> web.Response:
+        who = self._check(request)
+        try:
+            rules = Rules.from_dict(await self._body(request))
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"bad rules: {exc}") from None
+        await self._set_rules(who, request, rules, "rules replaced")
+        return web.json_response(rules.to_dict())
+
+    async def approval(self, request: web.Request) -> web.Response:
+        who = self._check(request)
+        on = (await self._body(request)).get("on")
+        if not isinstance(on, bool):
+            raise web.HTTPBadRequest(text="'on' must be true or false")
+        current = (await self.current_rules()).to_dict()
+        rules = Rules.from_dict({**current, "approval": on})
+        await self._set_rules(who, request, rules, f"approval {'on' if on else 'off'}")
+        return web.json_response(rules.to_dict())
+
+    async def block(self, request: web.Request) -> web.Response:
+        who = self._check(request)
+        body = await self._body(request)
+        account, chat = body.get("account"), body.get("chat")
+        if not isinstance(account, str) or not account:
+            raise web.HTTPBadRequest(text="'account' names who to block, like 'x:handle' or 'handle'")
+        data = (await self.current_rules()).to_dict()
+        if isinstance(chat, str) and chat:
+            per = data["chats"].setdefault(chat, {"words": [], "accounts": []})
+            per["accounts"] = [*per["accounts"], account]
+        else:
+            data["accounts"] = [*data["accounts"], account]
+        try:
+            rules = Rules.from_dict(data)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"cannot block {account!r}: {exc}") from None
+        await self._set_rules(who, request, rules, f"block {account}" + (f" in #{chat}" if chat else ""))
+        if body.get("key") or body.get("id"):
+            await self._record(who, request, {"action": "hide", "key": await self._key(body)})
+        return web.json_response(rules.to_dict())
+
+    async def queue(self, request: web.Request) -> web.Response:
+        self._check(request)
+        held = await self.redis.hgetall(self.keys.mod_queue)
+        posts = sorted((msgpack.unpackb(raw, raw=False) for raw in held.values()), key=lambda p: p.get("created", 0))
+        return web.Response(body=dumps({"items": posts}), content_type="application/json")
+
+    async def audit(self, request: web.Request) -> web.Response:
+        self._check(request)
+        try:
+            limit = max(1, min(1000, int(request.query.get("limit", "100"))))
+        except ValueError:
+            raise web.HTTPBadRequest(text="limit must be a number") from None
+        reply: Any = await self.redis.xrevrange(self.keys.mod_audit, count=limit)
+        items = [{"id": text(eid), **json.loads(fields[b"a"])} for eid, fields in reply]
+        return web.Response(body=dumps({"items": items}), content_type="application/json")

@@ -1,0 +1,400 @@
+"""Moderation rules and the one decision made from them: show, hold or block a post.
+
+``Rules`` holds blocked words and accounts (global and per chat), the optional
+profanity filter and approval mode; it validates itself, round-trips through JSON
+(``to_dict``/``from_dict``) and compiles its word lists once, at construction, into one
+regular expression per list. ``judge(post, rules)`` is pure and fast: a post blocked by
+a global rule is blocked; a post blocked only by some of its chats' rules is narrowed
+to the others (blocked when none remain); in approval mode what is left is held.
+Word matching is described in docs/moderation.md. Not here: storing rules, the held
+queue, retracting posts already shown (the merge stage and the HTTP API do that).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.resources import files
+from types import MappingProxyType
+from typing import Any, Literal
+
+from .models import Post, normalize_tag
+
+Action = Literal["show", "hold", "block"]
+HitKind = Literal["account", "word", "profanity"]
+
+MAX_ENTRIES = 10_000  # per list: bounds the compiled pattern a rule edit can ask for
+MAX_WORD_CHARS = 100
+_TAG = re.compile(r"^[^\s#]{1,100}$")
+_SOURCE = re.compile(r"^[a-z0-9_.-]{1,32}$")
+# Leetspeak. The text is matched through a "view" where digits, '$' and '|' read as letters (a context-free,
+# one-for-one translation, so positions still line up with the folded text) and '_' separates words. '@', '!'
+# and '*' stay: inside a word they are matched as a/i/any vowel; at its start '@' is a mention and '!' punctuation.
+_VIEW = str.maketrans({"4": "a", "3": "e", "1": "i", "0": "o", "5": "s", "$": "s", "7": "t", "|": "l", "_": " "})
+_VIEW_ASCII = bytes.maketrans(b"43105$7|_", b"aeiosstl ")
+_ENTRY = str.maketrans({"4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "0": "o", "5": "s", "$": "s", "7": "t"})
+_INNER = {"a": "a@*", "e": "e*", "i": "i!*", "o": "o*", "u": "uv*"}  # after a word's first letter
+_ENTRY_WORD = re.compile(r"[^\W_]+(?:[|*][^\W_]*)*")
+# Combining diacritics (accents, after NFKD) and invisible format characters: dropped before matching.
+_STRIP = re.compile(
+    "[\u0300-\u036f\u00ad\u061c\u115f\u1160\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufe00-\ufe0f\ufeff]"
+)
+# Scripts written without spaces between words: an entry in them matches anywhere, not as a whole word.
+_UNSPACED = re.compile(
+    "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    "\U00020000-\U0002ffff]"
+)
+_LETTER = re.compile(r"[^\W\d_]")
+Token = tuple[str, int]  # (character, run length); ("", 0) is the gap between the words of a phrase
+
+
+def fold(text: str) -> str:
+    """Text as words are matched: NFKC compatibility forms, case-folded, accents and invisible characters removed."""
+    if text.isascii():
+        return text.lower()
+    return unicodedata.normalize("NFKC", _STRIP.sub("", unicodedata.normalize("NFKD", text).casefold()))
+
+
+def _view(folded: str) -> str:
+    if folded.isascii():
+        return folded.encode().translate(_VIEW_ASCII).decode()
+    return folded.translate(_VIEW)
+
+
+def _tokens(entry: str) -> tuple[Token, ...]:
+    """A word or phrase as runs of characters with gaps between its words; empty for an entry matched as a substring."""
+    folded = fold(entry)
+    if _UNSPACED.search(folded) or not _LETTER.search(folded):
+        return ()
+    out: list[Token] = []
+    for word in _ENTRY_WORD.findall(folded.translate(_ENTRY)):
+        if out:
+            out.append(("", 0))
+        for ch in word:
+            if out and out[-1][0] == ch:
+                out[-1] = (ch, out[-1][1] + 1)
+            else:
+                out.append((ch, 1))
+    return tuple(out)
+
+
+def _token_pattern(token: Token, first: bool) -> str:
+    ch, count = token
+    if not ch:
+        return r"[^\w*]+"
+    one = f"[{re.escape(_INNER[ch])}]" if ch in _INNER and not first else re.escape(ch)
+    # A letter stretched to three or more counts as one ("fuuuck"); twice does not ("annus" is not "anus").
+    return f"{one}(?:{one}{one}+)?" if count == 1 else one * (count - 1) + one + "+"
+
+
+def _plain(entry: str) -> bool:
+    folded = fold(entry)
+    return folded == folded.translate(_ENTRY) and "*" not in folded
+
+
+class _Matcher:
+    """One compiled pattern for a list of (kind, entry); ``find`` names an entry found in a post's text."""
+
+    def __init__(self, entries: Iterable[tuple[HitKind, str]], name_hits: bool = True) -> None:
+        trie: dict[Any, Any] = {}  # token -> child trie; None -> index of the entry ending there
+        self._entries: list[tuple[HitKind, str]] = []
+        self._anywhere: list[tuple[str, int]] = []  # (folded entry, index): substrings of the folded text
+        for kind, entry in entries:
+            index = len(self._entries)
+            self._entries.append((kind, entry))
+            tokens = _tokens(entry)
+            if not tokens:
+                self._anywhere.append((" ".join(fold(entry).split()), index))
+                continue
+            node = trie
+            for token in tokens:
+                node = node.setdefault(token, {})
+            held = node.get(None)
+            if held is None or (not _plain(self._entries[held][1]) and _plain(entry)):
+                node[None] = index  # the first plainly written entry names the hit: "ass", not "a$$"
+        self._name_hits = name_hits
+        self._groups: list[int] = []  # capture group number - 1 -> entry index
+        # Boundaries: no letter, digit or '*' just before or after (in the view, where '$' and digits are letters).
+        self._pattern = re.compile(rf"(?<![\w*]){self._node(trie, True)}(?![\w*])") if trie else None
+
+    def _node(self, node: dict[Any, Any], first: bool) -> str:
+        alts = [_token_pattern(tok, first) + self._node(child, not tok[0]) for tok, child in node.items() if tok]
+        if None in node and self._name_hits:
+            self._groups.append(node[None])
+            alts.append("()")  # empty group: m.lastindex tells which entry ended the match
+        elif None in node:
+            alts.append("")
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    def find(self, folded: str, view: str, chat: str | None = None) -> Hit | None:
+        """The first entry found, or None; with ``name_hits`` off, an unnamed hit as soon as anything may match."""
+        for needle, index in self._anywhere:
+            if needle in folded:
+                return Hit(*self._entries[index], chat)
+        if self._pattern is None:
+            return None
+        for m in self._pattern.finditer(view):
+            if not self._name_hits:
+                return Hit("word", "", chat)
+            if _LETTER.search(folded, m.start(), m.end()):  # "455" reads as "ass" in the view, but is a number
+                return Hit(*self._entries[self._groups[(m.lastindex or 1) - 1]], chat)
+        return None
+
+
+def account_key(entry: str) -> str:
+    """An account entry as matched: ``source:handle`` or bare ``handle``, folded, no ``@``; ValueError if malformed."""
+    raw = fold(entry.strip())
+    source, sep, handle = raw.partition(":")
+    if not sep or source == "did":  # a bare handle; a Bluesky did ("did:plc:...") is a handle too
+        source, handle = "", raw
+    handle = handle.lstrip("@")
+    if not handle or any(ch.isspace() for ch in handle):
+        raise ValueError(f"bad account {entry!r}: want 'handle', '@handle' or 'source:handle' without spaces")
+    if sep and source and not _SOURCE.match(source):
+        raise ValueError(f"bad account {entry!r}: {source!r} is not a source name (x, mastodon, bluesky, ...)")
+    return f"{source}:{handle}" if source else handle
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One rule that matched: its kind, the entry as written in the rules, and the chat whose list holds it."""
+
+    kind: HitKind
+    entry: str
+    chat: str | None = None  # None: a global rule
+
+    def __str__(self) -> str:
+        what = {"account": "blocked account", "word": "blocked word", "profanity": "profanity"}[self.kind]
+        return f"{what} {self.entry!r}" + (f" in chat #{self.chat}" if self.chat else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """``show`` or ``hold`` carry the post, narrowed to the chats still allowed; ``block`` carries none."""
+
+    action: Action
+    post: Post | None
+    hits: tuple[Hit, ...] = ()  # why it was blocked, or which chats dropped it
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(str(h) for h in self.hits)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRules:
+    words: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+
+
+@cache
+def _bundled_allow() -> frozenset[tuple[Token, ...] | str]:
+    text = files("mixer").joinpath("data", "profanity_allow.txt").read_text(encoding="utf-8")
+    lines = (line.strip() for line in text.splitlines())
+    return frozenset(_tokens(line) or fold(line) for line in lines if line and not line.startswith("#"))
+
+
+@cache
+def _package_profanity() -> tuple[str, ...]:
+    # glin-profanity's own loader is its public way to its word lists; imported only when the filter is on.
+    from glin_profanity.data.dictionary import dictionary
+
+    words = tuple(w for w in dictionary.get_words("english") if isinstance(w, str) and w.strip())
+    if not words:
+        raise RuntimeError("glin-profanity returned no English words: is the package installed whole?")
+    return words
+
+
+def profanity_words(allow: Iterable[str] = ()) -> tuple[str, ...]:
+    """The default profanity list in effect: glin-profanity's English list less the bundled and given exceptions."""
+    skip = _bundled_allow() | {_tokens(w) or fold(w) for w in allow}
+    return tuple(w for w in _package_profanity() if (_tokens(w) or fold(w)) not in skip)
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    accounts: frozenset[str]
+    text: _Matcher | None  # global words and profanity
+    chat_accounts: Mapping[str, frozenset[str]]
+    chat_text: Mapping[str, _Matcher]
+    screen: _Matcher | None  # every list at once, when there are several: most posts need one pass, not several
+    has_words: bool
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What to block and whether to hold: validated at construction (ValueError naming the entry), compiled once."""
+
+    words: tuple[str, ...] = ()  # blocked everywhere: whole words or phrases, see docs/moderation.md
+    accounts: tuple[str, ...] = ()  # blocked everywhere: "handle", "@handle" or "source:handle"
+    chats: Mapping[str, ChatRules] = field(default_factory=dict)  # chat tag -> what that chat alone blocks
+    profanity: bool = False  # also block glin-profanity's English list (less the bundled exceptions)
+    profanity_allow: tuple[str, ...] = ()  # entries of that list this event shows anyway
+    approval: bool = False  # hold every post that is not blocked until a moderator approves it
+    _compiled: _Compiled = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "words", _word_list(self.words, "words"))
+        set_(self, "accounts", _account_list(self.accounts, "accounts"))
+        set_(self, "profanity_allow", _word_list(self.profanity_allow, "profanity_allow"))
+        for name in ("profanity", "approval"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"'{name}' must be true or false")
+        if not isinstance(self.chats, Mapping):
+            raise ValueError("'chats' must map chat tags to their rules")
+        chats: dict[str, ChatRules] = {}
+        for tag, rules in self.chats.items():
+            chat = normalize_tag(tag) if isinstance(tag, str) else ""
+            if not _TAG.match(chat):
+                raise ValueError(f"bad chat tag {tag!r} in 'chats'")
+            if not isinstance(rules, ChatRules):
+                raise ValueError(f"chats.{chat} must be ChatRules")
+            where = f"chats.{chat}"
+            chats[chat] = ChatRules(_word_list(rules.words, f"{where}.words"), _account_list(rules.accounts, where))
+        set_(self, "chats", MappingProxyType(chats))
+        glob: list[tuple[HitKind, str]] = [("word", w) for w in self.words]
+        if self.profanity:
+            glob += [("profanity", w) for w in profanity_words(self.profanity_allow)]
+        chat_text = {c: _Matcher(("word", w) for w in r.words) for c, r in chats.items() if r.words}
+        every = glob + [("word", w) for r in chats.values() for w in r.words]
+        compiled = _Compiled(
+            accounts=frozenset(self.accounts),
+            text=_Matcher(glob) if glob else None,
+            chat_accounts={c: frozenset(r.accounts) for c, r in chats.items() if r.accounts},
+            chat_text=chat_text,
+            screen=_Matcher(every, name_hits=False) if len(chat_text) + bool(glob) > 1 else None,
+            has_words=bool(every),
+        )
+        set_(self, "_compiled", compiled)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form; ``from_dict`` reads it back to equal rules."""
+        return {
+            "words": list(self.words),
+            "accounts": list(self.accounts),
+            "chats": {c: {"words": list(r.words), "accounts": list(r.accounts)} for c, r in self.chats.items()},
+            "profanity": self.profanity,
+            "profanity_allow": list(self.profanity_allow),
+            "approval": self.approval,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Rules:
+        """Validate untrusted JSON into Rules; missing keys take defaults, a bad or unknown one raises ValueError."""
+        if not isinstance(data, dict):
+            raise ValueError(f"rules are a JSON object, got {type(data).__name__}")
+        _known(data, ("words", "accounts", "chats", "profanity", "profanity_allow", "approval"), "rules")
+        chats_raw = data.get("chats", {})
+        if not isinstance(chats_raw, dict):
+            raise ValueError("'chats' must be an object: chat tag -> {words, accounts}")
+        chats: dict[str, ChatRules] = {}
+        for tag, raw in chats_raw.items():
+            if not isinstance(raw, dict):
+                raise ValueError(f"chats.{tag} must be an object with 'words' and/or 'accounts'")
+            _known(raw, ("words", "accounts"), f"chats.{tag}")
+            chats[tag] = ChatRules(_str_list(raw, "words", f"chats.{tag}"), _str_list(raw, "accounts", f"chats.{tag}"))
+        return cls(
+            words=_str_list(data, "words"),
+            accounts=_str_list(data, "accounts"),
+            chats=chats,
+            profanity=data.get("profanity", False),
+            profanity_allow=_str_list(data, "profanity_allow"),
+            approval=data.get("approval", False),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Rules:
+        """``from_dict`` of a JSON document (as stored in Redis); bad JSON is a ValueError too."""
+        return cls.from_dict(json.loads(text))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+def _known(data: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    unknown = sorted(str(k) for k in data if k not in keys)
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; expected {', '.join(keys)}")
+
+
+def _str_list(data: dict[str, Any], name: str, where: str = "") -> tuple[str, ...]:
+    value = data.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"'{where + '.' if where else ''}{name}' must be a list of strings")
+    return tuple(value)
+
+
+def _word_list(values: Iterable[str], where: str) -> tuple[str, ...]:
+    out = _entry_list(values, where)
+    for word in out:
+        if len(word) > MAX_WORD_CHARS:
+            raise ValueError(f"{where}: {word[:20]!r}... is longer than {MAX_WORD_CHARS} characters")
+        if any(unicodedata.category(ch) == "Cc" for ch in word):
+            raise ValueError(f"{where}: {word!r} holds a control character")
+        if not fold(word).split():
+            raise ValueError(f"{where}: {word!r} is empty once folded")
+    return out
+
+
+def _account_list(values: Iterable[str], where: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(account_key(a) for a in _entry_list(values, f"{where}.accounts")))
+
+
+def _entry_list(values: Iterable[str], where: str) -> tuple[str, ...]:
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise ValueError(f"'{where}' must be a list of strings")
+    out = tuple(dict.fromkeys(v.strip() for v in values))
+    if len(out) > MAX_ENTRIES:
+        raise ValueError(f"'{where}' holds {len(out)} entries; at most {MAX_ENTRIES}")
+    if "" in out:
+        raise ValueError(f"'{where}' holds an empty entry")
+    return out
+
+
+def _blocked_account(keys: frozenset[str], source: str, handle: str) -> str | None:
+    if handle in keys:
+        return handle
+    qualified = f"{source}:{handle}"
+    return qualified if qualified in keys else None
+
+
+def judge(post: Post, rules: Rules) -> Verdict:
+    """Show, hold or block ``post``; one that only some of its chats block is narrowed to the others. Never raises."""
+    c = rules._compiled
+    source = fold(post.source)
+    handle = fold(post.author.handle).lstrip("@")
+    account = _blocked_account(c.accounts, source, handle)
+    if account is not None:
+        return Verdict("block", None, (Hit("account", account),))
+    folded = view = ""
+    words = c.has_words
+    if words:
+        folded = fold(f"{post.text}\x00{post.author.name}")  # the name is shown on the wall too
+        view = _view(folded)
+        words = c.screen is None or c.screen.find(folded, view) is not None
+    if words and c.text is not None and (found := c.text.find(folded, view)) is not None:
+        return Verdict("block", None, (found,))
+    hits: list[Hit] = []
+    keep: list[str] = []
+    for chat in post.chats:
+        found = None
+        accounts = c.chat_accounts.get(chat)
+        if accounts and (account := _blocked_account(accounts, source, handle)) is not None:
+            found = Hit("account", account, chat)
+        matcher = c.chat_text.get(chat) if words else None
+        if found is None and matcher is not None:
+            found = matcher.find(folded, view, chat)
+        if found is None:
+            keep.append(chat)
+        else:
+            hits.append(found)
+    if hits:
+        if not keep:
+            return Verdict("block", None, tuple(hits))
+        post = post.with_chats(tuple(keep))
+    return Verdict("hold" if rules.approval else "show", post, tuple(hits))
