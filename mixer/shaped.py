@@ -53,7 +53,8 @@ class ShapingStage:
         self._maxlen = maxlen
         self._batch = batch
         self._clock = clock
-        self.shapers = {p.name: Shaper(p) for p in self._profiles}
+        self._finished: set[str] = set()  # ids some shaper emitted or dropped since the last step
+        self.shapers = {p.name: Shaper(p, on_drop=self._finished.add) for p in self._profiles}
         self._waiting: dict[str, dict[str, Any]] = {}  # feed id -> post, while any shaper holds it (feed order)
         self._emitted: dict[str, OrderedDict[str, str]] = {p.name: OrderedDict() for p in self._profiles}
         self._ids: dict[str, FeedIds] = {}
@@ -66,7 +67,8 @@ class ShapingStage:
         self._read = self._committed = (
             text(stored) if stored is not None else await last_id(self._redis, self._keys.feed)
         )
-        self.shapers = {p.name: Shaper(p) for p in self._profiles}
+        self._finished.clear()
+        self.shapers = {p.name: Shaper(p, on_drop=self._finished.add) for p in self._profiles}
         self._waiting.clear()
         for profile in self._profiles:
             stream = self._keys.shaped(profile.name)
@@ -95,6 +97,7 @@ class ShapingStage:
         drops: dict[str, dict[str, int]] = {}
         for name, shaper in self.shapers.items():
             for feed_id in shaper.take(now):
+                self._finished.add(feed_id)
                 post = self._waiting.get(feed_id)
                 if post is not None:
                     writes[name].append((FIELD, self._emit(name, feed_id, now), {**post, "ref": feed_id}))
@@ -122,6 +125,7 @@ class ShapingStage:
             for name, shaper in self.shapers.items():
                 for feed_id in gone:
                     shaper.remove(feed_id)
+                    self._finished.add(feed_id)
                 mapped = [m for f in gone if (m := self._emitted[name].get(f)) is not None]
                 if mapped:
                     writes[name].append((RETRACT_FIELD, self._next(name, now), {"ids": mapped}))
@@ -138,9 +142,11 @@ class ShapingStage:
         return mine
 
     def _forget_finished(self) -> None:
-        """Let go of posts no shaper holds any more (emitted or dropped)."""
-        for feed_id in [f for f in self._waiting if not any(f in s for s in self.shapers.values())]:
-            del self._waiting[feed_id]
+        """Let go of posts no shaper holds any more (emitted or dropped); only this step's are checked."""
+        for feed_id in self._finished:
+            if not any(feed_id in s for s in self.shapers.values()):
+                self._waiting.pop(feed_id, None)
+        self._finished.clear()
 
     async def _write(
         self, writes: dict[str, list[tuple[bytes, str, dict[str, Any]]]], drops: dict[str, dict[str, int]]
