@@ -20,6 +20,7 @@ FIELD = b"p"  # stream entry field of a post: the msgpack-encoded post
 EDIT_FIELD = b"u"  # stream entry field of an edit: the post's new content, same key
 RETRACT_FIELD = b"r"  # stream entry field of a retraction: msgpack {"key", "source"}
 PIN_FIELD = b"n"  # feed entry field of a pin: msgpack {"post": post or None}
+ACTION_FIELD = b"a"  # moderator actions and audit entries: msgpack (actions) or JSON (audit)
 
 
 def pack_post(post: Post) -> bytes:

@@ -23,7 +23,7 @@ import msgpack
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from .codec import dumps
+from .codec import ACTION_FIELD, dumps
 from .keys import Keys
 from .moderation import Rules
 from .settings import Settings
@@ -96,8 +96,8 @@ class ModApi:
         entry = {"who": who, "from": request.remote or "", "at": int(time.time() * 1000), **action}
         entry.pop("post", None)
         async with self.redis.pipeline(transaction=True) as tx:
-            tx.xadd(self.keys.mod_actions, {b"a": msgpack.packb(action, use_bin_type=True)}, maxlen=10_000)
-            tx.xadd(self.keys.mod_audit, {b"a": dumps(entry)}, maxlen=AUDIT_MAXLEN, approximate=True)
+            tx.xadd(self.keys.mod_actions, {ACTION_FIELD: msgpack.packb(action, use_bin_type=True)}, maxlen=10_000)
+            tx.xadd(self.keys.mod_audit, {ACTION_FIELD: dumps(entry)}, maxlen=AUDIT_MAXLEN, approximate=True)
             await tx.execute()
 
     async def post_action(self, request: web.Request) -> web.Response:
@@ -179,5 +179,5 @@ class ModApi:
         except ValueError:
             raise web.HTTPBadRequest(text="limit must be a number") from None
         reply: Any = await self.redis.xrevrange(self.keys.mod_audit, count=limit)
-        items = [{"id": text(eid), **json.loads(fields[b"a"])} for eid, fields in reply]
+        items = [{"id": text(eid), **json.loads(fields[ACTION_FIELD])} for eid, fields in reply]
         return web.Response(body=dumps({"items": items}), content_type="application/json")
