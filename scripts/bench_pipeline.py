@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import platform
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
@@ -73,7 +76,16 @@ async def bench(url: str, passes: int) -> None:
     started = time.perf_counter()
     posts = [p for _ in range(passes) for p in read_records(DEMO_RECORDING) if isinstance(p, Post)]
     row("parse", len(posts), time.perf_counter() - started, "(read + validate, no Redis)")
-    unique = len(posts) // passes * passes  # every pass re-keys, so all posts are distinct
+    unique = len(posts)
+    # One recording of N passes, each with its own keys and a pass number in the text, so the merge
+    # stage sees N times the night, not repeats to collapse.
+    recording = Path(tempfile.mkdtemp()) / "night.jsonl"
+    per_pass = len(posts) // passes
+    with recording.open("w") as out:
+        for i, post in enumerate(posts):
+            n = i // per_pass
+            data = post.to_dict() | {"key": f"{post.key}~{n}", "text": f"{post.text} (pass {n})"}
+            out.write(json.dumps(data) + "\n")
 
     async with scratch(url) as (redis, keys):
         packed = [pack_post(p) for p in posts]
@@ -87,7 +99,7 @@ async def bench(url: str, passes: int) -> None:
 
     async with scratch(url) as (redis, keys):
         publisher = Publisher(redis, keys, CHATS, maxlen=10_000_000)
-        replayer = Replayer(publisher, [DEMO_RECORDING], ReplayOptions(speed=0, loop=True, max_passes=passes))
+        replayer = Replayer(publisher, [recording], ReplayOptions(speed=0))
         started = time.perf_counter()
         progress = await replayer.run()
         row("replay", progress.published, time.perf_counter() - started, "(-> chat streams)")
@@ -99,7 +111,7 @@ async def bench(url: str, passes: int) -> None:
 
     async with scratch(url) as (redis, keys):
         publisher = Publisher(redis, keys, CHATS, maxlen=10_000_000)
-        replayer = Replayer(publisher, [DEMO_RECORDING], ReplayOptions(speed=0, loop=True, max_passes=passes))
+        replayer = Replayer(publisher, [recording], ReplayOptions(speed=0))
         stage, conn = merge_stage(url, keys)
         started = time.perf_counter()
         await asyncio.gather(replayer.run(), drain(stage, redis, keys, unique))

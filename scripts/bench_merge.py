@@ -1,0 +1,139 @@
+"""Benchmark: the merge stage with everything on, beside a merge-only baseline, in one run.
+
+Both read the same chat streams (the bundled #PSTweetChat demo, N passes, 29% of posts in
+two chats) filled beforehand, through Redis:
+
+  baseline   XREAD every chat stream in batches and XADD each entry to a feed: merging
+             with no reordering, dedupe, moderation or shaping (the floor of the design)
+  merge      the real MergeStage: reorder window, dedupe (index, fingerprints), moderation
+             (blocked words and accounts, the profanity list), Q/A-free; plus the shaping
+             stage computing the 'wall' stream from its output, until both are done
+
+    .venv/bin/python scripts/bench_merge.py [--passes 10] [--redis redis://127.0.0.1:6379/15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import platform
+import time
+import uuid
+
+import redis.asyncio as aioredis
+
+from mixer.embedded import EmbeddedRedis
+from mixer.ingest import Publisher
+from mixer.keys import Keys
+from mixer.merge import MergeStage
+from mixer.models import Post
+from mixer.moderation import Rules
+from mixer.recorded import read_records
+from mixer.settings import DEMO_RECORDING
+from mixer.shaped import ShapingStage
+from mixer.shaping import Profile
+from mixer.streams import dedicated_client, read_new
+
+CHATS = ("pstweetchat", "powershell", "pshsummit", "devops")
+
+
+async def fill(url: str, keys: Keys, passes: int) -> int:
+    """The demo, ``passes`` times, each pass with its own keys and a pass number in the text (so repeats
+    of a pass are new posts, not a flood to collapse)."""
+    redis = aioredis.Redis.from_url(url)
+    publisher = Publisher(redis, keys, CHATS, maxlen=10_000_000)
+    posts = [p for p in read_records(DEMO_RECORDING) if isinstance(p, Post)]
+    published = 0
+    for n in range(passes):
+        batch = [dataclasses.replace(p, key=f"{p.key}~{n}", text=f"{p.text} (pass {n})") for p in posts]
+        for start in range(0, len(batch), 500):
+            published += await publisher.publish(batch[start : start + 500])
+    await redis.aclose()
+    return published
+
+
+async def baseline(url: str, keys: Keys, expected_entries: int) -> float:
+    redis = dedicated_client(url, 1000)
+    cursors = {keys.chat(c): "0-0" for c in CHATS}
+    done = 0
+    started = time.perf_counter()
+    while done < expected_entries:
+        got = await read_new(redis, cursors, None, 1000)
+        pipe = redis.pipeline(transaction=True)
+        for stream, entries in got.items():
+            for entry_id, raw, kind in entries:
+                pipe.xadd(keys.feed, {kind: raw})
+                cursors[stream] = entry_id
+                done += 1
+        await pipe.execute()
+    elapsed = time.perf_counter() - started
+    await redis.aclose()
+    return elapsed
+
+
+async def full(url: str, keys: Keys, posts: int) -> tuple[float, dict[str, int]]:
+    conn, shaping_conn = dedicated_client(url, 1000), dedicated_client(url, 1000)
+    rules = Rules(words=("buy followers", "spoiler"), accounts=("x:spammer",), profanity=True)
+    merge = MergeStage(conn, keys, CHATS, window=0.2, feed_maxlen=10_000_000, seen_max=10_000_000, rules=rules)
+    shaping = ShapingStage(shaping_conn, keys, [Profile("wall", rate=0.5, burst=3, max_wait=30.0)])
+    await merge.load_cursors()
+    await shaping.load()
+    started = time.perf_counter()
+    handled = 0
+    while handled < posts:
+        await merge.step(max_block=0.05)
+        await shaping.step(max_block=0.0)
+        c = merge.counters
+        handled = c["written"] + c["duplicate"] + c["blocked"] + c["held"]
+    elapsed = time.perf_counter() - started
+    await conn.aclose()
+    await shaping_conn.aclose()
+    return elapsed, dict(merge.counters)
+
+
+async def scratch_cleanup(url: str, keys: Keys) -> None:
+    redis = aioredis.Redis.from_url(url)
+    async for key in redis.scan_iter(match=keys.pattern(), count=1000):
+        await redis.delete(key)
+    await redis.aclose()
+
+
+async def bench(url: str, passes: int) -> None:
+    base_keys, full_keys = Keys(f"bench-{uuid.uuid4().hex[:8]}"), Keys(f"bench-{uuid.uuid4().hex[:8]}")
+    try:
+        posts = await fill(url, base_keys, passes)
+        await fill(url, full_keys, passes)
+        redis = aioredis.Redis.from_url(url)
+        entries = sum([await redis.xlen(base_keys.chat(c)) for c in CHATS])
+        await redis.aclose()
+        base = await baseline(url, base_keys, entries)
+        merged, counters = await full(url, full_keys, posts)
+        print(f"posts: {posts:,} ({entries:,} chat-stream entries)")
+        print(f"baseline  {posts / base:>9,.0f} posts/s  ({base:.2f} s; read + XADD only)")
+        print(f"merge     {posts / merged:>9,.0f} posts/s  ({merged:.2f} s; reorder, dedupe, moderation, shaping)")
+        print(f"ratio     {merged / base:.1f}x the baseline's time; counters {counters}")
+    finally:
+        await scratch_cleanup(url, base_keys)
+        await scratch_cleanup(url, full_keys)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passes", type=int, default=10, help="times over the demo recording (3,350 posts each)")
+    parser.add_argument("--redis", help="Redis URL (default: an embedded Redis started for the run)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    if args.redis:
+        asyncio.run(bench(args.redis, args.passes))
+        return
+    with EmbeddedRedis() as server:
+        print(f"redis: embedded ({server.url})")
+        asyncio.run(bench(server.url, args.passes))
+
+
+if __name__ == "__main__":
+    main()
