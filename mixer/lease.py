@@ -8,8 +8,9 @@ or no successful renewal for ``ttl - margin`` seconds on the local monotonic clo
 counted from the moment that renewal was sent. Redis expires the key no sooner than
 ``ttl`` after it received that renewal, so the work has stopped ``margin`` seconds
 before any other holder can take over. What runs under the lease (the merge stage)
-is wired in ``runner``; the key name lives in ``keys``; fencing of the work's own
-writes (rejecting a write from a holder paused past its lease) is not done here.
+is wired in ``runner``; the key name lives in ``keys``. ``fenced`` runs the work's own
+writes as a transaction that WATCHes the lease key and first checks it still names the
+holder, so a holder paused past its lease cannot land a write after another took over.
 """
 
 from __future__ import annotations
@@ -24,11 +25,48 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError, WatchError
 
 from .streams import raise_if_cancelling, text
 
 log = logging.getLogger(__name__)
+
+Fence = tuple[str, str]  # (lease key, holder id) a fenced write requires
+
+
+class LeaseLost(RuntimeError):
+    """A fenced write found the lease no longer names this holder: nothing was written."""
+
+
+async def fenced(redis: aioredis.Redis, fence: Fence | None, fill: Callable[[Pipeline], None], tries: int = 5) -> None:
+    """Run the commands ``fill`` queues as one MULTI; with a fence, only while the lease names its holder.
+
+    WATCH on the lease key aborts the transaction if the key changes between the check and
+    EXEC; a change that leaves it ours (our own renewal) is retried. Raises LeaseLost, having
+    written nothing, once the key names someone else or nobody.
+    """
+    if fence is None:
+        async with redis.pipeline(transaction=True) as tx:
+            fill(tx)
+            await tx.execute()
+        return
+    key, holder = fence
+    for _ in range(tries):
+        async with redis.pipeline(transaction=True) as tx:
+            await tx.watch(key)
+            current = await tx.get(key)
+            if current is None or text(current) != holder:
+                raise LeaseLost(f"the lease {key} now names {text(current) if current else 'nobody'}, not {holder}")
+            tx.multi()  # type: ignore[no-untyped-call]
+            fill(tx)
+            try:
+                await tx.execute()
+                return
+            except WatchError:
+                continue  # the key changed under us, most likely our own renewal: check again
+    raise LeaseLost(f"the lease {key} kept changing during {tries} tries")
+
 
 # Extend / delete only while the key still names us: a holder whose lease expired and was
 # taken by another must never prolong or remove the new holder's lease.
@@ -132,11 +170,15 @@ class Lease:
         try:
             while True:
                 standby = self._now()
-                await self._wait_for_lease()
+                previous = await self._wait_for_lease()
                 acquired = self._now()
                 self.counters["acquired"] += 1
                 log.info(
-                    "lease %s acquired by %s after %.1f s standing by", self.key, self.holder_id, acquired - standby
+                    "lease %s acquired by %s after %.1f s standing by%s",
+                    self.key,
+                    self.holder_id,
+                    acquired - standby,
+                    f" (taking over from {previous})" if previous not in (None, self.holder_id) else "",
                 )
                 task = asyncio.ensure_future(work())
                 try:
@@ -158,8 +200,8 @@ class Lease:
         finally:
             await self._release_quietly()
 
-    async def _wait_for_lease(self) -> None:
-        """Try to acquire every ``renew_every`` until it works, logging who holds it meanwhile."""
+    async def _wait_for_lease(self) -> str | None:
+        """Try to acquire every ``renew_every`` until it works, logging who holds it meanwhile; returns who did."""
         known: str | None = None
         failing = False
         while True:
@@ -168,7 +210,7 @@ class Lease:
                     acquired = await self.acquire()
                     raise_if_cancelling()  # Python 3.11's wait_for, inside redis-py, can swallow a cancel
                     if acquired:
-                        return
+                        return known
                     holder = await self.holder()
                     raise_if_cancelling()
             except (RedisError, OSError) as exc:  # OSError covers TimeoutError

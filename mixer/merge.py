@@ -25,6 +25,7 @@ from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -32,6 +33,7 @@ from .actions import apply_action
 from .codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, pack_post, unpack_post
 from .dedupe import Book, Changes, Deduper, FeedWrite
 from .keys import Keys
+from .lease import Fence, fenced
 from .models import Edit, Event, Post, Retraction
 from .moderation import Rules, judge
 from .reorder import ReorderBuffer
@@ -89,6 +91,7 @@ class MergeStage:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis  # a dedicated connection: XREAD BLOCK runs on it
+        self.fence: Fence | None = None  # (lease key, holder): writes only while the lease names us
         self._config_rules = rules or Rules()
         self.rules = self._config_rules  # the moderation rules in force (Redis overrides the config's)
         self._keys = keys
@@ -196,7 +199,8 @@ class MergeStage:
                     log.warning("merge: skipping moderator action %s: %s", action.get("action"), exc)
                 if action.get("action") == "rules":
                     await self.load_rules()
-        async with self._redis.pipeline(transaction=True) as tx:
+
+        def fill(tx: Pipeline) -> None:
             for kind, entry_id, payload in writes:
                 body = {k: v for k, v in payload.items() if k != "id"} if kind == "p" else payload
                 packed = msgpack.packb(body, use_bin_type=True)
@@ -227,7 +231,8 @@ class MergeStage:
                 tx.set(self._keys.pinned, msgpack.packb(changes.pinned, use_bin_type=True))
             if changed:
                 tx.hset(self._keys.merge_cursor, mapping=changed)  # type: ignore[arg-type]
-            await tx.execute()
+
+        await fenced(self._redis, self.fence, fill)
         self._committed.update(changed)
         for kind, _, _ in writes:
             self.counters[{"p": "written", "u": "updates", "r": "retractions_written", "n": "pins"}[kind]] += 1

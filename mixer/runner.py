@@ -145,13 +145,15 @@ async def follow_sources(settings: Settings, redis_url: str, stats_every: float 
 
 async def merge_forever(settings: Settings, redis_url: str) -> None:
     """The merge and shaping stages, each on its own connection, only while this process holds the merge
-    lease (one leader among any number of processes), until cancelled."""
-    from .lease import Lease, new_holder_id
+    lease (one leader among any number of processes), until cancelled. Their writes are fenced by the
+    lease, so a leader paused past its lease cannot write after another took over."""
+    from .lease import Lease, LeaseLost, new_holder_id
 
     redis = dedicated_client(redis_url, 1000)
     shaping_conn = dedicated_client(redis_url, 1000)
     lease_conn = dedicated_client(redis_url, 0)  # renewals never queue behind the stages' XREAD BLOCK
     keys = Keys(settings.key_prefix)
+    holder = new_holder_id()
     stage = MergeStage(
         redis,
         keys,
@@ -162,13 +164,22 @@ async def merge_forever(settings: Settings, redis_url: str) -> None:
         rules=config_rules(settings),
     )
     shaping = ShapingStage(shaping_conn, keys, settings.profiles, maxlen=settings.feed_maxlen)
+    stage.fence = shaping.fence = (keys.merge_lease, holder)
 
     async def lead() -> None:
-        """Both stages resume from their cursors in Redis, so a new leader picks up exactly where the last stopped."""
-        await asyncio.gather(stage.run(), shape_forever(shaping))
+        """Both stages resume from their cursors in Redis, so a new leader picks up exactly where the last
+        stopped; if either fails, the other is cancelled before the lease is let go."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(stage.run())
+                group.create_task(shape_forever(shaping))
+        except* LeaseLost as lost:
+            log.warning("merge: %s; standing by", lost.exceptions[0])
 
     try:
-        await Lease(lease_conn, keys.merge_lease, new_holder_id()).hold(lead)
+        lease = Lease(lease_conn, keys.merge_lease, holder)
+        while True:  # a lost lease (fenced write refused) goes back to waiting for it
+            await lease.hold(lead)
     finally:
         await lease_conn.aclose()
         await shaping_conn.aclose()

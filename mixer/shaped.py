@@ -22,9 +22,11 @@ from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from .codec import EDIT_FIELD, FIELD, RETRACT_FIELD, unpack_item
 from .keys import Keys
+from .lease import Fence, fenced
 from .merge import FeedIds
 from .shaping import Profile, Shaper
 from .streams import id_before, id_key, last_id, raise_if_cancelling, read_new, read_tail, text
@@ -48,6 +50,7 @@ class ShapingStage:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis  # a dedicated connection: XREAD BLOCK runs on it
+        self.fence: Fence | None = None  # (lease key, holder): writes only while the lease names us
         self._keys = keys
         self._profiles = [p for p in profiles if p.shaped]
         self._maxlen = maxlen
@@ -158,7 +161,8 @@ class ShapingStage:
         count = sum(len(w) for w in writes.values())
         if not count and not any(drops.values()) and cursor == self._committed:
             return 0
-        async with self._redis.pipeline(transaction=True) as tx:
+
+        def fill(tx: Pipeline) -> None:
             for name, entries in writes.items():
                 for field, entry_id, payload in entries:
                     body = msgpack.packb(payload, use_bin_type=True)
@@ -167,7 +171,8 @@ class ShapingStage:
                 for chat, n in counts.items():
                     tx.hincrby(self._keys.shaped_drops(name), chat, n)
             tx.hset(self._keys.shaped_cursor, "feed", cursor)
-            await tx.execute()
+
+        await fenced(self._redis, self.fence, fill)
         self._committed = cursor
         return count
 

@@ -3,11 +3,13 @@ from __future__ import annotations
 import time
 
 import msgpack
+import pytest
 import redis.asyncio as aioredis
 
 from mixer.codec import FIELD, unpack_post
 from mixer.ingest import Publisher
 from mixer.keys import Keys
+from mixer.lease import LeaseLost
 from mixer.merge import MergeStage
 from mixer.models import Post
 from mixer.streams import id_key, read_range
@@ -134,3 +136,19 @@ async def test_a_backlog_read_in_chunks_still_unions_twins_across_chats(redis: a
     assert len(feed) == 3000
     assert all(set(p.chats) == ({"smbiz", "edchat"} if int(p.key[2:]) % 2 else {"smbiz"}) for p in feed)
     assert merge.counters["duplicate"] == 0
+
+
+async def test_a_merge_stage_that_lost_its_lease_writes_nothing(redis: aioredis.Redis, keys: Keys) -> None:
+    await Publisher(redis, keys, CHATS, 1000).publish([make_post("x:1")])
+    await redis.set(keys.merge_lease, "another-host:1:abc", px=5000)  # someone else leads now
+    merge = stage(redis, keys, FakeClock(), window=0)
+    merge.fence = (keys.merge_lease, "this-host:2:def")
+    await merge.load_cursors()
+    with pytest.raises(LeaseLost):
+        await merge.step(max_block=0.01)
+    assert await redis.xlen(keys.feed) == 0
+    assert await redis.hget(keys.merge_cursor, "smbiz") is None
+    await redis.set(keys.merge_lease, "this-host:2:def", px=5000)
+    await merge.load_cursors()
+    await merge.step(max_block=0.01)
+    assert [p.key for p in await feed_posts(redis, keys)] == ["x:1"]
