@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .models import Edit, Event, Post, Retraction
+from .qa import qa_tags
 
 FINGERPRINT_MIN = 24  # shorter texts ("A1: yes!") are too common to collapse
 _URL = re.compile(r"https?://\S+|www\.\S+")
@@ -163,6 +164,8 @@ class Deduper:
             self._remember(post.boost_of, updated, book, changes, now_ms)
             return [("u", new_id(), updated)]
         item = post.to_dict()
+        if (qa := qa_tags(post.text)) is not None:
+            item["qa"] = {"role": qa[0], "n": qa[1]}  # Twitter-chat Q1/A1 numbering, per chat of the post
         fp = fingerprint(post.text)
         if fp is not None and (seen := book.fingerprints.get(fp)) and now_ms - seen[1] <= self.window_ms:
             first = book.posts.get(seen[0])
@@ -198,9 +201,13 @@ class Deduper:
 
 
 def _content(post: Post) -> dict[str, Any]:
-    """The fields an edit may change."""
+    """The fields an edit may change (its Q/A number included)."""
     data = post.to_dict()
-    return {k: data[k] for k in ("text", "url", "media", "lang") if k in data} | {"edited": post.at}
+    qa = qa_tags(post.text)
+    return {k: data[k] for k in ("text", "url", "media", "lang") if k in data} | {
+        "edited": post.at,
+        "qa": {"role": qa[0], "n": qa[1]} if qa else None,
+    }
 
 
 def _union(chats: list[str], more: tuple[str, ...]) -> list[str]:

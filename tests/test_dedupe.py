@@ -141,3 +141,9 @@ async def test_the_merge_stage_remembers_across_a_restart(redis: aioredis.Redis,
     assert [kind for kind, _ in entries] == ["p", "u", "r"]
     assert entries[1][1]["boosts"] == 1
     assert entries[2][1]["ids"] == [entries[0][1]["id"]]
+
+
+def test_numbered_questions_and_answers_carry_their_number_and_role() -> None:
+    writes = run([make_post("x:q", text="Q1: What brought you here? #smbiz"), make_post("x:a", text="A1. Curiosity")])
+    assert [payload.get("qa") for _, _, payload in writes] == [{"role": "Q", "n": 1}, {"role": "A", "n": 1}]
+    assert "qa" not in run([make_post("x:n", text="A1 steak sauce is great")])[0][2]
