@@ -37,9 +37,10 @@ _SOURCE = re.compile(r"^[a-z0-9_.-]{1,32}$")
 # so neighbouring letters never compete for the same characters and a match costs linear time on any input.
 _VIEW = str.maketrans({"4": "a", "3": "e", "1": "i", "0": "o", "5": "s", "$": "s", "7": "t", "|": "l", "_": " "})
 _VIEW_ASCII = bytes.maketrans(b"43105$7|_", b"aeiosstl ")
-_ENTRY = str.maketrans({"4": "a", "@": "a", "3": "e", "1": "i", "!": "i", "0": "o", "5": "s", "$": "s", "7": "t"})
 _INNER = {"a": "a@", "i": "i!"}  # after a word's first letter
-_ENTRY_WORD = re.compile(r"[^\W_]+(?:[|*][^\W_]*)*")
+_INNER_SIGNS = re.compile(r"(?<=[^\W_])[@!]+")  # in an entry: the '@' and '!' that read as letters
+_NO_START = re.compile(r"[\w@!][@!]$")  # what may not precede a word's first letter (with \w itself)
+_ENTRY_WORD = re.compile(r"[^\W_]+(?:\*+[^\W_]+)*")  # '*' only inside a word ("f*ck")
 # Combining diacritics (accents, after NFKD) and invisible format characters: dropped before matching.
 _STRIP = re.compile(
     "[\u0300-\u036f\u00ad\u061c\u115f\u1160\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufe00-\ufe0f\ufeff]"
@@ -66,16 +67,24 @@ def _view(folded: str) -> str:
     return folded.translate(_VIEW)
 
 
+def _entry_view(folded: str) -> str:
+    """An entry read the way the matcher reads text: leetspeak as letters, so "sh!t" and "$hit" are "shit"."""
+    return _INNER_SIGNS.sub(lambda m: m.group().replace("@", "a").replace("!", "i"), folded.translate(_VIEW))
+
+
 def _tokens(entry: str) -> tuple[Token, ...]:
     """A word or phrase as runs of characters with gaps between its words; empty for an entry matched as a substring."""
     folded = fold(entry)
     if _UNSPACED.search(folded) or not _LETTER.search(folded):
         return ()
+    raw = folded.translate(_VIEW)
     out: list[Token] = []
-    for word in _ENTRY_WORD.findall(folded.translate(_ENTRY)):
+    for m in _ENTRY_WORD.finditer(_entry_view(folded)):
+        if _NO_START.match(raw, max(m.start() - 2, 0), m.start()):
+            return ()  # a word the matcher could not see start ("@@a"): the entry is matched as written
         if out:
             out.append(("", 0))
-        for ch in word:
+        for ch in m.group():
             if out and out[-1][0] == ch:
                 out[-1] = (ch, out[-1][1] + 1)
             else:
@@ -86,15 +95,17 @@ def _tokens(entry: str) -> tuple[Token, ...]:
 def _token_pattern(token: Token, first: bool) -> str:
     ch, count = token
     if not ch:
-        return r"[^\w@!]+"  # not '@' or '!': a word's last letter may be written so
-    one = f"[{re.escape(_INNER[ch])}]" if ch in _INNER and not first else re.escape(ch)
+        return r"\W+"
+    one = f"[{re.escape(_INNER[ch])}]" if ch in _INNER else re.escape(ch)
+    head = re.escape(ch) if first else one
     # A letter stretched to three or more counts as one ("fuuuck"); twice does not ("annus" is not "anus").
-    return f"{one}(?:{one}{one}+)?" if count == 1 else one * (count - 1) + one + "+"
+    # Possessive tails: a run never gives back what it took, so no input makes the pattern backtrack far.
+    return f"{head}(?:{one}{one}+)?+" if count == 1 else head + one * (count - 2) + one + "++"
 
 
 def _plain(entry: str) -> bool:
     folded = fold(entry)
-    return folded == folded.translate(_ENTRY)
+    return folded == _entry_view(folded)
 
 
 class _Matcher:
@@ -109,7 +120,7 @@ class _Matcher:
             self._entries.append((kind, entry))
             tokens = _tokens(entry)
             if not tokens:
-                self._anywhere.append((" ".join(fold(entry).split()), index))
+                self._anywhere.append((fold(entry), index))
                 continue
             node = trie
             for token in tokens:
@@ -119,8 +130,10 @@ class _Matcher:
                 node[None] = index  # the first plainly written entry names the hit: "ass", not "a$$"
         self._name_hits = name_hits
         self._groups: list[int] = []  # capture group number - 1 -> entry index
-        # Whole words: no letter or digit just before or after (in the view, where '$' and digits are letters).
-        self._pattern = re.compile(rf"(?<!\w){self._node(trie, True)}(?!\w)") if trie else None
+        # Whole words: no letter or digit just before or after (in the view, where '$' and digits are letters),
+        # nor an '@' or '!' that may be read as a letter ("b@d", "@@a"): so a word never starts inside another
+        # word's run of letters, and a hostile text costs time linear in its length.
+        self._pattern = re.compile(rf"(?<!\w)(?<![\w@!][@!]){self._node(trie, True)}(?!\w)") if trie else None
 
     def _node(self, node: dict[Any, Any], first: bool) -> str:
         alts = [_token_pattern(tok, first) + self._node(child, not tok[0]) for tok, child in node.items() if tok]
@@ -204,7 +217,11 @@ def _package_profanity() -> tuple[str, ...]:
     # glin-profanity's own loader is its public way to its word lists; imported only when the filter is on.
     from glin_profanity.data.dictionary import dictionary
 
-    words = tuple(w for w in dictionary.get_words("english") if isinstance(w, str) and w.strip())
+    words = tuple(
+        w
+        for w in dictionary.get_words("english")
+        if isinstance(w, str) and w.strip() and not w.startswith("@")  # "@ss": '@' first starts a mention, left "ss"
+    )
     if not words:
         raise RuntimeError("glin-profanity returned no English words: is the package installed whole?")
     return words

@@ -230,7 +230,7 @@ def test_profanity_allow_lets_a_listed_word_through() -> None:
 
 
 def test_the_profanity_list_is_glin_profanitys_english_list_less_the_exceptions() -> None:
-    from glin_profanity.data.dictionary import dictionary  # type: ignore[import-untyped]
+    from glin_profanity.data.dictionary import dictionary
 
     package = dictionary.get_words("english")
     words = profanity_words()
@@ -430,3 +430,16 @@ def test_blocking_is_case_and_unicode_insensitive(
     verdict = judge(post(f"{before} {variant(word)} {after}", chats=("smbiz",)), rules)
     assert verdict.action == "block"
     assert verdict.hits[0].entry in (word, word.upper())
+
+
+ENTRY_TEXT = st.text(alphabet="abcio\u00e9\u00df\u03c3\u0436@!$|*'-_.01345 ", min_size=1, max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(entry=ENTRY_TEXT, before=CLEAN, after=CLEAN)
+def test_an_entry_written_out_in_a_post_is_always_found(entry: str, before: str, after: str) -> None:
+    try:
+        rules = Rules(words=(entry,))
+    except ValueError:
+        return
+    assert judge(post(f"{before} {entry} {after}"), rules).action == "block"
