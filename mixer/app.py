@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
-from .codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, dumps, encode_message, unpack_item
+from .codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, chunk, dumps, encode_message, unpack_item, wire
 from .hashtags import ChatMatcher
 from .hub import Client, FeedItem, Hub, select
 from .ingest import Publisher
@@ -63,6 +63,7 @@ STREAMS: web.AppKey[dict[str, str]] = web.AppKey("streams")  # profile -> the st
 FOLLOWERS: web.AppKey[dict[str, asyncio.Event]] = web.AppKey("followers")  # profile -> set once followed
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
 WEB_ROOT = web.AppKey("web_root", Path)
+STREAMING: web.AppKey[set[asyncio.Transport]] = web.AppKey("streaming")  # open /events responses
 PUBLISHER = web.AppKey("publisher", Publisher)
 WEBHOOK_COUNTERS: web.AppKey[Counter[str]] = web.AppKey("webhook_counters")
 
@@ -223,7 +224,11 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         pinned = msgpack.unpackb(raw_pin, raw=False) if raw_pin is not None else None
         await _send(ws, hello(settings, hub.cursor, profile, pinned), fmt)
         if since is not None:
-            await catch_up(ws, app[REDIS], app[KEYS], app[STREAMS][profile], hub, client, since)
+
+            async def send(message: dict[str, Any]) -> None:
+                await _send(ws, message, fmt)
+
+            await catch_up(send, app[REDIS], app[KEYS], app[STREAMS][profile], hub, client, since)
         hub.add(client)  # no await since catch_up saw hub.cursor: no gap, no repeat
         async for msg in ws:
             if msg.type == WSMsgType.TEXT and _is_ping(msg.data):
@@ -242,7 +247,13 @@ def _is_ping(data: str) -> bool:
 
 
 async def catch_up(
-    ws: web.WebSocketResponse, redis: aioredis.Redis, keys: Keys, stream: str, hub: Hub, client: Client, since: str
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+    redis: aioredis.Redis,
+    keys: Keys,
+    stream: str,
+    hub: Hub,
+    client: Client,
+    since: str,
 ) -> None:
     """Send every feed post after ``since`` up to the hub's cursor, which may move meanwhile."""
     after = since
@@ -252,8 +263,48 @@ async def catch_up(
             break
         chosen = select(client.chats, await history(redis, keys, entries))
         if chosen:
-            await _send(ws, {"type": "posts", "items": chosen}, client.fmt)
+            await send({"type": "posts", "items": chosen})
         after = entries[-1][0]
+
+
+async def events_handler(request: web.Request) -> web.StreamResponse:
+    """``GET /events``: Server-Sent Events, one post per event, ``id`` = its feed id; ``Last-Event-ID`` (or
+    ``since``) resumes the gap from history. Same filters and profiles as ``/ws``; a comment every 15 s."""
+    app = request.app
+    settings = app[SETTINGS]
+    profile = parse_profile(request)
+    hub = app[HUBS][profile]
+    chats = parse_chats(request.query.get("chats"))
+    since = parse_since(request.headers.get("Last-Event-ID") or request.query.get("since"))
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    transport = request.transport
+    if transport is None:
+        return response
+    client = Client(transport, chats, "sse")
+    app[STREAMING].add(transport)
+
+    async def send(message: dict[str, Any]) -> None:
+        transport.write(wire([message], "sse"))
+
+    try:
+        await app[FOLLOWERS][profile].wait()
+        raw_pin = await app[REDIS].get(app[KEYS].pinned)
+        pinned = msgpack.unpackb(raw_pin, raw=False) if raw_pin is not None else None
+        await send(hello(settings, hub.cursor, profile, pinned))
+        if since is not None:
+            await catch_up(send, app[REDIS], app[KEYS], app[STREAMS][profile], hub, client, since)
+        hub.add(client)  # no await since catch_up saw hub.cursor: no gap, no repeat
+        while not transport.is_closing():
+            await asyncio.sleep(15)  # the heartbeat interval: an SSE comment keeps proxies and idle timers awake
+            transport.write(chunk(b":\n\n"))
+    finally:
+        hub.remove(client)
+        app[STREAMING].discard(transport)
+    return response
 
 
 async def feed_handler(request: web.Request) -> web.Response:
@@ -403,6 +454,7 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
     app[HUB], app[FOLLOWING] = hubs["full"], followers["full"]
     app[SOCKETS] = set()
     app[WEB_ROOT] = web_dir
+    app[STREAMING] = set()
     webhook_counters: Counter[str] = Counter()
     app[WEBHOOK_COUNTERS] = webhook_counters
 
@@ -427,6 +479,9 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
 
     async def close_sockets(app: web.Application) -> None:
         sockets: set[web.WebSocketResponse] = app[SOCKETS]
+        streaming: set[asyncio.Transport] = app[STREAMING]
+        for transport in streaming.copy():
+            transport.close()  # an SSE client reconnects with Last-Event-ID
         closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets.copy()]
         await asyncio.gather(*closing, return_exceptions=True)
 
@@ -434,6 +489,7 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
     app.on_shutdown.append(close_sockets)
     app.on_response_prepare.append(security_headers)
     app.router.add_get("/ws", ws_handler)
+    app.router.add_get("/events", events_handler)
     app.router.add_get("/api/feed", feed_handler)
     app.router.add_get("/api/chats", chats_handler)
     app.router.add_post("/api/posts", webhook_handler)

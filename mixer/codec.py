@@ -65,3 +65,31 @@ def ws_frame(payload: bytes, binary: bool = False) -> bytes:
     else:
         header = struct.pack("!BBQ", first, 127, size)
     return header + payload
+
+
+def sse_chunk(message: dict[str, Any]) -> bytes:
+    """A message as Server-Sent Events (one event per post), framed as one HTTP/1.1 chunk."""
+    kind = message.get("type", "message")
+    if kind in ("posts", "update"):
+        name = "post" if kind == "posts" else "update"
+        body = b"".join(
+            b"id: " + str(item["id"]).encode() + b"\nevent: " + name.encode() + b"\ndata: " + dumps(item) + b"\n\n"
+            if kind == "posts"
+            else b"event: update\ndata: " + dumps(item) + b"\n\n"
+            for item in message.get("items", ())
+        )
+    else:
+        body = b"event: " + str(kind).encode() + b"\ndata: " + dumps(message) + b"\n\n"
+    return chunk(body)
+
+
+def chunk(body: bytes) -> bytes:
+    """``body`` as one chunk of an HTTP/1.1 chunked response."""
+    return f"{len(body):x}\r\n".encode() + body + b"\r\n"
+
+
+def wire(messages: list[dict[str, Any]], fmt: str) -> bytes:
+    """Messages as the bytes a client of ``fmt`` reads: websocket frames (json, msgpack) or SSE chunks (sse)."""
+    if fmt == "sse":
+        return b"".join(sse_chunk(m) for m in messages)
+    return b"".join(ws_frame(encode_message(m, fmt), binary=fmt == "msgpack") for m in messages)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import encode_message, ws_frame
+from .codec import wire
 from .streams import id_key
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class Hub:
             messages = frames_for(chats, entries)
             if not messages:
                 continue
-            frame = b"".join(ws_frame(encode_message(m, fmt), binary=fmt == "msgpack") for m in messages)
+            frame = wire(messages, fmt)
             count = sum(len(m.get("items", ())) for m in messages)
             self.counters["frames_encoded"] += len(messages)
             for client in list(group):
@@ -167,7 +167,7 @@ class Hub:
             if client.transport.get_write_buffer_size() > self.backlog_bytes:
                 continue
             if client.fmt not in frames:
-                frames[client.fmt] = ws_frame(encode_message(message, client.fmt), binary=client.fmt == "msgpack")
+                frames[client.fmt] = wire([message], client.fmt)
             client.transport.write(frames[client.fmt])
 
     def _send(self, client: Client, frame: bytes, count: int, now: float) -> None:
@@ -192,7 +192,7 @@ class Hub:
 
     def _report_lag(self, client: Client) -> None:
         lag = {"type": "lag", "skipped": client.skipped}
-        client.transport.write(ws_frame(encode_message(lag, client.fmt), binary=client.fmt == "msgpack"))
+        client.transport.write(wire([lag], client.fmt))
         client.skipped = 0
         self.counters["lag_frames"] += 1
 
@@ -203,7 +203,8 @@ class Hub:
         client.closed = True
         self.remove(client)
         transport = client.transport
-        transport.write(close_frame(CLOSE_SLOW, "backlog full, reconnect with since"))
+        if client.fmt != "sse":
+            transport.write(close_frame(CLOSE_SLOW, "backlog full, reconnect with since"))
         # the close frame sits behind the backlog it never read: do not wait for it
         transport.abort()
 
