@@ -87,6 +87,7 @@ class MergeStage:
         feed_maxlen: int = 100_000,
         seen_max: int = 200_000,
         batch: int = 1000,
+        trim_every: int = 200,
         rules: Rules | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -109,6 +110,7 @@ class MergeStage:
         self._committed: dict[str, str] = {}  # chat -> cursor stored in Redis
         self._ids = FeedIds()
         self._batches = 0
+        self._trim_every = trim_every  # batches between trims of the index and fingerprints
 
     async def load_cursors(self) -> None:
         """Start from the stored cursors (``0-0`` for a chat never merged); drops anything held."""
@@ -240,7 +242,7 @@ class MergeStage:
             k == "p" for k, _, _ in writes
         )
         self._batches += 1
-        if self._batches % 200 == 0:
+        if self._batches % self._trim_every == 0:
             await self._trim(now_ms)
         return len(writes)
 

@@ -152,3 +152,28 @@ async def test_a_merge_stage_that_lost_its_lease_writes_nothing(redis: aioredis.
     await merge.load_cursors()
     await merge.step(max_block=0.01)
     assert [p.key for p in await feed_posts(redis, keys)] == ["x:1"]
+
+
+async def test_a_silent_chat_never_holds_the_feed_back(redis: aioredis.Redis, keys: Keys) -> None:
+    await Publisher(redis, keys, CHATS, 1000).publish([make_post("x:1", ("smbiz",))])
+    clock = FakeClock()
+    merge = stage(redis, keys, clock, window=0.5)  # edchat and journchat have never said a word
+    await merge.load_cursors()
+    await merge.step(max_block=0.01)
+    clock.now += 0.6  # only time passes: no other chat's stream moves
+    await merge.step(max_block=0.01)
+    assert [p.key for p in await feed_posts(redis, keys)] == ["x:1"]
+
+
+async def test_the_memory_of_seen_posts_stays_bounded(redis: aioredis.Redis, keys: Keys) -> None:
+    pub = Publisher(redis, keys, CHATS, 10_000)
+    clock = FakeClock()
+    merge = MergeStage(redis, keys, CHATS, window=0, seen_max=50, trim_every=1, clock=clock)
+    await merge.load_cursors()
+    for start in range(0, 200, 20):
+        await pub.publish([make_post(f"x:{i}", text=f"post number {i} of many") for i in range(start, start + 20)])
+        clock.now += 1
+        await merge.step(max_block=0.01)
+    assert await redis.zcard(keys.seen) <= 50
+    assert await redis.hlen(keys.index) <= 50
+    assert await redis.hexists(keys.index, "x:199") and not await redis.hexists(keys.index, "x:0")
