@@ -42,6 +42,19 @@ def unpack_post(entry_id: str, raw: bytes) -> Post:
     return Post.from_dict(unpack_item(entry_id, raw))
 
 
+def loads(raw: bytes | str) -> Any:
+    """JSON from the network or a file; ValueError naming what is wrong (not UTF-8, not JSON, too deep)."""
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 (byte {exc.start + 1})") from None
+    except json.JSONDecodeError as exc:
+        where = f"column {exc.colno}" if exc.lineno == 1 else f"line {exc.lineno} column {exc.colno}"
+        raise ValueError(f"not JSON: {exc.msg} at {where}") from None
+    except RecursionError:
+        raise ValueError("not JSON: nested too deeply") from None
+
+
 def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON; non-ASCII kept as is (smaller than \\u escapes)."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from .codec import loads
 from .hashtags import ChatMatcher
 from .models import Edit, Event, Ignored, Post, Retraction, normalize_tag
 
@@ -146,18 +147,7 @@ def parse_line(raw: bytes, matcher: ChatMatcher | None = None, now_ms: int = 0) 
     text = raw.strip()
     if not text or text.startswith(b"#"):
         return None
-    return parse_record(_loads(text), matcher or ChatMatcher(None), now_ms)
-
-
-def _loads(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 (byte {exc.start + 1})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON: {exc.msg} at column {exc.colno}") from None
-    except RecursionError:
-        raise ValueError("not JSON: nested too deeply") from None
+    return parse_record(loads(text), matcher or ChatMatcher(None), now_ms)
 
 
 def read_grouped(
@@ -337,7 +327,7 @@ def _json_lines(name: str, lines: Iterable[bytes]) -> Generator[Found, None, Non
         if not text or text.startswith(b"#"):
             continue
         try:
-            data = _loads(text)
+            data = loads(text)
         except ValueError as exc:
             yield RecordError(name, number, str(exc))
             continue

@@ -14,12 +14,12 @@ importable from here too, loaded on first use.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from ..codec import loads
 from ..hashtags import ChatMatcher, extract_hashtags
 from ..models import Edit, Event, Ignored, Post, Retraction
 
@@ -40,14 +40,7 @@ _V1_NOTICES = ("limit", "warning", "scrub_geo", "status_withheld", "user_withhel
 
 def load_json(raw: bytes | str) -> dict[str, Any]:
     """One payload decoded as a JSON object; ValueError naming what is wrong (not UTF-8, not JSON, not an object)."""
-    try:
-        data = json.loads(raw)
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 (byte {exc.start + 1})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise ValueError("not JSON: nested too deeply") from None
+    data = loads(raw)
     if not isinstance(data, dict):
         raise ValueError(f"not a JSON object but {type(data).__name__}")
     return data
