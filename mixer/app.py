@@ -18,6 +18,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from .modapi import ModApi
 from .models import Event, Ignored, normalize_tag
 from .moderation import Rules
 from .recorded import parse_record
-from .settings import Settings
+from .settings import ChatSettings, Settings
 from .streams import (
     Entry,
     dedicated_client,
@@ -373,11 +374,32 @@ async def webhook_handler(request: web.Request) -> web.Response:
     return web.Response(status=status, body=dumps(body_out), content_type="application/json")
 
 
+def chat_entry(chat: ChatSettings, now: datetime) -> dict[str, Any]:
+    """A chat as the directory shows it: with ``live``, ``next_start`` and ``next_end`` (UTC ISO) when scheduled."""
+    entry: dict[str, Any] = {"tag": chat.tag, "title": chat.title, "colour": chat.colour}
+    entry |= {"topic": chat.topic, "hosts": list(chat.hosts), "schedule": chat.schedule or None}
+    if chat.schedule:
+        from .schedule import Schedule, is_live, next_slot
+
+        schedule = Schedule.parse(chat.schedule)
+        start, end = next_slot(schedule, now)
+        entry |= {"live": is_live(schedule, now), "next_start": _iso(start), "next_end": _iso(end)}
+    else:
+        entry |= {"live": None, "next_start": None, "next_end": None}
+    return entry
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 async def chats_handler(request: web.Request) -> web.Response:
+    """``GET /api/chats``: the event and its directory of chats, each with its live state and next slot."""
     settings = request.app[SETTINGS]
+    now = datetime.now(UTC)
     body = {
         "event": {"name": settings.event_name, "hashtag": settings.event_hashtag},
-        "chats": [{"tag": c.tag, "title": c.title, "colour": c.colour} for c in settings.chats],
+        "chats": [chat_entry(c, now) for c in settings.chats],
     }
     return web.Response(body=dumps(body), content_type="application/json")
 

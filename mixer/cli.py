@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from .config import find_config, load_settings, render_settings
 from .replay import ReplayOptions
 from .runner import Parts, replay_command, run_async, run_parts
 from .settings import ConfigError, Settings
+from .transcript import add_transcript_parser, transcript_command
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--all-tags", action="store_true", help="every hashtag is a chat (default: only the config's chats)"
     )
 
+    chats = sub.add_parser(
+        "chats",
+        help="the chat directory: list the chats with their next slot, or import a CSV directory",
+        description="List the configured chats with their next start (in --tz) and which are live now; "
+        "'mixer chats import FILE' turns a directory CSV into [[chats]] tables for mixer.toml.",
+    )
+    _common(chats)
+    chats.add_argument("--tz", default="UTC", help="time zone to show times in (IANA name, default UTC)")
+    chats_sub = chats.add_subparsers(dest="chats_command", metavar="ACTION")
+    chats_import = chats_sub.add_parser("import", help="read a directory CSV and print [[chats]] tables")
+    chats_import.add_argument("file", type=Path, metavar="FILE")
+
+    add_transcript_parser(sub)
+
     config = sub.add_parser(
         "config",
         help="print the effective settings as TOML",
@@ -134,6 +150,39 @@ def read_settings(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
+def chats_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`mixer chats`: the directory with next slots and live marks; `mixer chats import FILE`: CSV to TOML."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if args.chats_command == "import":
+        from .directory import entries_to_toml, import_csv
+
+        result = import_csv(args.file)
+        for message in result.messages():
+            print(message, file=sys.stderr)
+        sys.stdout.write(entries_to_toml(result.entries))
+        return 0 if result.entries else 1
+    try:
+        zone = ZoneInfo(args.tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        print(f"mixer chats: unknown time zone {args.tz!r} (an IANA name like Europe/London)", file=sys.stderr)
+        return 2
+    from .app import chat_entry
+
+    now = datetime.now(UTC)
+    for chat in settings.chats:
+        entry = chat_entry(chat, now)
+        if entry["next_start"] is None:
+            when = "no schedule"
+        else:
+            start = datetime.fromisoformat(entry["next_start"]).astimezone(zone)
+            end = datetime.fromisoformat(entry["next_end"]).astimezone(zone)
+            when = f"LIVE until {end:%H:%M}" if entry["live"] else f"next {start:%a %d %b %H:%M}"
+            when += f" {args.tz}"
+        print(f"#{chat.tag:<20} {when:<40} {chat.title}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -151,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         sys.stdout.write(render_settings(settings))
         return 0
+    if args.command == "chats":
+        return chats_command(settings, args)
+    if args.command == "transcript":
+        return transcript_command(settings, args)
     if args.command == "normalize":
         from .hashtags import ChatMatcher
         from .recorded import normalize

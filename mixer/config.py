@@ -62,6 +62,10 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
     "event": {
         "name": _Field("event_name", str, "a non-empty string", _nonempty),
         "hashtag": _Field("event_hashtag", str, _TAG_WANT, norm=_tag),
+        "follow": _Field(
+            "follow", str, "'always', 'scheduled' or 'never'", lambda s: s in ("always", "scheduled", "never")
+        ),
+        "follow_margin_minutes": _Field("follow_margin_minutes", float, "a number of minutes >= 0", lambda v: v >= 0),
     },
     "redis": {
         "url": _Field(
@@ -126,7 +130,7 @@ _SECTIONS = (
     "profiles",
     *(s for s in _SCHEMA if s != "event"),
 )  # also the order render_settings writes
-_CHAT_KEYS = ("tag", "title", "colour")
+_CHAT_KEYS = ("tag", "title", "colour", "schedule", "topic", "hosts", "follow")
 
 
 class _Bad(Exception):
@@ -197,7 +201,36 @@ def _chat(key: str, index: int, table: Mapping[str, object]) -> ChatSettings:
         raise _Bad(f"{key}.colour", f"must be a colour '#rgb' or '#rrggbb', got {colour!r}")
     if len(colour) == 4:
         colour = "#" + "".join(c * 2 for c in colour[1:])
-    return ChatSettings(tag=tag, title=title, colour=colour.lower())
+    schedule = table.get("schedule", "")
+    if not isinstance(schedule, str):
+        raise _Bad(f"{key}.schedule", f"must be a string like 'Mon 20:00-22:00 America/New_York', got {schedule!r}")
+    if schedule.strip():
+        from mixer.schedule import Schedule
+
+        try:
+            schedule = str(Schedule.parse(schedule))
+        except ValueError as exc:
+            raise _Bad(f"{key}.schedule", str(exc)) from None
+    topic = table.get("topic", "")
+    if not isinstance(topic, str):
+        raise _Bad(f"{key}.topic", f"must be a string, got {topic!r}")
+    hosts = table.get("hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        raise _Bad(f"{key}.hosts", f"must be a list of names, got {hosts!r}")
+    follow = table.get("follow", "")
+    if follow not in ("", "always", "scheduled", "never"):
+        raise _Bad(f"{key}.follow", f"must be 'always', 'scheduled' or 'never', got {follow!r}")
+    if follow == "scheduled" and not schedule.strip():
+        raise _Bad(f"{key}.follow", "is 'scheduled' but the chat has no schedule")
+    return ChatSettings(
+        tag=tag,
+        title=title,
+        colour=colour.lower(),
+        schedule=schedule.strip(),
+        topic=topic,
+        hosts=tuple(hosts),
+        follow=str(follow),
+    )
 
 
 _PROFILE_KEYS = ("name", "rate", "burst", "max_wait", "max_queue", "weights")
@@ -436,7 +469,9 @@ def render_settings(settings: Settings) -> str:
             continue
         if section == "chats":
             for chat in settings.chats:
-                out += ["", "[[chats]]", *(f"{k} = {_toml(getattr(chat, k))}" for k in _CHAT_KEYS)]
+                out += ["", "[[chats]]", *(f"{k} = {_toml(getattr(chat, k))}" for k in ("tag", "title", "colour"))]
+                extra = ("schedule", "topic", "hosts", "follow")
+                out += [f"{k} = {_toml(getattr(chat, k))}" for k in extra if getattr(chat, k)]
             continue
         out += ["", f"[{section}]"]
         for key, f in _SCHEMA[section].items():

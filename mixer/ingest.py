@@ -15,6 +15,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import msgpack
 import redis.asyncio as aioredis
@@ -22,6 +23,7 @@ import redis.asyncio as aioredis
 from .codec import EDIT_FIELD, FIELD, RETRACT_FIELD, pack_post
 from .keys import Keys
 from .models import Edit, Event, Post, Retraction
+from .settings import Settings
 from .streams import raise_if_cancelling, text
 
 log = logging.getLogger(__name__)
@@ -30,8 +32,16 @@ log = logging.getLogger(__name__)
 class Publisher:
     """Writes events to chat streams; at-least-once without a cursor, exactly-once with one."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, chats: Iterable[str], maxlen: int) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        chats: Iterable[str],
+        maxlen: int,
+        active: Callable[[str], bool] | None = None,
+    ) -> None:
         self._redis = redis
+        self._active = active  # a chat's posts are published only while this says it is followed (its slot)
         self._keys = keys
         self._chats = tuple(dict.fromkeys(chats))
         self._chat_set = frozenset(self._chats)
@@ -45,6 +55,12 @@ class Publisher:
     def route(self, post: Post) -> Post | None:
         """The post restricted to configured chats, or None when it belongs to none."""
         chats = tuple(c for c in post.chats if c in self._chat_set)
+        if chats and self._active is not None:
+            followed = tuple(c for c in chats if self._active(c))
+            if not followed:
+                self.counters["skipped_off_slot"] += 1
+                return None
+            chats = followed
         if not chats:
             return None
         return post if chats == post.chats else post.with_chats(chats)
@@ -63,7 +79,8 @@ class Publisher:
                 post = event.post if isinstance(event, Edit) else event
                 routed = self.route(post)
                 if routed is None:
-                    self.counters["skipped_no_chat"] += 1
+                    if self._chat_set.isdisjoint(post.chats):
+                        self.counters["skipped_no_chat"] += 1
                     continue
                 chats = routed.chats
                 fields = {EDIT_FIELD if isinstance(event, Edit) else FIELD: pack_post(routed)}
@@ -81,6 +98,31 @@ class Publisher:
             raise_if_cancelling()
         self.counters["published"] += published
         return published
+
+
+def follow_gate(
+    settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> Callable[[str], bool] | None:
+    """Which chats are followed right now, from each chat's ``follow`` (or the event's): always, never, or
+    during its scheduled slot plus ``follow_margin_minutes``; the event's own hashtag always. None: all, always."""
+    modes = {c.tag: c.follow or settings.follow for c in settings.chats}
+    if all(mode == "always" for mode in modes.values()):
+        return None
+    from .schedule import Schedule, is_live
+
+    margin = timedelta(minutes=settings.follow_margin_minutes)
+    slots = {c.tag: Schedule.parse(c.schedule) for c in settings.chats if c.schedule}
+
+    def active(chat: str) -> bool:
+        mode = modes.get(chat, "always")
+        if chat == settings.event_hashtag or mode == "always":
+            return True
+        if mode == "never":
+            return False
+        slot = slots.get(chat)
+        return slot is None or is_live(slot, clock(), margin)
+
+    return active
 
 
 class CursorStore:

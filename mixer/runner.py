@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from .app import config_rules, create_app
 from .embedded import EmbeddedRedis
-from .ingest import Backoff, CursorStore, Publisher
+from .ingest import Backoff, CursorStore, Publisher, follow_gate
 from .keys import Keys
 from .merge import MergeStage
 from .replay import Replayer, ReplayOptions
@@ -117,7 +117,7 @@ async def follow_sources(settings: Settings, redis_url: str, stats_every: float 
     (shown by /api/stats) and to the log every ``log_every`` of those."""
     redis = aioredis.Redis.from_url(redis_url, socket_timeout=10)
     keys = Keys(settings.key_prefix)
-    publisher = Publisher(redis, keys, settings.chat_tags, settings.chat_maxlen)
+    publisher = Publisher(redis, keys, settings.chat_tags, settings.chat_maxlen, active=follow_gate(settings))
     sources = build_sources(settings, publisher, CursorStore(redis, keys))
     if not sources:
         log.info("ingest: no live sources configured ([mastodon], [bluesky], [x] in the config)")

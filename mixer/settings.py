@@ -41,6 +41,10 @@ class ChatSettings:
     tag: str  # lower case, without '#'
     title: str  # shown on screens
     colour: str  # CSS hex colour '#rrggbb' for the chat's badge
+    schedule: str = ""  # its weekly slot, e.g. "Mon 20:00-22:00 America/New_York" (docs/directory.md); "": none
+    topic: str = ""  # what the chat is about, for the directory
+    hosts: tuple[str, ...] = ()  # who runs it
+    follow: str = ""  # "always", "scheduled" or "never" for this chat; "": the event's [event] follow
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,8 @@ class Settings:
     # [event]
     event_name: str = "#chatmixer night"  # shown at the top of every screen
     event_hashtag: str = "chatmixer"  # the event's own hashtag, without '#'
+    follow: str = "always"  # "always", "scheduled" (a chat only during its slot +- follow_margin), or "never"
+    follow_margin_minutes: float = 15.0  # with follow = "scheduled": how early and how late a slot is followed
     chats: tuple[ChatSettings, ...] = field(default_factory=tuple)  # [[chats]] tables, in order
     # [redis]
     redis_url: str = ""  # empty: start an embedded redis-server on a private Unix socket

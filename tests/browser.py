@@ -44,9 +44,11 @@ READY_TIMEOUT = 10.0
 
 # The chats every browser test's server knows: a few from the brief plus those of the demo recording.
 TEST_CHATS = (
-    ChatSettings("smbiz", "Small business marketing", "#4fc3f7"),
+    ChatSettings(
+        "smbiz", "Small business marketing", "#4fc3f7", schedule="Mon,Tue,Wed,Thu,Fri,Sat,Sun 00:00-23:59 UTC"
+    ),
     ChatSettings("edchat", "Teachers and education", "#ffb74d"),
-    ChatSettings("journchat", "Journalists and PR", "#e57373"),
+    ChatSettings("journchat", "Journalists and PR", "#e57373", schedule="Mon 20:00-22:00 America/New_York"),
     ChatSettings("blogchat", "Bloggers", "#81c784"),
     ChatSettings("pstweetchat", "PowerShell tweet chat", "#2f6fce"),
     ChatSettings("powershell", "PowerShell", "#ba68c8"),

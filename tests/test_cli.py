@@ -14,7 +14,7 @@ from mixer.keys import Keys
 from .processes import mixer_env
 
 FIXTURES = Path(__file__).parent / "fixtures" / "recorded"
-SUBCOMMANDS = ["run", "ingest", "serve", "merge", "replay", "normalize", "config"]
+SUBCOMMANDS = ["run", "ingest", "serve", "merge", "replay", "normalize", "chats", "transcript", "config"]
 
 
 def mixer(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -356,3 +357,16 @@ async def test_an_update_refreshes_a_shown_card_and_a_retraction_removes_it(
     await expect(card(page, first).locator(".post-boosts")).to_contain_text("3")
     await expect(card(page, first).locator(".post-similar")).to_have_text("+2 similar")
     await expect(card(page, second)).to_have_count(0, timeout=WAIT_MS)
+
+
+async def test_the_legend_says_which_chats_are_live_now_and_when_the_others_come_next(
+    live_server: LiveServer, chromium_page: Page
+) -> None:
+    page = chromium_page
+    await open_wall(page, live_server)
+    smbiz = page.locator('.legend-item[data-tag="smbiz"] .legend-when')
+    journchat = page.locator('.legend-item[data-tag="journchat"] .legend-when')
+    await expect(smbiz).to_have_text("live now", timeout=WAIT_MS)
+    await expect(smbiz).to_have_class("legend-when legend-live")
+    await expect(journchat).to_have_text(re.compile(r"^next Mon|^next Tue"), timeout=WAIT_MS)
+    await expect(page.locator('.legend-item[data-tag="edchat"] .legend-when')).to_have_count(0)

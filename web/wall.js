@@ -33,7 +33,10 @@ const page = {
   legend: document.getElementById("legend"),
 };
 
+const DIRECTORY_REFRESH_MS = 60_000; // how often "live now" / "next ..." in the legend is brought up to date
+
 const state = {
+  slots: new Map(), // tag -> {live, next_start, next_end} from /api/chats
   chats: new Map(), // tag -> {tag, title, colour}
   filter: chatFilterFromLocation(), // tags asked for in ?chats=, or null for all
   // ?profile=: the wall reads the paced "wall" stream unless told otherwise (e.g. "full" for everything)
@@ -292,6 +295,35 @@ function retractPosts(ids) {
   page.empty.hidden = page.posts.childElementCount > 0;
 }
 
+/** "live now" or "next Mon 20:00" (the viewer's local time) for a chat's slot from /api/chats; null without one. */
+function describeSlot(slot) {
+  if (!slot) return null;
+  if (slot.live === true) return { live: true, text: "live now" };
+  const start = Date.parse(slot.next_start);
+  if (!Number.isFinite(start)) return null;
+  const day = new Date(start).toLocaleDateString(undefined, { weekday: "short" });
+  const time = new Date(start).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+  return { live: false, text: `next ${day} ${time}` };
+}
+
+function rememberSlots(chats) {
+  state.slots = new Map();
+  for (const chat of Array.isArray(chats) ? chats : []) {
+    if (chat && chat.tag) state.slots.set(normalizeTag(chat.tag), chat);
+  }
+}
+
+/** The directory's live state and next slots, refreshed every minute; the legend shows them. */
+async function refreshDirectory() {
+  try {
+    const directory = await fetchJson(apiUrl("/api/chats", {}));
+    rememberSlots(directory.chats);
+    applyChats(directory.chats);
+  } catch (error) {
+    console.warn("wall: could not refresh the chat directory", error);
+  }
+}
+
 function refreshTimes() {
   const now = Date.now();
   for (const time of page.posts.querySelectorAll("time[data-created]")) {
@@ -319,7 +351,10 @@ function applyChats(chats) {
   for (const [tag, chat] of state.chats) {
     if (state.filter && !state.filter.has(tag)) continue;
     const item = element("li", "legend-item");
+    item.dataset.tag = tag;
     item.append(buildBadge(tag), element("span", "legend-name", String(chat.title || tag)));
+    const when = describeSlot(state.slots.get(tag));
+    if (when) item.append(element("span", when.live ? "legend-when legend-live" : "legend-when", when.text));
     entries.push(item);
   }
   page.legend.replaceChildren(...entries);
@@ -356,6 +391,7 @@ async function loadHistory() {
     fetchJson(apiUrl("/api/feed", { limit: HISTORY_LIMIT })),
   ]);
   applyEvent(directory.event);
+  rememberSlots(directory.chats);
   applyChats(directory.chats);
   renderPosts(history.items, false);
   if (typeof history.cursor === "string" && history.cursor) state.lastId = history.cursor;
@@ -464,4 +500,5 @@ function checkSocketAlive() {
 
 window.setInterval(checkSocketAlive, PING_EVERY_MS);
 window.setInterval(refreshTimes, CLOCK_REFRESH_MS);
+window.setInterval(refreshDirectory, DIRECTORY_REFRESH_MS);
 connect();
