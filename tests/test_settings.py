@@ -27,9 +27,10 @@ def test_bundled_sample_loads_with_its_chats() -> None:
     settings = load_settings(BUNDLED_CONFIG, {})
     assert settings.event_name == "#chatmixer night"
     assert settings.event_hashtag == "chatmixer"
-    assert settings.chat_tags == ("pstweetchat", "powershell", "pshsummit", "devops")
+    assert settings.chat_tags == ("pstweetchat", "powershell", "pshsummit", "devops", "chatmixer")
     assert settings.chat("pshsummit") == ChatSettings("pshsummit", "PowerShell Summit", "#81c784")
-    assert len({c.colour for c in settings.chats}) == 4
+    assert len({c.colour for c in settings.chats}) == 5
+    assert settings.chat("pstweetchat").schedule == "first Fri 13:00-14:00 America/New_York"  # type: ignore[union-attr]
     assert settings.redis_url == ""
     assert settings.demo_file == str(DEMO_RECORDING)
 

@@ -370,3 +370,4 @@ async def test_the_legend_says_which_chats_are_live_now_and_when_the_others_come
     await expect(smbiz).to_have_class("legend-when legend-live")
     await expect(journchat).to_have_text(re.compile(r"^next Mon|^next Tue"), timeout=WAIT_MS)
     await expect(page.locator('.legend-item[data-tag="edchat"] .legend-when')).to_have_count(0)
+    await expect(page.locator("#up-next")).to_have_text(re.compile(r"^Up next: #journchat, (Mon|Tue) "))

@@ -306,6 +306,24 @@ function describeSlot(slot) {
   return { live: false, text: `next ${day} ${time}` };
 }
 
+/** "Up next: #tag, Mon 20:00" above the legend: the chat whose slot starts soonest and is not live. */
+function showUpNext() {
+  let next = null;
+  for (const [tag, slot] of state.slots) {
+    if (state.filter && !state.filter.has(tag)) continue;
+    const start = slot && slot.live !== true ? Date.parse(slot.next_start) : NaN;
+    if (Number.isFinite(start) && (!next || start < next.start)) next = { tag, start };
+  }
+  let line = document.getElementById("up-next");
+  if (!line) {
+    line = element("p", "up-next");
+    line.id = "up-next";
+    page.legend.before(line);
+  }
+  line.hidden = !next;
+  if (next) line.textContent = `Up next: #${next.tag}, ${describeSlot(state.slots.get(next.tag)).text.replace(/^next /, "")}`;
+}
+
 function rememberSlots(chats) {
   state.slots = new Map();
   for (const chat of Array.isArray(chats) ? chats : []) {
@@ -358,6 +376,7 @@ function applyChats(chats) {
     entries.push(item);
   }
   page.legend.replaceChildren(...entries);
+  showUpNext();
   for (const badge of page.posts.querySelectorAll(".badge[data-tag]")) colourBadge(badge, badge.dataset.tag);
 }
 
