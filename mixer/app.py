@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
+from . import metrics
 from .codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, chunk, dumps, encode_message, unpack_item, wire
 from .hashtags import ChatMatcher
 from .hub import Client, FeedItem, Hub, select
@@ -419,6 +420,15 @@ async def stats_handler(request: web.Request) -> web.Response:
     return web.Response(body=dumps(body), content_type="application/json")
 
 
+async def metrics_handler(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text format."""
+    app = request.app
+    webhook: Counter[str] = app[WEBHOOK_COUNTERS]
+    hubs: dict[str, Hub] = app[HUBS]
+    body = await metrics.render(hubs, app[REDIS], app[KEYS], webhook)
+    return web.Response(text=body, content_type="text/plain", charset="utf-8", headers={"X-Format": "prometheus-0.0.4"})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
@@ -518,6 +528,7 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
     app.router.add_routes(ModApi(settings, keys, lambda: app[REDIS], config_rules(settings)).routes())
     app.router.add_get("/api/stats", stats_handler)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", index)
     if web_dir.is_dir():

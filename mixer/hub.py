@@ -189,6 +189,7 @@ class Hub:
         transport.write(frame)
         self.counters["frames_sent"] += 1
         self.counters["posts_sent"] += count
+        self.counters["bytes_sent"] += len(frame)
 
     def _report_lag(self, client: Client) -> None:
         lag = {"type": "lag", "skipped": client.skipped}

@@ -152,3 +152,20 @@ async def test_a_client_that_never_reads_does_not_delay_another(
             assert hub.counters["cut_off"] == 1
         finally:
             stalled.close()
+
+
+async def test_metrics_are_prometheus_text_with_connections_and_deliveries(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url) as ws:
+            await ws.receive_json(timeout=5)
+            await add_to_feed(redis, keys, make_post("m:1", ("smbiz",)))
+            await receive_posts(ws, 1)
+            async with http.get(srv.url + "/metrics") as resp:
+                assert resp.status == 200 and resp.content_type == "text/plain"
+                body = await resp.text()
+    assert 'mixer_connections{profile="full"} 1' in body
+    assert 'mixer_posts_sent_total{profile="full"} 1' in body
+    assert 'mixer_chat_posts_total{chat="smbiz"} 1' in body
+    assert "mixer_redis_up 1" in body and "# TYPE mixer_redis_rtt_seconds gauge" in body
