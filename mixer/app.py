@@ -65,6 +65,7 @@ STREAMS: web.AppKey[dict[str, str]] = web.AppKey("streams")  # profile -> the st
 FOLLOWERS: web.AppKey[dict[str, asyncio.Event]] = web.AppKey("followers")  # profile -> set once followed
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
 WEB_ROOT = web.AppKey("web_root", Path)
+CONNECTIONS: web.AppKey[Counter[str]] = web.AppKey("connections")  # open /ws + /events clients per address
 STREAMING: web.AppKey[set[asyncio.Transport]] = web.AppKey("streaming")  # open /events responses
 PUBLISHER = web.AppKey("publisher", Publisher)
 WEBHOOK_COUNTERS: web.AppKey[Counter[str]] = web.AppKey("webhook_counters")
@@ -202,6 +203,34 @@ async def _send(ws: web.WebSocketResponse, obj: dict[str, Any], fmt: str) -> Non
         await ws.send_str(encode_message(obj, fmt).decode())
 
 
+def admit(request: web.Request) -> str:
+    """Check a new /ws or /events client: its browser Origin against ``[server] origins`` (403), and the
+    connection limits in total (503) and per address (429); returns the address it is counted under."""
+    settings = request.app[SETTINGS]
+    origin = request.headers.get("Origin")
+    if origin and settings.origins and origin.rstrip("/") not in settings.origins:
+        own = f"{request.scheme}://{request.host}"
+        if origin.rstrip("/") != own:
+            raise web.HTTPForbidden(text=f"origin {origin} is not allowed here")
+    counts: Counter[str] = request.app[CONNECTIONS]
+    address = request.remote or "?"
+    if counts.total() >= settings.max_connections:
+        raise web.HTTPServiceUnavailable(
+            text="too many connections here; try another server", headers={"Retry-After": "5"}
+        )
+    if counts[address] >= settings.max_per_ip:
+        raise web.HTTPTooManyRequests(text="too many connections from your address", headers={"Retry-After": "5"})
+    counts[address] += 1
+    return address
+
+
+def release(request: web.Request, address: str) -> None:
+    counts: Counter[str] = request.app[CONNECTIONS]
+    counts[address] -= 1
+    if counts[address] <= 0:
+        del counts[address]
+
+
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     """``GET /ws``: hello, the gap after ``since`` from history, then live posts frames."""
     app = request.app
@@ -213,6 +242,23 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "msgpack"):
         raise web.HTTPBadRequest(text="format is json or msgpack")
+    address = admit(request)
+    try:
+        return await _serve_ws(request, settings, profile, hub, chats, since, fmt)
+    finally:
+        release(request, address)
+
+
+async def _serve_ws(
+    request: web.Request,
+    settings: Settings,
+    profile: str,
+    hub: Hub,
+    chats: frozenset[str] | None,
+    since: str | None,
+    fmt: str,
+) -> web.WebSocketResponse:
+    app = request.app
     ws = web.WebSocketResponse(heartbeat=settings.heartbeat_seconds, compress=False, max_msg_size=1 << 16)
     await ws.prepare(request)
     transport = request.transport
@@ -278,6 +324,17 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
     hub = app[HUBS][profile]
     chats = parse_chats(request.query.get("chats"))
     since = parse_since(request.headers.get("Last-Event-ID") or request.query.get("since"))
+    address = admit(request)
+    try:
+        return await _serve_events(request, settings, profile, hub, chats, since)
+    finally:
+        release(request, address)
+
+
+async def _serve_events(
+    request: web.Request, settings: Settings, profile: str, hub: Hub, chats: frozenset[str] | None, since: str | None
+) -> web.StreamResponse:
+    app = request.app
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
@@ -487,6 +544,8 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
     app[SOCKETS] = set()
     app[WEB_ROOT] = web_dir
     app[STREAMING] = set()
+    connections: Counter[str] = Counter()
+    app[CONNECTIONS] = connections
     webhook_counters: Counter[str] = Counter()
     app[WEBHOOK_COUNTERS] = webhook_counters
 

@@ -86,6 +86,11 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
         "backlog_bytes": _Field("backlog_bytes", int, "a positive integer", lambda v: v > 0),
         "cutoff_seconds": _Field("cutoff_seconds", float, "a positive number", lambda v: v > 0),
         "heartbeat_seconds": _Field("heartbeat_seconds", float, "a positive number", lambda v: v > 0),
+        "origins": _Field(
+            "origins", tuple, "a list of origins like 'https://blog.example'", lambda v: all(_URL.match(u) for u in v)
+        ),
+        "max_connections": _Field("max_connections", int, "a positive integer", lambda v: v > 0),
+        "max_per_ip": _Field("max_per_ip", int, "a positive integer", lambda v: v > 0),
     },
     "merge": {
         "window_ms": _Field("window_ms", int, "an integer >= 0", lambda v: v >= 0),

@@ -169,3 +169,34 @@ async def test_metrics_are_prometheus_text_with_connections_and_deliveries(
     assert 'mixer_posts_sent_total{profile="full"} 1' in body
     assert 'mixer_chat_posts_total{chat="smbiz"} 1' in body
     assert "mixer_redis_up 1" in body and "# TYPE mixer_redis_rtt_seconds gauge" in body
+
+
+async def test_browsers_from_other_origins_are_refused_unless_allowed(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    settings = settings_for(keys.prefix, origins=("https://blog.example",))
+    async with running_app(settings, redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.get(srv.url + "/ws", headers={"Origin": "https://evil.example"}) as resp:
+            assert resp.status == 403
+        async with http.get(srv.url + "/events", headers={"Origin": "https://evil.example"}) as resp:
+            assert resp.status == 403
+        async with http.ws_connect(srv.ws_url, headers={"Origin": "https://blog.example"}) as ws:
+            assert (await ws.receive_json(timeout=5))["type"] == "hello"
+        async with http.ws_connect(srv.ws_url) as ws:  # not a browser: no Origin header
+            assert (await ws.receive_json(timeout=5))["type"] == "hello"
+
+
+async def test_connection_limits_per_address_and_in_total(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    async with running_app(settings_for(keys.prefix, max_per_ip=2), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url) as first, http.ws_connect(srv.ws_url) as second:
+            await first.receive_json(timeout=5)
+            await second.receive_json(timeout=5)
+            async with http.get(srv.url + "/ws") as resp:
+                assert resp.status == 429
+        async with http.ws_connect(srv.ws_url) as again:  # the two closed: room again
+            assert (await again.receive_json(timeout=5))["type"] == "hello"
+    async with running_app(settings_for(keys.prefix, max_connections=1), redis_url) as srv:
+        async with aiohttp.ClientSession() as http, http.ws_connect(srv.ws_url) as ws:
+            await ws.receive_json(timeout=5)
+            async with http.get(srv.url + "/events") as resp:
+                assert resp.status == 503
