@@ -41,6 +41,7 @@ from .settings import ChatSettings, Settings
 from .streams import (
     Entry,
     dedicated_client,
+    gap_lost,
     id_key,
     last_id,
     raise_if_cancelling,
@@ -303,7 +304,15 @@ async def catch_up(
     client: Client,
     since: str,
 ) -> None:
-    """Send every feed post after ``since`` up to the hub's cursor, which may move meanwhile."""
+    """Send every feed post after ``since`` up to the hub's cursor, which may move meanwhile; or, when part of
+    that gap was trimmed from the history, a ``reset`` (reload from /api/feed) instead of a silent partial gap."""
+    try:
+        lost = await gap_lost(redis, stream, since)
+    except RedisError:  # no such stream yet: nothing was ever trimmed from it
+        lost = False
+    if lost:
+        await send({"type": "reset", "cursor": hub.cursor})
+        return
     after = since
     while id_key(after) < id_key(hub.cursor):
         entries = await read_range(redis, stream, after, hub.cursor, count=500)

@@ -107,3 +107,25 @@ def id_key(entry_id: str) -> tuple[int, int]:
     """A stream id as a sortable pair."""
     ms_s, _, seq_s = entry_id.partition("-")
     return int(ms_s), int(seq_s or 0)
+
+
+async def gap_lost(redis: aioredis.Redis, key: str, since: str) -> bool:
+    """Whether entries after ``since`` may have been trimmed away, so resuming from it could leave a silent hole.
+
+    True when ``since`` is older than the oldest entry still held and the stream has been trimmed (or an
+    entry after ``since`` deleted); conservative: a client whose ``since`` was the very last entry trimmed
+    is told to reset too.
+    """
+    if since in ("", "0", "0-0"):
+        return False
+    info: Any = await redis.xinfo_stream(key)
+    fields = {text(k) if isinstance(k, bytes | str) else str(k): v for k, v in info.items()}
+    deleted = fields.get("max-deleted-entry-id")
+    if deleted is not None and id_key(text(deleted)) > id_key(since):
+        return True
+    first: Any = fields.get("first-entry")
+    if not first:
+        return False
+    added = fields.get("entries-added")
+    trimmed = added is None or int(added) > int(fields.get("length", 0))
+    return trimmed and id_key(text(first[0])) > id_key(since)

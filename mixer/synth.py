@@ -42,8 +42,7 @@ _WORDS = (
     "easy focus great honest learn listen measure often simple start try useful weekly"
 ).split()
 _FIRST = (
-    "Ada Ben Cleo Dev Eli Fay Gus Hana Ivo Jo Kai Lena Milo Nia Omar Pia Quinn Rosa Sam Tess Uma Vic Wren Xia "
-    "Yuri Zoe"
+    "Ada Ben Cleo Dev Eli Fay Gus Hana Ivo Jo Kai Lena Milo Nia Omar Pia Quinn Rosa Sam Tess Uma Vic Wren Xia Yuri Zoe"
 ).split()
 _LAST = "Adams Baker Chen Diaz Evans Fox Garcia Hill Ito Jones Khan Lopez Moore Ng Okafor Patel Reyes Stone".split()
 _MASTODON_HOSTS = ("mastodon.social", "hachyderm.io", "fosstodon.org")
@@ -163,7 +162,7 @@ def _chat_night(
             posts.append(_post(ids, rng, booster, chat, original.text, created, boost_of=original.key))
         elif roll < BOOST_SHARE + CHATTER_SHARE:
             created = spec.start + rng.randrange(span_ms)
-            posts.append(_post(ids, rng, rng.choice(crowd), chat, f"{_words(rng, 6, 14)} #{chat}", created))
+            posts.append(_post(ids, rng, rng.choice(crowd), chat, f"{_words(rng, 7, 14)} #{chat}", created))
         else:
             k = rng.randrange(n_q)
             created = min(end, questions[k] + 1000 + int(rng.expovariate(1 / (BURST_MEAN_S * 1000))))
@@ -175,25 +174,33 @@ def _chat_night(
 def _twins(nights: dict[str, list[Post]], rng: random.Random, ids: _Ids, people: dict[str, Person]) -> None:
     """Turn a few chatter posts into duplicates: a cross-post (same key, another chat), a person on two networks."""
     tags = list(nights)
+    last = max(p.created for posts in nights.values() for p in posts)
+    chatter = {tag: [p for p in posts if _is_chatter(p, tag)] for tag, posts in nights.items()}
     for i, tag in enumerate(tags):
         posts = nights[tag]
-        slots = [j for j, p in enumerate(posts) if p.boost_of is None and not p.text.startswith(("Q", "A"))]
+        slots = [j for j, p in enumerate(posts) if _is_chatter(p, tag)]
         rng.shuffle(slots)
         n_cross = round(len(posts) * CROSS_POST_SHARE) if len(tags) > 1 else 0
         n_twin = round(len(posts) * TWIN_SHARE)
         for j in slots[:n_cross]:
-            other = nights[tags[(i + 1 + rng.randrange(len(tags) - 1)) % len(tags)]]
-            source = rng.choice([p for p in other if p.boost_of is None])
-            posts[j] = source.with_chats((tag,))
+            other = chatter[tags[(i + 1 + rng.randrange(len(tags) - 1)) % len(tags)]]
+            if other:
+                posts[j] = rng.choice(other).with_chats((tag,))
+        taken = {posts[j].key for j in slots[:n_cross + n_twin]}
         for j in slots[n_cross : n_cross + n_twin]:
-            first = next((p for p in posts[:j] if p.boost_of is None and p.key != posts[j].key), None)
-            if first is None or first.author.name not in people:
-                continue
+            first = rng.choice(chatter[tag])
+            if first.key in taken or first.author.name not in people:
+                continue  # the chosen original was itself replaced: leave this slot as it is
             person = people[first.author.name]
             network = rng.choice([n for n in NETWORKS if n != first.source])
             key, url = ids.make(network, person)
-            created = first.created + rng.randint(2000, 60_000)
+            created = min(first.created + rng.randint(2000, 60_000), last)
             posts[j] = Post(key, network, (tag,), person.author(network), first.text, url, created, created)
+
+
+def _is_chatter(post: Post, chat: str) -> bool:
+    """A chat's own plain post: no question, answer or boost, not a copy (so duplicating it keeps the Q/A rhythm)."""
+    return post.boost_of is None and post.chats == (chat,) and post.text[:1] not in ("Q", "A")
 
 
 def synthesize(spec: SynthSpec) -> list[Post]:

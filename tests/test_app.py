@@ -200,3 +200,18 @@ async def test_connection_limits_per_address_and_in_total(redis: aioredis.Redis,
             await ws.receive_json(timeout=5)
             async with http.get(srv.url + "/events") as resp:
                 assert resp.status == 503
+
+
+async def test_a_resume_from_a_trimmed_gap_says_reset_instead_of_a_silent_hole(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    ids = await add_to_feed(redis, keys, *(make_post(f"t{i}") for i in range(6)))
+    await redis.xtrim(keys.feed, maxlen=2, approximate=False)  # t0..t3 are gone
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{srv.ws_url}?since={ids[1]}") as ws:
+            await ws.receive_json(timeout=5)
+            frame = await ws.receive_json(timeout=5)
+            assert frame["type"] == "reset" and frame["cursor"] == ids[-1]
+        async with http.ws_connect(f"{srv.ws_url}?since={ids[4]}") as ws:  # nothing after it was trimmed
+            await ws.receive_json(timeout=5)
+            assert [i["key"] for i in await receive_posts(ws, 1)] == ["t5"]

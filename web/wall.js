@@ -324,6 +324,17 @@ function showUpNext() {
   if (next) line.textContent = `Up next: #${next.tag}, ${describeSlot(state.slots.get(next.tag)).text.replace(/^next /, "")}`;
 }
 
+async function reloadHistory() {
+  try {
+    const history = await fetchJson(apiUrl("/api/feed", { limit: HISTORY_LIMIT }));
+    page.posts.replaceChildren();
+    state.seenIds.clear();
+    renderPosts(history.items, false);
+  } catch (error) {
+    console.warn("wall: could not reload the history after a reset", error);
+  }
+}
+
 function rememberSlots(chats) {
   state.slots = new Map();
   for (const chat of Array.isArray(chats) ? chats : []) {
@@ -445,6 +456,10 @@ function handleFrame(data) {
       break;
     case "update":
       updatePosts(frame.items);
+      break;
+    case "reset":
+      // The posts missed while away are no longer in the history: show the newest ones afresh.
+      reloadHistory();
       break;
     case "retract":
       retractPosts(frame.ids);

@@ -1,0 +1,215 @@
+"""The client side of `mixer loadtest`: one worker process holding many websocket clients.
+
+``worker_main`` is the entry point of each worker process (started by ``mixer.loadtest``
+with the ``spawn`` method): its own event loop (uvloop when installed), its share of the
+clients, ramped to start at their slot of the global ramp. A few *sampled* clients parse
+every frame and measure latency (receive time minus each post's ``at``, ms) and remember
+which driven posts (keys under the run's marker) they saw; the others count posts cheaply,
+as occurrences of ``"id":`` in ``posts`` text frames, with no JSON parse, so the generator
+stays cheaper than the server it measures. Every client counts ``lag`` frames and closes the
+server made. Counts go to the parent as ``("progress", worker, {...})`` twice a second and a
+final ``("done", worker, {...})``. Not here: driving load, CPU and memory figures, reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+
+PROGRESS_EVERY = 0.5  # seconds between progress messages to the parent
+POSTS_PREFIX = '{"type":"posts"'  # the server writes "type" first, compact JSON (mixer.codec.dumps)
+LAG_PREFIX = '{"type":"lag"'
+ID_MARK = '"id":'  # once per post in a posts frame: network text is JSON-escaped, so it cannot fake this
+
+
+class Sink(Protocol):
+    def put(self, obj: Any) -> None: ...
+
+
+class Flag(Protocol):
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class StartTime(Protocol):
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPlan:
+    """What one worker process runs: which of the N clients are its own, and how they behave."""
+
+    worker: int  # index of this worker process
+    url: str  # the websocket URL (checked to be loopback by the parent)
+    clients: tuple[int, ...]  # global indices of this worker's clients (their ramp slots)
+    total: int  # N, all clients over all workers
+    ramp: float  # seconds over which all N clients start
+    sample: int  # how many of this worker's clients parse every frame
+    marker: str | None  # key prefix of the posts the parent drives (for loss), None when it does not drive
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """Counters of one worker; ``summary`` is what the parent gets at the end."""
+
+    connected: int = 0  # open now
+    peak: int = 0  # most open at once
+    failed: int = 0  # connections refused or broken before the upgrade
+    closes: int = 0  # sockets the server closed (or dropped) before the run ended
+    lag_frames: int = 0
+    items: int = 0  # posts received, all clients
+    per_client: dict[int, int] = field(default_factory=dict)  # global client index -> posts received
+    per_second: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int))  # second -> posts received
+    latency: defaultdict[int, list[float]] = field(default_factory=lambda: defaultdict(list))  # second -> ms (sampled)
+    seen: dict[int, set[str]] = field(default_factory=dict)  # sampled client -> driven keys received
+    close_codes: defaultdict[int, int] = field(default_factory=lambda: defaultdict(int))
+
+    def progress(self) -> dict[str, Any]:
+        seen = [len(s) for s in self.seen.values()]
+        return {
+            "connected": self.connected,
+            "failed": self.failed,
+            "closes": self.closes,
+            "lag_frames": self.lag_frames,
+            "items": self.items,
+            "min_seen": min(seen) if seen else 0,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **self.progress(),
+            "peak": self.peak,
+            "per_client": list(self.per_client.values()),
+            "per_second": dict(self.per_second),
+            "latency": dict(self.latency),
+            "seen": [len(s) for s in self.seen.values()],
+            "close_codes": dict(self.close_codes),
+        }
+
+
+def worker_main(plan: WorkerPlan, out: Sink, go: Flag, start: StartTime, stop: Flag) -> None:
+    """Run ``plan``'s clients from the shared start time until ``stop``; always ends with a ``done`` message."""
+    _raise_fd_limit()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # uvloop is optional: the standard loop measures the same, a little slower
+        pass
+    stats = WorkerStats()
+    out.put(("ready", plan.worker, {}))
+    go.wait()
+    try:
+        asyncio.run(_run(plan, stats, out, start.value, stop))
+    finally:
+        out.put(("done", plan.worker, stats.summary()))
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:  # each client is one socket; the default soft limit (1024) caps a worker below that
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def _run(plan: WorkerPlan, stats: WorkerStats, out: Sink, t0: float, stop: Flag) -> None:
+    stopping = asyncio.Event()
+    sockets: set[aiohttp.ClientWebSocketResponse] = set()
+    # limit=0: a websocket holds its connection for life; the default pool of 100 would queue the rest
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        tasks = [
+            asyncio.create_task(_client(plan, n, i < plan.sample, session, stats, sockets, t0, stopping))
+            for i, n in enumerate(plan.clients)
+        ]
+        while not stop.is_set():
+            out.put(("progress", plan.worker, stats.progress()))
+            await asyncio.sleep(PROGRESS_EVERY)  # polling: a multiprocessing Event cannot be awaited
+        stopping.set()
+        if sockets:
+            await asyncio.wait([asyncio.create_task(ws.close()) for ws in list(sockets)], timeout=5)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _client(
+    plan: WorkerPlan,
+    n: int,
+    sampled: bool,
+    session: aiohttp.ClientSession,
+    stats: WorkerStats,
+    sockets: set[aiohttp.ClientWebSocketResponse],
+    t0: float,
+    stopping: asyncio.Event,
+) -> None:
+    delay = t0 + plan.ramp * n / max(plan.total, 1) - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)  # this client's slot of the ramp
+    if stopping.is_set():
+        return
+    try:
+        ws = await session.ws_connect(plan.url, autoping=True, max_msg_size=0)
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+        stats.failed += 1
+        return
+    sockets.add(ws)
+    stats.connected += 1
+    stats.peak = max(stats.peak, stats.connected)
+    stats.per_client[n] = 0
+    seen: set[str] | None = None
+    if sampled:
+        seen = stats.seen[n] = set()
+    try:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            data: str = msg.data
+            now = time.time()
+            if seen is not None:
+                count = _parse(data, now, t0, plan.marker, seen, stats)
+            elif data.startswith(POSTS_PREFIX):
+                count = data.count(ID_MARK)
+            else:
+                count = 0
+                if data.startswith(LAG_PREFIX):
+                    stats.lag_frames += 1
+            if count:
+                stats.items += count
+                stats.per_client[n] += count
+                stats.per_second[int(now - t0)] += count
+    finally:
+        sockets.discard(ws)
+        stats.connected -= 1
+    if not stopping.is_set():
+        stats.closes += 1
+        stats.close_codes[ws.close_code or 0] += 1
+
+
+def _parse(data: str, now: float, t0: float, marker: str | None, seen: set[str], stats: WorkerStats) -> int:
+    """A sampled client's frame: latency of each post, driven keys remembered; returns posts in it."""
+    frame = json.loads(data)
+    kind = frame.get("type")
+    if kind == "lag":
+        stats.lag_frames += 1
+        return 0
+    if kind != "posts":
+        return 0
+    items = frame.get("items", ())
+    now_ms = now * 1000
+    bucket = stats.latency[int(now - t0)]
+    for item in items:
+        at = item.get("at")
+        if isinstance(at, int):
+            bucket.append(now_ms - at)
+        key = item.get("key")
+        if marker is not None and isinstance(key, str) and key.startswith(marker):
+            seen.add(key)
+    return len(items)
