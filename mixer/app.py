@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import json
 import logging
 import re
@@ -477,6 +478,7 @@ async def stats_handler(request: web.Request) -> web.Response:
     stored = await request.app[REDIS].hgetall(request.app[KEYS].ingest_stats)
     ingest = {text(name): json.loads(value) for name, value in stored.items()}
     body = {
+        "pid": os.getpid(),
         "clients": len(hub),
         "cursor": hub.cursor,
         "hub": dict(hub.counters),

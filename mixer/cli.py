@@ -18,7 +18,7 @@ from typing import Any
 
 from .config import find_config, load_settings, render_settings
 from .replay import ReplayOptions
-from .runner import Parts, replay_command, run_async, run_parts
+from .runner import Parts, replay_command, run_async, run_parts, spawn_workers, stop_workers
 from .settings import ConfigError, Settings
 from .transcript import add_transcript_parser, transcript_command
 
@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(serve)
     _web(serve)
     serve.add_argument("--no-merge", action="store_true", help="fan-out only (another process runs the merge stage)")
+    serve.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="fan-out processes sharing the port (e.g. one per core)"
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for --workers siblings
 
     merge = sub.add_parser("merge", help="the merge stage alone", description="Merge the chat streams into the feed.")
     _common(merge)
@@ -183,6 +187,20 @@ def chats_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _without_option(args: list[str], name: str) -> list[str]:
+    """``args`` less ``name VALUE`` / ``name=VALUE``."""
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -232,6 +250,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             parts.ingest_files, parts.ingest_speed = demo, speed
     elif args.command == "serve":
         parts.web, parts.merge = True, not args.no_merge
+        parts.reuse_port = args.reuse_port or args.workers > 1
+        if args.workers > 1:
+            passed = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "serve"]
+            passed = _without_option(passed, "--workers")
+            workers = spawn_workers(passed, args.workers - 1)
+            try:
+                return run_async(run_parts(settings, parts))
+            finally:
+                stop_workers(workers)
     elif args.command == "merge":
         parts.merge = True
     return run_async(run_parts(settings, parts))

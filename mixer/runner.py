@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class Parts:
     web: bool = False
     host: str = "127.0.0.1"
     port: int = 8080
+    reuse_port: bool = False  # share the port with sibling fan-out processes (serve --workers)
 
 
 @contextlib.asynccontextmanager
@@ -199,12 +201,20 @@ async def shape_forever(shaping: ShapingStage) -> None:
             await asyncio.sleep(delay)
 
 
-async def serve_web(settings: Settings, redis_url: str, host: str, port: int, started: Callable[[str], None]) -> None:
-    """The fan-out server until cancelled; websockets are closed with GOING_AWAY on the way out."""
+async def serve_web(
+    settings: Settings,
+    redis_url: str,
+    host: str,
+    port: int,
+    started: Callable[[str], None],
+    reuse_port: bool = False,
+) -> None:
+    """The fan-out server until cancelled; websockets are closed with GOING_AWAY on the way out.
+    With ``reuse_port`` several processes listen on the same port and the kernel spreads connections."""
     runner = web.AppRunner(create_app(settings, redis_url), handle_signals=False, shutdown_timeout=5)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
         await site.start()
         started(f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}/")
         await asyncio.Event().wait()
@@ -239,7 +249,7 @@ async def run_parts(settings: Settings, parts: Parts) -> int:
         if parts.merge:
             jobs.append(("merge", merge_forever(settings, url)))
         if parts.web:
-            jobs.append(("web", serve_web(settings, url, parts.host, parts.port, _announce)))
+            jobs.append(("web", serve_web(settings, url, parts.host, parts.port, _announce, parts.reuse_port)))
         tasks = [asyncio.ensure_future(job) for _, job in jobs]
         for (name, _), task in zip(jobs, tasks, strict=True):
             task.set_name(name)
@@ -289,6 +299,29 @@ async def replay_command(settings: Settings, files: list[Path], options: ReplayO
         return 0 if replayer.progress.published or not replayer.progress.read else 1
     finally:
         await redis.aclose()
+
+
+def spawn_workers(argv: list[str], count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` sibling fan-out processes running ``mixer serve`` with ``argv`` (fan-out only, shared port);
+    each dies with this process (PR_SET_PDEATHSIG on Linux)."""
+    from .embedded import _die_with_parent
+
+    children = []
+    for _ in range(count):
+        args = [sys.executable, "-m", "mixer.cli", "serve", *argv, "--no-merge", "--workers", "1", "--reuse-port"]
+        children.append(subprocess.Popen(args, preexec_fn=_die_with_parent()))  # noqa: PLW1509
+    return children
+
+
+def stop_workers(children: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+    for child in children:
+        child.terminate()
+    for child in children:
+        try:
+            child.wait(grace)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def run_async(main: Awaitable[int]) -> int:

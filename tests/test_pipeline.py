@@ -180,3 +180,29 @@ async def test_a_post_in_two_chat_streams_reaches_the_websocket_once_with_both_c
     twins = [i for i in items if i["key"] == "x:twin"]
     assert len(twins) == 1
     assert sorted(twins[0]["chats"]) == ["edchat", "smbiz"]  # type: ignore[type-var]
+
+
+async def test_serve_with_workers_shares_the_port_between_processes(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = mixer_env(redis_url, keys, ",".join(TAGS))
+    with (tmp_path / "serve.log").open("wb") as log:
+        proc = await start_mixer("serve", "--no-merge", "--workers", "2", "--port", str(port), env=env, log=log)
+        try:
+            pids: set[int] = set()
+            async with asyncio.timeout(30):
+                while len(pids) < 2:
+                    connector = aiohttp.TCPConnector(force_close=True)  # a new connection each time
+                    async with aiohttp.ClientSession(connector=connector) as http:
+                        try:
+                            async with http.get(f"http://127.0.0.1:{port}/api/stats") as resp:
+                                pids.add((await resp.json())["pid"])
+                        except aiohttp.ClientConnectionError:
+                            await asyncio.sleep(0.05)  # not listening yet: the processes are starting
+            assert proc.pid in pids
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 20) == 0
+    for pid in pids - {proc.pid}:
+        assert not _alive(pid)
