@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import os
 import json
 import logging
+import os
 import re
 import time
 from collections import Counter
@@ -261,7 +261,9 @@ async def _serve_ws(
     fmt: str,
 ) -> web.WebSocketResponse:
     app = request.app
-    ws = web.WebSocketResponse(heartbeat=settings.heartbeat_seconds, compress=False, max_msg_size=1 << 16)
+    # permessage-deflate only for a client that asks; the shared frames stay uncompressed (valid either way)
+    asks = "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "")
+    ws = web.WebSocketResponse(heartbeat=settings.heartbeat_seconds, compress=asks, max_msg_size=1 << 16)
     await ws.prepare(request)
     transport = request.transport
     if transport is None:

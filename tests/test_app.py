@@ -215,3 +215,16 @@ async def test_a_resume_from_a_trimmed_gap_says_reset_instead_of_a_silent_hole(
         async with http.ws_connect(f"{srv.ws_url}?since={ids[4]}") as ws:  # nothing after it was trimmed
             await ws.receive_json(timeout=5)
             assert [i["key"] for i in await receive_posts(ws, 1)] == ["t5"]
+
+
+async def test_permessage_deflate_is_off_unless_the_client_asks(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url, compress=0) as ws:
+            assert ws.compress == 0
+        async with http.ws_connect(srv.ws_url, compress=15) as ws:  # asks for it
+            assert ws.compress == 15
+            await ws.receive_json(timeout=5)
+            await add_to_feed(redis, keys, make_post("z:1"))  # shared, uncompressed frames still read fine
+            assert [i["key"] for i in await receive_posts(ws, 1)] == ["z:1"]
