@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import find_config, load_settings, render_settings
+from .record import add_record_parser, record_command
 from .replay import ReplayOptions
 from .runner import Parts, replay_command, run_async, run_parts, spawn_workers, stop_workers
 from .settings import ConfigError, Settings
+from .synth import add_synth_parser, synth_command
 from .transcript import add_transcript_parser, transcript_command
 
 
@@ -129,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     chats_import.add_argument("file", type=Path, metavar="FILE")
 
     add_transcript_parser(sub)
+    add_record_parser(sub)
+    add_synth_parser(sub)
 
     config = sub.add_parser(
         "config",
@@ -222,6 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return chats_command(settings, args)
     if args.command == "transcript":
         return transcript_command(settings, args)
+    if args.command == "record":
+        return record_command(settings, args)
+    if args.command == "synth":
+        return synth_command(settings, args)
     if args.command == "normalize":
         from .hashtags import ChatMatcher
         from .recorded import normalize

@@ -131,10 +131,12 @@ class _Ids:
         )
 
 
-def _post(ids: _Ids, rng: random.Random, person: Person, chat: str, text: str, created: int, **extra: str) -> Post:
+def _post(
+    ids: _Ids, rng: random.Random, person: Person, chat: str, text: str, created: int, boost_of: str | None = None
+) -> Post:
     network = rng.choice(NETWORKS)
     key, url = ids.make(network, person)
-    return Post(key, network, (chat,), person.author(network), text, url, created, created, **extra)
+    return Post(key, network, (chat,), person.author(network), text, url, created, created, boost_of=boost_of)
 
 
 def _chat_night(
@@ -152,22 +154,25 @@ def _chat_night(
         _post(ids, rng, host, chat, f"Q{k + 1}: what {_words(rng, 4, 9)}? #{chat}", at)
         for k, at in enumerate(questions)
     ]
+    originals = list(posts)
     end = spec.start + span_ms - 1
     for _ in range(total - n_q):
         roll = rng.random()
-        if roll < BOOST_SHARE and posts:
-            original = rng.choice(posts)
+        if roll < BOOST_SHARE:
+            original = rng.choice(originals)  # a boost of a boost would boost the original: not made
             booster = rng.choice(crowd)
             created = min(end, original.created + rng.randint(1000, 120_000))
             posts.append(_post(ids, rng, booster, chat, original.text, created, boost_of=original.key))
         elif roll < BOOST_SHARE + CHATTER_SHARE:
             created = spec.start + rng.randrange(span_ms)
-            posts.append(_post(ids, rng, rng.choice(crowd), chat, f"{_words(rng, 7, 14)} #{chat}", created))
+            originals.append(_post(ids, rng, rng.choice(crowd), chat, f"{_words(rng, 7, 14)} #{chat}", created))
+            posts.append(originals[-1])
         else:
             k = rng.randrange(n_q)
             created = min(end, questions[k] + 1000 + int(rng.expovariate(1 / (BURST_MEAN_S * 1000))))
             text = f"A{k + 1}: {_words(rng, 5, 14)} #{chat}"
-            posts.append(_post(ids, rng, rng.choice(crowd), chat, text, created))
+            originals.append(_post(ids, rng, rng.choice(crowd), chat, text, created))
+            posts.append(originals[-1])
     return posts
 
 
@@ -175,22 +180,28 @@ def _twins(nights: dict[str, list[Post]], rng: random.Random, ids: _Ids, people:
     """Turn a few chatter posts into duplicates: a cross-post (same key, another chat), a person on two networks."""
     tags = list(nights)
     last = max(p.created for posts in nights.values() for p in posts)
-    chatter = {tag: [p for p in posts if _is_chatter(p, tag)] for tag, posts in nights.items()}
-    for i, tag in enumerate(tags):
-        posts = nights[tag]
-        slots = [j for j, p in enumerate(posts) if _is_chatter(p, tag)]
+    boosted = {p.boost_of for posts in nights.values() for p in posts if p.boost_of}
+    plans: dict[str, tuple[list[int], int]] = {}  # tag -> (slots to replace, how many of them are cross-posts)
+    kept: dict[str, list[Post]] = {}  # tag -> chatter that stays, the originals of every copy
+    for tag, posts in nights.items():
+        slots = [j for j, p in enumerate(posts) if _is_chatter(p, tag) and p.key not in boosted]
         rng.shuffle(slots)
         n_cross = round(len(posts) * CROSS_POST_SHARE) if len(tags) > 1 else 0
-        n_twin = round(len(posts) * TWIN_SHARE)
-        for j in slots[:n_cross]:
-            other = chatter[tags[(i + 1 + rng.randrange(len(tags) - 1)) % len(tags)]]
+        replaced = slots[: n_cross + round(len(posts) * TWIN_SHARE)]
+        plans[tag] = (replaced, n_cross)
+        gone = set(replaced)
+        kept[tag] = [p for j, p in enumerate(posts) if _is_chatter(p, tag) and j not in gone]
+    for i, tag in enumerate(tags):
+        posts = nights[tag]
+        replaced, n_cross = plans[tag]
+        for j in replaced[:n_cross]:
+            other = kept[tags[(i + 1 + rng.randrange(len(tags) - 1)) % len(tags)]]
             if other:
                 posts[j] = rng.choice(other).with_chats((tag,))
-        taken = {posts[j].key for j in slots[:n_cross + n_twin]}
-        for j in slots[n_cross : n_cross + n_twin]:
-            first = rng.choice(chatter[tag])
-            if first.key in taken or first.author.name not in people:
-                continue  # the chosen original was itself replaced: leave this slot as it is
+        for j in replaced[n_cross:]:
+            first = rng.choice(kept[tag]) if kept[tag] else None
+            if first is None or first.author.name not in people:
+                continue
             person = people[first.author.name]
             network = rng.choice([n for n in NETWORKS if n != first.source])
             key, url = ids.make(network, person)

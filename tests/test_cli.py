@@ -14,7 +14,19 @@ from mixer.keys import Keys
 from .processes import mixer_env
 
 FIXTURES = Path(__file__).parent / "fixtures" / "recorded"
-SUBCOMMANDS = ["run", "ingest", "serve", "merge", "replay", "normalize", "chats", "transcript", "config"]
+SUBCOMMANDS = [
+    "run",
+    "ingest",
+    "serve",
+    "merge",
+    "replay",
+    "normalize",
+    "chats",
+    "transcript",
+    "record",
+    "synth",
+    "config",
+]
 
 
 def mixer(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
