@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import find_config, load_settings, render_settings
+from .loadtest import add_loadtest_parser, loadtest_command
 from .record import add_record_parser, record_command
 from .replay import ReplayOptions
 from .runner import Parts, replay_command, run_async, run_parts, spawn_workers, stop_workers
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_transcript_parser(sub)
     add_record_parser(sub)
+    add_loadtest_parser(sub)
     add_synth_parser(sub)
 
     config = sub.add_parser(
@@ -228,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return transcript_command(settings, args)
     if args.command == "record":
         return record_command(settings, args)
+    if args.command == "loadtest":
+        return loadtest_command(settings, args)
     if args.command == "synth":
         return synth_command(settings, args)
     if args.command == "normalize":

@@ -8,16 +8,21 @@ which driven posts (keys under the run's marker) they saw; the others count post
 as occurrences of ``"id":`` in ``posts`` text frames, with no JSON parse, so the generator
 stays cheaper than the server it measures. Every client counts ``lag`` frames and closes the
 server made. Counts go to the parent as ``("progress", worker, {...})`` twice a second and a
-final ``("done", worker, {...})``. Not here: driving load, CPU and memory figures, reports.
+final ``("done", worker, {...})``. ``WorkerPool`` is the parent's handle on the workers: it
+spawns them, hands their messages to its event loop, waits on conditions over their reports,
+and stops and joins them. Not here: driving load, CPU and memory figures, reports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import resource
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,6 +32,21 @@ PROGRESS_EVERY = 0.5  # seconds between progress messages to the parent
 POSTS_PREFIX = '{"type":"posts"'  # the server writes "type" first, compact JSON (mixer.codec.dumps)
 LAG_PREFIX = '{"type":"lag"'
 ID_MARK = '"id":'  # once per post in a posts frame: network text is JSON-escaped, so it cannot fake this
+
+
+class PoolOptions(Protocol):
+    """What ``WorkerPool`` needs of the load test's options."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def clients(self) -> int: ...
+    @property
+    def processes(self) -> int: ...
+    @property
+    def ramp(self) -> float: ...
+    @property
+    def sample(self) -> int: ...
 
 
 class Sink(Protocol):
@@ -101,14 +121,14 @@ def worker_main(plan: WorkerPlan, out: Sink, go: Flag, start: StartTime, stop: F
     try:
         import uvloop
 
-        uvloop.install()
+        run: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
     except ImportError:  # uvloop is optional: the standard loop measures the same, a little slower
-        pass
+        run = asyncio.run
     stats = WorkerStats()
     out.put(("ready", plan.worker, {}))
     go.wait()
     try:
-        asyncio.run(_run(plan, stats, out, start.value, stop))
+        run(_run(plan, stats, out, start.value, stop))
     finally:
         out.put(("done", plan.worker, stats.summary()))
 
@@ -117,6 +137,99 @@ def _raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:  # each client is one socket; the default soft limit (1024) caps a worker below that
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class WorkerPool:
+    """The worker processes and what they report; messages arrive through a thread into the event loop."""
+
+    def __init__(self, options: PoolOptions, marker: str | None) -> None:
+        ctx = multiprocessing.get_context("spawn")  # a fork of a process running an event loop is unsafe
+        self.queue = ctx.Queue()
+        self.go, self.stop = ctx.Event(), ctx.Event()
+        self.start = ctx.Value("d", 0.0)
+        per = [tuple(range(w, options.clients, options.processes)) for w in range(options.processes)]
+        self.plans = [
+            WorkerPlan(w, options.url, mine, options.clients, options.ramp, min(options.sample, len(mine)), marker)
+            for w, mine in enumerate(per)
+            if mine
+        ]
+        self.procs = [
+            ctx.Process(target=worker_main, args=(p, self.queue, self.go, self.start, self.stop), daemon=True)
+            for p in self.plans
+        ]
+        self.progress: dict[int, dict[str, Any]] = {}
+        self.done: dict[int, dict[str, Any]] = {}
+        self.ready: set[int] = set()
+        self.changed = asyncio.Event()
+        self.thread: threading.Thread | None = None
+
+    def total(self, name: str) -> int:
+        return sum(p.get(name, 0) for p in self.progress.values())
+
+    def min_seen(self) -> int:
+        sampled = [self.progress[p.worker]["min_seen"] for p in self.plans if p.sample and p.worker in self.progress]
+        return min(sampled) if sampled else 0
+
+    def begin(self) -> None:
+        """Start the message pump, then the worker processes (they wait for ``go``)."""
+        loop = asyncio.get_running_loop()
+
+        def pump() -> None:  # multiprocessing queues block: read them on a thread, hand over to the loop
+            while True:
+                msg = self.queue.get()
+                if msg is None:
+                    return
+                loop.call_soon_threadsafe(self._take, msg)
+
+        self.thread = threading.Thread(target=pump, name="loadtest-pump", daemon=True)
+        self.thread.start()
+        for proc in self.procs:
+            proc.start()
+
+    def _take(self, msg: tuple[str, int, dict[str, Any]]) -> None:
+        kind, worker, body = msg
+        if kind == "ready":
+            self.ready.add(worker)
+        else:
+            self.progress[worker] = body
+            if kind == "done":
+                self.done[worker] = body
+        self.changed.set()
+
+    async def until(self, condition: Callable[[], bool], within: float, *, died_ok: bool = False) -> bool:
+        """Wait for the workers' reports to make ``condition`` true; False after ``within`` seconds.
+
+        Raises RuntimeError when a worker process died, unless ``died_ok``."""
+        deadline = time.monotonic() + within
+        while not condition():
+            if not died_ok and any(p.exitcode not in (None, 0) for p in self.procs):
+                raise RuntimeError("a load-test worker process died (see its traceback above)")
+            self.changed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self.changed.wait(), min(left, 1.0))
+            except TimeoutError:
+                pass
+        return True
+
+    async def end(self) -> None:
+        """Stop every worker, gather its final report, and join it (killed after 5 s); safe after a failed start."""
+        self.stop.set()
+        self.go.set()  # a worker still waiting to start sees stop at once
+        started = [(plan, proc) for plan, proc in zip(self.plans, self.procs, strict=True) if proc.pid is not None]
+        if self.thread is not None:
+            gone = lambda: all(p.worker in self.done or not proc.is_alive() for p, proc in started)  # noqa: E731
+            await self.until(gone, 30, died_ok=True)
+            self.queue.put(None)
+            await asyncio.to_thread(self.thread.join)
+        for _, proc in started:
+            await asyncio.to_thread(proc.join, 5)
+            if proc.is_alive():
+                proc.kill()
+                await asyncio.to_thread(proc.join)
+        self.queue.close()
 
 
 async def _run(plan: WorkerPlan, stats: WorkerStats, out: Sink, t0: float, stop: Flag) -> None:
@@ -157,7 +270,7 @@ async def _client(
         return
     try:
         ws = await session.ws_connect(plan.url, autoping=True, max_msg_size=0)
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         stats.failed += 1
         return
     sockets.add(ws)

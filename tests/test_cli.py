@@ -24,6 +24,7 @@ SUBCOMMANDS = [
     "chats",
     "transcript",
     "record",
+    "loadtest",
     "synth",
     "config",
 ]

@@ -1,0 +1,153 @@
+"""`mixer loadtest`: real clients in worker processes against the real app, a real merge stage, real Redis."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from mixer.codec import FIELD, unpack_item
+from mixer.keys import Keys
+from mixer.loadtest import (
+    Driver,
+    LoadOptions,
+    add_loadtest_parser,
+    check_url,
+    core_busy,
+    core_times,
+    loadtest_and_write,
+    loadtest_command,
+    percentiles,
+    process_ticks,
+    report,
+    rss_bytes,
+)
+from mixer.merge import MergeStage
+from mixer.settings import Settings
+from mixer.streams import dedicated_client, read_range
+
+from .servers import CHATS, running_app, settings_for
+
+RECORDING = Path(__file__).parent / "fixtures" / "recorded" / "pstweetchat_2019-03-01.jsonl"
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mixer")
+    add_loadtest_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["loadtest", *argv])
+
+
+def _quiet(message: str, progress: bool = False) -> None:
+    pass
+
+
+async def test_driven_run_reports_deliveries_no_loss_latency_and_a_plot(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    settings = settings_for(keys.prefix, redis_url=redis_url)
+    merge_conn = dedicated_client(redis_url, 1000)
+    merge = MergeStage(merge_conn, keys, settings.chat_tags, window=0.05)
+    async with running_app(settings, redis_url) as srv:
+        merging = asyncio.create_task(merge.run())
+        try:
+            options = LoadOptions(
+                url=srv.ws_url,
+                clients=40,
+                processes=2,
+                sample=3,
+                ramp=0.5,
+                duration=2.0,
+                drive="synth",
+                rate=50,
+                server_pid=os.getpid(),
+            )
+            out, plot = tmp_path / "result.json", tmp_path / "plot.png"
+            await loadtest_and_write(settings, options, _quiet, out, plot)
+        finally:
+            merging.cancel()
+            await asyncio.gather(merging, return_exceptions=True)
+            await merge_conn.aclose()
+    result = json.loads(out.read_text())
+    assert result["connected_peak"] == 40 and result["failed"] == 0 and result["closes"] == 0
+    assert result["published"] >= 50
+    assert result["deliveries"] >= 40 * result["published"]
+    assert result["deliveries_per_s"] > 0
+    assert result["loss"] == {
+        "published": result["published"],
+        "sampled_clients": 6,
+        "clients_missing": 0,
+        "worst_missing": 0,
+    }
+    assert result["posts_per_client"]["min"] >= result["published"]
+    lat = result["latency_ms"]
+    assert lat["count"] >= 6 * result["published"]
+    assert 0 <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert result["server"]["cpu_percent"] > 0 and result["server"]["bytes_per_connection"] is not None
+    assert len(result["cores"]["busy_percent"]) == os.cpu_count()
+    assert sum(row["deliveries"] for row in result["timeline"]) == result["deliveries"]
+    assert "latency ms   p50" in report(result)
+    assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+async def test_replay_drive_publishes_the_recording_once_rekeyed_restamped_and_unique(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    chats = (*CHATS, CHATS[0].__class__("pstweetchat", "PSTweetChat", "#2f6fde"))
+    settings = settings_for(keys.prefix, redis_url=redis_url, chats=chats)
+    options = LoadOptions(drive="replay", replay_file=RECORDING, rate=1000)
+    driver = Driver(settings, options, "loadtest:t1:")
+    await driver.prepare()
+    try:
+        await driver.run(30)  # a recording goes through once: this returns when it is used up
+    finally:
+        await driver.aclose()
+    entries = await read_range(redis, keys.chat("pstweetchat"), "0-0")
+    posts = [unpack_item(entry_id, payload) for entry_id, payload, kind in entries if kind == FIELD]
+    assert 0 < driver.published == len(posts)
+    assert [p["key"] for p in posts] == [f"loadtest:t1:{n}" for n in range(len(posts))]
+    assert len({p["text"] for p in posts}) == len(posts)
+    assert all(p["at"] == p["created"] and p["at"] > 1_700_000_000_000 for p in posts)
+
+
+def test_only_loopback_urls_are_accepted() -> None:
+    assert check_url("ws://127.0.0.1:8080/ws") == "ws://127.0.0.1:8080/ws"
+    assert check_url("ws://localhost:9000/ws?chats=smbiz")
+    assert check_url("ws://[::1]:8080/ws")
+    for url in ("ws://10.0.0.5:8080/ws", "ws://example.com/ws", "http://127.0.0.1:8080/ws", "ws://0.0.0.0/ws"):
+        with pytest.raises(ValueError):
+            check_url(url)
+
+
+def test_command_refuses_another_host_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
+    code = loadtest_command(Settings(), _args("--url", "ws://192.0.2.7:8080/ws", "--clients", "2"))
+    assert code == 2
+    assert "loopback only" in capsys.readouterr().err
+
+
+def test_command_refuses_driving_without_redis_and_a_bad_drive(capsys: pytest.CaptureFixture[str]) -> None:
+    assert loadtest_command(Settings(), _args("--drive", "synth")) == 2
+    assert "--redis" in capsys.readouterr().err
+    assert loadtest_command(Settings(redis_url="redis://127.0.0.1:1/0"), _args("--drive", "replay")) == 2
+    assert "FILE" in capsys.readouterr().err
+    assert loadtest_command(Settings(), _args("--drive", "fast")) == 2
+
+
+def test_percentiles_are_nearest_rank_and_ordered() -> None:
+    assert percentiles([]) is None
+    values = [float(v) for v in range(1, 101)]
+    assert percentiles(reversed(values)) == {"count": 100, "p50": 50.0, "p95": 95.0, "p99": 99.0, "max": 100.0}
+    assert percentiles([7.0]) == {"count": 1, "p50": 7.0, "p95": 7.0, "p99": 7.0, "max": 7.0}
+
+
+def test_proc_readings_give_per_core_busy_process_ticks_and_rss() -> None:
+    before = core_times("cpu  1 0 1 10 0 0 0 0 0 0\ncpu0 100 0 0 100 0 0 0 0 0 0\ncpu1 0 0 0 200 0 0 0 0 0 0\nintr 1\n")
+    after = core_times("cpu  1 0 1 10 0 0 0 0 0 0\ncpu0 190 0 10 100 0 0 0 0 0 0\ncpu1 10 0 0 290 0 0 0 0 0 0\n")
+    assert core_busy(before, after) == [100.0, 10.0]
+    assert process_ticks("42 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 1 0 9 9 9") == 175
+    assert rss_bytes("Name:\tpython\nVmRSS:\t  2048 kB\n") == 2 * 1024 * 1024
