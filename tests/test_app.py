@@ -228,3 +228,18 @@ async def test_permessage_deflate_is_off_unless_the_client_asks(
             await ws.receive_json(timeout=5)
             await add_to_feed(redis, keys, make_post("z:1"))  # shared, uncompressed frames still read fine
             assert [i["key"] for i in await receive_posts(ws, 1)] == ["z:1"]
+
+
+async def test_a_burst_of_new_clients_all_get_their_hello(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    unlimited = aiohttp.TCPConnector(limit=0)  # aiohttp's client would otherwise cap the burst at 100
+    async with (
+        running_app(settings_for(keys.prefix), redis_url) as srv,
+        aiohttp.ClientSession(connector=unlimited) as http,
+    ):
+
+        async def one() -> str:
+            async with http.ws_connect(srv.ws_url) as ws:
+                return str((await ws.receive_json(timeout=20))["type"])
+
+        # more at once than the app's Redis pool holds: they wait for a connection, none fails
+        assert await asyncio.gather(*(one() for _ in range(200))) == ["hello"] * 200
