@@ -18,24 +18,13 @@ from typing import Any
 
 from .config import find_config, load_settings, render_settings
 from .loadtest import add_loadtest_parser, loadtest_command
+from .options import add_common
 from .record import add_record_parser, record_command
 from .replay import ReplayOptions
 from .runner import Parts, replay_command, run_async, run_parts, spawn_workers, stop_workers
 from .settings import ConfigError, Settings
 from .synth import add_synth_parser, synth_command
 from .transcript import add_transcript_parser, transcript_command
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="mixer.toml to read (default: $MIXER_CONFIG, ./mixer.toml, the bundled demo config)",
-    )
-    parser.add_argument(
-        "--redis", metavar="URL", help="use this Redis (redis://, rediss://, unix://) instead of an embedded one"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
 
 
 def _web(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the whole product in one process. Without --redis (or MIXER_REDIS_URL) "
         "an embedded redis-server is started on a private socket and stopped on exit.",
     )
-    _common(run)
+    add_common(run)
     _web(run)
     run.add_argument(
         "--replay", nargs="+", type=Path, metavar="FILE", help="recordings to loop (default: the bundled demo)"
@@ -68,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "([mastodon], [bluesky], [x]) and, with --replay, recordings in a loop. With no source "
         "configured and no --replay, the bundled demo is replayed.",
     )
-    _common(ingest)
+    add_common(ingest)
     ingest.add_argument(
         "--replay", nargs="+", type=Path, metavar="FILE", help="recordings to loop beside the live sources"
     )
@@ -79,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="merge stage and fan-out web server on a shared Redis",
         description="Run the merge stage and the fan-out server (/ws, /api, pages).",
     )
-    _common(serve)
+    add_common(serve)
     _web(serve)
     serve.add_argument("--no-merge", action="store_true", help="fan-out only (another process runs the merge stage)")
     serve.add_argument(
@@ -88,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for --workers siblings
 
     merge = sub.add_parser("merge", help="the merge stage alone", description="Merge the chat streams into the feed.")
-    _common(merge)
+    add_common(merge)
 
     replay = sub.add_parser(
         "replay",
@@ -96,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Publish recorded JSON Lines into their chats' streams at the recorded pace "
         "times --speed. Several files start together.",
     )
-    _common(replay)
+    add_common(replay)
     replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
     replay.add_argument("--speed", type=float, default=1.0, help="x real time; 0 = as fast as possible (default 1)")
     replay.add_argument("--loop", action="store_true", help="start again at the end, until stopped")
@@ -113,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "normalised Post per line; edits and retractions as lines with a 'type' of 'edit' or 'retract'. "
         "Unreadable records are reported on stderr as FILE:LINE: reason. See docs/recorded-format.md.",
     )
-    _common(normalize)
+    add_common(normalize)
     normalize.add_argument("files", nargs="+", metavar="FILE", help="recordings to read; '-' reads stdin")
     normalize.add_argument(
         "--all-tags", action="store_true", help="every hashtag is a chat (default: only the config's chats)"
@@ -125,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the configured chats with their next start (in --tz) and which are live now; "
         "'mixer chats import FILE' turns a directory CSV into [[chats]] tables for mixer.toml.",
     )
-    _common(chats)
+    add_common(chats)
     chats.add_argument("--tz", default="UTC", help="time zone to show times in (IANA name, default UTC)")
     chats_sub = chats.add_subparsers(dest="chats_command", metavar="ACTION")
     chats_import = chats_sub.add_parser("import", help="read a directory CSV and print [[chats]] tables")
@@ -142,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the settings after the config file and MIXER_* environment are "
         "applied. The output is itself a valid mixer.toml.",
     )
-    _common(config)
+    add_common(config)
     return parser
 
 

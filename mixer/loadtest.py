@@ -35,6 +35,7 @@ from .ingest import Publisher
 from .keys import Keys
 from .loadclient import WorkerPool
 from .models import Author, Post
+from .options import add_common
 from .recorded import read_events
 from .settings import Settings
 
@@ -436,11 +437,7 @@ def add_loadtest_parser(subparsers: argparse._SubParsersAction[argparse.Argument
         "report deliveries, loss, lag, closes, latency percentiles, server CPU and memory per connection, "
         "per-core load. See docs/loadtest.md.",
     )
-    parser.add_argument(
-        "--config", metavar="FILE", help="mixer.toml (default: $MIXER_CONFIG, ./mixer.toml, the demo's)"
-    )
-    parser.add_argument("--redis", metavar="URL", help="the Redis to drive posts into (default: $MIXER_REDIS_URL)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    add_common(parser, "the Redis to drive posts into (default: $MIXER_REDIS_URL)")
     parser.add_argument("--url", default=d.url, help=f"the server's websocket URL, loopback only (default {d.url})")
     parser.add_argument("--clients", type=int, default=d.clients, metavar="N", help=f"clients (default {d.clients})")
     parser.add_argument("--ramp", type=float, default=d.ramp, metavar="S", help=f"connect over S s (default {d.ramp})")

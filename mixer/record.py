@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from .codec import FIELD, unpack_item
 from .keys import Keys
 from .models import Post, normalize_tag
+from .options import add_common
 from .settings import Settings
 from .streams import Entry, dedicated_client, last_id, read_new, text
 
@@ -215,11 +216,7 @@ def add_record_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "(one line per post key). Stops after --duration or --count, or on Ctrl-C / SIGTERM. "
         "See docs/loadtools.md.",
     )
-    parser.add_argument(
-        "--config", metavar="FILE", help="mixer.toml (default: $MIXER_CONFIG, ./mixer.toml, the demo's)"
-    )
-    parser.add_argument("--redis", metavar="URL", help="the Redis carrying the night (default: $MIXER_REDIS_URL)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    add_common(parser, "the Redis carrying the night (default: $MIXER_REDIS_URL)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")
     parser.add_argument("--profile", default="full", help="feed profile: full (default), wall, or another shaped one")
     parser.add_argument("--chats", metavar="A,B", help="feed: only posts in these chats; --raw: these chat streams")

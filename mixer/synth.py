@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from .models import Author, Post, normalize_tag
+from .options import add_common
 from .settings import Settings
 
 NETWORKS = ("x", "mastodon", "bluesky")
@@ -264,11 +265,7 @@ def add_synth_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         "boosts, cross-posts) as normalised Post JSON Lines that mixer replay plays. The same --seed "
         "gives the same bytes. See docs/loadtools.md.",
     )
-    parser.add_argument(
-        "--config", metavar="FILE", help="mixer.toml (default: $MIXER_CONFIG, ./mixer.toml, the demo's)"
-    )
-    parser.add_argument("--redis", metavar="URL", help="not used by synth (accepted like every subcommand)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    add_common(parser, "not used by synth (accepted like every subcommand)")
     parser.add_argument("--chats", type=int, metavar="N", help="N synthetic chats chat01.. (default: the config's)")
     parser.add_argument("--minutes", type=float, default=60.0, help="length of the night (default 60)")
     parser.add_argument("--rate", default="10", help="posts a minute per chat, R or a spread LO-HI (default 10)")

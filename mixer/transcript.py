@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from .app import history
 from .keys import Keys
 from .models import normalize_tag
+from .options import add_common
 from .settings import Settings
 from .streams import last_id, read_range
 
@@ -364,11 +365,7 @@ def add_transcript_parser(subparsers: argparse._SubParsersAction[argparse.Argume
         "(latest edit; retracted and hidden posts left out), each numbered question with its answers. "
         "Times --from/--to are ISO 8601; without an offset they are read in --tz. See docs/transcript.md.",
     )
-    parser.add_argument(
-        "--config", metavar="FILE", help="mixer.toml (default: $MIXER_CONFIG, ./mixer.toml, the demo's)"
-    )
-    parser.add_argument("--redis", metavar="URL", help="the Redis holding the feed (default: $MIXER_REDIS_URL)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    add_common(parser, "the Redis holding the feed (default: $MIXER_REDIS_URL)")
     parser.add_argument("--chat", metavar="TAG", help="only this chat's posts (default: the whole night)")
     parser.add_argument("--from", dest="start", metavar="ISO", help="posts created at or after this time")
     parser.add_argument("--to", dest="end", metavar="ISO", help="posts created before this time")
