@@ -186,6 +186,14 @@ def parse_since(raw: str | None) -> str | None:
     return raw
 
 
+async def greeting(app: web.Application, profile: str) -> dict[str, Any]:
+    """The hello a new /ws or /events client of ``profile`` gets, once its hub follows the feed."""
+    await app[FOLLOWERS][profile].wait()
+    raw_pin = await app[REDIS].get(app[KEYS].pinned)
+    pinned = msgpack.unpackb(raw_pin, raw=False) if raw_pin is not None else None
+    return hello(app[SETTINGS], app[HUBS][profile].cursor, profile, pinned)
+
+
 def hello(settings: Settings, cursor: str, profile: str = "full", pinned: Any = None) -> dict[str, Any]:
     return {
         "type": "hello",
@@ -271,10 +279,7 @@ async def _serve_ws(
     app[SOCKETS].add(ws)
     client = Client(transport, chats, fmt)
     try:
-        await app[FOLLOWERS][profile].wait()
-        raw_pin = await app[REDIS].get(app[KEYS].pinned)
-        pinned = msgpack.unpackb(raw_pin, raw=False) if raw_pin is not None else None
-        await _send(ws, hello(settings, hub.cursor, profile, pinned), fmt)
+        await _send(ws, await greeting(app, profile), fmt)
         if since is not None:
 
             async def send(message: dict[str, Any]) -> None:
@@ -331,20 +336,19 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
     """``GET /events``: Server-Sent Events, one post per event, ``id`` = its feed id; ``Last-Event-ID`` (or
     ``since``) resumes the gap from history. Same filters and profiles as ``/ws``; a comment every 15 s."""
     app = request.app
-    settings = app[SETTINGS]
     profile = parse_profile(request)
     hub = app[HUBS][profile]
     chats = parse_chats(request.query.get("chats"))
     since = parse_since(request.headers.get("Last-Event-ID") or request.query.get("since"))
     address = admit(request)
     try:
-        return await _serve_events(request, settings, profile, hub, chats, since)
+        return await _serve_events(request, profile, hub, chats, since)
     finally:
         release(request, address)
 
 
 async def _serve_events(
-    request: web.Request, settings: Settings, profile: str, hub: Hub, chats: frozenset[str] | None, since: str | None
+    request: web.Request, profile: str, hub: Hub, chats: frozenset[str] | None, since: str | None
 ) -> web.StreamResponse:
     app = request.app
     response = web.StreamResponse(
@@ -362,10 +366,7 @@ async def _serve_events(
         transport.write(wire([message], "sse"))
 
     try:
-        await app[FOLLOWERS][profile].wait()
-        raw_pin = await app[REDIS].get(app[KEYS].pinned)
-        pinned = msgpack.unpackb(raw_pin, raw=False) if raw_pin is not None else None
-        await send(hello(settings, hub.cursor, profile, pinned))
+        await send(await greeting(app, profile))
         if since is not None:
             await catch_up(send, app[REDIS], app[KEYS], app[STREAMS][profile], hub, client, since)
         hub.add(client)  # no await since catch_up saw hub.cursor: no gap, no repeat

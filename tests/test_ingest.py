@@ -5,28 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import redis.asyncio as aioredis
 
 from mixer.codec import unpack_post
 from mixer.keys import Keys
 from mixer.streams import read_range
 
+from . import test_sources_mastodon
 from .processes import mixer_env, start_mixer
 from .test_sources_mastodon import STATUSES, FakeMastodon, key_of
 
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeMastodon]:
-    server = FakeMastodon()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
+fake = test_sources_mastodon.fake  # the fake Mastodon instance fixture, shared
 
 
 async def test_mixer_ingest_follows_the_configured_mastodon_instance_and_reports_counters(
