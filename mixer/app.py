@@ -37,6 +37,7 @@ from .keys import Keys
 from .modapi import ModApi
 from .models import Event, Ignored, normalize_tag
 from .moderation import Rules
+from .pages import page_routes, security_headers
 from .recorded import parse_record
 from .settings import ChatSettings, Settings
 from .streams import (
@@ -66,7 +67,6 @@ HUBS: web.AppKey[dict[str, Hub]] = web.AppKey("hubs")  # profile -> its hub ("fu
 STREAMS: web.AppKey[dict[str, str]] = web.AppKey("streams")  # profile -> the stream its hub follows
 FOLLOWERS: web.AppKey[dict[str, asyncio.Event]] = web.AppKey("followers")  # profile -> set once followed
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
-WEB_ROOT = web.AppKey("web_root", Path)
 CONNECTIONS: web.AppKey[Counter[str]] = web.AppKey("connections")  # open /ws + /events clients per address
 STREAMING: web.AppKey[set[asyncio.Transport]] = web.AppKey("streaming")  # open /events responses
 PUBLISHER = web.AppKey("publisher", Publisher)
@@ -515,25 +515,6 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(text="ready\n")
 
 
-# Pages show untrusted text: scripts only from us, images from anywhere over http(s).
-PAGE_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: http: data:; "
-    "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
-)
-
-
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response: no MIME sniffing, no referrer; pages also get the CSP."""
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    if request.path == "/" or request.path.startswith("/static/"):
-        response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
-
-
-async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(request.app[WEB_ROOT] / "index.html")
-
-
 def config_rules(settings: Settings) -> Rules:
     """The moderation rules the config sets (a moderator's edits, kept in Redis, take their place)."""
     return Rules(
@@ -556,7 +537,6 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
     app[STREAMS], app[HUBS], app[FOLLOWERS] = streams, hubs, followers
     app[HUB], app[FOLLOWING] = hubs["full"], followers["full"]
     app[SOCKETS] = set()
-    app[WEB_ROOT] = web_dir
     app[STREAMING] = set()
     connections: Counter[str] = Counter()
     app[CONNECTIONS] = connections
@@ -609,7 +589,5 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/", index)
-    if web_dir.is_dir():
-        app.router.add_static("/static/", web_dir)
+    app.router.add_routes(page_routes(settings, web_dir))
     return app
