@@ -7,9 +7,9 @@ while they wait, writes what leaves to ``Keys.shaped(profile)`` with ids of that
 and ``ref`` = the post's feed id, passes edits of emitted posts on as ``update`` entries
 and retractions as ``retract`` entries (ids mapped to the profile's), and counts drops
 per chat. Entries, drop counts and the cursor are written in one MULTI; the cursor never
-passes a post still waiting, and the refs of recent entries are reloaded on start, so a
-restart neither loses nor repeats a post. Edits of posts emitted before a restart are
-not mapped (the map lives in memory): the shaped stream keeps their older text.
+passes a post still waiting, and the refs of the newest ``REMEMBER`` entries are reloaded
+on start, so a restart neither loses nor repeats a post, and edits and retractions of the
+posts it emitted before the restart still reach the profile's screens.
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ from .keys import Keys
 from .lease import Fence, fenced
 from .merge import FeedIds
 from .shaping import Profile, Shaper
-from .streams import id_before, id_key, last_id, raise_if_cancelling, read_new, read_tail, text
+from .streams import id_before, id_key, last_id, raise_if_cancelling, read_new, text
 
 log = logging.getLogger(__name__)
 
 REMEMBER = 20_000  # emitted feed id -> profile id, per profile, for mapping later edits and retractions
+LOAD_PAGE = 2000  # shaped entries read per XREVRANGE while reloading that map on start
 
 
 class ShapingStage:
@@ -76,12 +77,32 @@ class ShapingStage:
         for profile in self._profiles:
             stream = self._keys.shaped(profile.name)
             self._ids[profile.name] = FeedIds(await last_id(self._redis, stream))
-            emitted = self._emitted[profile.name] = OrderedDict()
-            for entry_id, raw, kind in await read_tail(self._redis, stream, 1000):
-                if kind == FIELD:
-                    ref = msgpack.unpackb(raw, raw=False).get("ref")
-                    if isinstance(ref, str):
-                        emitted[ref] = entry_id
+            self._emitted[profile.name] = await self._load_refs(stream)
+
+    async def _load_refs(self, stream: str) -> OrderedDict[str, str]:
+        """Feed id -> profile id of the newest ``REMEMBER`` posts of ``stream``, oldest first (read in pages)."""
+        pages: list[list[tuple[str, str]]] = []
+        before, found = "+", 0
+        while found < REMEMBER:
+            page: Any = await self._redis.xrevrange(stream, max=before, count=LOAD_PAGE)
+            if not page:
+                break
+            refs = []
+            for raw_id, fields in page:
+                raw = fields.get(FIELD)
+                ref = msgpack.unpackb(raw, raw=False).get("ref") if raw is not None else None
+                if isinstance(ref, str):
+                    refs.append((ref, text(raw_id)))
+            pages.append(refs)
+            found += len(refs)
+            before = "(" + text(page[-1][0])
+        emitted: OrderedDict[str, str] = OrderedDict()
+        for refs in reversed(pages):
+            for ref, entry_id in reversed(refs):
+                emitted[ref] = entry_id
+        while len(emitted) > REMEMBER:
+            emitted.popitem(last=False)
+        return emitted
 
     async def step(self, max_block: float = 1.0) -> int:
         """Read new feed entries, emit what each profile allows now, write; returns entries written."""

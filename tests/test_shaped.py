@@ -96,3 +96,29 @@ async def test_a_restarted_stage_neither_repeats_nor_loses_a_post(redis: aioredi
     clock.now += 3
     await second.step(max_block=0.01)
     assert [e["key"] for _, e in await shaped(redis, keys)] == ["x:0", "x:1", "x:2", "x:3"]
+
+
+async def test_a_restarted_stage_still_maps_edits_and_retractions_of_posts_it_emitted_long_before(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    [first] = await feed(redis, keys, ("x:old", "smbiz"))
+    clock = FakeClock()
+    shaping = await stage(redis, keys, clock)
+    await shaping.step(max_block=0.01)
+    [(_, emitted)] = await shaped(redis, keys)
+    # Far more later entries than one page of the reload: the old post's ref is still found.
+    filler = {FIELD: msgpack.packb({"ref": "0-1", "key": "x:filler"})}
+    pipe = redis.pipeline(transaction=False)
+    for _ in range(4500):
+        pipe.xadd(keys.shaped("wall"), filler)
+    await pipe.execute()
+    restarted = ShapingStage(redis, keys, [WALL], clock=clock)
+    await restarted.load()
+    edited = {**make_post("x:old", text="edited").to_dict(), "id": first}
+    await redis.xadd(keys.feed, {EDIT_FIELD: msgpack.packb(edited)})
+    await redis.xadd(keys.feed, {RETRACT_FIELD: msgpack.packb({"ids": [first], "keys": ["x:old"]})})
+    await restarted.step(max_block=0.01)
+    tail = await redis.xrevrange(keys.shaped("wall"), count=2)
+    (_, retract), (_, update) = tail
+    assert msgpack.unpackb(update[EDIT_FIELD])["id"] == emitted["entry"]
+    assert msgpack.unpackb(retract[RETRACT_FIELD])["ids"] == [emitted["entry"]]
