@@ -40,6 +40,7 @@ def _tag(raw: str) -> str | None:
 
 
 _URL = re.compile(r"^https?://[^\s/]+")
+_LINK = re.compile(r"^https?://[^\s/]+(?:/\S*)?$")  # a whole URL, as a QR code would carry it
 SECRETS = frozenset(
     {"mastodon_token", "x_bearer_token", "webhook_token", "moderation_token"}
 )  # never printed by render_settings
@@ -62,6 +63,12 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
     "event": {
         "name": _Field("event_name", str, "a non-empty string", _nonempty),
         "hashtag": _Field("event_hashtag", str, _TAG_WANT, norm=_tag),
+        "link": _Field(
+            "event_link",
+            str,
+            "empty (no QR code) or an http(s) URL without spaces",
+            lambda s: s == "" or bool(_LINK.match(s)),
+        ),
         "follow": _Field(
             "follow", str, "'always', 'scheduled' or 'never'", lambda s: s in ("always", "scheduled", "never")
         ),

@@ -52,6 +52,7 @@ class Settings:
     # [event]
     event_name: str = "#chatmixer night"  # shown at the top of every screen
     event_hashtag: str = "chatmixer"  # the event's own hashtag, without '#'
+    event_link: str = ""  # http(s) link people open to join, shown on the wall as a QR code; "": no QR code
     follow: str = "always"  # "always", "scheduled" (a chat only during its slot +- follow_margin), or "never"
     follow_margin_minutes: float = 15.0  # with follow = "scheduled": how early and how late a slot is followed
     chats: tuple[ChatSettings, ...] = field(default_factory=tuple)  # [[chats]] tables, in order

@@ -1,0 +1,154 @@
+/*
+ * wall-legend.js: the wall's side panel, one row per chat in the room.
+ *
+ * Each row: the chat's badge and title, "live now" or its next slot (from /api/chats), its
+ * live posts per minute with a sparkline of the last ten minutes (from the server's `stats`
+ * frames), "+N more from #chat" when the paced profile left posts of it out, and the chat's
+ * current question (the latest "Q<n>" post). Above the list, "Up next". Untrusted text goes
+ * through textContent only. Not here: the posts themselves (wall-render.js, wall.js).
+ */
+
+import { buildSparkline } from "./sparkline.js";
+import { buildBadge, element, normalizeTag, qaOf, safeColour } from "./wall-render.js";
+
+const SPARK_WINDOW_MS = 10 * 60_000; // the sparkline covers the last ten minutes
+const MAX_SAMPLES = 200; // a stats frame every 5 s fills ten minutes with 120
+
+export class Legend {
+  /** A legend drawn into the <ul> `list`, showing only chats in `filter` (a Set, or null for all). */
+  constructor(list, filter) {
+    this.list = list;
+    this.filter = filter;
+    this.chats = new Map(); // tag -> {tag, title, colour}
+    this.slots = new Map(); // tag -> {live, next_start, next_end}
+    this.rates = new Map(); // tag -> {perMinute, more, samples: [{t, v}]}
+    this.questions = new Map(); // tag -> {id, n, text}: the newest question seen in that chat
+  }
+
+  /** Take the chat list (tag, title, colour) and, when given, the directory's slots; redraws. */
+  setChats(chats, withSlots) {
+    if (!Array.isArray(chats)) return;
+    this.chats = new Map();
+    for (const chat of chats) {
+      if (chat && typeof chat === "object" && chat.tag) this.chats.set(normalizeTag(chat.tag), chat);
+    }
+    if (withSlots) this.slots = new Map(this.chats);
+    this.render();
+  }
+
+  /** Take a `stats` frame's chats ({tag: {per_minute, total, more}}) seen at `now` (ms); redraws. */
+  takeStats(chats, now) {
+    if (!chats || typeof chats !== "object") return;
+    for (const [rawTag, figures] of Object.entries(chats)) {
+      if (!figures || typeof figures !== "object") continue;
+      const tag = normalizeTag(rawTag);
+      const perMinute = Math.max(0, Number(figures.per_minute) || 0);
+      const entry = this.rates.get(tag) || { perMinute: 0, more: 0, samples: [] };
+      entry.perMinute = perMinute;
+      entry.more = Math.max(0, Math.floor(Number(figures.more) || 0));
+      entry.samples.push({ t: now, v: perMinute });
+      while (entry.samples.length > MAX_SAMPLES || entry.samples[0].t < now - SPARK_WINDOW_MS) entry.samples.shift();
+      this.rates.set(tag, entry);
+    }
+    this.render(now);
+  }
+
+  /** Note the questions among posts given in feed order; true when a chat's current question changed. */
+  takePosts(posts) {
+    let changed = false;
+    for (const post of posts) {
+      const qa = qaOf(post);
+      if (!qa || qa.role !== "Q") continue;
+      for (const tag of Array.isArray(post.chats) ? post.chats : []) {
+        this.questions.set(normalizeTag(tag), { id: post.id, n: qa.n, text: String(post.text ?? "") });
+        changed = true;
+      }
+    }
+    return changed;
+  }
+
+  /** Forget questions whose posts were retracted; true when one was. */
+  forget(ids) {
+    let changed = false;
+    for (const [tag, question] of this.questions) {
+      if (ids.has(question.id)) {
+        this.questions.delete(tag);
+        changed = true;
+      }
+    }
+    return changed;
+  }
+
+  /** Redraw every row (a handful of chats, a few times a minute: cheaper to rebuild than to patch). */
+  render(now = Date.now()) {
+    const rows = [];
+    for (const [tag, chat] of this.chats) {
+      if (this.filter && !this.filter.has(tag)) continue;
+      rows.push(this.row(tag, chat, now));
+    }
+    this.list.replaceChildren(...rows);
+    this.showUpNext();
+  }
+
+  /** One chat: badge, rate and sparkline; its title and slot; "+N more"; its current question. */
+  row(tag, chat, now) {
+    const item = element("li", "legend-item");
+    item.dataset.tag = tag;
+    const head = element("div", "legend-head");
+    head.append(buildBadge(tag));
+    const rate = this.rates.get(tag);
+    if (rate) {
+      head.append(element("span", "legend-rate", `${rate.perMinute}/min`));
+      const spark = buildSparkline(rate.samples, now, SPARK_WINDOW_MS, `posts per minute in #${tag}, last 10 minutes`);
+      spark.style.setProperty("--chat", safeColour(chat.colour));
+      head.append(spark);
+    }
+    const about = element("div", "legend-about");
+    about.append(element("bdi", "legend-name", String(chat.title || tag)));
+    const when = describeSlot(this.slots.get(tag));
+    if (when) about.append(element("span", when.live ? "legend-when legend-live" : "legend-when", when.text));
+    item.append(head, about);
+    if (rate && rate.more > 0) item.append(element("span", "legend-more", `+${rate.more} more from #${tag}`));
+
+    const question = this.questions.get(tag);
+    if (question) {
+      const line = element("p", "legend-question");
+      line.append(element("span", "qa qa-q", `Q${question.n}`));
+      const shown = question.text.replace(/^\s*Q\s*\.?\s*\d+[a-z]?\s*[:.)\-\u2013\u2014]?\s*/i, "");
+      const text = element("bdi", "legend-question-text", shown);
+      text.setAttribute("dir", "auto");
+      line.append(text);
+      item.append(line);
+    }
+    return item;
+  }
+
+  /** "Up next: #tag, Mon 20:00" above the list: the chat whose slot starts soonest and is not live. */
+  showUpNext() {
+    let next = null;
+    for (const [tag, slot] of this.slots) {
+      if (this.filter && !this.filter.has(tag)) continue;
+      const start = slot && slot.live !== true ? Date.parse(slot.next_start) : NaN;
+      if (Number.isFinite(start) && (!next || start < next.start)) next = { tag, start };
+    }
+    let line = document.getElementById("up-next");
+    if (!line) {
+      line = element("p", "up-next");
+      line.id = "up-next";
+      this.list.before(line);
+    }
+    line.hidden = !next;
+    if (next) line.textContent = `Up next: #${next.tag}, ${describeSlot(this.slots.get(next.tag)).text.replace(/^next /, "")}`;
+  }
+}
+
+/** "live now" or "next Mon 20:00" (the viewer's local time) for a chat's slot from /api/chats; null without one. */
+function describeSlot(slot) {
+  if (!slot) return null;
+  if (slot.live === true) return { live: true, text: "live now" };
+  const start = Date.parse(slot.next_start);
+  if (!Number.isFinite(start)) return null;
+  const day = new Date(start).toLocaleDateString(undefined, { weekday: "short" });
+  const time = new Date(start).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+  return { live: false, text: `next ${day} ${time}` };
+}

@@ -1,0 +1,227 @@
+/*
+ * wall-render.js: turning untrusted posts into the wall's DOM: cards, badges, avatars, times.
+ *
+ * Everything from the network reaches the DOM only through textContent and setAttribute
+ * (never innerHTML), URLs are used only when they are absolute http(s), names and texts are
+ * bidi-isolated (<bdi>, dir="auto") so an override character cannot flip what is around it,
+ * and links open elsewhere with rel="noopener nofollow noreferrer". Not here: what is shown
+ * when (wall.js, pacing.js) or the legend (wall-legend.js).
+ */
+
+const NEUTRAL_COLOUR = "#607080"; // badge colour of a chat the server did not describe
+const chatColours = new Map(); // tag -> colour from the server's chat list
+
+/** Use these chats' colours for badges from now on (a Map of tag -> {colour}). */
+export function setChatColours(chats) {
+  chatColours.clear();
+  for (const [tag, chat] of chats) chatColours.set(tag, safeColour(chat && chat.colour));
+}
+
+/** The URL as a string if it is absolute http(s), else null (javascript:, data:, relative...). */
+export function httpUrlOrNull(value) {
+  if (typeof value !== "string" || value === "") return null;
+  try {
+    const url = new URL(value);
+    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A chat colour from the server as '#rgb' / '#rrggbb', or the neutral colour if it is anything else. */
+export function safeColour(value) {
+  return typeof value === "string" && /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.test(value) ? value : NEUTRAL_COLOUR;
+}
+
+/** Black or white, whichever contrasts more with the hex background (WCAG relative luminance). */
+export function readableTextColour(hex) {
+  let digits = hex.slice(1);
+  if (digits.length === 3) digits = [...digits].map((d) => d + d).join("");
+  const linear = [0, 2, 4].map((i) => {
+    const c = parseInt(digits.slice(i, i + 2), 16) / 255;
+    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+  });
+  const luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2];
+  return (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) ? "#000000" : "#ffffff";
+}
+
+export function normalizeTag(tag) {
+  return String(tag).trim().replace(/^#+/, "").toLowerCase();
+}
+
+/** A post's Q/A marker as {role: "Q"|"A", n}, or null when it has none or a malformed one. */
+export function qaOf(post) {
+  const qa = post && post.qa;
+  if (!qa || typeof qa !== "object" || (qa.role !== "Q" && qa.role !== "A")) return null;
+  const n = Number(qa.n);
+  return Number.isInteger(n) && n >= 0 && n < 1000 ? { role: qa.role, n } : null;
+}
+
+/** First user-perceived character of a name, upper-cased, for the avatar fallback. */
+export function initialOf(name) {
+  // Skip leading "@", spaces and invisible format characters (bidi overrides, zero-width joiners...).
+  const trimmed = String(name || "").replace(/^[@\s\p{Cf}]+/u, "");
+  if (!trimmed) return "?";
+  const first = typeof Intl.Segmenter === "function"
+    ? new Intl.Segmenter().segment(trimmed)[Symbol.iterator]().next().value.segment
+    : [...trimmed][0];
+  return first.toLocaleUpperCase();
+}
+
+/** A stable, dark-enough hue per handle, so fallback avatars differ from one another. */
+function fallbackAvatarColour(seed) {
+  let hash = 0;
+  for (const ch of String(seed)) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
+  return `hsl(${hash % 360} 45% 36%)`;
+}
+
+const clockFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const dateClockFormat = new Intl.DateTimeFormat(undefined, {
+  day: "numeric", month: "short", hour: "2-digit", minute: "2-digit",
+});
+
+/** "just now", "5 min ago", a clock time today, or date and time for older posts. */
+export function describeTime(createdMs, nowMs) {
+  const age = nowMs - createdMs;
+  if (Math.abs(age) < 45_000) return "just now";
+  if (age > 0 && age < 3_600_000) return `${Math.max(1, Math.round(age / 60_000))} min ago`;
+  const then = new Date(createdMs);
+  const sameDay = then.toDateString() === new Date(nowMs).toDateString();
+  return sameDay ? clockFormat.format(then) : dateClockFormat.format(then);
+}
+
+export function isPost(item) {
+  return item !== null && typeof item === "object" && typeof item.id === "string" && item.id !== ""
+    && item.author !== null && typeof item.author === "object";
+}
+
+export function element(tag, className, text) {
+  const el = document.createElement(tag);
+  if (className) el.className = className;
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+/** An <a> to an http(s) URL that opens elsewhere and passes no referrer or ranking to it. */
+export function outboundLink(href, className, text) {
+  const link = element("a", className, text);
+  link.setAttribute("href", href);
+  link.setAttribute("rel", "noopener nofollow noreferrer");
+  link.setAttribute("target", "_blank");
+  return link;
+}
+
+export function colourBadge(badge, tag) {
+  const colour = chatColours.get(tag) || NEUTRAL_COLOUR;
+  badge.style.backgroundColor = colour;
+  badge.style.color = readableTextColour(colour);
+}
+
+export function buildBadge(tag) {
+  const badge = element("span", "badge", `#${tag}`);
+  badge.dataset.tag = tag;
+  colourBadge(badge, tag);
+  return badge;
+}
+
+function buildInitialAvatar(author) {
+  const fallback = element("span", "avatar avatar-fallback", initialOf(author.name || author.handle));
+  fallback.setAttribute("aria-hidden", "true");
+  fallback.style.backgroundColor = fallbackAvatarColour(author.handle || author.name || "");
+  return fallback;
+}
+
+function buildAvatar(author) {
+  const src = httpUrlOrNull(author.avatar);
+  if (!src) return buildInitialAvatar(author);
+  const img = element("img", "avatar avatar-image");
+  img.setAttribute("alt", "");
+  img.setAttribute("referrerpolicy", "no-referrer");
+  img.setAttribute("decoding", "async");
+  img.addEventListener("error", () => img.replaceWith(buildInitialAvatar(author)), { once: true });
+  img.setAttribute("src", src);
+  return img;
+}
+
+function buildTime(post) {
+  const created = Number(post.created);
+  const time = element("time", "post-time");
+  if (Number.isFinite(created) && created > 0) {
+    time.dataset.created = String(created);
+    time.setAttribute("datetime", new Date(created).toISOString());
+    time.textContent = describeTime(created, Date.now());
+  }
+  const href = httpUrlOrNull(post.url);
+  if (!href) return time;
+  const link = outboundLink(href, "post-link");
+  link.append(time);
+  return link;
+}
+
+function buildMedia(media) {
+  const src = Array.isArray(media) ? media.map(httpUrlOrNull).find(Boolean) : null;
+  if (!src) return null;
+  const img = element("img", "post-media");
+  img.setAttribute("alt", "");
+  img.setAttribute("loading", "lazy");
+  img.setAttribute("referrerpolicy", "no-referrer");
+  img.addEventListener("error", () => img.remove(), { once: true });
+  img.setAttribute("src", src);
+  return img;
+}
+
+/** Boost counts, collapsed repeats and the same post on other networks, when the server reports them. */
+function buildExtras(post) {
+  const parts = [];
+  const boosts = Number(post.boosts) || 0;
+  const similar = Number(post.similar) || 0;
+  if (boosts > 0) parts.push(element("span", "post-boosts", `\u{1F501} ${boosts}`));
+  if (similar > 0) parts.push(element("span", "post-similar", `+${similar} similar`));
+  for (const other of Array.isArray(post.also_on) ? post.also_on : []) {
+    const href = httpUrlOrNull(other && other.url);
+    if (href) parts.push(outboundLink(href, "post-also-on", `also on ${String(other.source || "another network")}`));
+  }
+  if (!parts.length) return null;
+  const line = element("footer", "post-extras");
+  line.append(...parts);
+  return line;
+}
+
+/** A post's card (an <article>): badges, Q/A label, author, time (a link to it), text, avatar, media. */
+export function buildCard(post, arriving) {
+  const author = post.author;
+  const handle = String(author.handle || "").replace(/^@/, "");
+  const card = element("article", arriving ? "post post-arriving" : "post");
+  card.dataset.id = post.id;
+
+  const head = element("header", "post-head");
+  const badges = element("span", "badges");
+  for (const tag of Array.isArray(post.chats) ? post.chats : []) badges.append(buildBadge(normalizeTag(tag)));
+  head.append(badges);
+  const qa = qaOf(post);
+  if (qa) {
+    const label = element("span", `qa qa-${qa.role.toLowerCase()}`, `${qa.role}${qa.n}`);
+    label.setAttribute("title", qa.role === "Q" ? `Question ${qa.n}` : `Answer to question ${qa.n}`);
+    head.append(label);
+  }
+  // <bdi> isolates each name: a right-to-left override inside one cannot reorder its neighbours.
+  const name = element("bdi", "author-name", String(author.name || handle));
+  const handleEl = element("bdi", "author-handle", handle ? `@${handle}` : "");
+  head.append(name, handleEl, buildTime(post));
+
+  const text = element("p", "post-text");
+  text.setAttribute("dir", "auto");
+  if (typeof post.lang === "string" && /^[a-z]{2,3}(-[a-z0-9]{1,8})*$/i.test(post.lang)) {
+    text.setAttribute("lang", post.lang);
+  }
+  text.append(element("bdi", "", String(post.text ?? "")));
+
+  const body = element("div", "post-body");
+  body.append(head, text);
+  const extras = buildExtras(post);
+  if (extras) body.append(extras);
+  card.append(buildAvatar(author), body);
+  const media = buildMedia(post.media);
+  if (media) card.append(media);
+  return card;
+}
