@@ -1,0 +1,161 @@
+/*
+ * mod-dom.js: safe rendering for the moderator console (mod.html).
+ *
+ * Everything from the network is untrusted: it reaches the DOM only through textContent
+ * and setAttribute (never innerHTML), URLs become links only when they are http(s), chat
+ * colours only when they are hex colours, and names and texts are bidi-isolated (<bdi>,
+ * dir="auto") so an override character cannot flip the layout around them. The same
+ * rules as the wall's (wall.js), kept separate so each page can change on its own.
+ */
+
+const NEUTRAL_COLOUR = "#607080"; // badge colour of a chat the server did not describe
+
+/** The URL as a string if it is absolute http(s), else null (javascript:, data:, relative...). */
+export function httpUrlOrNull(value) {
+  if (typeof value !== "string" || value === "") return null;
+  try {
+    const url = new URL(value);
+    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A chat colour as '#rgb' / '#rrggbb', or the neutral colour if it is anything else. */
+export function safeColour(value) {
+  return typeof value === "string" && /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.test(value) ? value : NEUTRAL_COLOUR;
+}
+
+/** Black or white, whichever contrasts more with the hex background (WCAG relative luminance). */
+export function readableTextColour(hex) {
+  let digits = hex.slice(1);
+  if (digits.length === 3) digits = [...digits].map((d) => d + d).join("");
+  const linear = [0, 2, 4].map((i) => {
+    const c = parseInt(digits.slice(i, i + 2), 16) / 255;
+    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+  });
+  const luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2];
+  return (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) ? "#000000" : "#ffffff";
+}
+
+export function normalizeTag(tag) {
+  return String(tag).trim().replace(/^#+/, "").toLowerCase();
+}
+
+/** Whether a frame item looks like a Post: an id, a key and an author object. */
+export function isPost(item) {
+  return item !== null && typeof item === "object" && typeof item.id === "string" && item.id !== ""
+    && typeof item.key === "string" && item.author !== null && typeof item.author === "object";
+}
+
+export function element(tag, className, text) {
+  const el = document.createElement(tag);
+  if (className) el.className = className;
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+/** A link to an http(s) URL that opens elsewhere and passes on nothing; null for any other URL. */
+export function safeLink(url, className, text) {
+  const href = httpUrlOrNull(url);
+  if (!href) return null;
+  const link = element("a", className, text);
+  link.setAttribute("href", href);
+  link.setAttribute("rel", "noopener nofollow noreferrer");
+  link.setAttribute("target", "_blank");
+  return link;
+}
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
+  day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", second: "2-digit",
+});
+
+/** A local clock time (with the date when it is not today), or "" for anything that is not a time. */
+export function localTime(ms) {
+  const value = Number(ms);
+  if (!Number.isFinite(value) || value <= 0) return "";
+  const then = new Date(value);
+  return then.toDateString() === new Date().toDateString() ? timeFormat.format(then) : dateTimeFormat.format(then);
+}
+
+/** A <time> element for ms since the epoch (empty when the value is not a time). */
+export function timeElement(ms, className) {
+  const time = element("time", className, localTime(ms));
+  if (time.textContent) time.setAttribute("datetime", new Date(Number(ms)).toISOString());
+  return time;
+}
+
+/** A chat badge in the chat's colour (colours: tag -> {colour}); the tag shown as text. */
+export function chatBadge(tag, chats) {
+  const clean = normalizeTag(tag);
+  const badge = element("span", "badge", `#${clean}`);
+  badge.dataset.tag = clean;
+  const colour = safeColour(chats.get(clean)?.colour);
+  badge.style.backgroundColor = colour;
+  badge.style.color = readableTextColour(colour);
+  return badge;
+}
+
+/** The account a block names for this post's author: "source:handle" (handle without a leading "@"). */
+export function accountOf(post) {
+  const handle = String(post.author?.handle || "").replace(/^@/, "");
+  const source = String(post.source || "");
+  return source && /^[a-z0-9_.-]+$/i.test(source) ? `${source}:${handle}` : handle;
+}
+
+/**
+ * The body of a post as the console shows it: chat badges, author name and @handle, source,
+ * time (a link to the post when its URL is http(s)), the text, and the post key.
+ */
+export function postBody(post, chats) {
+  const author = post.author || {};
+  const handle = String(author.handle || "").replace(/^@/, "");
+  const head = element("header", "post-head");
+  const badges = element("span", "badges");
+  for (const tag of Array.isArray(post.chats) ? post.chats : []) badges.append(chatBadge(tag, chats));
+  const name = element("bdi", "author-name", String(author.name || handle));
+  const handleEl = element("bdi", "author-handle", handle ? `@${handle}` : "");
+  const source = element("span", "post-source", String(post.source || "?"));
+  const time = timeElement(post.created, "post-time");
+  const link = safeLink(post.url, "post-link");
+  if (link) link.append(time);
+  head.append(badges, name, handleEl, source, link || time);
+
+  const text = element("p", "post-text");
+  text.setAttribute("dir", "auto");
+  text.append(element("bdi", "", String(post.text ?? "")));
+  const key = element("code", "post-key", String(post.key));
+  key.setAttribute("title", "post key");
+  const media = Array.isArray(post.media) ? post.media.filter((url) => httpUrlOrNull(url)).length : 0;
+  const foot = element("footer", "post-foot");
+  foot.append(key);
+  if (media) foot.append(element("span", "post-media-count", media === 1 ? "1 image" : `${media} images`));
+  const body = element("div", "post-body");
+  body.append(head, text, foot);
+  return body;
+}
+
+/** A button that runs ``action``; while it runs the button is busy, then ``status`` says done or why not. */
+export function actionButton(label, className, status, action) {
+  const button = element("button", `btn ${className}`, label);
+  button.type = "button";
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    status.dataset.state = "pending";
+    status.textContent = `${label}…`;
+    try {
+      const done = await action();
+      status.dataset.state = "done";
+      status.textContent = typeof done === "string" ? done : `${label}: done`;
+    } catch (error) {
+      status.dataset.state = "error";
+      status.textContent = `${label} failed: ${error.message}`;
+    } finally {
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+    }
+  });
+  return button;
+}

@@ -1,0 +1,425 @@
+/*
+ * mod.js: the moderator console at /mod (mod.html), wiring its parts together.
+ *
+ * Sign-in checks the token with GET /api/mod/rules and keeps it in sessionStorage
+ * (mod-api.js). Then: the incoming stream (every post of the full feed as it arrives,
+ * over /ws with resume, mod-stream.js) with Hide / Unhide, Pin and Block author; the
+ * pinned post on top with Unpin; the approval queue and the audit log, refreshed every
+ * two seconds and right after each action; the blocklist form and approval switch
+ * (mod-rules.js). A decision goes to the API; its effect comes back over the same feed
+ * every wall reads, so what the console shows is what the walls show.
+ */
+
+import { ApiError, api, clearSession, headerSafeName, loadSession, saveSession } from "./mod-api.js";
+import { accountOf, actionButton, element, isPost, localTime, normalizeTag, postBody } from "./mod-dom.js";
+import { RulesPanel } from "./mod-rules.js";
+import { FeedStream } from "./mod-stream.js";
+
+const MAX_CARDS = 200; // incoming cards kept; older ones are removed
+const REFRESH_MS = 2000; // approval queue and audit log
+const AUDIT_LIMIT = 50;
+const CONNECTION_LABELS = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" };
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  session: null, // {token, name}
+  chats: new Map(), // tag -> {tag, title, colour}
+  cards: new Map(), // post key -> incoming card
+  pinnedKey: null,
+  stream: null,
+  refresher: 0,
+  auditTop: null, // id of the newest audit entry shown
+  rulesSeen: undefined, // id of the newest "rules" audit entry applied (undefined: none read yet)
+};
+
+const context = {
+  session: () => state.session,
+  chats: state.chats,
+  failed: (error) => {
+    if (error instanceof ApiError && error.status === 401) signOut("The token is no longer accepted: sign in again.");
+  },
+};
+const rules = new RulesPanel(context);
+
+/* ---------- moderator actions ---------- */
+
+/** POST an action; a rejected token signs the moderator out. */
+async function act(name, body) {
+  try {
+    return await api(state.session, "POST", `/api/mod/${name}`, body);
+  } catch (error) {
+    context.failed(error);
+    throw error;
+  } finally {
+    window.setTimeout(refreshLive, 150); // the audit log and queue show the decision soon after
+  }
+}
+
+/* ---------- incoming stream ---------- */
+
+function statusLine() {
+  const status = element("span", "status");
+  status.setAttribute("role", "status");
+  return status;
+}
+
+/** The "Block author" choice: everywhere or in one of the post's chats; blocking also hides the post. */
+function blockForm(post, status, toggle) {
+  const account = accountOf(post);
+  const form = element("div", "block-form");
+  form.hidden = true;
+  const select = element("select");
+  select.setAttribute("aria-label", `Where to block ${account}`);
+  select.append(new Option("in every chat", ""));
+  for (const tag of Array.isArray(post.chats) ? post.chats.map(normalizeTag) : []) {
+    select.append(new Option(`in #${tag} only`, tag));
+  }
+  const label = element("span", "block-account");
+  label.append("Block ", element("bdi", "", account));
+  const confirm = actionButton("Block", "btn-danger", status, async () => {
+    const chat = select.value;
+    const answer = await act("block", { account, chat: chat || undefined, key: post.key });
+    rules.apply(answer);
+    form.hidden = true;
+    toggle.setAttribute("aria-expanded", "false");
+    return `Blocked ${account}${chat ? ` in #${chat}` : ""}`;
+  });
+  const cancel = element("button", "btn", "Cancel");
+  cancel.type = "button";
+  cancel.addEventListener("click", () => {
+    form.hidden = true;
+    toggle.setAttribute("aria-expanded", "false");
+    toggle.focus();
+  });
+  form.append(label, select, confirm, cancel);
+  return form;
+}
+
+function buildIncomingCard(post) {
+  const card = element("article", "post");
+  card.setAttribute("aria-label", `Post by ${String(post.author.handle || "")}`);
+  const status = statusLine();
+  const actions = element("div", "post-actions");
+  const hide = actionButton("Hide", "btn-hide", status, async () => {
+    await act("hide", { key: card.dataset.key });
+    return "Hidden on every wall";
+  });
+  const unhide = actionButton("Unhide", "btn-unhide", status, async () => {
+    await act("unhide", { key: card.dataset.key });
+    return "Back on every wall";
+  });
+  const pin = actionButton("Pin", "btn-pin", status, async () => {
+    await act("pin", { key: card.dataset.key });
+    return "Pinned on every wall";
+  });
+  const blockToggle = element("button", "btn btn-block", "Block author…");
+  blockToggle.type = "button";
+  blockToggle.setAttribute("aria-expanded", "false");
+  actions.append(hide, unhide, pin, blockToggle, status);
+  const form = blockForm(post, status, blockToggle);
+  blockToggle.addEventListener("click", () => {
+    form.hidden = !form.hidden;
+    blockToggle.setAttribute("aria-expanded", String(!form.hidden));
+    if (!form.hidden) form.querySelector("select").focus();
+  });
+  card.append(element("span", "state-label"), postBody(post, state.chats), actions, form);
+  fillCard(card, post);
+  return card;
+}
+
+/** Point a card at (a new version of) its post and show it as shown. */
+function fillCard(card, post) {
+  card.dataset.key = post.key;
+  card.dataset.id = post.id;
+  card.querySelector(".post-body").replaceWith(postBody(post, state.chats));
+  setCardHidden(card, false);
+  card.dataset.pinned = String(post.key === state.pinnedKey);
+}
+
+function setCardHidden(card, hidden) {
+  card.dataset.state = hidden ? "hidden" : "shown";
+  card.querySelector(".state-label").textContent = hidden ? "Hidden" : "";
+  card.querySelector(".btn-hide").hidden = hidden;
+  card.querySelector(".btn-unhide").hidden = !hidden;
+  card.querySelector(".btn-pin").disabled = hidden;
+}
+
+/** Posts in feed order: newest on top; a key already shown (an unhidden post) moves up as its new version. */
+function addPosts(items) {
+  const list = $("incoming");
+  for (const post of items) {
+    if (!isPost(post)) continue;
+    let card = state.cards.get(post.key);
+    if (card) fillCard(card, post);
+    else card = buildIncomingCard(post);
+    state.cards.set(post.key, card);
+    list.prepend(card);
+  }
+  while (list.childElementCount > MAX_CARDS) {
+    state.cards.delete(list.lastElementChild.dataset.key);
+    list.lastElementChild.remove();
+  }
+  showCounts();
+}
+
+function updatePosts(items) {
+  for (const post of items) {
+    const card = isPost(post) ? state.cards.get(post.key) : null;
+    if (card && card.dataset.id === post.id) card.querySelector(".post-body").replaceWith(postBody(post, state.chats));
+  }
+}
+
+/** A retracted post stays in the console, greyed, with Unhide. */
+function retractPosts(ids) {
+  const gone = new Set(ids);
+  for (const card of state.cards.values()) {
+    if (gone.has(card.dataset.id)) setCardHidden(card, true);
+  }
+  showCounts();
+}
+
+function showPinned(post) {
+  const box = $("pinned");
+  state.pinnedKey = isPost(post) ? post.key : null;
+  for (const card of state.cards.values()) card.dataset.pinned = String(card.dataset.key === state.pinnedKey);
+  if (!state.pinnedKey) {
+    box.hidden = true;
+    box.replaceChildren();
+    return;
+  }
+  const status = statusLine();
+  const unpin = actionButton("Unpin", "btn-unpin", status, async () => {
+    await act("unpin", {});
+    return "Unpinned on every wall";
+  });
+  const actions = element("div", "post-actions");
+  actions.append(unpin, status);
+  box.replaceChildren(element("h3", "pinned-title", "Pinned on every wall"), postBody(post, state.chats), actions);
+  box.hidden = false;
+}
+
+function showCounts() {
+  const shown = [...state.cards.values()].filter((card) => card.dataset.state === "shown").length;
+  const hidden = state.cards.size - shown;
+  $("incoming-count").textContent = state.cards.size ? `${shown} shown${hidden ? `, ${hidden} hidden` : ""}` : "";
+  $("incoming-empty").hidden = state.cards.size > 0;
+}
+
+function takeChats(chats) {
+  if (!Array.isArray(chats)) return;
+  state.chats.clear();
+  for (const chat of chats) {
+    if (chat && typeof chat === "object" && chat.tag) state.chats.set(normalizeTag(chat.tag), chat);
+  }
+}
+
+function takeEvent(event) {
+  if (!event || typeof event !== "object") return;
+  const name = String(event.name || "");
+  $("event-name").textContent = name;
+  document.title = name ? `Moderation: ${name}` : "chatmixer moderation";
+}
+
+function setConnection(name) {
+  $("connection").dataset.state = name;
+  $("connection-label").textContent = CONNECTION_LABELS[name] || name;
+}
+
+/* ---------- approval queue and audit log ---------- */
+
+function buildQueueItem(post) {
+  const item = element("article", "post queued");
+  item.dataset.key = post.key;
+  const status = statusLine();
+  const actions = element("div", "post-actions");
+  const approve = actionButton("Approve", "btn-approve btn-primary", status, async () => {
+    await act("approve", { key: post.key });
+    return "Approved: on its way to the walls";
+  });
+  const reject = actionButton("Reject", "btn-reject", status, async () => {
+    await act("reject", { key: post.key });
+    return "Rejected";
+  });
+  actions.append(approve, reject, status);
+  item.append(postBody(post, state.chats), actions);
+  return item;
+}
+
+/** Rebuild the queue keeping the items (and their focus and status) that are still waiting. */
+function showQueue(items) {
+  const list = $("queue");
+  const current = new Map([...list.children].map((el) => [el.dataset.key, el]));
+  const posts = items.filter((post) => post && typeof post === "object" && typeof post.key === "string");
+  const next = posts.map((post) => {
+    if (!post.id) post.id = post.key; // held posts have no feed id yet
+    return isPost(post) ? current.get(post.key) || buildQueueItem(post) : null;
+  }).filter(Boolean);
+  const focused = list.contains(document.activeElement);
+  if (next.length !== list.childElementCount || next.some((el, i) => list.children[i] !== el)) {
+    list.replaceChildren(...next);
+    if (focused && !list.contains(document.activeElement) && list.firstElementChild) {
+      list.firstElementChild.querySelector("button").focus();
+    }
+  }
+  $("queue-count").textContent = next.length ? `(${next.length})` : "";
+  $("queue-empty").hidden = next.length > 0;
+}
+
+function auditRow(entry) {
+  const row = element("tr");
+  row.dataset.action = String(entry.action || "");
+  const when = element("td");
+  when.append(element("time", "", localTime(entry.at)));
+  const who = element("td");
+  who.append(element("bdi", "audit-who", String(entry.who || "")));
+  if (entry.from) who.append(element("span", "audit-from", String(entry.from)));
+  const detail = element("td", "audit-detail");
+  if (entry.key) detail.append(element("code", "post-key", String(entry.key)));
+  if (entry.detail) detail.append(element("bdi", "audit-note", String(entry.detail)));
+  if (entry.action === "hide" && entry.key) {
+    // a post hidden before this console opened is not in the incoming list: it can be brought back from here
+    const status = statusLine();
+    const key = String(entry.key);
+    detail.append(actionButton("Unhide", "btn-small", status, async () => {
+      await act("unhide", { key });
+      return "Back on every wall";
+    }), status);
+  }
+  row.append(when, who, element("td", "audit-action", String(entry.action || "")), detail);
+  return row;
+}
+
+function showAudit(items) {
+  const entries = items.filter((entry) => entry && typeof entry === "object");
+  const top = entries.length ? String(entries[0].id) : null;
+  if (top !== state.auditTop) {
+    state.auditTop = top;
+    $("audit").replaceChildren(...entries.map(auditRow));
+  }
+  $("audit-empty").hidden = entries.length > 0;
+  // Someone changed the rules (or approval mode): bring the switch and the form up to date.
+  const newestRules = entries.find((entry) => entry.action === "rules");
+  const rulesId = newestRules ? String(newestRules.id) : null;
+  if (state.rulesSeen === undefined) state.rulesSeen = rulesId; // the rules were read at sign-in
+  if (rulesId !== state.rulesSeen) {
+    state.rulesSeen = rulesId;
+    rules.reload().catch(context.failed);
+  }
+}
+
+async function refreshLive() {
+  if (!state.session) return;
+  try {
+    const [queue, audit] = await Promise.all([
+      api(state.session, "GET", "/api/mod/queue"),
+      api(state.session, "GET", `/api/mod/audit?limit=${AUDIT_LIMIT}`),
+    ]);
+    if (!state.session) return;
+    showQueue(Array.isArray(queue.items) ? queue.items : []);
+    showAudit(Array.isArray(audit.items) ? audit.items : []);
+  } catch (error) {
+    context.failed(error);
+    if (!(error instanceof ApiError && error.status === 401)) console.warn(`console: refresh failed (${error.message})`);
+  }
+}
+
+/* ---------- sign in and out ---------- */
+
+async function loadChats() {
+  try {
+    const response = await fetch("/api/chats", { headers: { Accept: "application/json" }, cache: "no-store" });
+    if (!response.ok) return;
+    const directory = await response.json();
+    takeChats(directory.chats);
+    takeEvent(directory.event);
+  } catch (error) {
+    console.warn("console: could not load the chat directory", error);
+  }
+}
+
+function startConsole(session, currentRules) {
+  state.session = session;
+  $("moderator-name").textContent = session.name;
+  $("login").hidden = true;
+  $("console").hidden = false;
+  $("session-bar").hidden = false;
+  rules.apply(currentRules);
+  state.stream = new FeedStream({
+    history: (items) => addPosts(items),
+    hello: (frame) => {
+      takeEvent(frame.event);
+      takeChats(frame.chats);
+      showPinned(frame.pinned);
+    },
+    posts: addPosts,
+    update: updatePosts,
+    retract: retractPosts,
+    pin: showPinned,
+    state: setConnection,
+  });
+  state.stream.start();
+  state.refresher = window.setInterval(refreshLive, REFRESH_MS);
+  refreshLive();
+}
+
+function signOut(message) {
+  clearSession();
+  state.session = null;
+  if (state.stream) state.stream.stop();
+  state.stream = null;
+  window.clearInterval(state.refresher);
+  state.cards.clear();
+  state.auditTop = null;
+  state.rulesSeen = undefined;
+  rules.rules = null;
+  rules.dirty = false;
+  for (const id of ["incoming", "queue", "audit", "pinned"]) $(id).replaceChildren();
+  $("console").hidden = true;
+  $("session-bar").hidden = true;
+  $("login").hidden = false;
+  $("login-token").value = "";
+  $("login-error").textContent = message || "";
+  $("login-token").focus();
+}
+
+/** Check a token against the server; starts the console, or says why not on the sign-in form. */
+async function signIn(session) {
+  const error = $("login-error");
+  const submit = $("login-submit");
+  submit.disabled = true;
+  error.textContent = "";
+  try {
+    const current = await api(session, "GET", "/api/mod/rules");
+    saveSession(session);
+    await loadChats();
+    startConsole(session, current);
+  } catch (failure) {
+    // a refused token is forgotten; an unreachable server is not a reason to retype it
+    if (failure instanceof ApiError && failure.status !== 0) clearSession();
+    const reason = failure.message;
+    error.textContent = `Cannot sign in: ${reason.charAt(0).toUpperCase()}${reason.slice(1)}.`;
+  } finally {
+    submit.disabled = false;
+  }
+}
+
+$("login-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = $("login-token").value.trim();
+  const name = headerSafeName($("login-name").value);
+  if (!token || !name) {
+    $("login-error").textContent = !token ? "Type the moderation token." : "Type your name (letters A–Z, digits).";
+    return;
+  }
+  signIn({ token, name });
+});
+$("sign-out").addEventListener("click", () => signOut("Signed out."));
+
+const saved = loadSession();
+if (saved) {
+  $("login-name").value = saved.name;
+  signIn(saved);
+} else {
+  $("login-token").focus();
+}
