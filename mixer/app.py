@@ -37,7 +37,7 @@ from .keys import Keys
 from .modapi import ModApi
 from .models import Event, Ignored, normalize_tag
 from .moderation import Rules
-from .pages import page_routes, security_headers
+from .pages import cors_headers, page_routes, security_headers
 from .recorded import parse_record
 from .settings import ChatSettings, Settings
 from .streams import (
@@ -124,6 +124,8 @@ async def follow_feed(redis_url: str, stream: str, hub: Hub, following: asyncio.
                 hub.sweep()
                 raise_if_cancelling()
                 backoff = 0.1
+                if pause := hub.pause():  # busy: let the next posts gather into one frame per client
+                    await asyncio.sleep(pause)
             except (RedisError, OSError) as exc:
                 raise_if_cancelling()
                 log.warning("feed: redis error (%s); retrying in %.1fs from %s", exc, backoff, hub.cursor)
@@ -131,6 +133,15 @@ async def follow_feed(redis_url: str, stream: str, hub: Hub, following: asyncio.
                 backoff = min(backoff * 2, 5.0)
     finally:
         await redis.aclose()
+
+
+async def send_pings(app: web.Application, every: float) -> None:
+    """Every ``every`` seconds, one shared ping frame to every websocket client of every hub; a client that did
+    not answer the previous ping is dropped (``Hub.heartbeat``), so half-open connections do not linger."""
+    while True:
+        await asyncio.sleep(every)
+        for hub in app[HUBS].values():
+            hub.heartbeat()
 
 
 async def send_stats(app: web.Application, every: float = 5.0) -> None:
@@ -194,13 +205,19 @@ async def greeting(app: web.Application, profile: str) -> dict[str, Any]:
     return hello(app[SETTINGS], app[HUBS][profile].cursor, profile, pinned)
 
 
+def event_info(settings: Settings) -> dict[str, str]:
+    """The event as screens show it: name, hashtag, and ``link`` (the QR code's join link) only when one is set."""
+    event = {"name": settings.event_name, "hashtag": settings.event_hashtag}
+    return event | {"link": settings.event_link} if settings.event_link else event
+
+
 def hello(settings: Settings, cursor: str, profile: str = "full", pinned: Any = None) -> dict[str, Any]:
     return {
         "type": "hello",
         "pinned": pinned,
         "profile": profile,
         "profiles": list(settings.profile_names),
-        "event": {"name": settings.event_name, "hashtag": settings.event_hashtag},
+        "event": event_info(settings),
         "chats": [{"tag": c.tag, "title": c.title, "colour": c.colour} for c in settings.chats],
         "cursor": cursor,
     }
@@ -244,7 +261,6 @@ def release(request: web.Request, address: str) -> None:
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     """``GET /ws``: hello, the gap after ``since`` from history, then live posts frames."""
     app = request.app
-    settings = app[SETTINGS]
     profile = parse_profile(request)
     hub = app[HUBS][profile]
     chats = parse_chats(request.query.get("chats"))
@@ -252,48 +268,42 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "msgpack"):
         raise web.HTTPBadRequest(text="format is json or msgpack")
-    address = admit(request)
+    address = admit(request)  # one coroutine frame per client, not two: an idle connection costs less memory
     try:
-        return await _serve_ws(request, settings, profile, hub, chats, since, fmt)
+        # permessage-deflate only for a client that asks; the shared frames stay uncompressed (valid either way)
+        asks = "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "")
+        # heartbeats come from the hub (send_pings): no ping timer and task per connection; pongs are ours to see
+        ws = web.WebSocketResponse(autoping=False, compress=asks, max_msg_size=1 << 16)
+        await ws.prepare(request)
+        transport = request.transport
+        if transport is None:
+            return ws
+        app[SOCKETS].add(ws)
+        client = Client(transport, chats, fmt)
+        try:
+            await _send(ws, await greeting(app, profile), fmt)
+            if since is not None:
+
+                async def send(message: dict[str, Any]) -> None:
+                    await _send(ws, message, fmt)
+
+                await catch_up(send, app[REDIS], app[KEYS], app[STREAMS][profile], hub, client, since)
+            hub.add(client)  # no await since catch_up saw hub.cursor: no gap, no repeat
+            while True:  # not ``async for``: its __anext__ coroutine would be one more object per idle client
+                msg = await ws.receive()
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    break
+                client.answered = True
+                if msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type == WSMsgType.TEXT and _is_ping(msg.data):
+                    await _send(ws, {"type": "pong"}, fmt)
+        finally:
+            hub.remove(client)
+            app[SOCKETS].discard(ws)
+        return ws
     finally:
         release(request, address)
-
-
-async def _serve_ws(
-    request: web.Request,
-    settings: Settings,
-    profile: str,
-    hub: Hub,
-    chats: frozenset[str] | None,
-    since: str | None,
-    fmt: str,
-) -> web.WebSocketResponse:
-    app = request.app
-    # permessage-deflate only for a client that asks; the shared frames stay uncompressed (valid either way)
-    asks = "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "")
-    ws = web.WebSocketResponse(heartbeat=settings.heartbeat_seconds, compress=asks, max_msg_size=1 << 16)
-    await ws.prepare(request)
-    transport = request.transport
-    if transport is None:
-        return ws
-    app[SOCKETS].add(ws)
-    client = Client(transport, chats, fmt)
-    try:
-        await _send(ws, await greeting(app, profile), fmt)
-        if since is not None:
-
-            async def send(message: dict[str, Any]) -> None:
-                await _send(ws, message, fmt)
-
-            await catch_up(send, app[REDIS], app[KEYS], app[STREAMS][profile], hub, client, since)
-        hub.add(client)  # no await since catch_up saw hub.cursor: no gap, no repeat
-        async for msg in ws:
-            if msg.type == WSMsgType.TEXT and _is_ping(msg.data):
-                await _send(ws, {"type": "pong"}, fmt)
-    finally:
-        hub.remove(client)
-        app[SOCKETS].discard(ws)
-    return ws
 
 
 def _is_ping(data: str) -> bool:
@@ -469,7 +479,7 @@ async def chats_handler(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     now = datetime.now(UTC)
     body = {
-        "event": {"name": settings.event_name, "hashtag": settings.event_hashtag},
+        "event": event_info(settings),
         "chats": [chat_entry(c, now) for c in settings.chats],
     }
     return web.Response(body=dumps(body), content_type="application/json")
@@ -563,6 +573,7 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
             for name in streams
         ]
         tasks.append(asyncio.create_task(send_stats(app), name="stats"))
+        tasks.append(asyncio.create_task(send_pings(app, settings.heartbeat_seconds), name="pings"))
         yield
         for task in tasks:
             task.cancel()
@@ -579,6 +590,7 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
     app.cleanup_ctx.extend([redis_ctx, follower_ctx])
     app.on_shutdown.append(close_sockets)
     app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(cors_headers(settings.origins))
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/events", events_handler)
     app.router.add_get("/api/feed", feed_handler)

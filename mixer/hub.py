@@ -8,6 +8,23 @@ it is above ``backlog_bytes`` the client is skipped (the posts it missed are cou
 and reported to it in a ``lag`` frame once it drains), and a client that stays full
 for ``cutoff_seconds`` is closed with code 4008. So memory per client is bounded and a
 client that stops reading cannot delay anyone else.
+
+Flushing: the follower broadcasts a batch as soon as it reads one when the hub is idle (no
+broadcast began in the last interval); while busy it waits out ``Hub.pause()`` first, so the
+posts arriving meanwhile go out together, one frame per client per interval. The interval is
+``flush_interval`` or, when a broadcast takes longer than ``BUSY_SHARE`` of that, twice the
+last broadcast's duration, up to ``STRETCH_MAX`` flush intervals: with many clients the
+frames grow instead of the writes, so the writes per second (each is a syscall, and the
+kernel's loopback work is most of the server's CPU) stay bounded and the loop keeps time for
+reads, pings and new clients. The cap matters when broadcasts are long because the frames
+are big (bytes, not writes, dominate): stretching further would only make them bigger still.
+Past the cap a broadcast that takes longer than the interval is followed at once by the next
+one. Latency added: none when idle, at most one interval under load.
+
+Heartbeats: ``Hub.heartbeat`` writes one shared ping frame to every websocket client and
+drops those that did not answer the previous one (a pong or any frame marks a client
+``answered``). One loop over the clients replaces a timer and a ping task per connection:
+less memory per idle client and no burst of tasks every interval.
 """
 
 from __future__ import annotations
@@ -18,7 +35,7 @@ import struct
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .codec import wire
@@ -27,6 +44,10 @@ from .streams import id_key
 log = logging.getLogger(__name__)
 
 CLOSE_SLOW = 4008  # our close code for "your backlog stayed full too long"
+PING = b"\x89\x00"  # an empty websocket ping frame (server frames are unmasked): the same bytes for everyone
+FLUSH_INTERVAL = 0.025  # seconds: at most one broadcast per interval while busy (see the module docstring)
+BUSY_SHARE = 0.5  # while busy, broadcasting takes at most this share of the time (the rest: reads, pings, clients)
+STRETCH_MAX = 6  # ... but the interval stretches to at most this many flush intervals
 ChatFilter = frozenset[str] | None
 FeedItem = tuple[str, dict[str, Any]]  # ("p", post) | ("u", updated post) | ("r", {"ids": [...]}) | ("n", {"post"})
 
@@ -41,7 +62,7 @@ class Client:
     full_since: float | None = None  # when its backlog first went over the limit, while it stays over
     skipped: int = 0  # posts not sent because it was full, not yet reported in a lag frame
     closed: bool = False
-    stats: Counter[str] = field(default_factory=Counter)
+    answered: bool = True  # it sent something (a pong, a ping, a message) since the last heartbeat ping
 
     @property
     def group(self) -> tuple[ChatFilter, str]:
@@ -113,11 +134,18 @@ class Hub:
     """Subscribers grouped by filter and format; broadcast writes one shared frame per group."""
 
     def __init__(
-        self, backlog_bytes: int = 1 << 20, cutoff_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic
+        self,
+        backlog_bytes: int = 1 << 20,
+        cutoff_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        flush_interval: float = FLUSH_INTERVAL,
     ) -> None:
         self.backlog_bytes = backlog_bytes
         self.cutoff_seconds = cutoff_seconds
+        self.flush_interval = flush_interval
         self._clock = clock
+        self._flushed = -flush_interval  # when the last broadcast began
+        self._took = 0.0  # how long it took
         self._groups: dict[tuple[ChatFilter, str], set[Client]] = {}
         self.cursor = "0-0"  # id of the last feed entry broadcast; clients joining now get everything after it
         self.counters: Counter[str] = Counter()
@@ -140,14 +168,28 @@ class Hub:
             if not group:
                 del self._groups[client.group]
 
+    def pause(self) -> float:
+        """Seconds to wait before reading the next batch: 0 when idle, else what is left of the flush interval."""
+        interval = min(max(self.flush_interval, self._took / BUSY_SHARE), STRETCH_MAX * self.flush_interval)
+        return max(0.0, self._flushed + interval - self._clock())
+
     def broadcast(self, entries: list[FeedItem], last_id: str) -> None:
         """Send a feed batch (in feed order) to every subscriber; never blocks on a client."""
         if id_key(last_id) > id_key(self.cursor):
             self.cursor = last_id
-        now = self._clock()
+        now = self._flushed = self._clock()
+        began = time.perf_counter()
+        wall_ms = time.time() * 1000
+        delay = 0.0
         for kind, item in entries:
             if kind == "p":
                 self.rates.add(item["chats"], now)
+                at = item.get("at")
+                if isinstance(at, int | float):
+                    delay += wall_ms - at
+                    self.counters["posts_timed"] += 1
+        self.counters["broadcasts"] += 1
+        self.counters["feed_delay_ms"] += round(delay)  # summed over posts: publish -> here (feed and follower)
         for (chats, fmt), group in list(self._groups.items()):
             messages = frames_for(chats, entries)
             if not messages:
@@ -155,8 +197,14 @@ class Hub:
             frame = wire(messages, fmt)
             count = sum(len(m.get("items", ())) for m in messages)
             self.counters["frames_encoded"] += len(messages)
+            sent = 0
             for client in list(group):
-                self._send(client, frame, count, now)
+                sent += self._send(client, frame, count, now)
+            self.counters["frames_sent"] += sent
+            self.counters["posts_sent"] += count * sent
+            self.counters["bytes_sent"] += len(frame) * sent
+        self._took = self._clock() - now
+        self.counters["broadcast_us"] += round((time.perf_counter() - began) * 1e6)
 
     def send_all(self, message: dict[str, Any]) -> None:
         """One message (e.g. ``stats``) to every subscriber, encoded once per format; full clients skip it."""
@@ -170,11 +218,12 @@ class Hub:
                 frames[client.fmt] = wire([message], client.fmt)
             client.transport.write(frames[client.fmt])
 
-    def _send(self, client: Client, frame: bytes, count: int, now: float) -> None:
+    def _send(self, client: Client, frame: bytes, count: int, now: float) -> bool:
+        """Write ``frame`` to one client unless it is closed or full (then count what it missed); True if written."""
         transport = client.transport
         if client.closed or transport.is_closing():
             self.remove(client)
-            return
+            return False
         if transport.get_write_buffer_size() > self.backlog_bytes:
             client.skipped += count
             self.counters["posts_skipped"] += count
@@ -182,14 +231,13 @@ class Hub:
                 client.full_since = now
             elif now - client.full_since >= self.cutoff_seconds:
                 self.cut_off(client)
-            return
-        client.full_since = None
-        if client.skipped:
-            self._report_lag(client)
+            return False
+        if client.full_since is not None or client.skipped:
+            client.full_since = None
+            if client.skipped:
+                self._report_lag(client)
         transport.write(frame)
-        self.counters["frames_sent"] += 1
-        self.counters["posts_sent"] += count
-        self.counters["bytes_sent"] += len(frame)
+        return True
 
     def _report_lag(self, client: Client) -> None:
         lag = {"type": "lag", "skipped": client.skipped}
@@ -208,6 +256,25 @@ class Hub:
             transport.write(close_frame(CLOSE_SLOW, "backlog full, reconnect with since"))
         # the close frame sits behind the backlog it never read: do not wait for it
         transport.abort()
+
+    def heartbeat(self) -> None:
+        """Ping every websocket client; drop one that has not answered the previous ping (skips full clients)."""
+        for client in self.clients():
+            transport = client.transport
+            if client.fmt == "sse" or client.closed or transport.is_closing():
+                continue
+            if transport.get_write_buffer_size() > self.backlog_bytes:
+                continue  # the ping would wait behind the backlog; the 4008 cut-off deals with this one
+            if not client.answered:
+                log.info("hub: dropping a client that did not answer a ping")
+                self.counters["heartbeat_dropped"] += 1
+                client.closed = True
+                self.remove(client)
+                transport.abort()
+                continue
+            client.answered = False
+            transport.write(PING)
+        self.counters["heartbeats"] += 1
 
     def sweep(self) -> None:
         """Between batches: close clients full for too long; tell drained ones what they missed."""

@@ -4,9 +4,10 @@
 with the ``spawn`` method): its own event loop (uvloop when installed), its share of the
 clients, ramped to start at their slot of the global ramp. A few *sampled* clients parse
 every frame and measure latency (receive time minus each post's ``at``, ms) and remember
-which driven posts (keys under the run's marker) they saw; the others count posts cheaply,
-as occurrences of ``"id":`` in ``posts`` text frames, with no JSON parse, so the generator
-stays cheaper than the server it measures. Every client counts ``lag`` frames and closes the
+which driven posts (keys under the run's marker) they saw; the others are raw
+``mixer.loadcount`` clients that count posts as occurrences of ``"id":`` in ``posts`` frames,
+with no frame object, text decode or JSON parse, so the generator stays cheaper than the
+server it measures. Every client counts ``lag`` frames and closes the
 server made. Counts go to the parent as ``("progress", worker, {...})`` twice a second and a
 final ``("done", worker, {...})``. ``WorkerPool`` is the parent's handle on the workers: it
 spawns them, hands their messages to its event loop, waits on conditions over their reports,
@@ -28,10 +29,9 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from .loadcount import CountingClient, connect
+
 PROGRESS_EVERY = 0.5  # seconds between progress messages to the parent
-POSTS_PREFIX = '{"type":"posts"'  # the server writes "type" first, compact JSON (mixer.codec.dumps)
-LAG_PREFIX = '{"type":"lag"'
-ID_MARK = '"id":'  # once per post in a posts frame: network text is JSON-escaped, so it cannot fake this
 
 
 class PoolOptions(Protocol):
@@ -235,17 +235,24 @@ class WorkerPool:
 async def _run(plan: WorkerPlan, stats: WorkerStats, out: Sink, t0: float, stop: Flag) -> None:
     stopping = asyncio.Event()
     sockets: set[aiohttp.ClientWebSocketResponse] = set()
+    counters: set[CountingClient] = set()
     # limit=0: a websocket holds its connection for life; the default pool of 100 would queue the rest
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
         tasks = [
-            asyncio.create_task(_client(plan, n, i < plan.sample, session, stats, sockets, t0, stopping))
+            asyncio.create_task(
+                _client(plan, n, session, stats, sockets, t0, stopping)
+                if i < plan.sample
+                else _counter(plan, n, stats, counters, t0, stopping)
+            )
             for i, n in enumerate(plan.clients)
         ]
         while not stop.is_set():
             out.put(("progress", plan.worker, stats.progress()))
             await asyncio.sleep(PROGRESS_EVERY)  # polling: a multiprocessing Event cannot be awaited
         stopping.set()
+        for counter in list(counters):
+            counter.close()
         if sockets:
             await asyncio.wait([asyncio.create_task(ws.close()) for ws in list(sockets)], timeout=5)
         for task in tasks:
@@ -253,19 +260,67 @@ async def _run(plan: WorkerPlan, stats: WorkerStats, out: Sink, t0: float, stop:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _slot(plan: WorkerPlan, n: int, t0: float) -> None:
+    delay = t0 + plan.ramp * n / max(plan.total, 1) - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)  # this client's slot of the ramp
+
+
+def _opened(stats: WorkerStats, n: int) -> None:
+    stats.connected += 1
+    stats.peak = max(stats.peak, stats.connected)
+    stats.per_client[n] = 0
+
+
+def _ended(stats: WorkerStats, code: int | None, stopping: asyncio.Event) -> None:
+    stats.connected -= 1
+    if not stopping.is_set():
+        stats.closes += 1
+        stats.close_codes[code or 0] += 1
+
+
+async def _counter(
+    plan: WorkerPlan, n: int, stats: WorkerStats, counters: set[CountingClient], t0: float, stopping: asyncio.Event
+) -> None:
+    """A counting client (``mixer.loadcount``): posts per chunk, no parsing."""
+    await _slot(plan, n, t0)
+    if stopping.is_set():
+        return
+    per_client, per_second = stats.per_client, stats.per_second
+
+    def counted(count: int, now: float) -> None:
+        stats.items += count
+        per_client[n] += count
+        per_second[int(now - t0)] += count
+
+    def lagged() -> None:
+        stats.lag_frames += 1
+
+    try:
+        client = await connect(plan.url, counted, lagged)
+    except (TimeoutError, ConnectionError, OSError):
+        stats.failed += 1
+        return
+    counters.add(client)
+    _opened(stats, n)
+    try:
+        await client.closed
+    finally:
+        counters.discard(client)
+        _ended(stats, client.close_code, stopping)
+
+
 async def _client(
     plan: WorkerPlan,
     n: int,
-    sampled: bool,
     session: aiohttp.ClientSession,
     stats: WorkerStats,
     sockets: set[aiohttp.ClientWebSocketResponse],
     t0: float,
     stopping: asyncio.Event,
 ) -> None:
-    delay = t0 + plan.ramp * n / max(plan.total, 1) - time.time()
-    if delay > 0:
-        await asyncio.sleep(delay)  # this client's slot of the ramp
+    """A sampled client (aiohttp): parses every frame for latency and the driven keys it saw."""
+    await _slot(plan, n, t0)
     if stopping.is_set():
         return
     try:
@@ -274,36 +329,21 @@ async def _client(
         stats.failed += 1
         return
     sockets.add(ws)
-    stats.connected += 1
-    stats.peak = max(stats.peak, stats.connected)
-    stats.per_client[n] = 0
-    seen: set[str] | None = None
-    if sampled:
-        seen = stats.seen[n] = set()
+    _opened(stats, n)
+    seen = stats.seen[n] = set()
     try:
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
-            data: str = msg.data
             now = time.time()
-            if seen is not None:
-                count = _parse(data, now, t0, plan.marker, seen, stats)
-            elif data.startswith(POSTS_PREFIX):
-                count = data.count(ID_MARK)
-            else:
-                count = 0
-                if data.startswith(LAG_PREFIX):
-                    stats.lag_frames += 1
+            count = _parse(msg.data, now, t0, plan.marker, seen, stats)
             if count:
                 stats.items += count
                 stats.per_client[n] += count
                 stats.per_second[int(now - t0)] += count
     finally:
         sockets.discard(ws)
-        stats.connected -= 1
-    if not stopping.is_set():
-        stats.closes += 1
-        stats.close_codes[ws.close_code or 0] += 1
+        _ended(stats, ws.close_code, stopping)
 
 
 def _parse(data: str, now: float, t0: float, marker: str | None, seen: set[str], stats: WorkerStats) -> int:

@@ -155,8 +155,12 @@ def _cores() -> list[tuple[int, int]]:
     return core_times(Path("/proc/stat").read_text())
 
 
-async def loadtest(settings: Settings, options: LoadOptions, say: Say) -> dict[str, Any]:
-    """Run one load test and return its result (see docs/loadtest.md); the workers are gone when it returns."""
+async def loadtest(
+    settings: Settings, options: LoadOptions, say: Say, stop: asyncio.Event | None = None
+) -> dict[str, Any]:
+    """Run one load test and return its result (see docs/loadtest.md); the workers are gone when it returns.
+
+    With ``drive="none"``, ``stop`` (when given) ends the run early: whoever drives says when it is done."""
     run_id = uuid.uuid4().hex[:8]
     driver = None if options.drive == "none" else Driver(settings, options, f"loadtest:{run_id}:")
     if driver is not None:
@@ -182,7 +186,11 @@ async def loadtest(settings: Settings, options: LoadOptions, say: Say) -> dict[s
                 await driver.run(options.duration)
                 await workers.until(lambda: workers.min_seen() >= driver.published, options.drain)
             else:
-                await asyncio.sleep(max(0.0, t0 + options.ramp + options.duration - time.time()))
+                left = max(0.0, t0 + options.ramp + options.duration - time.time())
+                try:
+                    await asyncio.wait_for((stop or asyncio.Event()).wait(), left)
+                except TimeoutError:
+                    pass
             elapsed = time.time() - t0
             rss_end, ticks_after, cores_after = server.rss(), server.ticks(), _cores()
         finally:

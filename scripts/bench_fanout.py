@@ -1,24 +1,29 @@
 """Measure: websocket fan-out of `mixer serve --no-merge` beside a naive aiohttp broadcaster, same load.
 
-One invocation runs both servers in turn (each a subprocess pinned to core 0 with
-``taskset -c 0``) against the same load: N websocket clients held by `mixer.loadtest`'s
-worker processes, and a driver that XADDs ~400-byte posts straight into the merged feed
-stream at R posts/s for D seconds (exactly what the merge stage writes, so no merge stage
-runs). This process, its client workers and the embedded Redis are pinned to core 1. For
-each server it prints deliveries/s, loss, latency percentiles (receive time minus the post's
-``at``, on the sampled clients), the server's CPU% over the driven window, RSS per
-connection and per-core busy %, then a table with the ratios. ``--idle N`` instead measures
-memory per idle connection of our server alone. See docs/benchmarks.md.
+For each row of the table (N clients x R posts/s, or N idle clients) it runs both servers in
+turn, each a subprocess pinned to core 0 with ``taskset -c 0`` (with the embedded Redis:
+the feed is part of the serving side), against the same load on core 1: N websocket clients
+held by `mixer.loadtest` worker processes (a few sampled clients parse frames for latency,
+the rest are `mixer.loadcount` counters), and a driver that XADDs ~400-byte posts straight
+into the merged feed stream at R posts/s for D seconds (what the merge stage writes, so no
+merge stage runs). For each run it prints deliveries/s, loss, latency percentiles (receive
+time minus the post's ``at``), CPU % of the server (and its kernel share), of the load side
+and of Redis, CPU microseconds per delivery, our hub's own counters (broadcasts, posts per
+broadcast, ms per broadcast, publish -> hub delay), RSS per connection, per-core busy and
+which core saturated; then one table of every run against the issue's targets, and the whole
+as JSON with ``--json``. See docs/benchmarks.md.
 
-    .venv/bin/python scripts/bench_fanout.py                      # 1,000 clients x 100 posts/s, both servers
-    .venv/bin/python scripts/bench_fanout.py --clients 5000
-    .venv/bin/python scripts/bench_fanout.py --idle 10000         # bytes per idle connection, ours
+    .venv/bin/python scripts/bench_fanout.py                              # 1,000 x 100, both servers
+    .venv/bin/python scripts/bench_fanout.py --rows all --json bench.json # every row of the target table
+    .venv/bin/python scripts/bench_fanout.py --rows 5000x1000 --servers ours
+    .venv/bin/python scripts/bench_fanout.py --rows idle10000             # bytes per idle connection, ours
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import shutil
@@ -29,9 +34,11 @@ import tempfile
 import time
 import uuid
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import redis.asyncio as aioredis
 
 from mixer.codec import FIELD, pack_post
@@ -135,20 +142,54 @@ async def stop_server(proc: asyncio.subprocess.Process) -> None:
             await proc.wait()
 
 
-class Window:
-    """Server CPU ticks and per-core busy over the driven window."""
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc/PID/task/TID/children)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            try:
+                kids = {int(k) for k in task.read_text().split()}
+            except OSError:
+                continue
+            todo += kids - found
+            found |= kids
+    return found
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+
+def ticks_of(pids: set[int], system: bool = False) -> int:
+    """utime + stime of ``pids`` in clock ticks (stime alone with ``system``); a process gone meanwhile counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        total += int(stat.rpartition(")")[2].split()[12]) if system else process_ticks(stat)
+    return total
+
+
+class Window:
+    """CPU of the server, of the load side (this process and its workers) and of Redis, and per-core busy,
+    over the driven window; 100% = one core."""
+
+    def __init__(self, pid: int, redis_pid: int | None) -> None:
+        self.pid, self.redis_pid = pid, redis_pid
 
     def begin(self) -> None:
-        self.t0, self.ticks0 = time.monotonic(), process_ticks(Path(f"/proc/{self.pid}/stat").read_text())
+        self.load = descendants(os.getpid()) - {self.pid, self.redis_pid} | {os.getpid()}
+        self.redis = {self.redis_pid} if self.redis_pid else set()
+        self.t0 = time.monotonic()
+        self.ticks0 = [ticks_of({self.pid}), ticks_of({self.pid}, True), ticks_of(self.load), ticks_of(self.redis)]
         self.cores0 = core_times(Path("/proc/stat").read_text())
 
     def end(self) -> None:
         elapsed = time.monotonic() - self.t0
-        ticks = process_ticks(Path(f"/proc/{self.pid}/stat").read_text())
-        self.cpu = round(100.0 * (ticks - self.ticks0) / HZ / elapsed, 1)
+        ticks = [ticks_of({self.pid}), ticks_of({self.pid}, True), ticks_of(self.load), ticks_of(self.redis)]
+        self.seconds = elapsed
+        self.cpu, self.cpu_system, self.load_cpu, self.redis_cpu = (
+            round(100.0 * (b - a) / HZ / elapsed, 1) for a, b in zip(self.ticks0, ticks, strict=True)
+        )
         self.busy = core_busy(self.cores0, core_times(Path("/proc/stat").read_text()))
 
 
@@ -168,7 +209,45 @@ async def drive(redis: aioredis.Redis, keys: Keys, rate: float, duration: float,
     return n
 
 
-async def one_run(kind: str, args: argparse.Namespace, redis_url: str, pin: list[str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Row:
+    """One load of the target table: N clients x R posts/s (driven), or N idle clients (memory only)."""
+
+    clients: int
+    rate: float = 0.0  # 0: idle, memory per connection only
+    target_p99_ms: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.clients}x{self.rate:g}" if self.rate else f"idle{self.clients}"
+
+
+# the issue's targets (issue 5): p99 under the given ms with nothing lost; idle: under 15 KB per connection
+TARGETS = (
+    Row(1000, 100, 50),
+    Row(5000, 100, 100),
+    Row(10000, 100, 200),
+    Row(1000, 1000, 100),
+    Row(5000, 1000, 200),
+    Row(10000, 1000, 500),
+    Row(10000),
+)
+IDLE_TARGET_BYTES = 15_000
+
+
+def parse_row(text: str) -> Row:
+    """``NxR`` (clients x posts/s) or ``idleN``; a row of TARGETS keeps its target."""
+    if text.startswith("idle"):
+        row = Row(int(text[4:]))
+    else:
+        clients, _, rate = text.partition("x")
+        row = Row(int(clients), float(rate))
+    return next((t for t in TARGETS if (t.clients, t.rate) == (row.clients, row.rate)), row)
+
+
+async def one_run(
+    kind: str, row: Row, args: argparse.Namespace, redis_url: str, redis_pid: int | None, pin: list[str]
+) -> dict[str, Any]:
     """One server under the load: start it, connect the clients, drive, collect the figures, stop it."""
     keys = Keys(f"bench{uuid.uuid4().hex[:8]}")
     port = free_port()
@@ -177,8 +256,8 @@ async def one_run(kind: str, args: argparse.Namespace, redis_url: str, pin: list
     proc = await start_server(kind, port, redis_url, keys, pin, log)
     try:
         await asyncio.sleep(1.0)  # let it settle: the idle RSS is read by the load test before connecting
-        idle = args.idle > 0
-        clients = args.idle if idle else args.clients
+        idle = not row.rate
+        clients = row.clients
         ramp = max(args.ramp, clients / 600)  # faster connect bursts overflow the server's Redis pool (100)
         options = LoadOptions(
             url=f"ws://127.0.0.1:{port}/ws",
@@ -186,7 +265,7 @@ async def one_run(kind: str, args: argparse.Namespace, redis_url: str, pin: list
             ramp=ramp,
             processes=args.processes,
             sample=0 if idle else args.sample,
-            duration=2.0 if idle else args.duration + args.drain + 2.0,
+            duration=2.0 if idle else ramp + 30 + args.duration + args.drain,  # driven runs end at ``stop``
             drive="none",
             server_pid=proc.pid,
         )
@@ -197,8 +276,9 @@ async def one_run(kind: str, args: argparse.Namespace, redis_url: str, pin: list
                 say_last[0] = time.monotonic()
                 print(f"  [{kind}] {message}", file=sys.stderr, flush=True)
 
-        test = asyncio.create_task(loadtest(Settings(), options, say))
-        window = Window(proc.pid)
+        stop = asyncio.Event()
+        test = asyncio.create_task(loadtest(Settings(), options, say, stop))
+        window = Window(proc.pid, redis_pid)
         published = 0
         if not idle:
             deadline, last, grown = time.monotonic() + ramp + 30, -1, time.monotonic()
@@ -210,11 +290,16 @@ async def one_run(kind: str, args: argparse.Namespace, redis_url: str, pin: list
                 await asyncio.sleep(0.2)
             await asyncio.sleep(0.5)
             window.begin()
-            published = await drive(redis, keys, args.rate, args.duration, keys.prefix)
+            published = await drive(redis, keys, row.rate, args.duration, keys.prefix)
             await asyncio.sleep(args.drain)
             window.end()
+        hub = await hub_counters(port) if kind == "ours" and not idle else {}
+        stop.set()
         result = await test
         out = summarize(kind, result, window if not idle else None, published, clients, args.duration)
+        out.update(row=row.name, rate=row.rate, target_p99_ms=row.target_p99_ms, load_avg=os.getloadavg()[0])
+        if hub:
+            out["hub"] = hub_figures(hub)
         out["server_errors"] = log.read_text(errors="replace").count("Traceback")
         out["log"] = str(log)
         if not out["server_errors"] and not out["closes"]:
@@ -224,6 +309,35 @@ async def one_run(kind: str, args: argparse.Namespace, redis_url: str, pin: list
         await stop_server(proc)
         await redis.delete(keys.feed)
         await redis.aclose()
+
+
+async def hub_counters(port: int) -> dict[str, int]:
+    """Our server's hub counters (``/api/stats``); empty when it does not answer."""
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/api/stats") as response:
+                body = await response.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return {}
+    return dict(body.get("hub", {}))
+
+
+def hub_figures(hub: dict[str, int]) -> dict[str, Any]:
+    """What the hub counters say: broadcasts, posts per broadcast, ms per broadcast, mean publish -> hub ms."""
+    broadcasts, timed = hub.get("broadcasts", 0), hub.get("posts_timed", 0)
+    return {
+        "broadcasts": broadcasts,
+        "posts_per_broadcast": round(timed / broadcasts, 1) if broadcasts else None,
+        "broadcast_ms_mean": round(hub.get("broadcast_us", 0) / 1000 / broadcasts, 2) if broadcasts else None,
+        "feed_delay_ms_mean": round(hub.get("feed_delay_ms", 0) / timed, 2) if timed else None,
+        "posts_skipped": hub.get("posts_skipped", 0),
+        "cut_off": hub.get("cut_off", 0),
+    }
+
+
+def per_delivery(cpu_percent: float, seconds: float, deliveries: int) -> float | None:
+    """CPU microseconds per delivery, from a CPU % of one core over ``seconds``."""
+    return round(cpu_percent * seconds * 1e4 / deliveries, 2) if deliveries else None
 
 
 def summarize(
@@ -250,13 +364,37 @@ def summarize(
         lag_frames=r["lag_frames"],
         latency_ms=r["latency_ms"],
         cpu_percent=window.cpu,
+        cpu_system_percent=window.cpu_system,
+        load_cpu_percent=window.load_cpu,
+        server_us_per_delivery=per_delivery(window.cpu, window.seconds, r["deliveries"]),
+        load_us_per_delivery=per_delivery(window.load_cpu, window.seconds, r["deliveries"]),
+        redis_cpu_percent=window.redis_cpu,
         cores_busy=window.busy,
+        timeline=r["timeline"],  # per second: deliveries, latency percentiles, cores busy, server CPU
     )
+    out["delivering_seconds"], out["saturated_seconds"] = saturation(r["timeline"])
     return out
 
 
+def saturated(res: dict[str, Any]) -> str:
+    """Cores at least 90% busy in at least half of the seconds that had deliveries (per-second, not averaged)."""
+    counts = res.get("saturated_seconds") or []
+    seconds = res.get("delivering_seconds") or 0
+    return ", ".join(f"cpu{i}" for i, n in enumerate(counts) if seconds and n * 2 >= seconds) or "none"
+
+
+def saturation(timeline: list[dict[str, Any]]) -> tuple[int, list[int]]:
+    """Seconds with deliveries, and in how many of them each core was at least 90% busy."""
+    rows = [t for t in timeline if t.get("deliveries") and t.get("cores")]
+    cores = max((len(t["cores"]) for t in rows), default=0)
+    return len(rows), [sum(1 for t in rows if len(t["cores"]) > i and t["cores"][i] >= 90) for i in range(cores)]
+
+
 def show(res: dict[str, Any]) -> None:
-    print(f"\n== {res['server']}: {res['connected']:,}/{res['clients']:,} clients connected, {res['failed']} failed")
+    print(
+        f"\n== {res['row']} {res['server']}: {res['connected']:,}/{res['clients']:,} clients connected, "
+        f"{res['failed']} failed (load average {res['load_avg']:.2f})"
+    )
     print(f"   RSS idle {res['rss_idle_mb']} MB, {res['bytes_per_conn'] or 0:,} bytes per connection")
     if res["server_errors"] or res["closes"]:
         print(f"   server closed {res['closes']} clients; {res['server_errors']} tracebacks in {res['log']}")
@@ -271,83 +409,118 @@ def show(res: dict[str, Any]) -> None:
         f"   latency ms p50 {lat.get('p50')} p95 {lat.get('p95')} p99 {lat.get('p99')} max {lat.get('max')}"
         f" (n={lat.get('count', 0):,})"
     )
-    busy = res["cores_busy"]
-    hot = [f"cpu{i}" for i, b in enumerate(busy) if b >= 90]
     print(
-        f"   server CPU {res['cpu_percent']}%, cores busy {busy} %, saturated: {', '.join(hot) or 'none'}"
-        f" (server on cpu0, load + Redis on cpu1)"
+        f"   CPU us per delivery: server {res['server_us_per_delivery']}, load {res['load_us_per_delivery']}"
+        + (f"; hub: {res['hub']}" if res.get("hub") else "")
+    )
+    print(
+        f"   CPU % of one core: server {res['cpu_percent']} (kernel {res['cpu_system_percent']}), "
+        f"load {res['load_cpu_percent']}, "
+        f"redis {res['redis_cpu_percent']}; cores busy {res['cores_busy']} %, saturated: "
+        f"{saturated(res)} in {res['saturated_seconds']} of {res['delivering_seconds']} s (server + Redis on cpu0, "
+        f"load on cpu1)"
     )
 
 
-def table(ours: dict[str, Any], naive: dict[str, Any]) -> None:
-    def p99(r: dict[str, Any]) -> float | None:
-        return (r["latency_ms"] or {}).get("p99")
+def verdict(res: dict[str, Any]) -> str:
+    """Whether a run met its row's target: p99 under it and nothing lost (idle: bytes per connection)."""
+    if "published" not in res:
+        bpc = res["bytes_per_conn"] or 0
+        return "met" if bpc and bpc < IDLE_TARGET_BYTES else "missed"
+    p99, target = (res["latency_ms"] or {}).get("p99"), res["target_p99_ms"]
+    if target is None or p99 is None:
+        return "-"
+    return "met" if p99 < target and res["loss_pct"] == 0 and not res["closes"] else "missed"
 
-    def ratio(a: float | None, b: float | None) -> str:
-        return f"{a / b:.2f}x" if a and b else "-"
 
-    rows = [
-        ("deliveries/s", ours["deliveries_per_s"], naive["deliveries_per_s"], "ours/naive"),
-        ("loss %", ours["loss_pct"], naive["loss_pct"], ""),
-        ("latency p50 ms", (ours["latency_ms"] or {}).get("p50"), (naive["latency_ms"] or {}).get("p50"), ""),
-        ("latency p99 ms", p99(ours), p99(naive), "naive/ours"),
-        ("server CPU %", ours["cpu_percent"], naive["cpu_percent"], "naive/ours"),
-        ("bytes/connection", ours["bytes_per_conn"], naive["bytes_per_conn"], ""),
-    ]
-    print(f"\n{'':<18}{'ours':>14}{'naive':>14}{'ratio':>16}")
-    for name, a, b, how in rows:
-        r = ratio(a, b) if how == "ours/naive" else ratio(b, a) if how == "naive/ours" else ""
-        print(f"{name:<18}{a if a is not None else '-':>14}{b if b is not None else '-':>14}{r:>10} {how}")
+def table(results: list[dict[str, Any]]) -> None:
+    """One line per run: the row, the server, what it reached, its target, which core saturated."""
+    print(
+        f"\n{'row':<11}{'server':<7}{'deliv/s':>10}{'loss%':>7}{'p50':>8}{'p99':>8}{'target':>8}{'':>8}"
+        f"{'srvCPU':>8}{'loadCPU':>8}{'B/conn':>8}  saturated  load-avg"
+    )
+    for r in results:
+        lat = r.get("latency_ms") or {}
+        target = r["target_p99_ms"] if r.get("rate") else f"<{IDLE_TARGET_BYTES // 1000}KB"
+        print(
+            f"{r['row']:<11}{r['server']:<7}{r.get('deliveries_per_s', '-'):>10}{r.get('loss_pct', '-'):>7}"
+            f"{lat.get('p50', '-'):>8}{lat.get('p99', '-'):>8}{target or '-':>8}{verdict(r):>8}"
+            f"{r.get('cpu_percent', '-'):>8}{r.get('load_cpu_percent', '-'):>8}{r['bytes_per_conn'] or '-':>8}"
+            f"  {saturated(r):<10} {r['load_avg']:.2f}"
+        )
+
+
+def save(path: Path, results: list[dict[str, Any]]) -> None:
+    path.write_text(json.dumps(results, indent=1))
 
 
 async def main(args: argparse.Namespace) -> None:
+    rows = list(TARGETS) if args.rows == "all" else [parse_row(t) for t in args.rows.split(",")]
     limit = raise_fd_limit()
-    need = (args.idle or args.clients) + 100
+    need = max(r.clients for r in rows) + 100
     if limit < need:
         print(f"warning: RLIMIT_NOFILE hard limit {limit} < {need}: some clients will fail", file=sys.stderr)
     pin: list[str] = []
     if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         pin = ["taskset", "-c", "0"]
-        os.sched_setaffinity(0, {1})  # this process, its client workers and the embedded Redis: core 1
+        os.sched_setaffinity(0, {1})  # this process and its client workers: core 1
     else:
         print("taskset (util-linux) missing or one core: running WITHOUT core pinning", file=sys.stderr)
+    results: list[dict[str, Any]] = []
     async with AsyncExitStack() as stack:
-        redis_url = args.redis
+        redis_url, redis_pid = args.redis, None
         if not redis_url:
             embedded = EmbeddedRedis()
             embedded.start()
             stack.callback(embedded.stop)
-            redis_url = embedded.url
-        if args.idle:
-            show(await one_run("ours", args, redis_url, pin))
-            return
-        results = {kind: await one_run(kind, args, redis_url, pin) for kind in args.servers.split(",")}
-        for res in results.values():
-            show(res)
-        if "ours" in results and "naive" in results:
-            table(results["ours"], results["naive"])
-        print(
-            f"\n{args.clients:,} clients x {args.rate:g} posts/s x {args.duration:g} s; pinned: {bool(pin)}; "
-            f"deliveries/s = posts received by all clients by the end of the drain / driven seconds"
-        )
+            redis_url, redis_pid = embedded.url, embedded.pid
+            if pin:
+                os.sched_setaffinity(redis_pid, {0})  # the feed is part of the serving side: with the server
+        for row in rows:
+            for kind in ["ours"] if not row.rate else args.servers.split(","):
+                res = await one_run(kind, row, args, redis_url, redis_pid, pin)
+                show(res)
+                results.append(res)
+                if args.json:
+                    save(Path(args.json), results)
+    table(results)
+    print(
+        f"\n{args.duration:g} s driven per row; pinned: {bool(pin)}; deliveries/s = posts received by all clients "
+        f"by the end of the drain / driven seconds; CPU 100% = one core; JSON in {args.json or '(no --json)'}"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="chatmixer fan-out vs a naive broadcaster, one core each side.")
-    parser.add_argument("--clients", type=int, default=1000, help="websocket clients (default 1000)")
-    parser.add_argument("--rate", type=float, default=100.0, help="posts/s XADDed into the feed (default 100)")
+    parser.add_argument(
+        "--rows",
+        default="1000x100",
+        help="comma list of CLIENTSxRATE (driven) and idleN (memory), or 'all' for the issue's target table "
+        "(default 1000x100)",
+    )
+    parser.add_argument("--clients", type=int, help="with --rate: one row CLIENTSxRATE (same as --rows)")
+    parser.add_argument("--rate", type=float, default=100.0, help="posts/s for --clients (default 100)")
+    parser.add_argument("--idle", type=int, metavar="N", help="one row: memory per idle connection (= --rows idleN)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of driving (default 10)")
     parser.add_argument("--drain", type=float, default=2.0, help="seconds after driving before counting (default 2)")
     parser.add_argument("--ramp", type=float, default=3.0, help="seconds to connect the clients (at least N/600)")
-    parser.add_argument("--processes", type=int, default=2, help="client worker processes (default 2)")
-    parser.add_argument("--sample", type=int, default=5, help="latency-sampled clients per worker (default 5)")
+    parser.add_argument("--processes", type=int, default=1, help="client worker processes (default 1)")
+    parser.add_argument("--sample", type=int, default=10, help="latency-sampled clients per worker (default 10)")
     parser.add_argument("--servers", default="ours,naive", help="which to run, in order (default ours,naive)")
-    parser.add_argument("--idle", type=int, default=0, metavar="N", help="only: bytes per idle connection, N clients")
+    parser.add_argument("--json", metavar="FILE", help="write every run's figures here (rewritten after each run)")
     parser.add_argument("--redis", metavar="URL", help="an existing Redis (default: an embedded one)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the load test's progress every second")
     args = parser.parse_args(argv)
-    if args.clients < 1 or args.rate <= 0 or args.duration <= 0 or args.idle < 0:
-        parser.error("--clients, --rate and --duration must be positive")
+    if args.idle:
+        args.rows = f"idle{args.idle}"
+    elif args.clients:
+        args.rows = f"{args.clients}x{args.rate:g}"
+    if args.duration <= 0 or args.rate <= 0:
+        parser.error("--duration and --rate must be positive")
+    try:
+        [parse_row(t) for t in args.rows.split(",")] if args.rows != "all" else None
+    except ValueError:
+        parser.error("--rows is a comma list of CLIENTSxRATE or idleN, e.g. 1000x100,idle10000, or all")
     if not set(args.servers.split(",")) <= {"ours", "naive"}:
         parser.error("--servers is a comma list of ours, naive")
     return args

@@ -148,6 +148,12 @@ async def test_a_client_that_never_reads_does_not_delay_another(
                     await add_to_feed(redis, keys, *(make_post(f"p{i}", text=text) for i in range(start, start + 20)))
                 items = await reader
                 assert [i["key"] for i in items] == [f"p{i}" for i in range(total)]
+                # the feed keeps moving: once the stalled client has been full for cutoff_seconds it is closed
+                for n in range(400):
+                    if hub.counters["cut_off"]:
+                        break
+                    await add_to_feed(redis, keys, make_post(f"q{n}"))
+                    assert [i["key"] for i in await receive_posts(ws, 1)] == [f"q{n}"]
             assert hub.counters["posts_skipped"] > 0
             assert hub.counters["cut_off"] == 1
         finally:

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import WSMsgType, web
 
 from mixer.codec import FIELD, unpack_item
 from mixer.keys import Keys
+from mixer.loadcount import CountingClient, connect
 from mixer.loadtest import (
     Driver,
     LoadOptions,
@@ -113,6 +115,61 @@ async def test_replay_drive_publishes_the_recording_once_rekeyed_restamped_and_u
     assert [p["key"] for p in posts] == [f"loadtest:t1:{n}" for n in range(len(posts))]
     assert len({p["text"] for p in posts}) == len(posts)
     assert all(p["at"] == p["created"] and p["at"] > 1_700_000_000_000 for p in posts)
+
+
+async def test_counting_clients_count_posts_across_reads_lag_frames_pings_and_the_close_code() -> None:
+    text = 'quoted \\"id\\": and "id": in text ' + "x" * 2000  # ~2 KB each: the big frame spans several reads
+    posts = [{"key": f"k{n}", "text": text, "id": f"{n}-0"} for n in range(300)]
+    pongs: list[tuple[WSMsgType, bytes]] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"type": "hello", "pinned": {"id": "9-0"}}, separators=(",", ":")))
+        await ws.send_str(json.dumps({"type": "posts", "items": posts[:2]}, separators=(",", ":")))
+        await ws.send_str('{"type":"lag","skipped":3}')
+        await ws.send_str(json.dumps({"type": "posts", "items": posts[2:]}, separators=(",", ":")))  # ~600 KB
+        await ws.ping(b"hb")
+        msg = await ws.receive(timeout=5)
+        pongs.append((msg.type, msg.data))
+        await ws.close(code=4008)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    counts: list[list[int]] = [[], []]
+    lags: list[int] = []
+    try:
+        for mine in counts:  # the second client gets the same frames: it finds their counts already known
+            on_posts = lambda n, _at, mine=mine: mine.append(n)  # noqa: E731
+            client = await connect(f"ws://127.0.0.1:{port}/ws", on_posts, lambda: lags.append(1))
+            await asyncio.wait_for(client.closed, 5)
+            assert client.close_code == 4008
+    finally:
+        await runner.cleanup()
+    assert [sum(c) for c in counts] == [300, 300]  # the hello's pinned post is not counted; text cannot fake a mark
+    assert lags == [1, 1]
+    assert pongs == [(WSMsgType.PONG, b"hb")] * 2
+
+
+async def test_counting_client_finds_a_mark_split_between_two_reads_at_any_offset() -> None:
+    for cut in range(1, 200):
+        items = [{"key": f"cut{cut}-{n}", "id": f"{n}-0"} for n in range(5)]
+        payload = json.dumps({"type": "posts", "items": items}, separators=(",", ":")).encode()
+        frame = bytes([0x81, 126]) + len(payload).to_bytes(2, "big") + payload
+        got: list[int] = []
+        client = CountingClient("ws://127.0.0.1:1/ws", lambda n, _at, got=got: got.append(n), lambda: None)
+        client.upgraded = True
+        for part in (frame[:cut], frame[cut:]):  # the same bytes, read in two pieces
+            buffer = client.get_buffer(-1)
+            buffer[: len(part)] = part
+            client.buffer_updated(len(part))
+        assert got == [5], cut
 
 
 def test_only_loopback_urls_are_accepted() -> None:

@@ -1,0 +1,200 @@
+"""A cheap websocket client for `mixer loadtest`: counts posts without parsing frames or JSON.
+
+``CountingClient`` is a raw ``asyncio.BufferedProtocol``: it writes the HTTP upgrade request
+itself, checks the ``101`` answer, then walks the server's frames by their headers only.
+The event loop reads straight into one buffer shared by every client of the process (reads
+of different sockets never interleave), so no ``bytes`` object is made per read.
+
+Counting: in a text frame whose payload starts with ``{"type":"posts"`` the posts are the
+occurrences of ``"id":`` (once per post: network text is JSON-escaped, so a post cannot fake
+one; a mark split between two reads is found from the bytes either side). Scanning for it
+is the expensive part, and every client of one filter gets the very same frame, so the count
+is remembered per frame, keyed by its size and first ``HEAD`` bytes (which hold the first
+post's unique key): the first client to get a frame counts it, the others look it up.
+It counts ``lag`` frames, answers pings with pongs (so the server's heartbeat keeps it) and
+remembers the close code. Not here: latency (the sampled clients of ``mixer.loadclient``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import struct
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+POSTS = b'{"type":"posts"'
+LAG = b'{"type":"lag"'
+MARK = b'"id":'
+TAIL = len(MARK) - 1  # bytes either side of a read boundary where a split mark can hide
+HEAD = 96  # payload bytes that identify a posts frame (with its size): past the first post's key
+BUFFER = 1 << 18  # the shared read buffer
+KNOWN_MAX = 4096  # frames remembered per process before the memory is cleared
+
+Counted = Callable[[int, float], None]  # (posts, receive time)
+Lagged = Callable[[], None]  # a lag frame arrived
+
+_shared = bytearray(BUFFER)
+_view = memoryview(_shared)
+_known: dict[tuple[int, bytes], int] = {}  # (payload size, first HEAD bytes) -> posts in that frame
+
+
+class CountingClient(asyncio.BufferedProtocol):
+    """One websocket connection that counts posts; ``opened`` resolves at the upgrade, ``closed`` at the end."""
+
+    def __init__(self, url: str, counted: Counted, lagged: Lagged) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.counted = counted
+        self.lagged = lagged
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+        self.upgraded = False
+        self.pending = b""  # unparsed bytes (a header, a frame's HEAD, the HTTP answer) waiting for more
+        self.kept = 0  # how many of them get_buffer put at the start of the shared buffer
+        self.left = 0  # payload bytes of the current frame still to come
+        self.scanning = False  # counting marks in the current frame (not known yet)
+        self.frame: tuple[int, bytes] | None = None  # the current posts frame's key into _known
+        self.posts = 0  # posts in the current posts frame, so far or as known
+        self.edge = b""  # the last TAIL bytes scanned of the current frame
+        self.close_code: int | None = None  # from the server's close frame; 0 when the socket just dropped
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports do not subclass asyncio's
+        key = base64.b64encode(os.urandom(16)).decode()
+        self._write(
+            f"GET {self.target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError("closed before the upgrade"))
+        if self.close_code is None:
+            self.close_code = 0
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        kept = len(self.pending)  # the unparsed bytes go first, the read lands right after them
+        _shared[:kept] = self.pending
+        self.pending = b""
+        self.kept = kept
+        return _view[kept:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        n = self.kept + nbytes
+        pos = 0 if self.upgraded else self._upgrade(n)
+        done = 0
+        while 0 <= pos < n:
+            if self.left:
+                end = min(n, pos + self.left)
+                if self.scanning:
+                    self._scan(pos, end)
+                self.left -= end - pos
+                pos = end
+                if not self.left and self.frame is not None:
+                    done += self._frame_done()
+                continue
+            pos = self._header(pos, n)
+        if done:
+            self.counted(done, time.time())
+
+    def _scan(self, pos: int, end: int) -> None:
+        self.posts += _shared.count(MARK, pos, end)
+        if self.edge:
+            self.posts += (self.edge + _shared[pos : min(end, pos + TAIL)]).count(MARK)
+        self.edge = bytes(_shared[end - TAIL : end]) if end - pos >= TAIL else (self.edge + _shared[pos:end])[-TAIL:]
+
+    def _frame_done(self) -> int:
+        assert self.frame is not None
+        if self.scanning:
+            if len(_known) >= KNOWN_MAX:
+                _known.clear()
+            _known[self.frame] = self.posts
+        self.frame, self.scanning = None, False
+        return self.posts
+
+    def _upgrade(self, n: int) -> int:
+        """Where the frames start after the HTTP answer; -1 while it is incomplete or was not a 101."""
+        end = _shared.find(b"\r\n\r\n", 0, n)
+        if end < 0:
+            self.pending = bytes(_shared[:n])
+            return -1
+        if not _shared.startswith(b"HTTP/1.1 101"):
+            line = bytes(_shared[: _shared.find(b"\r\n")])
+            self.opened.set_exception(ConnectionError(line.decode(errors="replace")))
+            self._close()
+            return -1
+        self.upgraded = True
+        self.opened.set_result(None)
+        return end + 4
+
+    def _header(self, pos: int, n: int) -> int:
+        """Read the frame header at ``pos``: where its payload starts, or -1 to wait for more bytes."""
+        if n - pos < 2:
+            return self._wait(pos, n)
+        opcode, size = _shared[pos] & 0x0F, _shared[pos + 1] & 0x7F
+        start = pos + 2 + (2 if size == 126 else 8 if size == 127 else 0)
+        if n < start:
+            return self._wait(pos, n)
+        if size >= 126:
+            size = int.from_bytes(_shared[pos + 2 : start], "big")
+        if opcode >= 8:  # control frame (close, ping, pong): at most 125 bytes, handled whole
+            if n < start + size:
+                return self._wait(pos, n)
+            self._control(opcode, bytes(_shared[start : start + size]))
+            return start + size
+        head_size = min(size, HEAD)
+        if n < start + head_size:
+            return self._wait(pos, n)
+        head = bytes(_shared[start : start + head_size])
+        self.left = size
+        if opcode == 1 and head.startswith(POSTS):
+            self.frame = (size, head)
+            known = _known.get(self.frame)
+            self.scanning = known is None
+            self.posts = known or 0
+            self.edge = b""
+        elif head.startswith(LAG):
+            self.lagged()
+        return start
+
+    def _wait(self, pos: int, n: int) -> int:
+        self.pending = bytes(_shared[pos:n])
+        return -1
+
+    def _control(self, opcode: int, payload: bytes) -> None:
+        if opcode == 9:  # ping: a pong with the same payload, masked with a zero key (RFC 6455 5.3)
+            self._write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+        elif opcode == 8:
+            self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            self._close()
+
+    def _write(self, frame: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame)
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def close(self) -> None:
+        """Say goodbye (a masked close frame, 1000) and drop the socket."""
+        self._write(b"\x88\x82\0\0\0\0\x03\xe8")
+        self._close()
+
+
+async def connect(url: str, counted: Counted, lagged: Lagged) -> CountingClient:
+    """A ``CountingClient`` on ``url`` once the server accepted the upgrade; OSError/ConnectionError otherwise."""
+    loop = asyncio.get_running_loop()
+    client = CountingClient(url, counted, lagged)
+    await loop.create_connection(lambda: client, client.host, client.port)
+    await client.opened
+    return client
