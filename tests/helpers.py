@@ -1,8 +1,15 @@
-"""Small builders shared by tests."""
+"""Small builders shared by tests: posts, and a recorded night re-timed to now."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import time
+
 from mixer.models import Author, Post
+from mixer.settings import DEMO_RECORDING
+
+BUSY_HOUR = 1_551_463_200_000  # 2019-03-01 18:00 UTC, the demo recording's hour with the most posts
 
 
 def make_post(key: str, chats: tuple[str, ...] = ("smbiz",), created: int = 1_700_000_000_000, text: str = "") -> Post:
@@ -16,3 +23,44 @@ def make_post(key: str, chats: tuple[str, ...] = ("smbiz",), created: int = 1_70
         created=created,
         at=created,
     )
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def wall_post(
+    key: str,
+    chats: tuple[str, ...] = ("smbiz",),
+    text: str = "",
+    *,
+    name: str = "Alice",
+    handle: str = "alice",
+    avatar: str | None = None,
+    url: str | None = None,
+    media: tuple[str, ...] = (),
+    created: int | None = None,
+) -> Post:
+    """A post as screens show it, created now unless told otherwise."""
+    base = make_post(key, chats, created=created or now_ms(), text=text)
+    return dataclasses.replace(
+        base, author=Author(handle=handle, name=name, avatar=avatar), url=url or base.url, media=media
+    )
+
+
+def recorded_night(limit: int, chats: set[str] | None = None, ago_ms: int = 150_000) -> list[Post]:
+    """The first ``limit`` posts of the demo recording's busiest hour, re-timed to end ``ago_ms`` ago,
+    their chats narrowed to ``chats`` (all kept when None)."""
+    lines = [line for line in DEMO_RECORDING.read_text().splitlines() if line and not line.startswith("#")]
+    posts = [Post.from_dict(json.loads(line)) for line in lines]
+    chosen = [p for p in posts if BUSY_HOUR <= p.created < BUSY_HOUR + 3_600_000][:limit]
+    shift = now_ms() - ago_ms - chosen[-1].created
+    return [
+        dataclasses.replace(
+            p,
+            created=p.created + shift,
+            at=p.at + shift,
+            chats=p.chats if chats is None else tuple(c for c in p.chats if c in chats),
+        )
+        for p in chosen
+    ]

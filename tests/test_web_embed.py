@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import re
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,12 +24,10 @@ from playwright.async_api import Dialog, Locator, Page, WebSocketRoute, expect
 
 from mixer.codec import EDIT_FIELD, RETRACT_FIELD
 from mixer.keys import Keys
-from mixer.models import Author, Post
-from mixer.settings import DEMO_RECORDING
 
 from . import browser
 from .browser import LiveServer, png_bytes, publish
-from .helpers import make_post
+from .helpers import now_ms, recorded_night, wall_post
 
 chromium_page = browser.chromium_page
 live_server = browser.live_server
@@ -46,40 +43,6 @@ HOSTILE_CSS = (
     "* { color: red !important; font-size: 2px !important; display: inline !important; }"
     " div { display: none !important; } chatmixer-feed { visibility: hidden !important; }"
 )
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def wall_post(
-    key: str,
-    chats: tuple[str, ...] = ("smbiz",),
-    text: str = "",
-    *,
-    name: str = "Alice",
-    handle: str = "alice",
-    avatar: str | None = None,
-    url: str | None = None,
-    created: int | None = None,
-) -> Post:
-    base = make_post(key, chats, created=created or now_ms(), text=text)
-    return dataclasses.replace(base, author=Author(handle=handle, name=name, avatar=avatar), url=url or base.url)
-
-
-def recorded_night(limit: int, chats: set[str]) -> list[Post]:
-    """The first posts of the demo recording's busiest hour, re-timed to end a few minutes ago."""
-    lines = [line for line in DEMO_RECORDING.read_text().splitlines() if line and not line.startswith("#")]
-    posts = [Post.from_dict(json.loads(line)) for line in lines]
-    busy_hour = 1_551_463_200_000  # 2019-03-01 18:00 UTC
-    chosen = [p for p in posts if busy_hour <= p.created < busy_hour + 3_600_000][:limit]
-    shift = now_ms() - 150_000 - chosen[-1].created
-    return [
-        dataclasses.replace(
-            p, created=p.created + shift, at=p.at + shift, chats=tuple(c for c in p.chats if c in chats)
-        )
-        for p in chosen
-    ]
 
 
 class HostSite:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +25,12 @@ from mixer.ingest import Publisher
 from mixer.keys import Keys
 from mixer.merge import MergeStage
 from mixer.models import Author, Post
-from mixer.settings import DEMO_RECORDING, Settings
+from mixer.settings import Settings
 from mixer.streams import dedicated_client
 
 from . import browser
 from .browser import TEST_CHATS, LiveServer
-from .helpers import make_post
+from .helpers import make_post, now_ms, recorded_night
 
 chromium_page = browser.chromium_page
 live_server = browser.live_server
@@ -78,10 +76,6 @@ async def night(redis_url: str, keys: Keys, redis: aioredis.Redis) -> AsyncItera
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await conn.aclose()
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def post(key: str, text: str, chats: tuple[str, ...] = ("smbiz",), *, handle: str = "alice", name: str = "") -> Post:
@@ -371,21 +365,11 @@ async def test_hostile_posts_render_as_literal_text_in_the_console(night: Night,
     assert dialogs == []
 
 
-def recorded_posts(limit: int) -> list[Post]:
-    """The first posts of the busiest hour of the demo recording, re-timed to the last few minutes."""
-    lines = [line for line in DEMO_RECORDING.read_text().splitlines() if line and not line.startswith("#")]
-    posts = [Post.from_dict(json.loads(line)) for line in lines]
-    busy_hour = 1_551_463_200_000  # 2019-03-01 18:00 UTC
-    chosen = [p for p in posts if busy_hour <= p.created < busy_hour + 3_600_000][:limit]
-    shift = now_ms() - 30_000 - chosen[-1].created
-    return [dataclasses.replace(p, created=p.created + shift, at=p.at + shift) for p in chosen]
-
-
 async def test_the_console_shows_a_realistic_night_and_can_screenshot_it(night: Night, chromium_page: Page) -> None:
     """Also the source of docs/screenshots/console.png when MIXER_SCREENSHOTS=1."""
     page = chromium_page
     await page.set_viewport_size({"width": 1440, "height": 900})
-    recorded = recorded_posts(9)
+    recorded = recorded_night(9, ago_ms=30_000)
     await night.publish(*recorded)
     await sign_in(page, night, name="Dana")
     await expect(page.locator("#incoming article")).to_have_count(len(recorded), timeout=WAIT_MS)

@@ -9,9 +9,7 @@ docs/screenshots/wall.png and wall-light.png.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
-import json
 import os
 import re
 import time
@@ -33,15 +31,15 @@ from mixer.config import ConfigError, load_settings
 from mixer.ingest import Publisher
 from mixer.keys import Keys
 from mixer.merge import MergeStage
-from mixer.models import Author, Post
+from mixer.models import Post
 from mixer.pages import qr_code_svg
 from mixer.qa import qa_tags
-from mixer.settings import DEMO_RECORDING, Settings
+from mixer.settings import Settings
 from mixer.streams import dedicated_client
 
 from . import browser
 from .browser import TEST_CHATS, LiveServer, png_bytes, publish
-from .helpers import make_post
+from .helpers import recorded_night, wall_post
 
 # pytest finds fixtures among a module's attributes: this makes the shared browser fixtures usable here.
 chromium_page = browser.chromium_page
@@ -55,28 +53,6 @@ STATS_WAIT_MS = 15_000  # the server sends stats every 5 s
 MOD_TOKEN = "m0d"
 MOD_HEADERS = {"Authorization": f"Bearer {MOD_TOKEN}", "X-Moderator": "Dana"}
 JOIN_LINK = "https://example.org/join/chatmixer"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def wall_post(
-    key: str,
-    chats: tuple[str, ...] = ("smbiz",),
-    text: str = "",
-    *,
-    name: str = "Alice",
-    handle: str = "alice",
-    avatar: str | None = None,
-    url: str | None = None,
-    media: tuple[str, ...] = (),
-    created: int | None = None,
-) -> Post:
-    base = make_post(key, chats, created=created or now_ms(), text=text)
-    return dataclasses.replace(
-        base, author=Author(handle=handle, name=name, avatar=avatar), url=url or base.url, media=media
-    )
 
 
 async def publish_merged(redis: aioredis.Redis, stream: str, *posts: Post) -> list[str]:
@@ -411,21 +387,6 @@ async def test_wall_resumes_after_a_network_drop_and_shows_what_it_missed_once(
     (after,) = await publish(redis, keys, wall_post("x:after-drop", text="after the drop"))
     await expect(card(page, after)).to_be_visible(timeout=WAIT_MS)
     assert await shown_ids(page) == [after, meanwhile, before]
-
-
-def recorded_night(limit: int, chats: set[str]) -> list[Post]:
-    """The first posts of a busy hour of the demo recording, re-timed to end just now, chats narrowed to ``chats``."""
-    lines = [line for line in DEMO_RECORDING.read_text().splitlines() if line and not line.startswith("#")]
-    posts = [Post.from_dict(json.loads(line)) for line in lines]
-    busy_hour = 1_551_463_200_000  # 2019-03-01 18:00 UTC, the chat hour with the most posts
-    chosen = [p for p in posts if busy_hour <= p.created < busy_hour + 3_600_000][:limit]
-    shift = now_ms() - 150_000 - chosen[-1].created
-    return [
-        dataclasses.replace(
-            p, created=p.created + shift, at=p.at + shift, chats=tuple(c for c in p.chats if c in chats)
-        )
-        for p in chosen
-    ]
 
 
 # Posts per chat published to the full feed before each of four stats frames: the legend's rates and sparklines.

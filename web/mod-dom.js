@@ -5,42 +5,10 @@
  * and setAttribute (never innerHTML), URLs become links only when they are http(s), chat
  * colours only when they are hex colours, and names and texts are bidi-isolated (<bdi>,
  * dir="auto") so an override character cannot flip the layout around them. The same
- * rules as the wall's (wall.js), kept separate so each page can change on its own.
+ * rules as the wall's, from safe.js.
  */
 
-const NEUTRAL_COLOUR = "#607080"; // badge colour of a chat the server did not describe
-
-/** The URL as a string if it is absolute http(s), else null (javascript:, data:, relative...). */
-export function httpUrlOrNull(value) {
-  if (typeof value !== "string" || value === "") return null;
-  try {
-    const url = new URL(value);
-    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
-  } catch {
-    return null;
-  }
-}
-
-/** A chat colour as '#rgb' / '#rrggbb', or the neutral colour if it is anything else. */
-export function safeColour(value) {
-  return typeof value === "string" && /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.test(value) ? value : NEUTRAL_COLOUR;
-}
-
-/** Black or white, whichever contrasts more with the hex background (WCAG relative luminance). */
-export function readableTextColour(hex) {
-  let digits = hex.slice(1);
-  if (digits.length === 3) digits = [...digits].map((d) => d + d).join("");
-  const linear = [0, 2, 4].map((i) => {
-    const c = parseInt(digits.slice(i, i + 2), 16) / 255;
-    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
-  });
-  const luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2];
-  return (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) ? "#000000" : "#ffffff";
-}
-
-export function normalizeTag(tag) {
-  return String(tag).trim().replace(/^#+/, "").toLowerCase();
-}
+import { element, httpUrlOrNull, normalizeTag, outboundLink, readableTextColour, safeColour } from "./safe.js";
 
 /** Whether a frame item looks like a Post: an id, a key and an author object. */
 export function isPost(item) {
@@ -48,22 +16,10 @@ export function isPost(item) {
     && typeof item.key === "string" && item.author !== null && typeof item.author === "object";
 }
 
-export function element(tag, className, text) {
-  const el = document.createElement(tag);
-  if (className) el.className = className;
-  if (text !== undefined) el.textContent = text;
-  return el;
-}
-
 /** A link to an http(s) URL that opens elsewhere and passes on nothing; null for any other URL. */
 export function safeLink(url, className, text) {
   const href = httpUrlOrNull(url);
-  if (!href) return null;
-  const link = element("a", className, text);
-  link.setAttribute("href", href);
-  link.setAttribute("rel", "noopener nofollow noreferrer");
-  link.setAttribute("target", "_blank");
-  return link;
+  return href ? outboundLink(href, className, text) : null;
 }
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });

@@ -9,7 +9,8 @@
  */
 
 import { api } from "./mod-api.js";
-import { chatBadge, element, normalizeTag } from "./mod-dom.js";
+import { chatBadge } from "./mod-dom.js";
+import { element, normalizeTag } from "./safe.js";
 
 const $ = (id) => document.getElementById(id);
 

@@ -11,7 +11,8 @@
  */
 
 import { ApiError, api, clearSession, headerSafeName, loadSession, saveSession } from "./mod-api.js";
-import { accountOf, actionButton, element, isPost, localTime, normalizeTag, postBody } from "./mod-dom.js";
+import { accountOf, actionButton, isPost, localTime, postBody } from "./mod-dom.js";
+import { element, normalizeTag } from "./safe.js";
 import { RulesPanel } from "./mod-rules.js";
 import { FeedStream } from "./mod-stream.js";
 

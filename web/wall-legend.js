@@ -9,7 +9,8 @@
  */
 
 import { buildSparkline } from "./sparkline.js";
-import { buildBadge, element, normalizeTag, qaOf, safeColour } from "./wall-render.js";
+import { buildBadge, qaOf } from "./wall-render.js";
+import { element, normalizeTag, safeColour } from "./safe.js";
 
 const SPARK_WINDOW_MS = 10 * 60_000; // the sparkline covers the last ten minutes
 const MAX_SAMPLES = 200; // a stats frame every 5 s fills ten minutes with 120

@@ -8,45 +8,16 @@
  * when (wall.js, pacing.js) or the legend (wall-legend.js).
  */
 
-const NEUTRAL_COLOUR = "#607080"; // badge colour of a chat the server did not describe
+import {
+  NEUTRAL_COLOUR, element, httpUrlOrNull, normalizeTag, outboundLink, readableTextColour, safeColour,
+} from "./safe.js";
+
 const chatColours = new Map(); // tag -> colour from the server's chat list
 
 /** Use these chats' colours for badges from now on (a Map of tag -> {colour}). */
 export function setChatColours(chats) {
   chatColours.clear();
   for (const [tag, chat] of chats) chatColours.set(tag, safeColour(chat && chat.colour));
-}
-
-/** The URL as a string if it is absolute http(s), else null (javascript:, data:, relative...). */
-export function httpUrlOrNull(value) {
-  if (typeof value !== "string" || value === "") return null;
-  try {
-    const url = new URL(value);
-    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
-  } catch {
-    return null;
-  }
-}
-
-/** A chat colour from the server as '#rgb' / '#rrggbb', or the neutral colour if it is anything else. */
-export function safeColour(value) {
-  return typeof value === "string" && /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.test(value) ? value : NEUTRAL_COLOUR;
-}
-
-/** Black or white, whichever contrasts more with the hex background (WCAG relative luminance). */
-export function readableTextColour(hex) {
-  let digits = hex.slice(1);
-  if (digits.length === 3) digits = [...digits].map((d) => d + d).join("");
-  const linear = [0, 2, 4].map((i) => {
-    const c = parseInt(digits.slice(i, i + 2), 16) / 255;
-    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
-  });
-  const luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2];
-  return (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) ? "#000000" : "#ffffff";
-}
-
-export function normalizeTag(tag) {
-  return String(tag).trim().replace(/^#+/, "").toLowerCase();
 }
 
 /** A post's Q/A marker as {role: "Q"|"A", n}, or null when it has none or a malformed one. */
@@ -93,22 +64,6 @@ export function describeTime(createdMs, nowMs) {
 export function isPost(item) {
   return item !== null && typeof item === "object" && typeof item.id === "string" && item.id !== ""
     && item.author !== null && typeof item.author === "object";
-}
-
-export function element(tag, className, text) {
-  const el = document.createElement(tag);
-  if (className) el.className = className;
-  if (text !== undefined) el.textContent = text;
-  return el;
-}
-
-/** An <a> to an http(s) URL that opens elsewhere and passes no referrer or ranking to it. */
-export function outboundLink(href, className, text) {
-  const link = element("a", className, text);
-  link.setAttribute("href", href);
-  link.setAttribute("rel", "noopener nofollow noreferrer");
-  link.setAttribute("target", "_blank");
-  return link;
 }
 
 export function colourBadge(badge, tag) {

@@ -16,9 +16,8 @@
 
 import { Pacer } from "./pacing.js";
 import { Legend } from "./wall-legend.js";
-import {
-  buildCard, colourBadge, describeTime, element, isPost, normalizeTag, setChatColours,
-} from "./wall-render.js";
+import { buildCard, colourBadge, describeTime, isPost, setChatColours } from "./wall-render.js";
+import { element, normalizeTag } from "./safe.js";
 
 const HISTORY_LIMIT = 30; // posts fetched at start-up
 const MAX_CARDS = 40; // cards kept on the wall; older ones are removed
