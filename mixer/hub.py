@@ -12,9 +12,9 @@ client that stops reading cannot delay anyone else.
 Flushing: the follower broadcasts a batch as soon as it reads one when the hub is idle (no
 broadcast began in the last interval); while busy it waits out ``Hub.pause()`` first, so the
 posts arriving meanwhile go out together, one frame per client per interval. The interval is
-``flush_interval`` or, when a broadcast takes longer than ``BUSY_SHARE`` of that, twice the
-last broadcast's duration, up to ``STRETCH_MAX`` flush intervals: with many clients the
-frames grow instead of the writes, so the writes per second (each is a syscall, and the
+``flush_interval`` or, when a broadcast takes longer than ``BUSY_SHARE`` of that, the last
+broadcast's duration divided by ``BUSY_SHARE`` (4/3 of it), up to ``STRETCH_MAX`` flush
+intervals: with many clients the frames grow instead of the writes, so the writes per second (each is a syscall, and the
 kernel's loopback work is most of the server's CPU) stay bounded and the loop keeps time for
 reads, pings and new clients. The cap matters when broadcasts are long because the frames
 are big (bytes, not writes, dominate): stretching further would only make them bigger still.
@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 CLOSE_SLOW = 4008  # our close code for "your backlog stayed full too long"
 PING = b"\x89\x00"  # an empty websocket ping frame (server frames are unmasked): the same bytes for everyone
 FLUSH_INTERVAL = 0.025  # seconds: at most one broadcast per interval while busy (see the module docstring)
-BUSY_SHARE = 0.5  # while busy, broadcasting takes at most this share of the time (the rest: reads, pings, clients)
+BUSY_SHARE = 0.75  # while busy, broadcasting takes at most this share of the time (the rest: reads, pings, clients)
+# (0.5 gave a 5,000-client broadcast of 40 ms an 80 ms interval: 138 ms p99; 0.75 gives 89 ms, docs/benchmarks.md)
 STRETCH_MAX = 6  # ... but the interval stretches to at most this many flush intervals
 ChatFilter = frozenset[str] | None
 FeedItem = tuple[str, dict[str, Any]]  # ("p", post) | ("u", updated post) | ("r", {"ids": [...]}) | ("n", {"post"})

@@ -1,17 +1,19 @@
-"""The client side of `mixer loadtest`: one worker process holding many websocket clients.
+"""The client side of `mixer loadtest`: worker processes holding many websocket clients.
 
 ``worker_main`` is the entry point of each worker process (started by ``mixer.loadtest``
-with the ``spawn`` method): its own event loop (uvloop when installed), its share of the
-clients, ramped to start at their slot of the global ramp. A few *sampled* clients parse
-every frame and measure latency (receive time minus each post's ``at``, ms) and remember
-which driven posts (keys under the run's marker) they saw; the others are raw
-``mixer.loadcount`` clients that count posts as occurrences of ``"id":`` in ``posts`` frames,
+with the ``spawn`` method); its clients start at their slot of the global ramp. A worker runs
+either *sampled* clients or *counting* ones. Sampled clients (aiohttp, on the worker's own
+event loop, uvloop when installed) parse every frame, measure latency (receive time minus
+each post's ``at``, ms) and remember which driven posts (keys under the run's marker) they
+saw; they are few and event-driven, so their latency is not delayed by the others. Counting
+clients (``mixer.loadpoll``) are read in paced rounds and counted with ``mixer.loadcount``,
 with no frame object, text decode or JSON parse, so the generator stays cheaper than the
-server it measures. Every client counts ``lag`` frames and closes the
-server made. Counts go to the parent as ``("progress", worker, {...})`` twice a second and a
-final ``("done", worker, {...})``. ``WorkerPool`` is the parent's handle on the workers: it
-spawns them, hands their messages to its event loop, waits on conditions over their reports,
-and stops and joins them. Not here: driving load, CPU and memory figures, reports.
+server it measures. Every client counts ``lag`` frames and closes the server made. Counts
+go to the parent as ``("progress", worker, {...})`` twice a second and a final
+``("done", worker, {...})``. ``WorkerPool`` is the parent's handle on the workers: it spawns
+them (each of the P shares of clients gives one sampled and one counting worker), hands
+their messages to its event loop, waits on conditions over their reports, and stops and
+joins them. Not here: driving load, CPU and memory figures, reports.
 """
 
 from __future__ import annotations
@@ -29,9 +31,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from .loadcount import CountingClient, connect
-
 PROGRESS_EVERY = 0.5  # seconds between progress messages to the parent
+POLL_MS = 40.0  # default milliseconds between the counting clients' read rounds
 
 
 class PoolOptions(Protocol):
@@ -47,6 +48,8 @@ class PoolOptions(Protocol):
     def ramp(self) -> float: ...
     @property
     def sample(self) -> int: ...
+    @property
+    def poll_ms(self) -> float: ...
 
 
 class Sink(Protocol):
@@ -74,6 +77,7 @@ class WorkerPlan:
     ramp: float  # seconds over which all N clients start
     sample: int  # how many of this worker's clients parse every frame
     marker: str | None  # key prefix of the posts the parent drives (for loss), None when it does not drive
+    poll: float = POLL_MS / 1000  # seconds between read rounds of counting clients
 
 
 @dataclass(slots=True)
@@ -128,7 +132,12 @@ def worker_main(plan: WorkerPlan, out: Sink, go: Flag, start: StartTime, stop: F
     out.put(("ready", plan.worker, {}))
     go.wait()
     try:
-        run(_run(plan, stats, out, start.value, stop))
+        if plan.sample:
+            run(_run(plan, stats, out, start.value, stop))
+        elif not stop.is_set():
+            from .loadpoll import poll_clients  # here: mixer.loadpoll imports this module
+
+            poll_clients(plan, stats, out, start.value, stop)
     finally:
         out.put(("done", plan.worker, stats.summary()))
 
@@ -143,14 +152,16 @@ class WorkerPool:
     """The worker processes and what they report; messages arrive through a thread into the event loop."""
 
     def __init__(self, options: PoolOptions, marker: str | None) -> None:
+        poll = options.poll_ms / 1000
         ctx = multiprocessing.get_context("spawn")  # a fork of a process running an event loop is unsafe
         self.queue = ctx.Queue()
         self.go, self.stop = ctx.Event(), ctx.Event()
         self.start = ctx.Value("d", 0.0)
         per = [tuple(range(w, options.clients, options.processes)) for w in range(options.processes)]
-        self.plans = [
-            WorkerPlan(w, options.url, mine, options.clients, options.ramp, min(options.sample, len(mine)), marker)
-            for w, mine in enumerate(per)
+        shares = [part for mine in per for part in (mine[: options.sample], mine[options.sample :])]
+        self.plans = [  # even plans sample every client, odd ones count: one process each
+            WorkerPlan(w, options.url, mine, options.clients, options.ramp, len(mine) * (w % 2 == 0), marker, poll)
+            for w, mine in enumerate(shares)
             if mine
         ]
         self.procs = [
@@ -235,24 +246,14 @@ class WorkerPool:
 async def _run(plan: WorkerPlan, stats: WorkerStats, out: Sink, t0: float, stop: Flag) -> None:
     stopping = asyncio.Event()
     sockets: set[aiohttp.ClientWebSocketResponse] = set()
-    counters: set[CountingClient] = set()
     # limit=0: a websocket holds its connection for life; the default pool of 100 would queue the rest
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
-        tasks = [
-            asyncio.create_task(
-                _client(plan, n, session, stats, sockets, t0, stopping)
-                if i < plan.sample
-                else _counter(plan, n, stats, counters, t0, stopping)
-            )
-            for i, n in enumerate(plan.clients)
-        ]
+        tasks = [asyncio.create_task(_client(plan, n, session, stats, sockets, t0, stopping)) for n in plan.clients]
         while not stop.is_set():
             out.put(("progress", plan.worker, stats.progress()))
             await asyncio.sleep(PROGRESS_EVERY)  # polling: a multiprocessing Event cannot be awaited
         stopping.set()
-        for counter in list(counters):
-            counter.close()
         if sockets:
             await asyncio.wait([asyncio.create_task(ws.close()) for ws in list(sockets)], timeout=5)
         for task in tasks:
@@ -277,37 +278,6 @@ def _ended(stats: WorkerStats, code: int | None, stopping: asyncio.Event) -> Non
     if not stopping.is_set():
         stats.closes += 1
         stats.close_codes[code or 0] += 1
-
-
-async def _counter(
-    plan: WorkerPlan, n: int, stats: WorkerStats, counters: set[CountingClient], t0: float, stopping: asyncio.Event
-) -> None:
-    """A counting client (``mixer.loadcount``): posts per chunk, no parsing."""
-    await _slot(plan, n, t0)
-    if stopping.is_set():
-        return
-    per_client, per_second = stats.per_client, stats.per_second
-
-    def counted(count: int, now: float) -> None:
-        stats.items += count
-        per_client[n] += count
-        per_second[int(now - t0)] += count
-
-    def lagged() -> None:
-        stats.lag_frames += 1
-
-    try:
-        client = await connect(plan.url, counted, lagged)
-    except (TimeoutError, ConnectionError, OSError):
-        stats.failed += 1
-        return
-    counters.add(client)
-    _opened(stats, n)
-    try:
-        await client.closed
-    finally:
-        counters.discard(client)
-        _ended(stats, client.close_code, stopping)
 
 
 async def _client(

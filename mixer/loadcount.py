@@ -1,9 +1,10 @@
-"""A cheap websocket client for `mixer loadtest`: counts posts without parsing frames or JSON.
+"""The cheap post counter of `mixer loadtest`: walks websocket frames without parsing them or their JSON.
 
-``CountingClient`` is a raw ``asyncio.BufferedProtocol``: it writes the HTTP upgrade request
-itself, checks the ``101`` answer, then walks the server's frames by their headers only.
-The event loop reads straight into one buffer shared by every client of the process (reads
-of different sockets never interleave), so no ``bytes`` object is made per read.
+``FrameCounter`` holds one connection's parse state; its reads land in one buffer shared by
+every connection of the process (reads of different sockets never interleave), so no
+``bytes`` object is made per read, and one read may hold many frames (``mixer.loadpoll``
+reads each socket only every few tens of milliseconds). It checks the ``101`` answer to the
+upgrade request (``upgrade_request``), then walks the server's frames by their headers only.
 
 Counting: in a text frame whose payload starts with ``{"type":"posts"`` the posts are the
 occurrences of ``"id":`` (once per post: network text is JSON-escaped, so a post cannot fake
@@ -12,12 +13,12 @@ is the expensive part, and every client of one filter gets the very same frame, 
 is remembered per frame, keyed by its size and first ``HEAD`` bytes (which hold the first
 post's unique key): the first client to get a frame counts it, the others look it up.
 It counts ``lag`` frames, answers pings with pongs (so the server's heartbeat keeps it) and
-remembers the close code. Not here: latency (the sampled clients of ``mixer.loadclient``).
+remembers the close code. Not here: sockets (``mixer.loadpoll``), latency (the sampled
+clients of ``mixer.loadclient``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import struct
@@ -30,7 +31,8 @@ LAG = b'{"type":"lag"'
 MARK = b'"id":'
 TAIL = len(MARK) - 1  # bytes either side of a read boundary where a split mark can hide
 HEAD = 96  # payload bytes that identify a posts frame (with its size): past the first post's key
-BUFFER = 1 << 18  # the shared read buffer
+BUFFER = 1 << 20  # the shared read buffer: one read takes all a socket got since the last round
+CLOSE = b"\x88\x82\0\0\0\0\x03\xe8"  # a client's goodbye: a close frame with 1000, masked with a zero key
 KNOWN_MAX = 4096  # frames remembered per process before the memory is cleared
 
 Counted = Callable[[int, float], None]  # (posts, receive time)
@@ -41,20 +43,27 @@ _view = memoryview(_shared)
 _known: dict[tuple[int, bytes], int] = {}  # (payload size, first HEAD bytes) -> posts in that frame
 
 
-class CountingClient(asyncio.BufferedProtocol):
-    """One websocket connection that counts posts; ``opened`` resolves at the upgrade, ``closed`` at the end."""
+def upgrade_request(url: str) -> tuple[str, int, bytes]:
+    """The host, port and HTTP upgrade request of a ``ws://`` URL (a fresh random key)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    return host, port, request.encode()
 
-    def __init__(self, url: str, counted: Counted, lagged: Lagged) -> None:
-        parts = urlsplit(url)
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
-        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+class FrameCounter:
+    """The frame walker of one websocket connection: feed it reads with ``get_buffer``/``buffer_updated``.
+
+    Subclasses say how to ``write`` (pongs) and what ``opened``, ``refused`` and ``finish`` do."""
+
+    def __init__(self, counted: Counted, lagged: Lagged) -> None:
         self.counted = counted
         self.lagged = lagged
-        loop = asyncio.get_running_loop()
-        self.opened: asyncio.Future[None] = loop.create_future()
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self.transport: asyncio.Transport | None = None
         self.upgraded = False
         self.pending = b""  # unparsed bytes (a header, a frame's HEAD, the HTTP answer) waiting for more
         self.kept = 0  # how many of them get_buffer put at the start of the shared buffer
@@ -65,21 +74,18 @@ class CountingClient(asyncio.BufferedProtocol):
         self.edge = b""  # the last TAIL bytes scanned of the current frame
         self.close_code: int | None = None  # from the server's close frame; 0 when the socket just dropped
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports do not subclass asyncio's
-        key = base64.b64encode(os.urandom(16)).decode()
-        self._write(
-            f"GET {self.target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
+    def opened(self) -> None:
+        """The server answered the upgrade with 101."""
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(ConnectionError("closed before the upgrade"))
-        if self.close_code is None:
-            self.close_code = 0
-        if not self.closed.done():
-            self.closed.set_result(None)
+    def refused(self, line: str) -> None:
+        """The server answered the upgrade with something else (its status line)."""
+        self.finish()
+
+    def write(self, frame: bytes) -> None:
+        """Send ``frame`` to the server (a pong); dropped when the socket cannot take it."""
+
+    def finish(self) -> None:
+        """Drop the connection (after a close frame or a refused upgrade)."""
 
     def get_buffer(self, sizehint: int) -> memoryview:
         kept = len(self.pending)  # the unparsed bytes go first, the read lands right after them
@@ -129,11 +135,10 @@ class CountingClient(asyncio.BufferedProtocol):
             return -1
         if not _shared.startswith(b"HTTP/1.1 101"):
             line = bytes(_shared[: _shared.find(b"\r\n")])
-            self.opened.set_exception(ConnectionError(line.decode(errors="replace")))
-            self._close()
+            self.refused(line.decode(errors="replace"))
             return -1
         self.upgraded = True
-        self.opened.set_result(None)
+        self.opened()
         return end + 4
 
     def _header(self, pos: int, n: int) -> int:
@@ -172,29 +177,7 @@ class CountingClient(asyncio.BufferedProtocol):
 
     def _control(self, opcode: int, payload: bytes) -> None:
         if opcode == 9:  # ping: a pong with the same payload, masked with a zero key (RFC 6455 5.3)
-            self._write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+            self.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
         elif opcode == 8:
             self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-            self._close()
-
-    def _write(self, frame: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame)
-
-    def _close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def close(self) -> None:
-        """Say goodbye (a masked close frame, 1000) and drop the socket."""
-        self._write(b"\x88\x82\0\0\0\0\x03\xe8")
-        self._close()
-
-
-async def connect(url: str, counted: Counted, lagged: Lagged) -> CountingClient:
-    """A ``CountingClient`` on ``url`` once the server accepted the upgrade; OSError/ConnectionError otherwise."""
-    loop = asyncio.get_running_loop()
-    client = CountingClient(url, counted, lagged)
-    await loop.create_connection(lambda: client, client.host, client.port)
-    await client.opened
-    return client
+            self.finish()

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from .hashtags import ChatMatcher
 from .ingest import Publisher
 from .keys import Keys
-from .loadclient import WorkerPool
+from .loadclient import POLL_MS, WorkerPool
 from .models import Author, Post
 from .options import add_common
 from .recorded import read_events
@@ -52,6 +52,7 @@ class LoadOptions:
     ramp: float = 5.0  # seconds over which the N clients connect, evenly
     processes: int = 2  # worker processes, each with its own event loop
     sample: int = 5  # clients per process that parse every frame (latency, loss)
+    poll_ms: float = POLL_MS  # milliseconds between the counting clients' read rounds
     duration: float = 10.0  # seconds of measurement after the ramp (driving runs this long)
     drive: str = "none"  # synth | replay | none
     replay_file: Path | None = None  # the recording for drive == "replay"
@@ -63,6 +64,8 @@ class LoadOptions:
         check_url(self.url)
         if self.clients < 1 or self.processes < 1 or self.sample < 0:
             raise ValueError("--clients and --processes must be at least 1, --sample at least 0")
+        if not (math.isfinite(self.poll_ms) and 1 <= self.poll_ms <= 1000):
+            raise ValueError(f"--poll-ms must be 1 to 1000 ms, got {self.poll_ms}")
         for name in ("ramp", "duration", "drain"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -456,6 +459,13 @@ def add_loadtest_parser(subparsers: argparse._SubParsersAction[argparse.Argument
         "--sample", type=int, default=d.sample, metavar="K", help=f"parsing clients per process (default {d.sample})"
     )
     parser.add_argument(
+        "--poll-ms",
+        type=float,
+        default=d.poll_ms,
+        metavar="MS",
+        help=f"read the counting clients every MS ms (default {d.poll_ms:g})",
+    )
+    parser.add_argument(
         "--duration", type=float, default=d.duration, metavar="S", help=f"seconds after the ramp (default {d.duration})"
     )
     parser.add_argument(
@@ -482,6 +492,7 @@ def options_from_args(args: argparse.Namespace) -> LoadOptions:
         ramp=args.ramp,
         processes=args.processes,
         sample=args.sample,
+        poll_ms=args.poll_ms,
         duration=args.duration,
         drive=mode,
         replay_file=Path(rest[0]) if rest else None,

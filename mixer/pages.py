@@ -36,7 +36,9 @@ def is_page(path: str) -> bool:
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response: no MIME sniffing, no referrer; pages also get the CSP."""
+    """Every response but a websocket upgrade: no MIME sniffing, no referrer; pages also get the CSP."""
+    if response.status == 101:  # no body to sniff or page to refer from; the headers would live as long as the socket
+        return
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     if request.path == "/mod":

@@ -4,14 +4,17 @@ For each row of the table (N clients x R posts/s, or N idle clients) it runs bot
 turn, each a subprocess pinned to core 0 with ``taskset -c 0`` (with the embedded Redis:
 the feed is part of the serving side), against the same load on core 1: N websocket clients
 held by `mixer.loadtest` worker processes (a few sampled clients parse frames for latency,
-the rest are `mixer.loadcount` counters), and a driver that XADDs ~400-byte posts straight
+the rest are `mixer.loadpoll` counters read in paced rounds), and a driver that XADDs ~400-byte posts straight
 into the merged feed stream at R posts/s for D seconds (what the merge stage writes, so no
 merge stage runs). For each run it prints deliveries/s, loss, latency percentiles (receive
 time minus the post's ``at``), CPU % of the server (and its kernel share), of the load side
 and of Redis, CPU microseconds per delivery, our hub's own counters (broadcasts, posts per
 broadcast, ms per broadcast, publish -> hub delay), RSS per connection, per-core busy and
 which core saturated; then one table of every run against the issue's targets, and the whole
-as JSON with ``--json``. See docs/benchmarks.md.
+as JSON with ``--json``. Loopback packets pass each core's input backlog: set
+``net.core.netdev_max_backlog`` to 30000 or more first (the default 1000 drops packets when a
+broadcast writes thousands of sockets, and each drop is a retransmission 200 ms+ later); the
+drops of each run are printed. See docs/benchmarks.md.
 
     .venv/bin/python scripts/bench_fanout.py                              # 1,000 x 100, both servers
     .venv/bin/python scripts/bench_fanout.py --rows all --json bench.json # every row of the target table
@@ -182,6 +185,7 @@ class Window:
         self.t0 = time.monotonic()
         self.ticks0 = [ticks_of({self.pid}), ticks_of({self.pid}, True), ticks_of(self.load), ticks_of(self.redis)]
         self.cores0 = core_times(Path("/proc/stat").read_text())
+        self.drops0 = softnet_drops()
 
     def end(self) -> None:
         elapsed = time.monotonic() - self.t0
@@ -191,6 +195,29 @@ class Window:
             round(100.0 * (b - a) / HZ / elapsed, 1) for a, b in zip(self.ticks0, ticks, strict=True)
         )
         self.busy = core_busy(self.cores0, core_times(Path("/proc/stat").read_text()))
+        self.drops = softnet_drops() - self.drops0
+
+
+BACKLOG_WANTED = 30000  # packets a core's input backlog holds: a broadcast to 10,000 sockets fits
+
+
+def backlog_limit() -> str:
+    try:
+        return Path("/proc/sys/net/core/netdev_max_backlog").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def softnet_drops() -> int:
+    """Packets the kernel dropped because a core's input backlog was full (all cores; loopback goes there too).
+
+    Each drop is a TCP retransmission after at least 200 ms: drops mean tails set by the kernel's
+    ``net.core.netdev_max_backlog``, not by the server."""
+    try:
+        lines = Path("/proc/net/softnet_stat").read_text().split("\n")
+    except OSError:
+        return 0
+    return sum(int(line.split()[1], 16) for line in lines if line.strip())
 
 
 async def drive(redis: aioredis.Redis, keys: Keys, rate: float, duration: float, run: str) -> int:
@@ -265,6 +292,7 @@ async def one_run(
             ramp=ramp,
             processes=args.processes,
             sample=0 if idle else args.sample,
+            poll_ms=args.poll_ms,
             duration=2.0 if idle else ramp + 30 + args.duration + args.drain,  # driven runs end at ``stop``
             drive="none",
             server_pid=proc.pid,
@@ -370,6 +398,7 @@ def summarize(
         load_us_per_delivery=per_delivery(window.load_cpu, window.seconds, r["deliveries"]),
         redis_cpu_percent=window.redis_cpu,
         cores_busy=window.busy,
+        softnet_drops=window.drops,
         timeline=r["timeline"],  # per second: deliveries, latency percentiles, cores busy, server CPU
     )
     out["delivering_seconds"], out["saturated_seconds"] = saturation(r["timeline"])
@@ -420,6 +449,10 @@ def show(res: dict[str, Any]) -> None:
         f"{saturated(res)} in {res['saturated_seconds']} of {res['delivering_seconds']} s (server + Redis on cpu0, "
         f"load on cpu1)"
     )
+    print(
+        f"   kernel input-backlog drops (TCP retransmits on loopback) {res.get('softnet_drops', 0):,}; "
+        f"net.core.netdev_max_backlog {backlog_limit()}"
+    )
 
 
 def verdict(res: dict[str, Any]) -> str:
@@ -460,6 +493,12 @@ async def main(args: argparse.Namespace) -> None:
     need = max(r.clients for r in rows) + 100
     if limit < need:
         print(f"warning: RLIMIT_NOFILE hard limit {limit} < {need}: some clients will fail", file=sys.stderr)
+    if backlog_limit().isdigit() and int(backlog_limit()) < BACKLOG_WANTED:
+        print(
+            f"warning: net.core.netdev_max_backlog is {backlog_limit()}: loopback drops will set the tails; "
+            f"as root: sysctl -w net.core.netdev_max_backlog={BACKLOG_WANTED}",
+            file=sys.stderr,
+        )
     pin: list[str] = []
     if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         pin = ["taskset", "-c", "0"]
@@ -506,6 +545,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ramp", type=float, default=3.0, help="seconds to connect the clients (at least N/600)")
     parser.add_argument("--processes", type=int, default=1, help="client worker processes (default 1)")
     parser.add_argument("--sample", type=int, default=10, help="latency-sampled clients per worker (default 10)")
+    parser.add_argument("--poll-ms", type=float, default=40.0, help="counting clients' read rounds (default 40 ms)")
     parser.add_argument("--servers", default="ours,naive", help="which to run, in order (default ours,naive)")
     parser.add_argument("--json", metavar="FILE", help="write every run's figures here (rewritten after each run)")
     parser.add_argument("--redis", metavar="URL", help="an existing Redis (default: an embedded one)")

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import json
 import os
+import select
+import socket
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,9 @@ from aiohttp import WSMsgType, web
 
 from mixer.codec import FIELD, unpack_item
 from mixer.keys import Keys
-from mixer.loadcount import CountingClient, connect
+from mixer.loadclient import WorkerPlan, WorkerStats, _raise_fd_limit
+from mixer.loadcount import FrameCounter
+from mixer.loadpoll import PolledClient, connect, poll_clients, read_round
 from mixer.loadtest import (
     Driver,
     LoadOptions,
@@ -117,10 +121,24 @@ async def test_replay_drive_publishes_the_recording_once_rekeyed_restamped_and_u
     assert all(p["at"] == p["created"] and p["at"] > 1_700_000_000_000 for p in posts)
 
 
+class _Stop:
+    """A stop flag for ``poll_clients`` that a test sets from its event loop."""
+
+    def __init__(self) -> None:
+        self.flag = False
+
+    def is_set(self) -> bool:
+        return self.flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.flag
+
+
 async def test_counting_clients_count_posts_across_reads_lag_frames_pings_and_the_close_code() -> None:
     text = 'quoted \\"id\\": and "id": in text ' + "x" * 2000  # ~2 KB each: the big frame spans several reads
     posts = [{"key": f"k{n}", "text": text, "id": f"{n}-0"} for n in range(300)]
     pongs: list[tuple[WSMsgType, bytes]] = []
+    closed = asyncio.Event()
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=False)
@@ -133,6 +151,8 @@ async def test_counting_clients_count_posts_across_reads_lag_frames_pings_and_th
         msg = await ws.receive(timeout=5)
         pongs.append((msg.type, msg.data))
         await ws.close(code=4008)
+        if len(pongs) == 3:
+            closed.set()
         return ws
 
     app = web.Application()
@@ -142,19 +162,103 @@ async def test_counting_clients_count_posts_across_reads_lag_frames_pings_and_th
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    counts: list[list[int]] = [[], []]
-    lags: list[int] = []
+    url = f"ws://127.0.0.1:{port}/ws"
+    stats, stop, reports = WorkerStats(), _Stop(), _Reports()
+    # three clients in one round-paced worker; the later ones find the frames' counts already known
+    plan = WorkerPlan(0, url, (0, 1, 2), 3, 0.0, 0, None, poll=0.005)
+    worker = asyncio.create_task(asyncio.to_thread(poll_clients, plan, stats, reports, 0.0, stop))
     try:
-        for mine in counts:  # the second client gets the same frames: it finds their counts already known
-            on_posts = lambda n, _at, mine=mine: mine.append(n)  # noqa: E731
-            client = await connect(f"ws://127.0.0.1:{port}/ws", on_posts, lambda: lags.append(1))
-            await asyncio.wait_for(client.closed, 5)
-            assert client.close_code == 4008
+        await asyncio.wait_for(closed.wait(), 10)
+        await asyncio.wait_for(reports.until_closes(3), 5)  # its progress reports say when it saw all three close
     finally:
+        stop.flag = True
+        await worker
         await runner.cleanup()
-    assert [sum(c) for c in counts] == [300, 300]  # the hello's pinned post is not counted; text cannot fake a mark
-    assert lags == [1, 1]
-    assert pongs == [(WSMsgType.PONG, b"hb")] * 2
+    assert sorted(stats.per_client.values()) == [300, 300, 300]  # the hello's pinned post is not counted
+    assert stats.items == 900 and stats.lag_frames == 3
+    assert dict(stats.close_codes) == {4008: 3} and stats.connected == 0 and stats.failed == 0
+    assert pongs == [(WSMsgType.PONG, b"hb")] * 3
+
+
+class _Reports:
+    """A worker's message sink that hands each message to the test's event loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.got: asyncio.Queue[tuple[str, int, dict[str, int]]] = asyncio.Queue()
+
+    def put(self, message: tuple[str, int, dict[str, int]]) -> None:
+        self.loop.call_soon_threadsafe(self.got.put_nowait, message)
+
+    async def until_closes(self, closes: int) -> None:
+        while (await self.got.get())[2]["closes"] < closes:
+            pass
+
+
+async def test_one_read_of_a_paced_client_takes_every_frame_that_arrived_since_the_last() -> None:
+    frames = 200
+    sent = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        for n in range(frames):
+            await ws.send_str(f'{{"type":"posts","items":[{{"key":"p{n}","id":"{n}-0"}}]}}')
+        await ws.send_str('{"type":"end"}')
+        sent.set()
+        await ws.receive()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    stats = WorkerStats()
+    client = connect(WorkerPlan(0, f"ws://127.0.0.1:{port}/ws", (0,), 1, 0.0, 0, None), 0, stats, 0.0)
+    assert client is not None
+    try:
+        await asyncio.wait_for(sent.wait(), 10)
+        while True:  # wait (off the loop) until the last frame is in the socket
+            await asyncio.to_thread(select.select, [client.sock], [], [], 1)
+            if client.sock.recv(1 << 20, socket.MSG_PEEK).endswith(b'{"type":"end"}'):
+                break
+        client.read()  # ONE read: the 101 answer and all 201 frames
+    finally:
+        client.drop(stopping=True)
+        await runner.cleanup()
+    assert stats.per_client == {0: frames} and stats.items == frames and stats.connected == 0
+
+
+def test_one_round_reads_every_ready_socket_even_past_a_thousand() -> None:
+    _raise_fd_limit()  # 2 x 1,100 sockets
+    stats, live, peers = WorkerStats(), {}, []
+    epoll = select.epoll()
+    frame = b"\x81" + bytes([len(POSTS_FRAME)]) + POSTS_FRAME
+    try:
+        for n in range(1100):
+            ours, theirs = socket.socketpair()
+            ours.setblocking(False)
+            client = PolledClient(ours, n, stats, 0.0)
+            client.upgraded = True
+            stats.per_client[n] = 0
+            live[ours.fileno()] = client
+            epoll.register(ours.fileno(), select.EPOLLIN)
+            theirs.sendall(frame)
+            peers.append(theirs)
+        read_round(epoll, live)
+    finally:
+        for client in live.values():
+            client.sock.close()
+        for peer in peers:
+            peer.close()
+        epoll.close()
+    assert stats.items == 1100 and set(stats.per_client.values()) == {1}
+
+
+POSTS_FRAME = b'{"type":"posts","items":[{"key":"k","id":"1-0"}]}'
 
 
 async def test_counting_client_finds_a_mark_split_between_two_reads_at_any_offset() -> None:
@@ -163,7 +267,7 @@ async def test_counting_client_finds_a_mark_split_between_two_reads_at_any_offse
         payload = json.dumps({"type": "posts", "items": items}, separators=(",", ":")).encode()
         frame = bytes([0x81, 126]) + len(payload).to_bytes(2, "big") + payload
         got: list[int] = []
-        client = CountingClient("ws://127.0.0.1:1/ws", lambda n, _at, got=got: got.append(n), lambda: None)
+        client = FrameCounter(lambda n, _at, got=got: got.append(n), lambda: None)
         client.upgraded = True
         for part in (frame[:cut], frame[cut:]):  # the same bytes, read in two pieces
             buffer = client.get_buffer(-1)
