@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from redis.exceptions import RedisError
 from . import metrics
 from .codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, chunk, dumps, encode_message, unpack_item, wire
 from .hashtags import ChatMatcher
-from .hub import Client, FeedItem, Hub, select
+from .hub import HEARTBEAT_PARTS, Client, FeedItem, Hub, select
 from .ingest import Publisher
 from .keys import Keys
 from .modapi import ModApi
@@ -136,12 +137,13 @@ async def follow_feed(redis_url: str, stream: str, hub: Hub, following: asyncio.
 
 
 async def send_pings(app: web.Application, every: float) -> None:
-    """Every ``every`` seconds, one shared ping frame to every websocket client of every hub; a client that did
-    not answer the previous ping is dropped (``Hub.heartbeat``), so half-open connections do not linger."""
-    while True:
-        await asyncio.sleep(every)
+    """Every ``every`` seconds, one shared ping frame to every websocket client of every hub, dealt out in
+    ``HEARTBEAT_PARTS`` steps so the answers come in evenly; a client that did not answer its previous ping is
+    dropped (``Hub.heartbeat``), so half-open connections do not linger."""
+    for tick in itertools.count():
+        await asyncio.sleep(every / HEARTBEAT_PARTS)
         for hub in app[HUBS].values():
-            hub.heartbeat()
+            hub.heartbeat(tick % HEARTBEAT_PARTS, HEARTBEAT_PARTS)
 
 
 async def send_stats(app: web.Application, every: float = 5.0) -> None:

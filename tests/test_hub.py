@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import aiohttp
 import redis.asyncio as aioredis
 
 from mixer.app import HUB
-from mixer.hub import Hub
+from mixer.hub import HEARTBEAT_PARTS, Client, Hub
 from mixer.keys import Keys
 
 from .helpers import make_post
@@ -123,3 +124,28 @@ async def test_the_websocket_upgrade_carries_no_page_headers_but_pages_still_do(
             assert "X-Content-Type-Options" not in upgrade and "Referrer-Policy" not in upgrade
         async with http.get(srv.url + "/healthz") as resp:
             assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_a_heartbeat_round_is_dealt_out_in_parts_so_each_client_is_pinged_once_per_round() -> None:
+    hub = Hub()
+    pairs = [socket.socketpair() for _ in range(2 * HEARTBEAT_PARTS)]
+    writers = [(await asyncio.open_connection(sock=ours))[1] for ours, _ in pairs]
+    try:
+        clients = [Client(w.transport) for w in writers]  # type: ignore[arg-type]
+        for client in clients:
+            hub.add(client)
+        assert sorted(c.slot for c in clients) == sorted(list(range(HEARTBEAT_PARTS)) * 2)  # dealt in turn
+        hub.heartbeat(3, HEARTBEAT_PARTS)
+        assert [c for c in clients if not c.answered] == [c for c in clients if c.slot == 3]  # pinged: 2 of 40
+        for client in clients:
+            if client.slot == 3:
+                assert pairs[clients.index(client)][1].recv(16) == b"\x89\x00"  # the shared ping frame
+        for part in range(HEARTBEAT_PARTS):  # the next round: only the two silent ones are dropped
+            hub.heartbeat(part, HEARTBEAT_PARTS)
+        assert hub.counters["heartbeat_dropped"] == 2
+        assert len(hub) == 2 * HEARTBEAT_PARTS - 2
+    finally:
+        for writer in writers:
+            writer.close()
+        for _, theirs in pairs:
+            theirs.close()
