@@ -5,6 +5,8 @@ port 0) on the test's Redis prefix, is ready (``/readyz``) before the test start
 be stopped and started again on the same port. ``chromium_page`` is a Playwright page
 (async API, so it shares the pytest-asyncio loop with the server) in a fresh Chromium
 profile; an uncaught JavaScript error on the page fails the test at teardown.
+``moderated_night`` serves the app with the merge stage running (moderation applies), and
+``record_dialogs`` catches any dialog a hostile post manages to open.
 
 Use them from a test module by binding them as module attributes (``live_server = browser.live_server``).
 Not here: the wall's own assertions (``test_web_wall.py``).
@@ -16,20 +18,26 @@ import asyncio
 import struct
 import zlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
+from playwright.async_api import Dialog, Page, async_playwright
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Page, async_playwright
 
 from mixer.app import create_app
 from mixer.codec import FIELD, pack_post
+from mixer.ingest import Publisher
 from mixer.keys import Keys
+from mixer.merge import MergeStage
 from mixer.models import Post
 from mixer.settings import ChatSettings, Settings
+from mixer.streams import dedicated_client
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -98,20 +106,72 @@ class LiveServer:
                 await asyncio.sleep(0.05)  # polling the probe, as a load balancer would
 
 
+def browser_settings(prefix: str, **changes: Any) -> Settings:
+    """The settings every browser test's server starts from (``TEST_CHATS``, the event), with ``changes``."""
+    base: dict[str, Any] = {
+        "chats": TEST_CHATS,
+        "key_prefix": prefix,
+        "event_name": "#chatmixer night",
+        "event_hashtag": "chatmixer",
+    }
+    return Settings(**(base | changes))
+
+
 @pytest.fixture
 async def live_server(redis_url: str, keys: Keys) -> AsyncIterator[LiveServer]:
-    settings = Settings(
-        chats=TEST_CHATS,
-        key_prefix=keys.prefix,
-        event_name="#chatmixer night",
-        event_hashtag="chatmixer",
-    )
-    server = LiveServer(settings, redis_url)
+    server = LiveServer(browser_settings(keys.prefix), redis_url)
     await server.start()
     try:
         yield server
     finally:
         await server.stop()
+
+
+@dataclass
+class Night:
+    """A live server with the merge stage running, and a publisher into its chat streams, so posts pass
+    through moderation and the approval queue as on a real night."""
+
+    server: LiveServer
+    publisher: Publisher
+
+    @property
+    def url(self) -> str:
+        return self.server.url.rstrip("/")
+
+    async def publish(self, *posts: Post) -> None:
+        await self.publisher.publish(list(posts))
+
+
+@asynccontextmanager
+async def moderated_night(settings: Settings, redis_url: str, keys: Keys) -> AsyncIterator[Night]:
+    """Serve ``settings`` (give them a ``moderation_token``) with a merge stage running beside the server."""
+    conn = dedicated_client(redis_url, 1000)  # the merge stage blocks in XREAD on it
+    client = aioredis.Redis.from_url(redis_url)
+    merge = MergeStage(conn, keys, settings.chat_tags, window=0.05)
+    server = LiveServer(settings, redis_url)
+    await server.start()
+    task = asyncio.create_task(merge.run())
+    try:
+        yield Night(server, Publisher(client, keys, settings.chat_tags, 1000))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await server.stop()
+        await conn.aclose()
+        await client.aclose()
+
+
+def record_dialogs(page: Page) -> list[str]:
+    """The messages of every dialog ``page`` opens from now on (each dismissed): script a hostile post ran."""
+    dialogs: list[str] = []
+
+    async def record_and_dismiss(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        await dialog.dismiss()
+
+    page.on("dialog", record_and_dismiss)
+    return dialogs
 
 
 @pytest.fixture

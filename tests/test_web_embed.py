@@ -20,13 +20,13 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
-from playwright.async_api import Dialog, Locator, Page, WebSocketRoute, expect
+from playwright.async_api import Locator, Page, WebSocketRoute, expect
 
 from mixer.codec import EDIT_FIELD, RETRACT_FIELD
 from mixer.keys import Keys
 
 from . import browser
-from .browser import LiveServer, png_bytes, publish
+from .browser import LiveServer, png_bytes, publish, record_dialogs
 from .helpers import now_ms, recorded_night, wall_post
 
 chromium_page = browser.chromium_page
@@ -232,13 +232,7 @@ async def test_hostile_posts_render_as_literal_text_inside_the_widget_and_run_no
     live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
 ) -> None:
     page = chromium_page
-    dialogs: list[str] = []
-
-    async def record_and_dismiss(dialog: Dialog) -> None:
-        dialogs.append(dialog.message)
-        await dialog.dismiss()
-
-    page.on("dialog", record_and_dismiss)
+    dialogs = record_dialogs(page)
     await page.goto(host_site.page("/hostile.html", snippet(live_server, profile="full")))
     feed = widget(page)
     await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)

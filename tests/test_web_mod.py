@@ -8,28 +8,21 @@ docs/screenshots/console.png.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
-from playwright.async_api import Dialog, Locator, Page, expect
+from playwright.async_api import Locator, Page, expect
 
-from mixer.ingest import Publisher
 from mixer.keys import Keys
-from mixer.merge import MergeStage
 from mixer.models import Author, Post
-from mixer.settings import Settings
-from mixer.streams import dedicated_client
 
 from . import browser
-from .browser import TEST_CHATS, LiveServer
+from .browser import LiveServer, Night, browser_settings, moderated_night, record_dialogs
 from .helpers import make_post, now_ms, recorded_night
 
 chromium_page = browser.chromium_page
@@ -41,41 +34,11 @@ WAIT_MS = 10_000
 WALL_MS = 1_000  # a decision must reach an open wall within a second
 
 
-@dataclass
-class Night:
-    server: LiveServer
-    publisher: Publisher
-
-    @property
-    def url(self) -> str:
-        return self.server.url.rstrip("/")
-
-    async def publish(self, *posts: Post) -> None:
-        await self.publisher.publish(list(posts))
-
-
 @pytest.fixture
-async def night(redis_url: str, keys: Keys, redis: aioredis.Redis) -> AsyncIterator[Night]:
+async def night(redis_url: str, keys: Keys) -> AsyncIterator[Night]:
     """The app with moderation on (token ``TOKEN``) and a running merge stage."""
-    settings = Settings(
-        chats=TEST_CHATS,
-        key_prefix=keys.prefix,
-        event_name="#chatmixer night",
-        event_hashtag="chatmixer",
-        moderation_token=TOKEN,
-    )
-    server = LiveServer(settings, redis_url)
-    conn = dedicated_client(redis_url, 1000)
-    merge = MergeStage(conn, keys, settings.chat_tags, window=0.05)
-    task = asyncio.create_task(merge.run())
-    await server.start()
-    try:
-        yield Night(server, Publisher(redis, keys, settings.chat_tags, 1000))
-    finally:
-        await server.stop()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await conn.aclose()
+    async with moderated_night(browser_settings(keys.prefix, moderation_token=TOKEN), redis_url, keys) as night:
+        yield night
 
 
 def post(key: str, text: str, chats: tuple[str, ...] = ("smbiz",), *, handle: str = "alice", name: str = "") -> Post:
@@ -328,13 +291,7 @@ async def test_the_audit_log_lists_each_action_with_the_moderators_name(night: N
 
 async def test_hostile_posts_render_as_literal_text_in_the_console(night: Night, chromium_page: Page) -> None:
     page = chromium_page
-    dialogs: list[str] = []
-
-    async def record_and_dismiss(dialog: Dialog) -> None:
-        dialogs.append(dialog.message)
-        await dialog.dismiss()
-
-    page.on("dialog", record_and_dismiss)
+    dialogs = record_dialogs(page)
     await sign_in(page, night)
     script_text = "<script>alert(1)</script>"
     img_text = "<img src=x onerror=alert(1)>"

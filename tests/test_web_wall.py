@@ -24,21 +24,25 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 import segno
-from playwright.async_api import Dialog, Locator, Page, Route, WebSocketRoute, expect
+from playwright.async_api import Locator, Page, Route, WebSocketRoute, expect
 
 from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD
 from mixer.config import ConfigError, load_settings
-from mixer.ingest import Publisher
 from mixer.keys import Keys
-from mixer.merge import MergeStage
 from mixer.models import Post
 from mixer.pages import qr_code_svg
 from mixer.qa import qa_tags
-from mixer.settings import Settings
-from mixer.streams import dedicated_client
 
 from . import browser
-from .browser import TEST_CHATS, LiveServer, png_bytes, publish
+from .browser import (
+    LiveServer,
+    Night,
+    browser_settings,
+    moderated_night,
+    png_bytes,
+    publish,
+    record_dialogs,
+)
 from .helpers import recorded_night, wall_post
 
 # pytest finds fixtures among a module's attributes: this makes the shared browser fixtures usable here.
@@ -87,20 +91,10 @@ async def shown_ids(page: Page) -> list[str]:
     return await page.locator(CARDS).evaluate_all("cards => cards.map(c => c.dataset.id)")
 
 
-def wall_settings(prefix: str, **changes: Any) -> Settings:
-    base: dict[str, Any] = {
-        "chats": TEST_CHATS,
-        "key_prefix": prefix,
-        "event_name": "#chatmixer night",
-        "event_hashtag": "chatmixer",
-    }
-    return Settings(**(base | changes))
-
-
 @pytest.fixture
 async def linked_server(redis_url: str, keys: Keys) -> AsyncIterator[LiveServer]:
     """The app with ``[event] link`` set, so the wall shows a join QR code."""
-    server = LiveServer(wall_settings(keys.prefix, event_link=JOIN_LINK), redis_url)
+    server = LiveServer(browser_settings(keys.prefix, event_link=JOIN_LINK), redis_url)
     await server.start()
     try:
         yield server
@@ -109,23 +103,10 @@ async def linked_server(redis_url: str, keys: Keys) -> AsyncIterator[LiveServer]
 
 
 @pytest.fixture
-async def moderated_night(redis_url: str, keys: Keys) -> AsyncIterator[tuple[LiveServer, Publisher]]:
-    """The app with moderation on and a running merge stage; yields the server and a chat-stream publisher."""
-    settings = wall_settings(keys.prefix, moderation_token=MOD_TOKEN)
-    conn = dedicated_client(redis_url, 1000)
-    merge = MergeStage(conn, keys, settings.chat_tags, window=0.05)
-    client = aioredis.Redis.from_url(redis_url)
-    server = LiveServer(settings, redis_url)
-    await server.start()
-    task = asyncio.create_task(merge.run())
-    try:
-        yield server, Publisher(client, keys, settings.chat_tags, 1000)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await server.stop()
-        await conn.aclose()
-        await client.aclose()
+async def night(redis_url: str, keys: Keys) -> AsyncIterator[Night]:
+    """The app with moderation on and a running merge stage."""
+    async with moderated_night(browser_settings(keys.prefix, moderation_token=MOD_TOKEN), redis_url, keys) as night:
+        yield night
 
 
 async def test_live_posts_appear_on_top_with_their_chat_badge_in_the_chat_colour(
@@ -205,13 +186,7 @@ async def test_hostile_posts_render_as_literal_text_and_run_nothing(
     live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
 ) -> None:
     page = chromium_page
-    dialogs: list[str] = []
-
-    async def record_and_dismiss(dialog: Dialog) -> None:
-        dialogs.append(dialog.message)
-        await dialog.dismiss()
-
-    page.on("dialog", record_and_dismiss)
+    dialogs = record_dialogs(page)
     # A hostile pinned post, stored as the merge stage stores a pin: every new wall gets it in its hello.
     pin_text = "<script>alert(3)</script> \u202epinned"
     pin_name = "\u202e<img src=x onerror=alert(4)>"
@@ -619,9 +594,9 @@ async def mod_action(server: LiveServer, action: str, body: dict[str, Any]) -> f
 
 
 async def test_a_moderators_pin_and_hide_reach_the_open_wall_within_a_second_and_a_new_wall_shows_the_pin(
-    moderated_night: tuple[LiveServer, Publisher], chromium_page: Page
+    night: Night, chromium_page: Page
 ) -> None:
-    server, publisher = moderated_night
+    server, publisher = night.server, night.publisher
     page = chromium_page
     await open_wall(page, server)
     await publisher.publish([wall_post("x:pin", text="Welcome! Tonight's questions come at :00, :15, :30")])
