@@ -8,6 +8,8 @@ import json
 import os
 import select
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,8 @@ from mixer.settings import Settings
 from mixer.streams import dedicated_client, read_range
 
 from .servers import CHATS, running_app, settings_for
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 RECORDING = Path(__file__).parent / "fixtures" / "recorded" / "pstweetchat_2019-03-01.jsonl"
 
@@ -134,6 +138,22 @@ class _Stop:
         return self.flag
 
 
+@asynccontextmanager
+async def serving_ws(handler: Handler) -> AsyncIterator[str]:
+    """A bare aiohttp app answering ``/ws`` with ``handler`` on 127.0.0.1; yields its websocket URL."""
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"ws://127.0.0.1:{port}/ws"
+    finally:
+        await runner.cleanup()
+
+
 async def test_counting_clients_count_posts_across_reads_lag_frames_pings_and_the_close_code() -> None:
     text = 'quoted \\"id\\": and "id": in text ' + "x" * 2000  # ~2 KB each: the big frame spans several reads
     posts = [{"key": f"k{n}", "text": text, "id": f"{n}-0"} for n in range(300)]
@@ -155,25 +175,17 @@ async def test_counting_clients_count_posts_across_reads_lag_frames_pings_and_th
             closed.set()
         return ws
 
-    app = web.Application()
-    app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"ws://127.0.0.1:{port}/ws"
-    stats, stop, reports = WorkerStats(), _Stop(), _Reports()
-    # three clients in one round-paced worker; the later ones find the frames' counts already known
-    plan = WorkerPlan(0, url, (0, 1, 2), 3, 0.0, 0, None, poll=0.005)
-    worker = asyncio.create_task(asyncio.to_thread(poll_clients, plan, stats, reports, 0.0, stop))
-    try:
-        await asyncio.wait_for(closed.wait(), 10)
-        await asyncio.wait_for(reports.until_closes(3), 5)  # its progress reports say when it saw all three close
-    finally:
-        stop.flag = True
-        await worker
-        await runner.cleanup()
+    async with serving_ws(handler) as url:
+        stats, stop, reports = WorkerStats(), _Stop(), _Reports()
+        # three clients in one round-paced worker; the later ones find the frames' counts already known
+        plan = WorkerPlan(0, url, (0, 1, 2), 3, 0.0, 0, None, poll=0.005)
+        worker = asyncio.create_task(asyncio.to_thread(poll_clients, plan, stats, reports, 0.0, stop))
+        try:
+            await asyncio.wait_for(closed.wait(), 10)
+            await asyncio.wait_for(reports.until_closes(3), 5)  # its progress reports say when it saw all three close
+        finally:
+            stop.flag = True
+            await worker
     assert sorted(stats.per_client.values()) == [300, 300, 300]  # the hello's pinned post is not counted
     assert stats.items == 900 and stats.lag_frames == 3
     assert dict(stats.close_codes) == {4008: 3} and stats.connected == 0 and stats.failed == 0
@@ -209,26 +221,19 @@ async def test_one_read_of_a_paced_client_takes_every_frame_that_arrived_since_t
         await ws.receive()
         return ws
 
-    app = web.Application()
-    app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    stats = WorkerStats()
-    client = connect(WorkerPlan(0, f"ws://127.0.0.1:{port}/ws", (0,), 1, 0.0, 0, None), 0, stats, 0.0)
-    assert client is not None
-    try:
-        await asyncio.wait_for(sent.wait(), 10)
-        while True:  # wait (off the loop) until the last frame is in the socket
-            await asyncio.to_thread(select.select, [client.sock], [], [], 1)
-            if client.sock.recv(1 << 20, socket.MSG_PEEK).endswith(b'{"type":"end"}'):
-                break
-        client.read()  # ONE read: the 101 answer and all 201 frames
-    finally:
-        client.drop(stopping=True)
-        await runner.cleanup()
+    async with serving_ws(handler) as url:
+        stats = WorkerStats()
+        client = connect(WorkerPlan(0, url, (0,), 1, 0.0, 0, None), 0, stats, 0.0)
+        assert client is not None
+        try:
+            await asyncio.wait_for(sent.wait(), 10)
+            while True:  # wait (off the loop) until the last frame is in the socket
+                await asyncio.to_thread(select.select, [client.sock], [], [], 1)
+                if client.sock.recv(1 << 20, socket.MSG_PEEK).endswith(b'{"type":"end"}'):
+                    break
+            client.read()  # ONE read: the 101 answer and all 201 frames
+        finally:
+            client.drop(stopping=True)
     assert stats.per_client == {0: frames} and stats.items == frames and stats.connected == 0
 
 
