@@ -21,9 +21,10 @@ are big (bytes, not writes, dominate): stretching further would only make them b
 Past the cap a broadcast that takes longer than the interval is followed at once by the next
 one. Latency added: none when idle, at most one interval under load.
 
-Heartbeats: ``Hub.heartbeat`` writes one shared ping frame to every websocket client and
-drops those that did not answer the previous one (a pong or any frame marks a client
-``answered``). One loop over the clients replaces a timer and a ping task per connection:
+Heartbeats: ``Hub.heartbeat`` writes one shared ping frame to the websocket clients of one
+heartbeat slot and drops those that did not answer their previous one (a pong or any frame
+marks a client ``answered``); a round goes through ``HEARTBEAT_PARTS`` slots, so the pongs
+come back spread over the interval. This replaces a timer and a ping task per connection:
 less memory per idle client and no burst of tasks every interval.
 """
 

@@ -71,7 +71,8 @@ def qr_code_route(settings: Settings) -> web.RouteDef:
 
 
 def page_routes(settings: Settings, web_dir: Path) -> list[web.AbstractRouteDef]:
-    """The page routes: the wall at ``/`` and the static files (nothing when ``web_dir`` is missing)."""
+    """The page routes: the wall at ``/``, ``/qr.svg``, the console at ``/mod``, the widget's routes and the
+    static files (no route when ``web_dir`` is missing)."""
     if not web_dir.is_dir():
         return []
 
