@@ -201,6 +201,12 @@ async def shape_forever(shaping: ShapingStage) -> None:
             await asyncio.sleep(delay)
 
 
+# connections the kernel queues for accept (capped by net.core.somaxconn): a reconnect storm of thousands of
+# clients after a restart must wait in the queue; past it (aiohttp's default is 128) each SYN is dropped and that
+# client retries 1-3 s later (seen as ramps stalling for seconds in scripts/bench_fanout.py)
+LISTEN_BACKLOG = 4096
+
+
 async def serve_web(
     settings: Settings,
     redis_url: str,
@@ -214,7 +220,9 @@ async def serve_web(
     runner = web.AppRunner(create_app(settings, redis_url), handle_signals=False, shutdown_timeout=5)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
+        site = web.TCPSite(
+            runner, host, port, reuse_address=True, reuse_port=reuse_port or None, backlog=LISTEN_BACKLOG
+        )
         await site.start()
         started(f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}/")
         await asyncio.Event().wait()

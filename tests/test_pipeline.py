@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from mixer.keys import Keys
 from mixer.merge import MergeStage
 from mixer.recorded import read_records
 from mixer.replay import Replayer, ReplayOptions
+from mixer.runner import LISTEN_BACKLOG
 from mixer.streams import dedicated_client, read_range
 
 from .helpers import make_post
@@ -144,6 +146,10 @@ async def test_mixer_run_serves_the_demo_and_leaves_no_redis_behind_after_sigter
     assert not socket_path.exists() and not socket_path.parent.exists()
 
 
+def _somaxconn() -> int:
+    return int(Path("/proc/sys/net/core/somaxconn").read_text())
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
@@ -201,6 +207,11 @@ async def test_serve_with_workers_shares_the_port_between_processes(
                         except aiohttp.ClientConnectionError:
                             await asyncio.sleep(0.05)  # not listening yet: the processes are starting
             assert proc.pid in pids
+            # each process listens with a deep accept queue (ss shows a listener's backlog as its Send-Q)
+            ss = await asyncio.create_subprocess_exec("ss", "-ltnH", f"sport = :{port}", stdout=subprocess.PIPE)
+            listing, _ = await ss.communicate()
+            backlogs = [int(line.split()[2]) for line in listing.decode().splitlines()]
+            assert backlogs == [min(LISTEN_BACKLOG, _somaxconn())] * 2
         finally:
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 20) == 0
