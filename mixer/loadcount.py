@@ -11,7 +11,8 @@ occurrences of ``"id":`` (once per post: network text is JSON-escaped, so a post
 one; a mark split between two reads is found from the bytes either side). Scanning for it
 is the expensive part, and every client of one filter gets the very same frame, so the count
 is remembered per frame, keyed by its size and first ``HEAD`` bytes (which hold the first
-post's unique key): the first client to get a frame counts it, the others look it up.
+post's unique key): the first client to get a frame counts it, the others look it up, and
+their reader need not even take the rest of its payload (``skippable``/``skipped``).
 It counts ``lag`` frames, answers pings with pongs (so the server's heartbeat keeps it) and
 remembers the close code. Not here: sockets (``mixer.loadpoll``), latency (the sampled
 clients of ``mixer.loadclient``).
@@ -32,6 +33,7 @@ MARK = b'"id":'
 TAIL = len(MARK) - 1  # bytes either side of a read boundary where a split mark can hide
 HEAD = 96  # payload bytes that identify a posts frame (with its size): past the first post's key
 BUFFER = 1 << 20  # the shared read buffer: one read takes all a socket got since the last round
+CHUNK = 4096  # bytes a read at a frame boundary takes: small frames whole, a big one's header and HEAD
 CLOSE = b"\x88\x82\0\0\0\0\x03\xe8"  # a client's goodbye: a close frame with 1000, masked with a zero key
 KNOWN_MAX = 4096  # frames remembered per process before the memory is cleared
 
@@ -73,6 +75,7 @@ class FrameCounter:
         self.posts = 0  # posts in the current posts frame, so far or as known
         self.edge = b""  # the last TAIL bytes scanned of the current frame
         self.close_code: int | None = None  # from the server's close frame; 0 when the socket just dropped
+        self.unread = 0  # payload bytes accounted for by ``skipped``, never read
 
     def opened(self) -> None:
         """The server answered the upgrade with 101."""
@@ -93,6 +96,23 @@ class FrameCounter:
         self.pending = b""
         self.kept = kept
         return _view[kept:]
+
+    def skippable(self) -> int:
+        """Payload bytes of the current frame that need not be read (its posts are known, or it is no posts
+        frame): ``skipped`` may account for them without their bytes. 0 when the next bytes must be read."""
+        return 0 if self.scanning or self.pending else self.left
+
+    def read_size(self) -> int:
+        """How many bytes the next read should ask for: ``CHUNK`` at a frame boundary (the next frame may well be
+        skippable), everything while a frame is being scanned or the upgrade answer is awaited."""
+        return CHUNK if self.upgraded and not self.left else BUFFER - len(self.pending)
+
+    def skipped(self, nbytes: int) -> None:
+        """``nbytes`` (at most ``skippable()``) of the current frame's payload were dropped unread."""
+        self.left -= nbytes
+        self.unread += nbytes
+        if not self.left and self.frame is not None:
+            self.counted(self._frame_done(), time.time())
 
     def buffer_updated(self, nbytes: int) -> None:
         n = self.kept + nbytes

@@ -266,6 +266,55 @@ def test_one_round_reads_every_ready_socket_even_past_a_thousand() -> None:
 POSTS_FRAME = b'{"type":"posts","items":[{"key":"k","id":"1-0"}]}'
 
 
+def _posts_frame(tag: str, posts: int) -> bytes:
+    items = [{"key": f"{tag}-{n}", "id": f"{n}-0", "text": "x" * 300} for n in range(posts)]
+    payload = json.dumps({"type": "posts", "items": items}, separators=(",", ":")).encode()
+    return bytes([0x81, 127]) + len(payload).to_bytes(8, "big") + payload
+
+
+def _read_all(client: PolledClient, stats: WorkerStats, posts: int) -> None:
+    """Read rounds whenever the socket has data, until the client counted ``posts``."""
+    while stats.per_client[client.n] < posts:
+        assert select.select([client.sock], [], [], 5)[0], "no data within 5 s"
+        client.read()
+
+
+def test_a_frame_counted_once_is_dropped_unread_by_every_other_client_with_the_same_counts() -> None:
+    big, small, other = _posts_frame("big", 300), _posts_frame("small", 2), _posts_frame("other", 200)
+    ping = b"\x89\x02hi"
+    stream = big + ping + small + other
+    stats = WorkerStats()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        clients, peers = [], []
+        try:
+            for n in range(2):
+                sock = socket.create_connection(server.getsockname())
+                sock.setblocking(False)
+                peers.append(server.accept()[0])
+                client = PolledClient(sock, n, stats, 0.0)
+                client.upgraded = True
+                stats.per_client[n] = 0
+                clients.append(client)
+            first, second = clients
+            peers[0].sendall(stream)
+            _read_all(first, stats, 502)  # the first client scans every frame: nothing known yet
+            assert first.unread == 0
+            cut = len(big) // 3  # the second gets the same frames, the first one in two parts
+            peers[1].sendall(stream[:cut])
+            assert select.select([second.sock], [], [], 5)[0]
+            second.read()
+            peers[1].sendall(stream[cut:])
+            _read_all(second, stats, 502)
+            for peer in peers:  # both answered the ping: a masked pong with its payload
+                assert peer.recv(64) == b"\x8a\x82\0\0\0\0hi"
+        finally:
+            for sock in [c.sock for c in clients] + peers:
+                sock.close()
+    assert stats.per_client == {0: 502, 1: 502} and stats.items == 1004
+    # the second client read headers and the first bytes of each frame, the rest of the known frames stayed unread
+    assert second.unread > len(big) + len(other) - 3 * 4096
+
+
 async def test_counting_client_finds_a_mark_split_between_two_reads_at_any_offset() -> None:
     for cut in range(1, 200):
         items = [{"key": f"cut{cut}-{n}", "id": f"{n}-0"} for n in range(5)]
