@@ -3,7 +3,9 @@
 ``Hub.broadcast`` is synchronous and never awaits a client: for every distinct
 (chats filter, format) it encodes the batch's frames once (``posts``, ``update`` and
 ``retract`` messages, in feed order) and writes those same bytes to each subscriber's
-transport. A client's backlog is the transport's unsent bytes; while
+transport; a frame of 16 KB or more goes from one in-memory file by ``sendfile``
+(``mixer.zerocopy``: the kernel references its pages instead of copying the frame per
+client). A client's backlog is the transport's unsent bytes; while
 it is above ``backlog_bytes`` the client is skipped (the posts it missed are counted
 and reported to it in a ``lag`` frame once it drains), and a client that stays full
 for ``cutoff_seconds`` is closed with code 4008. So memory per client is bounded and a
@@ -41,6 +43,7 @@ from typing import Any
 
 from .codec import wire
 from .streams import id_key
+from .zerocopy import SharedFrame, socket_fd
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,7 @@ class Client:
     closed: bool = False
     answered: bool = True  # it sent something (a pong, a ping, a message) since the last heartbeat ping
     slot: int = 0  # which part of the heartbeat round pings it (Hub.heartbeat)
+    fd: int = -1  # its socket, for frames sent by sendfile (mixer.zerocopy); -1: written through the transport
 
     @property
     def group(self) -> tuple[ChatFilter, str]:
@@ -167,6 +171,7 @@ class Hub:
     def add(self, client: Client) -> None:
         """Subscribe: from now on the client gets every batch broadcast after ``self.cursor``."""
         client.slot = self._joined % HEARTBEAT_PARTS
+        client.fd = socket_fd(client.transport)
         self._joined += 1
         self._groups.setdefault(client.group, set()).add(client)
 
@@ -206,9 +211,14 @@ class Hub:
             frame = wire(messages, fmt)
             count = sum(len(m.get("items", ())) for m in messages)
             self.counters["frames_encoded"] += len(messages)
+            shared = SharedFrame.of(frame)
             sent = 0
-            for client in list(group):
-                sent += self._send(client, frame, count, now)
+            try:
+                for client in list(group):
+                    sent += self._send(client, frame, count, now, shared)
+            finally:
+                if shared is not None:
+                    shared.close()
             self.counters["frames_sent"] += sent
             self.counters["posts_sent"] += count * sent
             self.counters["bytes_sent"] += len(frame) * sent
@@ -227,8 +237,10 @@ class Hub:
                 frames[client.fmt] = wire([message], client.fmt)
             client.transport.write(frames[client.fmt])
 
-    def _send(self, client: Client, frame: bytes, count: int, now: float) -> bool:
-        """Write ``frame`` to one client unless it is closed or full (then count what it missed); True if written."""
+    def _send(self, client: Client, frame: bytes, count: int, now: float, shared: SharedFrame | None = None) -> bool:
+        """Write ``frame`` to one client unless it is closed or full (then count what it missed); True if written.
+
+        With ``shared`` (the same frame in an in-memory file) it goes by sendfile while nothing is queued."""
         transport = client.transport
         if client.closed or transport.is_closing():
             self.remove(client)
@@ -245,7 +257,11 @@ class Hub:
             client.full_since = None
             if client.skipped:
                 self._report_lag(client)
-        transport.write(frame)
+        if shared is not None and client.fd >= 0 and not transport.get_write_buffer_size():
+            if shared.send(client.fd, transport):
+                self.counters["frames_zero_copy"] += 1
+        else:
+            transport.write(frame)
         return True
 
     def _report_lag(self, client: Client) -> None:

@@ -20,6 +20,7 @@ from .streams import text
 
 HUB_COUNTERS = {
     "frames_sent": "websocket/SSE writes of a batch to one client",
+    "frames_zero_copy": "of those, frames sent by sendfile from one shared in-memory copy (big frames)",
     "frames_encoded": "messages encoded (once per filter group and format)",
     "bytes_sent": "bytes written to clients",
     "posts_sent": "posts delivered to clients",

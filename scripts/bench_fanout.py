@@ -363,6 +363,7 @@ def hub_figures(hub: dict[str, int]) -> dict[str, Any]:
         "feed_delay_ms_mean": round(hub.get("feed_delay_ms", 0) / timed, 2) if timed else None,
         "posts_skipped": hub.get("posts_skipped", 0),
         "cut_off": hub.get("cut_off", 0),
+        "frames_zero_copy": hub.get("frames_zero_copy", 0),
     }
 
 
