@@ -162,6 +162,11 @@ class Hub:
         self.rates = ChatRates()
         self._joined = 0  # clients ever added: deals out heartbeat slots in turn
 
+    @property
+    def last_broadcast(self) -> float:
+        """When (on the hub's clock) the latest broadcast began."""
+        return self._flushed
+
     def __len__(self) -> int:
         return sum(len(g) for g in self._groups.values())
 
@@ -219,6 +224,7 @@ class Hub:
             finally:
                 if shared is not None:
                     shared.close()
+                    self.counters["frames_zero_copy"] += shared.sent
             self.counters["frames_sent"] += sent
             self.counters["posts_sent"] += count * sent
             self.counters["bytes_sent"] += len(frame) * sent
@@ -245,7 +251,8 @@ class Hub:
         if client.closed or transport.is_closing():
             self.remove(client)
             return False
-        if transport.get_write_buffer_size() > self.backlog_bytes:
+        backlog = transport.get_write_buffer_size()
+        if backlog > self.backlog_bytes:
             client.skipped += count
             self.counters["posts_skipped"] += count
             if client.full_since is None:
@@ -257,9 +264,9 @@ class Hub:
             client.full_since = None
             if client.skipped:
                 self._report_lag(client)
-        if shared is not None and client.fd >= 0 and not transport.get_write_buffer_size():
-            if shared.send(client.fd, transport):
-                self.counters["frames_zero_copy"] += 1
+                backlog = transport.get_write_buffer_size()
+        if shared is not None and client.fd >= 0 and not backlog:
+            shared.send(client.fd, transport)
         else:
             transport.write(frame)
         return True

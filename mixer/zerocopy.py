@@ -43,6 +43,7 @@ class SharedFrame:
 
     def __init__(self, frame: bytes) -> None:
         self.frame = frame
+        self.sent = 0  # sends that went (at least partly) by sendfile
         self.fd = os.memfd_create("mixer-frame", os.MFD_CLOEXEC)
         try:
             view, written = memoryview(frame), 0
@@ -71,6 +72,8 @@ class SharedFrame:
             sent = os.sendfile(fd, self.fd, 0, size)
         except OSError:  # full (EAGAIN) or broken: the transport's own write queues it or finds the error
             sent = 0
+        if sent:
+            self.sent += 1
         if sent < size:
             transport.write(memoryview(self.frame)[sent:] if sent else self.frame)
         return sent
