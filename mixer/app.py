@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 
 from . import metrics
 from .codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, chunk, dumps, encode_message, unpack_item, wire
+from .collector import keep_collector
 from .hashtags import ChatMatcher
 from .hub import HEARTBEAT_PARTS, Client, FeedItem, Hub, select
 from .ingest import Publisher
@@ -576,6 +577,8 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
         ]
         tasks.append(asyncio.create_task(send_stats(app), name="stats"))
         tasks.append(asyncio.create_task(send_pings(app, settings.heartbeat_seconds), name="pings"))
+        latest = lambda: max(hub.last_broadcast for hub in hubs.values())  # noqa: E731
+        tasks.append(asyncio.create_task(keep_collector(latest), name="collector"))
         yield
         for task in tasks:
             task.cancel()
