@@ -109,6 +109,13 @@ async def history(redis: aioredis.Redis, keys: Keys, entries: list[Entry]) -> li
     return out
 
 
+# Posts per broadcast at most (~60 KB of frame at 400 bytes a post, about one 64 KB TCP segment on loopback).
+# At 10,000 clients x 1,000 posts/s a broadcast of 130-150 posts cost the server 0.08 us per delivery and one of
+# 250-370 posts 0.10 (sendfile, one core): with no cap a late broadcast made the next one bigger and dearer, and
+# the server stayed saturated with p99 near a second; with the cap it catches up (docs/benchmarks.md).
+BATCH_POSTS = 150
+
+
 async def follow_feed(redis_url: str, stream: str, hub: Hub, following: asyncio.Event) -> None:
     """Broadcast every feed entry after the hub's cursor, in order; resumes from it after a Redis outage."""
     backoff = 0.1
@@ -119,13 +126,15 @@ async def follow_feed(redis_url: str, stream: str, hub: Hub, following: asyncio.
                 if not following.is_set():
                     hub.cursor = await last_id(redis, stream)
                     following.set()
-                got = await read_new(redis, {stream: hub.cursor}, 1000, 1000)
+                got = await read_new(redis, {stream: hub.cursor}, 1000, BATCH_POSTS)
                 entries = got.get(stream, [])
                 if entries:
                     hub.broadcast(decode_entries(entries), entries[-1][0])
                 hub.sweep()
                 raise_if_cancelling()
                 backoff = 0.1
+                if len(entries) == BATCH_POSTS:
+                    continue  # more are waiting: no pause to gather them
                 if pause := hub.pause():  # busy: let the next posts gather into one frame per client
                     await asyncio.sleep(pause)
             except (RedisError, OSError) as exc:

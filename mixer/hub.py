@@ -21,7 +21,10 @@ kernel's loopback work is most of the server's CPU) stay bounded and the loop ke
 reads, pings and new clients. The cap matters when broadcasts are long because the frames
 are big (bytes, not writes, dominate): stretching further would only make them bigger still.
 Past the cap a broadcast that takes longer than the interval is followed at once by the next
-one. Latency added: none when idle, at most one interval under load.
+one. A read takes at most ``mixer.app.BATCH_POSTS`` posts, and a full read is followed by the
+next at once (more are waiting): frames stay near one 64 KB segment, which costs the least per
+delivery, so a server that fell behind catches up instead of sending ever bigger frames.
+Latency added: none when idle, at most one interval under load.
 
 Heartbeats: ``Hub.heartbeat`` writes one shared ping frame to the websocket clients of one
 heartbeat slot and drops those that did not answer their previous one (a pong or any frame

@@ -8,7 +8,8 @@ import socket
 import aiohttp
 import redis.asyncio as aioredis
 
-from mixer.app import HUB
+from mixer.app import BATCH_POSTS, HUB
+from mixer.codec import FIELD, pack_post
 from mixer.hub import HEARTBEAT_PARTS, Client, Hub
 from mixer.keys import Keys
 
@@ -56,6 +57,30 @@ async def test_posts_arriving_within_the_flush_interval_go_out_in_one_frame(
             assert frame["type"] == "posts"
             assert [i["key"] for i in frame["items"]] == ["second", "third"]  # busy: coalesced
             assert srv.app[HUB].counters["broadcasts"] == 2
+
+
+async def test_a_backlog_goes_out_in_batches_of_at_most_batch_posts_without_waiting_between_them(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        hub = srv.app[HUB]
+        async with http.ws_connect(srv.ws_url) as ws:
+            assert (await ws.receive_json(timeout=5))["type"] == "hello"
+            hub.flush_interval = 1.0
+            await add_to_feed(redis, keys, make_post("first"))
+            assert [p["key"] for p in await receive_posts(ws, 1)] == ["first"]  # idle: at once; now a 1 s pause
+            posts = [make_post(f"b{n}") for n in range(2 * BATCH_POSTS + 50)]
+            pipe = redis.pipeline(transaction=False)
+            for post in posts:
+                pipe.xadd(keys.feed, {FIELD: pack_post(post)})
+            await pipe.execute()  # during the pause: the hub finds them all waiting
+            hub.flush_interval = 30.0  # any further pause would outlast the receive timeouts below
+            sizes: list[int] = []
+            while sum(sizes) < len(posts):
+                frame = await ws.receive_json(timeout=5)
+                if frame["type"] == "posts":
+                    sizes.append(len(frame["items"]))
+            assert max(sizes) <= BATCH_POSTS and len(sizes) >= 3
 
 
 async def _silent_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
