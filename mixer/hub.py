@@ -26,6 +26,9 @@ next at once (more are waiting): frames stay near one 64 KB segment, which costs
 delivery, so a server that fell behind catches up instead of sending ever bigger frames.
 Latency added: none when idle, at most one interval under load.
 
+Fairness: each broadcast starts writing at another client (``rotated``), so the spread of a
+broadcast over time is shared by everyone instead of always delaying the same clients.
+
 Heartbeats: ``Hub.heartbeat`` writes one shared ping frame to the websocket clients of one
 heartbeat slot and drops those that did not answer their previous one (a pong or any frame
 marks a client ``answered``); a round goes through ``HEARTBEAT_PARTS`` slots, so the pongs
@@ -59,6 +62,7 @@ HEARTBEAT_PARTS = 20
 BUSY_SHARE = 0.75  # while busy, broadcasting takes at most this share of the time (the rest: reads, pings, clients)
 # (0.5 gave a 5,000-client broadcast of 40 ms an 80 ms interval: 138 ms p99; 0.75 gives 89 ms, docs/benchmarks.md)
 STRETCH_MAX = 6  # ... but the interval stretches to at most this many flush intervals
+GOLDEN = 0.6180339887498949  # turn * GOLDEN mod 1 spreads start positions evenly, whatever the number of turns
 ChatFilter = frozenset[str] | None
 FeedItem = tuple[str, dict[str, Any]]  # ("p", post) | ("u", updated post) | ("r", {"ids": [...]}) | ("n", {"post"})
 
@@ -112,6 +116,15 @@ def frames_for(chats: ChatFilter, entries: list[FeedItem]) -> list[dict[str, Any
         else:
             messages.append({"type": kind_name, "items": [item]})
     return messages
+
+
+def rotated(members: list[Client], turn: int) -> list[Client]:
+    """``members`` from a start that moves round by the golden ratio each turn: a broadcast takes tens of ms at
+    thousands of clients, and none should be last every time (each start position comes about equally often)."""
+    if len(members) < 2:
+        return members
+    start = int((turn * GOLDEN) % 1.0 * len(members))
+    return members[start:] + members[:start]
 
 
 def close_frame(code: int, reason: str) -> bytes:
@@ -222,7 +235,7 @@ class Hub:
             shared = SharedFrame.of(frame)
             sent = 0
             try:
-                for client in list(group):
+                for client in rotated(list(group), self.counters["broadcasts"]):
                     sent += self._send(client, frame, count, now, shared)
             finally:
                 if shared is not None:

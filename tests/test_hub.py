@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from mixer.app import BATCH_POSTS, HUB
 from mixer.codec import FIELD, pack_post
-from mixer.hub import HEARTBEAT_PARTS, Client, Hub
+from mixer.hub import HEARTBEAT_PARTS, Client, Hub, rotated
 from mixer.keys import Keys
 
 from .helpers import make_post
@@ -174,3 +174,14 @@ async def test_a_heartbeat_round_is_dealt_out_in_parts_so_each_client_is_pinged_
             writer.close()
         for _, theirs in pairs:
             theirs.close()
+
+
+def test_each_broadcast_starts_at_another_client_and_each_is_first_about_as_often() -> None:
+    members = [Client(None) for _ in range(10)]  # type: ignore[arg-type]
+    firsts = [rotated(members, turn)[0] for turn in range(1000)]
+    for turn in (0, 1, 7):
+        order = rotated(members, turn)
+        assert sorted(map(id, order)) == sorted(map(id, members))  # everyone, once
+        start = members.index(order[0])
+        assert order == members[start:] + members[:start]  # the same order, from another start
+    assert all(80 <= firsts.count(m) <= 120 for m in members)  # 100 each if perfectly even
