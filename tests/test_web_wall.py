@@ -776,9 +776,9 @@ async def test_a_burst_is_released_one_by_one_at_the_pace_that_keeps_each_post_u
             window.inserted = [];
             window.waitingSeen = [];
             new MutationObserver((changes) => {
-                const { spacingMs, capacity } = posts.dataset;
+                const { spacingMs, capacity, releasedAt } = posts.dataset;
                 for (const change of changes) for (const node of change.addedNodes) {
-                    window.inserted.push([node.dataset.id, performance.now(), Number(spacingMs), Number(capacity)]);
+                    window.inserted.push([node.dataset.id, Number(releasedAt), Number(spacingMs), Number(capacity)]);
                 }
             }).observe(posts, { childList: true });
             const waiting = document.getElementById("waiting");
@@ -793,8 +793,8 @@ async def test_a_burst_is_released_one_by_one_at_the_pace_that_keeps_each_post_u
     assert [row[0] for row in inserted] == burst, "each post shown once, in feed order"
     for (_, before, _, _), (_, at, spacing, capacity) in itertools.pairwise(inserted):
         assert spacing == round(600 / capacity) > 0
-        # The observer sees each insertion a little after the pacer's clock reading; allow for that jitter.
-        assert at - before >= 0.9 * spacing, f"released {at - before:.0f} ms apart, less than {spacing} ms"
+        # The pacer's own clock readings (the observer itself may run late on a busy machine); spacing is rounded.
+        assert at - before >= spacing - 1, f"released {at - before:.0f} ms apart, less than {spacing} ms"
     least = min(row[2] for row in inserted[1:])
     assert inserted[-1][1] - inserted[0][1] >= (len(burst) - 1) * least * 0.95, "the burst was spread out"
     assert any(

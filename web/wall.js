@@ -172,8 +172,10 @@ function pump() {
   page.posts.dataset.capacity = String(capacity);
   page.posts.dataset.spacingMs = String(Math.round(spacing));
   for (;;) {
-    const { post, waitMs } = pacer.next(performance.now(), spacing);
+    const now = performance.now();
+    const { post, waitMs } = pacer.next(now, spacing);
     if (post) {
+      page.posts.dataset.releasedAt = String(now); // when the pacer let it go (tests compare these)
       showCards([post], true);
       continue;
     }
