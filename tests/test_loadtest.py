@@ -8,8 +8,8 @@ import json
 import os
 import select
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -272,6 +272,27 @@ def _posts_frame(tag: str, posts: int) -> bytes:
     return bytes([0x81, 127]) + len(payload).to_bytes(8, "big") + payload
 
 
+@contextmanager
+def _polled_pairs(stats: WorkerStats, count: int) -> Iterator[tuple[list[PolledClient], list[socket.socket]]]:
+    """``count`` upgraded counting clients on real loopback sockets, each with the server side of its socket."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        clients: list[PolledClient] = []
+        peers: list[socket.socket] = []
+        try:
+            for n in range(count):
+                sock = socket.create_connection(server.getsockname())
+                sock.setblocking(False)
+                peers.append(server.accept()[0])
+                client = PolledClient(sock, n, stats, 0.0)
+                client.upgraded = True
+                stats.per_client[n] = 0
+                clients.append(client)
+            yield clients, peers
+        finally:
+            for sock in [c.sock for c in clients] + peers:
+                sock.close()
+
+
 def _read_all(client: PolledClient, stats: WorkerStats, posts: int) -> None:
     """Read rounds whenever the socket has data, until the client counted ``posts``."""
     while stats.per_client[client.n] < posts:
@@ -284,32 +305,19 @@ def test_a_frame_counted_once_is_dropped_unread_by_every_other_client_with_the_s
     ping = b"\x89\x02hi"
     stream = big + ping + small + other
     stats = WorkerStats()
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        clients, peers = [], []
-        try:
-            for n in range(2):
-                sock = socket.create_connection(server.getsockname())
-                sock.setblocking(False)
-                peers.append(server.accept()[0])
-                client = PolledClient(sock, n, stats, 0.0)
-                client.upgraded = True
-                stats.per_client[n] = 0
-                clients.append(client)
-            first, second = clients
-            peers[0].sendall(stream)
-            _read_all(first, stats, 502)  # the first client scans every frame: nothing known yet
-            assert first.unread == 0
-            cut = len(big) // 3  # the second gets the same frames, the first one in two parts
-            peers[1].sendall(stream[:cut])
-            assert select.select([second.sock], [], [], 5)[0]
-            second.read()
-            peers[1].sendall(stream[cut:])
-            _read_all(second, stats, 502)
-            for peer in peers:  # both answered the ping: a masked pong with its payload
-                assert peer.recv(64) == b"\x8a\x82\0\0\0\0hi"
-        finally:
-            for sock in [c.sock for c in clients] + peers:
-                sock.close()
+    with _polled_pairs(stats, 2) as (clients, peers):
+        first, second = clients
+        peers[0].sendall(stream)
+        _read_all(first, stats, 502)  # the first client scans every frame: nothing known yet
+        assert first.unread == 0
+        cut = len(big) // 3  # the second gets the same frames, the first one in two parts
+        peers[1].sendall(stream[:cut])
+        assert select.select([second.sock], [], [], 5)[0]
+        second.read()
+        peers[1].sendall(stream[cut:])
+        _read_all(second, stats, 502)
+        for peer in peers:  # both answered the ping: a masked pong with its payload
+            assert peer.recv(64) == b"\x8a\x82\0\0\0\0hi"
     assert stats.per_client == {0: 502, 1: 502} and stats.items == 1004
     # the second client read what came first (a third of the big frame) and then, frames being big, the headers
     # and first bytes of each: the rest of the known frames stayed unread
@@ -319,22 +327,10 @@ def test_a_frame_counted_once_is_dropped_unread_by_every_other_client_with_the_s
 def test_small_frames_are_read_whole_in_one_read_even_when_known() -> None:
     small = b"".join(_posts_frame(f"s{n}", 3) for n in range(50))  # 50 frames of ~1 KB
     stats = WorkerStats()
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        clients, peers = [], []
-        try:
-            for n in range(2):
-                sock = socket.create_connection(server.getsockname())
-                sock.setblocking(False)
-                peers.append(server.accept()[0])
-                client = PolledClient(sock, n, stats, 0.0)
-                client.upgraded = True
-                stats.per_client[n] = 0
-                clients.append(client)
-                peers[n].sendall(small)
-                _read_all(client, stats, 150)
-        finally:
-            for sock in [c.sock for c in clients] + peers:
-                sock.close()
+    with _polled_pairs(stats, 2) as (clients, peers):
+        for client, peer in zip(clients, peers, strict=True):  # the first scans them, the second knows them
+            peer.sendall(small)
+            _read_all(client, stats, 150)
     assert stats.per_client == {0: 150, 1: 150}
     assert clients[1].unread == 0  # an extra read per small frame costs more than copying it
 
