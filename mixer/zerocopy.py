@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MIN_BYTES = 16 << 10  # measured on loopback: copy and sendfile cost the same at ~16 KB, sendfile wins above
 AVAILABLE = hasattr(os, "memfd_create") and hasattr(os, "sendfile")
+_failures = 0  # in-memory files that could not be made (logged at powers of two)
 
 
 def socket_fd(transport: asyncio.BaseTransport) -> int:
@@ -61,7 +62,10 @@ class SharedFrame:
         try:
             return cls(frame)
         except OSError as err:  # out of memory or descriptors: the usual writes still work
-            log.warning("zerocopy: no in-memory file for a %d-byte frame (%s); writing it per client", len(frame), err)
+            global _failures
+            _failures += 1
+            if _failures & (_failures - 1) == 0:  # the 1st, 2nd, 4th, 8th ... time: said, not repeated per frame
+                log.warning("zerocopy: no in-memory file (%s), %d times; writing frames per client", err, _failures)
             return None
 
     def send(self, fd: int, transport: asyncio.WriteTransport) -> int:

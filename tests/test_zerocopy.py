@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import resource
 import select
 import socket
 import ssl
@@ -10,8 +13,10 @@ import subprocess
 from pathlib import Path
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 
+from mixer import zerocopy
 from mixer.app import HUB
 from mixer.codec import wire
 from mixer.hub import Client, FeedItem, Hub, frames_for
@@ -21,6 +26,7 @@ from mixer.zerocopy import MIN_BYTES, SharedFrame, socket_fd
 from .helpers import make_post
 from .servers import running_app, settings_for
 from .test_app import add_to_feed, receive_posts
+from .test_events import next_event
 
 
 def _batch(tag: str, posts: int) -> list[FeedItem]:
@@ -112,3 +118,39 @@ async def test_a_tls_transport_is_never_bypassed(tmp_path: Path) -> None:
         _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_side, server_hostname="localhost")
         assert await asyncio.wait_for(fds.get(), 10) == -1
         writer.close()
+
+
+async def test_a_big_batch_reaches_an_sse_client_by_sendfile_event_for_event(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        hub = srv.app[HUB]
+        hub.flush_interval = 1.0
+        async with http.get(srv.url + "/events") as resp:
+            assert (await next_event(resp))[1] == "hello"
+            first = await add_to_feed(redis, keys, make_post("first"))  # idle: alone, small
+            assert (await next_event(resp))[0] == first[0]
+            ids = await add_to_feed(redis, keys, *(make_post(f"sse{n}", text="z" * 400) for n in range(60)))
+            got = [await next_event(resp) for _ in ids]  # busy: coalesced into one ~35 KB chunk
+            assert [(event_id, name, data["key"]) for event_id, name, data in got] == [
+                (entry_id, "post", f"sse{n}") for n, entry_id in enumerate(ids)
+            ]
+            assert hub.counters["frames_zero_copy"] >= 1
+
+
+def test_without_descriptors_frames_are_written_as_usual_and_the_failure_is_logged_sparingly(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(zerocopy, "_failures", 0)  # counted per process: start from none
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    caplog.set_level(logging.WARNING, "mixer.zerocopy")
+    try:
+        lowest_free = os.dup(0)  # a new descriptor takes the lowest free number: allow none from there
+        os.close(lowest_free)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+        shared = [SharedFrame.of(b"x" * MIN_BYTES) for _ in range(5)]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert shared == [None] * 5
+    said = [r.getMessage() for r in caplog.records if "no in-memory file" in r.getMessage()]
+    assert len(said) == 3  # the 1st, 2nd and 4th time, not every frame
