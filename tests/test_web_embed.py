@@ -95,6 +95,14 @@ def widget(page: Page, index: int = 0) -> Locator:
     return page.locator("chatmixer-feed").nth(index)
 
 
+async def show_widget(page: Page, host_site: HostSite, server: LiveServer, path: str) -> Locator:
+    """A page of the host site at ``path`` with the full-profile widget snippet; the widget, once it is live."""
+    await page.goto(host_site.page(path, snippet(server, profile="full")))
+    feed = widget(page)
+    await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    return feed
+
+
 def card(scope: Page | Locator, post_id: str) -> Locator:
     return scope.locator(f'{CARDS}[data-id="{post_id}"]')
 
@@ -155,9 +163,7 @@ async def test_widget_reconnects_after_a_server_restart_and_shows_the_post_publi
     live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
 ) -> None:
     page = chromium_page
-    await page.goto(host_site.page("/restart.html", snippet(live_server, profile="full")))
-    feed = widget(page)
-    await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    feed = await show_widget(page, host_site, live_server, "/restart.html")
     (before,) = await publish(redis, keys, wall_post("x:before", text="before the restart"))
     await expect(card(feed, before)).to_be_visible(timeout=WAIT_MS)
 
@@ -179,9 +185,7 @@ async def test_a_page_whose_origin_is_on_the_allowlist_shows_history_and_live_po
     await restart_with_origins(live_server, ("https://blog.example", host_site.origin))
     (old,) = await publish(redis, keys, wall_post("x:allowed", text="for allowed pages"))
     page = chromium_page
-    await page.goto(host_site.page("/allowed.html", snippet(live_server, profile="full")))
-    feed = widget(page)
-    await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    feed = await show_widget(page, host_site, live_server, "/allowed.html")
     await expect(card(feed, old)).to_be_visible()
     (live,) = await publish(redis, keys, wall_post("x:live", text="live for allowed pages"))
     await expect(card(feed, live)).to_be_visible(timeout=WAIT_MS)
@@ -233,9 +237,7 @@ async def test_hostile_posts_render_as_literal_text_inside_the_widget_and_run_no
 ) -> None:
     page = chromium_page
     dialogs = record_dialogs(page)
-    await page.goto(host_site.page("/hostile.html", snippet(live_server, profile="full")))
-    feed = widget(page)
-    await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    feed = await show_widget(page, host_site, live_server, "/hostile.html")
     script_text = "<script>alert(1)</script>"
     img_text = "<img src=x onerror=alert(1)>"
     bidi_text = "price: \u202e0001$ only today"
@@ -275,9 +277,7 @@ async def test_an_update_replaces_a_card_and_a_retraction_removes_it(
     live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
 ) -> None:
     page = chromium_page
-    await page.goto(host_site.page("/edits.html", snippet(live_server, profile="full")))
-    feed = widget(page)
-    await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    feed = await show_widget(page, host_site, live_server, "/edits.html")
     first, second = await publish(redis, keys, wall_post("x:up", text="before"), wall_post("x:gone", text="doomed"))
     await expect(card(feed, second)).to_be_visible(timeout=WAIT_MS)
     updated = {**wall_post("x:up", ("smbiz", "edchat"), "after the edit").to_dict(), "id": first}
@@ -307,9 +307,7 @@ async def test_lag_fetches_the_skipped_posts_reset_reloads_and_unknown_frames_ar
         relays.append(ws)
 
     await page.route_web_socket("**/ws?*", relay)
-    await page.goto(host_site.page("/lag.html", snippet(live_server, profile="full")))
-    feed = widget(page)
-    await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    feed = await show_widget(page, host_site, live_server, "/lag.html")
     (first,) = await publish(redis, keys, wall_post("x:1", text="seen live"))
     await expect(card(feed, first)).to_be_visible(timeout=WAIT_MS)
 
