@@ -9,7 +9,6 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from mixer.app import BATCH_POSTS, HUB
-from mixer.codec import FIELD, pack_post
 from mixer.hub import HEARTBEAT_PARTS, Client, Hub, rotated
 from mixer.keys import Keys
 
@@ -70,10 +69,7 @@ async def test_a_backlog_goes_out_in_batches_of_at_most_batch_posts_without_wait
             await add_to_feed(redis, keys, make_post("first"))
             assert [p["key"] for p in await receive_posts(ws, 1)] == ["first"]  # idle: at once; now a 1 s pause
             posts = [make_post(f"b{n}") for n in range(2 * BATCH_POSTS + 50)]
-            pipe = redis.pipeline(transaction=False)
-            for post in posts:
-                pipe.xadd(keys.feed, {FIELD: pack_post(post)})
-            await pipe.execute()  # during the pause: the hub finds them all waiting
+            await add_to_feed(redis, keys, *posts)  # during the pause: the hub finds them all waiting
             hub.flush_interval = 30.0  # any further pause would outlast the receive timeouts below
             sizes: list[int] = []
             while sum(sizes) < len(posts):
