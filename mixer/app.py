@@ -33,7 +33,7 @@ from . import metrics
 from .codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, chunk, dumps, encode_message, unpack_item, wire
 from .collector import keep_collector
 from .hashtags import ChatMatcher
-from .hub import HEARTBEAT_PARTS, Client, FeedItem, Hub, select
+from .hub import BATCH_POSTS, HEARTBEAT_PARTS, Client, FeedItem, Hub, select
 from .ingest import Publisher
 from .keys import Keys
 from .modapi import ModApi
@@ -109,15 +109,11 @@ async def history(redis: aioredis.Redis, keys: Keys, entries: list[Entry]) -> li
     return out
 
 
-# Posts per broadcast at most (~60 KB of frame at 400 bytes a post, about one 64 KB TCP segment on loopback).
-# At 10,000 clients x 1,000 posts/s a broadcast of 130-150 posts cost the server 0.08 us per delivery and one of
-# 250-370 posts 0.10 (sendfile, one core): with no cap a late broadcast made the next one bigger and dearer, and
-# the server stayed saturated with p99 near a second; with the cap it catches up (docs/benchmarks.md).
-BATCH_POSTS = 150
+READ_GAP = 0.005  # seconds between feed reads while the hub is writing: a few ms of posts per batch, not one each
 
 
 async def follow_feed(redis_url: str, stream: str, hub: Hub, following: asyncio.Event) -> None:
-    """Broadcast every feed entry after the hub's cursor, in order; resumes from it after a Redis outage."""
+    """Publish every feed entry after the hub's cursor to the hub, in order; resumes from it after a Redis outage."""
     backoff = 0.1
     redis = dedicated_client(redis_url, 1000)
     try:
@@ -129,14 +125,12 @@ async def follow_feed(redis_url: str, stream: str, hub: Hub, following: asyncio.
                 got = await read_new(redis, {stream: hub.cursor}, 1000, BATCH_POSTS)
                 entries = got.get(stream, [])
                 if entries:
-                    hub.broadcast(decode_entries(entries), entries[-1][0])
+                    hub.publish(decode_entries(entries), entries[-1][0])  # Hub.run writes it
                 hub.sweep()
                 raise_if_cancelling()
                 backoff = 0.1
-                if len(entries) == BATCH_POSTS:
-                    continue  # more are waiting: no pause to gather them
-                if pause := hub.pause():  # busy: let the next posts gather into one frame per client
-                    await asyncio.sleep(pause)
+                if len(entries) < BATCH_POSTS and hub.pending:  # (a full read: more are waiting, read on)
+                    await asyncio.sleep(READ_GAP)
             except (RedisError, OSError) as exc:
                 raise_if_cancelling()
                 log.warning("feed: redis error (%s); retrying in %.1fs from %s", exc, backoff, hub.cursor)
@@ -584,6 +578,7 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
             )
             for name in streams
         ]
+        tasks += [asyncio.create_task(hub.run(), name=f"write-{name}") for name, hub in hubs.items()]
         tasks.append(asyncio.create_task(send_stats(app), name="stats"))
         tasks.append(asyncio.create_task(send_pings(app, settings.heartbeat_seconds), name="pings"))
         latest = lambda: max(hub.last_broadcast for hub in hubs.values())  # noqa: E731

@@ -84,13 +84,7 @@ def sse_chunk(message: dict[str, Any]) -> bytes:
     """A message as Server-Sent Events (one event per post), framed as one HTTP/1.1 chunk."""
     kind = message.get("type", "message")
     if kind in ("posts", "update"):
-        name = "post" if kind == "posts" else "update"
-        body = b"".join(
-            b"id: " + str(item["id"]).encode() + b"\nevent: " + name.encode() + b"\ndata: " + dumps(item) + b"\n\n"
-            if kind == "posts"
-            else b"event: update\ndata: " + dumps(item) + b"\n\n"
-            for item in message.get("items", ())
-        )
+        body = b"".join(_item_bytes(kind, item, "sse") for item in message.get("items", ()))
     else:
         body = b"event: " + str(kind).encode() + b"\ndata: " + dumps(message) + b"\n\n"
     return chunk(body)
@@ -106,3 +100,49 @@ def wire(messages: list[dict[str, Any]], fmt: str) -> bytes:
     if fmt == "sse":
         return b"".join(sse_chunk(m) for m in messages)
     return b"".join(ws_frame(encode_message(m, fmt), binary=fmt == "msgpack") for m in messages)
+
+
+def wire_memo(messages: list[dict[str, Any]], fmt: str, memo: dict[int, bytes]) -> bytes:
+    """``wire(messages, fmt)`` byte for byte, each item of a ``posts`` or ``update`` message encoded once: its
+    bytes are kept in ``memo`` under the item's ``id()``. One memo per format, and the caller keeps the items
+    alive as long as their memo (an id is only unique among live objects)."""
+    out: list[bytes] = []
+    for message in messages:
+        kind = message["type"]
+        if kind not in ("posts", "update"):
+            out.append(wire([message], fmt))
+            continue
+        items = message["items"]
+        encoded = []
+        for item in items:
+            got = memo.get(id(item))
+            if got is None:
+                got = memo[id(item)] = _item_bytes(kind, item, fmt)
+            encoded.append(got)
+        if fmt == "sse":
+            out.append(chunk(b"".join(encoded)))
+        elif fmt == "msgpack":
+            head = b"\x82\xa4type" + msgpack.packb(kind) + b"\xa5items" + _array_header(len(items))
+            out.append(ws_frame(head + b"".join(encoded), binary=True))
+        else:
+            out.append(ws_frame(b'{"type":"' + kind.encode() + b'","items":[' + b",".join(encoded) + b"]}"))
+    return b"".join(out)
+
+
+def _item_bytes(kind: str, item: dict[str, Any], fmt: str) -> bytes:
+    if fmt == "msgpack":
+        return msgpack.packb(item, use_bin_type=True)  # type: ignore[no-any-return]
+    if fmt != "sse":
+        return dumps(item)
+    if kind == "posts":
+        return b"id: " + str(item["id"]).encode() + b"\nevent: post\ndata: " + dumps(item) + b"\n\n"
+    return b"event: update\ndata: " + dumps(item) + b"\n\n"
+
+
+def _array_header(size: int) -> bytes:
+    """A msgpack array header (the items follow)."""
+    if size < 16:
+        return bytes([0x90 | size])
+    if size < 1 << 16:
+        return struct.pack("!BH", 0xDC, size)
+    return struct.pack("!BI", 0xDD, size)

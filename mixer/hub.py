@@ -1,33 +1,38 @@
-"""The client hub: who is connected, and writing each feed batch to all of them.
+"""The client hub: who is connected, and writing the feed's batches to all of them.
 
-``Hub.broadcast`` is synchronous and never awaits a client: for every distinct
-(chats filter, format) it encodes the batch's frames once (``posts``, ``update`` and
-``retract`` messages, in feed order) and writes those same bytes to each subscriber's
-transport; a frame of 16 KB or more goes from one in-memory file by ``sendfile``
-(``mixer.zerocopy``: the kernel references its pages instead of copying the frame per
-client). A client's backlog is the transport's unsent bytes; while
-it is above ``backlog_bytes`` the client is skipped (the posts it missed are counted
-and reported to it in a ``lag`` frame once it drains), and a client that stays full
-for ``cutoff_seconds`` is closed with code 4008. So memory per client is bounded and a
-client that stops reading cannot delay anyone else.
+Publishing and writing are apart. ``Hub.publish`` (the feed follower, for each batch it reads)
+stores the batch and returns at once; ``Hub.run`` writes to the clients in *laps*: it goes
+round every client in turn, a step of ``STEP`` clients at a time with the loop free between
+steps (for reads, pings, new clients), and writes each client everything published since its
+last turn. A batch published mid-lap reaches the rest of that lap's clients in that lap and
+the others in the next, so a post waits at most one lap, not a wait for the next broadcast
+plus that broadcast's length. ``Hub.broadcast`` publishes and writes a whole lap at once
+(tests and tools).
 
-Flushing: the follower broadcasts a batch as soon as it reads one when the hub is idle (no
-broadcast began in the last interval); while busy it waits out ``Hub.pause()`` first, so the
-posts arriving meanwhile go out together, one frame per client per interval. The interval is
-``flush_interval`` or, when a broadcast takes longer than ``BUSY_SHARE`` of that, the last
-broadcast's duration divided by ``BUSY_SHARE`` (4/3 of it), up to ``STRETCH_MAX`` flush
-intervals: with many clients the frames grow instead of the writes, so the writes per second (each is a syscall, and the
-kernel's loopback work is most of the server's CPU) stay bounded and the loop keeps time for
-reads, pings and new clients. The cap matters when broadcasts are long because the frames
-are big (bytes, not writes, dominate): stretching further would only make them bigger still.
-Past the cap a broadcast that takes longer than the interval is followed at once by the next
-one. A read takes at most ``mixer.app.BATCH_POSTS`` posts, and a full read is followed by the
-next at once (more are waiting): frames stay near one 64 KB segment, which costs the least per
-delivery, so a server that fell behind catches up instead of sending ever bigger frames.
+It never awaits a client: for every distinct (chats filter, format, what the client has
+seen) it encodes the frames once (``posts``, ``update``, ``retract`` and ``pin`` messages,
+in feed order; each post's bytes are encoded once per format and joined) and writes those
+same bytes to each such client's transport; clients that had their previous turn in the
+same stretch of the lap have seen the same batches, so a lap encodes a few frames, not one
+per client. A frame of 16 KB or more goes from one in-memory file by ``sendfile``
+(``mixer.zerocopy``). A client gets at most ``BATCH_POSTS`` posts per frame (more go in
+further frames of the same turn, split at batch boundaries): bigger frames cost more per
+delivery, so a hub that fell behind catches up instead of sending ever bigger frames.
+
+A client's backlog is the transport's unsent bytes; while it is above ``backlog_bytes`` the
+client is skipped (the posts it missed are counted and reported to it in a ``lag`` frame
+once it drains), and a client that stays full for ``cutoff_seconds`` is closed with code
+4008. So memory per client is bounded and a client that stops reading delays no one.
+
+Flushing: a lap that begins when the hub was idle (the previous lap's interval is over) goes
+at full speed from a new start client (golden-ratio steps, so no client is always first):
+a post on a quiet feed goes out at once. While busy, a lap is paced over the *interval*:
+``flush_interval``, or the last lap's writing time divided by ``BUSY_SHARE`` (4/3 of it),
+up to ``STRETCH_MAX`` flush intervals, and the next lap starts where this one did. Each
+client then gets at most one turn per interval, its posts coalesced into one frame: the
+writes per second (each a syscall, and the kernel's loopback work is most of the server's
+CPU) stay bounded, and the loop keeps a quarter of its time for reads, pings and new clients.
 Latency added: none when idle, at most one interval under load.
-
-Fairness: each broadcast starts writing at another client (``rotated``), so the spread of a
-broadcast over time is shared by everyone instead of always delaying the same clients.
 
 Heartbeats: ``Hub.heartbeat`` writes one shared ping frame to the websocket clients of one
 heartbeat slot and drops those that did not answer their previous one (a pong or any frame
@@ -39,6 +44,7 @@ less memory per idle client and no burst of tasks every interval.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import struct
 import time
@@ -47,7 +53,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .codec import wire
+from .codec import wire, wire_memo
 from .streams import id_key
 from .zerocopy import SharedFrame, socket_fd
 
@@ -55,13 +61,18 @@ log = logging.getLogger(__name__)
 
 CLOSE_SLOW = 4008  # our close code for "your backlog stayed full too long"
 PING = b"\x89\x00"  # an empty websocket ping frame (server frames are unmasked): the same bytes for everyone
-FLUSH_INTERVAL = 0.025  # seconds: at most one broadcast per interval while busy (see the module docstring)
+FLUSH_INTERVAL = 0.025  # seconds: while busy, at most one turn per client per interval (see the module docstring)
 # A heartbeat round is dealt out in this many parts, each pinging its share of the clients: the pongs
 # of 10,000 clients at once stalled the loop once a round: 10,000x100 p99 608 ms, spread out 145 ms.
 HEARTBEAT_PARTS = 20
-BUSY_SHARE = 0.75  # while busy, broadcasting takes at most this share of the time (the rest: reads, pings, clients)
+BUSY_SHARE = 0.75  # while busy, writing takes at most this share of the time (the rest: reads, pings, clients)
 # (0.5 gave a 5,000-client broadcast of 40 ms an 80 ms interval: 138 ms p99; 0.75 gives 89 ms, docs/benchmarks.md)
 STRETCH_MAX = 6  # ... but the interval stretches to at most this many flush intervals
+STEP = 256  # clients written per step of a lap (2-3 ms on loopback), the loop free in between
+# Posts per frame at most (~60 KB at 400 bytes a post, about one 64 KB TCP segment on loopback). At 10,000
+# clients x 1,000 posts/s a frame of 130-150 posts cost the server 0.08 us per delivery and one of 250-370 posts
+# 0.10 (sendfile, one core): uncapped, a late turn made the next frame bigger and dearer (docs/benchmarks.md).
+BATCH_POSTS = 150
 GOLDEN = 0.6180339887498949  # turn * GOLDEN mod 1 spreads start positions evenly, whatever the number of turns
 ChatFilter = frozenset[str] | None
 FeedItem = tuple[str, dict[str, Any]]  # ("p", post) | ("u", updated post) | ("r", {"ids": [...]}) | ("n", {"post"})
@@ -79,6 +90,7 @@ class Client:
     closed: bool = False
     answered: bool = True  # it sent something (a pong, a ping, a message) since the last heartbeat ping
     slot: int = 0  # which part of the heartbeat round pings it (Hub.heartbeat)
+    seen: int = 0  # the last batch (``Hub.seq``) written to it or skipped
     fd: int = -1  # its socket, for frames sent by sendfile (mixer.zerocopy); -1: written through the transport
 
     @property
@@ -118,13 +130,16 @@ def frames_for(chats: ChatFilter, entries: list[FeedItem]) -> list[dict[str, Any
     return messages
 
 
-def rotated(members: list[Client], turn: int) -> list[Client]:
-    """``members`` from a start that moves round by the golden ratio each turn: a broadcast takes tens of ms at
-    thousands of clients, and none should be last every time (each start position comes about equally often)."""
-    if len(members) < 2:
-        return members
-    start = int((turn * GOLDEN) % 1.0 * len(members))
-    return members[start:] + members[:start]
+def lap_interval(work: float, flush_interval: float) -> float:
+    """How long a busy lap takes when its writing took ``work`` seconds last time: writing is at most
+    ``BUSY_SHARE`` of the time, and a lap lasts at least ``flush_interval``, at most ``STRETCH_MAX`` of them."""
+    return min(max(flush_interval, work / BUSY_SHARE), STRETCH_MAX * flush_interval)
+
+
+def first_of(turn: int, size: int) -> int:
+    """Where among ``size`` clients lap ``turn`` begins when it begins from idle: a step round by the golden
+    ratio each time, so no client is always first and each start comes about equally often."""
+    return int((turn * GOLDEN) % 1.0 * size)
 
 
 def close_frame(code: int, reason: str) -> bytes:
@@ -156,8 +171,17 @@ class ChatRates:
         return Counter({chat: round(n * scale) for chat, n in counts.items()})
 
 
+@dataclass(eq=False, slots=True)
+class Piece:
+    """One frame of a client's turn, and what it carries."""
+
+    frame: bytes
+    posts: int
+    shared: SharedFrame | None  # the frame in an in-memory file, for sendfile (big frames)
+
+
 class Hub:
-    """Subscribers grouped by filter and format; broadcast writes one shared frame per group."""
+    """Subscribers in one ring; published batches are written to them lap by lap (see the module docstring)."""
 
     def __init__(
         self,
@@ -165,55 +189,66 @@ class Hub:
         cutoff_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         flush_interval: float = FLUSH_INTERVAL,
+        step: int = STEP,
     ) -> None:
         self.backlog_bytes = backlog_bytes
+        self.step = step
         self.cutoff_seconds = cutoff_seconds
         self.flush_interval = flush_interval
         self._clock = clock
-        self._flushed = -flush_interval  # when the last broadcast began
-        self._took = 0.0  # how long it took
-        self._groups: dict[tuple[ChatFilter, str], set[Client]] = {}
-        self.cursor = "0-0"  # id of the last feed entry broadcast; clients joining now get everything after it
+        self._ring: dict[Client, None] = {}  # every subscriber, in the order they joined
+        self._full: set[Client] = set()  # subscribers whose backlog is over the limit (``full_since`` set)
+        self.cursor = "0-0"  # id of the last feed entry published; clients joining now get everything after it
+        self.seq = 0  # batches published; a client's ``seen`` is the last one it was written (or skipped)
+        self._batches: list[list[FeedItem]] = []  # published batches someone has yet to see: seq _first, _first+1..
+        self._first = 1
+        self._memo: dict[str, dict[int, bytes]] = {}  # per format, the stored batches' encoded items
+        self._pieces: dict[tuple[ChatFilter, str, int], list[Piece]] = {}  # turns' frames up to ``seq``
+        self._lap: list[Client] = []  # the clients of the lap under way, in the order they are written
+        self._at = 0  # the next of them
+        self._lap_seq = 0  # ``seq`` when the lap began: at its end, every client has seen that much
+        self._lap_began = -flush_interval  # when (hub clock) the lap under way, or the last one, began
+        self._steps: tuple[list[int], list[float]] = ([], [])  # this lap's steps: where each began, and when
+        self._prev_steps: tuple[list[int], list[float]] = ([], [])  # ... the previous lap's
+        self._continues = False  # batches came during the last lap: the next one goes on from it, paced
+        self._interval = 0.0  # how long the lap under way should take (0: at full speed)
+        self._work = 0.0  # seconds spent writing in this lap
+        self._last_work = 0.0  # ... in the last complete one
+        self._start = 0  # where in the ring laps begin
+        self._flushed = -flush_interval  # when the latest step of writing ran
+        self._wake = asyncio.Event()  # set by ``publish``: there is something to write
         self.counters: Counter[str] = Counter()
         self.rates = ChatRates()
         self._joined = 0  # clients ever added: deals out heartbeat slots in turn
 
     @property
     def last_broadcast(self) -> float:
-        """When (on the hub's clock) the latest broadcast began."""
+        """When (on the hub's clock) the latest step of writing to clients ran."""
         return self._flushed
 
     def __len__(self) -> int:
-        return sum(len(g) for g in self._groups.values())
+        return len(self._ring)
 
     def clients(self) -> list[Client]:
-        return [c for group in self._groups.values() for c in group]
+        return list(self._ring)
 
     def add(self, client: Client) -> None:
-        """Subscribe: from now on the client gets every batch broadcast after ``self.cursor``."""
+        """Subscribe: from now on the client gets every batch published after ``self.cursor``."""
         client.slot = self._joined % HEARTBEAT_PARTS
         client.fd = socket_fd(client.transport)
+        client.seen = self.seq
         self._joined += 1
-        self._groups.setdefault(client.group, set()).add(client)
+        self._ring[client] = None
 
     def remove(self, client: Client) -> None:
-        group = self._groups.get(client.group)
-        if group is not None:
-            group.discard(client)
-            if not group:
-                del self._groups[client.group]
+        self._ring.pop(client, None)
+        self._full.discard(client)
 
-    def pause(self) -> float:
-        """Seconds to wait before reading the next batch: 0 when idle, else what is left of the flush interval."""
-        interval = min(max(self.flush_interval, self._took / BUSY_SHARE), STRETCH_MAX * self.flush_interval)
-        return max(0.0, self._flushed + interval - self._clock())
-
-    def broadcast(self, entries: list[FeedItem], last_id: str) -> None:
-        """Send a feed batch (in feed order) to every subscriber; never blocks on a client."""
+    def publish(self, entries: list[FeedItem], last_id: str) -> None:
+        """Take a feed batch (in feed order) for every subscriber; ``run`` (or ``write``) writes it."""
         if id_key(last_id) > id_key(self.cursor):
             self.cursor = last_id
-        now = self._flushed = self._clock()
-        began = time.perf_counter()
+        now = self._clock()
         wall_ms = time.time() * 1000
         delay = 0.0
         for kind, item in entries:
@@ -223,29 +258,165 @@ class Hub:
                 if isinstance(at, int | float):
                     delay += wall_ms - at
                     self.counters["posts_timed"] += 1
-        self.counters["broadcasts"] += 1
+        self.counters["broadcasts"] += 1  # batches published
         self.counters["feed_delay_ms"] += round(delay)  # summed over posts: publish -> here (feed and follower)
-        for (chats, fmt), group in list(self._groups.items()):
-            messages = frames_for(chats, entries)
-            if not messages:
+        self.seq += 1
+        self._batches.append(entries)
+        self._drop_pieces()
+        self._wake.set()
+
+    def broadcast(self, entries: list[FeedItem], last_id: str) -> None:
+        """Publish a batch and write it (and anything pending) to every subscriber now, in one lap."""
+        self.publish(entries, last_id)
+        self.write()
+
+    @property
+    def held(self) -> int:
+        """Published batches held because some client has yet to see them."""
+        return len(self._batches)
+
+    @property
+    def pending(self) -> bool:
+        """Whether a lap is under way or some client has yet to see a published batch."""
+        return bool(self._lap) or self._lap_seq < self.seq
+
+    def write(self, clients: int | None = None) -> bool:
+        """Write the next ``clients`` clients of the lap under way (the whole lap with None), beginning a lap
+        if something is pending; True when a lap ended."""
+        if not self._lap:
+            if self._lap_seq == self.seq:
+                return False
+            self._begin_lap()
+            if not self._lap:
+                return False
+        now = self._flushed = self._clock()
+        end = len(self._lap) if clients is None else min(len(self._lap), self._at + clients)
+        self._steps[0].append(self._at)
+        self._steps[1].append(now)
+        for client in self._lap[self._at : end]:
+            if client.seen != self.seq and client in self._ring:
+                self._turn(client, now)
+        self._at = end
+        took = self._clock() - now
+        self._work += took
+        self.counters["broadcast_us"] += round(took * 1e6)
+        if self._at < len(self._lap):
+            return False
+        self._end_lap()
+        return True
+
+    def due(self) -> float | None:
+        """When (hub clock) the next step of writing is due, beginning a lap if something is pending; None while
+        there is nothing to write. In a paced lap a step is due when its share of the interval has begun, and
+        not before its clients' previous turn is an interval old."""
+        if not self._lap:
+            if not self.pending:
+                return None
+            self._begin_lap()
+            if not self._lap:
+                return None
+        if not self._interval:
+            return self._clock()
+        due = self._lap_began + self._interval * self._at / len(self._lap)
+        starts, times = self._prev_steps
+        if times:  # when the previous lap wrote the client at this position (same start, so same clients)
+            due = max(due, times[bisect.bisect_right(starts, self._at) - 1] + self._interval)
+        return due
+
+    async def run(self) -> None:
+        """Write published batches to the clients lap after lap, ``step`` clients at a time, until cancelled."""
+        while True:
+            due = self.due()
+            if due is None:
+                self._wake.clear()
+                await self._wake.wait()
                 continue
-            frame = wire(messages, fmt)
-            count = sum(len(m.get("items", ())) for m in messages)
-            self.counters["frames_encoded"] += len(messages)
-            shared = SharedFrame.of(frame)
-            sent = 0
-            try:
-                for client in rotated(list(group), self.counters["broadcasts"]):
-                    sent += self._send(client, frame, count, now, shared)
-            finally:
-                if shared is not None:
-                    shared.close()
-                    self.counters["frames_zero_copy"] += shared.sent
-            self.counters["frames_sent"] += sent
-            self.counters["posts_sent"] += count * sent
-            self.counters["bytes_sent"] += len(frame) * sent
-        self._took = self._clock() - now
-        self.counters["broadcast_us"] += round((time.perf_counter() - began) * 1e6)
+            if due - self._clock() >= 0.001:  # (a shorter sleep is none: this step goes now, later ones wait more)
+                await asyncio.sleep(due - self._clock())
+                continue
+            self.write(self.step)
+            await asyncio.sleep(0)  # reads, pings, new clients
+
+    def _begin_lap(self) -> None:
+        now = self._clock()
+        interval = lap_interval(self._last_work, self.flush_interval)
+        members = list(self._ring)
+        if not members:  # no one to write: everything is seen
+            self._lap_seq = self.seq
+            self._forget()
+            return
+        self._prev_steps, self._steps = self._steps, ([], [])
+        if not self._continues and now >= self._flushed + interval:  # idle: full speed, from a new start
+            self._interval = 0.0
+            self._start = first_of(self.counters["laps"], len(members))
+        else:  # busy: paced, from where the last lap began, so no client waits more than one interval
+            self._interval = interval
+        start = min(self._start, len(members))
+        self._lap = members[start:] + members[:start]
+        self._at = 0
+        self._lap_seq = self.seq
+        self._lap_began = now
+        self._work = 0.0
+
+    def _end_lap(self) -> None:
+        """Every client has seen ``_lap_seq``: forget the batches up to it."""
+        self.counters["laps"] += 1
+        self._continues = self.seq > self._lap_seq
+        self._last_work = self._work
+        self._lap = []
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop the batches every client has seen (up to ``_lap_seq``) and what was encoded of them."""
+        del self._batches[: self._lap_seq - self._first + 1]
+        self._first = self._lap_seq + 1
+        self._drop_pieces()
+        self._memo.clear()  # (the stored batches' items are encoded again when next needed: ids stay unique)
+
+    def _drop_pieces(self) -> None:
+        for pieces in self._pieces.values():
+            for piece in pieces:
+                if piece.shared is not None:
+                    piece.shared.close()
+                    self.counters["frames_zero_copy"] += piece.shared.sent
+        self._pieces.clear()
+
+    def _turn(self, client: Client, now: float) -> None:
+        """Write a client what was published since its last turn, in frames of at most ``BATCH_POSTS`` posts."""
+        key = (client.chats, client.fmt, client.seen)
+        pieces = self._pieces.get(key)
+        if pieces is None:
+            pieces = self._pieces[key] = self._frames(client.chats, client.fmt, client.seen)
+        client.seen = self.seq
+        for piece in pieces:
+            if self._send(client, piece.frame, piece.posts, now, piece.shared):
+                self.counters["frames_sent"] += 1
+                self.counters["posts_sent"] += piece.posts
+                self.counters["bytes_sent"] += len(piece.frame)
+            elif client not in self._ring:
+                return
+
+    def _frames(self, chats: ChatFilter, fmt: str, seen: int) -> list[Piece]:
+        """The frames for a client of (chats, fmt) that has seen batch ``seen``: the batches after it, in runs of at
+        most ``BATCH_POSTS`` posts (a bigger batch alone), each encoded once."""
+        memo = self._memo.setdefault(fmt, {})
+        pieces: list[Piece] = []
+        run: list[FeedItem] = []
+        for batch in self._batches[max(0, seen - self._first + 1) :]:
+            if run and len(run) + len(batch) > BATCH_POSTS:
+                pieces += self._piece(chats, fmt, run, memo)
+                run = []
+            run += batch
+        return pieces + self._piece(chats, fmt, run, memo)
+
+    def _piece(self, chats: ChatFilter, fmt: str, run: list[FeedItem], memo: dict[int, bytes]) -> list[Piece]:
+        messages = frames_for(chats, run)
+        if not messages:
+            return []
+        self.counters["frames_encoded"] += len(messages)
+        frame = wire_memo(messages, fmt, memo)
+        posts = sum(len(m.get("items", ())) for m in messages)
+        return [Piece(frame, posts, SharedFrame.of(frame))]
 
     def send_all(self, message: dict[str, Any]) -> None:
         """One message (e.g. ``stats``) to every subscriber, encoded once per format; full clients skip it."""
@@ -273,11 +444,13 @@ class Hub:
             self.counters["posts_skipped"] += count
             if client.full_since is None:
                 client.full_since = now
+                self._full.add(client)
             elif now - client.full_since >= self.cutoff_seconds:
                 self.cut_off(client)
             return False
         if client.full_since is not None or client.skipped:
             client.full_since = None
+            self._full.discard(client)
             if client.skipped:
                 self._report_lag(client)
                 backlog = transport.get_write_buffer_size()
@@ -329,13 +502,15 @@ class Hub:
     def sweep(self) -> None:
         """Between batches: close clients full for too long; tell drained ones what they missed."""
         now = self._clock()
-        for client in self.clients():
-            if client.full_since is None:
+        for client in list(self._full):
+            if client.full_since is None or client not in self._ring:
+                self._full.discard(client)
                 continue
             if client.transport.get_write_buffer_size() > self.backlog_bytes:
                 if now - client.full_since >= self.cutoff_seconds:
                     self.cut_off(client)
                 continue
             client.full_since = None
+            self._full.discard(client)
             if client.skipped:
                 self._report_lag(client)

@@ -354,12 +354,16 @@ async def hub_counters(port: int) -> dict[str, int]:
 
 
 def hub_figures(hub: dict[str, int]) -> dict[str, Any]:
-    """What the hub counters say: broadcasts, posts per broadcast, ms per broadcast, mean publish -> hub ms."""
-    broadcasts, timed = hub.get("broadcasts", 0), hub.get("posts_timed", 0)
+    """What the hub counters say: batches read, posts per batch, laps, ms of writing per lap, posts per frame,
+    mean publish -> hub ms."""
+    batches, timed, laps = hub.get("broadcasts", 0), hub.get("posts_timed", 0), hub.get("laps", 0)
+    frames = hub.get("frames_sent", 0)
     return {
-        "broadcasts": broadcasts,
-        "posts_per_broadcast": round(timed / broadcasts, 1) if broadcasts else None,
-        "broadcast_ms_mean": round(hub.get("broadcast_us", 0) / 1000 / broadcasts, 2) if broadcasts else None,
+        "batches": batches,
+        "posts_per_batch": round(timed / batches, 1) if batches else None,
+        "laps": laps,
+        "lap_write_ms_mean": round(hub.get("broadcast_us", 0) / 1000 / laps, 2) if laps else None,
+        "posts_per_frame": round(hub.get("posts_sent", 0) / frames, 1) if frames else None,
         "feed_delay_ms_mean": round(hub.get("feed_delay_ms", 0) / timed, 2) if timed else None,
         "posts_skipped": hub.get("posts_skipped", 0),
         "cut_off": hub.get("cut_off", 0),

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import socket
+import struct
+from collections.abc import AsyncIterator
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 
 from mixer.app import BATCH_POSTS, HUB
-from mixer.hub import HEARTBEAT_PARTS, Client, Hub, rotated
+from mixer.codec import wire, wire_memo
+from mixer.hub import HEARTBEAT_PARTS, Client, FeedItem, Hub, first_of, frames_for, lap_interval
 from mixer.keys import Keys
 
 from .helpers import make_post
@@ -17,27 +23,99 @@ from .servers import running_app, settings_for
 from .test_app import add_to_feed, receive_posts
 
 
-def test_an_idle_hub_flushes_at_once_and_a_busy_one_waits_out_the_interval() -> None:
-    now = [100.0]
-    hub = Hub(clock=lambda: now[0], flush_interval=0.05)
-    assert hub.pause() == 0.0  # nothing sent yet: idle
-    hub.broadcast([("p", {"chats": ["smbiz"], "at": 0})], "1-0")
-    now[0] += 0.01
-    assert abs(hub.pause() - 0.04) < 1e-9  # busy: the rest of the interval
-    now[0] += 0.05
-    assert hub.pause() == 0.0  # quiet for a whole interval: idle again
-    assert hub.counters["broadcasts"] == 1 and hub.counters["posts_timed"] == 1
+def test_a_busy_lap_takes_four_thirds_of_the_last_ones_writing_within_one_to_six_flush_intervals() -> None:
+    assert lap_interval(0.0, 0.05) == 0.05
+    assert lap_interval(0.06, 0.05) == pytest.approx(0.08)  # writing stays at 3/4 of the time
+    assert lap_interval(0.5, 0.05) == pytest.approx(0.3)  # capped at STRETCH_MAX intervals
 
 
-def test_a_slow_broadcast_stretches_the_interval_to_four_thirds_of_its_duration_up_to_a_cap() -> None:
-    # clock readings: broadcast begins, ends (took 0.06 s); pause(); pause(); then a 0.5 s broadcast; pause()
-    readings = iter([100.0, 100.06, 100.07, 100.2, 101.0, 101.5, 101.5])
-    hub = Hub(clock=lambda: next(readings), flush_interval=0.05)
-    hub.broadcast([("p", {"chats": ["smbiz"]})], "1-0")
-    assert abs(hub.pause() - 0.01) < 1e-9  # interval 0.08 s from 100.0: broadcasting stays at 3/4 of the time
-    assert hub.pause() == 0.0
-    hub.broadcast([("p", {"chats": ["smbiz"]})], "2-0")
-    assert hub.pause() == 0.0  # capped at STRETCH_MAX intervals (0.3 s), already past: the next batch goes at once
+def _batch(*keys: str) -> list[FeedItem]:
+    return [("p", {"key": key, "chats": ["smbiz"]}) for key in keys]
+
+
+def _frames(peer: socket.socket) -> list[list[str]]:
+    """The posts frames a client's peer has received so far (unmasked text frames), as lists of post keys."""
+    data = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := peer.recv(1 << 16):
+            data += chunk
+    frames = []
+    while data:
+        size, at = data[1] & 0x7F, 2
+        if size == 126:
+            size, at = struct.unpack("!H", data[2:4])[0], 4
+        message = json.loads(data[at : at + size])
+        frames.append([item["key"] for item in message["items"]])
+        data = data[at + size :]
+    return frames
+
+
+@contextlib.asynccontextmanager
+async def _subscribed(hub: Hub, count: int) -> AsyncIterator[list[socket.socket]]:
+    """``count`` clients on socket pairs, subscribed to ``hub`` in order; yields the peers they write to."""
+    pairs = [socket.socketpair() for _ in range(count)]
+    writers = [(await asyncio.open_connection(sock=ours))[1] for ours, _ in pairs]
+    try:
+        for writer in writers:
+            hub.add(Client(writer.transport))  # type: ignore[arg-type]
+        for _, theirs in pairs:
+            theirs.setblocking(False)
+        yield [theirs for _, theirs in pairs]
+    finally:
+        for writer in writers:
+            writer.close()
+        for _, theirs in pairs:
+            theirs.close()
+
+
+async def test_a_batch_published_mid_lap_reaches_the_rest_of_the_lap_and_the_others_first_thing_next_lap() -> None:
+    now = [0.0]
+    hub = Hub(clock=lambda: now[0], flush_interval=0.1)
+    async with _subscribed(hub, 4) as peers:
+        hub.publish(_batch("b1"), "1-0")
+        assert hub.due() == 0.0  # idle: at once
+        assert hub.write(2) is False and hub.due() == 0.0  # ... and at full speed
+        assert hub.write(2) is True
+        assert [_frames(p) for p in peers] == [[["b1"]]] * 4
+        now[0] = 0.01
+        hub.publish(_batch("b2"), "2-0")
+        assert hub.due() == pytest.approx(0.1)  # busy: each client's next turn an interval after its last
+        now[0] = 0.1
+        hub.write(1)
+        assert hub.due() == pytest.approx(0.1)
+        hub.publish(_batch("b3"), "3-0")  # mid-lap
+        assert hub.write(3) is True
+        assert [_frames(p) for p in peers] == [[["b2"]], [["b2", "b3"]], [["b2", "b3"]], [["b2", "b3"]]]
+        assert hub.due() == pytest.approx(0.2)  # the next lap goes on from the same start, an interval later
+        now[0] = 0.2
+        hub.write(1)
+        assert [_frames(p) for p in peers] == [[["b3"]], [], [], []]
+        assert hub.due() == pytest.approx(0.2)  # the others had theirs at 0.1
+        hub.write()
+        assert hub.due() is None and hub.held == 0  # everyone has seen everything: nothing held
+        now[0] = 0.25
+        hub.publish(_batch("b4"), "4-0")
+        assert hub.due() == pytest.approx(0.3)  # quiet, but within an interval of the last turns: paced
+        hub.write()
+        assert [_frames(p) for p in peers] == [[["b4"]]] * 4
+        now[0] = 1.0
+        hub.publish(_batch("b5"), "5-0")
+        assert hub.due() == 1.0  # idle: at once, and from another start
+        hub.write(1)
+        firsts = [p for p in peers if _frames(p) == [["b5"]]]
+        assert firsts == [peers[first_of(hub.counters["laps"], 4)]]
+        hub.write()
+        assert hub.counters["broadcasts"] == 5 and hub.counters["frames_sent"] == 4 + 4 + 1 + 4 + 4
+
+
+async def test_a_turn_sends_at_most_batch_posts_per_frame_split_between_batches() -> None:
+    hub = Hub()
+    async with _subscribed(hub, 1) as (peer,):
+        for n, size in enumerate((100, 100, 100, 200, 50, 50, 50, 50)):
+            hub.publish(_batch(*(f"{n}.{k}" for k in range(size))), f"{n + 1}-0")
+        hub.write()
+        assert [len(frame) for frame in _frames(peer)] == [100, 100, 100, 200, 150, 50]
+        assert hub.held == 0
 
 
 async def test_posts_arriving_within_the_flush_interval_go_out_in_one_frame(
@@ -172,12 +250,25 @@ async def test_a_heartbeat_round_is_dealt_out_in_parts_so_each_client_is_pinged_
             theirs.close()
 
 
-def test_each_broadcast_starts_at_another_client_and_each_is_first_about_as_often() -> None:
-    members = [Client(None) for _ in range(10)]  # type: ignore[arg-type]
-    firsts = [rotated(members, turn)[0] for turn in range(1000)]
-    for turn in (0, 1, 7):
-        order = rotated(members, turn)
-        assert sorted(map(id, order)) == sorted(map(id, members))  # everyone, once
-        start = members.index(order[0])
-        assert order == members[start:] + members[:start]  # the same order, from another start
-    assert all(80 <= firsts.count(m) <= 120 for m in members)  # 100 each if perfectly even
+def test_a_lap_from_idle_starts_at_another_client_and_each_is_first_about_as_often() -> None:
+    firsts = [first_of(turn, 10) for turn in range(1000)]
+    assert all(0 <= first < 10 for first in firsts)
+    assert all(80 <= firsts.count(m) <= 120 for m in range(10))  # 100 each if perfectly even
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack", "sse"])
+def test_frames_built_from_posts_encoded_once_are_byte_for_byte_those_encoded_whole(fmt: str) -> None:
+    posts = [("p", {"id": f"{n}-0", "key": f"k{n}", "chats": ["smbiz"], "text": "Zoë ✓ \u202e"}) for n in range(20)]
+    entries: list[FeedItem] = [
+        *posts[:3],
+        ("u", {"id": "1-0", "key": "k1", "chats": ["smbiz"], "text": "edited"}),
+        ("r", {"ids": ["2-0"]}),
+        ("n", {"post": posts[0][1]}),
+        *posts[3:],  # 17 in a row: a msgpack array16 header
+    ]
+    memo: dict[int, bytes] = {}
+    messages = frames_for(None, entries)
+    assert wire_memo(messages, fmt, memo) == wire(messages, fmt)
+    assert len(memo) == 21  # each post and update once
+    assert wire_memo(frames_for(None, entries[3:]), fmt, memo) == wire(frames_for(None, entries[3:]), fmt)
+    assert len(memo) == 21  # the second frame reused them
