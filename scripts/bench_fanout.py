@@ -491,6 +491,25 @@ def table(results: list[dict[str, Any]]) -> None:
         )
 
 
+def ratios(results: list[dict[str, Any]]) -> list[str]:
+    """For each row run on both servers, ours against the naive one: deliveries/s, p99 and server CPU per delivery
+    (how many times better ours is; above 1 is better)."""
+    runs = {(r["row"], r["server"]): r for r in results if r.get("rate")}
+    lines = []
+    for (row, server), ours in runs.items():
+        naive = runs.get((row, "naive"))
+        if server != "ours" or naive is None:
+            continue
+        figures = [
+            ("deliveries/s", ours.get("deliveries_per_s"), naive.get("deliveries_per_s")),
+            ("p99 (naive/ours)", (naive.get("latency_ms") or {}).get("p99"), (ours.get("latency_ms") or {}).get("p99")),
+            ("CPU/delivery (naive/ours)", naive.get("server_us_per_delivery"), ours.get("server_us_per_delivery")),
+        ]
+        said = [f"{name} {top / bottom:.1f}x" for name, top, bottom in figures if top and bottom]
+        lines.append(f"{row:<11}ours vs naive: " + ", ".join(said))
+    return lines
+
+
 def save(path: Path, results: list[dict[str, Any]]) -> None:
     path.write_text(json.dumps(results, indent=1))
 
@@ -531,6 +550,8 @@ async def main(args: argparse.Namespace) -> None:
                 if args.json:
                     save(Path(args.json), results)
     table(results)
+    if said := ratios(results):
+        print("\n" + "\n".join(said))
     print(
         f"\n{args.duration:g} s driven per row; pinned: {bool(pin)}; deliveries/s = posts received by all clients "
         f"by the end of the drain / driven seconds; CPU 100% = one core; JSON in {args.json or '(no --json)'}"
