@@ -266,9 +266,10 @@ class Hub:
         self._wake.set()
 
     def broadcast(self, entries: list[FeedItem], last_id: str) -> None:
-        """Publish a batch and write it (and anything pending) to every subscriber now, in one lap."""
+        """Publish a batch and write it (and anything pending) to every subscriber now."""
         self.publish(entries, last_id)
-        self.write()
+        while self.pending:  # the lap under way, if any, then one for those it had passed
+            self.write()
 
     @property
     def held(self) -> int:

@@ -108,6 +108,16 @@ async def test_a_batch_published_mid_lap_reaches_the_rest_of_the_lap_and_the_oth
         assert hub.counters["broadcasts"] == 5 and hub.counters["frames_sent"] == 4 + 4 + 1 + 4 + 4
 
 
+async def test_broadcast_writes_every_subscriber_at_once_even_with_a_lap_under_way() -> None:
+    hub = Hub()
+    async with _subscribed(hub, 3) as peers:
+        hub.publish(_batch("a"), "1-0")
+        hub.write(1)  # a lap under way: the first client has had its turn
+        hub.broadcast(_batch("b"), "2-0")
+        assert [_frames(p) for p in peers] == [[["a"], ["b"]], [["a", "b"]], [["a", "b"]]]
+        assert not hub.pending
+
+
 async def test_a_turn_sends_at_most_batch_posts_per_frame_split_between_batches() -> None:
     hub = Hub()
     async with _subscribed(hub, 1) as (peer,):
