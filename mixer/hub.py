@@ -22,7 +22,11 @@ delivery, so a hub that fell behind catches up instead of sending ever bigger fr
 A client's backlog is the transport's unsent bytes; while it is above ``backlog_bytes`` the
 client is skipped (the posts it missed are counted and reported to it in a ``lag`` frame
 once it drains), and a client that stays full for ``cutoff_seconds`` is closed with code
-4008. So memory per client is bounded and a client that stops reading delays no one.
+4008. So memory per client is bounded and a client that stops reading delays no one. A
+client whose write fails in a way not foreseen is dropped (``write_errors``, logged at the
+1st, 2nd, 4th... time); a feed entry that cannot be encoded is skipped and logged, its
+neighbours delivered (``entries_unencodable``); a step that fails anyway is logged and the
+lap goes on.
 
 Flushing: a lap that begins when the hub was idle (the previous lap's interval is over) goes
 at full speed from a new start client (golden-ratio steps, so no client is always first):
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import struct
 import time
@@ -145,6 +150,14 @@ def first_of(turn: int, size: int) -> int:
 def close_frame(code: int, reason: str) -> bytes:
     payload = struct.pack("!H", code) + reason.encode()[:120]
     return bytes([0x88, len(payload)]) + payload
+
+
+def _encodes(entry: FeedItem, fmt: str) -> bool:
+    try:
+        wire(frames_for(None, [entry]), fmt)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
 
 
 class ChatRates:
@@ -296,7 +309,11 @@ class Hub:
         self._steps[1].append(now)
         for client in self._lap[self._at : end]:
             if client.seen != self.seq and client in self._ring:
-                self._turn(client, now)
+                pieces = self._pieces_for(client)
+                try:
+                    self._turn(client, pieces, now)
+                except Exception:  # one broken connection must not stop the others' posts
+                    self._drop_broken(client)
         self._at = end
         took = self._clock() - now
         self._work += took
@@ -335,7 +352,14 @@ class Hub:
             if due - self._clock() >= 0.001:  # (a shorter sleep is none: this step goes now, later ones wait more)
                 await asyncio.sleep(due - self._clock())
                 continue
-            self.write(self.step)
+            try:
+                self.write(self.step)
+            except Exception:  # (a bug, not a client: ``write`` drops broken clients) the lap goes on without it
+                log.exception("hub: a step of writing failed; skipping it")
+                self.counters["write_errors"] += 1
+                self._at = min(len(self._lap), self._at + self.step)
+                if self._at == len(self._lap):
+                    self._end_lap()
             await asyncio.sleep(0)  # reads, pings, new clients
 
     def _begin_lap(self) -> None:
@@ -382,12 +406,16 @@ class Hub:
                     self.counters["frames_zero_copy"] += piece.shared.sent
         self._pieces.clear()
 
-    def _turn(self, client: Client, now: float) -> None:
-        """Write a client what was published since its last turn, in frames of at most ``BATCH_POSTS`` posts."""
+    def _pieces_for(self, client: Client) -> list[Piece]:
+        """What was published since the client's last turn, in frames of at most ``BATCH_POSTS`` posts."""
         key = (client.chats, client.fmt, client.seen)
         pieces = self._pieces.get(key)
         if pieces is None:
             pieces = self._pieces[key] = self._frames(client.chats, client.fmt, client.seen)
+        return pieces
+
+    def _turn(self, client: Client, pieces: list[Piece], now: float) -> None:
+        """Write a client its frames (or count them skipped while it is full)."""
         client.seen = self.seq
         for piece in pieces:
             if self._send(client, piece.frame, piece.posts, now, piece.shared):
@@ -414,8 +442,14 @@ class Hub:
         messages = frames_for(chats, run)
         if not messages:
             return []
+        try:
+            frame = wire_memo(messages, fmt, memo)
+        except (TypeError, ValueError, OverflowError) as err:  # (not from our own feed writers) skip just those
+            good = [entry for entry in run if _encodes(entry, fmt)]
+            self.counters["entries_unencodable"] += len(run) - len(good)
+            log.warning("hub: %d feed entries cannot be encoded as %s (%s); skipped", len(run) - len(good), fmt, err)
+            return self._piece(chats, fmt, good, memo) if len(good) < len(run) else []
         self.counters["frames_encoded"] += len(messages)
-        frame = wire_memo(messages, fmt, memo)
         posts = sum(len(m.get("items", ())) for m in messages)
         return [Piece(frame, posts, SharedFrame.of(frame))]
 
@@ -460,6 +494,15 @@ class Hub:
         else:
             transport.write(frame)
         return True
+
+    def _drop_broken(self, client: Client) -> None:
+        self.counters["write_errors"] += 1
+        if self.counters["write_errors"] & (self.counters["write_errors"] - 1) == 0:  # 1st, 2nd, 4th...: not a flood
+            log.exception("hub: writing to a client failed (%d times); dropping it", self.counters["write_errors"])
+        client.closed = True
+        self.remove(client)
+        with contextlib.suppress(Exception):  # (it is broken already)
+            client.transport.abort()
 
     def _report_lag(self, client: Client) -> None:
         lag = {"type": "lag", "skipped": client.skipped}

@@ -282,3 +282,83 @@ def test_frames_built_from_posts_encoded_once_are_byte_for_byte_those_encoded_wh
     assert len(memo) == 21  # each post and update once
     assert wire_memo(frames_for(None, entries[3:]), fmt, memo) == wire(frames_for(None, entries[3:]), fmt)
     assert len(memo) == 21  # the second frame reused them
+
+
+class _BrokenTransport(asyncio.WriteTransport):
+    """A connection whose every write fails (a bug or an OS error we did not foresee)."""
+
+    aborted = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        raise RuntimeError("broken")
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def test_a_client_whose_writes_fail_is_dropped_and_the_others_still_get_their_posts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = Hub()
+    broken = _BrokenTransport()
+    async with _subscribed(hub, 1) as (before,):
+        hub.add(Client(broken))
+        async with _subscribed(hub, 1) as (after,):
+            hub.broadcast(_batch("a"), "1-0")
+            assert _frames(before) == _frames(after) == [["a"]]
+            assert broken.aborted and len(hub) == 2 and hub.counters["write_errors"] == 1
+            assert "writing to a client failed" in caplog.text
+
+
+async def test_an_entry_that_cannot_be_encoded_is_skipped_and_logged_and_its_neighbours_delivered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = Hub()
+    async with _subscribed(hub, 1) as (peer,):
+        bad: FeedItem = ("p", {"key": "bad", "chats": ["smbiz"], "tags": {"a set"}})
+        hub.broadcast([*_batch("good1"), bad, *_batch("good2")], "1-0")
+        hub.broadcast(_batch("next"), "2-0")
+        assert _frames(peer) == [["good1", "good2"], ["next"]]
+        assert hub.counters["entries_unencodable"] == 1
+        assert "1 feed entries cannot be encoded as json" in caplog.text
+
+
+async def test_the_writer_task_logs_a_failed_step_and_goes_on_with_the_next_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = Hub()
+    async with _subscribed(hub, 1) as (peer,):
+        write, failed = hub.write, asyncio.Event()
+
+        def fail_once(clients: int | None = None) -> bool:
+            if not failed.is_set():
+                failed.set()
+                raise RuntimeError("a bug")
+            return write(clients)
+
+        hub.write = fail_once  # type: ignore[method-assign]
+        task = asyncio.create_task(hub.run())
+        try:
+            hub.publish(_batch("lost"), "1-0")
+            await failed.wait()
+            hub.publish(_batch("kept"), "2-0")
+            loop = asyncio.get_running_loop()
+            readable = loop.create_future()
+            loop.add_reader(peer.fileno(), readable.set_result, None)
+            try:
+                await asyncio.wait_for(readable, 5)
+            finally:
+                loop.remove_reader(peer.fileno())
+            assert _frames(peer) == [["kept"]]  # the failed step's batch is lost to its clients (and logged)
+            assert hub.counters["write_errors"] == 1 and "a step of writing failed" in caplog.text
+        finally:
+            task.cancel()
