@@ -27,6 +27,8 @@ HUB_COUNTERS = {
     "posts_skipped": "posts not sent to a client whose backlog was full (reported to it by a lag frame)",
     "lag_frames": "lag frames sent",
     "cut_off": "clients closed because their backlog stayed full",
+    "write_errors": "clients dropped because a write to them failed unexpectedly (logged)",
+    "entries_unencodable": "feed entries skipped because they could not be encoded (logged)",
 }
 
 

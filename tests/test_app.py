@@ -173,6 +173,7 @@ async def test_metrics_are_prometheus_text_with_connections_and_deliveries(
                 body = await resp.text()
     assert 'mixer_connections{profile="full"} 1' in body
     assert 'mixer_posts_sent_total{profile="full"} 1' in body
+    assert 'mixer_write_errors_total{profile="full"} 0' in body
     assert 'mixer_chat_posts_total{chat="smbiz"} 1' in body
     assert "mixer_redis_up 1" in body and "# TYPE mixer_redis_rtt_seconds gauge" in body
 
