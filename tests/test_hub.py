@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -362,3 +363,52 @@ async def test_the_writer_task_logs_a_failed_step_and_goes_on_with_the_next_batc
             assert hub.counters["write_errors"] == 1 and "a step of writing failed" in caplog.text
         finally:
             task.cancel()
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_with_clients_coming_and_going_mid_lap_each_gets_every_batch_after_it_joined_once_in_order(
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    now = [0.0]
+    hub = Hub(clock=lambda: now[0], flush_interval=0.05)
+    live: dict[int, tuple[Client, socket.socket, int]] = {}  # n -> client, its peer, seq when it joined
+    got: dict[int, list[str]] = {}
+    gone: list[socket.socket] = []
+    writers = []
+    try:
+        for op in range(600):
+            now[0] += rng.choice((0.0, 0.001, 0.02))
+            roll = rng.random()
+            if roll < 0.15 or not live:
+                ours, theirs = socket.socketpair()
+                theirs.setblocking(False)
+                writer = (await asyncio.open_connection(sock=ours))[1]
+                writers.append(writer)
+                client = Client(writer.transport)  # type: ignore[arg-type]
+                hub.add(client)
+                live[op], got[op] = (client, theirs, hub.seq), []
+            elif roll < 0.22:
+                n = rng.choice(list(live))
+                client, theirs, _ = live.pop(n)
+                hub.remove(client)
+                gone.append(theirs)
+            elif roll < 0.5:
+                hub.publish(_batch(*(f"{hub.seq + 1}.{k}" for k in range(rng.randint(1, 3)))), f"{hub.seq + 1}-0")
+            else:
+                hub.write(rng.randint(1, 4))
+            for n, (_, theirs, _) in live.items():
+                got[n] += [key for frame in _frames(theirs) for key in frame]
+        while hub.pending:
+            hub.write()
+        for n, (_, theirs, joined) in live.items():
+            got[n] += [key for frame in _frames(theirs) for key in frame]
+            batches = [int(key.split(".")[0]) for key in got[n]]
+            assert batches == sorted(batches) and len(set(got[n])) == len(got[n])  # in order, each once
+            assert set(batches) == set(range(joined + 1, hub.seq + 1))  # every batch after it joined
+        assert hub.held == 0
+    finally:
+        for writer in writers:
+            writer.close()
+        for sock in gone + [theirs for _, theirs, _ in live.values()]:
+            sock.close()
