@@ -17,7 +17,9 @@ from __future__ import annotations
 import hmac
 import json
 import time
+import unicodedata
 from typing import Any
+from urllib.parse import unquote
 
 import msgpack
 import redis.asyncio as aioredis
@@ -31,6 +33,14 @@ from .streams import text
 
 AUDIT_MAXLEN = 10_000
 POST_ACTIONS = ("hide", "unhide", "pin", "unpin", "approve", "reject")
+
+
+def moderator_name(header: str) -> str:
+    """The ``X-Moderator`` header as a name: percent-encoded UTF-8 decoded (``Zo%C3%AB`` is "Zoë"; plain ASCII
+    stays as it is), control and format characters dropped, at most 80 characters; "moderator" when empty."""
+    name = unquote(header, errors="replace")
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf", "Cs")).strip()
+    return unicodedata.normalize("NFC", name)[:80] or "moderator"
 
 
 class ModApi:
@@ -66,7 +76,7 @@ class ModApi:
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             raise web.HTTPUnauthorized(text="a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        return request.headers.get("X-Moderator", "moderator")[:80]
+        return moderator_name(request.headers.get("X-Moderator", ""))
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from mixer.ingest import Publisher
 from mixer.keys import Keys
 from mixer.merge import MergeStage
+from mixer.modapi import moderator_name
 from mixer.models import Author
 from mixer.moderation import Rules
 from mixer.streams import dedicated_client
@@ -151,3 +152,25 @@ async def test_bad_rules_are_refused_with_the_reason(redis: aioredis.Redis, keys
             assert resp.status == 200
         async with http.get(f"{url}/api/mod/rules", headers=TOKEN) as resp:
             assert (await resp.json())["words"] == ["oops"]
+
+
+def test_the_moderators_name_is_percent_decoded_utf8_without_control_characters() -> None:
+    assert moderator_name("Dana") == "Dana"  # plain ASCII as is
+    assert moderator_name("Zo%C3%AB%20K.") == "Zoë K."  # encodeURIComponent("Zoë K.")
+    assert moderator_name("Zoe\u0308") == "Zoë"  # composed
+    assert moderator_name("a%0Ab%E2%80%AEc%00") == "abc"  # no newline, bidi override or NUL in the audit log
+    assert moderator_name("%FF") == "\ufffd"  # not UTF-8: marked, not dropped silently
+    assert moderator_name("") == moderator_name("%00") == "moderator"
+    assert moderator_name("x" * 100) == "x" * 80
+
+
+async def test_a_decision_is_audited_under_the_name_sent_percent_encoded(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    headers = {**TOKEN, "X-Moderator": "Zo%C3%AB"}
+    async with night(redis_url, keys) as (url, _), aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/api/mod/hide", json={"key": "x:1"}, headers=headers) as resp:
+            assert resp.status == 202
+        async with http.get(f"{url}/api/mod/audit", headers=TOKEN) as resp:
+            [entry] = (await resp.json())["items"]
+            assert entry["who"] == "Zoë"

@@ -278,7 +278,7 @@ async def test_the_audit_log_lists_each_action_with_the_moderators_name(night: N
     rows = page.locator("#audit tr")
     await expect(rows).to_have_count(3, timeout=WAIT_MS)
     await expect(rows.locator(".audit-action")).to_have_text(["rules", "hide", "pin"])  # newest first
-    await expect(rows.locator(".audit-who")).to_have_text(["Zoe", "Zoe", "Zoe"])  # as an HTTP header carries it
+    await expect(rows.locator(".audit-who")).to_have_text(["Zoë", "Zoë", "Zoë"])  # accents kept (percent-encoded)
     await expect(rows.nth(0)).to_contain_text("approval on")
     await expect(rows.nth(1)).to_contain_text("x:a1")
     await expect(rows.nth(1).locator(".audit-from")).to_have_text("127.0.0.1")

@@ -36,17 +36,21 @@ export function clearSession() {
 }
 
 /**
- * The moderator's name as an HTTP header can carry it (printable ASCII, at most 80 characters):
- * accents are dropped ("Zoë" -> "Zoe"); null when nothing printable is left.
+ * The moderator's name as typed, without control or format characters, at most 80 characters;
+ * null when nothing is left. It travels percent-encoded (see `api`), so "Zoë" stays "Zoë".
  */
-export function headerSafeName(name) {
-  const plain = String(name).normalize("NFKD").replace(/\p{M}/gu, "").replace(/[^\x20-\x7e]/g, "").trim();
-  return plain ? plain.slice(0, 80) : null;
+export function moderatorName(name) {
+  const plain = String(name).normalize("NFC").replace(/[\p{Cc}\p{Cf}]/gu, "").trim();
+  return plain ? Array.from(plain).slice(0, 80).join("") : null;
 }
 
 /** Call the API: JSON in and out; throws ApiError (status 0 when the server could not be reached). */
 export async function api(session, method, path, body) {
-  const headers = { Accept: "application/json", Authorization: `Bearer ${session.token}`, "X-Moderator": session.name };
+  const headers = {
+    Accept: "application/json",
+    Authorization: `Bearer ${session.token}`,
+    "X-Moderator": encodeURIComponent(session.name), // a header carries ASCII only: UTF-8, percent-encoded
+  };
   const init = { method, headers, cache: "no-store" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";

@@ -10,7 +10,7 @@
  * every wall reads, so what the console shows is what the walls show.
  */
 
-import { ApiError, api, clearSession, headerSafeName, loadSession, saveSession } from "./mod-api.js";
+import { ApiError, api, clearSession, loadSession, moderatorName, saveSession } from "./mod-api.js";
 import { accountOf, actionButton, isPost, localTime, postBody } from "./mod-dom.js";
 import { element, normalizeTag } from "./safe.js";
 import { RulesPanel } from "./mod-rules.js";
@@ -408,9 +408,9 @@ async function signIn(session) {
 $("login-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const token = $("login-token").value.trim();
-  const name = headerSafeName($("login-name").value);
+  const name = moderatorName($("login-name").value);
   if (!token || !name) {
-    $("login-error").textContent = !token ? "Type the moderation token." : "Type your name (letters A–Z, digits).";
+    $("login-error").textContent = !token ? "Type the moderation token." : "Type your name.";
     return;
   }
   signIn({ token, name });
