@@ -579,7 +579,7 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
             for name in streams
         ]
         tasks += [asyncio.create_task(hub.run(), name=f"write-{name}") for name, hub in hubs.items()]
-        tasks.append(asyncio.create_task(send_stats(app), name="stats"))
+        tasks.append(asyncio.create_task(send_stats(app, settings.stats_seconds), name="stats"))
         tasks.append(asyncio.create_task(send_pings(app, settings.heartbeat_seconds), name="pings"))
         latest = lambda: max(hub.last_broadcast for hub in hubs.values())  # noqa: E731
         tasks.append(asyncio.create_task(keep_collector(latest), name="collector"))

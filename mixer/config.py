@@ -93,6 +93,9 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
         "backlog_bytes": _Field("backlog_bytes", int, "a positive integer", lambda v: v > 0),
         "cutoff_seconds": _Field("cutoff_seconds", float, "a positive number", lambda v: v > 0),
         "heartbeat_seconds": _Field("heartbeat_seconds", float, "a positive number", lambda v: v > 0),
+        "stats_seconds": _Field(
+            "stats_seconds", float, "a number of seconds from 0.1 to 3600", lambda v: 0.1 <= v <= 3600
+        ),
         "origins": _Field(
             "origins", tuple, "a list of origins like 'https://blog.example'", lambda v: all(_URL.match(u) for u in v)
         ),

@@ -67,6 +67,7 @@ class Settings:
     backlog_bytes: int = 1 << 20  # per-client unsent bytes above which the client is skipped
     cutoff_seconds: float = 10.0  # a client whose backlog stays full this long is disconnected
     heartbeat_seconds: float = 20.0  # websocket ping interval; no pong within it closes the socket
+    stats_seconds: float = 5.0  # how often every screen gets a ``stats`` frame (posts per minute per chat)
     origins: tuple[str, ...] = ()  # browser Origins allowed on /ws and /events (e.g. "https://blog.example"); (): any
     max_connections: int = 20_000  # open /ws + /events clients per process; more get 503
     max_per_ip: int = 1_000  # open clients from one address; more get 429

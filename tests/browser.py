@@ -113,6 +113,7 @@ def browser_settings(prefix: str, **changes: Any) -> Settings:
         "key_prefix": prefix,
         "event_name": "#chatmixer night",
         "event_hashtag": "chatmixer",
+        "stats_seconds": 1.0,  # the legend's rates and sparklines update within a second
     }
     return Settings(**(base | changes))
 

@@ -250,3 +250,21 @@ async def test_a_burst_of_new_clients_all_get_their_hello(redis: aioredis.Redis,
 
         # more at once than the app's Redis pool holds: they wait for a connection, none fails
         assert await asyncio.gather(*(one() for _ in range(200))) == ["hello"] * 200
+
+
+async def test_stats_frames_come_every_stats_seconds_with_each_chats_rate_and_total(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    settings = settings_for(keys.prefix, stats_seconds=0.2)  # the default (5 s) would outlast the timeouts below
+    async with running_app(settings, redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url) as ws:
+            await ws.receive_json(timeout=5)  # hello
+            await add_to_feed(redis, keys, make_post("s:1", ("smbiz",)))
+            await receive_posts(ws, 1)  # the hub has it: the stats frames from here on count it
+            stats = []
+            while len(stats) < 2:
+                frame = await ws.receive_json(timeout=2)
+                if frame["type"] == "stats":
+                    stats.append(frame)
+    assert [s["profile"] for s in stats] == ["full", "full"]
+    assert stats[-1]["chats"]["smbiz"] == {"per_minute": 1, "total": 1, "more": 0}

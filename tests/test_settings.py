@@ -83,6 +83,8 @@ def test_bad_port_names_file_line_and_key(tmp_path: Path, monkeypatch: pytest.Mo
         ("cutoff_seconds = -1", "server.cutoff_seconds", "got -1"),
         ("cutoff_seconds = nan", "server.cutoff_seconds", "got nan"),
         ("backlog_bytes = 0", "server.backlog_bytes", "got 0"),
+        ("stats_seconds = 0", "server.stats_seconds", "got 0"),
+        ("stats_seconds = 7200", "server.stats_seconds", "got 7200"),
         ("host = 5", "server.host", "got 5"),
     ],
 )
