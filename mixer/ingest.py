@@ -5,20 +5,25 @@ to, in one round-trip per batch; with a cursor, the batch and the follower's cur
 written in one MULTI, so a follower restarted at any moment resumes exactly after what
 it published (no gap, no repeat). Edits and retractions travel the same streams as
 entries of their own kind (fields ``u`` and ``r``). A post in no configured chat is
-counted and dropped. The merge stage, not this module, removes duplicates.
+counted and dropped. The merge stage, not this module, removes duplicates. ``Recall`` is a
+follower's memory of what it published, kept beside its cursor across restarts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError
 
 from .codec import EDIT_FIELD, FIELD, RETRACT_FIELD, pack_post
 from .keys import Keys
@@ -52,6 +57,10 @@ class Publisher:
     def keys(self) -> Keys:
         return self._keys
 
+    def recall(self, name: str, size: int) -> Recall:
+        """Follower ``name``'s memory in the same Redis (at most ``2 x size`` entries)."""
+        return Recall(self._redis, self._keys, name, size)
+
     def route(self, post: Post) -> Post | None:
         """The post restricted to configured chats, or None when it belongs to none."""
         chats = tuple(c for c in post.chats if c in self._chat_set)
@@ -65,8 +74,16 @@ class Publisher:
             return None
         return post if chats == post.chats else post.with_chats(chats)
 
-    async def publish(self, events: Iterable[Event], cursor: tuple[str, str] | None = None) -> int:
-        """Append each event to its chats' streams, with ``cursor`` stored atomically; returns posts published."""
+    async def publish(
+        self,
+        events: Iterable[Event],
+        cursor: tuple[str, str] | None = None,
+        recall: tuple[Recall, Mapping[str, str]] | None = None,
+    ) -> int:
+        """Append each event to its chats' streams, with ``cursor`` stored atomically (and ``recall``'s entries
+        remembered in the same transaction); returns posts published."""
+        if recall is not None:
+            await recall[0].make_room(len(recall[1]))
         pipe = self._redis.pipeline(transaction=cursor is not None)
         published = writes = 0
         for event in events:
@@ -93,6 +110,9 @@ class Publisher:
                 writes += 1
         if cursor is not None:
             pipe.hset(self._keys.ingest_cursor, cursor[0], cursor[1])
+        if recall is not None and recall[1]:
+            recall[0].stage(pipe, recall[1])
+            writes += 1
         if writes or cursor is not None:
             await pipe.execute()
             raise_if_cancelling()
@@ -123,6 +143,44 @@ def follow_gate(
         return slot is None or is_live(slot, clock(), margin)
 
     return active
+
+
+class Recall:
+    """A follower's memory of what it published (post key -> chats, status id -> uri), kept in Redis beside its
+    cursor so that after a restart it still routes the deletes and edits of posts it published before.
+
+    Bounded without per-field expiry: two hashes (``Keys.ingest_recall`` ``new`` and ``old``) of at most ``size``
+    entries each; when ``new`` is full it becomes ``old`` (the previous ``old`` is dropped). So the last ``size``
+    to ``2 x size`` entries are kept. Entries are written in the same transaction as the events they describe."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, name: str, size: int) -> None:
+        self._redis = redis
+        self._new = keys.ingest_recall(name, "new")
+        self._old = keys.ingest_recall(name, "old")
+        self.size = size
+        self._count = 0  # entries in ``new`` (from ``load``, then counted; a failed write leaves it a little high)
+
+    async def load(self) -> dict[str, str]:
+        """Everything remembered, older generation first (a key in both: the newer value)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(self._old)
+        pipe.hgetall(self._new)
+        old, new = await pipe.execute()
+        self._count = len(new)
+        return {text(k): text(v) for k, v in (*old.items(), *new.items())}
+
+    async def make_room(self, adding: int) -> None:
+        """Before writing ``adding`` entries: turn a full ``new`` into ``old``."""
+        if self._count and self._count + adding > self.size:
+            with contextlib.suppress(ResponseError):  # (no ``new`` to rename: someone removed it)
+                await self._redis.rename(self._new, self._old)
+            self._count = 0
+
+    def stage(self, pipe: Pipeline, entries: Mapping[str, str]) -> None:
+        """Add writing ``entries`` to a pipeline (the caller's transaction)."""
+        mapping: dict[Any, Any] = dict(entries)
+        pipe.hset(self._new, mapping=mapping)
+        self._count += len(entries)
 
 
 class CursorStore:

@@ -59,6 +59,11 @@ class Keys:
         """Hash follower name -> its resume cursor (since_id, time_us, ...), written with what it published."""
         return f"{self.prefix}:{{feed}}:ingest:cursor"
 
+    def ingest_recall(self, name: str, generation: str) -> str:
+        """Hash of what follower ``name`` published (post key -> chats, status id -> uri), generation ``new`` or
+        ``old``: its memory across restarts, for routing deletes and edits (``mixer.ingest.Recall``)."""
+        return f"{self.prefix}:{{feed}}:ingest:recall:{name}:{generation}"
+
     @property
     def ingest_stats(self) -> str:
         """Hash follower name -> JSON of its counters, refreshed every few seconds by `mixer ingest`."""

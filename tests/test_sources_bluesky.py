@@ -622,3 +622,24 @@ async def test_edit_and_delete_of_a_published_post_reach_its_chat_and_other_dele
     ]
     assert await stream(redis, keys, "edchat") == []
     assert source.counters["skipped:delete_unpublished"] == 2
+
+
+async def test_a_restarted_follower_still_routes_the_delete_of_a_post_it_published_before(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    fake = FakeJetstream([(BASE_US, json.dumps(post_event("3pub", "first", ["edchat"], time_us=BASE_US)))])
+    async with serving(fake) as endpoint:
+        async with following(make_source(redis, keys, endpoint)):
+            await eventually(lambda: _has(redis, keys, "edchat", 1))
+        later = BASE_US + 5_000_000  # past the rewind: not a replay
+        fake.messages.append((later, json.dumps(delete_event("3pub", later))))
+        second = make_source(redis, keys, endpoint)  # a new process: its memory comes from Redis
+        async with following(second):
+            await eventually(lambda: _has(redis, keys, "edchat", 2))
+    assert await stream(redis, keys, "edchat") == [(FIELD, key_of("3pub")), (RETRACT_FIELD, key_of("3pub"))]
+    assert await stream(redis, keys, "smbiz") == []  # to its chat only
+    assert second.counters["skipped:delete_unpublished"] == 0
+
+
+async def _has(redis: aioredis.Redis, keys: Keys, chat: str, entries: int) -> bool:
+    return len(await stream(redis, keys, chat)) >= entries

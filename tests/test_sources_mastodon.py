@@ -706,3 +706,27 @@ async def test_a_first_start_with_no_initial_backfill_publishes_only_new_statuse
         await until(lambda: len(fake.requests) >= 2)
         fake.timeline.append(STATUSES[3])
         assert await published(redis, keys, 1) == [key_of(STATUSES[3])]
+
+
+async def test_a_restarted_follower_still_retracts_by_uri_a_status_it_published_before_the_restart(
+    redis: aioredis.Redis, keys: Keys, fake: FakeMastodon
+) -> None:
+    s1 = STATUSES[0]
+    first = source(redis, keys, fake, token="t0ken")
+    async with following(first):
+        await asyncio.wait_for(fake.subscribed.wait(), 5)
+        await fake.post(s1)
+        assert await published(redis, keys, 1) == [key_of(s1)]
+    await fake.drop()
+    second = source(redis, keys, fake, token="t0ken")  # a new process: its memory comes from Redis
+    async with following(second):
+        await asyncio.wait_for(fake.subscribed.wait(), 5)
+        await fake.push("update", json.dumps(s1))  # streamed again: still a duplicate, not a second post
+        await fake.push("delete", s1["id"])
+        await until_entries(redis, keys, 2)
+    entries = await read_range(redis, keys.chat("hoot"), "0-0")
+    assert [(kind, msgpack.unpackb(raw)["key"] if kind == RETRACT_FIELD else None) for _, raw, kind in entries] == [
+        (FIELD, None),
+        (RETRACT_FIELD, key_of(s1)),  # by its uri, so the post it names is removed downstream
+    ]
+    assert second.counters["duplicates"] == 1

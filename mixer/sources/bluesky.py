@@ -239,6 +239,8 @@ class BlueskySource:
         self._last_commit = time.monotonic()
         self._uncommitted = 0
         self._published: OrderedDict[str, tuple[str, ...]] = OrderedDict()  # post key -> its chats, bounded
+        self._recall = publisher.recall(SOURCE, remember)  # ... and in Redis, for after a restart
+        self._to_recall: dict[str, str] = {}  # published keys of the pending batch -> their chats, comma-joined
 
     async def run(self) -> None:
         """Follow until cancelled; each failure is logged and retried after a capped backoff, losing nothing."""
@@ -271,6 +273,8 @@ class BlueskySource:
 
     async def _load_cursor(self) -> None:
         raw = await self._cursors.get(self.name)
+        for key, chats in (await self._recall.load()).items():  # deletes of posts published before a restart
+            self._remember_chats(key, tuple(c for c in chats.split(",") if c))
         raise_if_cancelling()
         try:
             self._committed = None if raw is None else int(raw)
@@ -377,22 +381,28 @@ class BlueskySource:
                     return
                 post = post.with_chats(known)  # an edit that dropped the tag still updates where it is shown
                 event = Edit(post)
-            self._published[post.key] = post.chats
-            self._published.move_to_end(post.key)
-            while len(self._published) > self._remember:
-                self._published.popitem(last=False)
+            self._remember_chats(post.key, post.chats)
+            self._to_recall[post.key] = ",".join(post.chats)
         if not self._pending:
             self._pending_since = time.monotonic()
         self._pending.append(event)
+
+    def _remember_chats(self, key: str, chats: tuple[str, ...]) -> None:
+        self._published[key] = chats
+        self._published.move_to_end(key)
+        while len(self._published) > self._remember:
+            self._published.popitem(last=False)
 
     async def _flush(self, now: float, force: bool = False) -> None:
         if self._pending and (
             force or len(self._pending) >= self._flush_events or now - self._pending_since >= self._flush_seconds
         ):
             cursor = self._processed
-            published = await self._publisher.publish(self._pending, cursor=(self.name, str(cursor)))
+            published = await self._publisher.publish(
+                self._pending, cursor=(self.name, str(cursor)), recall=(self._recall, self._to_recall)
+            )
             raise_if_cancelling()
-            self._pending = []
+            self._pending, self._to_recall = [], {}
             self.counters["published"] += published
             self._commit(cursor, now)
         elif self._processed is not None and self._processed != self._committed:
@@ -413,7 +423,7 @@ class BlueskySource:
             await self._flush(time.monotonic(), force=True)
             return ""
         except Exception as exc:  # Redis down (or a bug): nothing is lost, the cursor was not moved
-            dropped, self._pending = len(self._pending), []
+            dropped, self._pending, self._to_recall = len(self._pending), [], {}
             self._processed = self._committed
             return f"; {dropped} unpublished events dropped, re-read from the stored cursor ({exc})"
 

@@ -95,6 +95,7 @@ class MastodonSource:
         self._clock = clock
         self._cursor: dict[str, str] = {}
         self._known: OrderedDict[str, str] = OrderedDict()
+        self._recall = publisher.recall(self.name, known_max)  # ... and in Redis, for after a restart
         self._not_before = 0.0  # wall time before which no REST request is sent (rate limit spent)
         self._stream_base: str | None = None
         self._use_sse = False
@@ -130,6 +131,7 @@ class MastodonSource:
     async def _load_cursors(self) -> None:
         while True:
             try:
+                self._remember((await self._recall.load()).items())  # deletes and duplicates after a restart
                 for tag in self.tags:
                     value = await self._cursors.get(self.cursor_name(tag))
                     raise_if_cancelling()
@@ -215,14 +217,18 @@ class MastodonSource:
         moved = tag is not None and best is not None and best != self._cursor.get(tag)
         cursor = (self.cursor_name(tag), best) if tag is not None and best is not None else None
         if events:
-            self.counters["published"] += await self._publisher.publish(events, cursor=cursor)
+            recall = (self._recall, dict(fresh))
+            self.counters["published"] += await self._publisher.publish(events, cursor=cursor, recall=recall)
             raise_if_cancelling()
         elif moved and cursor is not None:
             await self._cursors.set(*cursor)
             raise_if_cancelling()
         if moved and tag is not None and best is not None:
             self._cursor[tag] = best
-        for status_id, uri in fresh:
+        self._remember(fresh)
+
+    def _remember(self, published: Iterable[tuple[str, str]]) -> None:
+        for status_id, uri in published:
             self._known[status_id] = uri
             self._known.move_to_end(status_id)
         while len(self._known) > self._known_max:
