@@ -33,9 +33,10 @@ from . import metrics
 from .codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, chunk, dumps, encode_message, unpack_item, wire
 from .collector import keep_collector
 from .hashtags import ChatMatcher
-from .hub import BATCH_POSTS, HEARTBEAT_PARTS, Client, FeedItem, Hub, select
+from .hub import HEARTBEAT_PARTS, Client, Hub
 from .ingest import Publisher
 from .keys import Keys
+from .messages import BATCH_POSTS, FeedItem, select
 from .modapi import ModApi
 from .models import Event, Ignored, normalize_tag
 from .moderation import Rules

@@ -51,14 +51,15 @@ import asyncio
 import bisect
 import contextlib
 import logging
-import struct
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .codec import wire, wire_memo
+from .codec import wire
+from .messages import ChatFilter, FeedItem, Piece, close_frame, encode_batches
+from .rates import ChatRates
 from .streams import id_key
 from .zerocopy import SharedFrame, socket_fd
 
@@ -74,13 +75,7 @@ BUSY_SHARE = 0.75  # while busy, writing takes at most this share of the time (t
 # (0.5 gave a 5,000-client broadcast of 40 ms an 80 ms interval: 138 ms p99; 0.75 gives 89 ms, docs/benchmarks.md)
 STRETCH_MAX = 6  # ... but the interval stretches to at most this many flush intervals
 STEP = 256  # clients written per step of a lap (2-3 ms on loopback), the loop free in between
-# Posts per frame at most (~60 KB at 400 bytes a post, about one 64 KB TCP segment on loopback). At 10,000
-# clients x 1,000 posts/s a frame of 130-150 posts cost the server 0.08 us per delivery and one of 250-370 posts
-# 0.10 (sendfile, one core): uncapped, a late turn made the next frame bigger and dearer (docs/benchmarks.md).
-BATCH_POSTS = 150
 GOLDEN = 0.6180339887498949  # turn * GOLDEN mod 1 spreads start positions evenly, whatever the number of turns
-ChatFilter = frozenset[str] | None
-FeedItem = tuple[str, dict[str, Any]]  # ("p", post) | ("u", updated post) | ("r", {"ids": [...]}) | ("n", {"post"})
 
 
 @dataclass(eq=False, slots=True)
@@ -103,38 +98,6 @@ class Client:
         return self.chats, self.fmt
 
 
-def wants(chats: ChatFilter, item: dict[str, Any]) -> bool:
-    """Whether an item passes a client's chats filter (no filter: everything)."""
-    return chats is None or not chats.isdisjoint(item["chats"])
-
-
-def select(chats: ChatFilter, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [item for item in items if wants(chats, item)]
-
-
-def frames_for(chats: ChatFilter, entries: list[FeedItem]) -> list[dict[str, Any]]:
-    """The messages a client with ``chats`` gets for a feed batch: runs of posts and updates, and retractions."""
-    messages: list[dict[str, Any]] = []
-    for kind, item in entries:
-        if kind == "n":
-            messages.append({"type": "pin", "post": item.get("post")})
-            continue
-        if kind == "r":
-            if messages and messages[-1]["type"] == "retract":
-                messages[-1]["ids"] += item["ids"]
-            else:
-                messages.append({"type": "retract", "ids": list(item["ids"])})
-            continue
-        if not wants(chats, item):
-            continue
-        kind_name = "posts" if kind == "p" else "update"
-        if messages and messages[-1]["type"] == kind_name:
-            messages[-1]["items"].append(item)
-        else:
-            messages.append({"type": kind_name, "items": [item]})
-    return messages
-
-
 def lap_interval(work: float, flush_interval: float) -> float:
     """How long a busy lap takes when its writing took ``work`` seconds last time: writing is at most
     ``BUSY_SHARE`` of the time, and a lap lasts at least ``flush_interval``, at most ``STRETCH_MAX`` of them."""
@@ -145,52 +108,6 @@ def first_of(turn: int, size: int) -> int:
     """Where among ``size`` clients lap ``turn`` begins when it begins from idle: a step round by the golden
     ratio each time, so no client is always first and each start comes about equally often."""
     return int((turn * GOLDEN) % 1.0 * size)
-
-
-def close_frame(code: int, reason: str) -> bytes:
-    payload = struct.pack("!H", code) + reason.encode()[:120]
-    return bytes([0x88, len(payload)]) + payload
-
-
-def _encodes(entry: FeedItem, fmt: str) -> bool:
-    try:
-        wire(frames_for(None, [entry]), fmt)
-    except (TypeError, ValueError, OverflowError):
-        return False
-    return True
-
-
-class ChatRates:
-    """Posts per chat: the total seen and how many in the last minute (clock passed in)."""
-
-    def __init__(self, span: float = 60.0) -> None:
-        self.span = span
-        self.totals: Counter[str] = Counter()
-        self._recent: deque[tuple[float, tuple[str, ...]]] = deque()
-
-    def add(self, chats: Iterable[str], now: float) -> None:
-        chats = tuple(chats)
-        self.totals.update(chats)
-        self._recent.append((now, chats))
-
-    def per_minute(self, now: float) -> Counter[str]:
-        """Posts per chat over the last ``span`` seconds, scaled to a minute."""
-        while self._recent and self._recent[0][0] < now - self.span:
-            self._recent.popleft()
-        counts: Counter[str] = Counter()
-        for _, chats in self._recent:
-            counts.update(chats)
-        scale = 60.0 / self.span
-        return Counter({chat: round(n * scale) for chat, n in counts.items()})
-
-
-@dataclass(eq=False, slots=True)
-class Piece:
-    """One frame of a client's turn, and what it carries."""
-
-    frame: bytes
-    posts: int
-    shared: SharedFrame | None  # the frame in an in-memory file, for sendfile (big frames)
 
 
 class Hub:
@@ -426,32 +343,9 @@ class Hub:
                 return
 
     def _frames(self, chats: ChatFilter, fmt: str, seen: int) -> list[Piece]:
-        """The frames for a client of (chats, fmt) that has seen batch ``seen``: the batches after it, in runs of at
-        most ``BATCH_POSTS`` posts (a bigger batch alone), each encoded once."""
-        memo = self._memo.setdefault(fmt, {})
-        pieces: list[Piece] = []
-        run: list[FeedItem] = []
-        for batch in self._batches[max(0, seen - self._first + 1) :]:
-            if run and len(run) + len(batch) > BATCH_POSTS:
-                pieces += self._piece(chats, fmt, run, memo)
-                run = []
-            run += batch
-        return pieces + self._piece(chats, fmt, run, memo)
-
-    def _piece(self, chats: ChatFilter, fmt: str, run: list[FeedItem], memo: dict[int, bytes]) -> list[Piece]:
-        messages = frames_for(chats, run)
-        if not messages:
-            return []
-        try:
-            frame = wire_memo(messages, fmt, memo)
-        except (TypeError, ValueError, OverflowError) as err:  # (not from our own feed writers) skip just those
-            good = [entry for entry in run if _encodes(entry, fmt)]
-            self.counters["entries_unencodable"] += len(run) - len(good)
-            log.warning("hub: %d feed entries cannot be encoded as %s (%s); skipped", len(run) - len(good), fmt, err)
-            return self._piece(chats, fmt, good, memo) if len(good) < len(run) else []
-        self.counters["frames_encoded"] += len(messages)
-        posts = sum(len(m.get("items", ())) for m in messages)
-        return [Piece(frame, posts, SharedFrame.of(frame))]
+        """The frames for a client of (chats, fmt) that has seen batch ``seen``: the batches after it."""
+        batches = self._batches[max(0, seen - self._first + 1) :]
+        return encode_batches(batches, chats, fmt, self._memo.setdefault(fmt, {}), self.counters)
 
     def send_all(self, message: dict[str, Any]) -> None:
         """One message (e.g. ``stats``) to every subscriber, encoded once per format; full clients skip it."""

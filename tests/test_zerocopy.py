@@ -19,8 +19,9 @@ import redis.asyncio as aioredis
 from mixer import zerocopy
 from mixer.app import HUB
 from mixer.codec import wire
-from mixer.hub import Client, FeedItem, Hub, frames_for
+from mixer.hub import Client, Hub
 from mixer.keys import Keys
+from mixer.messages import FeedItem, frames_for
 from mixer.zerocopy import MIN_BYTES, SharedFrame, socket_fd
 
 from .helpers import make_post
