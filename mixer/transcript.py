@@ -27,8 +27,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .app import history
 from .keys import Keys
+from .live import history
 from .models import normalize_tag
 from .options import add_common
 from .settings import Settings

@@ -14,11 +14,11 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from mixer.app import BATCH_POSTS, HUB
+from mixer.app import HUB
 from mixer.codec import wire, wire_memo
 from mixer.hub import HEARTBEAT_PARTS, Client, Hub, first_of, lap_interval
 from mixer.keys import Keys
-from mixer.messages import FeedItem, frames_for
+from mixer.messages import BATCH_POSTS, FeedItem, frames_for
 
 from .helpers import make_post
 from .servers import running_app, settings_for
