@@ -6,8 +6,9 @@ streams at a fixed rate (``synth`` posts, or a recording replayed through ``Publ
 stops the workers and returns the result as a JSON-ready dict: deliveries, posts per client, loss
 of driven posts on sampled clients, lag frames, closes, latency percentiles, the server's CPU and
 memory per connection (``/proc/<pid>``), per-core utilisation (``/proc/stat``) and a per-second
-timeline. The /proc parsers, ``percentiles`` and ``check_url`` (loopback only) are pure. Not
-here: the clients themselves (``loadclient``), the server.
+timeline. ``percentiles`` and ``check_url`` (loopback only) are pure. Not here: the clients
+(``loadclient``), the driven posts (``loaddrive``), reading /proc (``procstat``), the text report
+and the plot (``loadreport``), the server.
 """
 
 from __future__ import annotations
@@ -16,31 +17,26 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .hashtags import ChatMatcher
-from .ingest import Publisher
-from .keys import Keys
 from .loadclient import POLL_MS, WorkerPool
-from .models import Author, Post
+from .loaddrive import Driver
+from .loadreport import SATURATED, render_plot, report
 from .options import add_common
-from .recorded import read_events
+from .procstat import ServerProbe, core_busy, read_cores
 from .settings import Settings
 
 Say = Callable[[str, bool], None]  # (message, is_progress_line)
-SATURATED = 90.0  # % busy in a second: a core at or above this is saturated for that second
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,59 +101,6 @@ def percentiles(values: Iterable[float]) -> dict[str, float] | None:
     return {"count": len(ordered), "p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99), "max": rank(1.0)}
 
 
-def core_times(proc_stat: str) -> list[tuple[int, int]]:
-    """(busy, total) jiffies of each core (cpu0, cpu1, ...) from the text of /proc/stat."""
-    cores = []
-    for line in proc_stat.splitlines():
-        name, _, rest = line.partition(" ")
-        if name.startswith("cpu") and name[3:].isdigit():
-            fields = [int(f) for f in rest.split()]
-            idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-            total = sum(fields[:8])  # guest time is already inside user/nice
-            cores.append((total - idle, total))
-    return cores
-
-
-def core_busy(before: Sequence[tuple[int, int]], after: Sequence[tuple[int, int]]) -> list[float]:
-    """Percent busy of each core between two ``core_times`` readings."""
-    return [
-        round(100.0 * (b1 - b0) / (t1 - t0), 1) if t1 > t0 else 0.0
-        for (b0, t0), (b1, t1) in zip(before, after, strict=False)
-    ]
-
-
-def process_ticks(pid_stat: str) -> int:
-    """utime + stime (clock ticks) from the text of /proc/<pid>/stat (the name may hold spaces)."""
-    fields = pid_stat.rpartition(")")[2].split()
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of the whole line
-
-
-def rss_bytes(pid_status: str) -> int:
-    """Resident set size from the text of /proc/<pid>/status."""
-    for line in pid_status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise ValueError("no VmRSS line (a kernel thread or a zombie?)")
-
-
-class ServerProbe:
-    """CPU ticks and RSS of the server process, when a pid is given; every reading None without one."""
-
-    def __init__(self, pid: int | None) -> None:
-        self.pid = pid
-        self.hz = os.sysconf("SC_CLK_TCK")
-
-    def ticks(self) -> int | None:
-        return None if self.pid is None else process_ticks(Path(f"/proc/{self.pid}/stat").read_text())
-
-    def rss(self) -> int | None:
-        return None if self.pid is None else rss_bytes(Path(f"/proc/{self.pid}/status").read_text())
-
-
-def _cores() -> list[tuple[int, int]]:
-    return core_times(Path("/proc/stat").read_text())
-
-
 async def loadtest(
     settings: Settings, options: LoadOptions, say: Say, stop: asyncio.Event | None = None
 ) -> dict[str, Any]:
@@ -165,7 +108,9 @@ async def loadtest(
 
     With ``drive="none"``, ``stop`` (when given) ends the run early: whoever drives says when it is done."""
     run_id = uuid.uuid4().hex[:8]
-    driver = None if options.drive == "none" else Driver(settings, options, f"loadtest:{run_id}:")
+    driver = (
+        None if options.drive == "none" else Driver(settings, options.rate, options.replay_file, f"loadtest:{run_id}:")
+    )
     if driver is not None:
         await driver.prepare()
     workers = WorkerPool(options, driver.marker if driver else None)
@@ -175,7 +120,7 @@ async def loadtest(
         workers.begin()
         if not await workers.until(lambda: len(workers.ready) == len(workers.plans), 60):
             raise RuntimeError("load-test workers did not start within 60 s")
-        rss_before, ticks_before, cores_before = server.rss(), server.ticks(), _cores()
+        rss_before, ticks_before, cores_before = server.rss(), server.ticks(), read_cores()
         t0 = time.time() + 0.05
         workers.start.value = t0
         workers.go.set()
@@ -195,7 +140,7 @@ async def loadtest(
                 except TimeoutError:
                     pass
             elapsed = time.time() - t0
-            rss_end, ticks_after, cores_after = server.rss(), server.ticks(), _cores()
+            rss_end, ticks_after, cores_after = server.rss(), server.ticks(), read_cores()
         finally:
             sampler.cancel()
             await asyncio.gather(sampler, return_exceptions=True)
@@ -269,12 +214,12 @@ async def _sample(
     say: Say,
 ) -> None:
     """Once a second: per-core busy, server CPU, and the progress line."""
-    cores, ticks, delivered = _cores(), server.ticks(), 0
+    cores, ticks, delivered = read_cores(), server.ticks(), 0
     second = 0
     while True:
         second += 1
         await asyncio.sleep(max(0.0, t0 + second - time.time()))
-        now_cores, now_ticks = _cores(), server.ticks()
+        now_cores, now_ticks = read_cores(), server.ticks()
         row: dict[str, Any] = {"second": second - 1, "cores": core_busy(cores, now_cores)}
         if ticks is not None and now_ticks is not None:
             row["server_cpu"] = round(100.0 * (now_ticks - ticks) / server.hz, 1)
@@ -319,122 +264,6 @@ def _loss(published: int, seen: list[int]) -> dict[str, int]:
         "clients_missing": sum(1 for m in missing if m),
         "worst_missing": max(missing, default=published),
     }
-
-
-class Driver:
-    """Publishes posts into the chat streams at ``rate`` posts/s, each keyed under ``marker`` for loss counting."""
-
-    def __init__(self, settings: Settings, options: LoadOptions, marker: str) -> None:
-        self.settings, self.options, self.marker = settings, options, marker
-        self.published = 0  # posts written to at least one chat stream
-        self._posts: list[Post] = []
-        self._redis: aioredis.Redis | None = None
-
-    async def prepare(self) -> None:
-        """Connect to Redis and read the recording; raises ValueError or RedisError with a reason."""
-        if not self.settings.redis_url:
-            raise ValueError("driving load writes to a shared Redis: give --redis URL or MIXER_REDIS_URL")
-        if self.options.replay_file is not None:
-            matcher = ChatMatcher(self.settings.chat_tags)
-            events = read_events(self.options.replay_file, matcher, int(time.time() * 1000), log_errors=False)
-            self._posts = [e for e in events if isinstance(e, Post) and e.boost_of is None]
-            if not self._posts:
-                raise ValueError(f"{self.options.replay_file}: no post in any configured chat to replay")
-        self._redis = aioredis.Redis.from_url(self.settings.redis_url)
-        try:
-            await self._redis.ping()
-        except BaseException:
-            await self.aclose()
-            raise
-
-    def _post(self, n: int, now_ms: int) -> Post:
-        """Post ``n`` of the run, stamped now; a text unique to it so dedupe never folds two of them."""
-        key = f"{self.marker}{n}"
-        if self._posts:
-            post = self._posts[n % len(self._posts)]
-            return replace(post, key=key, text=f"{post.text} ({n})", created=now_ms, at=now_ms)
-        tags = self.settings.chat_tags
-        who = n % 97
-        return Post(
-            key=key,
-            source="synth",
-            chats=(tags[n % len(tags)],),
-            author=Author(handle=f"load{who}", name=f"Load tester {who}"),
-            text=f"load test post {n} of {self.marker.split(':')[1]}: what is the one tool you use every day?",
-            url=f"https://example.invalid/loadtest/{n}",
-            created=now_ms,
-            at=now_ms,
-        )
-
-    async def run(self, duration: float) -> None:
-        """Publish for ``duration`` seconds (a recording: at most once through), paced on the loop clock."""
-        assert self._redis is not None, "prepare() first"
-        s = self.settings
-        publisher = Publisher(self._redis, Keys(s.key_prefix), s.chat_tags, s.chat_maxlen)
-        limit = len(self._posts) or None
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        n = 0
-        while (now := loop.time()) < start + duration and (limit is None or n < limit):
-            due = min(int((now - start) * self.options.rate) + 1, limit or sys.maxsize)
-            if due > n:
-                now_ms = int(time.time() * 1000)
-                self.published += await publisher.publish([self._post(i, now_ms) for i in range(n, due)])
-                n = due
-            await asyncio.sleep(min(0.02, (n + 1) / self.options.rate - (loop.time() - start)))
-
-    async def aclose(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
-
-
-def render_plot(result: dict[str, Any], path: Path) -> None:
-    """Write a PNG of latency percentiles and deliveries per second over the run (needs matplotlib)."""
-    from matplotlib.figure import Figure  # not pyplot: no global state, no display; the Agg canvas writes PNG
-
-    rows = result["timeline"]
-    fig = Figure(figsize=(9, 6), dpi=100, layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    timed = [r for r in rows if r["latency_ms"]]
-    for q, style in (("p50", "-"), ("p95", "--"), ("p99", ":"), ("max", "-.")):
-        top.plot([r["second"] for r in timed], [r["latency_ms"][q] for r in timed], style, label=q)
-    top.set_ylabel("latency, ms")
-    top.legend(loc="upper left")
-    top.set_title(f"mixer loadtest: {result['clients']:,} clients, {result['processes']} processes, {result['url']}")
-    bottom.bar([r["second"] for r in rows], [r["deliveries"] for r in rows], color="#4f7fc3", label="deliveries/s")
-    bottom.set_ylabel("deliveries / s")
-    bottom.set_xlabel("seconds since the first client connected")
-    fig.savefig(path, format="png")
-
-
-def report(result: dict[str, Any]) -> str:
-    """The result as a few human-readable lines."""
-    lat, loss, server, cores = result["latency_ms"], result["loss"], result["server"], result["cores"]
-    spread = result["posts_per_client"] or {"min": 0, "mean": 0, "max": 0}
-    lines = [
-        f"clients      {result['connected_peak']:,} connected of {result['clients']:,} "
-        f"({result['failed']} failed, {result['closes']} closed by the server, {result['lag_frames']} lag frames)",
-        f"deliveries   {result['deliveries']:,} in {result['elapsed_s']} s = {result['deliveries_per_s']:,}/s; "
-        f"posts per client min {spread['min']} mean {spread['mean']} max {spread['max']}",
-    ]
-    if loss is not None:
-        lines.append(
-            f"loss         {loss['worst_missing']} of {loss['published']:,} published posts missing on the worst "
-            f"of {loss['sampled_clients']} sampled clients ({loss['clients_missing']} missing any)"
-        )
-    if lat is not None:
-        lines.append(f"latency ms   p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  max {lat['max']}")
-    if server is not None:
-        per = server["bytes_per_connection"]
-        lines.append(
-            f"server       pid {server['pid']}: {server['cpu_percent']}% CPU, "
-            f"{'?' if per is None else f'{per / 1024:,.1f} KiB'} per connection"
-        )
-    busy = ", ".join(f"cpu{i} {b}%" for i, b in enumerate(cores["busy_percent"]))
-    hot = ", ".join(f"cpu{i}" for i in cores["saturated"]) or "none"
-    lines.append(f"cores        {busy}; saturated (>= {SATURATED:.0f}% in some second): {hot}")
-    return "\n".join(lines)
 
 
 def add_loadtest_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:

@@ -47,8 +47,9 @@ import redis.asyncio as aioredis
 from mixer.codec import FIELD, pack_post
 from mixer.embedded import EmbeddedRedis
 from mixer.keys import Keys
-from mixer.loadtest import LoadOptions, core_busy, core_times, loadtest, process_ticks
+from mixer.loadtest import LoadOptions, loadtest
 from mixer.models import Author, Post
+from mixer.procstat import core_busy, core_times, process_ticks
 from mixer.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,22 +20,19 @@ from mixer.codec import FIELD, unpack_item
 from mixer.keys import Keys
 from mixer.loadclient import WorkerPlan, WorkerStats, _raise_fd_limit
 from mixer.loadcount import CHUNK, FrameCounter
+from mixer.loaddrive import Driver
 from mixer.loadpoll import PolledClient, connect, poll_clients, read_round
+from mixer.loadreport import report
 from mixer.loadtest import (
-    Driver,
     LoadOptions,
     add_loadtest_parser,
     check_url,
-    core_busy,
-    core_times,
     loadtest_and_write,
     loadtest_command,
     percentiles,
-    process_ticks,
-    report,
-    rss_bytes,
 )
 from mixer.merge import MergeStage
+from mixer.procstat import core_busy, core_times, process_ticks, rss_bytes
 from mixer.settings import Settings
 from mixer.streams import dedicated_client, read_range
 
@@ -110,8 +107,7 @@ async def test_replay_drive_publishes_the_recording_once_rekeyed_restamped_and_u
 ) -> None:
     chats = (*CHATS, CHATS[0].__class__("pstweetchat", "PSTweetChat", "#2f6fde"))
     settings = settings_for(keys.prefix, redis_url=redis_url, chats=chats)
-    options = LoadOptions(drive="replay", replay_file=RECORDING, rate=1000)
-    driver = Driver(settings, options, "loadtest:t1:")
+    driver = Driver(settings, 1000, RECORDING, "loadtest:t1:")
     await driver.prepare()
     try:
         await driver.run(30)  # a recording goes through once: this returns when it is used up

@@ -1,0 +1,64 @@
+"""Reading /proc: how busy each core was, and a process's CPU time and resident memory.
+
+The parsers take the files' text and are pure; ``read_cores`` and ``ServerProbe`` read the files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def core_times(proc_stat: str) -> list[tuple[int, int]]:
+    """(busy, total) jiffies of each core (cpu0, cpu1, ...) from the text of /proc/stat."""
+    cores = []
+    for line in proc_stat.splitlines():
+        name, _, rest = line.partition(" ")
+        if name.startswith("cpu") and name[3:].isdigit():
+            fields = [int(f) for f in rest.split()]
+            idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+            total = sum(fields[:8])  # guest time is already inside user/nice
+            cores.append((total - idle, total))
+    return cores
+
+
+def core_busy(before: Sequence[tuple[int, int]], after: Sequence[tuple[int, int]]) -> list[float]:
+    """Percent busy of each core between two ``core_times`` readings."""
+    return [
+        round(100.0 * (b1 - b0) / (t1 - t0), 1) if t1 > t0 else 0.0
+        for (b0, t0), (b1, t1) in zip(before, after, strict=False)
+    ]
+
+
+def process_ticks(pid_stat: str) -> int:
+    """utime + stime (clock ticks) from the text of /proc/<pid>/stat (the name may hold spaces)."""
+    fields = pid_stat.rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of the whole line
+
+
+def rss_bytes(pid_status: str) -> int:
+    """Resident set size from the text of /proc/<pid>/status."""
+    for line in pid_status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError("no VmRSS line (a kernel thread or a zombie?)")
+
+
+class ServerProbe:
+    """CPU ticks and RSS of the server process, when a pid is given; every reading None without one."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.hz = os.sysconf("SC_CLK_TCK")
+
+    def ticks(self) -> int | None:
+        return None if self.pid is None else process_ticks(Path(f"/proc/{self.pid}/stat").read_text())
+
+    def rss(self) -> int | None:
+        return None if self.pid is None else rss_bytes(Path(f"/proc/{self.pid}/status").read_text())
+
+
+def read_cores() -> list[tuple[int, int]]:
+    """``core_times`` of this machine now."""
+    return core_times(Path("/proc/stat").read_text())
