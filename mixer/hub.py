@@ -261,23 +261,32 @@ class Hub:
     async def run(self) -> None:
         """Write published batches to the clients lap after lap, ``step`` clients at a time, until cancelled."""
         while True:
-            due = self.due()
-            if due is None:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            if due - self._clock() >= 0.001:  # (a shorter sleep is none: this step goes now, later ones wait more)
-                await asyncio.sleep(due - self._clock())
-                continue
             try:
+                due = self.due()
+                if due is None:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                if due - self._clock() >= 0.001:  # (a shorter sleep is none: this step goes now, later ones wait)
+                    await asyncio.sleep(due - self._clock())
+                    continue
                 self.write(self.step)
-            except Exception:  # (a bug, not a client: ``write`` drops broken clients) the lap goes on without it
+            except Exception:  # (a bug, not a client: ``write`` drops broken clients) go on without this step
                 log.exception("hub: a step of writing failed; skipping it")
                 self.counters["write_errors"] += 1
-                self._at = min(len(self._lap), self._at + self.step)
-                if self._at == len(self._lap):
-                    self._end_lap()
+                self._skip_step()
             await asyncio.sleep(0)  # reads, pings, new clients
+
+    def _skip_step(self) -> None:
+        """Past a step that failed: its clients miss what it would have written (logged); without a lap (it
+        failed to begin), everything pending is dropped, so a failure cannot repeat forever."""
+        if not self._lap:
+            self._lap_seq = self.seq
+            self._forget()
+            return
+        self._at = min(len(self._lap), self._at + self.step)
+        if self._at == len(self._lap):
+            self._end_lap()
 
     def _begin_lap(self) -> None:
         now = self._clock()

@@ -9,6 +9,7 @@ import random
 import socket
 import struct
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -334,20 +335,21 @@ async def test_an_entry_that_cannot_be_encoded_is_skipped_and_logged_and_its_nei
         assert "1 feed entries cannot be encoded as json" in caplog.text
 
 
+@pytest.mark.parametrize("failing", ["write", "_begin_lap"])  # a step, or beginning a lap
 async def test_the_writer_task_logs_a_failed_step_and_goes_on_with_the_next_batch(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, failing: str
 ) -> None:
     hub = Hub()
     async with _subscribed(hub, 1) as (peer,):
-        write, failed = hub.write, asyncio.Event()
+        method, failed = getattr(hub, failing), asyncio.Event()
 
-        def fail_once(clients: int | None = None) -> bool:
+        def fail_once(*args: Any) -> Any:
             if not failed.is_set():
                 failed.set()
                 raise RuntimeError("a bug")
-            return write(clients)
+            return method(*args)
 
-        hub.write = fail_once  # type: ignore[method-assign]
+        setattr(hub, failing, fail_once)
         task = asyncio.create_task(hub.run())
         try:
             hub.publish(_batch("lost"), "1-0")
