@@ -20,6 +20,8 @@ from typing import Any
 from .dedupe import Book, Changes, Deduper, FeedWrite
 from .models import Post, Retraction
 
+CHANGES_MAXLEN = 1_000  # notices in ``Keys.mod_changes`` (queue or audit log changed): consoles need the newest
+
 ACTIONS = ("hide", "unhide", "pin", "unpin", "approve", "reject")
 
 

@@ -288,7 +288,9 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
     app.router.add_get("/api/feed", feed_handler)
     app.router.add_get("/api/chats", chats_handler)
     app.router.add_post("/api/posts", webhook_handler)
-    app.router.add_routes(ModApi(settings, keys, lambda: app[REDIS], config_rules(settings)).routes())
+    modapi = ModApi(settings, keys, lambda: app[REDIS], config_rules(settings))
+    app.router.add_routes(modapi.routes())
+    app.on_shutdown.append(modapi.shutdown)  # consoles waiting for changes are answered at once
     app.router.add_get("/api/stats", stats_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)

@@ -103,6 +103,11 @@ class Keys:
         return f"{self.prefix}:{{feed}}:pinned"
 
     @property
+    def mod_changes(self) -> str:
+        """Stream of notices that the approval queue or the audit log changed (capped): consoles wait on it."""
+        return f"{self.prefix}:{{feed}}:mod:changes"
+
+    @property
     def mod_audit(self) -> str:
         """Stream of every moderator decision: who, what, when (capped)."""
         return f"{self.prefix}:mod:audit"

@@ -29,7 +29,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .actions import apply_action
+from .actions import CHANGES_MAXLEN, apply_action
 from .codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, pack_post, unpack_post
 from .dedupe import Book, Changes, Deduper, FeedWrite
 from .keys import Keys
@@ -224,9 +224,11 @@ class MergeStage:
                 tx.zadd(self._keys.fingerprint_times, {fp: ms for fp, (_, ms) in changes.fingerprints.items()})
             if held:
                 tx.hset(self._keys.mod_queue, mapping={k: pack_post(p) for k, p in held.items()})
-            for action in actions:
-                if action.get("action") in ("approve", "reject"):
-                    tx.hdel(self._keys.mod_queue, action["key"])
+            decided = [a["key"] for a in actions if a.get("action") in ("approve", "reject")]
+            if decided:
+                tx.hdel(self._keys.mod_queue, *decided)
+            if held or decided:  # consoles waiting on /api/mod/changes refresh their queue now
+                tx.xadd(self._keys.mod_changes, {"c": "queue"}, maxlen=CHANGES_MAXLEN, approximate=True)
             if changes.pinned is None:
                 tx.delete(self._keys.pinned)
             elif changes.pinned is not False:

@@ -9,13 +9,16 @@ Routes:
 - ``POST /api/mod/{hide,unhide,pin,unpin,approve,reject}`` with ``{"key": ...}`` or ``{"id": feed id}``;
 - ``POST /api/mod/block`` ``{"account": "x:bob", "chat": optional, "key"/"id": optional post to hide}``;
 - ``GET /api/mod/rules``, ``PUT /api/mod/rules`` (the whole rules object), ``POST /api/mod/approval`` ``{"on": bool}``;
-- ``GET /api/mod/queue`` (posts waiting for approval), ``GET /api/mod/audit?limit=``.
+- ``GET /api/mod/queue`` (posts waiting for approval), ``GET /api/mod/audit?limit=``;
+- ``GET /api/mod/changes?after=`` (waits for the next change to the queue or the audit log).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import re
 import time
 import unicodedata
 from typing import Any
@@ -25,6 +28,7 @@ import msgpack
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from .actions import CHANGES_MAXLEN
 from .codec import ACTION_FIELD, dumps
 from .keys import Keys
 from .moderation import Rules
@@ -32,6 +36,9 @@ from .settings import Settings
 from .streams import text
 
 AUDIT_MAXLEN = 10_000
+CHANGES_WAIT_MS = 5_000  # a console's wait for a change, at most (under the Redis pool's 10 s socket timeout)
+MAX_WAITING = 8  # consoles waiting at once (each holds a pooled Redis connection); more are answered at once
+_CHANGE_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 POST_ACTIONS = ("hide", "unhide", "pin", "unpin", "approve", "reject")
 
 
@@ -51,6 +58,8 @@ class ModApi:
         self.keys = keys
         self._redis = redis  # a zero-argument callable returning the app's client (it exists only once started)
         self.config_rules = config_rules
+        self._waiting = 0  # consoles waiting on /api/mod/changes
+        self._closing = asyncio.Event()  # set on shutdown: waiting consoles are answered at once
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -66,6 +75,7 @@ class ModApi:
             web.post("/api/mod/approval", self.approval),
             web.get("/api/mod/queue", self.queue),
             web.get("/api/mod/audit", self.audit),
+            web.get("/api/mod/changes", self.changes),
         ]
 
     def _check(self, request: web.Request) -> str:
@@ -108,6 +118,7 @@ class ModApi:
         async with self.redis.pipeline(transaction=True) as tx:
             tx.xadd(self.keys.mod_actions, {ACTION_FIELD: msgpack.packb(action, use_bin_type=True)}, maxlen=10_000)
             tx.xadd(self.keys.mod_audit, {ACTION_FIELD: dumps(entry)}, maxlen=AUDIT_MAXLEN, approximate=True)
+            tx.xadd(self.keys.mod_changes, {"c": "audit"}, maxlen=CHANGES_MAXLEN, approximate=True)
             await tx.execute()
 
     async def post_action(self, request: web.Request) -> web.Response:
@@ -181,6 +192,34 @@ class ModApi:
         held = await self.redis.hgetall(self.keys.mod_queue)
         posts = sorted((msgpack.unpackb(raw, raw=False) for raw in held.values()), key=lambda p: p.get("created", 0))
         return web.Response(body=dumps({"items": posts}), content_type="application/json")
+
+    async def changes(self, request: web.Request) -> web.Response:
+        """``GET /api/mod/changes?after=<id>``: the id of the newest change to the approval queue or the audit log,
+        as soon as there is one newer than ``after`` (or ``after`` again after ``CHANGES_WAIT_MS``). Without a
+        usable ``after``, the newest id at once. A console loops on it and refreshes when the id moves."""
+        self._check(request)
+        after = request.query.get("after", "")
+        if not _CHANGE_ID.match(after):
+            newest: Any = await self.redis.xrevrange(self.keys.mod_changes, count=1)
+            return web.json_response({"id": text(newest[0][0]) if newest else "0-0"})
+        if self._waiting >= MAX_WAITING:
+            return web.json_response({"id": after})
+        self._waiting += 1
+        read = asyncio.ensure_future(self.redis.xread({self.keys.mod_changes: after}, count=100, block=CHANGES_WAIT_MS))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({read, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._waiting -= 1
+            closing.cancel()
+            if not read.done():
+                read.cancel()  # (redis-py drops that connection rather than reuse it mid-reply)
+        got: Any = read.result() if read.done() and not read.cancelled() else None
+        return web.json_response({"id": text(got[0][1][-1][0]) if got else after})
+
+    async def shutdown(self, app: web.Application) -> None:
+        """On the app's shutdown: answer every waiting console now, so shutdown does not wait out their waits."""
+        self._closing.set()
 
     async def audit(self, request: web.Request) -> web.Response:
         self._check(request)

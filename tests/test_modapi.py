@@ -174,3 +174,30 @@ async def test_a_decision_is_audited_under_the_name_sent_percent_encoded(
         async with http.get(f"{url}/api/mod/audit", headers=TOKEN) as resp:
             [entry] = (await resp.json())["items"]
             assert entry["who"] == "Zoë"
+
+
+async def test_a_console_waiting_for_changes_hears_of_a_decision_and_of_a_held_post_at_once(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    async with night(redis_url, keys) as (url, pub), aiohttp.ClientSession() as http:
+
+        async def changes(after: str | None = None) -> str:
+            query = "" if after is None else f"?after={after}"
+            async with http.get(f"{url}/api/mod/changes{query}", headers=TOKEN) as resp:
+                assert resp.status == 200
+                return str((await resp.json())["id"])
+
+        start = await changes()  # where they are now, at once
+        waiting = asyncio.create_task(changes(start))  # answered when something changes (up to 5 s)
+        async with http.post(f"{url}/api/mod/approval", json={"on": True}, headers=TOKEN) as resp:
+            assert resp.status == 200
+        switched = await waiting
+        assert switched != start  # the audit log changed
+        waiting = asyncio.create_task(changes(switched))
+        await pub.publish([make_post("x:held", text="may I?")])  # held by the merge stage
+        held = await waiting
+        assert held != switched
+        async with http.get(f"{url}/api/mod/queue", headers=TOKEN) as resp:
+            assert [p["key"] for p in (await resp.json())["items"]] == ["x:held"]
+        async with http.get(f"{url}/api/mod/changes?after=nonsense", headers=TOKEN) as resp:
+            assert (await resp.json())["id"] == held  # no usable "after": the newest at once

@@ -4,8 +4,9 @@
  * Sign-in checks the token with GET /api/mod/rules and keeps it in sessionStorage
  * (mod-api.js). Then: the incoming stream (every post of the full feed as it arrives,
  * over /ws with resume, mod-stream.js) with Hide / Unhide, Pin and Block author; the
- * pinned post on top with Unpin; the approval queue and the audit log, refreshed every
- * two seconds and right after each action; the blocklist form and approval switch
+ * pinned post on top with Unpin; the approval queue and the audit log, refreshed as soon
+ * as either changes (a long poll on /api/mod/changes; every 15 s as well, to heal anything
+ * missed) and right after each action; the blocklist form and approval switch
  * (mod-rules.js). A decision goes to the API; its effect comes back over the same feed
  * every wall reads, so what the console shows is what the walls show.
  */
@@ -17,7 +18,8 @@ import { RulesPanel } from "./mod-rules.js";
 import { FeedStream } from "./mod-stream.js";
 
 const MAX_CARDS = 200; // incoming cards kept; older ones are removed
-const REFRESH_MS = 2000; // approval queue and audit log
+const REFRESH_MS = 15000; // approval queue and audit log, besides the refresh on each change
+const RETRY_MS = 2000; // after a failed or unanswered wait for changes
 const AUDIT_LIMIT = 50;
 const CONNECTION_LABELS = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" };
 
@@ -362,6 +364,33 @@ function startConsole(session, currentRules) {
   state.stream.start();
   state.refresher = window.setInterval(refreshLive, REFRESH_MS);
   refreshLive();
+  followChanges(session);
+}
+
+/** Wait for changes to the queue or the audit log (the server answers when there is one, or after a few
+ * seconds with none) and refresh on each, until this session ends. */
+async function followChanges(session) {
+  let seen = null;
+  while (state.session === session) {
+    const asked = Date.now();
+    try {
+      const path = seen === null ? "/api/mod/changes" : `/api/mod/changes?after=${encodeURIComponent(seen)}`;
+      const reply = await api(session, "GET", path);
+      if (state.session !== session) return;
+      const first = seen === null; // the first answer says where the changes are now
+      const changed = !first && reply.id !== seen;
+      seen = String(reply.id);
+      if (changed) await refreshLive();
+      else if (!first && Date.now() - asked < 500) await pause(RETRY_MS); // answered at once (busy): no spin
+    } catch (error) {
+      context.failed(error);
+      await pause(RETRY_MS);
+    }
+  }
+}
+
+function pause(ms) {
+  return new Promise((resolve) => window.setTimeout(resolve, ms));
 }
 
 function signOut(message) {
