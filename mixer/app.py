@@ -34,6 +34,7 @@ from .appkeys import (
     HUB,
     HUBS,
     KEYS,
+    MODAPI,
     PUBLISHER,
     REDIS,
     SETTINGS,
@@ -186,6 +187,7 @@ async def stats_handler(request: web.Request) -> web.Response:
         "hub": dict(hub.counters),
         "webhook": dict(webhook),
         "ingest": ingest,
+        "moderation": {"waiting": request.app[MODAPI].waiting},
     }
     return web.Response(body=dumps(body), content_type="application/json")
 
@@ -288,7 +290,7 @@ def create_app(settings: Settings, redis_url: str, web_dir: Path = WEB_DIR) -> w
     app.router.add_get("/api/feed", feed_handler)
     app.router.add_get("/api/chats", chats_handler)
     app.router.add_post("/api/posts", webhook_handler)
-    modapi = ModApi(settings, keys, lambda: app[REDIS], config_rules(settings))
+    modapi = app[MODAPI] = ModApi(settings, keys, lambda: app[REDIS], config_rules(settings))
     app.router.add_routes(modapi.routes())
     app.on_shutdown.append(modapi.shutdown)  # consoles waiting for changes are answered at once
     app.router.add_get("/api/stats", stats_handler)

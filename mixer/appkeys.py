@@ -12,6 +12,7 @@ from aiohttp import web
 from .hub import Hub
 from .ingest import Publisher
 from .keys import Keys
+from .modapi import ModApi
 from .settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -27,3 +28,4 @@ CONNECTIONS: web.AppKey[Counter[str]] = web.AppKey("connections")  # open /ws + 
 STREAMING: web.AppKey[set[asyncio.Transport]] = web.AppKey("streaming")  # open /events responses
 PUBLISHER = web.AppKey("publisher", Publisher)
 WEBHOOK_COUNTERS: web.AppKey[Counter[str]] = web.AppKey("webhook_counters")
+MODAPI = web.AppKey("modapi", ModApi)

@@ -217,6 +217,11 @@ class ModApi:
         got: Any = read.result() if read.done() and not read.cancelled() else None
         return web.json_response({"id": text(got[0][1][-1][0]) if got else after})
 
+    @property
+    def waiting(self) -> int:
+        """Consoles waiting on ``/api/mod/changes`` right now."""
+        return self._waiting
+
     async def shutdown(self, app: web.Application) -> None:
         """On the app's shutdown: answer every waiting console now, so shutdown does not wait out their waits."""
         self._closing.set()

@@ -201,3 +201,24 @@ async def test_a_console_waiting_for_changes_hears_of_a_decision_and_of_a_held_p
             assert [p["key"] for p in (await resp.json())["items"]] == ["x:held"]
         async with http.get(f"{url}/api/mod/changes?after=nonsense", headers=TOKEN) as resp:
             assert (await resp.json())["id"] == held  # no usable "after": the newest at once
+
+
+async def test_a_console_waiting_for_changes_is_answered_when_the_server_shuts_down(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with night(redis_url, keys) as (url, _):
+            async with http.get(f"{url}/api/mod/changes", headers=TOKEN) as resp:
+                start = (await resp.json())["id"]
+            waiting = asyncio.create_task(http.get(f"{url}/api/mod/changes?after={start}", headers=TOKEN))
+
+            async def stats() -> dict[str, Any]:
+                async with http.get(f"{url}/api/stats") as resp:
+                    return dict(await resp.json())
+
+            async with asyncio.timeout(5):
+                while (await stats())["moderation"]["waiting"] < 1:  # noqa: ASYNC110  # no event to await
+                    await asyncio.sleep(0.02)
+        # the app shut down (handlers get 2 s, the wait is 5 s): the console had its answer, not a dropped connection
+        resp = await waiting
+        assert resp.status == 200 and (await resp.json())["id"] == start
