@@ -93,10 +93,6 @@ class Client:
     seen: int = 0  # the last batch (``Hub.seq``) written to it or skipped
     fd: int = -1  # its socket, for frames sent by sendfile (mixer.zerocopy); -1: written through the transport
 
-    @property
-    def group(self) -> tuple[ChatFilter, str]:
-        return self.chats, self.fmt
-
 
 def lap_interval(work: float, flush_interval: float) -> float:
     """How long a busy lap takes when its writing took ``work`` seconds last time: writing is at most
@@ -214,12 +210,8 @@ class Hub:
     def write(self, clients: int | None = None) -> bool:
         """Write the next ``clients`` clients of the lap under way (the whole lap with None), beginning a lap
         if something is pending; True when a lap ended."""
-        if not self._lap:
-            if self._lap_seq == self.seq:
-                return False
-            self._begin_lap()
-            if not self._lap:
-                return False
+        if not self._lap_ready():
+            return False
         now = self._flushed = self._clock()
         end = len(self._lap) if clients is None else min(len(self._lap), self._at + clients)
         self._steps[0].append(self._at)
@@ -244,12 +236,8 @@ class Hub:
         """When (hub clock) the next step of writing is due, beginning a lap if something is pending; None while
         there is nothing to write. In a paced lap a step is due when its share of the interval has begun, and
         not before its clients' previous turn is an interval old."""
-        if not self._lap:
-            if not self.pending:
-                return None
-            self._begin_lap()
-            if not self._lap:
-                return None
+        if not self._lap_ready():
+            return None
         if not self._interval:
             return self._clock()
         due = self._lap_began + self._interval * self._at / len(self._lap)
@@ -287,6 +275,12 @@ class Hub:
         self._at = min(len(self._lap), self._at + self.step)
         if self._at == len(self._lap):
             self._end_lap()
+
+    def _lap_ready(self) -> bool:
+        """Whether a lap is under way, beginning one if some client has yet to see a published batch."""
+        if not self._lap and self._lap_seq < self.seq:
+            self._begin_lap()
+        return bool(self._lap)
 
     def _begin_lap(self) -> None:
         now = self._clock()
@@ -336,8 +330,10 @@ class Hub:
         """What was published since the client's last turn, in frames of at most ``BATCH_POSTS`` posts."""
         key = (client.chats, client.fmt, client.seen)
         pieces = self._pieces.get(key)
-        if pieces is None:
-            pieces = self._pieces[key] = self._frames(client.chats, client.fmt, client.seen)
+        if pieces is None:  # the batches after ``seen``, encoded once for every client of this key
+            batches = self._batches[max(0, client.seen - self._first + 1) :]
+            memo = self._memo.setdefault(client.fmt, {})
+            pieces = self._pieces[key] = encode_batches(batches, client.chats, client.fmt, memo, self.counters)
         return pieces
 
     def _turn(self, client: Client, pieces: list[Piece], now: float) -> None:
@@ -350,11 +346,6 @@ class Hub:
                 self.counters["bytes_sent"] += len(piece.frame)
             elif client not in self._ring:
                 return
-
-    def _frames(self, chats: ChatFilter, fmt: str, seen: int) -> list[Piece]:
-        """The frames for a client of (chats, fmt) that has seen batch ``seen``: the batches after it."""
-        batches = self._batches[max(0, seen - self._first + 1) :]
-        return encode_batches(batches, chats, fmt, self._memo.setdefault(fmt, {}), self.counters)
 
     def send_all(self, message: dict[str, Any]) -> None:
         """One message (e.g. ``stats``) to every subscriber, encoded once per format; full clients skip it."""
@@ -387,11 +378,8 @@ class Hub:
                 self.cut_off(client)
             return False
         if client.full_since is not None or client.skipped:
-            client.full_since = None
-            self._full.discard(client)
-            if client.skipped:
-                self._report_lag(client)
-                backlog = transport.get_write_buffer_size()
+            self._drained(client)
+            backlog = transport.get_write_buffer_size()
         if shared is not None and client.fd >= 0 and not backlog:
             shared.send(client.fd, transport)
         else:
@@ -406,6 +394,13 @@ class Hub:
         self.remove(client)
         with contextlib.suppress(Exception):  # (it is broken already)
             client.transport.abort()
+
+    def _drained(self, client: Client) -> None:
+        """A client's backlog went back under the limit: no longer full; tell it what it missed, if anything."""
+        client.full_since = None
+        self._full.discard(client)
+        if client.skipped:
+            self._report_lag(client)
 
     def _report_lag(self, client: Client) -> None:
         lag = {"type": "lag", "skipped": client.skipped}
@@ -457,7 +452,4 @@ class Hub:
                 if now - client.full_since >= self.cutoff_seconds:
                     self.cut_off(client)
                 continue
-            client.full_since = None
-            self._full.discard(client)
-            if client.skipped:
-                self._report_lag(client)
+            self._drained(client)
