@@ -14,11 +14,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 import redis.asyncio as aioredis
@@ -32,6 +32,9 @@ from .settings import Settings
 from .streams import raise_if_cancelling, text
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class Publisher:
@@ -143,6 +146,15 @@ def follow_gate(
         return slot is None or is_live(slot, clock(), margin)
 
     return active
+
+
+def remember(memory: OrderedDict[K, V], entries: Iterable[tuple[K, V]], limit: int) -> None:
+    """Put ``entries`` in a follower's bounded in-memory memory, newest last; past ``limit``, the oldest go."""
+    for key, value in entries:
+        memory[key] = value
+        memory.move_to_end(key)
+    while len(memory) > limit:
+        memory.popitem(last=False)
 
 
 class Recall:

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from yarl import URL
 
 from ..hashtags import ChatMatcher
-from ..ingest import Backoff, CursorStore, Publisher
+from ..ingest import Backoff, CursorStore, Publisher, remember
 from ..models import Edit, Event, Ignored, Post, Retraction
 from ..streams import raise_if_cancelling
 
@@ -273,8 +273,9 @@ class BlueskySource:
 
     async def _load_cursor(self) -> None:
         raw = await self._cursors.get(self.name)
-        for key, chats in (await self._recall.load()).items():  # deletes of posts published before a restart
-            self._remember_chats(key, tuple(c for c in chats.split(",") if c))
+        stored = await self._recall.load()  # deletes of posts published before a restart
+        chats_of = ((key, tuple(c for c in chats.split(",") if c)) for key, chats in stored.items())
+        remember(self._published, chats_of, self._remember)
         raise_if_cancelling()
         try:
             self._committed = None if raw is None else int(raw)
@@ -381,17 +382,11 @@ class BlueskySource:
                     return
                 post = post.with_chats(known)  # an edit that dropped the tag still updates where it is shown
                 event = Edit(post)
-            self._remember_chats(post.key, post.chats)
+            remember(self._published, [(post.key, post.chats)], self._remember)
             self._to_recall[post.key] = ",".join(post.chats)
         if not self._pending:
             self._pending_since = time.monotonic()
         self._pending.append(event)
-
-    def _remember_chats(self, key: str, chats: tuple[str, ...]) -> None:
-        self._published[key] = chats
-        self._published.move_to_end(key)
-        while len(self._published) > self._remember:
-            self._published.popitem(last=False)
 
     async def _flush(self, now: float, force: bool = False) -> None:
         if self._pending and (

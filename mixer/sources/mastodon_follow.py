@@ -27,7 +27,7 @@ import aiohttp
 from redis.exceptions import RedisError
 
 from ..hashtags import ChatMatcher, normalize_hashtag
-from ..ingest import Backoff, CursorStore, Publisher
+from ..ingest import Backoff, CursorStore, Publisher, remember
 from ..models import Event, Ignored
 from ..streams import raise_if_cancelling
 from .mastodon import SseDecoder, id_order, parse_event, parse_status, parse_ws_message
@@ -131,7 +131,8 @@ class MastodonSource:
     async def _load_cursors(self) -> None:
         while True:
             try:
-                self._remember((await self._recall.load()).items())  # deletes and duplicates after a restart
+                # deletes and duplicates after a restart
+                remember(self._known, (await self._recall.load()).items(), self._known_max)
                 for tag in self.tags:
                     value = await self._cursors.get(self.cursor_name(tag))
                     raise_if_cancelling()
@@ -225,14 +226,7 @@ class MastodonSource:
             raise_if_cancelling()
         if moved and tag is not None and best is not None:
             self._cursor[tag] = best
-        self._remember(fresh)
-
-    def _remember(self, published: Iterable[tuple[str, str]]) -> None:
-        for status_id, uri in published:
-            self._known[status_id] = uri
-            self._known.move_to_end(status_id)
-        while len(self._known) > self._known_max:
-            self._known.popitem(last=False)
+        remember(self._known, fresh, self._known_max)
 
     # REST with rate limits.
 
