@@ -240,27 +240,18 @@ async def test_the_websocket_upgrade_carries_no_page_headers_but_pages_still_do(
 
 async def test_a_heartbeat_round_is_dealt_out_in_parts_so_each_client_is_pinged_once_per_round() -> None:
     hub = Hub()
-    pairs = [socket.socketpair() for _ in range(2 * HEARTBEAT_PARTS)]
-    writers = [(await asyncio.open_connection(sock=ours))[1] for ours, _ in pairs]
-    try:
-        clients = [Client(w.transport) for w in writers]  # type: ignore[arg-type]
-        for client in clients:
-            hub.add(client)
+    async with _subscribed(hub, 2 * HEARTBEAT_PARTS) as peers:
+        clients = hub.clients()  # in the order they joined, as the peers
         assert sorted(c.slot for c in clients) == sorted(list(range(HEARTBEAT_PARTS)) * 2)  # dealt in turn
         hub.heartbeat(3, HEARTBEAT_PARTS)
         assert [c for c in clients if not c.answered] == [c for c in clients if c.slot == 3]  # pinged: 2 of 40
-        for client in clients:
+        for client, peer in zip(clients, peers, strict=True):
             if client.slot == 3:
-                assert pairs[clients.index(client)][1].recv(16) == b"\x89\x00"  # the shared ping frame
+                assert peer.recv(16) == b"\x89\x00"  # the shared ping frame
         for part in range(HEARTBEAT_PARTS):  # the next round: only the two silent ones are dropped
             hub.heartbeat(part, HEARTBEAT_PARTS)
         assert hub.counters["heartbeat_dropped"] == 2
         assert len(hub) == 2 * HEARTBEAT_PARTS - 2
-    finally:
-        for writer in writers:
-            writer.close()
-        for _, theirs in pairs:
-            theirs.close()
 
 
 def test_a_lap_from_idle_starts_at_another_client_and_each_is_first_about_as_often() -> None:
