@@ -1,7 +1,9 @@
-"""The `mixer` command: argument parsing and the edge where settings are read.
+"""The `mixer` command: argument parsing, the edge where settings are read, and dispatch.
 
 Each subcommand reads the config file and the MIXER_* environment once, applies its
-own flags on top, and hands a frozen ``Settings`` to the code that does the work.
+own flags on top, and hands a frozen ``Settings`` to the function its parser names
+(``set_defaults(func=...)``). The process roles (run, ingest, serve, merge) are started
+by ``mixer.runner``; the tools add their own subcommands from ``mixer.tools``.
 """
 
 from __future__ import annotations
@@ -11,20 +13,43 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .config import find_config, load_settings, render_settings
-from .loadtest import add_loadtest_parser, loadtest_command
-from .options import add_common
-from .record import add_record_parser, record_command
-from .replay import ReplayOptions
-from .runner import Parts, replay_command, run_async, run_parts, spawn_workers, stop_workers
-from .settings import ConfigError, Settings
-from .synth import add_synth_parser, synth_command
-from .transcript import add_transcript_parser, transcript_command
+from mixer.config import find_config, load_settings, render_settings
+from mixer.options import add_common
+from mixer.runner import Parts, replay_command, run_async, run_parts, spawn_workers, stop_workers
+from mixer.settings import ConfigError, Settings
+from mixer.tools.loadtest.run import add_loadtest_parser
+from mixer.tools.record import add_record_parser
+from mixer.tools.synth import add_synth_parser
+from mixer.tools.transcript import add_transcript_parser
+
+Command = Callable[[Settings, argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mixer", description="chatmixer: many hashtag chats, one live feed.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_roles(sub)
+    _add_replay(sub)
+    _add_normalize(sub)
+    _add_chats(sub)
+    add_transcript_parser(sub)
+    add_record_parser(sub)
+    add_loadtest_parser(sub)
+    add_synth_parser(sub)
+    config = sub.add_parser(
+        "config",
+        help="print the effective settings as TOML",
+        description="Print the settings after the config file and MIXER_* environment are "
+        "applied. The output is itself a valid mixer.toml.",
+    )
+    add_common(config)
+    config.set_defaults(func=config_command)
+    return parser
 
 
 def _web(parser: argparse.ArgumentParser) -> None:
@@ -32,10 +57,7 @@ def _web(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port to listen on (default from config: 8080)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixer", description="chatmixer: many hashtag chats, one live feed.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_roles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser(
         "run",
         help="everything in one process: embedded Redis, demo replay, merge, web server",
@@ -49,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--speed", type=float, help="replay speed, x real time (default from config [demo] speed)")
     run.add_argument("--no-demo", action="store_true", help="do not replay anything (live sources only)")
+    run.set_defaults(func=run_command)
 
     ingest = sub.add_parser(
         "ingest",
@@ -62,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--replay", nargs="+", type=Path, metavar="FILE", help="recordings to loop beside the live sources"
     )
     ingest.add_argument("--speed", type=float, help="replay speed, x real time")
+    ingest.set_defaults(func=ingest_command)
 
     serve = sub.add_parser(
         "serve",
@@ -75,10 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, metavar="N", help="fan-out processes sharing the port (e.g. one per core)"
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for --workers siblings
+    serve.set_defaults(func=serve_command)
 
     merge = sub.add_parser("merge", help="the merge stage alone", description="Merge the chat streams into the feed.")
     add_common(merge)
+    merge.set_defaults(func=merge_command)
 
+
+def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     replay = sub.add_parser(
         "replay",
         help="publish recorded files into the chat streams",
@@ -93,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--keep-time", action="store_true", help="keep recorded 'created' times (default: re-stamp to now)"
     )
+    replay.set_defaults(func=replay_files)
 
+
+def _add_normalize(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     normalize = sub.add_parser(
         "normalize",
         help="print recorded records as normalised Posts (JSON Lines)",
@@ -107,7 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     normalize.add_argument(
         "--all-tags", action="store_true", help="every hashtag is a chat (default: only the config's chats)"
     )
+    normalize.set_defaults(func=normalize_command)
 
+
+def _add_chats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     chats = sub.add_parser(
         "chats",
         help="the chat directory: list the chats with their next slot, or import a CSV directory",
@@ -119,20 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     chats_sub = chats.add_subparsers(dest="chats_command", metavar="ACTION")
     chats_import = chats_sub.add_parser("import", help="read a directory CSV and print [[chats]] tables")
     chats_import.add_argument("file", type=Path, metavar="FILE")
-
-    add_transcript_parser(sub)
-    add_record_parser(sub)
-    add_loadtest_parser(sub)
-    add_synth_parser(sub)
-
-    config = sub.add_parser(
-        "config",
-        help="print the effective settings as TOML",
-        description="Print the settings after the config file and MIXER_* environment are "
-        "applied. The output is itself a valid mixer.toml.",
-    )
-    add_common(config)
-    return parser
+    chats.set_defaults(func=chats_command)
 
 
 def read_settings(args: argparse.Namespace) -> Settings:
@@ -149,12 +170,41 @@ def read_settings(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
+def config_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`mixer config`: the effective settings as TOML."""
+    sys.stdout.write(render_settings(settings))
+    return 0
+
+
+def normalize_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`mixer normalize`: recordings as normalised Posts on stdout, bad records on stderr."""
+    from mixer.ingest.hashtags import ChatMatcher
+    from mixer.ingest.recorded import normalize
+
+    matcher = ChatMatcher(None if args.all_tags else settings.chat_tags)
+    return normalize(args.files, matcher, sys.stdout.buffer, sys.stderr)
+
+
+def replay_files(settings: Settings, args: argparse.Namespace) -> int:
+    """`mixer replay`: recordings published once (or looping) into a shared Redis."""
+    from mixer.ingest.replay import ReplayOptions
+
+    try:
+        options = ReplayOptions(speed=args.speed, loop=args.loop, max_gap=args.max_gap, keep_time=args.keep_time)
+    except ValueError as exc:
+        print(f"mixer replay: {exc}", file=sys.stderr)
+        return 2
+    return run_async(replay_command(settings, args.files, options))
+
+
 def chats_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer chats`: the directory with next slots and live marks; `mixer chats import FILE`: CSV to TOML."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    from mixer.schedule import chat_entry
+
     if args.chats_command == "import":
-        from .directory import entries_to_toml, import_csv
+        from mixer.tools.directory import entries_to_toml, import_csv
 
         result = import_csv(args.file)
         for message in result.messages():
@@ -166,8 +216,6 @@ def chats_command(settings: Settings, args: argparse.Namespace) -> int:
     except (ZoneInfoNotFoundError, ValueError):
         print(f"mixer chats: unknown time zone {args.tz!r} (an IANA name like Europe/London)", file=sys.stderr)
         return 2
-    from .app import chat_entry
-
     now = datetime.now(UTC)
     for chat in settings.chats:
         entry = chat_entry(chat, now)
@@ -180,6 +228,50 @@ def chats_command(settings: Settings, args: argparse.Namespace) -> int:
             when += f" {args.tz}"
         print(f"#{chat.tag:<20} {when:<40} {chat.title}")
     return 0
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> tuple[list[Path], float]:
+    """The recordings to loop (``--replay``, else the bundled demo) and their speed."""
+    return args.replay or [Path(settings.demo_file)], args.speed or settings.demo_speed
+
+
+def _live(settings: Settings) -> bool:
+    return bool(settings.mastodon_instances or settings.bluesky_enabled or settings.x_bearer_token)
+
+
+def run_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`mixer run`: everything in one process."""
+    parts = Parts(host=settings.host, port=settings.port, merge=True, web=True, follow=_live(settings))
+    if not args.no_demo:
+        parts.ingest_files, parts.ingest_speed = _demo(settings, args)
+    return run_async(run_parts(settings, parts))
+
+
+def ingest_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`mixer ingest`: the live followers, and recordings when asked for or when nothing live is configured."""
+    parts = Parts(follow=_live(settings))
+    if args.replay or not parts.follow:
+        parts.ingest_files, parts.ingest_speed = _demo(settings, args)
+    return run_async(run_parts(settings, parts))
+
+
+def serve_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`mixer serve`: the fan-out server (and the merge stage unless --no-merge), in --workers processes."""
+    parts = Parts(host=settings.host, port=settings.port, web=True, merge=not args.no_merge)
+    parts.reuse_port = args.reuse_port or args.workers > 1
+    if args.workers <= 1:
+        return run_async(run_parts(settings, parts))
+    passed = _without_option([a for a in args.argv if a != "serve"], "--workers")
+    workers = spawn_workers(passed, args.workers - 1)
+    try:
+        return run_async(run_parts(settings, parts))
+    finally:
+        stop_workers(workers)
+
+
+def merge_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`mixer merge`: the merge and shaping stages alone (one leader among any number)."""
+    return run_async(run_parts(settings, Parts(merge=True)))
 
 
 def _without_option(args: list[str], name: str) -> list[str]:
@@ -197,7 +289,9 @@ def _without_option(args: list[str], name: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -210,59 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mixer: config error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "config":
-        sys.stdout.write(render_settings(settings))
-        return 0
-    if args.command == "chats":
-        return chats_command(settings, args)
-    if args.command == "transcript":
-        return transcript_command(settings, args)
-    if args.command == "record":
-        return record_command(settings, args)
-    if args.command == "loadtest":
-        return loadtest_command(settings, args)
-    if args.command == "synth":
-        return synth_command(settings, args)
-    if args.command == "normalize":
-        from .hashtags import ChatMatcher
-        from .recorded import normalize
-
-        matcher = ChatMatcher(None if args.all_tags else settings.chat_tags)
-        return normalize(args.files, matcher, sys.stdout.buffer, sys.stderr)
-    if args.command == "replay":
-        try:
-            options = ReplayOptions(speed=args.speed, loop=args.loop, max_gap=args.max_gap, keep_time=args.keep_time)
-        except ValueError as exc:
-            print(f"mixer replay: {exc}", file=sys.stderr)
-            return 2
-        return run_async(replay_command(settings, args.files, options))
-    parts = Parts(host=settings.host, port=settings.port)
-    demo = getattr(args, "replay", None) or [Path(settings.demo_file)]
-    speed = getattr(args, "speed", None) or settings.demo_speed
-    live = bool(settings.mastodon_instances or settings.bluesky_enabled or settings.x_bearer_token)
-    if args.command == "run":
-        parts.merge = parts.web = True
-        parts.follow = live
-        if not args.no_demo:
-            parts.ingest_files, parts.ingest_speed = demo, speed
-    elif args.command == "ingest":
-        parts.follow = live
-        if args.replay or not live:
-            parts.ingest_files, parts.ingest_speed = demo, speed
-    elif args.command == "serve":
-        parts.web, parts.merge = True, not args.no_merge
-        parts.reuse_port = args.reuse_port or args.workers > 1
-        if args.workers > 1:
-            passed = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "serve"]
-            passed = _without_option(passed, "--workers")
-            workers = spawn_workers(passed, args.workers - 1)
-            try:
-                return run_async(run_parts(settings, parts))
-            finally:
-                stop_workers(workers)
-    elif args.command == "merge":
-        parts.merge = True
-    return run_async(run_parts(settings, parts))
+    command: Command = args.func
+    return command(settings, args)
 
 
 if __name__ == "__main__":

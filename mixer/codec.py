@@ -1,20 +1,20 @@
-"""Encoding: Posts to msgpack for Redis, frames to JSON or msgpack for clients.
+"""Encoding: Posts to msgpack for Redis, JSON in and out.
 
 Redis holds a Post as msgpack of its contract dict without ``id`` (the stream entry id
-is the id). Clients get JSON text or msgpack binary frames. ``ws_frame`` builds a whole
-server-to-client websocket frame once, so the hub can write the same bytes to every
-transport. Nothing here touches the network.
+is the id); the ``*_FIELD`` names say what kind of entry a stream entry is. ``loads`` reads
+untrusted JSON with errors that say what is wrong; ``dumps`` writes compact UTF-8 JSON.
+Client frames (websocket, SSE) are built in ``mixer.fanout.frames``. Nothing here touches
+the network.
 """
 
 from __future__ import annotations
 
 import json
-import struct
 from typing import Any
 
 import msgpack
 
-from .models import Post
+from mixer.models import Post
 
 FIELD = b"p"  # stream entry field of a post: the msgpack-encoded post
 EDIT_FIELD = b"u"  # stream entry field of an edit: the post's new content, same key
@@ -58,91 +58,3 @@ def loads(raw: bytes | str) -> Any:
 def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON; non-ASCII kept as is (smaller than \\u escapes)."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def encode_message(obj: dict[str, Any], fmt: str) -> bytes:
-    """A client message body in ``json`` or ``msgpack``."""
-    if fmt == "msgpack":
-        return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
-    return dumps(obj)
-
-
-def ws_frame(payload: bytes, binary: bool = False) -> bytes:
-    """One unmasked, final, uncompressed websocket frame (RFC 6455 section 5.2)."""
-    first = 0x82 if binary else 0x81
-    size = len(payload)
-    if size < 126:
-        header = struct.pack("!BB", first, size)
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", first, 126, size)
-    else:
-        header = struct.pack("!BBQ", first, 127, size)
-    return header + payload
-
-
-def sse_chunk(message: dict[str, Any]) -> bytes:
-    """A message as Server-Sent Events (one event per post), framed as one HTTP/1.1 chunk."""
-    kind = message.get("type", "message")
-    if kind in ("posts", "update"):
-        body = b"".join(_item_bytes(kind, item, "sse") for item in message.get("items", ()))
-    else:
-        body = b"event: " + str(kind).encode() + b"\ndata: " + dumps(message) + b"\n\n"
-    return chunk(body)
-
-
-def chunk(body: bytes) -> bytes:
-    """``body`` as one chunk of an HTTP/1.1 chunked response."""
-    return f"{len(body):x}\r\n".encode() + body + b"\r\n"
-
-
-def wire(messages: list[dict[str, Any]], fmt: str) -> bytes:
-    """Messages as the bytes a client of ``fmt`` reads: websocket frames (json, msgpack) or SSE chunks (sse)."""
-    if fmt == "sse":
-        return b"".join(sse_chunk(m) for m in messages)
-    return b"".join(ws_frame(encode_message(m, fmt), binary=fmt == "msgpack") for m in messages)
-
-
-def wire_memo(messages: list[dict[str, Any]], fmt: str, memo: dict[int, bytes]) -> bytes:
-    """``wire(messages, fmt)`` byte for byte, each item of a ``posts`` or ``update`` message encoded once: its
-    bytes are kept in ``memo`` under the item's ``id()``. One memo per format, and the caller keeps the items
-    alive as long as their memo (an id is only unique among live objects)."""
-    out: list[bytes] = []
-    for message in messages:
-        kind = message["type"]
-        if kind not in ("posts", "update"):
-            out.append(wire([message], fmt))
-            continue
-        items = message["items"]
-        encoded = []
-        for item in items:
-            got = memo.get(id(item))
-            if got is None:
-                got = memo[id(item)] = _item_bytes(kind, item, fmt)
-            encoded.append(got)
-        if fmt == "sse":
-            out.append(chunk(b"".join(encoded)))
-        elif fmt == "msgpack":
-            head = b"\x82\xa4type" + msgpack.packb(kind) + b"\xa5items" + _array_header(len(items))
-            out.append(ws_frame(head + b"".join(encoded), binary=True))
-        else:
-            out.append(ws_frame(b'{"type":"' + kind.encode() + b'","items":[' + b",".join(encoded) + b"]}"))
-    return b"".join(out)
-
-
-def _item_bytes(kind: str, item: dict[str, Any], fmt: str) -> bytes:
-    if fmt == "msgpack":
-        return msgpack.packb(item, use_bin_type=True)  # type: ignore[no-any-return]
-    if fmt != "sse":
-        return dumps(item)
-    if kind == "posts":
-        return b"id: " + str(item["id"]).encode() + b"\nevent: post\ndata: " + dumps(item) + b"\n\n"
-    return b"event: update\ndata: " + dumps(item) + b"\n\n"
-
-
-def _array_header(size: int) -> bytes:
-    """A msgpack array header (the items follow)."""
-    if size < 16:
-        return bytes([0x90 | size])
-    if size < 1 << 16:
-        return struct.pack("!BH", 0xDC, size)
-    return struct.pack("!BI", 0xDD, size)

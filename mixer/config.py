@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mixer.models import normalize_tag
-from mixer.settings import PACKAGE_DIR, ChatSettings, ConfigError, Settings
-from mixer.shaping import Profile
+from mixer.settings import PACKAGE_DIR, ChatSettings, ConfigError, Profile, Settings
 
 __all__ = ["BUNDLED_CONFIG", "PALETTE", "ConfigError", "find_config", "load_settings", "render_settings"]
 

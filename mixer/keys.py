@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+CHANGES_MAXLEN = 1_000  # notices kept in ``Keys.mod_changes`` (queue or audit log changed): consoles need the newest
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:

@@ -19,21 +19,23 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
-from aiohttp import web
-from redis.exceptions import RedisError
 
-from .app import config_rules, create_app
-from .embedded import EmbeddedRedis
-from .ingest import Backoff, CursorStore, Publisher, follow_gate
-from .keys import Keys
-from .merge import MergeStage
-from .replay import Replayer, ReplayOptions
-from .settings import Settings
-from .shaped import ShapingStage
-from .sources import Source
-from .streams import dedicated_client, raise_if_cancelling
+from mixer.embedded import EmbeddedRedis
+from mixer.ingest.publish import CursorStore, Publisher, follow_gate
+from mixer.ingest.replay import Replayer, ReplayOptions
+from mixer.ingest.sources import Source
+from mixer.keys import Keys
+from mixer.merge.shaping import ShapingStage, shape_forever
+from mixer.merge.stage import MergeStage
+from mixer.rules import config_rules
+from mixer.settings import Settings
+from mixer.streams import dedicated_client
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +83,13 @@ async def ingest_replay(settings: Settings, redis_url: str, files: list[Path], s
 
 def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore) -> list[Source]:
     """The live followers the settings ask for, one per Mastodon instance, Bluesky, X."""
-    from .hashtags import ChatMatcher
+    from mixer.ingest.hashtags import ChatMatcher
 
     matcher = ChatMatcher(settings.chat_tags)
     tags = settings.chat_tags
     sources: list[Source] = []
     if settings.mastodon_instances:
-        from .sources.mastodon import MastodonSource
+        from mixer.ingest.sources.mastodon import MastodonSource
 
         for instance in settings.mastodon_instances:
             sources.append(
@@ -102,11 +104,11 @@ def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore
                 )
             )
     if settings.bluesky_enabled:
-        from .sources.bluesky import BlueskySource
+        from mixer.ingest.sources.bluesky import BlueskySource
 
         sources.append(BlueskySource(publisher, cursors, matcher, endpoint=settings.bluesky_endpoint))
     if settings.x_bearer_token:
-        from .sources.x import XSource
+        from mixer.ingest.sources.x import XSource
 
         sources.append(
             XSource(publisher, cursors, matcher, bearer_token=settings.x_bearer_token, tags=tags, api=settings.x_api)
@@ -149,7 +151,7 @@ async def merge_forever(settings: Settings, redis_url: str) -> None:
     """The merge and shaping stages, each on its own connection, only while this process holds the merge
     lease (one leader among any number of processes), until cancelled. Their writes are fenced by the
     lease, so a leader paused past its lease cannot write after another took over."""
-    from .lease import Lease, LeaseLost, new_holder_id
+    from mixer.merge.lease import Lease, LeaseLost, new_holder_id
 
     redis = dedicated_client(redis_url, 1000)
     shaping_conn = dedicated_client(redis_url, 1000)
@@ -188,23 +190,23 @@ async def merge_forever(settings: Settings, redis_url: str) -> None:
         await redis.aclose()
 
 
-async def shape_forever(shaping: ShapingStage) -> None:
-    """The shaping stage, restarted from its cursor after a Redis error (capped backoff)."""
-    backoff = Backoff(base=0.1, cap=5.0)
-    while True:
-        try:
-            await shaping.run()
-        except (RedisError, OSError) as exc:
-            raise_if_cancelling()
-            delay = backoff.next()
-            log.warning("shaping: redis error (%s); resuming from its cursor in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-
-
 # connections the kernel queues for accept (capped by net.core.somaxconn): a reconnect storm of thousands of
 # clients after a restart must wait in the queue; past it (aiohttp's default is 128) each SYN is dropped and that
 # client retries 1-3 s later (seen as ramps stalling for seconds in scripts/bench_fanout.py)
 LISTEN_BACKLOG = 4096
+
+
+def build_app(settings: Settings, redis_url: str) -> web.Application:
+    """The fan-out app with the webhook's ingest side mounted on ``POST /api/posts``."""
+    from mixer.fanout.app import create_app
+    from mixer.ingest.hashtags import ChatMatcher
+    from mixer.ingest.webhook import PublishingWebhook
+
+    def webhook(redis: aioredis.Redis) -> PublishingWebhook:
+        publisher = Publisher(redis, Keys(settings.key_prefix), settings.chat_tags, settings.chat_maxlen)
+        return PublishingWebhook(publisher, ChatMatcher(settings.chat_tags))
+
+    return create_app(settings, redis_url, webhook)
 
 
 async def serve_web(
@@ -217,7 +219,9 @@ async def serve_web(
 ) -> None:
     """The fan-out server until cancelled; websockets are closed with GOING_AWAY on the way out.
     With ``reuse_port`` several processes listen on the same port and the kernel spreads connections."""
-    runner = web.AppRunner(create_app(settings, redis_url), handle_signals=False, shutdown_timeout=5)
+    from aiohttp import web  # here, not at the top: the merge and ingest processes never load the web server
+
+    runner = web.AppRunner(build_app(settings, redis_url), handle_signals=False, shutdown_timeout=5)
     await runner.setup()
     try:
         site = web.TCPSite(
@@ -312,7 +316,7 @@ async def replay_command(settings: Settings, files: list[Path], options: ReplayO
 def spawn_workers(argv: list[str], count: int) -> list[subprocess.Popen[bytes]]:
     """``count`` sibling fan-out processes running ``mixer serve`` with ``argv`` (fan-out only, shared port);
     each dies with this process (PR_SET_PDEATHSIG on Linux)."""
-    from .embedded import _die_with_parent
+    from mixer.embedded import _die_with_parent
 
     children = []
     for _ in range(count):

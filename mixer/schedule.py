@@ -6,8 +6,9 @@ other week (``anchor`` names a date in an "on" week) or on the nth weekday(s) of
 back (canonical, round trip). ``next_slot`` and ``is_live`` take the current time as an argument
 and return aware UTC datetimes. Daylight-saving time: a local start that does not exist (the
 spring-forward gap) is shifted forward by the gap; one that happens twice (fall back) is the
-first occurrence (both are ``fold=0``, PEP 495). Reading the CSV directory is in ``directory``;
-the config keys, ``mixer chats``, ``/api/chats`` and scheduled following use this from elsewhere.
+first occurrence (both are ``fold=0``, PEP 495). ``chat_entry`` is a chat as the directory shows
+it (``/api/chats``, ``mixer chats``). Reading the CSV directory is ``mixer.tools.directory``; the
+config keys and scheduled following use this from elsewhere.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from mixer.settings import ChatSettings
 
 Every = Literal["weekly", "fortnightly", "monthly"]
 
@@ -271,3 +274,20 @@ def _monday(day: date) -> date:
 def _check_aware(now: datetime) -> None:
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be an aware datetime (UTC)")
+
+
+def chat_entry(chat: ChatSettings, now: datetime) -> dict[str, Any]:
+    """A chat as the directory shows it: with ``live``, ``next_start`` and ``next_end`` (UTC ISO) when scheduled."""
+    entry: dict[str, Any] = {"tag": chat.tag, "title": chat.title, "colour": chat.colour}
+    entry |= {"topic": chat.topic, "hosts": list(chat.hosts), "schedule": chat.schedule or None}
+    if chat.schedule:
+        schedule = Schedule.parse(chat.schedule)
+        start, end = next_slot(schedule, now)
+        entry |= {"live": is_live(schedule, now), "next_start": _iso(start), "next_end": _iso(end)}
+    else:
+        entry |= {"live": None, "next_start": None, "next_end": None}
+    return entry
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -8,10 +8,13 @@ lives in ``mixer.config``; this module holds only the data.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
-from .shaping import Profile
+from mixer.models import normalize_tag
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEMO_RECORDING = PACKAGE_DIR / "data" / "pstweetchat.jsonl"
@@ -34,6 +37,58 @@ class ConfigError(Exception):
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
         return f"{where}: {self.key}: {self.reason}" if self.key else f"{where}: {self.reason}"
+
+
+DEFAULT_WEIGHT = 1.0  # share weight of a chat the profile does not name
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A named shape; raises ValueError naming the bad field. Unshaped when ``rate`` is 0 or infinite."""
+
+    name: str
+    rate: float = 0.5  # posts per second on average; 0 or inf: unshaped (everything, in offer order)
+    burst: int = 3  # posts that may leave back to back after a quiet spell; >= 1 when shaped
+    max_wait: float = 30.0  # seconds a post may wait (inf: no limit); older ones are dropped and counted
+    weights: Mapping[str, float] = field(default_factory=dict, hash=False)  # chat -> share weight (default 1.0)
+    max_queue: int = 1000  # hard cap of posts waiting in one chat's queue; beyond it its oldest is dropped
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("a profile needs a non-empty name")
+        where = f"profile {self.name!r}"
+        if not _is_number(self.rate) or not self.rate >= 0:
+            raise ValueError(f"{where}: 'rate' must be posts per second, >= 0 (0 or inf: unshaped), got {self.rate!r}")
+        if not isinstance(self.burst, int) or isinstance(self.burst, bool) or self.burst < (1 if self.shaped else 0):
+            raise ValueError(f"{where}: 'burst' must be a whole number of posts >= 1, got {self.burst!r}")
+        if not _is_number(self.max_wait) or not self.max_wait > 0:
+            raise ValueError(f"{where}: 'max_wait' must be seconds > 0 (inf: no limit), got {self.max_wait!r}")
+        if not isinstance(self.max_queue, int) or isinstance(self.max_queue, bool) or self.max_queue < 1:
+            raise ValueError(f"{where}: 'max_queue' must be a whole number >= 1, got {self.max_queue!r}")
+        weights: dict[str, float] = {}
+        for chat, weight in dict(self.weights).items():
+            if not _is_number(weight) or not 0 < weight < math.inf:
+                raise ValueError(f"{where}: weight of chat {chat!r} must be a number > 0, got {weight!r}")
+            weights[normalize_tag(chat)] = float(weight)
+        object.__setattr__(self, "weights", MappingProxyType(weights))
+
+    @property
+    def shaped(self) -> bool:
+        """False for a profile that passes everything through at once (rate 0 or inf)."""
+        return 0 < self.rate < math.inf
+
+    def weight(self, chat: str) -> float:
+        """The share weight of ``chat`` (``DEFAULT_WEIGHT`` unless the profile names it)."""
+        return self.weights.get(chat, DEFAULT_WEIGHT)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
+WALL = Profile("wall", rate=0.5, burst=3, max_wait=30.0)  # a projector: one post every 2 s, bursts of 3
+FULL = Profile("full", rate=0.0)  # everything, unshaped
+DEFAULT_PROFILES: tuple[Profile, ...] = (WALL, FULL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +127,7 @@ class Settings:
     max_connections: int = 20_000  # open /ws + /events clients per process; more get 503
     max_per_ip: int = 1_000  # open clients from one address; more get 429
     # [[profiles]]: shaped streams clients can pick with profile=; "full" (everything) always exists
-    profiles: tuple[Profile, ...] = (Profile("wall", rate=0.5, burst=3, max_wait=30.0),)
+    profiles: tuple[Profile, ...] = (WALL,)
     # [merge]
     window_ms: int = 500  # reorder window: how long a post waits for its twins from other chats
     seen_max: int = 200_000  # post keys remembered for dedupe (oldest forgotten first)

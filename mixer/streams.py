@@ -14,7 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from .codec import ACTION_FIELD, EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD
+from mixer.codec import ACTION_FIELD, EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD
 
 KINDS = (FIELD, EDIT_FIELD, RETRACT_FIELD, PIN_FIELD, ACTION_FIELD)
 Entry = tuple[str, bytes, bytes]  # (entry id, payload, kind: the field name b"p", b"u", b"r"; b"" if unknown)

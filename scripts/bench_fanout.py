@@ -3,9 +3,9 @@
 For each row of the table (N clients x R posts/s, or N idle clients) it runs both servers in
 turn, each a subprocess pinned to core 0 with ``taskset -c 0`` (with the embedded Redis:
 the feed is part of the serving side), against the same load on core 1: N websocket clients
-held by `mixer.loadtest` worker processes (a few sampled clients parse frames for latency,
-the rest are `mixer.loadpoll` counters read in paced rounds), and a driver that XADDs ~400-byte posts straight
-into the merged feed stream at R posts/s for D seconds (what the merge stage writes, so no
+held by `mixer loadtest` worker processes (a few sampled clients parse frames for latency,
+the rest are `mixer.tools.loadtest.poll` counters read in paced rounds), and a driver that XADDs
+~400-byte posts straight into the merged feed stream at R posts/s for D seconds (what the merge stage writes, so no
 merge stage runs). For each run it prints deliveries/s, loss, latency percentiles (receive
 time minus the post's ``at``), CPU % of the server (and its kernel share), of the load side
 and of Redis, CPU microseconds per delivery, our hub's own counters (broadcasts, posts per
@@ -47,10 +47,10 @@ import redis.asyncio as aioredis
 from mixer.codec import FIELD, pack_post
 from mixer.embedded import EmbeddedRedis
 from mixer.keys import Keys
-from mixer.loadtest import LoadOptions, loadtest
 from mixer.models import Author, Post
-from mixer.procstat import core_busy, core_times, process_ticks
 from mixer.settings import Settings
+from mixer.tools.loadtest.procstat import core_busy, core_times, process_ticks
+from mixer.tools.loadtest.run import LoadOptions, loadtest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHATS = ("smbiz", "edchat", "journchat", "blogchat")

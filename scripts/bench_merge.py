@@ -26,15 +26,14 @@ import uuid
 import redis.asyncio as aioredis
 
 from mixer.embedded import EmbeddedRedis
-from mixer.ingest import Publisher
+from mixer.ingest.publish import Publisher
+from mixer.ingest.recorded import read_records
 from mixer.keys import Keys
-from mixer.merge import MergeStage
+from mixer.merge.shaping import ShapingStage
+from mixer.merge.stage import MergeStage
 from mixer.models import Post
-from mixer.moderation import Rules
-from mixer.recorded import read_records
-from mixer.settings import DEMO_RECORDING
-from mixer.shaped import ShapingStage
-from mixer.shaping import Profile
+from mixer.rules import Rules
+from mixer.settings import DEMO_RECORDING, Profile
 from mixer.streams import dedicated_client, read_new
 
 CHATS = ("pstweetchat", "powershell", "pshsummit", "devops")

@@ -33,12 +33,12 @@ import redis.asyncio as aioredis
 
 from mixer.codec import FIELD, pack_post
 from mixer.embedded import EmbeddedRedis
-from mixer.ingest import Publisher
+from mixer.ingest.publish import Publisher
+from mixer.ingest.recorded import read_records
+from mixer.ingest.replay import Replayer, ReplayOptions
 from mixer.keys import Keys
-from mixer.merge import MergeStage
+from mixer.merge.stage import MergeStage
 from mixer.models import Post
-from mixer.recorded import read_records
-from mixer.replay import Replayer, ReplayOptions
 from mixer.settings import DEMO_RECORDING
 from mixer.streams import dedicated_client
 

@@ -22,7 +22,8 @@ import random
 import time
 from collections import deque
 
-from mixer.shaping import FULL, WALL, Profile, Shaper
+from mixer.merge.shaper import Shaper
+from mixer.settings import FULL, WALL, Profile
 
 
 def items(count: int, chats: int) -> list[tuple[str, tuple[str, ...]]]:

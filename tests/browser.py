@@ -1,6 +1,6 @@
 """Fixtures for real-browser tests: the fan-out app on a real port, and headless Chromium.
 
-``live_server`` runs ``create_app`` in-process (``AppRunner`` + ``TCPSite`` on 127.0.0.1,
+``live_server`` runs the fan-out app (``build_app``) in-process (``AppRunner`` + ``TCPSite`` on 127.0.0.1,
 port 0) on the test's Redis prefix, is ready (``/readyz``) before the test starts, and can
 be stopped and started again on the same port. ``chromium_page`` is a Playwright page
 (async API, so it shares the pytest-asyncio loop with the server) in a fresh Chromium
@@ -30,12 +30,12 @@ from aiohttp import web
 from playwright.async_api import Dialog, Page, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
-from mixer.app import create_app
 from mixer.codec import FIELD, pack_post
-from mixer.ingest import Publisher
+from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
-from mixer.merge import MergeStage
+from mixer.merge.stage import MergeStage
 from mixer.models import Post
+from mixer.runner import build_app
 from mixer.settings import ChatSettings, Settings
 from mixer.streams import dedicated_client
 
@@ -79,7 +79,7 @@ class LiveServer:
 
     async def start(self) -> None:
         """Serve a new app (fresh hub and follower) and return once ``/readyz`` answers 200."""
-        runner = web.AppRunner(create_app(self.settings, self.redis_url))
+        runner = web.AppRunner(build_app(self.settings, self.redis_url))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.port)
         try:

@@ -1,4 +1,4 @@
-"""Starting the real fan-out app on a free loopback port, for tests."""
+"""Starting the real fan-out app (as `mixer serve` builds it) on a free loopback port, for tests."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from mixer.app import FOLLOWING, create_app
+from mixer.fanout.appkeys import FOLLOWING
+from mixer.runner import build_app
 from mixer.settings import ChatSettings, Settings
 
 CHATS = (
@@ -39,7 +40,7 @@ class Running:
 @asynccontextmanager
 async def running_app(settings: Settings, redis_url: str, port: int = 0) -> AsyncIterator[Running]:
     """The app listening on 127.0.0.1, ready (following the feed) when entered; cleaned up on exit."""
-    app = create_app(settings, redis_url)
+    app = build_app(settings, redis_url)
     runner = web.AppRunner(app, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)

@@ -8,8 +8,8 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
-from mixer.app import HUB
 from mixer.codec import FIELD, pack_post
+from mixer.fanout.app import HUB
 from mixer.keys import Keys
 
 from .helpers import make_post

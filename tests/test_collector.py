@@ -9,7 +9,7 @@ import weakref
 import aiohttp
 import redis.asyncio as aioredis
 
-from mixer.collector import QUIET, Collector, apply, keep_collector
+from mixer.fanout.collector import QUIET, Collector, apply, keep_collector
 from mixer.keys import Keys
 
 from .servers import running_app, settings_for

@@ -11,10 +11,10 @@ import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixer.dedupe import Book, Changes, Deduper, FeedWrite, fingerprint
-from mixer.ingest import Publisher
+from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
-from mixer.merge import MergeStage
+from mixer.merge.dedupe import Book, Changes, Deduper, FeedWrite, fingerprint
+from mixer.merge.stage import MergeStage
 from mixer.models import Author, Edit, Event, Retraction
 
 from .helpers import make_post

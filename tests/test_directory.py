@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mixer.directory import DirectoryEntry, ImportResult, entries_to_toml, import_csv, import_rows
 from mixer.schedule import Schedule
+from mixer.tools.directory import DirectoryEntry, ImportResult, entries_to_toml, import_csv, import_rows
 
 CSV = Path(__file__).parent / "fixtures" / "directory" / "twitter_chat_schedule_from_public_pages.csv"
 HEADER = "hashtag,network,topic,frequency,day_of_week,start_local,end_local,timezone,hosts,as_of,source_url\n"

@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from mixer.config import load_settings
-from mixer.ingest import Publisher, follow_gate
+from mixer.ingest.publish import Publisher, follow_gate
 from mixer.keys import Keys
 from mixer.settings import ChatSettings, ConfigError
 

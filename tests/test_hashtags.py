@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mixer.hashtags import ChatMatcher, extract_hashtags, hashtag_spans, normalize_hashtag
+from mixer.ingest.hashtags import ChatMatcher, extract_hashtags, hashtag_spans, normalize_hashtag
 
 CASES: dict[str, list[dict[str, Any]]] = yaml.safe_load(
     (Path(__file__).parent / "fixtures" / "hashtags" / "extract.yml").read_text(encoding="utf-8")

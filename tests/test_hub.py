@@ -15,11 +15,12 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from mixer.app import HUB
-from mixer.codec import wire, wire_memo
-from mixer.hub import HEARTBEAT_PARTS, Client, Hub, first_of, lap_interval
+from mixer.fanout.app import HUB
+from mixer.fanout.frames import wire, wire_memo
+from mixer.fanout.hub import HEARTBEAT_PARTS, Client, Hub, first_of, lap_interval
+from mixer.fanout.messages import BATCH_POSTS, frames_for
+from mixer.feed import FeedItem
 from mixer.keys import Keys
-from mixer.messages import BATCH_POSTS, FeedItem, frames_for
 
 from .helpers import make_post
 from .servers import running_app, settings_for

@@ -10,7 +10,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from mixer.codec import unpack_post
-from mixer.ingest import CursorStore, Publisher
+from mixer.ingest.publish import CursorStore, Publisher
 from mixer.keys import Keys
 from mixer.streams import read_range
 

@@ -18,9 +18,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from mixer.codec import FIELD, unpack_post
-from mixer.ingest import Publisher
+from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
-from mixer.lease import Lease, new_holder_id
+from mixer.merge.lease import Lease, new_holder_id
 from mixer.streams import dedicated_client, read_new, read_range, text
 
 from .helpers import make_post
@@ -191,7 +191,7 @@ async def test_work_is_cancelled_when_a_renewal_is_refused_and_hold_waits_to_run
 ) -> None:
     lease = Lease(connect(), keys.merge_lease, "ours", ttl=1.0, renew_every=0.1)
     work = Work()
-    caplog.set_level(logging.INFO, logger="mixer.lease")
+    caplog.set_level(logging.INFO, logger="mixer.merge.lease")
     async with running(lease.hold(work)) as holding:
         await asyncio.wait_for(work.started.wait(), 5)
         await redis.set(keys.merge_lease, "intruder", px=60_000)  # as if ours had expired and been taken
@@ -237,7 +237,7 @@ async def test_work_stops_before_anyone_else_can_start_when_redis_becomes_unreac
 
 
 class Logged(logging.Handler):
-    """An event set when ``mixer.lease`` logs a line containing ``text``."""
+    """An event set when ``mixer.merge.lease`` logs a line containing ``text``."""
 
     def __init__(self, text: str) -> None:
         super().__init__(logging.INFO)
@@ -251,7 +251,7 @@ class Logged(logging.Handler):
 
 @pytest.fixture
 def logged() -> Iterator[Callable[[str], asyncio.Event]]:
-    logger = logging.getLogger("mixer.lease")
+    logger = logging.getLogger("mixer.merge.lease")
     handlers: list[Logged] = []
     level = logger.level
     logger.setLevel(logging.INFO)

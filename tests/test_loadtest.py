@@ -18,12 +18,16 @@ from aiohttp import WSMsgType, web
 
 from mixer.codec import FIELD, unpack_item
 from mixer.keys import Keys
-from mixer.loadclient import WorkerPlan, WorkerStats, _raise_fd_limit
-from mixer.loadcount import CHUNK, FrameCounter
-from mixer.loaddrive import Driver
-from mixer.loadpoll import PolledClient, connect, poll_clients, read_round
-from mixer.loadreport import report
-from mixer.loadtest import (
+from mixer.merge.stage import MergeStage
+from mixer.settings import Settings
+from mixer.streams import dedicated_client, read_range
+from mixer.tools.loadtest.client import WorkerPlan, WorkerStats, _raise_fd_limit
+from mixer.tools.loadtest.count import CHUNK, FrameCounter
+from mixer.tools.loadtest.drive import Driver
+from mixer.tools.loadtest.poll import PolledClient, connect, poll_clients, read_round
+from mixer.tools.loadtest.procstat import core_busy, core_times, process_ticks, rss_bytes
+from mixer.tools.loadtest.report import report
+from mixer.tools.loadtest.run import (
     LoadOptions,
     add_loadtest_parser,
     check_url,
@@ -31,10 +35,6 @@ from mixer.loadtest import (
     loadtest_command,
     percentiles,
 )
-from mixer.merge import MergeStage
-from mixer.procstat import core_busy, core_times, process_ticks, rss_bytes
-from mixer.settings import Settings
-from mixer.streams import dedicated_client, read_range
 
 from .servers import CHATS, running_app, settings_for
 

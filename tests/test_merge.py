@@ -7,10 +7,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from mixer.codec import FIELD, unpack_post
-from mixer.ingest import Publisher
+from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
-from mixer.lease import LeaseLost
-from mixer.merge import MergeStage
+from mixer.merge.lease import LeaseLost
+from mixer.merge.stage import MergeStage
 from mixer.models import Post
 from mixer.streams import id_key, read_range
 

@@ -12,12 +12,12 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
-from mixer.ingest import Publisher
+from mixer.fanout.modapi import moderator_name
+from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
-from mixer.merge import MergeStage
-from mixer.modapi import moderator_name
+from mixer.merge.stage import MergeStage
 from mixer.models import Author
-from mixer.moderation import Rules
+from mixer.rules import Rules
 from mixer.streams import dedicated_client
 
 from .helpers import make_post

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mixer.merge.moderation import Hit, Moderator, Verdict, profanity_words
 from mixer.models import Author, Post
-from mixer.moderation import ChatRules, Hit, Rules, account_key, fold, judge, profanity_words
+from mixer.rules import ChatRules, Rules, account_key, fold
 from tests.helpers import make_post
 
 
@@ -22,6 +23,10 @@ def post(
     name: str = "Alice",
 ) -> Post:
     return replace(make_post("k1", chats, text=text), source=source, author=Author(handle=handle, name=name))
+
+
+def judge(p: Post, rules: Rules) -> Verdict:
+    return Moderator(rules).judge(p)
 
 
 def blocked_by(rules: Rules, text: str) -> str | None:

@@ -14,11 +14,11 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from mixer.codec import FIELD, unpack_post
-from mixer.ingest import Publisher
+from mixer.ingest.publish import Publisher
+from mixer.ingest.recorded import read_records
+from mixer.ingest.replay import Replayer, ReplayOptions
 from mixer.keys import Keys
-from mixer.merge import MergeStage
-from mixer.recorded import read_records
-from mixer.replay import Replayer, ReplayOptions
+from mixer.merge.stage import MergeStage
 from mixer.runner import LISTEN_BACKLOG
 from mixer.streams import dedicated_client, read_range
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixer.qa import qa_tags
+from mixer.merge.qa import qa_tags
 
 DEMO = Path(__file__).parent.parent / "mixer" / "data" / "pstweetchat.jsonl"
 

@@ -15,10 +15,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD, pack_post
-from mixer.hashtags import ChatMatcher
+from mixer.ingest.hashtags import ChatMatcher
+from mixer.ingest.recorded import RecordError, read_events
 from mixer.keys import Keys
 from mixer.models import Post
-from mixer.record import (
+from mixer.settings import Settings
+from mixer.tools.record import (
     RecordOptions,
     RecordProgress,
     add_record_parser,
@@ -27,8 +29,6 @@ from mixer.record import (
     record_command,
     redact,
 )
-from mixer.recorded import RecordError, read_events
-from mixer.settings import Settings
 from tests.helpers import make_post
 
 
@@ -164,7 +164,7 @@ async def test_sigterm_stops_the_command_with_everything_read_written(
 ) -> None:
     path = tmp_path / "signal.jsonl"
     script = (
-        "import sys; from mixer.record import add_record_parser, record_command; import argparse; "
+        "import sys; from mixer.tools.record import add_record_parser, record_command; import argparse; "
         "from mixer.settings import Settings; p = argparse.ArgumentParser(); "
         "add_record_parser(p.add_subparsers(dest='command')); "
         f"sys.exit(record_command(Settings(redis_url={redis_url!r}, key_prefix={keys.prefix!r}), "

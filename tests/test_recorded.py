@@ -15,11 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mixer.codec import FIELD, RETRACT_FIELD, pack_post, unpack_post
-from mixer.hashtags import ChatMatcher
-from mixer.ingest import Publisher
-from mixer.keys import Keys
-from mixer.models import Edit, Ignored, Post, Retraction
-from mixer.recorded import (
+from mixer.ingest.hashtags import ChatMatcher
+from mixer.ingest.publish import Publisher
+from mixer.ingest.recorded import (
     RecordError,
     event_dict,
     parse_line,
@@ -29,7 +27,9 @@ from mixer.recorded import (
     read_records,
     record_kind,
 )
-from mixer.replay import Replayer, ReplayOptions, plan, restamp, restamp_event
+from mixer.ingest.replay import Replayer, ReplayOptions, plan, restamp, restamp_event
+from mixer.keys import Keys
+from mixer.models import Edit, Ignored, Post, Retraction
 from mixer.settings import DEMO_RECORDING
 
 from .helpers import make_post
@@ -43,7 +43,7 @@ MALFORMED = FIXTURES / "pstweetchat_malformed.jsonl"
 def test_malformed_lines_are_reported_with_line_numbers_and_every_good_line_is_still_read(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="mixer.recorded"):
+    with caplog.at_level(logging.WARNING, logger="mixer.ingest.recorded"):
         records = list(read_records(MALFORMED))
     errors = [r for r in records if isinstance(r, RecordError)]
     posts = [r for r in records if isinstance(r, Post)]
@@ -257,7 +257,7 @@ def test_an_unrecognised_or_broken_record_is_a_value_error_saying_why(record: An
 def test_a_crash_inside_a_platform_parser_becomes_a_value_error_not_a_crash(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from mixer.sources import bluesky
+    from mixer.ingest.sources import bluesky
 
     def broken(data: Any, matcher: ChatMatcher, now_ms: int) -> list[Any]:
         raise KeyError("commit")

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from mixer.merge.reorder import ReorderBuffer
 from mixer.models import Post, Retraction
-from mixer.reorder import ReorderBuffer
 
 from .helpers import make_post
 

@@ -10,11 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from mixer.codec import FIELD, unpack_post
-from mixer.ingest import Publisher
+from mixer.ingest.publish import Publisher
+from mixer.ingest.recorded import RecordError
+from mixer.ingest.replay import Replayer, ReplayOptions, Schedule, plan
 from mixer.keys import Keys
 from mixer.models import Post
-from mixer.recorded import RecordError
-from mixer.replay import Replayer, ReplayOptions, Schedule, plan
 
 from .helpers import make_post
 

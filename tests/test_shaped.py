@@ -9,8 +9,8 @@ import redis.asyncio as aioredis
 
 from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD, pack_post
 from mixer.keys import Keys
-from mixer.shaped import ShapingStage
-from mixer.shaping import Profile
+from mixer.merge.shaping import ShapingStage
+from mixer.settings import Profile
 from mixer.streams import read_range
 
 from .helpers import make_post

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mixer.shaping import DEFAULT_PROFILES, FULL, WALL, Profile, Shaper
+from mixer.merge.shaper import Shaper
+from mixer.settings import DEFAULT_PROFILES, FULL, WALL, Profile
 
 EPS = 1e-6
 

@@ -18,12 +18,13 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from mixer.backoff import Backoff
 from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD, unpack_post
-from mixer.hashtags import ChatMatcher
-from mixer.ingest import Backoff, CursorStore, Publisher
+from mixer.ingest.hashtags import ChatMatcher
+from mixer.ingest.publish import CursorStore, Publisher
+from mixer.ingest.sources.bluesky import BlueskySource, parse_jetstream
 from mixer.keys import Keys
 from mixer.models import Edit, Ignored, Post, Retraction
-from mixer.sources.bluesky import BlueskySource, parse_jetstream
 from mixer.streams import read_range
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bluesky"

@@ -25,12 +25,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from mixer.backoff import Backoff
 from mixer.codec import FIELD, RETRACT_FIELD, unpack_post
-from mixer.hashtags import ChatMatcher
-from mixer.ingest import Backoff, CursorStore, Publisher
-from mixer.keys import Keys
-from mixer.models import Edit, Ignored, Post, Retraction
-from mixer.sources.mastodon import (
+from mixer.ingest.hashtags import ChatMatcher
+from mixer.ingest.publish import CursorStore, Publisher
+from mixer.ingest.sources.mastodon import (
     MastodonSource,
     SseDecoder,
     html_to_text,
@@ -39,6 +38,8 @@ from mixer.sources.mastodon import (
     parse_status,
     parse_ws_message,
 )
+from mixer.keys import Keys
+from mixer.models import Edit, Ignored, Post, Retraction
 from mixer.streams import read_range
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mastodon"

@@ -20,13 +20,14 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mixer.backoff import Backoff
 from mixer.codec import FIELD, unpack_post
-from mixer.hashtags import ChatMatcher
-from mixer.ingest import Backoff, CursorStore, Publisher
+from mixer.ingest.hashtags import ChatMatcher
+from mixer.ingest.publish import CursorStore, Publisher
+from mixer.ingest.sources.x import load_json, parse_v1, parse_v2
+from mixer.ingest.sources.x_stream import STREAM_PATH, XSource
 from mixer.keys import Keys
 from mixer.models import Edit, Event, Ignored, Post, Retraction
-from mixer.sources.x import load_json, parse_v1, parse_v2
-from mixer.sources.x_stream import STREAM_PATH, XSource
 
 V1 = Path(__file__).parent / "fixtures" / "x-v1"
 V2 = Path(__file__).parent / "fixtures" / "x-v2"

@@ -9,13 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from mixer.dedupe import Book, Changes, Deduper, author_identity, fingerprint
-from mixer.hashtags import ChatMatcher
+from mixer.ingest.hashtags import ChatMatcher
+from mixer.ingest.recorded import RecordError, read_events
+from mixer.merge.dedupe import Book, Changes, Deduper, author_identity, fingerprint
+from mixer.merge.qa import qa_tags
 from mixer.models import Post
-from mixer.qa import qa_tags
-from mixer.recorded import RecordError, read_events
 from mixer.settings import ChatSettings, Settings
-from mixer.synth import add_synth_parser, count_by_chat, parse_rate, spec_for, synth_command, synthesize, write_night
+from mixer.tools.synth import (
+    add_synth_parser,
+    count_by_chat,
+    parse_rate,
+    spec_for,
+    synth_command,
+    synthesize,
+    write_night,
+)
 
 TAGS = ("smbiz", "edchat", "journchat")
 

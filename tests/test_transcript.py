@@ -17,11 +17,11 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis.asyncio as aioredis
 
-from mixer.ingest import Publisher
+from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
-from mixer.merge import MergeStage
+from mixer.merge.stage import MergeStage
 from mixer.models import Author, Edit, Post, Retraction
-from mixer.transcript import (
+from mixer.tools.transcript import (
     CSV_COLUMNS,
     Scope,
     defuse,

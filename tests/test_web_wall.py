@@ -28,10 +28,10 @@ from playwright.async_api import Locator, Page, Route, WebSocketRoute, expect
 
 from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD
 from mixer.config import ConfigError, load_settings
+from mixer.fanout.pages import qr_code_svg
 from mixer.keys import Keys
+from mixer.merge.qa import qa_tags
 from mixer.models import Post
-from mixer.pages import qr_code_svg
-from mixer.qa import qa_tags
 
 from . import browser
 from .browser import (

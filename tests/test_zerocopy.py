@@ -16,13 +16,14 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from mixer import zerocopy
-from mixer.app import HUB
-from mixer.codec import wire
-from mixer.hub import Client, Hub
+from mixer.fanout import zerocopy
+from mixer.fanout.app import HUB
+from mixer.fanout.frames import wire
+from mixer.fanout.hub import Client, Hub
+from mixer.fanout.messages import frames_for
+from mixer.fanout.zerocopy import MIN_BYTES, SharedFrame, socket_fd
+from mixer.feed import FeedItem
 from mixer.keys import Keys
-from mixer.messages import FeedItem, frames_for
-from mixer.zerocopy import MIN_BYTES, SharedFrame, socket_fd
 
 from .helpers import make_post
 from .servers import running_app, settings_for
@@ -144,7 +145,7 @@ def test_without_descriptors_frames_are_written_as_usual_and_the_failure_is_logg
 ) -> None:
     monkeypatch.setattr(zerocopy, "_failures", 0)  # counted per process: start from none
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    caplog.set_level(logging.WARNING, "mixer.zerocopy")
+    caplog.set_level(logging.WARNING, "mixer.fanout.zerocopy")
     try:
         lowest_free = os.dup(0)  # a new descriptor takes the lowest free number: allow none from there
         os.close(lowest_free)

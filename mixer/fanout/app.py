@@ -1,0 +1,257 @@
+"""The fan-out web app: ``create_app(settings, redis_url)`` and its routes.
+
+Resources are cleanup contexts (a failed start unwinds only what started): a pooled
+Redis client for history reads, and per profile a feed follower (a task on a dedicated
+connection that reads the feed and publishes each batch to the profile's ``Hub``) and the
+hub's writer. Routes: ``/ws`` and ``/events`` (the live contract, ``mixer.fanout.live``),
+``/api/feed``, ``/api/chats``, ``/api/stats``, ``/metrics``, ``POST /api/posts`` (HTTP only:
+the records go to the ``mixer.webhook.Webhook`` the composition root passes in), ``/healthz``,
+``/readyz``, the moderation API (``mixer.fanout.modapi``) and the pages (``mixer.fanout.pages``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from aiohttp import WSCloseCode, web
+from redis.exceptions import RedisError
+
+from mixer.codec import dumps
+from mixer.fanout import metrics
+from mixer.fanout.appkeys import (
+    CONNECTIONS,
+    FOLLOWERS,
+    FOLLOWING,
+    HUB,
+    HUBS,
+    KEYS,
+    MODAPI,
+    REDIS,
+    SETTINGS,
+    SOCKETS,
+    STREAMING,
+    STREAMS,
+    WEBHOOK,
+)
+from mixer.fanout.collector import keep_collector
+from mixer.fanout.hub import Hub
+from mixer.fanout.live import (
+    event_info,
+    events_handler,
+    follow_feed,
+    parse_chats,
+    parse_profile,
+    parse_since,
+    send_pings,
+    send_stats,
+    ws_handler,
+)
+from mixer.fanout.messages import select
+from mixer.fanout.modapi import ModApi
+from mixer.fanout.pages import cors_headers, page_routes, security_headers, web_dir
+from mixer.feed import history
+from mixer.keys import Keys
+from mixer.rules import config_rules
+from mixer.schedule import chat_entry
+from mixer.settings import Settings
+from mixer.streams import (
+    read_range,
+    read_tail,
+    text,
+)
+from mixer.webhook import Webhook
+
+log = logging.getLogger(__name__)
+
+
+async def feed_handler(request: web.Request) -> web.Response:
+    """``GET /api/feed?since=&limit=&chats=``: history in feed order (the newest ``limit`` without since)."""
+    app = request.app
+    since = parse_since(request.query.get("since"))
+    chats = parse_chats(request.query.get("chats"))
+    try:
+        limit = max(1, min(1000, int(request.query.get("limit", "50"))))
+    except ValueError:
+        raise web.HTTPBadRequest(text="limit must be a number") from None
+    profile = parse_profile(request)
+    redis, feed = app[REDIS], app[STREAMS][profile]
+    if since is None:
+        entries = await read_tail(redis, feed, limit if chats is None else 1000)
+        items = select(chats, await history(redis, app[KEYS], entries))[-limit:]
+    else:
+        items, after = [], since
+        while len(items) < limit:
+            entries = await read_range(redis, feed, after, count=limit)
+            if not entries:
+                break
+            items += select(chats, await history(redis, app[KEYS], entries))
+            after = entries[-1][0]
+        items = items[:limit]
+    cursor = items[-1]["id"] if items else since or app[HUBS][profile].cursor
+    return web.Response(body=dumps({"items": items, "cursor": cursor}), content_type="application/json")
+
+
+async def webhook_handler(request: web.Request) -> web.Response:
+    """``POST /api/posts``: a Post, any platform payload, or a JSON array of them, behind a bearer token.
+
+    Good records are published even when others in the same body are bad; the answer lists
+    each bad one with its index and reason (400 only when nothing could be used).
+    """
+    settings = request.app[SETTINGS]
+    if not settings.webhook_token:
+        raise web.HTTPNotFound(text="the webhook is off: set [webhook] token (MIXER_WEBHOOK_TOKEN)")
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {settings.webhook_token}".encode()):
+        raise web.HTTPUnauthorized(text="a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    webhook = request.app[WEBHOOK]
+    if webhook is None:
+        raise web.HTTPServiceUnavailable(text="this server runs no webhook ingest")
+    try:
+        body = json.loads(await request.read())
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"not JSON: {exc}") from None
+    got = await webhook.receive(body if isinstance(body, list) else [body], request.remote or "?")
+    status = 400 if got.errors and not got.events else 202
+    answer = {"published": got.published, "events": got.events, "errors": list(got.errors)}
+    return web.Response(status=status, body=dumps(answer), content_type="application/json")
+
+
+async def chats_handler(request: web.Request) -> web.Response:
+    """``GET /api/chats``: the event and its directory of chats, each with its live state and next slot."""
+    settings = request.app[SETTINGS]
+    now = datetime.now(UTC)
+    body = {
+        "event": event_info(settings),
+        "chats": [chat_entry(c, now) for c in settings.chats],
+    }
+    return web.Response(body=dumps(body), content_type="application/json")
+
+
+async def stats_handler(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    webhook = request.app[WEBHOOK]
+    stored = await request.app[REDIS].hgetall(request.app[KEYS].ingest_stats)
+    ingest = {text(name): json.loads(value) for name, value in stored.items()}
+    body = {
+        "pid": os.getpid(),
+        "clients": len(hub),
+        "cursor": hub.cursor,
+        "hub": dict(hub.counters),
+        "webhook": dict(webhook.counters) if webhook else {},
+        "ingest": ingest,
+        "moderation": {"waiting": request.app[MODAPI].waiting},
+    }
+    return web.Response(body=dumps(body), content_type="application/json")
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text format."""
+    app = request.app
+    webhook = app[WEBHOOK]
+    hubs: dict[str, Hub] = app[HUBS]
+    body = await metrics.render(hubs, app[REDIS], app[KEYS], webhook.counters if webhook else {})
+    return web.Response(text=body, content_type="text/plain", charset="utf-8", headers={"X-Format": "prometheus-0.0.4"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when Redis answers and the feed follower is running."""
+    if not all(event.is_set() for event in request.app[FOLLOWERS].values()):
+        return web.Response(status=503, text="feed follower starting\n")
+    try:
+        await asyncio.wait_for(request.app[REDIS].ping(), 2)
+    except (RedisError, OSError, TimeoutError) as exc:
+        return web.Response(status=503, text=f"redis: {exc}\n")
+    return web.Response(text="ready\n")
+
+
+def create_app(
+    settings: Settings,
+    redis_url: str,
+    webhook: Callable[[aioredis.Redis], Webhook] | None = None,
+    pages: Path | None = None,
+) -> web.Application:
+    """The fan-out server for ``settings`` on the Redis at ``redis_url``; nothing starts until it runs.
+    ``webhook`` makes what ``POST /api/posts`` hands its records to, given the app's Redis client; ``pages`` is
+    the folder the pages are served from (default: the installed ``mixer.web``)."""
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[KEYS] = Keys(settings.key_prefix)
+    keys = Keys(settings.key_prefix)
+    streams = {name: keys.feed if name == "full" else keys.shaped(name) for name in settings.profile_names}
+    hubs = {name: Hub(settings.backlog_bytes, settings.cutoff_seconds) for name in streams}
+    followers = {name: asyncio.Event() for name in streams}
+    app[STREAMS], app[HUBS], app[FOLLOWERS] = streams, hubs, followers
+    app[HUB], app[FOLLOWING] = hubs["full"], followers["full"]
+    app[SOCKETS] = set()
+    app[STREAMING] = set()
+    connections: Counter[str] = Counter()
+    app[CONNECTIONS] = connections
+
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        # A blocking pool: a burst of new clients waits for a connection instead of failing
+        # (the default pool raises MaxConnectionsError past 100 and closed ~2% of a 5,000-client ramp).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=64, timeout=20, socket_timeout=10, health_check_interval=30
+        )
+        app[REDIS] = aioredis.Redis(connection_pool=pool)
+        app[WEBHOOK] = webhook(app[REDIS]) if webhook is not None else None
+        yield
+        await app[REDIS].aclose()
+        await pool.aclose()
+
+    async def follower_ctx(app: web.Application) -> AsyncIterator[None]:
+        tasks = [
+            asyncio.create_task(
+                follow_feed(redis_url, streams[name], hubs[name], followers[name]), name=f"follow-{name}"
+            )
+            for name in streams
+        ]
+        tasks += [asyncio.create_task(hub.run(), name=f"write-{name}") for name, hub in hubs.items()]
+        tasks.append(asyncio.create_task(send_stats(app, settings.stats_seconds), name="stats"))
+        tasks.append(asyncio.create_task(send_pings(app, settings.heartbeat_seconds), name="pings"))
+        latest = lambda: max(hub.last_broadcast for hub in hubs.values())  # noqa: E731
+        tasks.append(asyncio.create_task(keep_collector(latest), name="collector"))
+        yield
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close_sockets(app: web.Application) -> None:
+        sockets: set[web.WebSocketResponse] = app[SOCKETS]
+        streaming: set[asyncio.Transport] = app[STREAMING]
+        for transport in streaming.copy():
+            transport.close()  # an SSE client reconnects with Last-Event-ID
+        closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets.copy()]
+        await asyncio.gather(*closing, return_exceptions=True)
+
+    app.cleanup_ctx.extend([redis_ctx, follower_ctx])
+    app.on_shutdown.append(close_sockets)
+    app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(cors_headers(settings.origins))
+    app.router.add_get("/ws", ws_handler)
+    app.router.add_get("/events", events_handler)
+    app.router.add_get("/api/feed", feed_handler)
+    app.router.add_get("/api/chats", chats_handler)
+    app.router.add_post("/api/posts", webhook_handler)
+    modapi = app[MODAPI] = ModApi(settings, keys, lambda: app[REDIS], config_rules(settings))
+    app.router.add_routes(modapi.routes())
+    app.on_shutdown.append(modapi.shutdown)  # consoles waiting for changes are answered at once
+    app.router.add_get("/api/stats", stats_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_routes(page_routes(settings, pages or web_dir()))
+    return app

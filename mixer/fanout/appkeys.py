@@ -1,0 +1,30 @@
+"""The keys of what the fan-out app keeps (``app[HUB]``, ``app[SETTINGS]``...), apart so every module of the app
+can name them without importing the app."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from mixer.fanout.hub import Hub
+from mixer.fanout.modapi import ModApi
+from mixer.keys import Keys
+from mixer.settings import Settings
+from mixer.webhook import Webhook
+
+SETTINGS = web.AppKey("settings", Settings)
+KEYS = web.AppKey("keys", Keys)
+REDIS = web.AppKey("redis", aioredis.Redis)
+HUB = web.AppKey("hub", Hub)
+FOLLOWING = web.AppKey("following", asyncio.Event)  # the full feed's follower is running
+HUBS: web.AppKey[dict[str, Hub]] = web.AppKey("hubs")  # profile -> its hub ("full" is HUB)
+STREAMS: web.AppKey[dict[str, str]] = web.AppKey("streams")  # profile -> the stream its hub follows
+FOLLOWERS: web.AppKey[dict[str, asyncio.Event]] = web.AppKey("followers")  # profile -> set once followed
+SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
+CONNECTIONS: web.AppKey[Counter[str]] = web.AppKey("connections")  # open /ws + /events clients per address
+STREAMING: web.AppKey[set[asyncio.Transport]] = web.AppKey("streaming")  # open /events responses
+WEBHOOK: web.AppKey[Webhook | None] = web.AppKey("webhook")  # what POST /api/posts hands its records to; None: not here
+MODAPI = web.AppKey("modapi", ModApi)

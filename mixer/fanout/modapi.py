@@ -1,0 +1,236 @@
+"""The moderation HTTP API under ``/api/mod/``, behind the ``[moderation] token`` bearer token.
+
+Decisions go into the actions stream that the merge stage (the feed's only writer)
+reads with the chat streams, so each reaches every screen with the next merge round,
+well within a second; each is also appended to the audit log (who, what, when). Rules
+(blocklists, profanity, approval mode) are stored in Redis and take effect at once.
+Routes:
+
+- ``POST /api/mod/{hide,unhide,pin,unpin,approve,reject}`` with ``{"key": ...}`` or ``{"id": feed id}``;
+- ``POST /api/mod/block`` ``{"account": "x:bob", "chat": optional, "key"/"id": optional post to hide}``;
+- ``GET /api/mod/rules``, ``PUT /api/mod/rules`` (the whole rules object), ``POST /api/mod/approval`` ``{"on": bool}``;
+- ``GET /api/mod/queue`` (posts waiting for approval), ``GET /api/mod/audit?limit=``;
+- ``GET /api/mod/changes?after=`` (waits for the next change to the queue or the audit log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+import time
+import unicodedata
+from typing import Any
+from urllib.parse import unquote
+
+import msgpack
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from mixer.codec import ACTION_FIELD, dumps
+from mixer.keys import CHANGES_MAXLEN, Keys
+from mixer.rules import Rules
+from mixer.settings import Settings
+from mixer.streams import text
+
+AUDIT_MAXLEN = 10_000
+CHANGES_WAIT_MS = 5_000  # a console's wait for a change, at most (under the Redis pool's 10 s socket timeout)
+MAX_WAITING = 8  # consoles waiting at once (each holds a pooled Redis connection); more are answered at once
+_CHANGE_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+POST_ACTIONS = ("hide", "unhide", "pin", "unpin", "approve", "reject")
+
+
+def moderator_name(header: str) -> str:
+    """The ``X-Moderator`` header as a name: percent-encoded UTF-8 decoded (``Zo%C3%AB`` is "Zoë"; plain ASCII
+    stays as it is), control and format characters dropped, at most 80 characters; "moderator" when empty."""
+    name = unquote(header, errors="replace")
+    name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf", "Cs")).strip()
+    return unicodedata.normalize("NFC", name)[:80] or "moderator"
+
+
+class ModApi:
+    """Request handlers; ``routes()`` lists them for ``create_app``."""
+
+    def __init__(self, settings: Settings, keys: Keys, redis: Any, config_rules: Rules) -> None:
+        self.settings = settings
+        self.keys = keys
+        self._redis = redis  # a zero-argument callable returning the app's client (it exists only once started)
+        self.config_rules = config_rules
+        self._waiting = 0  # consoles waiting on /api/mod/changes
+        self._closing = asyncio.Event()  # set on shutdown: waiting consoles are answered at once
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        client: aioredis.Redis = self._redis()
+        return client
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            *(web.post(f"/api/mod/{name}", self.post_action) for name in POST_ACTIONS),
+            web.post("/api/mod/block", self.block),
+            web.get("/api/mod/rules", self.get_rules),
+            web.put("/api/mod/rules", self.put_rules),
+            web.post("/api/mod/approval", self.approval),
+            web.get("/api/mod/queue", self.queue),
+            web.get("/api/mod/audit", self.audit),
+            web.get("/api/mod/changes", self.changes),
+        ]
+
+    def _check(self, request: web.Request) -> str:
+        """The moderator's name (``X-Moderator`` or "moderator"); 404 when moderation is off, 401 without the token."""
+        token = self.settings.moderation_token
+        if not token:
+            raise web.HTTPNotFound(text="moderation is off: set [moderation] token (MIXER_MODERATION_TOKEN)")
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise web.HTTPUnauthorized(text="a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        return moderator_name(request.headers.get("X-Moderator", ""))
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="the body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text="the body must be a JSON object")
+        return body
+
+    async def _key(self, body: dict[str, Any]) -> str:
+        """The post key a request names, by ``key`` or by feed ``id``."""
+        if isinstance(body.get("key"), str) and body["key"]:
+            return str(body["key"])
+        if isinstance(body.get("id"), str):
+            reply: Any = await self.redis.xrange(self.keys.feed, min=body["id"], max=body["id"], count=1)
+            for _, fields in reply:
+                for raw in fields.values():
+                    post = msgpack.unpackb(raw, raw=False)
+                    if isinstance(post, dict) and isinstance(post.get("key"), str):
+                        return str(post["key"])
+            raise web.HTTPNotFound(text=f"no post with id {body['id']} in the feed")
+        raise web.HTTPBadRequest(text="name the post by 'key' or 'id'")
+
+    async def _record(self, who: str, request: web.Request, action: dict[str, Any]) -> None:
+        """Send an action to the merge stage and write it to the audit log, in one transaction."""
+        entry = {"who": who, "from": request.remote or "", "at": int(time.time() * 1000), **action}
+        entry.pop("post", None)
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.xadd(self.keys.mod_actions, {ACTION_FIELD: msgpack.packb(action, use_bin_type=True)}, maxlen=10_000)
+            tx.xadd(self.keys.mod_audit, {ACTION_FIELD: dumps(entry)}, maxlen=AUDIT_MAXLEN, approximate=True)
+            tx.xadd(self.keys.mod_changes, {"c": "audit"}, maxlen=CHANGES_MAXLEN, approximate=True)
+            await tx.execute()
+
+    async def post_action(self, request: web.Request) -> web.Response:
+        who = self._check(request)
+        name = request.path.rsplit("/", 1)[1]
+        body = await self._body(request)
+        key = "" if name == "unpin" else await self._key(body)
+        action: dict[str, Any] = {"action": name, "key": key}
+        if name == "approve":
+            raw = await self.redis.hget(self.keys.mod_queue, key)
+            if raw is None:
+                raise web.HTTPNotFound(text=f"{key} is not waiting for approval")
+            action["post"] = msgpack.unpackb(raw, raw=False)
+        await self._record(who, request, action)
+        return web.json_response({"ok": True, "action": name, "key": key}, status=202)
+
+    async def current_rules(self) -> Rules:
+        stored = await self.redis.get(self.keys.mod_rules)
+        return Rules.from_json(stored) if stored is not None else self.config_rules
+
+    async def _set_rules(self, who: str, request: web.Request, rules: Rules, what: str) -> None:
+        await self.redis.set(self.keys.mod_rules, rules.to_json())
+        await self._record(who, request, {"action": "rules", "key": "", "detail": what})
+
+    async def get_rules(self, request: web.Request) -> web.Response:
+        self._check(request)
+        return web.json_response((await self.current_rules()).to_dict())
+
+    async def put_rules(self, request: web.Request) -> web.Response:
+        who = self._check(request)
+        try:
+            rules = Rules.from_dict(await self._body(request))
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"bad rules: {exc}") from None
+        await self._set_rules(who, request, rules, "rules replaced")
+        return web.json_response(rules.to_dict())
+
+    async def approval(self, request: web.Request) -> web.Response:
+        who = self._check(request)
+        on = (await self._body(request)).get("on")
+        if not isinstance(on, bool):
+            raise web.HTTPBadRequest(text="'on' must be true or false")
+        current = (await self.current_rules()).to_dict()
+        rules = Rules.from_dict({**current, "approval": on})
+        await self._set_rules(who, request, rules, f"approval {'on' if on else 'off'}")
+        return web.json_response(rules.to_dict())
+
+    async def block(self, request: web.Request) -> web.Response:
+        who = self._check(request)
+        body = await self._body(request)
+        account, chat = body.get("account"), body.get("chat")
+        if not isinstance(account, str) or not account:
+            raise web.HTTPBadRequest(text="'account' names who to block, like 'x:handle' or 'handle'")
+        data = (await self.current_rules()).to_dict()
+        if isinstance(chat, str) and chat:
+            per = data["chats"].setdefault(chat, {"words": [], "accounts": []})
+            per["accounts"] = [*per["accounts"], account]
+        else:
+            data["accounts"] = [*data["accounts"], account]
+        try:
+            rules = Rules.from_dict(data)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"cannot block {account!r}: {exc}") from None
+        await self._set_rules(who, request, rules, f"block {account}" + (f" in #{chat}" if chat else ""))
+        if body.get("key") or body.get("id"):
+            await self._record(who, request, {"action": "hide", "key": await self._key(body)})
+        return web.json_response(rules.to_dict())
+
+    async def queue(self, request: web.Request) -> web.Response:
+        self._check(request)
+        held = await self.redis.hgetall(self.keys.mod_queue)
+        posts = sorted((msgpack.unpackb(raw, raw=False) for raw in held.values()), key=lambda p: p.get("created", 0))
+        return web.Response(body=dumps({"items": posts}), content_type="application/json")
+
+    async def changes(self, request: web.Request) -> web.Response:
+        """``GET /api/mod/changes?after=<id>``: the id of the newest change to the approval queue or the audit log,
+        as soon as there is one newer than ``after`` (or ``after`` again after ``CHANGES_WAIT_MS``). Without a
+        usable ``after``, the newest id at once. A console loops on it and refreshes when the id moves."""
+        self._check(request)
+        after = request.query.get("after", "")
+        if not _CHANGE_ID.match(after):
+            newest: Any = await self.redis.xrevrange(self.keys.mod_changes, count=1)
+            return web.json_response({"id": text(newest[0][0]) if newest else "0-0"})
+        if self._waiting >= MAX_WAITING:
+            return web.json_response({"id": after})
+        self._waiting += 1
+        read = asyncio.ensure_future(self.redis.xread({self.keys.mod_changes: after}, count=100, block=CHANGES_WAIT_MS))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({read, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._waiting -= 1
+            closing.cancel()
+            if not read.done():
+                read.cancel()  # (redis-py drops that connection rather than reuse it mid-reply)
+        got: Any = read.result() if read.done() and not read.cancelled() else None
+        return web.json_response({"id": text(got[0][1][-1][0]) if got else after})
+
+    @property
+    def waiting(self) -> int:
+        """Consoles waiting on ``/api/mod/changes`` right now."""
+        return self._waiting
+
+    async def shutdown(self, app: web.Application) -> None:
+        """On the app's shutdown: answer every waiting console now, so shutdown does not wait out their waits."""
+        self._closing.set()
+
+    async def audit(self, request: web.Request) -> web.Response:
+        self._check(request)
+        try:
+            limit = max(1, min(1000, int(request.query.get("limit", "100"))))
+        except ValueError:
+            raise web.HTTPBadRequest(text="limit must be a number") from None
+        reply: Any = await self.redis.xrevrange(self.keys.mod_audit, count=limit)
+        items = [{"id": text(eid), **json.loads(fields[ACTION_FIELD])} for eid, fields in reply]
+        return web.Response(body=dumps({"items": items}), content_type="application/json")

@@ -1,0 +1,451 @@
+"""Recorded streams: recognising any recorded record, and reading files of them in any of their shapes.
+
+``parse_record`` is the one place a parsed JSON record is recognised: a normalised Post
+(or an edit/retract line as ``mixer normalize`` prints them), an X v1.1 status or stream
+notice, an X v2 response/stream message or compliance record, a Mastodon status or
+streaming event, a Bluesky Jetstream event. It hands platform payloads to their parser
+in ``sources`` (imported lazily) and never parses a platform itself. ``read_events``
+reads a file or stdin whose shape it detects from the first non-blank, non-``#``
+characters: JSON Lines (streamed), a whole-file JSON array or JSON document(s) (loaded),
+or a recorded SSE body (streamed). A malformed record never stops a read: it becomes a
+``RecordError`` naming file, line and reason, yielded in place (and logged) so the
+caller can count it, and every good record around it is still read. Pacing and
+publishing recordings live in ``replay``, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Generator, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from mixer.codec import loads
+from mixer.ingest.hashtags import ChatMatcher
+from mixer.models import Edit, Event, Ignored, Post, Retraction, normalize_tag
+
+log = logging.getLogger(__name__)
+
+_BOM = b"\xef\xbb\xbf"
+_SSE_START = re.compile(rb"(?:event|data|id|retry)[ \t]*:|:")
+_JSON_SPACE = " \t\r\n"
+_SEARCH_KEYS = {"statuses", "search_metadata"}  # an X v1.1 search response
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes that are not UTF-8
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    """A record of a recording that could not be read: where it starts and what is wrong with it."""
+
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}"
+
+
+Group = tuple[Event, ...]  # the events of one record; they share its time
+
+
+def record_kind(data: Any) -> str:
+    """Which recorded shape a parsed JSON value is; ValueError naming its keys when it is none of them."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a record is a JSON object, got {_json_type(data)}")
+    if data.get("type") in ("edit", "retract"):
+        return str(data["type"])
+    if "key" in data and "source" in data:
+        return "post"
+    if "id_str" in data and "user" in data:
+        return "x-v1"
+    if len(data) == 1 and next(iter(data)) in ("delete", "limit", "warning"):
+        return "x-v1"  # v1.1 stream notices
+    if "event" in data and "payload" in data:
+        return "mastodon-event"
+    if "data" in data or ("id" in data and "action" in data) or isinstance(data.get("errors"), list):
+        return "x-v2"  # response / stream message, compliance record, or stream error message
+    if all(k in data for k in ("id", "uri", "account", "content")):
+        return "mastodon-status"
+    if all(k in data for k in ("did", "time_us", "kind")):
+        return "bluesky"
+    keys = sorted(map(str, data))
+    shown = ", ".join(keys[:12]) + (", ..." if len(keys) > 12 else "")
+    raise ValueError(f"unrecognised record: keys {shown}" if keys else "unrecognised record: an empty object")
+
+
+def parse_record(data: Any, matcher: ChatMatcher, now_ms: int) -> list[Event]:
+    """The events of one parsed JSON record; ValueError says why it is none, Ignored that it is no post.
+
+    A normalised Post keeps its chats (and ``at``) exactly as recorded, so normalising a
+    normalised file changes nothing; platform payloads get their chats from ``matcher``.
+    """
+    kind = record_kind(data)
+    try:
+        if kind == "post":
+            return [Post.from_dict(data)]
+        if kind == "edit":
+            return [Edit(Post.from_dict(data.get("post")))]
+        if kind == "retract":
+            return [_retraction(data)]
+        if kind == "x-v1":
+            from mixer.ingest.sources import x
+
+            return x.parse_v1(data, matcher, now_ms)
+        if kind == "x-v2":
+            from mixer.ingest.sources import x
+
+            return x.parse_v2(data, matcher, now_ms)
+        if kind == "mastodon-event":
+            from mixer.ingest.sources import mastodon
+
+            payload = data["payload"]
+            if isinstance(payload, int) and not isinstance(payload, bool):
+                payload = str(payload)  # a delete event's payload is the bare status id
+            if not isinstance(data["event"], str) or not isinstance(payload, str | dict):
+                raise ValueError("a streaming event needs a string 'event' and a string or object 'payload'")
+            return mastodon.parse_event(data["event"], payload, matcher, now_ms)
+        if kind == "mastodon-status":
+            from mixer.ingest.sources import mastodon
+
+            return mastodon.parse_status(data, matcher, now_ms)
+        from mixer.ingest.sources import bluesky
+
+        return bluesky.parse_jetstream(data, matcher, now_ms)
+    except (ValueError, Ignored):
+        raise
+    except ImportError as exc:
+        raise ValueError(f"{kind} record: its parser is not available ({exc})") from None
+    except Exception as exc:  # a parser bug must not stop a read; it is logged with its traceback
+        log.warning("the %s parser failed on a record", kind, exc_info=True)
+        raise ValueError(f"{kind} record could not be parsed: {type(exc).__name__}: {exc}") from None
+
+
+def _retraction(data: dict[str, Any]) -> Retraction:
+    key, source, chats = data.get("key"), data.get("source"), data.get("chats", [])
+    if not isinstance(key, str) or not key or not isinstance(source, str) or not source:
+        raise ValueError("a retract record needs non-empty string 'key' and 'source'")
+    if not isinstance(chats, list) or not all(isinstance(c, str) for c in chats):
+        raise ValueError("'chats' must be a list of strings")
+    return Retraction(key, source, tuple(dict.fromkeys(normalize_tag(c) for c in chats)))
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def parse_line(raw: bytes, matcher: ChatMatcher | None = None, now_ms: int = 0) -> list[Event] | None:
+    """The events of one JSON Lines line, None for a blank or ``#`` line; ValueError/Ignored as parse_record."""
+    text = raw.strip()
+    if not text or text.startswith(b"#"):
+        return None
+    return parse_record(loads(text), matcher or ChatMatcher(None), now_ms)
+
+
+def read_grouped(
+    path: str | Path,
+    matcher: ChatMatcher,
+    now_ms: int,
+    log_errors: bool = True,
+    *,
+    ignored: Counter[str] | None = None,
+) -> Generator[Group | RecordError, None, None]:
+    """Each record's events as one tuple (or its RecordError), in file order; never raises for content.
+
+    Ignored records (likes, notices) yield nothing and are counted in ``ignored`` by reason.
+    ``-`` is stdin. JSON Lines and SSE are read lazily; the file is closed when the
+    iterator ends or is closed; a missing file raises OSError on the first ``next()``.
+    """
+    name = str(path)
+    for item in _records(name):
+        if isinstance(item, RecordError):
+            error = item
+        else:
+            line, data = item
+            try:
+                events = parse_record(data, matcher, now_ms)
+            except Ignored as skip:
+                if ignored is not None:
+                    ignored[skip.reason] += 1
+                continue
+            except ValueError as exc:
+                error = RecordError(name, line, str(exc))
+            else:
+                if events:
+                    yield tuple(events)
+                continue
+        if log_errors:
+            log.warning("skipped malformed record %s", error)
+        yield error
+
+
+def read_events(
+    path: str | Path,
+    matcher: ChatMatcher,
+    now_ms: int,
+    log_errors: bool = True,
+    *,
+    ignored: Counter[str] | None = None,
+) -> Generator[Event | RecordError, None, None]:
+    """Every event of every record in file order, a malformed record as RecordError; see ``read_grouped``."""
+    for item in read_grouped(path, matcher, now_ms, log_errors, ignored=ignored):
+        if isinstance(item, RecordError):
+            yield item
+        else:
+            yield from item
+
+
+def read_records(path: str | Path, *, log_errors: bool = True) -> Generator[Event | RecordError, None, None]:
+    """``read_events`` with every hashtag a chat, stamped now (for callers reading normalised recordings)."""
+    yield from read_events(path, ChatMatcher(None), int(time.time() * 1000), log_errors)
+
+
+def event_dict(event: Event) -> dict[str, Any]:
+    """The JSON line of an event as ``mixer normalize`` prints it (and ``parse_record`` reads back)."""
+    if isinstance(event, Post):
+        return event.to_dict()
+    if isinstance(event, Edit):
+        return {"type": "edit", "post": event.post.to_dict()}
+    out: dict[str, Any] = {"type": "retract", "key": event.key, "source": event.source}
+    if event.chats:
+        out["chats"] = list(event.chats)
+    return out
+
+
+def normalize(paths: Iterable[str], matcher: ChatMatcher, out: IO[bytes], err: IO[str]) -> int:
+    """Print every event of every file as a JSON line on out, each bad record as ``file:line: reason`` on err.
+
+    Returns the exit status: 1 when something failed and nothing at all could be read, else 0.
+    """
+    good = failed = 0
+    ignored: Counter[str] = Counter()
+    try:
+        for path in paths:
+            reader = read_grouped(path, matcher, int(time.time() * 1000), log_errors=False, ignored=ignored)
+            while True:
+                try:
+                    item = next(reader, None)
+                except OSError as exc:
+                    failed += 1
+                    print(f"{path}: cannot read: {exc.strerror or exc}", file=err, flush=True)
+                    break
+                if item is None:
+                    break
+                if isinstance(item, RecordError):
+                    failed += 1
+                    print(item, file=err, flush=True)
+                    continue
+                good += 1
+                out.write(b"".join(_json_line(event_dict(event)) for event in item))
+                if path == "-":
+                    out.flush()  # a live pipe sees each record as it comes
+        out.flush()
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        return 0
+    log.debug("normalize: %d records read, %d unreadable, ignored: %s", good, failed, dict(ignored))
+    return 1 if failed and not (good or ignored) else 0
+
+
+def _json_line(obj: dict[str, Any]) -> bytes:
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode() + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate from the payload: escaped, the line stays valid UTF-8 JSON
+        return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+# File shapes. Each yields (line, parsed JSON value) per record, or a RecordError.
+
+Found = tuple[int, Any] | RecordError
+
+
+def _records(name: str) -> Generator[Found, None, None]:
+    stream: IO[bytes] = sys.stdin.buffer if name == "-" else open(name, "rb")
+    try:
+        head: list[bytes] = []
+        first = b""
+        for raw in stream:
+            if not head and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]
+            head.append(raw)
+            first = raw.strip()
+            if first and not first.startswith(b"#"):
+                break
+        if not first or first.startswith(b"#"):
+            return  # only comments and blank lines
+        if _SSE_START.match(first):
+            yield from _sse(name, _chain(head, stream))
+        elif first.startswith(b"[") or (first.startswith(b"{") and not _jsonl_like(first, stream, head)):
+            yield from _whole(name, b"".join(head) + stream.read())
+        else:
+            yield from _json_lines(name, _chain(head, stream))
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def _chain(head: list[bytes], rest: Iterable[bytes]) -> Iterator[bytes]:
+    yield from head
+    yield from rest
+
+
+def _jsonl_like(first: bytes, stream: IO[bytes], head: list[bytes]) -> bool:
+    """Whether a file starting with '{' is JSON Lines: its first or second content line is JSON on its own.
+
+    The first lines of a pretty-printed object never are. Lines peeked here are appended to head.
+    """
+    if _is_json(first):
+        return True
+    for raw in stream:
+        head.append(raw)
+        text = raw.strip()
+        if text and not text.startswith(b"#"):
+            return _is_json(text)
+    return False
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _json_lines(name: str, lines: Iterable[bytes]) -> Generator[Found, None, None]:
+    for number, raw in enumerate(lines, 1):
+        text = raw.strip()
+        if not text or text.startswith(b"#"):
+            continue
+        try:
+            data = loads(text)
+        except ValueError as exc:
+            yield RecordError(name, number, str(exc))
+            continue
+        for value in _unwrap(data):
+            yield number, value
+
+
+def _unwrap(data: Any) -> list[Any]:
+    """An X v1.1 search response holds its statuses; every other value is one record."""
+    if (
+        isinstance(data, dict)
+        and isinstance(data.get("statuses"), list)
+        and set(data) <= {"statuses", "search_metadata"}
+    ):
+        return list(data["statuses"])
+    return [data]
+
+
+def _sse(name: str, lines: Iterable[bytes]) -> Generator[Found, None, None]:
+    """Server-sent events: each event is a record at the line of its first field; ``:`` lines are comments."""
+    event = ""
+    data: list[str] = []
+    start = 0
+    bad = False
+    for number, raw in enumerate(lines, 1):
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            if data or bad:
+                yield _sse_record(name, start, event, data, bad)
+            event, data, start, bad = "", [], 0, False
+            continue
+        if line.startswith(b":"):
+            continue
+        field, _, value = line.partition(b":")
+        start = start or number
+        try:
+            text = value.decode()
+        except UnicodeDecodeError:
+            bad = True
+            continue
+        text = text[1:] if text.startswith(" ") else text
+        if field == b"event":
+            event = text
+        elif field == b"data":
+            data.append(text)
+    if data or bad:
+        yield _sse_record(name, start, event, data, bad)  # a body cut off before its last blank line
+
+
+def _sse_record(name: str, start: int, event: str, data: list[str], bad: bool) -> Found:
+    """A named event becomes a streaming-event record; an unnamed one's data is itself a JSON record."""
+    if bad:
+        return RecordError(name, start, "not UTF-8")
+    payload = "\n".join(data)
+    if event:
+        return start, {"event": event, "payload": payload}
+    try:
+        return start, json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        return RecordError(name, start, f"SSE data is not JSON: {exc}")
+
+
+def _whole(name: str, raw: bytes) -> Generator[Found, None, None]:
+    """JSON document(s) in one text: arrays give their elements, with each element's start line."""
+    text = raw.decode("utf-8", "surrogateescape")
+    starts = [0, *(m.end() for m in re.finditer("\n", text))]
+
+    def line_of(pos: int) -> int:
+        return bisect_right(starts, pos)
+
+    decoder = json.JSONDecoder()
+    pos, depth = 0, 0  # depth 1 while inside a top-level array
+    while True:
+        pos = _skip_space_and_comments(text, pos)
+        if pos >= len(text):
+            if depth:
+                yield RecordError(name, line_of(len(text)), "not JSON: the array is not closed")
+            return
+        char = text[pos]
+        if depth and char in ",]":
+            depth = 0 if char == "]" else depth
+            pos += 1
+            continue
+        if not depth and char == "[":
+            depth, pos = 1, pos + 1
+            continue
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            reason = f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            yield RecordError(name, line_of(pos), reason)
+            pos = _resync(text, exc.pos, pos - starts[line_of(pos) - 1])
+            continue
+        except RecursionError:
+            yield RecordError(name, line_of(pos), "not JSON: nested too deeply")
+            return
+        if _UNDECODABLE.search(text, pos, end):
+            yield RecordError(name, line_of(pos), "not UTF-8")
+        else:
+            for item in _unwrap(value):
+                yield line_of(pos), item
+        pos = end
+
+
+def _skip_space_and_comments(text: str, pos: int) -> int:
+    """Past JSON white space and whole ``#`` lines (notes between documents)."""
+    while pos < len(text):
+        if text[pos] in _JSON_SPACE:
+            pos += 1
+        elif text[pos] == "#" and not text[text.rfind("\n", 0, pos) + 1 : pos].strip(" \t"):
+            newline = text.find("\n", pos)
+            pos = len(text) if newline < 0 else newline + 1
+        else:
+            break
+    return pos
+
+
+def _resync(text: str, pos: int, column: int) -> int:
+    """After a broken record: the next line opening an object or array at the broken record's indentation."""
+    match = re.compile(rf"\n[ \t]{{{column}}}[{{\[]").search(text, pos)
+    return len(text) if match is None else match.start() + 1

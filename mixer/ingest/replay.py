@@ -1,0 +1,271 @@
+"""Replay: publishing recorded streams into the chat streams at their recorded pace.
+
+``plan`` merges several recordings, each aligned to start at offset zero, into one
+stream of ``Scheduled`` items in offset order, with long silences cut to ``max_gap``.
+``Schedule`` turns those offsets into due times on a clock it is given, so tests drive
+it without sleeping. ``Replayer.run`` is the async loop the CLI calls: it sleeps on the
+event loop clock until the next post is due, re-stamps and re-keys it, and publishes in
+batches through a ``Publisher``. A record may hold several events (a retweet and its
+original): they share the record's time and are published together; edits and
+retractions go through the Publisher like posts. Reading and recognising files lives in
+``recorded``; writing to Redis in ``ingest``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import NamedTuple
+
+from mixer.ingest.hashtags import ChatMatcher
+from mixer.ingest.publish import Publisher
+from mixer.ingest.recorded import Group, RecordError, read_grouped
+from mixer.models import Edit, Event, Post, Retraction
+
+log = logging.getLogger(__name__)
+
+Item = Event | Group | RecordError  # a record's events come as a Group; tests also plan bare events
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    speed: float = 1.0  # multiple of the recorded pace; 0 publishes as fast as possible
+    loop: bool = False  # start again after the end, until cancelled (or max_passes)
+    max_gap: float | None = None  # seconds of recorded time; longer silences are cut to this; None: no cap
+    keep_time: bool = False  # keep the recorded `created` (else re-stamped to publish time); `at` is publish time
+    batch: int = 500  # most posts per publish (one pipeline round-trip)
+    max_passes: int | None = None  # stop after this many passes even with loop (tests, benchmarks)
+
+    def __post_init__(self) -> None:
+        # `not x >= 0` also rejects NaN, which would make every due time unreachable.
+        if not (math.isfinite(self.speed) and self.speed >= 0):
+            raise ValueError(f"speed must be 0 (as fast as possible) or a positive number, got {self.speed}")
+        if self.max_gap is not None and not (math.isfinite(self.max_gap) and self.max_gap >= 0):
+            raise ValueError(f"max_gap must be 0 or more seconds, got {self.max_gap}")
+        if self.batch < 1:
+            raise ValueError(f"batch must be at least 1, got {self.batch}")
+        if self.max_passes is not None and self.max_passes < 1:
+            raise ValueError(f"max_passes must be at least 1, got {self.max_passes}")
+
+
+@dataclass(slots=True)
+class ReplayProgress:
+    """Counters of a replay, updated as it runs (safe to read from another task)."""
+
+    read: int = 0  # records read, good and malformed, over all passes (ignored ones count only in skipped)
+    published: int = 0  # posts written to at least one chat stream
+    # reason -> records or posts: 'malformed', 'no_chat', and each parser's Ignored reason ('collection_like', ...)
+    skipped: Counter[str] = field(default_factory=Counter)
+    passes: int = 0  # passes finished
+    edits: int = 0  # edits handed to the publisher
+    retractions: int = 0  # retractions handed to the publisher
+
+    def summary(self) -> str:
+        skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items())) or "none"
+        changes = f", {self.edits} edits, {self.retractions} retractions" if self.edits or self.retractions else ""
+        return f"{self.read} read, {self.published} published{changes}, skipped: {skipped}, {self.passes} passes"
+
+
+class Scheduled(NamedTuple):
+    """An item of a replay and when it falls, in ms of (gap-capped) recorded time after the start."""
+
+    offset: int
+    source: int  # index of the recording it came from, for ties between recordings
+    seq: int  # position within its recording, for ties within one
+    item: Item
+
+
+def paced(items: Iterable[Item], source: int = 0, max_gap_ms: int | None = None) -> Generator[Scheduled, None, None]:
+    """The items of one recording with offsets from its first post, silences cut to max_gap_ms.
+
+    Offsets never decrease: a post recorded earlier than the one before it (an unsorted file)
+    keeps its place and falls at the same moment. A record's time is its newest post's
+    ``created`` (a retweet is newer than the original it carries). A RecordError or a
+    retraction falls with the item before it.
+    """
+    offset = 0
+    last: int | None = None
+    for seq, item in enumerate(items):
+        created = _created(item)
+        if created is not None:
+            if last is not None:
+                gap = max(0, created - last)
+                offset += gap if max_gap_ms is None else min(gap, max_gap_ms)
+            last = created
+        yield Scheduled(offset, source, seq, item)
+
+
+def _created(item: Item) -> int | None:
+    if isinstance(item, Post):
+        return item.created
+    if isinstance(item, Edit):
+        return item.post.created
+    if isinstance(item, tuple):
+        return max((t for t in map(_created, item) if t is not None), default=None)
+    return None
+
+
+def plan(recordings: Sequence[Iterable[Item]], max_gap: float | None = None) -> Generator[Scheduled, None, None]:
+    """All recordings merged in offset order, each starting at offset 0; streamed, O(files) memory.
+
+    Ties go to the earlier recording, then to file order. Closing this iterator closes the
+    recordings that are generators (and so their files).
+    """
+    max_gap_ms = None if max_gap is None else round(max_gap * 1000)
+    streams = [paced(items, source, max_gap_ms) for source, items in enumerate(recordings)]
+    try:
+        yield from heapq.merge(*streams)
+    finally:
+        for stream in streams:
+            stream.close()
+        for items in recordings:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+
+class Schedule:
+    """Due times of planned items on a clock: offset / speed seconds after ``start``; speed 0: all due at once."""
+
+    def __init__(self, planned: Iterator[Scheduled], start: float, speed: float) -> None:
+        self._planned = planned
+        self._start = start
+        self._speed = speed
+        self._head: Scheduled | None = next(planned, None)
+
+    def due_at(self, offset_ms: int) -> float:
+        """The clock time at which an item planned at offset_ms is due."""
+        if self._speed == 0:
+            return self._start
+        return self._start + offset_ms / 1000 / self._speed
+
+    def next_due(self) -> float | None:
+        """Clock time the next item is due (may be in the past), or None when the plan is done."""
+        return None if self._head is None else self.due_at(self._head.offset)
+
+    def take_due(self, now: float, limit: int) -> list[Item]:
+        """Items due at ``now``, in plan order, at most ``limit``; the rest stay for later calls."""
+        out: list[Item] = []
+        while self._head is not None and len(out) < limit and self.due_at(self._head.offset) <= now:
+            out.append(self._head.item)
+            self._head = next(self._planned, None)
+        return out
+
+
+def restamp(post: Post, now_ms: int, pass_no: int, keep_time: bool) -> Post:
+    """The post as published now: ``at`` = now, ``created`` = now unless kept, key unique per pass after the first."""
+    key = post.key if pass_no == 0 else f"{post.key}~{pass_no}"
+    return replace(post, key=key, created=post.created if keep_time else now_ms, at=now_ms)
+
+
+def restamp_event(event: Event, now_ms: int, pass_no: int, keep_time: bool) -> Event:
+    """``restamp`` for any event: an edit's post likewise, a retraction's key gets the same pass suffix."""
+    if isinstance(event, Post):
+        return restamp(event, now_ms, pass_no, keep_time)
+    if isinstance(event, Edit):
+        return Edit(restamp(event.post, now_ms, pass_no, keep_time))
+    return event if pass_no == 0 else replace(event, key=f"{event.key}~{pass_no}")
+
+
+class Replayer:
+    """Publishes recordings through a Publisher at their recorded pace times ``speed``.
+
+    Each post is published once per pass, no earlier than its due time, in plan order;
+    at-least-once as the Publisher is. A malformed record, an ignored one (a like, a notice)
+    or a post in no configured chat is counted in ``progress`` and skipped, never raised.
+    Platform payloads get their chats from ``matcher`` (default: every hashtag; the
+    Publisher then keeps the configured chats only).
+    """
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        paths: Sequence[str | Path],
+        options: ReplayOptions,
+        *,
+        wall: Callable[[], float] = time.time,
+        matcher: ChatMatcher | None = None,
+    ) -> None:
+        if not paths:
+            raise ValueError("nothing to replay: no recording given")
+        self._publisher = publisher
+        self._paths = [Path(p) for p in paths]
+        self._options = options
+        self._wall = wall  # re-stamps posts; the event loop clock paces them
+        self._matcher = matcher or ChatMatcher(None)
+        self.progress = ReplayProgress()
+
+    async def run(self) -> ReplayProgress:
+        """Replay every pass to the end (forever with loop, up to max_passes); CancelledError propagates."""
+        for path in self._paths:
+            if not path.is_file():
+                raise FileNotFoundError(f"recording not found: {path}")
+        opts = self._options
+        pass_no = 0
+        while True:
+            posts_before = self._posts_read()
+            await self._run_pass(pass_no)
+            pass_no += 1
+            self.progress.passes = pass_no
+            log.info("replay pass %d done: %s", pass_no, self.progress.summary())
+            if not opts.loop or (opts.max_passes is not None and pass_no >= opts.max_passes):
+                return self.progress
+            if self._posts_read() == posts_before:
+                # Looping over recordings without a single post would spin forever.
+                log.warning("replay stops looping: pass %d held no posts", pass_no)
+                return self.progress
+
+    def _posts_read(self) -> int:
+        return self.progress.read - self.progress.skipped["malformed"]
+
+    async def _run_pass(self, pass_no: int) -> None:
+        loop = asyncio.get_running_loop()
+        now_ms = int(self._wall() * 1000)
+        recordings = [
+            read_grouped(path, self._matcher, now_ms, log_errors=pass_no == 0, ignored=self.progress.skipped)
+            for path in self._paths
+        ]
+        planned = plan(recordings, self._options.max_gap)
+        try:
+            schedule = Schedule(planned, loop.time(), self._options.speed)
+            while (due := schedule.next_due()) is not None:
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                items = schedule.take_due(loop.time(), self._options.batch)
+                await self._publish(items, pass_no)
+        finally:
+            planned.close()
+
+    async def _publish(self, items: list[Item], pass_no: int) -> None:
+        progress = self.progress
+        progress.read += len(items)
+        now_ms = int(self._wall() * 1000)
+        events: list[Event] = []
+        for item in items:
+            if isinstance(item, RecordError):
+                progress.skipped["malformed"] += 1
+                continue
+            for event in item if isinstance(item, tuple) else (item,):
+                events.append(restamp_event(event, now_ms, pass_no, self._options.keep_time))
+        if not events:
+            return
+        posts = sum(isinstance(e, Post) for e in events)
+        progress.edits += sum(isinstance(e, Edit) for e in events)
+        progress.retractions += sum(isinstance(e, Retraction) for e in events)
+        published = await self._publisher.publish(events)
+        progress.published += published
+        if published < posts:
+            progress.skipped["no_chat"] += posts - published
+
+
+async def replay(publisher: Publisher, paths: Sequence[str | Path], options: ReplayOptions) -> ReplayProgress:
+    """Run a Replayer to the end and return its counters (see ``Replayer.run``)."""
+    return await Replayer(publisher, paths, options).run()

@@ -1,0 +1,426 @@
+"""Mastodon: statuses and streaming events to Posts, Edits and Retractions (the follower is in ``mastodon_follow``).
+
+``parse_status`` turns one REST/streaming status into Posts: the status itself, plus the
+boosted original (``reblog``) or the quoted status (Mastodon 4.x ``quote.quoted_status``)
+as Posts of their own. ``parse_event`` handles one streaming event: ``update`` -> Posts,
+``status.update`` -> Edit, ``delete`` -> Retraction, anything else -> ``Ignored``.
+``parse_ws_message`` and ``SseDecoder`` read the two streaming wire formats (websocket
+messages, server-sent events). ``html_to_text`` is the one place Mastodon's HTML
+``content`` becomes plain text. Post
+keys are ``mastodon:<status uri>`` (the uri is global, so one toot seen through two
+instances dedupes); instance-local ids that cannot be mapped to a uri become
+``mastodon-id:<instance host>:<id>``. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from html.parser import HTMLParser
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from mixer.ingest.hashtags import ChatMatcher, extract_hashtags, normalize_hashtag
+from mixer.models import Edit, Event, Ignored, Post, Retraction
+
+if TYPE_CHECKING:
+    from mixer.ingest.sources.mastodon_follow import MastodonSource
+
+__all__ = [
+    "MastodonSource",
+    "SseDecoder",
+    "html_to_text",
+    "id_order",
+    "parse_event",
+    "parse_status",
+    "parse_ws_message",
+]
+
+SOURCE = "mastodon"
+_BLOCKS = frozenset({"p", "div", "blockquote", "pre", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6"})
+_HIDDEN = frozenset({"script", "style", "template"})
+_VOID = frozenset({"br", "img", "hr", "input", "meta", "link", "wbr"})
+_SPACES = re.compile(r"[ \t\r\n\f]+")
+_EVENT_NAME = re.compile(r"[^a-z0-9]+")
+_TAG_STREAMS = frozenset({"hashtag", "hashtag:local"})
+_PUBLIC = frozenset({"public", "unlisted"})  # private and direct statuses never reach a wall
+
+
+class _TextExtractor(HTMLParser):
+    """Collects the text a reader sees: hidden spans dropped, blocks and ``<br>`` as line breaks."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._stack: list[tuple[str, bool, bool]] = []  # (tag, hides its text, ellipsis span)
+        self._hidden = 0
+        self._pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "br":
+            self.parts.append("\n")
+            return
+        if tag in _VOID:
+            return
+        classes = (dict(attrs).get("class") or "").split()
+        hides = tag in _HIDDEN or "invisible" in classes
+        self._stack.append((tag, hides, tag == "span" and "ellipsis" in classes))
+        self._hidden += hides
+        self._pre += tag == "pre"
+        if tag in _BLOCKS:
+            self.parts.append("\n\n")
+        elif tag == "li":
+            self.parts.append("\n")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "br":
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        # Close up to the matching open tag; a stray end tag is ignored, as a browser would.
+        if not any(open_tag == tag for open_tag, _, _ in self._stack):
+            return
+        while self._stack:
+            open_tag, hides, ellipsis = self._stack.pop()
+            self._hidden -= hides
+            self._pre -= open_tag == "pre"
+            if ellipsis and not self._hidden:
+                self.parts.append("\u2026")  # Mastodon's CSS draws this after a shortened link
+            if open_tag in _BLOCKS:
+                self.parts.append("\n\n")
+            if open_tag == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        if self._hidden:
+            return
+        self.parts.append(data if self._pre else _SPACES.sub(" ", data))
+
+
+def html_to_text(html: str) -> str:
+    """Plain text of Mastodon HTML: paragraphs split by a blank line, ``<br>`` by a newline, no markup left.
+
+    Raises ValueError for markup ``html.parser`` cannot read (Mastodon sanitises ``content``, so only a broken
+    payload has it)."""
+    parser = _TextExtractor()
+    try:
+        parser.feed(html)
+        parser.close()
+    except AssertionError as exc:  # html.parser asserts on some broken declarations ("<![-->")
+        raise ValueError(f"content is not parseable HTML ({exc})") from None
+    lines = [line.strip(" ") for line in "".join(parser.parts).split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def id_order(status_id: str) -> tuple[int, str]:
+    """Sort key of instance-local status ids: numeric Mastodon snowflakes by value, fixed-width ULIDs by text."""
+    return len(status_id), status_id
+
+
+def parse_status(
+    data: dict[str, Any],
+    matcher: ChatMatcher,
+    now_ms: int,
+    *,
+    instance: str | None = None,
+    known_uris: Mapping[str, str] | None = None,
+) -> list[Event]:
+    """Posts of one status, originals (boosted or quoted) before the status that refers to them.
+
+    ``instance`` is the host the status was read from (local handles and local ids are
+    relative to it); ``known_uris`` maps local status ids to uris, to key ``reply_to``
+    as ``mastodon:<uri>`` where known. Raises ValueError when malformed, ``Ignored`` for
+    a private or direct status.
+    """
+    return list(_parse(data, matcher, now_ms, instance, known_uris or {}, depth=0))
+
+
+def parse_event(
+    event: str,
+    payload: str | dict[str, Any] | int | None,
+    matcher: ChatMatcher,
+    now_ms: int,
+    *,
+    instance: str | None = None,
+    known_uris: Mapping[str, str] | None = None,
+) -> list[Event]:
+    """One streaming event: ``update`` -> Posts, ``status.update`` -> Edit, ``delete`` -> Retraction, else Ignored."""
+    if event == "update":
+        return parse_status(_payload_object(event, payload), matcher, now_ms, instance=instance, known_uris=known_uris)
+    if event == "status.update":
+        status = _payload_object(event, payload)
+        if isinstance(status.get("reblog"), dict):
+            raise Ignored("edit_of_boost")
+        _check_visibility(status)
+        return [Edit(_post(status, matcher, now_ms, instance, known_uris or {}))]
+    if event == "delete":
+        status_id = str(payload).strip() if isinstance(payload, str | int) and not isinstance(payload, bool) else ""
+        if not status_id or len(status_id) > 64 or not status_id.isalnum():
+            raise ValueError(f"delete event: expected a status id, got {str(payload)[:40]!r}")
+        uri = (known_uris or {}).get(status_id)
+        if uri:
+            return [Retraction(f"{SOURCE}:{uri}", SOURCE)]
+        if not instance:
+            raise Ignored("delete_unknown_instance")
+        return [Retraction(local_key(instance, status_id), SOURCE)]
+    name = _EVENT_NAME.sub("_", event.lower()).strip("_")[:40] or "unnamed"
+    raise Ignored(f"event_{name}")
+
+
+def parse_ws_message(text: str) -> tuple[str | None, str, str]:
+    """A websocket message ``{"stream": [...], "event", "payload"}`` as (its normalised tag or None, event, payload).
+
+    Raises ValueError when it is not such a message, ``Ignored("stream_error")`` for the server's error replies.
+    """
+    try:
+        message = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"websocket message is not JSON ({exc})") from None
+    if not isinstance(message, dict):
+        raise ValueError("websocket message is not a JSON object")
+    event, payload, stream = message.get("event"), message.get("payload"), message.get("stream")
+    if not isinstance(event, str):
+        if "error" in message:
+            raise Ignored("stream_error")
+        raise ValueError("websocket message without an event")
+    tag = None
+    if isinstance(stream, list) and len(stream) > 1 and stream[0] in _TAG_STREAMS and isinstance(stream[1], str):
+        tag = normalize_hashtag(stream[1])
+    return tag, event, payload if isinstance(payload, str) else json.dumps(payload)
+
+
+class SseDecoder:
+    """Incremental ``text/event-stream`` decoder: bytes in, complete ``(event, data)`` pairs out, comments dropped.
+
+    An event larger than ``max_event_bytes`` is dropped whole and counted in ``oversized``.
+    """
+
+    def __init__(self, max_event_bytes: int = 1 << 20) -> None:
+        self._buffer = b""
+        self._event = ""
+        self._data: list[str] = []
+        self._size = 0
+        self._skipping = False
+        self._max = max_event_bytes
+        self.oversized = 0
+
+    def feed(self, chunk: bytes) -> list[tuple[str, str]]:
+        """The events completed by ``chunk``, in stream order."""
+        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
+        out: list[tuple[str, str]] = []
+        for raw in lines:
+            line = raw.removesuffix(b"\r").decode("utf-8", "replace")
+            if not line:
+                if (self._data or self._event) and not self._skipping:
+                    out.append((self._event or "message", "\n".join(self._data)))
+                self._event, self._data, self._size, self._skipping = "", [], 0, False
+            elif not line.startswith(":") and not self._skipping:
+                field, _, value = line.partition(":")
+                if field == "event":
+                    self._event = value.removeprefix(" ")
+                elif field == "data":
+                    self._data.append(value.removeprefix(" "))
+                    self._size += len(raw)
+                    if self._size > self._max:
+                        self._skip()
+        if not self._skipping and self._size + len(self._buffer) > self._max:
+            self._skip()
+        if self._skipping:
+            self._buffer = b""  # the rest of a line of the event being dropped
+        return out
+
+    def _skip(self) -> None:
+        """Drop the event in progress, and everything up to the blank line that ends it."""
+        self.oversized += 1
+        self._skipping = True
+        self._event, self._data, self._size = "", [], 0
+
+
+def local_key(instance: str, status_id: str) -> str:
+    """The key of a status known only by its instance-local id (a delete or reply target with no uri at hand)."""
+    return f"mastodon-id:{instance}:{status_id}"
+
+
+def _payload_object(event: str, payload: str | dict[str, Any] | int | None) -> dict[str, Any]:
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except ValueError as exc:
+            raise ValueError(f"{event} event: payload is not JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{event} event: payload must be a status object, got {type(payload).__name__}")
+    return payload
+
+
+def _parse(
+    data: Any, matcher: ChatMatcher, now_ms: int, instance: str | None, known: Mapping[str, str], depth: int
+) -> list[Event]:
+    if not isinstance(data, dict):
+        raise ValueError(f"a status is a JSON object, got {type(data).__name__}")
+    reblog = data.get("reblog")
+    if isinstance(reblog, dict):
+        events = _parse(reblog, matcher, now_ms, instance, known, depth + 1)
+        original = next((e for e in reversed(events) if isinstance(e, Post)), None)
+        if original is None:
+            raise ValueError("reblog without an original status")
+        _check_visibility(data)
+        return [*events, _boost(data, original, now_ms, instance)]
+    _check_visibility(data)
+    post = _post(data, matcher, now_ms, instance, known)
+    quoted = _quoted_status(data.get("quote"))
+    if quoted is not None and depth < 2:
+        try:
+            return [*_parse(quoted, matcher, now_ms, instance, known, depth + 1), post]
+        except (Ignored, ValueError):
+            pass  # the quoting post stands on its own; a hidden or broken quote only loses the extra Post
+    return [post]
+
+
+def _quoted_status(quote: Any) -> dict[str, Any] | None:
+    if not isinstance(quote, dict):
+        return None
+    inner = quote.get("quoted_status")  # Mastodon 4.4+: {"state": ..., "quoted_status": {...} | null}
+    if isinstance(inner, dict):
+        return inner
+    return quote if "uri" in quote and "account" in quote else None  # Fedibird-style: the status itself
+
+
+def _check_visibility(data: dict[str, Any]) -> None:
+    visibility = data.get("visibility")
+    if isinstance(visibility, str) and visibility not in _PUBLIC:
+        raise Ignored(f"visibility_{_EVENT_NAME.sub('_', visibility.lower())[:20]}")
+
+
+def _post(
+    data: dict[str, Any], matcher: ChatMatcher, now_ms: int, instance: str | None, known: Mapping[str, str]
+) -> Post:
+    uri = _req_str(data, "uri")
+    account = data.get("account")
+    if not isinstance(account, dict):
+        raise ValueError("'account' must be an object")
+    host = _instance_host(account, instance)
+    content = data.get("content")
+    if content is None:
+        content = data.get("text")  # a DELETE response carries the source text instead of HTML
+    if not isinstance(content, str):
+        raise ValueError("'content' must be a string")
+    text = html_to_text(content)
+    spoiler = data.get("spoiler_text")
+    if isinstance(spoiler, str) and spoiler.strip():
+        text = f"CW: {spoiler.strip()}\n\n{text}".rstrip()
+    reply_id = data.get("in_reply_to_id")
+    reply_to = None
+    if isinstance(reply_id, str | int) and not isinstance(reply_id, bool) and str(reply_id):
+        reply_uri = known.get(str(reply_id))
+        reply_to = f"{SOURCE}:{reply_uri}" if reply_uri else (local_key(host, str(reply_id)) if host else None)
+    lang = data.get("language")
+    return Post.from_dict(
+        {
+            "key": f"{SOURCE}:{uri}",
+            "source": SOURCE,
+            "chats": list(matcher.chats(_hashtags(data, text))),
+            "author": _author(account, host),
+            "text": text,
+            "url": _opt_str(data, "url") or uri,
+            "created": _created(data),
+            "at": now_ms,
+            "lang": lang if isinstance(lang, str) and lang else None,
+            "reply_to": reply_to,
+            "media": _media(data.get("media_attachments")),
+        }
+    )
+
+
+def _boost(data: dict[str, Any], original: Post, now_ms: int, instance: str | None) -> Post:
+    """The boost itself: the booster as author, the original's text and chats, ``boost_of`` its key."""
+    uri = _req_str(data, "uri")
+    account = data.get("account")
+    if not isinstance(account, dict):
+        raise ValueError("'account' must be an object")
+    host = _instance_host(account, instance)
+    return Post.from_dict(
+        {
+            **original.to_dict(),
+            "id": "",
+            "key": f"{SOURCE}:{uri}",
+            "author": _author(account, host),
+            "url": _opt_str(data, "url") or uri,
+            "created": _created(data),
+            "at": now_ms,
+            "reply_to": None,
+            "boost_of": original.key,
+        }
+    )
+
+
+def _hashtags(data: dict[str, Any], text: str) -> list[str]:
+    tags = data.get("tags")
+    if not isinstance(tags, list):
+        return extract_hashtags(text)
+    return [t["name"] for t in tags if isinstance(t, dict) and isinstance(t.get("name"), str)]
+
+
+def _author(account: dict[str, Any], host: str | None) -> dict[str, Any]:
+    username = _opt_str(account, "username") or ""
+    acct = _opt_str(account, "acct") or username
+    if not acct:
+        raise ValueError("'account' has neither 'acct' nor 'username'")
+    handle = acct if "@" in acct or not host else f"{acct}@{host}"
+    avatar = _opt_str(account, "avatar") or _opt_str(account, "avatar_static")
+    return {"handle": handle, "name": _opt_str(account, "display_name") or username or acct, "avatar": avatar}
+
+
+def _media(items: Any) -> list[str]:
+    if not isinstance(items, list):
+        return []
+    urls: list[str] = []
+    for item in items:
+        if isinstance(item, dict):
+            url = next((item[k] for k in ("url", "preview_url", "remote_url") if isinstance(item.get(k), str)), None)
+            if url:
+                urls.append(url)
+    return urls
+
+
+def _created(data: dict[str, Any]) -> int:
+    raw = _req_str(data, "created_at")
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"'created_at' is not an ISO time: {raw[:40]!r}") from None
+    if when.tzinfo is None:
+        raise ValueError(f"'created_at' has no time zone: {raw[:40]!r}")
+    return round(when.timestamp() * 1000)
+
+
+def _instance_host(account: dict[str, Any], instance: str | None) -> str | None:
+    """The instance the status was read from: given, or a local account's own host (acct without '@')."""
+    if instance:
+        return instance
+    acct, url = account.get("acct"), account.get("url")
+    if isinstance(acct, str) and "@" not in acct and isinstance(url, str):
+        return urlsplit(url).netloc or None
+    return None
+
+
+def _req_str(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"'{name}' must be a non-empty string")
+    return value
+
+
+def _opt_str(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def __getattr__(name: str) -> Callable[..., Any]:
+    # The follower lives in its own module (it imports this one); loaded on first use, so no import cycle.
+    if name == "MastodonSource":
+        from mixer.ingest.sources.mastodon_follow import MastodonSource
+
+        return MastodonSource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

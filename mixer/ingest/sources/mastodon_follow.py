@@ -1,0 +1,446 @@
+"""The Mastodon follower: one instance, every chat's hashtag; streaming with a token, polling without.
+
+``MastodonSource.run`` keeps one cursor per tag (``mastodon:<host>:<tag>``: the highest
+status id published) in Redis, written in the same transaction as the posts. Without a
+token it polls ``/api/v1/timelines/tag/<tag>?min_id=<cursor>`` every ``poll_seconds``,
+page by page, oldest first, honouring ``X-RateLimit-*`` and 429. With a token it
+subscribes to the hashtag streams (one websocket per instance; server-sent events per
+tag when the websocket upgrade is refused) and, since streaming has no resume, first
+backfills every tag from its cursor on each (re)connect; statuses already published in
+this process are recognised by id and not repeated. Parsing lives in ``mastodon``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from redis.exceptions import RedisError
+
+from mixer.backoff import Backoff
+from mixer.ingest.hashtags import ChatMatcher, normalize_hashtag
+from mixer.ingest.publish import CursorStore, Publisher, remember
+from mixer.ingest.sources.mastodon import SseDecoder, id_order, parse_event, parse_status, parse_ws_message
+from mixer.models import Event, Ignored
+from mixer.streams import raise_if_cancelling
+
+log = logging.getLogger(__name__)
+
+PAGE_LIMIT = 40  # the most statuses Mastodon returns per timeline page
+_NO_WEBSOCKET = frozenset({200, 400, 404, 405, 426})  # the upgrade was refused: this server speaks SSE only
+
+
+class SourceError(Exception):
+    """An answer the follower cannot use (bad HTTP status, body that is not the expected JSON)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class StreamEnded(Exception):
+    """A streaming connection ended (closed by the server or lost)."""
+
+
+_FAILURES = (aiohttp.ClientError, OSError, RedisError, SourceError, StreamEnded)
+_Item = tuple[str | None, str, str] | BaseException  # (tag, event, payload), or why a reader stopped
+
+
+class MastodonSource:
+    """Follows ``tags`` on one instance; every status is published once, in id order per tag, across restarts."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        cursors: CursorStore,
+        matcher: ChatMatcher,
+        *,
+        instance: str,
+        tags: Sequence[str],
+        token: str | None = None,
+        poll_seconds: float = 10.0,
+        backoff: Backoff | None = None,
+        initial_backfill: int = PAGE_LIMIT,  # statuses published on a tag's very first start (0: only new ones)
+        known_max: int = 10_000,  # published status ids remembered (dedupe of streamed statuses, id -> uri)
+        max_rate_wait: float = 900.0,  # never wait longer than this for a rate-limit reset (clock skew guard)
+        read_timeout: float = 60.0,  # a stream silent this long (no event, no heartbeat) is reconnected
+        heartbeat: float = 30.0,  # websocket ping interval; an unanswered ping closes the socket
+        clock: Callable[[], float] = time.time,  # wall clock, to compare with the server's reset times
+    ) -> None:
+        base = instance if "://" in instance else f"https://{instance}"
+        self._base = base.rstrip("/")
+        self.host = urlsplit(self._base).netloc
+        self.name = f"mastodon:{self.host}"
+        self.counters: Counter[str] = Counter()
+        self.tags = tuple(dict.fromkeys(t for t in (normalize_hashtag(tag) for tag in tags) if t))
+        self._publisher = publisher
+        self._cursors = cursors
+        self._matcher = matcher
+        self._token = token or None
+        self._poll_seconds = poll_seconds
+        self._backoff = backoff or Backoff(base=1.0, cap=60.0)
+        self._initial_backfill = max(0, min(initial_backfill, PAGE_LIMIT))
+        self._known_max = known_max
+        self._max_rate_wait = max_rate_wait
+        self._read_timeout = read_timeout
+        self._heartbeat = heartbeat
+        self._clock = clock
+        self._cursor: dict[str, str] = {}
+        self._known: OrderedDict[str, str] = OrderedDict()
+        self._recall = publisher.recall(self.name, known_max)  # ... and in Redis, for after a restart
+        self._not_before = 0.0  # wall time before which no REST request is sent (rate limit spent)
+        self._stream_base: str | None = None
+        self._use_sse = False
+        self._session: aiohttp.ClientSession | None = None
+
+    def cursor_name(self, tag: str) -> str:
+        """The Redis cursor name of one tag on this instance."""
+        return f"{self.name}:{tag}"
+
+    @property
+    def known_uris(self) -> Mapping[str, str]:
+        """Status id -> uri of the most recently published statuses (bounded by ``known_max``)."""
+        return self._known
+
+    async def run(self) -> None:
+        """Follow until cancelled; network, Redis and payload trouble is logged, counted and retried with backoff."""
+        headers = {"User-Agent": "chatmixer", "Accept": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        # Bounds connecting and the websocket handshake; REST and SSE requests set their own timeouts.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30)
+        async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+            self._session = session
+            try:
+                await self._load_cursors()
+                if self._token:
+                    await self._stream_forever()
+                else:
+                    await self._poll_forever()
+            finally:
+                self._session = None
+
+    async def _load_cursors(self) -> None:
+        while True:
+            try:
+                # deletes and duplicates after a restart
+                remember(self._known, (await self._recall.load()).items(), self._known_max)
+                for tag in self.tags:
+                    value = await self._cursors.get(self.cursor_name(tag))
+                    raise_if_cancelling()
+                    if value:
+                        self._cursor[tag] = value
+                return
+            except RedisError as exc:
+                delay = self._backoff.next()
+                log.warning("%s: reading cursors failed (%s); retrying in %.2fs", self.name, exc, delay)
+                await asyncio.sleep(delay)
+
+    # Polling (no token).
+
+    async def _poll_forever(self) -> None:
+        while True:
+            failed = False
+            for tag in self.tags:  # one tag failing does not hold up the others
+                try:
+                    await self._backfill(tag)
+                except _FAILURES as exc:
+                    failed = True
+                    log.warning("%s: polling #%s on %s failed: %s", self.name, tag, self._base, exc)
+            if failed:
+                self.counters["reconnects"] += 1
+                delay = self._backoff.next()
+                log.warning("%s: next poll of %s in %.2fs (backing off)", self.name, self._base, delay)
+            else:
+                self._backoff.reset()
+                delay = self._poll_seconds
+            await asyncio.sleep(delay)
+
+    async def _backfill(self, tag: str) -> None:
+        """Publish every status of ``tag`` after its cursor, oldest first, until a page comes back short."""
+        path = f"/api/v1/timelines/tag/{quote(tag, safe='')}"
+        while True:
+            cursor = self._cursor.get(tag)
+            if cursor is None:  # first start: the newest few, then forward from there
+                page = await self._get_list(path, {"limit": str(max(1, self._initial_backfill))})
+                if self._initial_backfill == 0:
+                    self.counters["received"] += len(page)
+                    ids = [i for i in (_status_id(s) for s in page) if i is not None]
+                    await self._commit(tag, [], max(ids, key=id_order) if ids else None, [])
+                    return
+                await self._handle_statuses(tag, page)
+                return
+            # min_id pages forward from the cursor (since_id would return the newest page and skip a gap).
+            page = await self._get_list(path, {"limit": str(PAGE_LIMIT), "min_id": cursor})
+            await self._handle_statuses(tag, page)
+            if len(page) < PAGE_LIMIT or self._cursor.get(tag) == cursor:
+                return
+
+    async def _handle_statuses(self, tag: str | None, statuses: Iterable[Any]) -> None:
+        """Parse and publish statuses oldest first, skipping ones already published; move ``tag``'s cursor."""
+        now_ms = int(self._clock() * 1000)
+        events: list[Event] = []
+        fresh: list[tuple[str, str]] = []
+        best = self._cursor.get(tag) if tag else None
+        for status in sorted(statuses, key=lambda s: id_order(_status_id(s) or "")):
+            self.counters["received"] += 1
+            status_id = _status_id(status)
+            if status_id is None:
+                self._malformed("status without an id", status)
+                continue
+            if best is None or id_order(status_id) > id_order(best):
+                best = status_id
+            if status_id in self._known:
+                self.counters["duplicates"] += 1
+                continue
+            try:
+                events.extend(parse_status(status, self._matcher, now_ms, instance=self.host, known_uris=self._known))
+            except Ignored as exc:
+                self.counters[f"skipped:{exc.reason}"] += 1
+            except ValueError as exc:
+                self._malformed(str(exc), status)
+            else:
+                fresh.append((status_id, status["uri"]))
+        await self._commit(tag, events, best, fresh)
+
+    async def _commit(
+        self, tag: str | None, events: list[Event], best: str | None, fresh: list[tuple[str, str]]
+    ) -> None:
+        """Publish events with the tag's new cursor in one transaction; only then remember what was published."""
+        moved = tag is not None and best is not None and best != self._cursor.get(tag)
+        cursor = (self.cursor_name(tag), best) if tag is not None and best is not None else None
+        if events:
+            recall = (self._recall, dict(fresh))
+            self.counters["published"] += await self._publisher.publish(events, cursor=cursor, recall=recall)
+            raise_if_cancelling()
+        elif moved and cursor is not None:
+            await self._cursors.set(*cursor)
+            raise_if_cancelling()
+        if moved and tag is not None and best is not None:
+            self._cursor[tag] = best
+        remember(self._known, fresh, self._known_max)
+
+    # REST with rate limits.
+
+    async def _get_list(self, path: str, params: dict[str, str]) -> list[Any]:
+        page = await self._get_json(path, params)
+        if not isinstance(page, list):
+            self.counters["malformed"] += 1
+            raise SourceError(f"GET {path}: expected a list of statuses, got {type(page).__name__}")
+        return page
+
+    async def _get_json(self, path: str, params: dict[str, str]) -> Any:
+        """GET a JSON document, waiting out ``X-RateLimit-Remaining: 0`` and 429 until the advertised reset."""
+        assert self._session is not None
+        url = self._base + path
+        while True:
+            wait = self._not_before - self._clock()
+            if wait > 0:
+                log.info("%s: rate limit spent; waiting %.2fs before GET %s", self.name, wait, url)
+                await asyncio.sleep(wait)
+            async with self._session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                reset = self._reset_delay(resp.headers)
+                remaining = resp.headers.get("X-RateLimit-Remaining", "").strip()
+                if resp.status == 429:
+                    self.counters["rate_limited"] += 1
+                    delay = reset if reset is not None else self._backoff.next()
+                    log.warning("%s: HTTP 429 on GET %s; retrying in %.2fs", self.name, url, delay)
+                    self._not_before = self._clock() + delay
+                    continue
+                if remaining.isdigit() and int(remaining) == 0:
+                    self.counters["rate_limit_waits"] += 1
+                    self._not_before = self._clock() + (reset if reset is not None else min(60.0, self._max_rate_wait))
+                if resp.status != 200:
+                    raise SourceError(f"GET {url}: HTTP {resp.status}", resp.status)
+                body = await resp.read()
+            try:
+                return json.loads(body)
+            except ValueError as exc:
+                self.counters["malformed"] += 1
+                raise SourceError(f"GET {url}: body is not JSON ({exc}): {body[:80]!r}") from None
+
+    def _reset_delay(self, headers: Mapping[str, str]) -> float | None:
+        """Seconds until ``X-RateLimit-Reset`` (ISO time, or epoch seconds), capped; None when absent or unreadable."""
+        raw = headers.get("X-RateLimit-Reset", "").strip()
+        if not raw:
+            return None
+        now = self._clock()
+        try:
+            if raw.replace(".", "", 1).isdigit():  # not Mastodon's form: epoch seconds, or seconds from now
+                at = float(raw) if float(raw) > 1e9 else now + float(raw)
+            else:
+                at = datetime.fromisoformat(raw).timestamp()
+        except ValueError:
+            return None
+        return min(self._max_rate_wait, max(0.0, at - now))
+
+    # Streaming (token).
+
+    async def _stream_forever(self) -> None:
+        while True:
+            reason = "closed"
+            try:
+                await self._stream_once()
+            except _FAILURES as exc:
+                reason = str(exc) or type(exc).__name__
+            self.counters["reconnects"] += 1
+            delay = self._backoff.next()
+            log.warning("%s: stream from %s lost (%s); reconnecting in %.2fs", self.name, self._base, reason, delay)
+            await asyncio.sleep(delay)
+
+    async def _stream_once(self) -> None:
+        """Subscribe, backfill every tag, then publish streamed events until the connection ends (raises why)."""
+        queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=10_000)  # full: readers wait, TCP pushes back
+        readers: list[asyncio.Task[None]] = []
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await self._subscribe(stack, queue, readers)
+                for tag in self.tags:
+                    await self._backfill(tag)
+                self._backoff.reset()
+                while True:
+                    item = await queue.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    await self._handle_event(*item)
+            finally:
+                for task in readers:
+                    task.cancel()
+                await asyncio.gather(*readers, return_exceptions=True)
+
+    async def _subscribe(
+        self, stack: contextlib.AsyncExitStack, queue: asyncio.Queue[_Item], readers: list[asyncio.Task[None]]
+    ) -> None:
+        assert self._session is not None
+        base = await self._streaming_base()
+        if not self._use_sse:
+            url = base.replace("http", "ws", 1) + "/api/v1/streaming"
+            try:
+                ws = await stack.enter_async_context(self._session.ws_connect(url, heartbeat=self._heartbeat))
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status not in _NO_WEBSOCKET:
+                    raise
+                log.info("%s: no websocket at %s (HTTP %s); using server-sent events", self.name, url, exc.status)
+                self._use_sse = True
+            else:
+                for tag in self.tags:
+                    await ws.send_json({"type": "subscribe", "stream": "hashtag", "tag": tag})
+                readers.append(asyncio.create_task(self._read_ws(ws, queue)))
+                return
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self._read_timeout)
+        for tag in self.tags:
+            url = base + "/api/v1/streaming/hashtag"
+            resp = await stack.enter_async_context(
+                self._session.get(url, params={"tag": tag}, timeout=timeout, headers={"Accept": "text/event-stream"})
+            )
+            if resp.status != 200:
+                raise SourceError(f"GET {url}?tag={tag}: HTTP {resp.status}", resp.status)
+            readers.append(asyncio.create_task(self._read_sse(tag, resp, queue)))
+
+    async def _streaming_base(self) -> str:
+        """The streaming server's http(s) base: /api/v2/instance ``configuration.urls.streaming``, else the instance."""
+        if self._stream_base is None:
+            try:
+                doc = await self._get_json("/api/v2/instance", {})
+                url = doc["configuration"]["urls"]["streaming"]
+                if not isinstance(url, str) or "://" not in url:
+                    raise TypeError(url)
+            except SourceError as exc:
+                if exc.status is None or exc.status >= 500:
+                    raise
+                url = self._base
+            except (KeyError, TypeError):
+                url = self._base
+            self._stream_base = url.rstrip("/").replace("ws", "http", 1) if url.startswith("ws") else url.rstrip("/")
+        return self._stream_base
+
+    async def _read_ws(self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[_Item]) -> None:
+        reason: BaseException = StreamEnded("websocket closed")
+        try:
+            async for message in ws:
+                if message.type is aiohttp.WSMsgType.TEXT:
+                    item = self._envelope(message.data)
+                    if item is not None:
+                        await queue.put(item)
+                elif message.type is aiohttp.WSMsgType.ERROR:
+                    reason = StreamEnded(f"websocket error: {ws.exception()}")
+                    break
+            else:
+                reason = StreamEnded(f"websocket closed (code {ws.close_code})")
+        except (aiohttp.ClientError, OSError) as exc:
+            reason = exc
+        await queue.put(reason)
+
+    def _envelope(self, text: str) -> _Item | None:
+        try:
+            tag, event, payload = parse_ws_message(text)
+        except (Ignored, ValueError) as exc:
+            self.counters["received"] += 1
+            if isinstance(exc, Ignored):
+                self.counters[f"skipped:{exc.reason}"] += 1
+                log.warning("%s: streaming server says: %.200s", self.name, text)
+            else:
+                self._malformed(str(exc), text)
+            return None
+        return (tag if tag in self.tags else None), event, payload
+
+    async def _read_sse(self, tag: str, resp: aiohttp.ClientResponse, queue: asyncio.Queue[_Item]) -> None:
+        decoder = SseDecoder()
+        reason: BaseException = StreamEnded(f"event stream for #{tag} ended")
+        try:
+            async for chunk in resp.content.iter_any():
+                for event, data in decoder.feed(chunk):
+                    await queue.put((tag, event, data))
+                if decoder.oversized:
+                    self.counters["malformed"] += decoder.oversized
+                    log.warning("%s: dropped %d oversized SSE event(s) on #%s", self.name, decoder.oversized, tag)
+                    decoder.oversized = 0
+        except (aiohttp.ClientError, OSError) as exc:
+            reason = exc
+        await queue.put(reason)
+
+    async def _handle_event(self, tag: str | None, event: str, payload: str) -> None:
+        if event == "update":
+            try:
+                status = json.loads(payload)
+            except ValueError as exc:
+                self.counters["received"] += 1
+                self._malformed(f"update payload is not JSON ({exc})", payload)
+                return
+            await self._handle_statuses(tag, [status])
+            return
+        self.counters["received"] += 1
+        now_ms = int(self._clock() * 1000)
+        try:
+            events = parse_event(event, payload, self._matcher, now_ms, instance=self.host, known_uris=self._known)
+        except Ignored as exc:
+            self.counters[f"skipped:{exc.reason}"] += 1
+        except ValueError as exc:
+            self._malformed(str(exc), payload)
+        else:
+            await self._publisher.publish(events)
+            raise_if_cancelling()
+
+    def _malformed(self, reason: str, raw: Any) -> None:
+        self.counters["malformed"] += 1
+        excerpt = raw if isinstance(raw, str) else json.dumps(raw, default=str)
+        log.warning("%s: malformed payload skipped (%s): %.160s", self.name, reason, excerpt)
+
+
+def _status_id(status: Any) -> str | None:
+    """The instance-local id of a status, or None when it has no usable one."""
+    if not isinstance(status, dict):
+        return None
+    value = status.get("id")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return value if isinstance(value, str) and value.isalnum() and len(value) <= 64 else None

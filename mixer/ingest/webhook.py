@@ -1,0 +1,51 @@
+"""The webhook's ingest side: records posted to ``POST /api/posts``, parsed and published to the chat streams.
+
+A record is anything a recording may hold (``mixer.ingest.recorded.parse_record``): a Post,
+a raw X, Mastodon or Bluesky payload. ``PublishingWebhook`` implements ``mixer.webhook.Webhook``;
+the HTTP route that calls it lives in the fan-out app, and ``mixer.runner`` connects the two.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from mixer.ingest.hashtags import ChatMatcher
+from mixer.ingest.publish import Publisher
+from mixer.ingest.recorded import parse_record
+from mixer.models import Event, Ignored
+from mixer.webhook import Received
+
+log = logging.getLogger(__name__)
+
+
+class PublishingWebhook:
+    """Parses each record on its own and publishes every event of the body in one batch."""
+
+    def __init__(self, publisher: Publisher, matcher: ChatMatcher, clock: Callable[[], float] = time.time) -> None:
+        self._publisher = publisher
+        self._matcher = matcher
+        self._clock = clock
+        self.counters: Counter[str] = Counter()
+
+    async def receive(self, records: list[Any], origin: str) -> Received:
+        """Good records are published even when others in the same body are bad (counted, logged, listed)."""
+        now_ms = int(self._clock() * 1000)
+        events: list[Event] = []
+        errors: list[dict[str, Any]] = []
+        for index, record in enumerate(records):
+            try:
+                events += parse_record(record, self._matcher, now_ms)
+            except Ignored as skip:
+                self.counters[f"skipped:{skip.reason}"] += 1
+            except ValueError as exc:
+                self.counters["malformed"] += 1
+                errors.append({"index": index, "reason": str(exc)})
+                log.warning("webhook from %s: record %d skipped: %s", origin, index, exc)
+        self.counters["received"] += len(records)
+        published = await self._publisher.publish(events) if events else 0
+        self.counters["published"] += published
+        return Received(published, len(events), tuple(errors))

@@ -1,0 +1,214 @@
+"""Dedupe: one card per real post. Pure logic; the merge stage does the Redis I/O around it.
+
+Given what the feed already holds (a ``Book`` of stored posts by key and of text
+fingerprints, loaded from Redis for the batch), ``Deduper.apply`` turns each released
+event into feed writes:
+
+- a post already in the feed under its key: nothing, or an ``update`` when it reached
+  a new chat (its chats are unioned);
+- a boost/retweet of a post in the feed: not shown; the original's ``boosts`` goes up
+  through an ``update``;
+- an edit: an ``update`` of the shown post (same feed id); a retraction: a ``retract``
+  of its feed id, and the key is remembered so the post never comes back;
+- the same text from the same author on another network within ``window_ms``: an
+  ``update`` adding an ``also_on`` link; the same text from other authors (a flood):
+  an ``update`` counting ``similar``;
+- anything else: a new post.
+
+Stored posts are the contract dicts the clients got, with ``id`` and the extra fields
+``boosts``, ``also_on`` and ``similar`` once they apply. Keys that never became a card
+of their own (a boost, a collapsed repeat, a retraction) are stored as stubs, so a
+restart of the merge stage does not count them again. Every feed write gets the next
+id from ``new_id`` as it is made, so ids grow in write order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mixer.merge.qa import qa_tags
+from mixer.models import Edit, Event, Post, Retraction
+
+FINGERPRINT_MIN = 24  # shorter texts ("A1: yes!") are too common to collapse
+_URL = re.compile(r"https?://\S+|www\.\S+")
+_MENTION_TAG = re.compile(r"[@#][\w.@-]+")
+_NON_WORD = re.compile(r"[\W_]+")
+
+FeedWrite = tuple[str, str, dict[str, Any]]  # (kind "p" | "u" | "r" | "n" (pin), feed entry id, payload)
+
+
+def fingerprint(text: str) -> str | None:
+    """A digest of the words of ``text`` (links, mentions, tags, case, punctuation aside); None when short."""
+    words = _NON_WORD.sub(" ", _MENTION_TAG.sub(" ", _URL.sub(" ", unicodedata.normalize("NFKC", text).casefold())))
+    core = " ".join(words.split())
+    if len(core) < FINGERPRINT_MIN:
+        return None
+    return hashlib.blake2b(core.encode(), digest_size=10).hexdigest()
+
+
+def author_identity(post: dict[str, Any]) -> str:
+    """Who wrote it, comparable across networks: the display name, else the handle's local part, folded."""
+    author = post.get("author") or {}
+    name = str(author.get("name") or "").strip()
+    if not name:
+        name = str(author.get("handle") or "").lstrip("@").split("@")[0].split(".")[0]
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+@dataclass
+class Book:
+    """What the feed holds, as far as one batch needs it; ``apply`` keeps it current within the batch."""
+
+    posts: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # key -> stored post or stub (None: unknown)
+    retracted: set[str] = field(default_factory=set)  # keys retracted, never to be shown again
+    fingerprints: dict[str, tuple[str, int]] = field(default_factory=dict)  # fingerprint -> (key, ms first seen)
+
+
+@dataclass
+class Changes:
+    """What a batch must write besides the feed entries: index and fingerprint updates, keys seen."""
+
+    posts: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> stored post or stub, new or updated
+    fingerprints: dict[str, tuple[str, int]] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)  # every key handled -> ms, for the bounded seen-set
+    pinned: dict[str, Any] | bool | None = False  # the pinned post, None when unpinned, False when unchanged
+
+
+class Deduper:
+    """Turns released events into feed writes; each key is shown at most once, a retracted key never again."""
+
+    def __init__(self, window_ms: int = 10 * 60_000) -> None:
+        self.window_ms = window_ms  # how long a text fingerprint collapses repeats
+
+    def needs(self, events: list[Event]) -> tuple[set[str], set[str]]:
+        """The post keys and fingerprints the Book must hold before ``apply`` runs on ``events``."""
+        keys: set[str] = set()
+        prints: set[str] = set()
+        for event in events:
+            if isinstance(event, Retraction):
+                keys.add(event.key)
+                continue
+            post = event.post if isinstance(event, Edit) else event
+            keys.add(post.key)
+            if post.boost_of:
+                keys.add(post.boost_of)
+            if (fp := fingerprint(post.text)) is not None:
+                prints.add(fp)
+        return keys, prints
+
+    def apply(
+        self, event: Event, book: Book, changes: Changes, new_id: Callable[[], str], now_ms: int
+    ) -> list[FeedWrite]:
+        """Feed writes for one event, in order; ``book`` and ``changes`` are updated to match."""
+        if isinstance(event, Retraction):
+            return self._retract(event.key, book, changes, new_id, now_ms)
+        if isinstance(event, Edit):
+            return self._edit(event.post, book, changes, new_id, now_ms)
+        return self._post(event, book, changes, new_id, now_ms)
+
+    def _remember(self, key: str, stored: dict[str, Any], book: Book, changes: Changes, now_ms: int) -> None:
+        book.posts[key] = stored
+        changes.posts[key] = stored
+        changes.seen[key] = now_ms
+
+    def _retract(
+        self, key: str, book: Book, changes: Changes, new_id: Callable[[], str], now_ms: int
+    ) -> list[FeedWrite]:
+        if key in book.retracted:
+            return []
+        book.retracted.add(key)
+        stored = book.posts.get(key)
+        self._remember(key, {**(stored or {}), "stub": True, "retracted": True}, book, changes, now_ms)
+        if stored is None or stored.get("stub") or "id" not in stored:
+            return []
+        return [("r", new_id(), {"ids": [stored["id"]], "keys": [key]})]
+
+    def _edit(
+        self, post: Post, book: Book, changes: Changes, new_id: Callable[[], str], now_ms: int
+    ) -> list[FeedWrite]:
+        if post.key in book.retracted:
+            return []
+        stored = book.posts.get(post.key)
+        if stored is None:
+            return self._post(post, book, changes, new_id, now_ms)  # the original never reached us
+        if stored.get("stub"):
+            return []  # a boost or a collapsed repeat: it has no card to edit
+        updated = {**stored, **_content(post), "chats": _union(stored["chats"], post.chats)}
+        self._remember(post.key, updated, book, changes, now_ms)
+        return [("u", new_id(), updated)]
+
+    def _post(
+        self, post: Post, book: Book, changes: Changes, new_id: Callable[[], str], now_ms: int
+    ) -> list[FeedWrite]:
+        if post.key in book.retracted:
+            return []
+        stored = book.posts.get(post.key)
+        if stored is not None:  # a twin from another chat or follower
+            if stored.get("stub"):
+                return []
+            chats = _union(stored["chats"], post.chats)
+            if chats == stored["chats"]:
+                return []
+            updated = {**stored, "chats": chats}
+            self._remember(post.key, updated, book, changes, now_ms)
+            return [("u", new_id(), updated)]
+        original = book.posts.get(post.boost_of) if post.boost_of else None
+        if original is not None and post.boost_of and not original.get("stub"):
+            self._remember(post.key, {"stub": True, "boost_of": post.boost_of}, book, changes, now_ms)
+            updated = {**original, "boosts": int(original.get("boosts", 0)) + 1}
+            self._remember(post.boost_of, updated, book, changes, now_ms)
+            return [("u", new_id(), updated)]
+        item = post.to_dict()
+        if (qa := qa_tags(post.text)) is not None:
+            item["qa"] = {"role": qa[0], "n": qa[1]}  # Twitter-chat Q1/A1 numbering, per chat of the post
+        fp = fingerprint(post.text)
+        if fp is not None and (seen := book.fingerprints.get(fp)) and now_ms - seen[1] <= self.window_ms:
+            first = book.posts.get(seen[0])
+            if first is not None and not first.get("stub"):
+                return self._collapse(post, item, first, seen[0], book, changes, new_id(), now_ms)
+        item["id"] = new_id()
+        self._remember(post.key, item, book, changes, now_ms)
+        if fp is not None:
+            book.fingerprints[fp] = changes.fingerprints[fp] = (post.key, now_ms)
+        return [("p", item["id"], item)]
+
+    def _collapse(
+        self,
+        post: Post,
+        item: dict[str, Any],
+        first: dict[str, Any],
+        first_key: str,
+        book: Book,
+        changes: Changes,
+        entry_id: str,
+        now_ms: int,
+    ) -> list[FeedWrite]:
+        """Same text again: another network of the same author (also_on), or a flood (similar)."""
+        self._remember(post.key, {"stub": True, "collapsed_into": first_key}, book, changes, now_ms)
+        chats = _union(first["chats"], post.chats)
+        if author_identity(item) == author_identity(first) and post.source != first.get("source"):
+            also = [*first.get("also_on", []), {"source": post.source, "url": post.url}]
+            updated = {**first, "chats": chats, "also_on": also}
+        else:
+            updated = {**first, "chats": chats, "similar": int(first.get("similar", 0)) + 1}
+        self._remember(first_key, updated, book, changes, now_ms)
+        return [("u", entry_id, updated)]
+
+
+def _content(post: Post) -> dict[str, Any]:
+    """The fields an edit may change (its Q/A number included)."""
+    data = post.to_dict()
+    qa = qa_tags(post.text)
+    return {k: data[k] for k in ("text", "url", "media", "lang") if k in data} | {
+        "edited": post.at,
+        "qa": {"role": qa[0], "n": qa[1]} if qa else None,
+    }
+
+
+def _union(chats: list[str], more: tuple[str, ...]) -> list[str]:
+    return [*chats, *(c for c in more if c not in chats)]

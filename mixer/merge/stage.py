@@ -1,0 +1,333 @@
+"""The merge stage: every chat stream in, one deduplicated, time-ordered feed out.
+
+Events wait in a ``ReorderBuffer`` until every chat stream has been read past their
+ingest time plus a short window, then ``Deduper`` decides what each means for the feed
+(a new post, an ``update`` of a shown one, a ``retract``) and everything is written in
+one MULTI: the feed entries (with ids this stage assigns, so the post index can name
+them), the post index, the text fingerprints, the seen-set and the chat cursors.
+
+Guarantee: every chat-stream entry is read (plain XREAD from stored cursors, no
+consumer groups); each post key becomes at most one card; a retracted key never
+returns; and a cursor never passes an event still held, so a crash at any point
+neither loses nor repeats a post: entries read again after a restart find their keys
+in the index. ``MergeStage.filters`` (moderation, Q/A tagging) run on each new post
+before dedupe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgpack
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from mixer.codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, pack_post, unpack_post
+from mixer.keys import CHANGES_MAXLEN, Keys
+from mixer.merge.actions import apply_action
+from mixer.merge.dedupe import Book, Changes, Deduper, FeedWrite
+from mixer.merge.lease import Fence, fenced
+from mixer.merge.moderation import Moderator
+from mixer.merge.reorder import ReorderBuffer
+from mixer.models import Edit, Event, Post, Retraction
+from mixer.rules import Rules
+from mixer.streams import id_key, last_id, raise_if_cancelling, read_new, text
+
+log = logging.getLogger(__name__)
+
+PostFilter = Callable[[Post], Post | None]
+_KIND_FIELD = {"p": FIELD, "u": EDIT_FIELD, "r": RETRACT_FIELD, "n": PIN_FIELD}
+ACTIONS_CURSOR = "~actions"  # the actions stream's field in the merge cursor hash
+
+
+def decode_event(kind: bytes, raw: bytes) -> Event:
+    """A chat-stream entry as an Event; raises ValueError (or a msgpack error) if it is not one."""
+    if kind == FIELD:
+        return unpack_post("", raw)
+    if kind == EDIT_FIELD:
+        return Edit(unpack_post("", raw))
+    if kind == RETRACT_FIELD:
+        data = msgpack.unpackb(raw, raw=False)
+        if not isinstance(data, dict) or not isinstance(data.get("key"), str):
+            raise ValueError("a retraction needs a 'key'")
+        return Retraction(data["key"], str(data.get("source", "")), tuple(data.get("chats", ())))
+    raise ValueError("an entry without a post, edit or retraction field")
+
+
+class FeedIds:
+    """Feed entry ids in increasing order: ``<ms>-<seq>``, never below the feed's newest id."""
+
+    def __init__(self, last: str = "0-0") -> None:
+        self.ms, self.seq = id_key(last)
+
+    def next(self, now_ms: int) -> str:
+        if now_ms > self.ms:
+            self.ms, self.seq = now_ms, 0
+        else:
+            self.seq += 1
+        return f"{self.ms}-{self.seq}"
+
+
+class MergeStage:
+    """Reads chat streams, writes the merged feed; one card per post key, nothing lost, nothing repeated."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        chats: Iterable[str],
+        *,
+        window: float = 0.5,
+        feed_maxlen: int = 100_000,
+        seen_max: int = 200_000,
+        batch: int = 1000,
+        trim_every: int = 200,
+        rules: Rules | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = redis  # a dedicated connection: XREAD BLOCK runs on it
+        self.fence: Fence | None = None  # (lease key, holder): writes only while the lease names us
+        self._config_rules = rules or Rules()
+        self.moderator = Moderator(self._config_rules)  # the rules in force, compiled (Redis overrides the config's)
+        self._keys = keys
+        self._chats = tuple(chats)
+        self._feed_maxlen = feed_maxlen
+        self._seen_max = seen_max
+        self._batch = batch
+        self._clock = clock
+        self.buffer = ReorderBuffer(int(window * 1000))
+        self.deduper = Deduper()
+        self.filters: list[PostFilter] = []
+        self.counters: Counter[str] = Counter()
+        self._read: dict[str, str] = {}  # chat -> last id read
+        self._drained: set[str] = set()  # chats whose last read reached the end of their stream
+        self._committed: dict[str, str] = {}  # chat -> cursor stored in Redis
+        self._ids = FeedIds()
+        self._batches = 0
+        self._trim_every = trim_every  # batches between trims of the index and fingerprints
+
+    async def load_cursors(self) -> None:
+        """Start from the stored cursors (``0-0`` for a chat never merged); drops anything held."""
+        stored = await self._redis.hgetall(self._keys.merge_cursor)
+        cursors = {text(k): text(v) for k, v in stored.items()}
+        self._read = {chat: cursors.get(chat, "0-0") for chat in self._chats}
+        self._committed = dict(self._read)
+        self._actions_read = cursors.get(ACTIONS_CURSOR) or await last_id(self._redis, self._keys.mod_actions)
+        self._actions: list[dict[str, Any]] = []
+        await self.load_rules()
+        self._drained = set()
+        self.buffer = ReorderBuffer(self.buffer.window_ms, self.buffer.max_pending)
+        self._ids = FeedIds(await last_id(self._redis, self._keys.feed))
+
+    async def load_rules(self) -> None:
+        """The rules a moderator set (in Redis), else the config's; bad stored rules are logged and ignored."""
+        stored = await self._redis.get(self._keys.mod_rules)
+        try:
+            rules = Rules.from_json(stored) if stored is not None else self._config_rules
+            if rules != self.moderator.rules:
+                self.moderator = Moderator(rules)
+        except ValueError as exc:
+            log.warning("merge: ignoring bad moderation rules in Redis: %s", exc)
+
+    async def step(self, max_block: float = 1.0) -> int:
+        """Read what is new, release what the watermark allows, write; returns feed entries written.
+
+        Waits for new entries only when every stream is drained, and then no longer than
+        until the oldest held event is due.
+        """
+        block_ms: int | None = None
+        if len(self._drained) == len(self._chats):
+            due = self.buffer.next_due()
+            wait = max_block * 1000 if due is None else min(max_block * 1000, due - self._clock() * 1000)
+            block_ms = max(1, int(wait))
+        streams = {self._keys.chat(c): self._read[c] for c in self._chats}
+        streams[self._keys.mod_actions] = self._actions_read
+        got = await read_new(self._redis, streams, block_ms, self._batch)
+        for entry_id, raw, _ in got.get(self._keys.mod_actions, []):
+            self._actions_read = entry_id
+            try:
+                self._actions.append(msgpack.unpackb(raw, raw=False))
+            except Exception as exc:
+                log.warning("merge: skipping malformed moderator action %s: %s", entry_id, exc)
+        for chat in self._chats:
+            entries = got.get(self._keys.chat(chat), [])
+            if len(entries) < self._batch:
+                self._drained.add(chat)
+            else:
+                self._drained.discard(chat)
+            for entry_id, raw, kind in entries:
+                self._read[chat] = entry_id
+                self.counters["read"] += 1
+                try:
+                    event = decode_event(kind, raw)
+                except Exception as exc:  # a bad entry is skipped, never fatal
+                    self.counters["malformed"] += 1
+                    log.warning("merge: skipping malformed entry %s in chat %s: %s", entry_id, chat, exc)
+                    continue
+                self.buffer.add(chat, entry_id, event)
+        return await self._release(self._watermark())
+
+    def _watermark(self) -> int:
+        """Ms up to which every chat stream has been read; a drained stream counts as read up to now."""
+        now = int(self._clock() * 1000)
+        marks = [now if c in self._drained else id_key(self._read[c])[0] for c in self._chats]
+        return min(marks, default=now)
+
+    async def _release(self, watermark: int) -> int:
+        held: dict[str, Post] = {}
+        events = [e for p in self.buffer.pop_ready(watermark) if (e := self._filter(p.event, held)) is not None]
+        actions, self._actions = self._actions, []
+        cursors = {c: self.buffer.safe_cursor(c, self._read[c]) for c in self._chats}
+        if actions:
+            cursors[ACTIONS_CURSOR] = self._actions_read
+        changed = {c: v for c, v in cursors.items() if v != self._committed.get(c)}
+        if not events and not changed and not held:
+            return 0
+        now_ms = int(self._clock() * 1000)
+        changes = Changes()
+        writes: list[FeedWrite] = []
+        if events or actions:
+            book = await self._load_book(events, [a["key"] for a in actions if isinstance(a.get("key"), str)])
+            for event in events:
+                writes += self.deduper.apply(event, book, changes, lambda: self._ids.next(now_ms), now_ms)
+            for action in actions:
+                try:
+                    writes += apply_action(action, book, changes, self.deduper, lambda: self._ids.next(now_ms), now_ms)
+                except ValueError as exc:
+                    log.warning("merge: skipping moderator action %s: %s", action.get("action"), exc)
+                if action.get("action") == "rules":
+                    await self.load_rules()
+
+        def fill(tx: Pipeline) -> None:
+            for kind, entry_id, payload in writes:
+                body = {k: v for k, v in payload.items() if k != "id"} if kind == "p" else payload
+                packed = msgpack.packb(body, use_bin_type=True)
+                tx.xadd(
+                    self._keys.feed,
+                    {_KIND_FIELD[kind]: packed},
+                    id=entry_id,
+                    maxlen=self._feed_maxlen,
+                    approximate=True,
+                )
+            if changes.posts:
+                index = {k: msgpack.packb(v, use_bin_type=True) for k, v in changes.posts.items()}
+                tx.hset(self._keys.index, mapping=index)  # type: ignore[arg-type]
+                tx.zadd(self._keys.seen, changes.seen)
+            if changes.fingerprints:
+                tx.hset(
+                    self._keys.fingerprints, mapping={fp: f"{k}|{ms}" for fp, (k, ms) in changes.fingerprints.items()}
+                )
+                tx.zadd(self._keys.fingerprint_times, {fp: ms for fp, (_, ms) in changes.fingerprints.items()})
+            if held:
+                tx.hset(self._keys.mod_queue, mapping={k: pack_post(p) for k, p in held.items()})
+            decided = [a["key"] for a in actions if a.get("action") in ("approve", "reject")]
+            if decided:
+                tx.hdel(self._keys.mod_queue, *decided)
+            if held or decided:  # consoles waiting on /api/mod/changes refresh their queue now
+                tx.xadd(self._keys.mod_changes, {"c": "queue"}, maxlen=CHANGES_MAXLEN, approximate=True)
+            if changes.pinned is None:
+                tx.delete(self._keys.pinned)
+            elif changes.pinned is not False:
+                tx.set(self._keys.pinned, msgpack.packb(changes.pinned, use_bin_type=True))
+            if changed:
+                tx.hset(self._keys.merge_cursor, mapping=changed)  # type: ignore[arg-type]
+
+        await fenced(self._redis, self.fence, fill)
+        self._committed.update(changed)
+        for kind, _, _ in writes:
+            self.counters[{"p": "written", "u": "updates", "r": "retractions_written", "n": "pins"}[kind]] += 1
+        self.counters["duplicate"] += sum(1 for e in events if isinstance(e, Post)) - sum(
+            k == "p" for k, _, _ in writes
+        )
+        self._batches += 1
+        if self._batches % self._trim_every == 0:
+            await self._trim(now_ms)
+        return len(writes)
+
+    async def _load_book(self, events: list[Event], more_keys: Iterable[str] = ()) -> Book:
+        """What the index knows about the keys and texts of ``events`` (and ``more_keys``)."""
+        keys, prints = self.deduper.needs(events)
+        keys.update(more_keys)
+        book = Book()
+        if prints:
+            found: list[Any] = await self._redis.hmget(self._keys.fingerprints, list(prints))
+            for fp, value in zip(prints, found, strict=True):
+                if value is not None:
+                    key, _, ms = text(value).rpartition("|")
+                    book.fingerprints[fp] = (key, int(ms))
+                    keys.add(key)
+        if keys:
+            ordered = list(keys)
+            stored: list[Any] = await self._redis.hmget(self._keys.index, ordered)
+            for key, raw in zip(ordered, stored, strict=True):
+                post = msgpack.unpackb(raw, raw=False) if raw is not None else None
+                book.posts[key] = post
+                if post is not None and post.get("retracted"):
+                    book.retracted.add(key)
+        return book
+
+    async def _trim(self, now_ms: int) -> None:
+        """Forget the oldest keys beyond ``seen_max`` and fingerprints older than the dedupe window."""
+        excess = await self._redis.zcard(self._keys.seen) - self._seen_max
+        old_keys: list[Any] = await self._redis.zrange(self._keys.seen, 0, excess - 1) if excess > 0 else []
+        old_prints: list[Any] = await self._redis.zrangebyscore(
+            self._keys.fingerprint_times, "-inf", now_ms - self.deduper.window_ms
+        )
+        if not old_keys and not old_prints:
+            return
+        async with self._redis.pipeline(transaction=True) as tx:
+            if old_keys:
+                tx.hdel(self._keys.index, *old_keys)
+                tx.zrem(self._keys.seen, *old_keys)
+            if old_prints:
+                tx.hdel(self._keys.fingerprints, *old_prints)
+                tx.zrem(self._keys.fingerprint_times, *old_prints)
+            await tx.execute()
+
+    def _filter(self, event: Event, held: dict[str, Post]) -> Event | None:
+        """Moderation, then the extra filters, on a post; edits and retractions pass."""
+        if not isinstance(event, Post):
+            return event
+        verdict = self.moderator.judge(event)
+        if verdict.post is None:
+            self.counters["blocked"] += 1
+            log.info("merge: blocked %s (%s)", event.key, verdict.reason)
+            return None
+        if verdict.action == "hold":
+            held[event.key] = verdict.post
+            self.counters["held"] += 1
+            return None
+        post: Post = verdict.post
+        for keep in self.filters:
+            kept = keep(post)
+            if kept is None:
+                self.counters["filtered"] += 1
+                return None
+            post = kept
+        return post
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Merge until cancelled; reconnects with capped backoff and resumes from stored cursors."""
+        backoff = 0.1
+        while True:
+            try:
+                await self.load_cursors()
+                if ready is not None:
+                    ready.set()
+                while True:
+                    await self.step()
+                    raise_if_cancelling()
+                    backoff = 0.1
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                raise_if_cancelling()  # redis-py may turn a cancel into a connection error
+                self.counters["reconnects"] += 1
+                log.warning("merge: redis error (%s); retrying in %.1fs from stored cursors", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)

@@ -1,0 +1,3 @@
+"""Tools around the product: ``record``, ``synth``, ``transcript``, the ``directory`` CSV import and the
+``loadtest`` package. Each adds its own `mixer` subcommand; tools may import any stage.
+"""

@@ -1,0 +1,90 @@
+"""Driven load for `mixer loadtest`: posts published into the chat streams at a fixed rate, as ingest would.
+
+``Driver`` writes synthetic posts, or a recording's posts again and again (each with a key and text of its own
+so dedupe never folds two), stamped when published, keyed under a run's marker so loss can be counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from mixer.ingest.hashtags import ChatMatcher
+from mixer.ingest.publish import Publisher
+from mixer.ingest.recorded import read_events
+from mixer.keys import Keys
+from mixer.models import Author, Post
+from mixer.settings import Settings
+
+
+class Driver:
+    """Publishes posts into the chat streams at ``rate`` posts/s, each keyed under ``marker`` for loss counting."""
+
+    def __init__(self, settings: Settings, rate: float, replay_file: Path | None, marker: str) -> None:
+        self.settings, self.rate, self.replay_file, self.marker = settings, rate, replay_file, marker
+        self.published = 0  # posts written to at least one chat stream
+        self._posts: list[Post] = []
+        self._redis: aioredis.Redis | None = None
+
+    async def prepare(self) -> None:
+        """Connect to Redis and read the recording; raises ValueError or RedisError with a reason."""
+        if not self.settings.redis_url:
+            raise ValueError("driving load writes to a shared Redis: give --redis URL or MIXER_REDIS_URL")
+        if self.replay_file is not None:
+            matcher = ChatMatcher(self.settings.chat_tags)
+            events = read_events(self.replay_file, matcher, int(time.time() * 1000), log_errors=False)
+            self._posts = [e for e in events if isinstance(e, Post) and e.boost_of is None]
+            if not self._posts:
+                raise ValueError(f"{self.replay_file}: no post in any configured chat to replay")
+        self._redis = aioredis.Redis.from_url(self.settings.redis_url)
+        try:
+            await self._redis.ping()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    def _post(self, n: int, now_ms: int) -> Post:
+        """Post ``n`` of the run, stamped now; a text unique to it so dedupe never folds two of them."""
+        key = f"{self.marker}{n}"
+        if self._posts:
+            post = self._posts[n % len(self._posts)]
+            return replace(post, key=key, text=f"{post.text} ({n})", created=now_ms, at=now_ms)
+        tags = self.settings.chat_tags
+        who = n % 97
+        return Post(
+            key=key,
+            source="synth",
+            chats=(tags[n % len(tags)],),
+            author=Author(handle=f"load{who}", name=f"Load tester {who}"),
+            text=f"load test post {n} of {self.marker.split(':')[1]}: what is the one tool you use every day?",
+            url=f"https://example.invalid/loadtest/{n}",
+            created=now_ms,
+            at=now_ms,
+        )
+
+    async def run(self, duration: float) -> None:
+        """Publish for ``duration`` seconds (a recording: at most once through), paced on the loop clock."""
+        assert self._redis is not None, "prepare() first"
+        s = self.settings
+        publisher = Publisher(self._redis, Keys(s.key_prefix), s.chat_tags, s.chat_maxlen)
+        limit = len(self._posts) or None
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        n = 0
+        while (now := loop.time()) < start + duration and (limit is None or n < limit):
+            due = min(int((now - start) * self.rate) + 1, limit or sys.maxsize)
+            if due > n:
+                now_ms = int(time.time() * 1000)
+                self.published += await publisher.publish([self._post(i, now_ms) for i in range(n, due)])
+                n = due
+            await asyncio.sleep(min(0.02, (n + 1) / self.rate - (loop.time() - start)))
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
