@@ -1,13 +1,26 @@
-"""Small builders shared by tests: posts, and a recorded night re-timed to now."""
+"""Small helpers shared by tests: where things are, posts, a recorded night re-timed to now, a test clock,
+the feed read back, and waiting for a condition."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import msgpack
+import redis.asyncio as aioredis
+
+from mixer.codec import FIELD, unpack_post
+from mixer.keys import Keys
 from mixer.models import Author, Post
 from mixer.settings import DEMO_RECORDING
+from mixer.streams import read_range
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
+FIXTURES = ROOT / "tests" / "fixtures"
 
 BUSY_HOUR = 1_551_463_200_000  # 2019-03-01 18:00 UTC, the demo recording's hour with the most posts
 
@@ -64,3 +77,40 @@ def recorded_night(limit: int, chats: set[str] | None = None, ago_ms: int = 150_
         )
         for p in chosen
     ]
+
+
+class FakeClock:
+    """Wall-clock seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def feed_posts(redis: aioredis.Redis, keys: Keys) -> list[Post]:
+    """The posts (cards) in the feed, leaving out update and retract entries."""
+    entries = await read_range(redis, keys.feed, "0-0", count=100_000)
+    return [unpack_post(eid, raw) for eid, raw, kind in entries if kind == FIELD]
+
+
+async def feed_entries(redis: aioredis.Redis, keys: Keys) -> list[tuple[str, dict[str, object]]]:
+    """Every feed entry as (kind, payload), kind 'p', 'u' or 'r'."""
+    entries = await read_range(redis, keys.feed, "0-0", count=100_000)
+    return [
+        (kind.decode(), msgpack.unpackb(raw) | ({"id": eid} if kind == FIELD else {})) for eid, raw, kind in entries
+    ]
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0) -> None:
+    """Poll ``check`` (plain or async) until it holds; fails the test after ``timeout`` seconds. Only for what
+    offers nothing to await (counters, a follower's state): a Redis stream can be waited on with XREAD BLOCK."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = check()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.005)

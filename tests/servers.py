@@ -1,15 +1,22 @@
-"""Starting the real fan-out app (as `mixer serve` builds it) on a free loopback port, for tests."""
+"""The real fan-out app (as `mixer serve` builds it) on a free loopback port, for tests: starting it, feeding its
+feed and reading its clients."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
+import aiohttp
+import redis.asyncio as aioredis
 from aiohttp import web
 
+from mixer.codec import FIELD, pack_post
 from mixer.fanout.appkeys import FOLLOWING
+from mixer.keys import Keys
 from mixer.runner import build_app
 from mixer.settings import ChatSettings, Settings
 
@@ -54,3 +61,40 @@ async def running_app(settings: Settings, redis_url: str, port: int = 0) -> Asyn
         yield Running(app, runner, url)
     finally:
         await runner.cleanup()
+
+
+async def add_to_feed(redis: aioredis.Redis, keys: Keys, *posts: Any) -> list[str]:
+    ids = []
+    for post in posts:
+        entry_id = await redis.xadd(keys.feed, {FIELD: pack_post(post)})
+        ids.append(entry_id.decode())
+    return ids
+
+
+async def receive_posts(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    while len(items) < count:
+        frame = await ws.receive_json(timeout=10)
+        if frame["type"] == "posts":
+            items += frame["items"]
+    return items
+
+
+async def next_event(resp: aiohttp.ClientResponse) -> tuple[str | None, str, Any]:
+    """(id, event name, data) of the next event, comments skipped."""
+    event_id, name, data = None, "message", ""
+    while True:
+        line = (await resp.content.readline()).decode().rstrip("\n")
+        if line.startswith(":"):
+            continue
+        if not line:
+            if data:
+                return event_id, name, json.loads(data)
+            continue
+        field, _, value = line.partition(": ")
+        if field == "id":
+            event_id = value
+        elif field == "event":
+            name = value
+        elif field == "data":
+            data += value

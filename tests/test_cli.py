@@ -10,10 +10,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from mixer.keys import Keys
+from tests.helpers import FIXTURES as FIXTURES_DIR
+from tests.processes import mixer_env
 
-from .processes import mixer_env
-
-FIXTURES = Path(__file__).parent / "fixtures" / "recorded"
+FIXTURES = FIXTURES_DIR / "recorded"
 SUBCOMMANDS = [
     "run",
     "ingest",

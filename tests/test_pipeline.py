@@ -21,12 +21,12 @@ from mixer.keys import Keys
 from mixer.merge.stage import MergeStage
 from mixer.runner import LISTEN_BACKLOG
 from mixer.streams import dedicated_client, read_range
+from tests.helpers import FIXTURES as FIXTURES_DIR
+from tests.helpers import make_post
+from tests.processes import free_port, mixer_env, read_until, start_mixer
+from tests.servers import CHATS, running_app, settings_for
 
-from .helpers import make_post
-from .processes import free_port, mixer_env, read_until, start_mixer
-from .servers import CHATS, running_app, settings_for
-
-FIXTURES = Path(__file__).parent / "fixtures" / "recorded"
+FIXTURES = FIXTURES_DIR / "recorded"
 TAGS = tuple(c.tag for c in CHATS)
 
 

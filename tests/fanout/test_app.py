@@ -1,0 +1,250 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from mixer.fanout.appkeys import HUB
+from mixer.keys import Keys
+from tests.helpers import make_post
+from tests.servers import add_to_feed, receive_posts, running_app, settings_for
+
+
+async def test_hello_then_live_posts_carry_their_chats(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url) as ws:
+            hello = await ws.receive_json(timeout=5)
+            assert hello["type"] == "hello"
+            assert hello["event"] == {"name": "Test night", "hashtag": "chatmixer"}
+            assert [c["tag"] for c in hello["chats"]] == ["smbiz", "edchat", "journchat"]
+            assert hello["chats"][0]["colour"] == "#4fc3f7"
+            ids = await add_to_feed(redis, keys, make_post("x:1", ("smbiz", "edchat")))
+            [item] = await receive_posts(ws, 1)
+            assert item["id"] == ids[0]
+            assert item["chats"] == ["smbiz", "edchat"]
+            assert item["author"] == {"handle": "alice", "name": "Alice", "avatar": None}
+
+
+async def test_chats_filter_sends_only_matching_posts(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url + "?chats=EdChat") as ws:
+            await ws.receive_json(timeout=5)
+            await add_to_feed(redis, keys, make_post("a", ("smbiz",)), make_post("b", ("edchat", "smbiz")))
+            await add_to_feed(redis, keys, make_post("c", ("journchat",)), make_post("d", ("edchat",)))
+            items = await receive_posts(ws, 2)
+            assert [i["key"] for i in items] == ["b", "d"]
+
+
+async def test_since_returns_exactly_the_missed_posts(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    ids = await add_to_feed(redis, keys, *(make_post(f"k{i}") for i in range(5)))
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{srv.ws_url}?since={ids[1]}") as ws:
+            await ws.receive_json(timeout=5)
+            history = await receive_posts(ws, 3)
+            assert [i["id"] for i in history] == ids[2:]
+            live = await add_to_feed(redis, keys, make_post("k5"))
+            assert [i["id"] for i in await receive_posts(ws, 1)] == live
+        async with http.get(f"{srv.url}/api/feed?since={ids[0]}&limit=2") as resp:
+            body = await resp.json()
+            assert [i["id"] for i in body["items"]] == ids[1:3]
+            assert body["cursor"] == ids[2]
+        async with http.get(f"{srv.url}/api/feed?limit=2") as resp:
+            assert [i["key"] for i in (await resp.json())["items"]] == ["k4", "k5"]
+
+
+async def test_bad_query_is_refused_with_400(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        for query in ("since=abc", "format=xml"):
+            async with http.get(f"{srv.url}/ws?{query}") as resp:
+                assert resp.status == 400
+        async with http.get(f"{srv.url}/api/feed?limit=lots") as resp:
+            assert resp.status == 400
+
+
+async def test_health_and_readiness(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.get(srv.url + "/healthz") as resp:
+            assert resp.status == 200
+        async with http.get(srv.url + "/readyz") as resp:
+            assert resp.status == 200
+        async with http.get(srv.url + "/") as resp:
+            assert resp.status == 200
+            assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_ping_gets_pong_and_msgpack_format_works(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    import msgpack
+
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url + "?format=msgpack") as ws:
+            hello = msgpack.unpackb(await ws.receive_bytes(timeout=5))
+            assert hello["type"] == "hello"
+            await ws.send_str(json.dumps({"type": "ping"}))
+            assert msgpack.unpackb(await ws.receive_bytes(timeout=5)) == {"type": "pong"}
+            await add_to_feed(redis, keys, make_post("m"))
+            frame = msgpack.unpackb(await ws.receive_bytes(timeout=5))
+            assert frame["type"] == "posts" and frame["items"][0]["key"] == "m"
+
+
+async def _stalled_client(port: int) -> socket.socket:
+    """A websocket client that completes the handshake, reads its hello, and then never reads again."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(
+        sock,
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    received = b""
+    while b'"type":"hello"' not in received:
+        chunk = await loop.sock_recv(sock, 4096)
+        assert chunk, "server closed the handshake"
+        received += chunk
+    return sock
+
+
+async def test_a_client_that_never_reads_does_not_delay_another(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    settings = settings_for(keys.prefix, backlog_bytes=256 * 1024, cutoff_seconds=0.3)
+    async with running_app(settings, redis_url) as srv, aiohttp.ClientSession() as http:
+        hub = srv.app[HUB]
+        stalled = await _stalled_client(int(srv.url.rsplit(":", 1)[1]))
+        try:
+            # since=0-0: the healthy client gets every post whenever its subscription lands
+            async with http.ws_connect(srv.ws_url + "?since=0-0") as ws:
+                await ws.receive_json(timeout=5)
+                text = "x" * 2000
+                total = 3000  # ~6 MB: far beyond the stalled client's socket buffers and backlog limit
+                reader = asyncio.create_task(receive_posts(ws, total))  # the healthy client reads as it goes
+                for start in range(0, total, 20):
+                    await add_to_feed(redis, keys, *(make_post(f"p{i}", text=text) for i in range(start, start + 20)))
+                items = await reader
+                assert [i["key"] for i in items] == [f"p{i}" for i in range(total)]
+                # the feed keeps moving: once the stalled client has been full for cutoff_seconds it is closed
+                for n in range(400):
+                    if hub.counters["cut_off"]:
+                        break
+                    await add_to_feed(redis, keys, make_post(f"q{n}"))
+                    assert [i["key"] for i in await receive_posts(ws, 1)] == [f"q{n}"]
+            assert hub.counters["posts_skipped"] > 0
+            assert hub.counters["cut_off"] == 1
+        finally:
+            stalled.close()
+
+
+async def test_metrics_are_prometheus_text_with_connections_and_deliveries(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url) as ws:
+            await ws.receive_json(timeout=5)
+            await add_to_feed(redis, keys, make_post("m:1", ("smbiz",)))
+            await receive_posts(ws, 1)
+            async with http.get(srv.url + "/metrics") as resp:
+                assert resp.status == 200 and resp.content_type == "text/plain"
+                body = await resp.text()
+    assert 'mixer_connections{profile="full"} 1' in body
+    assert 'mixer_posts_sent_total{profile="full"} 1' in body
+    assert 'mixer_write_errors_total{profile="full"} 0' in body
+    assert 'mixer_chat_posts_total{chat="smbiz"} 1' in body
+    assert "mixer_redis_up 1" in body and "# TYPE mixer_redis_rtt_seconds gauge" in body
+
+
+async def test_browsers_from_other_origins_are_refused_unless_allowed(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    settings = settings_for(keys.prefix, origins=("https://blog.example",))
+    async with running_app(settings, redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.get(srv.url + "/ws", headers={"Origin": "https://evil.example"}) as resp:
+            assert resp.status == 403
+        async with http.get(srv.url + "/events", headers={"Origin": "https://evil.example"}) as resp:
+            assert resp.status == 403
+        async with http.ws_connect(srv.ws_url, headers={"Origin": "https://blog.example"}) as ws:
+            assert (await ws.receive_json(timeout=5))["type"] == "hello"
+        async with http.ws_connect(srv.ws_url) as ws:  # not a browser: no Origin header
+            assert (await ws.receive_json(timeout=5))["type"] == "hello"
+
+
+async def test_connection_limits_per_address_and_in_total(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    async with running_app(settings_for(keys.prefix, max_per_ip=2), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url) as first, http.ws_connect(srv.ws_url) as second:
+            await first.receive_json(timeout=5)
+            await second.receive_json(timeout=5)
+            async with http.get(srv.url + "/ws") as resp:
+                assert resp.status == 429
+        async with http.ws_connect(srv.ws_url) as again:  # the two closed: room again
+            assert (await again.receive_json(timeout=5))["type"] == "hello"
+    async with running_app(settings_for(keys.prefix, max_connections=1), redis_url) as srv:
+        async with aiohttp.ClientSession() as http, http.ws_connect(srv.ws_url) as ws:
+            await ws.receive_json(timeout=5)
+            async with http.get(srv.url + "/events") as resp:
+                assert resp.status == 503
+
+
+async def test_a_resume_from_a_trimmed_gap_says_reset_instead_of_a_silent_hole(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    ids = await add_to_feed(redis, keys, *(make_post(f"t{i}") for i in range(6)))
+    await redis.xtrim(keys.feed, maxlen=2, approximate=False)  # t0..t3 are gone
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{srv.ws_url}?since={ids[1]}") as ws:
+            await ws.receive_json(timeout=5)
+            frame = await ws.receive_json(timeout=5)
+            assert frame["type"] == "reset" and frame["cursor"] == ids[-1]
+        async with http.ws_connect(f"{srv.ws_url}?since={ids[4]}") as ws:  # nothing after it was trimmed
+            await ws.receive_json(timeout=5)
+            assert [i["key"] for i in await receive_posts(ws, 1)] == ["t5"]
+
+
+async def test_permessage_deflate_is_off_unless_the_client_asks(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url, compress=0) as ws:
+            assert ws.compress == 0
+        async with http.ws_connect(srv.ws_url, compress=15) as ws:  # asks for it
+            assert ws.compress == 15
+            await ws.receive_json(timeout=5)
+            await add_to_feed(redis, keys, make_post("z:1"))  # shared, uncompressed frames still read fine
+            assert [i["key"] for i in await receive_posts(ws, 1)] == ["z:1"]
+
+
+async def test_a_burst_of_new_clients_all_get_their_hello(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    unlimited = aiohttp.TCPConnector(limit=0)  # aiohttp's client would otherwise cap the burst at 100
+    async with (
+        running_app(settings_for(keys.prefix), redis_url) as srv,
+        aiohttp.ClientSession(connector=unlimited) as http,
+    ):
+
+        async def one() -> str:
+            async with http.ws_connect(srv.ws_url) as ws:
+                return str((await ws.receive_json(timeout=20))["type"])
+
+        # more at once than the app's Redis pool holds: they wait for a connection, none fails
+        assert await asyncio.gather(*(one() for _ in range(200))) == ["hello"] * 200
+
+
+async def test_stats_frames_come_every_stats_seconds_with_each_chats_rate_and_total(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    settings = settings_for(keys.prefix, stats_seconds=0.2)  # the default (5 s) would outlast the timeouts below
+    async with running_app(settings, redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url) as ws:
+            await ws.receive_json(timeout=5)  # hello
+            await add_to_feed(redis, keys, make_post("s:1", ("smbiz",)))
+            await receive_posts(ws, 1)  # the hub has it: the stats frames from here on count it
+            stats = []
+            while len(stats) < 2:
+                frame = await ws.receive_json(timeout=2)
+                if frame["type"] == "stats":
+                    stats.append(frame)
+    assert [s["profile"] for s in stats] == ["full", "full"]
+    assert stats[-1]["chats"]["smbiz"] == {"per_minute": 1, "total": 1, "more": 0}

@@ -1,0 +1,122 @@
+"""The shaping stage: the feed in, one paced stream per shaped profile out, through a real Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import redis.asyncio as aioredis
+
+from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD, pack_post
+from mixer.keys import Keys
+from mixer.merge.shaping import ShapingStage
+from mixer.settings import Profile
+from mixer.streams import read_range
+from tests.helpers import FakeClock, make_post
+
+WALL = Profile("wall", rate=1.0, burst=2, max_wait=5.0)
+
+
+async def feed(redis: aioredis.Redis, keys: Keys, *keys_chats: tuple[str, str]) -> list[str]:
+    ids = []
+    for key, chat in keys_chats:
+        ids.append((await redis.xadd(keys.feed, {FIELD: pack_post(make_post(key, (chat,)))})).decode())
+    return ids
+
+
+async def shaped(redis: aioredis.Redis, keys: Keys) -> list[tuple[str, dict[str, Any]]]:
+    entries = await read_range(redis, keys.shaped("wall"), "0-0", count=10_000)
+    return [(kind.decode(), msgpack.unpackb(raw) | {"entry": eid}) for eid, raw, kind in entries]
+
+
+async def stage(redis: aioredis.Redis, keys: Keys, clock: FakeClock) -> ShapingStage:
+    shaping = ShapingStage(redis, keys, [WALL, Profile("full", rate=0)], clock=clock)
+    await redis.hset(keys.shaped_cursor, "feed", "0-0")
+    await shaping.load()
+    return shaping
+
+
+async def test_a_burst_leaves_at_the_profile_pace_and_the_oldest_surplus_is_dropped_and_counted(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    ids = await feed(redis, keys, *((f"x:{n}", "smbiz") for n in range(10)))
+    clock = FakeClock()
+    shaping = await stage(redis, keys, clock)
+    await shaping.step(max_block=0.01)
+    assert [e["key"] for _, e in await shaped(redis, keys)] == ["x:0", "x:1"]  # the burst allowance
+    for _ in range(3):
+        clock.now += 1
+        await shaping.step(max_block=0.01)
+    out = await shaped(redis, keys)
+    assert [e["key"] for _, e in out] == ["x:0", "x:1", "x:2", "x:3", "x:4"]
+    assert [e["ref"] for _, e in out] == ids[:5]
+    clock.now += 10  # everything still waiting is past max_wait: dropped, never shown late
+    await shaping.step(max_block=0.01)
+    assert len(await shaped(redis, keys)) == 5
+    assert await redis.hget(keys.shaped_drops("wall"), "smbiz") == b"5"
+
+
+async def test_a_quiet_chat_is_not_drowned_by_a_loud_one(redis: aioredis.Redis, keys: Keys) -> None:
+    await feed(redis, keys, *((f"loud:{n}", "smbiz") for n in range(20)), ("quiet:1", "edchat"))
+    clock = FakeClock()
+    shaping = await stage(redis, keys, clock)
+    await shaping.step(max_block=0.01)
+    for _ in range(3):
+        clock.now += 1
+        await shaping.step(max_block=0.01)
+    assert "quiet:1" in [e["key"] for _, e in await shaped(redis, keys)][:4]
+
+
+async def test_edits_and_retractions_of_emitted_posts_follow_with_the_profiles_ids(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    [first] = await feed(redis, keys, ("x:1", "smbiz"))
+    shaping = await stage(redis, keys, FakeClock())
+    await shaping.step(max_block=0.01)
+    [(_, emitted)] = await shaped(redis, keys)
+    edited = {**make_post("x:1", text="edited").to_dict(), "id": first}
+    await redis.xadd(keys.feed, {EDIT_FIELD: msgpack.packb(edited)})
+    await redis.xadd(keys.feed, {RETRACT_FIELD: msgpack.packb({"ids": [first], "keys": ["x:1"]})})
+    await shaping.step(max_block=0.01)
+    out = await shaped(redis, keys)
+    assert [kind for kind, _ in out] == ["p", "u", "r"]
+    assert out[1][1]["id"] == emitted["entry"] and out[1][1]["text"] == "edited"
+    assert out[2][1]["ids"] == [emitted["entry"]]
+
+
+async def test_a_restarted_stage_neither_repeats_nor_loses_a_post(redis: aioredis.Redis, keys: Keys) -> None:
+    await feed(redis, keys, *((f"x:{n}", "smbiz") for n in range(4)))
+    clock = FakeClock()
+    first = await stage(redis, keys, clock)
+    await first.step(max_block=0.01)  # two leave, two wait
+    second = ShapingStage(redis, keys, [WALL], clock=clock)
+    await second.load()
+    clock.now += 3
+    await second.step(max_block=0.01)
+    assert [e["key"] for _, e in await shaped(redis, keys)] == ["x:0", "x:1", "x:2", "x:3"]
+
+
+async def test_a_restarted_stage_still_maps_edits_and_retractions_of_posts_it_emitted_long_before(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    [first] = await feed(redis, keys, ("x:old", "smbiz"))
+    clock = FakeClock()
+    shaping = await stage(redis, keys, clock)
+    await shaping.step(max_block=0.01)
+    [(_, emitted)] = await shaped(redis, keys)
+    # Far more later entries than one page of the reload: the old post's ref is still found.
+    filler = {FIELD: msgpack.packb({"ref": "0-1", "key": "x:filler"})}
+    pipe = redis.pipeline(transaction=False)
+    for _ in range(4500):
+        pipe.xadd(keys.shaped("wall"), filler)
+    await pipe.execute()
+    restarted = ShapingStage(redis, keys, [WALL], clock=clock)
+    await restarted.load()
+    edited = {**make_post("x:old", text="edited").to_dict(), "id": first}
+    await redis.xadd(keys.feed, {EDIT_FIELD: msgpack.packb(edited)})
+    await redis.xadd(keys.feed, {RETRACT_FIELD: msgpack.packb({"ids": [first], "keys": ["x:old"]})})
+    await restarted.step(max_block=0.01)
+    tail = await redis.xrevrange(keys.shaped("wall"), count=2)
+    (_, retract), (_, update) = tail
+    assert msgpack.unpackb(update[EDIT_FIELD])["id"] == emitted["entry"]
+    assert msgpack.unpackb(retract[RETRACT_FIELD])["ids"] == [emitted["entry"]]

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as aioredis
+
+from mixer.codec import FIELD
+from mixer.ingest.publish import Publisher
+from mixer.keys import Keys
+from mixer.merge.lease import LeaseLost
+from mixer.merge.stage import MergeStage
+from mixer.streams import id_key, read_range
+from tests.helpers import FakeClock, feed_entries, feed_posts, make_post
+
+CHATS = ("smbiz", "edchat", "journchat")
+
+
+def stage(redis: aioredis.Redis, keys: Keys, clock: FakeClock, window: float = 0.5) -> MergeStage:
+    return MergeStage(redis, keys, CHATS, window=window, clock=clock)
+
+
+async def test_same_post_in_two_chats_is_written_once_with_both_tags(redis: aioredis.Redis, keys: Keys) -> None:
+    pub = Publisher(redis, keys, CHATS, 1000)
+    await pub.publish([make_post("x:1", ("smbiz",))])
+    await pub.publish([make_post("x:1", ("edchat",))])
+    clock = FakeClock()
+    merge = stage(redis, keys, clock)
+    await merge.load_cursors()
+    assert await merge.step(max_block=0.01) == 0  # held for its window
+    clock.now += 1
+    assert await merge.step(max_block=0.01) == 1
+    [post] = await feed_posts(redis, keys)
+    assert post.key == "x:1"
+    assert set(post.chats) == {"smbiz", "edchat"}
+
+
+async def test_posts_leave_in_created_order_within_the_window(redis: aioredis.Redis, keys: Keys) -> None:
+    pub = Publisher(redis, keys, CHATS, 1000)
+    await pub.publish([make_post("b", ("smbiz",), created=2000), make_post("c", ("smbiz",), created=3000)])
+    await pub.publish([make_post("a", ("journchat",), created=1000)])
+    clock = FakeClock()
+    merge = stage(redis, keys, clock)
+    await merge.load_cursors()
+    await merge.step(max_block=0.01)
+    clock.now += 1
+    await merge.step(max_block=0.01)
+    assert [p.key for p in await feed_posts(redis, keys)] == ["a", "b", "c"]
+
+
+async def test_a_post_seen_before_a_restart_is_not_written_again(redis: aioredis.Redis, keys: Keys) -> None:
+    pub = Publisher(redis, keys, CHATS, 1000)
+    await pub.publish([make_post("x:1", ("smbiz",))])
+    clock = FakeClock()
+    first = stage(redis, keys, clock, window=0)
+    await first.load_cursors()
+    await first.step(max_block=0.01)
+    # the same post reaches another chat much later, and the merge stage restarts in between
+    await pub.publish([make_post("x:1", ("edchat",)), make_post("x:2", ("edchat",))])
+    clock.now += 1
+    second = stage(redis, keys, clock, window=0)
+    await second.load_cursors()
+    await second.step(max_block=0.01)
+    assert [p.key for p in await feed_posts(redis, keys)] == ["x:1", "x:2"]
+    kinds = [(kind, entry["key"]) for kind, entry in await feed_entries(redis, keys)]
+    assert kinds == [("p", "x:1"), ("u", "x:1"), ("p", "x:2")]  # the new chat reaches screens as an update
+    [update] = [entry for kind, entry in await feed_entries(redis, keys) if kind == "u"]
+    assert update["chats"] == ["smbiz", "edchat"]
+
+
+async def test_malformed_entry_is_counted_and_skipped(redis: aioredis.Redis, keys: Keys, caplog) -> None:  # type: ignore[no-untyped-def]
+    await redis.xadd(keys.chat("smbiz"), {FIELD: b"\xc1 not msgpack"})
+    await redis.xadd(keys.chat("smbiz"), {b"other": b"field"})
+    await Publisher(redis, keys, CHATS, 1000).publish([make_post("good")])
+    merge = stage(redis, keys, FakeClock(), window=0)
+    await merge.load_cursors()
+    await merge.step(max_block=0.01)
+    assert [p.key for p in await feed_posts(redis, keys)] == ["good"]
+    assert merge.counters["malformed"] == 2
+    assert "malformed entry" in caplog.text and "smbiz" in caplog.text
+
+
+async def test_cursor_never_passes_a_post_still_held(redis: aioredis.Redis, keys: Keys) -> None:
+    pub = Publisher(redis, keys, CHATS, 1000)
+    await pub.publish([make_post("x:1")])
+    clock = FakeClock()
+    merge = stage(redis, keys, clock)
+    await merge.load_cursors()
+    await merge.step(max_block=0.01)
+    [(held_id, _, _)] = await read_range(redis, keys.chat("smbiz"), "0-0")
+    cursor = await redis.hget(keys.merge_cursor, "smbiz")
+    assert cursor is not None and id_key(cursor.decode()) < id_key(held_id)
+    # a restart now re-reads the held post and writes it
+    again = stage(redis, keys, clock, window=0)
+    await again.load_cursors()
+    await again.step(max_block=0.01)
+    assert [p.key for p in await feed_posts(redis, keys)] == ["x:1"]
+
+
+async def test_a_backlog_read_in_chunks_still_unions_twins_across_chats(redis: aioredis.Redis, keys: Keys) -> None:
+    pub = Publisher(redis, keys, CHATS, 100_000)
+    # smbiz has a long backlog; each post is also in edchat, whose stream is short per post
+    await pub.publish([make_post(f"x:{i}", ("smbiz", "edchat") if i % 2 else ("smbiz",)) for i in range(3000)])
+    merge = MergeStage(redis, keys, CHATS, window=0.2, batch=100)
+    await merge.load_cursors()
+    while await redis.xlen(keys.feed) < 3000:
+        await merge.step(max_block=0.05)
+    feed = await feed_posts(redis, keys)
+    assert len(feed) == 3000
+    assert all(set(p.chats) == ({"smbiz", "edchat"} if int(p.key[2:]) % 2 else {"smbiz"}) for p in feed)
+    assert merge.counters["duplicate"] == 0
+
+
+async def test_a_merge_stage_that_lost_its_lease_writes_nothing(redis: aioredis.Redis, keys: Keys) -> None:
+    await Publisher(redis, keys, CHATS, 1000).publish([make_post("x:1")])
+    await redis.set(keys.merge_lease, "another-host:1:abc", px=5000)  # someone else leads now
+    merge = stage(redis, keys, FakeClock(), window=0)
+    merge.fence = (keys.merge_lease, "this-host:2:def")
+    await merge.load_cursors()
+    with pytest.raises(LeaseLost):
+        await merge.step(max_block=0.01)
+    assert await redis.xlen(keys.feed) == 0
+    assert await redis.hget(keys.merge_cursor, "smbiz") is None
+    await redis.set(keys.merge_lease, "this-host:2:def", px=5000)
+    await merge.load_cursors()
+    await merge.step(max_block=0.01)
+    assert [p.key for p in await feed_posts(redis, keys)] == ["x:1"]
+
+
+async def test_a_silent_chat_never_holds_the_feed_back(redis: aioredis.Redis, keys: Keys) -> None:
+    await Publisher(redis, keys, CHATS, 1000).publish([make_post("x:1", ("smbiz",))])
+    clock = FakeClock()
+    merge = stage(redis, keys, clock, window=0.5)  # edchat and journchat have never said a word
+    await merge.load_cursors()
+    await merge.step(max_block=0.01)
+    clock.now += 0.6  # only time passes: no other chat's stream moves
+    await merge.step(max_block=0.01)
+    assert [p.key for p in await feed_posts(redis, keys)] == ["x:1"]
+
+
+async def test_the_memory_of_seen_posts_stays_bounded(redis: aioredis.Redis, keys: Keys) -> None:
+    pub = Publisher(redis, keys, CHATS, 10_000)
+    clock = FakeClock()
+    merge = MergeStage(redis, keys, CHATS, window=0, seen_max=50, trim_every=1, clock=clock)
+    await merge.load_cursors()
+    for start in range(0, 200, 20):
+        await pub.publish([make_post(f"x:{i}", text=f"post number {i} of many") for i in range(start, start + 20)])
+        clock.now += 1
+        await merge.step(max_block=0.01)
+    assert await redis.zcard(keys.seen) <= 50
+    assert await redis.hlen(keys.index) <= 50
+    assert await redis.hexists(keys.index, "x:199") and not await redis.hexists(keys.index, "x:0")

@@ -1,0 +1,384 @@
+"""`mixer loadtest`: real clients in worker processes against the real app, a real merge stage, real Redis."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import select
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import WSMsgType, web
+
+from mixer.codec import FIELD, unpack_item
+from mixer.keys import Keys
+from mixer.merge.stage import MergeStage
+from mixer.settings import Settings
+from mixer.streams import dedicated_client, read_range
+from mixer.tools.loadtest.client import WorkerPlan, WorkerStats, _raise_fd_limit
+from mixer.tools.loadtest.count import CHUNK, FrameCounter
+from mixer.tools.loadtest.drive import Driver
+from mixer.tools.loadtest.poll import PolledClient, connect, poll_clients, read_round
+from mixer.tools.loadtest.procstat import core_busy, core_times, process_ticks, rss_bytes
+from mixer.tools.loadtest.report import report
+from mixer.tools.loadtest.run import (
+    LoadOptions,
+    add_loadtest_parser,
+    check_url,
+    loadtest_and_write,
+    loadtest_command,
+    percentiles,
+)
+from tests.helpers import FIXTURES as FIXTURES_DIR
+from tests.servers import CHATS, running_app, settings_for
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+RECORDING = FIXTURES_DIR / "recorded" / "pstweetchat_2019-03-01.jsonl"
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mixer")
+    add_loadtest_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["loadtest", *argv])
+
+
+def _quiet(message: str, progress: bool = False) -> None:
+    pass
+
+
+async def test_driven_run_reports_deliveries_no_loss_latency_and_a_plot(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    settings = settings_for(keys.prefix, redis_url=redis_url)
+    merge_conn = dedicated_client(redis_url, 1000)
+    merge = MergeStage(merge_conn, keys, settings.chat_tags, window=0.05)
+    async with running_app(settings, redis_url) as srv:
+        merging = asyncio.create_task(merge.run())
+        try:
+            options = LoadOptions(
+                url=srv.ws_url,
+                clients=40,
+                processes=2,
+                sample=3,
+                ramp=0.5,
+                duration=2.0,
+                drive="synth",
+                rate=50,
+                server_pid=os.getpid(),
+            )
+            out, plot = tmp_path / "result.json", tmp_path / "plot.png"
+            await loadtest_and_write(settings, options, _quiet, out, plot)
+        finally:
+            merging.cancel()
+            await asyncio.gather(merging, return_exceptions=True)
+            await merge_conn.aclose()
+    result = json.loads(out.read_text())
+    assert result["connected_peak"] == 40 and result["failed"] == 0 and result["closes"] == 0
+    assert result["published"] >= 50
+    assert result["deliveries"] >= 40 * result["published"]
+    assert result["deliveries_per_s"] > 0
+    assert result["loss"] == {
+        "published": result["published"],
+        "sampled_clients": 6,
+        "clients_missing": 0,
+        "worst_missing": 0,
+    }
+    assert result["posts_per_client"]["min"] >= result["published"]
+    lat = result["latency_ms"]
+    assert lat["count"] >= 6 * result["published"]
+    assert 0 <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert result["server"]["cpu_percent"] > 0 and result["server"]["bytes_per_connection"] is not None
+    assert len(result["cores"]["busy_percent"]) == os.cpu_count()
+    assert sum(row["deliveries"] for row in result["timeline"]) == result["deliveries"]
+    assert "latency ms   p50" in report(result)
+    assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+async def test_replay_drive_publishes_the_recording_once_rekeyed_restamped_and_unique(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    chats = (*CHATS, CHATS[0].__class__("pstweetchat", "PSTweetChat", "#2f6fde"))
+    settings = settings_for(keys.prefix, redis_url=redis_url, chats=chats)
+    driver = Driver(settings, 1000, RECORDING, "loadtest:t1:")
+    await driver.prepare()
+    try:
+        await driver.run(30)  # a recording goes through once: this returns when it is used up
+    finally:
+        await driver.aclose()
+    entries = await read_range(redis, keys.chat("pstweetchat"), "0-0")
+    posts = [unpack_item(entry_id, payload) for entry_id, payload, kind in entries if kind == FIELD]
+    assert 0 < driver.published == len(posts)
+    assert [p["key"] for p in posts] == [f"loadtest:t1:{n}" for n in range(len(posts))]
+    assert len({p["text"] for p in posts}) == len(posts)
+    assert all(p["at"] == p["created"] and p["at"] > 1_700_000_000_000 for p in posts)
+
+
+class _Stop:
+    """A stop flag for ``poll_clients`` that a test sets from its event loop."""
+
+    def __init__(self) -> None:
+        self.flag = False
+
+    def is_set(self) -> bool:
+        return self.flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.flag
+
+
+@asynccontextmanager
+async def serving_ws(handler: Handler) -> AsyncIterator[str]:
+    """A bare aiohttp app answering ``/ws`` with ``handler`` on 127.0.0.1; yields its websocket URL."""
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"ws://127.0.0.1:{port}/ws"
+    finally:
+        await runner.cleanup()
+
+
+async def test_counting_clients_count_posts_across_reads_lag_frames_pings_and_the_close_code() -> None:
+    text = 'quoted \\"id\\": and "id": in text ' + "x" * 2000  # ~2 KB each: the big frame spans several reads
+    posts = [{"key": f"k{n}", "text": text, "id": f"{n}-0"} for n in range(300)]
+    pongs: list[tuple[WSMsgType, bytes]] = []
+    closed = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"type": "hello", "pinned": {"id": "9-0"}}, separators=(",", ":")))
+        await ws.send_str(json.dumps({"type": "posts", "items": posts[:2]}, separators=(",", ":")))
+        await ws.send_str('{"type":"lag","skipped":3}')
+        await ws.send_str(json.dumps({"type": "posts", "items": posts[2:]}, separators=(",", ":")))  # ~600 KB
+        await ws.ping(b"hb")
+        msg = await ws.receive(timeout=5)
+        pongs.append((msg.type, msg.data))
+        await ws.close(code=4008)
+        if len(pongs) == 3:
+            closed.set()
+        return ws
+
+    async with serving_ws(handler) as url:
+        stats, stop, reports = WorkerStats(), _Stop(), _Reports()
+        # three clients in one round-paced worker; the later ones find the frames' counts already known
+        plan = WorkerPlan(0, url, (0, 1, 2), 3, 0.0, 0, None, poll=0.005)
+        worker = asyncio.create_task(asyncio.to_thread(poll_clients, plan, stats, reports, 0.0, stop))
+        try:
+            await asyncio.wait_for(closed.wait(), 10)
+            await asyncio.wait_for(reports.until_closes(3), 5)  # its progress reports say when it saw all three close
+        finally:
+            stop.flag = True
+            await worker
+    assert sorted(stats.per_client.values()) == [300, 300, 300]  # the hello's pinned post is not counted
+    assert stats.items == 900 and stats.lag_frames == 3
+    assert dict(stats.close_codes) == {4008: 3} and stats.connected == 0 and stats.failed == 0
+    assert pongs == [(WSMsgType.PONG, b"hb")] * 3
+
+
+class _Reports:
+    """A worker's message sink that hands each message to the test's event loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.got: asyncio.Queue[tuple[str, int, dict[str, int]]] = asyncio.Queue()
+
+    def put(self, message: tuple[str, int, dict[str, int]]) -> None:
+        self.loop.call_soon_threadsafe(self.got.put_nowait, message)
+
+    async def until_closes(self, closes: int) -> None:
+        while (await self.got.get())[2]["closes"] < closes:
+            pass
+
+
+async def test_one_read_of_a_paced_client_takes_every_frame_that_arrived_since_the_last() -> None:
+    frames = 200
+    sent = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        for n in range(frames):
+            await ws.send_str(f'{{"type":"posts","items":[{{"key":"p{n}","id":"{n}-0"}}]}}')
+        await ws.send_str('{"type":"end"}')
+        sent.set()
+        await ws.receive()
+        return ws
+
+    async with serving_ws(handler) as url:
+        stats = WorkerStats()
+        client = connect(WorkerPlan(0, url, (0,), 1, 0.0, 0, None), 0, stats, 0.0)
+        assert client is not None
+        try:
+            await asyncio.wait_for(sent.wait(), 10)
+            while True:  # wait (off the loop) until the last frame is in the socket
+                await asyncio.to_thread(select.select, [client.sock], [], [], 1)
+                if client.sock.recv(1 << 20, socket.MSG_PEEK).endswith(b'{"type":"end"}'):
+                    break
+            client.read()  # ONE read: the 101 answer and all 201 frames
+        finally:
+            client.drop(stopping=True)
+    assert stats.per_client == {0: frames} and stats.items == frames and stats.connected == 0
+
+
+def test_one_round_reads_every_ready_socket_even_past_a_thousand() -> None:
+    _raise_fd_limit()  # 2 x 1,100 sockets
+    stats, live, peers = WorkerStats(), {}, []
+    epoll = select.epoll()
+    frame = b"\x81" + bytes([len(POSTS_FRAME)]) + POSTS_FRAME
+    try:
+        for n in range(1100):
+            ours, theirs = socket.socketpair()
+            ours.setblocking(False)
+            client = PolledClient(ours, n, stats, 0.0)
+            client.upgraded = True
+            stats.per_client[n] = 0
+            live[ours.fileno()] = client
+            epoll.register(ours.fileno(), select.EPOLLIN)
+            theirs.sendall(frame)
+            peers.append(theirs)
+        read_round(epoll, live)
+    finally:
+        for client in live.values():
+            client.sock.close()
+        for peer in peers:
+            peer.close()
+        epoll.close()
+    assert stats.items == 1100 and set(stats.per_client.values()) == {1}
+
+
+POSTS_FRAME = b'{"type":"posts","items":[{"key":"k","id":"1-0"}]}'
+
+
+def _posts_frame(tag: str, posts: int) -> bytes:
+    items = [{"key": f"{tag}-{n}", "id": f"{n}-0", "text": "x" * 300} for n in range(posts)]
+    payload = json.dumps({"type": "posts", "items": items}, separators=(",", ":")).encode()
+    return bytes([0x81, 127]) + len(payload).to_bytes(8, "big") + payload
+
+
+@contextmanager
+def _polled_pairs(stats: WorkerStats, count: int) -> Iterator[tuple[list[PolledClient], list[socket.socket]]]:
+    """``count`` upgraded counting clients on real loopback sockets, each with the server side of its socket."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        clients: list[PolledClient] = []
+        peers: list[socket.socket] = []
+        try:
+            for n in range(count):
+                sock = socket.create_connection(server.getsockname())
+                sock.setblocking(False)
+                peers.append(server.accept()[0])
+                client = PolledClient(sock, n, stats, 0.0)
+                client.upgraded = True
+                stats.per_client[n] = 0
+                clients.append(client)
+            yield clients, peers
+        finally:
+            for sock in [c.sock for c in clients] + peers:
+                sock.close()
+
+
+def _read_all(client: PolledClient, stats: WorkerStats, posts: int) -> None:
+    """Read rounds whenever the socket has data, until the client counted ``posts``."""
+    while stats.per_client[client.n] < posts:
+        assert select.select([client.sock], [], [], 5)[0], "no data within 5 s"
+        client.read()
+
+
+def test_a_frame_counted_once_is_dropped_unread_by_every_other_client_with_the_same_counts() -> None:
+    big, small, other = _posts_frame("big", 300), _posts_frame("small", 2), _posts_frame("other", 200)
+    ping = b"\x89\x02hi"
+    stream = big + ping + small + other
+    stats = WorkerStats()
+    with _polled_pairs(stats, 2) as (clients, peers):
+        first, second = clients
+        peers[0].sendall(stream)
+        _read_all(first, stats, 502)  # the first client scans every frame: nothing known yet
+        assert first.unread == 0
+        cut = len(big) // 3  # the second gets the same frames, the first one in two parts
+        peers[1].sendall(stream[:cut])
+        assert select.select([second.sock], [], [], 5)[0]
+        second.read()
+        peers[1].sendall(stream[cut:])
+        _read_all(second, stats, 502)
+        for peer in peers:  # both answered the ping: a masked pong with its payload
+            assert peer.recv(64) == b"\x8a\x82\0\0\0\0hi"
+    assert stats.per_client == {0: 502, 1: 502} and stats.items == 1004
+    # the second client read what came first (a third of the big frame) and then, frames being big, the headers
+    # and first bytes of each: the rest of the known frames stayed unread
+    assert second.unread > len(big) - cut + len(other) - 2 * CHUNK
+
+
+def test_small_frames_are_read_whole_in_one_read_even_when_known() -> None:
+    small = b"".join(_posts_frame(f"s{n}", 3) for n in range(50))  # 50 frames of ~1 KB
+    stats = WorkerStats()
+    with _polled_pairs(stats, 2) as (clients, peers):
+        for client, peer in zip(clients, peers, strict=True):  # the first scans them, the second knows them
+            peer.sendall(small)
+            _read_all(client, stats, 150)
+    assert stats.per_client == {0: 150, 1: 150}
+    assert clients[1].unread == 0  # an extra read per small frame costs more than copying it
+
+
+async def test_counting_client_finds_a_mark_split_between_two_reads_at_any_offset() -> None:
+    for cut in range(1, 200):
+        items = [{"key": f"cut{cut}-{n}", "id": f"{n}-0"} for n in range(5)]
+        payload = json.dumps({"type": "posts", "items": items}, separators=(",", ":")).encode()
+        frame = bytes([0x81, 126]) + len(payload).to_bytes(2, "big") + payload
+        got: list[int] = []
+        client = FrameCounter(lambda n, _at, got=got: got.append(n), lambda: None)
+        client.upgraded = True
+        for part in (frame[:cut], frame[cut:]):  # the same bytes, read in two pieces
+            buffer = client.get_buffer(-1)
+            buffer[: len(part)] = part
+            client.buffer_updated(len(part))
+        assert got == [5], cut
+
+
+def test_only_loopback_urls_are_accepted() -> None:
+    assert check_url("ws://127.0.0.1:8080/ws") == "ws://127.0.0.1:8080/ws"
+    assert check_url("ws://localhost:9000/ws?chats=smbiz")
+    assert check_url("ws://[::1]:8080/ws")
+    for url in ("ws://10.0.0.5:8080/ws", "ws://example.com/ws", "http://127.0.0.1:8080/ws", "ws://0.0.0.0/ws"):
+        with pytest.raises(ValueError):
+            check_url(url)
+
+
+def test_command_refuses_another_host_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
+    code = loadtest_command(Settings(), _args("--url", "ws://192.0.2.7:8080/ws", "--clients", "2"))
+    assert code == 2
+    assert "loopback only" in capsys.readouterr().err
+
+
+def test_command_refuses_driving_without_redis_and_a_bad_drive(capsys: pytest.CaptureFixture[str]) -> None:
+    assert loadtest_command(Settings(), _args("--drive", "synth")) == 2
+    assert "--redis" in capsys.readouterr().err
+    assert loadtest_command(Settings(redis_url="redis://127.0.0.1:1/0"), _args("--drive", "replay")) == 2
+    assert "FILE" in capsys.readouterr().err
+    assert loadtest_command(Settings(), _args("--drive", "fast")) == 2
+
+
+def test_percentiles_are_nearest_rank_and_ordered() -> None:
+    assert percentiles([]) is None
+    values = [float(v) for v in range(1, 101)]
+    assert percentiles(reversed(values)) == {"count": 100, "p50": 50.0, "p95": 95.0, "p99": 99.0, "max": 100.0}
+    assert percentiles([7.0]) == {"count": 1, "p50": 7.0, "p95": 7.0, "p99": 7.0, "max": 7.0}
+
+
+def test_proc_readings_give_per_core_busy_process_ticks_and_rss() -> None:
+    before = core_times("cpu  1 0 1 10 0 0 0 0 0 0\ncpu0 100 0 0 100 0 0 0 0 0 0\ncpu1 0 0 0 200 0 0 0 0 0 0\nintr 1\n")
+    after = core_times("cpu  1 0 1 10 0 0 0 0 0 0\ncpu0 190 0 10 100 0 0 0 0 0 0\ncpu1 10 0 0 290 0 0 0 0 0 0\n")
+    assert core_busy(before, after) == [100.0, 10.0]
+    assert process_ticks("42 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 1 0 9 9 9") == 175
+    assert rss_bytes("Name:\tpython\nVmRSS:\t  2048 kB\n") == 2 * 1024 * 1024

@@ -1,0 +1,357 @@
+"""The moderator console (web/mod.html + mod*.js) in real headless Chromium, against the real app,
+a running merge stage and Redis: a click in the console reaches an open wall page in the same browser.
+
+Posts are published to the chat streams, so the merge stage judges them (blocklists, approval
+mode) and applies the console's decisions. Set MIXER_SCREENSHOTS=1 to also write
+docs/screenshots/console.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Locator, Page, expect
+
+from mixer.keys import Keys
+from mixer.models import Author, Post
+from tests import browser
+from tests.browser import LiveServer, Night, browser_settings, moderated_night, record_dialogs
+from tests.helpers import ROOT, make_post, now_ms, recorded_night
+
+chromium_page = browser.chromium_page
+live_server = browser.live_server
+
+TOKEN = "m0d-s3cret"
+SCREENSHOT = ROOT / "docs" / "screenshots" / "console.png"
+WAIT_MS = 10_000
+WALL_MS = 1_000  # a decision must reach an open wall within a second
+
+
+@pytest.fixture
+async def night(redis_url: str, keys: Keys) -> AsyncIterator[Night]:
+    """The app with moderation on (token ``TOKEN``) and a running merge stage."""
+    async with moderated_night(browser_settings(keys.prefix, moderation_token=TOKEN), redis_url, keys) as night:
+        yield night
+
+
+def post(key: str, text: str, chats: tuple[str, ...] = ("smbiz",), *, handle: str = "alice", name: str = "") -> Post:
+    base = make_post(key, chats, created=now_ms(), text=text)
+    return dataclasses.replace(base, author=Author(handle=handle, name=name or handle.title()))
+
+
+async def sign_in(page: Page, night: Night, name: str = "Dana") -> None:
+    await page.goto(f"{night.url}/mod")
+    await page.get_by_label("Token").fill(TOKEN)
+    await page.get_by_label("Your name").fill(name)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#console")).to_be_visible(timeout=WAIT_MS)
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+
+
+async def open_wall(page: Page, night: Night) -> Page:
+    """A projector wall (every post, unshaped) in a second tab of the same browser."""
+    wall = await page.context.new_page()
+    await wall.goto(f"{night.url}/?profile=full")
+    await expect(wall.locator("#connection")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    return wall
+
+
+# Run in a wall tab: note (in window.goneAt) when the card of the given feed id leaves the page.
+WATCH_REMOVAL = """id => {
+  const watcher = new MutationObserver(() => {
+    if (!document.querySelector(`article.post[data-id="${id}"]`)) { window.goneAt = Date.now(); watcher.disconnect(); }
+  });
+  watcher.observe(document.body, { childList: true, subtree: true });
+}"""
+
+
+def incoming(page: Page, key: str) -> Locator:
+    return page.locator(f'#incoming article.post[data-key="{key}"]')
+
+
+def on_wall(wall: Page, text: str) -> Locator:
+    return wall.locator("article.post", has_text=text)
+
+
+async def mod_api(night: Night, method: str, path: str) -> Any:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession() as http, http.request(method, night.url + path, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def test_a_wrong_token_is_refused_and_the_right_one_opens_the_console(night: Night, chromium_page: Page) -> None:
+    page = chromium_page
+    response = await page.goto(f"{night.url}/mod")
+    assert response is not None
+    csp = await response.header_value("content-security-policy")
+    assert csp is not None and "frame-ancestors 'none'" in csp
+    assert await response.header_value("x-frame-options") == "DENY"
+    assert TOKEN not in await page.content()
+
+    await page.get_by_label("Token").fill("not-the-token")
+    await page.get_by_label("Your name").fill("Dana")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#login-error")).to_contain_text("wrong token", ignore_case=True, timeout=WAIT_MS)
+    await expect(page.locator("#console")).to_be_hidden()
+
+    await sign_in(page, night)
+    await expect(page.locator("#moderator-name")).to_have_text("Dana")
+    stored = await page.evaluate("() => [sessionStorage.length, localStorage.length]")
+    assert stored == [1, 0], "the token is kept for this tab only"
+
+    await page.reload()  # the tab's session survives a reload
+    await expect(page.locator("#console")).to_be_visible(timeout=WAIT_MS)
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.locator("#login")).to_be_visible()
+    assert await page.evaluate("() => sessionStorage.length") == 0
+
+
+async def test_a_server_without_a_token_says_moderation_is_off(live_server: LiveServer, chromium_page: Page) -> None:
+    page = chromium_page
+    await page.goto(f"{live_server.url}mod")
+    await page.get_by_label("Token").fill("anything")
+    await page.get_by_label("Your name").fill("Dana")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#login-error")).to_contain_text(
+        "moderation is off on this server: set [moderation] token", ignore_case=True, timeout=WAIT_MS
+    )
+
+
+async def test_a_moderators_hide_removes_a_post_from_an_open_wall_within_a_second(
+    night: Night, chromium_page: Page
+) -> None:
+    page = chromium_page
+    wall = await open_wall(page, night)
+    await sign_in(page, night)
+    await night.publish(post("x:oops", "something regrettable"), post("x:fine", "a fine answer", handle="bob"))
+    await expect(on_wall(wall, "something regrettable")).to_have_count(1, timeout=WAIT_MS)
+    card = incoming(page, "x:oops")
+    await expect(card).to_contain_text("something regrettable", timeout=WAIT_MS)
+    await expect(card.locator(".badge")).to_have_text(["#smbiz"])
+    await expect(card.locator(".post-key")).to_have_text("x:oops")
+
+    # Both tabs note the wall-clock time: the click in the console, the card leaving the wall.
+    post_id = await card.get_attribute("data-id")
+    await wall.evaluate(WATCH_REMOVAL, post_id)
+    hide = card.get_by_role("button", name="Hide", exact=True)
+    await hide.evaluate("b => b.addEventListener('click', () => { window.clickedAt = Date.now(); }, {capture: true})")
+    await hide.click()
+    await expect(card.get_by_role("status")).to_have_text("Hidden on every wall", timeout=WAIT_MS)
+    await expect(on_wall(wall, "something regrettable")).to_have_count(0, timeout=WALL_MS)
+    took_ms = await wall.evaluate("() => window.goneAt") - await page.evaluate("() => window.clickedAt")
+    print(f"hide: off the open wall {took_ms} ms after the click in the console")
+    assert took_ms < 1000
+    await expect(on_wall(wall, "a fine answer")).to_have_count(1)
+    await expect(card).to_have_attribute("data-state", "hidden", timeout=WAIT_MS)  # greyed, with Unhide
+
+    await card.get_by_role("button", name="Unhide", exact=True).click()
+    await expect(on_wall(wall, "something regrettable")).to_have_count(1, timeout=WALL_MS + WAIT_MS)
+    await expect(card).to_have_attribute("data-state", "shown")
+
+
+async def test_pin_and_unpin_from_the_console_reach_an_open_wall_and_every_socket(
+    night: Night, chromium_page: Page
+) -> None:
+    page = chromium_page
+    wall = await open_wall(page, night)
+    await sign_in(page, night)
+    await night.publish(post("x:welcome", "Welcome to #chatmixer night!"))
+    card = incoming(page, "x:welcome")
+    async with aiohttp.ClientSession() as http, http.ws_connect(night.server.url + "ws?profile=full") as ws:
+        await card.get_by_role("button", name="Pin", exact=True).click()
+        await expect(wall.locator("#pinned")).to_contain_text("Welcome to #chatmixer night!", timeout=WALL_MS)
+        while (frame := await ws.receive_json(timeout=10))["type"] != "pin":
+            pass
+        assert frame["post"]["key"] == "x:welcome"
+        pinned = page.locator("#pinned")
+        await expect(pinned).to_contain_text("Welcome to #chatmixer night!", timeout=WAIT_MS)
+        await expect(card).to_have_attribute("data-pinned", "true")
+
+        await pinned.get_by_role("button", name="Unpin").click()
+        await expect(wall.locator("#pinned")).to_be_hidden(timeout=WALL_MS)
+        while (frame := await ws.receive_json(timeout=10))["type"] != "pin":
+            pass
+        assert frame["post"] is None
+        await expect(pinned).to_be_hidden(timeout=WAIT_MS)
+
+
+async def test_in_approval_mode_a_new_post_waits_in_the_queue_until_approved(night: Night, chromium_page: Page) -> None:
+    page = chromium_page
+    wall = await open_wall(page, night)
+    await sign_in(page, night)
+    switch = page.get_by_role("switch", name="Approval mode")
+    await expect(switch).to_have_attribute("aria-checked", "false")
+    await switch.click()
+    await expect(switch).to_have_attribute("aria-checked", "true", timeout=WAIT_MS)
+    assert (await mod_api(night, "GET", "/api/mod/rules"))["approval"] is True
+
+    await night.publish(post("x:held", "is this on topic?"), post("x:held2", "a second one", handle="bob"))
+    queued = page.locator('#queue article[data-key="x:held"]')
+    await expect(queued).to_contain_text("is this on topic?", timeout=WAIT_MS)
+    await expect(page.locator("#queue article")).to_have_count(2)
+    assert await on_wall(wall, "is this on topic?").count() == 0
+
+    await queued.get_by_role("button", name="Approve").click()
+    await expect(on_wall(wall, "is this on topic?")).to_have_count(1, timeout=WAIT_MS)
+    await page.locator('#queue article[data-key="x:held2"]').get_by_role("button", name="Reject").click()
+    await expect(page.locator("#queue article")).to_have_count(0, timeout=WAIT_MS)
+    await expect(page.locator("#queue-empty")).to_be_visible()
+    assert await on_wall(wall, "a second one").count() == 0
+
+
+async def test_block_author_adds_the_account_to_the_rules_and_hides_the_post(night: Night, chromium_page: Page) -> None:
+    page = chromium_page
+    await sign_in(page, night)
+    await night.publish(
+        post("x:pitch", "buy my course", ("smbiz", "edchat"), handle="pitchbot"),
+        post("x:troll", "you are all wrong", handle="@troll"),
+    )
+    pitch = incoming(page, "x:pitch")
+    await pitch.get_by_role("button", name="Block author…").click()
+    where = pitch.get_by_label("Where to block replay:pitchbot")
+    await expect(where.locator("option")).to_have_text(["in every chat", "in #smbiz only", "in #edchat only"])
+    await where.select_option(label="in #edchat only")
+    await pitch.get_by_role("button", name="Block", exact=True).click()
+    await expect(pitch.get_by_role("status")).to_have_text("Blocked replay:pitchbot in #edchat", timeout=WAIT_MS)
+    await expect(pitch).to_have_attribute("data-state", "hidden", timeout=WAIT_MS)
+
+    troll = incoming(page, "x:troll")  # this one by keyboard alone
+    await troll.get_by_role("button", name="Block author…").focus()
+    await page.keyboard.press("Enter")
+    await expect(troll.get_by_label("Where to block replay:troll")).to_be_focused()
+    await page.keyboard.press("Tab")
+    await expect(troll.get_by_role("button", name="Block", exact=True)).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(troll).to_have_attribute("data-state", "hidden", timeout=WAIT_MS)
+    rules = await mod_api(night, "GET", "/api/mod/rules")
+    assert rules["accounts"] == ["replay:troll"]
+    assert rules["chats"]["edchat"]["accounts"] == ["replay:pitchbot"]
+    await expect(page.locator("#rules-accounts")).to_have_value("replay:troll")
+    await expect(page.locator("#rules-chat-accounts-edchat")).to_have_value("replay:pitchbot")
+
+
+async def test_a_word_added_to_the_blocklist_keeps_later_posts_off_the_wall_and_bad_rules_show_the_reason(
+    night: Night, chromium_page: Page
+) -> None:
+    page = chromium_page
+    wall = await open_wall(page, night)
+    await sign_in(page, night)
+    words = page.get_by_label("Blocked words and phrases")
+    await words.fill("spoiler")
+    await page.get_by_role("button", name="Save blocklist").click()
+    await expect(page.locator("#rules-status")).to_contain_text("Saved", timeout=WAIT_MS)
+    assert (await mod_api(night, "GET", "/api/mod/rules"))["words"] == ["spoiler"]
+
+    await night.publish(post("x:spoil", "big SPOILER: the butler did it"))
+    await night.publish(post("x:after", "no spoilers from me", handle="bob"))  # "spoilers" is another word
+    await expect(on_wall(wall, "no spoilers from me")).to_have_count(1, timeout=WAIT_MS)
+    assert await on_wall(wall, "the butler did it").count() == 0
+
+    too_long = "x" * 150
+    await words.fill(f"spoiler\n{too_long}")
+    await page.get_by_role("button", name="Save blocklist").click()
+    await expect(page.locator("#rules-error")).to_contain_text("longer than 100 characters", timeout=WAIT_MS)
+    await expect(page.locator("#rules-error")).to_be_in_viewport()
+    await expect(words).to_have_value(f"spoiler\n{too_long}")  # the edits are kept
+    assert (await mod_api(night, "GET", "/api/mod/rules"))["words"] == ["spoiler"]
+
+
+async def test_the_audit_log_lists_each_action_with_the_moderators_name(night: Night, chromium_page: Page) -> None:
+    page = chromium_page
+    await sign_in(page, night, name="Zoë")
+    await night.publish(post("x:a1", "first"))
+    card = incoming(page, "x:a1")
+    await card.get_by_role("button", name="Pin", exact=True).click()
+    await expect(page.locator("#pinned")).to_be_visible(timeout=WAIT_MS)
+    await card.get_by_role("button", name="Hide", exact=True).click()
+    await expect(card).to_have_attribute("data-state", "hidden", timeout=WAIT_MS)
+    await page.get_by_role("switch", name="Approval mode").click()
+
+    rows = page.locator("#audit tr")
+    await expect(rows).to_have_count(3, timeout=WAIT_MS)
+    await expect(rows.locator(".audit-action")).to_have_text(["rules", "hide", "pin"])  # newest first
+    await expect(rows.locator(".audit-who")).to_have_text(["Zoë", "Zoë", "Zoë"])  # accents kept (percent-encoded)
+    await expect(rows.nth(0)).to_contain_text("approval on")
+    await expect(rows.nth(1)).to_contain_text("x:a1")
+    await expect(rows.nth(1).locator(".audit-from")).to_have_text("127.0.0.1")
+
+    # a hidden post can be brought back from its audit entry too
+    await rows.nth(1).get_by_role("button", name="Unhide").click()
+    await expect(rows.locator(".audit-action").first).to_have_text("unhide", timeout=WAIT_MS)
+    await expect(card).to_have_attribute("data-state", "shown", timeout=WAIT_MS)
+
+
+async def test_hostile_posts_render_as_literal_text_in_the_console(night: Night, chromium_page: Page) -> None:
+    page = chromium_page
+    dialogs = record_dialogs(page)
+    await sign_in(page, night)
+    script_text = "<script>alert(1)</script>"
+    img_text = "<img src=x onerror=alert(1)>"
+    bidi_text = "price: \u202e0001$ only today"
+    js_post = dataclasses.replace(post("x:js", "click me"), url="javascript:alert(1)")
+    await night.publish(
+        post("x:script", script_text, name="<b>Mallory</b>"),
+        post("x:img", img_text),
+        js_post,
+        post("x:bidi", bidi_text, name="\u202eevil name", handle="bidi"),
+    )
+    await expect(page.locator("#incoming article")).to_have_count(4, timeout=WAIT_MS)
+    await expect(incoming(page, "x:script").locator(".post-text")).to_have_text(script_text)
+    await expect(incoming(page, "x:script").locator(".author-name")).to_have_text("<b>Mallory</b>")
+    await expect(incoming(page, "x:img").locator(".post-text")).to_have_text(img_text)
+    assert await incoming(page, "x:bidi").locator(".post-text").text_content() == bidi_text
+    await expect(incoming(page, "x:bidi").locator(".post-text")).to_have_attribute("dir", "auto")
+    assert await incoming(page, "x:bidi").locator(".author-name").evaluate("el => el.tagName") == "BDI"
+
+    assert await page.locator("#incoming img, #incoming script, #incoming b").count() == 0
+    assert await page.locator("script").count() == 1  # mod.js itself
+    assert await incoming(page, "x:js").locator("a").count() == 0, "a javascript: URL is not a link"
+    links = await page.locator("#incoming a[href]").evaluate_all("links => links.map(a => [a.href, a.rel])")
+    assert sorted(links) == [
+        [f"https://example.test/{key}", "noopener nofollow noreferrer"] for key in ("x:bidi", "x:img", "x:script")
+    ]
+    await page.evaluate("() => new Promise(requestAnimationFrame)")  # let any stray handler run first
+    assert dialogs == []
+
+
+async def test_the_console_shows_a_realistic_night_and_can_screenshot_it(night: Night, chromium_page: Page) -> None:
+    """Also the source of docs/screenshots/console.png when MIXER_SCREENSHOTS=1."""
+    page = chromium_page
+    await page.set_viewport_size({"width": 1440, "height": 900})
+    recorded = recorded_night(9, ago_ms=30_000)
+    await night.publish(*recorded)
+    await sign_in(page, night, name="Dana")
+    await expect(page.locator("#incoming article")).to_have_count(len(recorded), timeout=WAIT_MS)
+
+    await page.get_by_label("Blocked words and phrases").fill("crypto giveaway\nbuy now")
+    await page.get_by_label("Blocked accounts").fill("x:spammer")
+    await page.get_by_role("button", name="Save blocklist").click()
+    await expect(page.locator("#rules-status")).to_contain_text("Saved", timeout=WAIT_MS)
+    pin_key, hide_key = recorded[0].key, recorded[3].key
+    await incoming(page, pin_key).get_by_role("button", name="Pin", exact=True).click()
+    await expect(page.locator("#pinned")).to_be_visible(timeout=WAIT_MS)
+    await incoming(page, hide_key).get_by_role("button", name="Hide", exact=True).click()
+    await expect(incoming(page, hide_key)).to_have_attribute("data-state", "hidden", timeout=WAIT_MS)
+    await page.get_by_role("switch", name="Approval mode").click()
+    await expect(page.locator("#audit tr")).to_have_count(4, timeout=WAIT_MS)
+    question = post(
+        "mastodon:https://mastodon.example/@rosa/1",
+        "Q2: Which module do you reach for first when a script has to talk to a REST API? #pstweetchat",
+        ("pstweetchat", "powershell"),
+        handle="rosa@mastodon.example",
+        name="Rosa Martínez",
+    )
+    await night.publish(dataclasses.replace(question, source="mastodon"))
+    await expect(page.locator("#queue article")).to_have_count(1, timeout=WAIT_MS)
+
+    if os.environ.get("MIXER_SCREENSHOTS") == "1":
+        # the clicks above scrolled the incoming column down to the hidden post: show its top
+        await page.evaluate("() => document.querySelectorAll('.column, .panel').forEach(el => el.scrollTop = 0)")
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=SCREENSHOT)

@@ -1,0 +1,481 @@
+"""The embeddable widget (web/embed.js), its iframe variant (/embed) and the builder (/embed/builder).
+
+Real headless Chromium against the real app and Redis; the host pages come from a second
+aiohttp server on another port, so the widget runs on a page of another origin, as on a
+blog. Posts go straight into the merged feed stream (no merge stage), as in test_web_wall.
+Set MIXER_SCREENSHOTS=1 to also write docs/screenshots/widget.png and embed-builder.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import AsyncIterator
+
+import aiohttp
+import msgpack
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+from playwright.async_api import Locator, Page, WebSocketRoute, expect
+
+from mixer.codec import EDIT_FIELD, RETRACT_FIELD
+from mixer.keys import Keys
+from tests import browser
+from tests.browser import LiveServer, png_bytes, publish, record_dialogs
+from tests.helpers import ROOT, now_ms, recorded_night, wall_post
+
+chromium_page = browser.chromium_page
+live_server = browser.live_server
+
+EMBED_JS = ROOT / "web" / "embed.js"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CARDS = "article.post"
+WAIT_MS = 10_000
+RECONNECT_WAIT_MS = 30_000
+# A host page that tries hard to break whatever it embeds.
+HOSTILE_CSS = (
+    "* { color: red !important; font-size: 2px !important; display: inline !important; }"
+    " div { display: none !important; } chatmixer-feed { visibility: hidden !important; }"
+)
+
+
+class HostSite:
+    """A second web server, on another port and so another origin, serving the pages a test sets."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, str] = {}
+        self.port = 0
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def page(self, path: str, body: str, css: str = HOSTILE_CSS) -> str:
+        """Serve ``body`` at ``path`` under ``css`` (by default hostile); returns the page's URL."""
+        self.pages[path] = (
+            f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>A blog</title>'
+            f"<style>{css}</style></head><body>{body}</body></html>"
+        )
+        return self.origin + path
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.path not in self.pages:
+            raise web.HTTPNotFound()
+        return web.Response(text=self.pages[request.path], content_type="text/html")
+
+
+@pytest.fixture
+async def host_site() -> AsyncIterator[HostSite]:
+    site = HostSite()
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", site.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    site.port = runner.addresses[0][1]
+    try:
+        yield site
+    finally:
+        await runner.cleanup()
+
+
+def snippet(server: LiveServer, **data: str) -> str:
+    attributes = " ".join(f'data-{name.replace("_", "-")}="{value}"' for name, value in data.items())
+    return f'<script src="{server.url}embed.js" {attributes} async></script>'
+
+
+def widget(page: Page, index: int = 0) -> Locator:
+    """The ``index``-th widget on the page; Playwright's CSS locators pierce its open shadow root."""
+    return page.locator("chatmixer-feed").nth(index)
+
+
+async def show_widget(page: Page, host_site: HostSite, server: LiveServer, path: str) -> Locator:
+    """A page of the host site at ``path`` with the full-profile widget snippet; the widget, once it is live."""
+    await page.goto(host_site.page(path, snippet(server, profile="full")))
+    feed = widget(page)
+    await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    return feed
+
+
+def card(scope: Page | Locator, post_id: str) -> Locator:
+    return scope.locator(f'{CARDS}[data-id="{post_id}"]')
+
+
+async def shown_ids(scope: Locator) -> list[str]:
+    return await scope.locator(CARDS).evaluate_all("cards => cards.map(c => c.dataset.id)")
+
+
+async def restart_with_origins(server: LiveServer, origins: tuple[str, ...]) -> None:
+    await server.stop()
+    server.settings = dataclasses.replace(server.settings, origins=origins)
+    await server.start()
+
+
+async def test_widget_on_a_page_of_another_origin_shows_history_and_live_posts_despite_hostile_css(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    (old,) = await publish(redis, keys, wall_post("x:old", ("smbiz",), "history before the page opened"))
+    url = host_site.page(
+        "/two.html",
+        snippet(live_server, chats="smbiz", profile="full", theme="dark", height="400px")
+        + "<p>Between the widgets.</p>"
+        + snippet(live_server, chats="#EdChat", profile="full", theme="light", max_items="2"),
+    )
+    await page.goto(url)
+    smbiz, edchat = widget(page, 0), widget(page, 1)
+    await expect(smbiz.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    await expect(edchat.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    await expect(card(smbiz, old)).to_contain_text("history before the page opened")
+    await expect(edchat.locator(".empty")).to_be_visible()
+
+    ids = await publish(
+        redis,
+        keys,
+        wall_post("x:s1", ("smbiz",), "live in smbiz"),
+        *(wall_post(f"x:e{i}", ("edchat",), f"live in edchat {i}", name="Bob", handle="bob") for i in range(3)),
+    )
+    await expect(card(smbiz, ids[0])).to_be_visible(timeout=WAIT_MS)
+    await expect(card(edchat, ids[3])).to_be_visible(timeout=WAIT_MS)
+    assert await shown_ids(smbiz) == [ids[0], old], "each widget keeps to its own chats"
+    assert await shown_ids(edchat) == [ids[3], ids[2]], "data-max-items=2 keeps the two newest"
+
+    # The host's CSS does not reach inside: the widget is shown, in its own type size and colours.
+    await expect(smbiz.locator(".text").first).to_have_css("font-size", "14px")
+    await expect(smbiz.locator(".text").first).to_have_css("color", "rgb(238, 242, 248)")
+    await expect(edchat.locator(".text").first).to_have_css("color", "rgb(23, 32, 46)")
+    await expect(card(smbiz, ids[0]).locator(".badge")).to_have_css("background-color", "rgb(79, 195, 247)")
+    await expect(page.locator("chatmixer-feed").first).to_have_css("display", "block")
+    box = await smbiz.locator("section.w").bounding_box()
+    assert box is not None and box["height"] == 400
+    assert (await page.locator("chatmixer-feed").evaluate_all("els => els.map(e => e.previousElementSibling.tagName)"))[
+        0
+    ] == "SCRIPT", "the widget sits right after its script tag"
+
+
+async def test_widget_reconnects_after_a_server_restart_and_shows_the_post_published_meanwhile_once(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    feed = await show_widget(page, host_site, live_server, "/restart.html")
+    (before,) = await publish(redis, keys, wall_post("x:before", text="before the restart"))
+    await expect(card(feed, before)).to_be_visible(timeout=WAIT_MS)
+
+    await live_server.stop()
+    await expect(feed.locator(".status")).to_have_attribute("data-state", "reconnecting", timeout=WAIT_MS)
+    (meanwhile,) = await publish(redis, keys, wall_post("x:meanwhile", text="published while the server was down"))
+    await live_server.start()
+
+    await expect(card(feed, meanwhile)).to_be_visible(timeout=RECONNECT_WAIT_MS)
+    await expect(feed.locator(".status")).to_have_attribute("data-state", "live")
+    (after,) = await publish(redis, keys, wall_post("x:after", text="after the restart"))
+    await expect(card(feed, after)).to_be_visible(timeout=WAIT_MS)
+    assert await shown_ids(feed) == [after, meanwhile, before]
+
+
+async def test_a_page_whose_origin_is_on_the_allowlist_shows_history_and_live_posts(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    await restart_with_origins(live_server, ("https://blog.example", host_site.origin))
+    (old,) = await publish(redis, keys, wall_post("x:allowed", text="for allowed pages"))
+    page = chromium_page
+    feed = await show_widget(page, host_site, live_server, "/allowed.html")
+    await expect(card(feed, old)).to_be_visible()
+    (live,) = await publish(redis, keys, wall_post("x:live", text="live for allowed pages"))
+    await expect(card(feed, live)).to_be_visible(timeout=WAIT_MS)
+
+
+async def test_a_page_whose_origin_is_not_allowed_gets_no_posts_and_says_so(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    await restart_with_origins(live_server, ("https://blog.example",))
+    await publish(redis, keys, wall_post("x:secret", text="only for allowed pages"))
+    page = chromium_page
+    await page.goto(host_site.page("/refused.html", snippet(live_server, profile="full")))
+    feed = widget(page)
+    await expect(feed.locator(".status")).to_have_attribute("data-state", "blocked", timeout=WAIT_MS)
+    await expect(feed.locator(".status")).to_contain_text("not allowed")
+    await expect(feed.locator(CARDS)).to_have_count(0)
+
+    # What the browser was told: no CORS header for this origin, the allowed one reflected; /ws refused.
+    async with aiohttp.ClientSession() as http:
+        for origin, allowed in ((host_site.origin, None), ("https://blog.example", "https://blog.example")):
+            async with http.get(f"{live_server.url}api/feed", headers={"Origin": origin}) as response:
+                assert response.status == 200
+                assert response.headers.get("Access-Control-Allow-Origin") == allowed
+                assert "Origin" in response.headers.getall("Vary")
+        async with http.get(f"{live_server.url}ws", headers={"Origin": host_site.origin}) as response:
+            assert response.status == 403
+
+
+async def test_with_no_allowlist_any_page_may_read_the_json_endpoints_and_the_script(live_server: LiveServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path in ("api/chats", "api/feed", "api/stats", "embed.js"):
+            async with http.get(live_server.url + path, headers={"Origin": "https://any.example"}) as response:
+                assert response.status == 200, path
+                assert response.headers["Access-Control-Allow-Origin"] == "*", path
+        async with http.get(live_server.url + "embed.js") as response:
+            assert response.headers["Cache-Control"] == "public, max-age=300"
+            assert response.content_type.endswith("javascript")
+        async with http.get(live_server.url + "healthz", headers={"Origin": "https://any.example"}) as response:
+            assert "Access-Control-Allow-Origin" not in response.headers, "only the read-only feed endpoints"
+
+
+def test_the_widget_script_weighs_under_25_kb_uncompressed() -> None:
+    size = len(EMBED_JS.read_bytes())
+    assert size < 25_000, f"web/embed.js is {size} bytes"
+
+
+async def test_hostile_posts_render_as_literal_text_inside_the_widget_and_run_nothing(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    dialogs = record_dialogs(page)
+    feed = await show_widget(page, host_site, live_server, "/hostile.html")
+    script_text = "<script>alert(1)</script>"
+    img_text = "<img src=x onerror=alert(1)>"
+    bidi_text = "price: \u202e0001$ only today"
+    ids = await publish(
+        redis,
+        keys,
+        wall_post("x:script", text=script_text, name="<b>Mallory</b>"),
+        wall_post("x:img", ("smbiz", "<img/src=x/onerror=alert(1)>"), img_text),
+        wall_post("x:js", text="click me", url="javascript:alert(1)", avatar="javascript:alert(1)"),
+        wall_post("x:bidi", text=bidi_text, name="\u202eevil name", handle="bidi"),
+    )
+    await expect(feed.locator(CARDS)).to_have_count(4, timeout=WAIT_MS)
+
+    await expect(card(feed, ids[0]).locator(".text")).to_have_text(script_text)
+    await expect(card(feed, ids[0]).locator(".name")).to_have_text("<b>Mallory</b>")
+    await expect(card(feed, ids[1]).locator(".text")).to_have_text(img_text)
+    await expect(card(feed, ids[1]).locator(".badge").nth(1)).to_have_text("#<img/src=x/onerror=alert(1)>")
+    assert await card(feed, ids[3]).locator(".text").text_content() == bidi_text
+    await expect(card(feed, ids[3]).locator(".text")).to_have_attribute("dir", "auto")
+    assert await card(feed, ids[3]).locator(".name").evaluate("el => el.tagName") == "BDI"
+
+    assert await feed.locator(f"{CARDS} img, {CARDS} script, {CARDS} b").count() == 0
+    assert await page.locator("script").count() == 1, "only the embed tag itself"
+    links = feed.locator(f"{CARDS} a[href]")
+    assert await links.evaluate_all("links => links.map(a => a.href)") == [
+        "https://example.test/x:bidi",
+        "https://example.test/x:img",
+        "https://example.test/x:script",
+    ], "a javascript: URL never becomes a link"
+    for link in await links.all():
+        assert {"noopener", "nofollow"} <= set((await link.get_attribute("rel") or "").split())
+    await page.evaluate("() => new Promise(requestAnimationFrame)")
+    assert dialogs == []
+
+
+async def test_an_update_replaces_a_card_and_a_retraction_removes_it(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    feed = await show_widget(page, host_site, live_server, "/edits.html")
+    first, second = await publish(redis, keys, wall_post("x:up", text="before"), wall_post("x:gone", text="doomed"))
+    await expect(card(feed, second)).to_be_visible(timeout=WAIT_MS)
+    updated = {**wall_post("x:up", ("smbiz", "edchat"), "after the edit").to_dict(), "id": first}
+    await redis.xadd(keys.feed, {EDIT_FIELD: msgpack.packb(updated)})
+    await redis.xadd(keys.feed, {RETRACT_FIELD: msgpack.packb({"ids": [second], "keys": ["x:gone"]})})
+    await expect(card(feed, first).locator(".text")).to_have_text("after the edit", timeout=WAIT_MS)
+    await expect(card(feed, first).locator(".badge")).to_have_text(["#smbiz", "#edchat"])
+    await expect(card(feed, second)).to_have_count(0, timeout=WAIT_MS)
+
+
+async def test_lag_fetches_the_skipped_posts_reset_reloads_and_unknown_frames_are_ignored(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    """The websocket is relayed through Playwright, which drops posts frames and adds the lag/reset/odd frames."""
+    page = chromium_page
+    relays: list[WebSocketRoute] = []
+    dropping = {"on": False}
+
+    async def relay(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def to_page(message: str | bytes) -> None:
+            if not (dropping["on"] and isinstance(message, str) and json.loads(message)["type"] == "posts"):
+                ws.send(message)
+
+        server.on_message(to_page)
+        relays.append(ws)
+
+    await page.route_web_socket("**/ws?*", relay)
+    feed = await show_widget(page, host_site, live_server, "/lag.html")
+    (first,) = await publish(redis, keys, wall_post("x:1", text="seen live"))
+    await expect(card(feed, first)).to_be_visible(timeout=WAIT_MS)
+
+    dropping["on"] = True
+    skipped = await publish(redis, keys, *(wall_post(f"x:skip{i}", text=f"skipped {i}") for i in range(3)))
+    for odd in ('{"type": "from-the-future", "items": [1]}', "not json", '{"type": "posts", "items": [{"id": 5}]}'):
+        relays[-1].send(odd)
+    relays[-1].send(json.dumps({"type": "lag", "skipped": 3}))
+    await expect(feed.locator(CARDS)).to_have_count(4, timeout=WAIT_MS)
+    assert await shown_ids(feed) == [*reversed(skipped), first]
+
+    dropping["on"] = False
+    # Retracted as the merge stage records it in the index, with no live frame: only the reload can show it.
+    await redis.hset(keys.index, "x:skip0", msgpack.packb({"key": "x:skip0", "retracted": True}))
+    relays[-1].send(json.dumps({"type": "reset", "cursor": skipped[-1]}))
+    await expect(feed.locator(CARDS)).to_have_count(3, timeout=WAIT_MS)
+    (last,) = await publish(redis, keys, wall_post("x:last", text="after the reset"))
+    await expect(card(feed, last)).to_be_visible(timeout=WAIT_MS)
+    assert await shown_ids(feed) == [last, skipped[2], skipped[1], first]
+
+
+async def test_bad_data_attributes_fall_back_to_the_defaults(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    (post_id,) = await publish(redis, keys, wall_post("x:any", text="shown despite the odd attributes"))
+    bad = snippet(
+        live_server,
+        chats=",,#,<b>",
+        profile="no-such-profile",
+        theme="neon",
+        max_items="lots",
+        height="expression(alert(1))",
+    )
+    await page.goto(host_site.page("/bad.html", bad))
+    feed = widget(page)
+    await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    # An unknown profile falls back to the full feed, which every server has.
+    await expect(card(feed, post_id)).to_be_visible(timeout=WAIT_MS)
+    await expect(feed.locator("section.w")).to_have_class("w auto")
+    box = await feed.locator("section.w").bounding_box()
+    assert box is not None and box["height"] == 480
+
+
+async def test_iframe_variant_on_a_page_of_another_origin_shows_posts(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    (old,) = await publish(redis, keys, wall_post("x:framed", ("edchat",), "framed history"))
+    frame_src = f"{live_server.url}embed?chats=edchat&profile=full&theme=light&max=5"
+    await page.goto(host_site.page("/frame.html", f'<iframe src="{frame_src}" title="feed" height="400"></iframe>'))
+    feed = page.frame_locator("iframe").locator("chatmixer-feed")
+    await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    await expect(card(feed, old)).to_be_visible()
+    _, live = await publish(
+        redis, keys, wall_post("x:other", ("smbiz",), "not this chat"), wall_post("x:live", ("edchat",), "live")
+    )
+    await expect(card(feed, live)).to_be_visible(timeout=WAIT_MS)
+    assert await shown_ids(feed) == [live, old]
+    await expect(feed.locator("section.w")).to_have_class("w light")
+
+    async with aiohttp.ClientSession() as http, http.get(frame_src) as response:
+        assert "frame-ancestors *" in response.headers["Content-Security-Policy"]
+    await restart_with_origins(live_server, ("https://blog.example",))
+    async with aiohttp.ClientSession() as http, http.get(frame_src) as response:
+        assert "frame-ancestors 'self' https://blog.example;" in response.headers["Content-Security-Policy"] + ";"
+
+
+async def test_builder_snippet_follows_the_form_and_the_preview_shows_only_the_chosen_chat(
+    live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    await page.goto(f"{live_server.url}embed/builder")
+    snippet_box = page.locator("#snippet")
+    await expect(page.locator("#chats input[type=checkbox]")).to_have_count(len(live_server.settings.chats))
+    await expect(page.locator("#profile option")).to_have_text(["full", "wall"], timeout=WAIT_MS)
+    await expect(snippet_box).to_have_value(re.compile(f'^<script src="{live_server.url}embed.js"'), timeout=WAIT_MS)
+    before = await snippet_box.input_value()
+
+    await page.locator("#profile").select_option("full")
+    await page.locator('#chats input[value="edchat"]').check()
+    await page.locator("#max-items").fill("5")
+    await page.locator("#theme").select_option("light")
+    value = await snippet_box.input_value()
+    assert value != before
+    for part in ('data-chats="edchat"', 'data-profile="full"', 'data-max-items="5"', 'data-theme="light"', "async"):
+        assert part in value
+
+    preview = page.locator("#preview chatmixer-feed")
+    await expect(preview.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    _, edchat = await publish(
+        redis, keys, wall_post("x:sm", ("smbiz",), "not in the preview"), wall_post("x:ed", ("edchat",), "preview")
+    )
+    await expect(card(preview, edchat)).to_be_visible(timeout=WAIT_MS)
+    await expect(preview.locator(CARDS)).to_have_count(1)
+    await expect(page.locator("#preview chatmixer-feed")).to_have_count(1)
+
+    await page.locator('input[name="variant"][value="iframe"]').check()
+    await expect(snippet_box).to_have_value(
+        re.compile(f'^<iframe src="{live_server.url}embed\\?chats=edchat&amp;profile=full&amp;theme=light&amp;max=5"'),
+        timeout=WAIT_MS,
+    )
+    framed = page.frame_locator("#preview iframe").locator("chatmixer-feed")
+    await expect(card(framed, edchat)).to_be_visible(timeout=WAIT_MS)
+    await expect(framed.locator(CARDS)).to_have_count(1)
+
+
+async def test_widget_shows_a_realistic_night_on_a_blog_and_can_screenshot_it(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    """Also the source of docs/screenshots/widget.png and embed-builder.png when MIXER_SCREENSHOTS=1."""
+    page = chromium_page
+    avatar = png_bytes(96, 96, (255, 196, 120), (200, 90, 60))
+    await page.route(
+        "https://images.example.test/**", lambda route: route.fulfill(body=avatar, content_type="image/png")
+    )
+    night = recorded_night(8, {c.tag for c in live_server.settings.chats})
+    ids = await publish(redis, keys, *night)
+    (rosa,) = await publish(
+        redis,
+        keys,
+        wall_post(
+            "mastodon:https://mastodon.example/@rosa/1",
+            ("smbiz", "edchat"),
+            "Q2: We run a tiny bakery and a Friday baking club for kids. Half our regulars found us through "
+            "the club, not Instagram. #smbiz #edchat",
+            name="Rosa Martínez",
+            handle="rosa@mastodon.example",
+            avatar="https://images.example.test/rosa.png",
+            created=now_ms() - 20_000,
+        ),
+    )
+    blog_css = (
+        "body { margin: 0; font: 18px/1.65 Georgia, 'DejaVu Serif', serif; color: #2b2b2b; background: #fbf8f3; }"
+        " header { padding: 18px 40px; background: #3a2e28; color: #fbf8f3; font: 700 20px/1 Georgia, serif; }"
+        " header span { font-weight: 400; opacity: .75; margin-left: 12px; font-size: 15px; }"
+        " .layout { display: grid; grid-template-columns: 1fr 400px; gap: 40px; max-width: 1100px;"
+        " margin: 0 auto; padding: 32px 40px; } h1 { font-size: 34px; line-height: 1.2; margin: 0 0 6px; }"
+        " .meta { color: #8a7b70; font-size: 15px; margin: 0 0 20px; } p { margin: 0 0 16px; }"
+        " div, p, span { letter-spacing: .01em; } aside * { font-family: 'Comic Sans MS', cursive; }"
+    )
+    article = (
+        "<header>The Weekly Chat <span>notes from the hashtag chats</span></header>"
+        '<div class="layout"><article><h1>Tonight: #chatmixer night</h1>'
+        '<p class="meta">Posted by Sam · 5 min read</p>'
+        "<p>Every weekly hashtag chat, one room. Small-business owners from #smbiz, teachers from #edchat, "
+        "the PowerShell crowd from #pstweetchat: for one evening they all talk in a single feed.</p>"
+        "<p>Follow along in the live feed on the right; it updates as people post, and each post carries "
+        "the colour of the chat it came from.</p>"
+        "<p>Questions start at 8pm. Answer with A1, A2 and your own chat's hashtag, and say hello to "
+        "someone from a chat you have never joined.</p></article><aside>"
+        + snippet(live_server, profile="full", theme="dark", max_items="12", height="600px")
+        + "</aside></div>"
+    )
+    await page.set_viewport_size({"width": 1180, "height": 740})
+    await page.goto(host_site.page("/blog.html", article, css=blog_css))
+    feed = widget(page)
+    await expect(feed.locator(CARDS)).to_have_count(len(ids) + 1, timeout=WAIT_MS)
+    await expect(card(feed, rosa).locator("img.avatar")).to_be_visible()
+    await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    if os.environ.get("MIXER_SCREENSHOTS") == "1":
+        await page.emulate_media(reduced_motion="reduce")  # no card caught mid-animation
+        await page.screenshot(path=SCREENSHOTS / "widget.png")
+        await page.set_viewport_size({"width": 1100, "height": 760})
+        await page.goto(f"{live_server.url}embed/builder")
+        await page.locator("#profile").select_option("full")
+        await page.locator('#chats input[value="pstweetchat"]').check()
+        await page.locator("#theme").select_option("dark")
+        await page.locator("#height").fill("520px")
+        await page.locator("#height").blur()
+        pstweetchat = [i for i, p in zip(ids, night, strict=True) if "pstweetchat" in p.chats]
+        preview = page.locator("#preview chatmixer-feed")
+        await expect(preview.locator(CARDS)).to_have_count(len(pstweetchat), timeout=WAIT_MS)
+        await page.screenshot(path=SCREENSHOTS / "embed-builder.png", full_page=True)
