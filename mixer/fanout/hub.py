@@ -1,4 +1,4 @@
-"""The client hub: who is connected, and writing the feed's batches to all of them.
+"""The hub: the feed's batches written to every client, lap by lap.
 
 Publishing and writing are apart. ``Hub.publish`` (the feed follower, for each batch it reads)
 stores the batch and returns at once; ``Hub.run`` writes to the clients in *laps*: it goes
@@ -19,14 +19,10 @@ per client. A frame of 16 KB or more goes from one in-memory file by ``sendfile`
 further frames of the same turn, split at batch boundaries): bigger frames cost more per
 delivery, so a hub that fell behind catches up instead of sending ever bigger frames.
 
-A client's backlog is the transport's unsent bytes; while it is above ``backlog_bytes`` the
-client is skipped (the posts it missed are counted and reported to it in a ``lag`` frame
-once it drains), and a client that stays full for ``cutoff_seconds`` is closed with code
-4008. So memory per client is bounded and a client that stops reading delays no one. A
-client whose write fails in a way not foreseen is dropped (``write_errors``, logged at the
-1st, 2nd, 4th... time); a feed entry that cannot be encoded is skipped and logged, its
-neighbours delivered (``entries_unencodable``); a step that fails anyway is logged and the
-lap goes on.
+Each write to a client obeys the backlog, lag, cut-off and heartbeat rules of ``ClientRing``
+(``mixer.fanout.clients``), which ``Hub`` extends. A feed entry that cannot be encoded is
+skipped and logged, its neighbours delivered (``entries_unencodable``); a step that fails
+anyway is logged and the lap goes on.
 
 Flushing: a lap that begins when the hub was idle (the previous lap's interval is over) goes
 at full speed from a new start client (golden-ratio steps, so no client is always first):
@@ -38,61 +34,30 @@ writes per second (each a syscall, and the kernel's loopback work is most of the
 CPU) stay bounded, and the loop keeps a quarter of its time for reads, pings and new clients.
 Latency added: none when idle, at most one interval under load.
 
-Heartbeats: ``Hub.heartbeat`` writes one shared ping frame to the websocket clients of one
-heartbeat slot and drops those that did not answer their previous one (a pong or any frame
-marks a client ``answered``); a round goes through ``HEARTBEAT_PARTS`` slots, so the pongs
-come back spread over the interval. This replaces a timer and a ping task per connection:
-less memory per idle client and no burst of tasks every interval.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-from mixer.fanout.frames import wire
-from mixer.fanout.messages import ChatFilter, Piece, close_frame, encode_batches
+from mixer.fanout.clients import Client, ClientRing
+from mixer.fanout.messages import ChatFilter, Piece, encode_batches
 from mixer.fanout.rates import ChatRates
-from mixer.fanout.zerocopy import SharedFrame, socket_fd
 from mixer.feed import FeedItem
 from mixer.streams import id_key
 
 log = logging.getLogger(__name__)
 
-CLOSE_SLOW = 4008  # our close code for "your backlog stayed full too long"
-PING = b"\x89\x00"  # an empty websocket ping frame (server frames are unmasked): the same bytes for everyone
 FLUSH_INTERVAL = 0.025  # seconds: while busy, at most one turn per client per interval (see the module docstring)
-# A heartbeat round is dealt out in this many parts, each pinging its share of the clients: the pongs
-# of 10,000 clients at once stalled the loop once a round: 10,000x100 p99 608 ms, spread out 145 ms.
-HEARTBEAT_PARTS = 20
 BUSY_SHARE = 0.75  # while busy, writing takes at most this share of the time (the rest: reads, pings, clients)
 # (0.5 gave a 5,000-client broadcast of 40 ms an 80 ms interval: 138 ms p99; 0.75 gives 89 ms, docs/benchmarks.md)
 STRETCH_MAX = 6  # ... but the interval stretches to at most this many flush intervals
 STEP = 256  # clients written per step of a lap (2-3 ms on loopback), the loop free in between
 GOLDEN = 0.6180339887498949  # turn * GOLDEN mod 1 spreads start positions evenly, whatever the number of turns
-
-
-@dataclass(eq=False, slots=True)
-class Client:
-    """One websocket subscriber: where to write, what it wants, how far behind it is."""
-
-    transport: asyncio.WriteTransport
-    chats: ChatFilter = None
-    fmt: str = "json"
-    full_since: float | None = None  # when its backlog first went over the limit, while it stays over
-    skipped: int = 0  # posts not sent because it was full, not yet reported in a lag frame
-    closed: bool = False
-    answered: bool = True  # it sent something (a pong, a ping, a message) since the last heartbeat ping
-    slot: int = 0  # which part of the heartbeat round pings it (Hub.heartbeat)
-    seen: int = 0  # the last batch (``Hub.seq``) written to it or skipped
-    fd: int = -1  # its socket, for frames sent by sendfile (mixer.fanout.zerocopy); -1: written through the transport
 
 
 def lap_interval(work: float, flush_interval: float) -> float:
@@ -107,8 +72,8 @@ def first_of(turn: int, size: int) -> int:
     return int((turn * GOLDEN) % 1.0 * size)
 
 
-class Hub:
-    """Subscribers in one ring; published batches are written to them lap by lap (see the module docstring)."""
+class Hub(ClientRing):
+    """Published batches written to the subscribers lap by lap (see the module docstring)."""
 
     def __init__(
         self,
@@ -118,13 +83,9 @@ class Hub:
         flush_interval: float = FLUSH_INTERVAL,
         step: int = STEP,
     ) -> None:
-        self.backlog_bytes = backlog_bytes
+        super().__init__(backlog_bytes, cutoff_seconds, clock)
         self.step = step
-        self.cutoff_seconds = cutoff_seconds
         self.flush_interval = flush_interval
-        self._clock = clock
-        self._ring: dict[Client, None] = {}  # every subscriber, in the order they joined
-        self._full: set[Client] = set()  # subscribers whose backlog is over the limit (``full_since`` set)
         self.cursor = "0-0"  # id of the last feed entry published; clients joining now get everything after it
         self.seq = 0  # batches published; a client's ``seen`` is the last one it was written (or skipped)
         self._batches: list[list[FeedItem]] = []  # published batches someone has yet to see: seq _first, _first+1..
@@ -144,32 +105,17 @@ class Hub:
         self._start = 0  # where in the ring laps begin
         self._flushed = -flush_interval  # when the latest step of writing ran
         self._wake = asyncio.Event()  # set by ``publish``: there is something to write
-        self.counters: Counter[str] = Counter()
         self.rates = ChatRates()
-        self._joined = 0  # clients ever added: deals out heartbeat slots in turn
+
+    def add(self, client: Client) -> None:
+        """Subscribe: from now on the client gets every batch published after ``self.cursor``."""
+        super().add(client)
+        client.seen = self.seq
 
     @property
     def last_broadcast(self) -> float:
         """When (on the hub's clock) the latest step of writing to clients ran."""
         return self._flushed
-
-    def __len__(self) -> int:
-        return len(self._ring)
-
-    def clients(self) -> list[Client]:
-        return list(self._ring)
-
-    def add(self, client: Client) -> None:
-        """Subscribe: from now on the client gets every batch published after ``self.cursor``."""
-        client.slot = self._joined % HEARTBEAT_PARTS
-        client.fd = socket_fd(client.transport)
-        client.seen = self.seq
-        self._joined += 1
-        self._ring[client] = None
-
-    def remove(self, client: Client) -> None:
-        self._ring.pop(client, None)
-        self._full.discard(client)
 
     def publish(self, entries: list[FeedItem], last_id: str) -> None:
         """Take a feed batch (in feed order) for every subscriber; ``run`` (or ``write``) writes it."""
@@ -347,110 +293,3 @@ class Hub:
                 self.counters["bytes_sent"] += len(piece.frame)
             elif client not in self._ring:
                 return
-
-    def send_all(self, message: dict[str, Any]) -> None:
-        """One message (e.g. ``stats``) to every subscriber, encoded once per format; full clients skip it."""
-        frames: dict[str, bytes] = {}
-        for client in self.clients():
-            if client.closed or client.transport.is_closing():
-                continue
-            if client.transport.get_write_buffer_size() > self.backlog_bytes:
-                continue
-            if client.fmt not in frames:
-                frames[client.fmt] = wire([message], client.fmt)
-            client.transport.write(frames[client.fmt])
-
-    def _send(self, client: Client, frame: bytes, count: int, now: float, shared: SharedFrame | None = None) -> bool:
-        """Write ``frame`` to one client unless it is closed or full (then count what it missed); True if written.
-
-        With ``shared`` (the same frame in an in-memory file) it goes by sendfile while nothing is queued."""
-        transport = client.transport
-        if client.closed or transport.is_closing():
-            self.remove(client)
-            return False
-        backlog = transport.get_write_buffer_size()
-        if backlog > self.backlog_bytes:
-            client.skipped += count
-            self.counters["posts_skipped"] += count
-            if client.full_since is None:
-                client.full_since = now
-                self._full.add(client)
-            elif now - client.full_since >= self.cutoff_seconds:
-                self.cut_off(client)
-            return False
-        if client.full_since is not None or client.skipped:
-            self._drained(client)
-            backlog = transport.get_write_buffer_size()
-        if shared is not None and client.fd >= 0 and not backlog:
-            shared.send(client.fd, transport)
-        else:
-            transport.write(frame)
-        return True
-
-    def _drop_broken(self, client: Client) -> None:
-        self.counters["write_errors"] += 1
-        if self.counters["write_errors"] & (self.counters["write_errors"] - 1) == 0:  # 1st, 2nd, 4th...: not a flood
-            log.exception("hub: writing to a client failed (%d times); dropping it", self.counters["write_errors"])
-        client.closed = True
-        self.remove(client)
-        with contextlib.suppress(Exception):  # (it is broken already)
-            client.transport.abort()
-
-    def _drained(self, client: Client) -> None:
-        """A client's backlog went back under the limit: no longer full; tell it what it missed, if anything."""
-        client.full_since = None
-        self._full.discard(client)
-        if client.skipped:
-            self._report_lag(client)
-
-    def _report_lag(self, client: Client) -> None:
-        lag = {"type": "lag", "skipped": client.skipped}
-        client.transport.write(wire([lag], client.fmt))
-        client.skipped = 0
-        self.counters["lag_frames"] += 1
-
-    def cut_off(self, client: Client) -> None:
-        """Close a client that stayed full: a close frame, then the socket is dropped."""
-        log.info("hub: closing a client whose backlog stayed over %d bytes", self.backlog_bytes)
-        self.counters["cut_off"] += 1
-        client.closed = True
-        self.remove(client)
-        transport = client.transport
-        if client.fmt != "sse":
-            transport.write(close_frame(CLOSE_SLOW, "backlog full, reconnect with since"))
-        # the close frame sits behind the backlog it never read: do not wait for it
-        transport.abort()
-
-    def heartbeat(self, part: int = 0, parts: int = 1) -> None:
-        """Ping the websocket clients of heartbeat slot ``part`` (of ``parts``; all with the defaults); drop one
-        that has not answered its previous ping (skips full clients)."""
-        if part == 0:
-            self.counters["heartbeats"] += 1  # heartbeat rounds begun
-        for client in self.clients():
-            transport = client.transport
-            if client.slot % parts != part or client.fmt == "sse" or client.closed or transport.is_closing():
-                continue
-            if transport.get_write_buffer_size() > self.backlog_bytes:
-                continue  # the ping would wait behind the backlog; the 4008 cut-off deals with this one
-            if not client.answered:
-                log.info("hub: dropping a client that did not answer a ping")
-                self.counters["heartbeat_dropped"] += 1
-                client.closed = True
-                self.remove(client)
-                transport.abort()
-                continue
-            client.answered = False
-            transport.write(PING)
-
-    def sweep(self) -> None:
-        """Between batches: close clients full for too long; tell drained ones what they missed."""
-        now = self._clock()
-        for client in list(self._full):
-            if client.full_since is None or client not in self._ring:
-                self._full.discard(client)
-                continue
-            if client.transport.get_write_buffer_size() > self.backlog_bytes:
-                if now - client.full_since >= self.cutoff_seconds:
-                    self.cut_off(client)
-                continue
-            self._drained(client)

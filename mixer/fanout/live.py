@@ -37,8 +37,9 @@ from mixer.fanout.appkeys import (
     STREAMING,
     STREAMS,
 )
+from mixer.fanout.clients import HEARTBEAT_PARTS, Client
 from mixer.fanout.frames import chunk, encode_message, wire
-from mixer.fanout.hub import HEARTBEAT_PARTS, Client, Hub
+from mixer.fanout.hub import Hub
 from mixer.fanout.messages import BATCH_POSTS, select
 from mixer.feed import decode_entries, history
 from mixer.keys import Keys

@@ -16,8 +16,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from mixer.fanout.appkeys import HUB
+from mixer.fanout.clients import HEARTBEAT_PARTS, Client
 from mixer.fanout.frames import wire, wire_memo
-from mixer.fanout.hub import HEARTBEAT_PARTS, Client, Hub, first_of, lap_interval
+from mixer.fanout.hub import Hub, first_of, lap_interval
 from mixer.fanout.messages import BATCH_POSTS, frames_for
 from mixer.feed import FeedItem
 from mixer.keys import Keys

@@ -18,8 +18,9 @@ import redis.asyncio as aioredis
 
 from mixer.fanout import zerocopy
 from mixer.fanout.appkeys import HUB
+from mixer.fanout.clients import Client
 from mixer.fanout.frames import wire
-from mixer.fanout.hub import Client, Hub
+from mixer.fanout.hub import Hub
 from mixer.fanout.messages import frames_for
 from mixer.fanout.zerocopy import MIN_BYTES, SharedFrame, socket_fd
 from mixer.feed import FeedItem
