@@ -7,16 +7,15 @@ hashtag that name the same times (compared as UTC instants over a year, so 21:00
 Rows that name different times are never merged silently: the entry keeps the newest row by
 ``as_of`` and a ``Conflict`` names every row (by line) and what differs. A row whose schedule
 cannot be read is a ``RowIssue`` in ``problems`` with its line and reason; its hashtag is still
-listed. ``entries_to_toml`` writes ``[[chats]]`` tables for ``mixer.toml``. The schedule itself
-(string form, DST, slots) is ``schedule``; the config loader and the ``mixer chats`` command
-are elsewhere.
+listed. ``entries_to_toml`` writes ``[[chats]]`` tables for ``mixer.toml``. What one row's
+cells say (its schedule, hosts, as_of) is ``directory_row``; the schedule itself (string form,
+DST, slots) is ``schedule``; the config loader and the ``mixer chats`` command are elsewhere.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -24,18 +23,14 @@ from itertools import takewhile
 from pathlib import Path
 
 from mixer.ingest.hashtags import normalize_hashtag
-from mixer.schedule import DAY_NAMES, NTH_NAMES, Every, Schedule, parse_time, parse_weekday, parse_zone, slots
+from mixer.schedule import Schedule, slots
+from mixer.tools.directory_row import parse_as_of, parse_hosts, row_schedule, stated
 
 REQUIRED_COLUMNS = ("hashtag", "frequency", "day_of_week", "start_local", "end_local", "timezone")
 # Rows agree when their slots coincide over this year: long enough to cover both DST changes
 # in every zone and every month of a monthly schedule.
 _COMPARE_FROM = datetime(2026, 1, 1, tzinfo=UTC)
 _COMPARE_SPAN = timedelta(days=366)
-_ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4, "last": -1}
-_NTH_QUALIFIER = re.compile(r"^(?:later\s+)?(?P<nths>[a-z0-9]+(?:(?:\s*,\s*|\s+and\s+)[a-z0-9]+)*)\s+(?P<day>[a-z]+)$")
-_FREQUENCY = re.compile(r"^(?P<word>[^(]*?)\s*(?:\((?P<qualifier>[^)]*)\))?\s*$")
-_AS_OF = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
-_NOT_STATED = re.compile(r"^\(?\s*(not stated|n/?a|unknown)?\s*\)?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +150,10 @@ def import_rows(lines: Iterable[str], name: str = "<csv>") -> ImportResult:
         if not tag or any(c.isspace() or c == "#" for c in tag):
             problems.append(RowIssue(line, "", f"hashtag {row.cells['hashtag']!r} is not one hashtag"))
             continue
-        row.as_of = _as_of(row.cells.get("as_of", ""))
-        row.hosts = _hosts(row.cells.get("hosts", ""))
+        row.as_of = parse_as_of(row.cells.get("as_of", ""))
+        row.hosts = parse_hosts(row.cells.get("hosts", ""))
         try:
-            row.schedule, note = _schedule(row.cells)
+            row.schedule, note = row_schedule(row.cells)
         except ValueError as exc:
             problems.append(RowIssue(line, tag, str(exc)))
         else:
@@ -195,100 +190,6 @@ def entries_to_toml(entries: Iterable[DirectoryEntry]) -> str:
     return "\n".join(out)
 
 
-def _schedule(cells: dict[str, str]) -> tuple[Schedule, str]:
-    """The schedule one row names and a note on what of its frequency was left out; ValueError says why not."""
-    frequency = cells["frequency"]
-    match = _FREQUENCY.match(frequency.casefold())
-    word = match["word"].strip() if match else frequency.casefold()
-    qualifier = (match["qualifier"] or "").strip() if match else ""
-    note = ""
-    if "?" in word:
-        raise ValueError(f"frequency {frequency!r} is marked uncertain")
-    every: Every
-    days: tuple[int, ...] = ()
-    nth: tuple[int, ...] = ()
-    if word in ("weekly", "every week"):
-        every = "weekly"
-    elif word == "daily":
-        every, days = "weekly", tuple(range(7))
-    elif word in ("every other week", "fortnightly", "biweekly", "every two weeks"):
-        named = cells["day_of_week"][:3] or "<day>"
-        raise ValueError(
-            f"frequency {frequency!r}: the CSV cannot say which weeks; put it in mixer.toml as"
-            f" 'every other {named} {cells['start_local'] or 'HH:MM'} {cells['timezone'] or '<zone>'}"
-            " from YYYY-MM-DD' with a date it met"
-        )
-    elif word == "monthly":
-        every = "monthly"
-    elif word in ("one-off", "once", "one off"):
-        raise ValueError(f"frequency {frequency!r}: a one-off chat has no recurring schedule")
-    else:
-        raise ValueError(f"frequency {frequency!r} is none of weekly, daily, monthly (nth weekday), every other week")
-
-    if not days:
-        if not cells["day_of_week"]:
-            raise ValueError("no day_of_week")
-        try:
-            days = (parse_weekday(cells["day_of_week"]),)
-        except ValueError as exc:
-            raise ValueError(f"day_of_week: {exc}") from None
-    if qualifier:
-        ordinal = _nth_qualifier(qualifier)
-        if ordinal is None:
-            note = f"frequency {frequency!r}: '({qualifier})' is not modelled; imported as {word}"
-        else:
-            nth, day = ordinal
-            if day not in days:
-                raise ValueError(f"frequency {frequency!r} names a different weekday than day_of_week")
-            if every != "monthly":
-                later = " and ".join(NTH_NAMES[n] for n in nth)
-                note = f"frequency {frequency!r}: imported as the later schedule, {later} {DAY_NAMES[day]} of the month"
-            every, days = "monthly", (day,)
-    if every == "monthly" and not nth:
-        raise ValueError(
-            f"frequency {frequency!r}: which weekday of the month is not stated (e.g. 'monthly (first Friday)')"
-        )
-
-    if not cells["start_local"]:
-        raise ValueError("no start_local time")
-    start = _cell_time(cells, "start_local")
-    end = _cell_time(cells, "end_local") if cells["end_local"] else None
-    zone = cells["timezone"]
-    if not zone:
-        stated = cells.get("timezone_as_stated", "")
-        raise ValueError("no timezone" + (f" (the page says {stated!r})" if stated else ""))
-    try:
-        parse_zone(zone)
-    except ValueError as exc:
-        raise ValueError(f"timezone: {exc}") from None
-    if end == start:
-        raise ValueError("end_local equals start_local")
-    return Schedule(days=days, start=start, end=end, tz=zone, every=every, nth=nth), note
-
-
-def _nth_qualifier(qualifier: str) -> tuple[tuple[int, ...], int] | None:
-    """'first Thursday', 'later 2nd and 4th Wednesdays' as (nths, weekday); None for anything else."""
-    match = _NTH_QUALIFIER.match(qualifier.casefold())
-    if match is None:
-        return None
-    words = re.split(r"\s*,\s*|\s+and\s+", match["nths"])
-    if any(w not in _ORDINALS for w in words):
-        return None
-    try:
-        day = parse_weekday(match["day"])
-    except ValueError:
-        return None
-    nth = sorted({_ORDINALS[w] for w in words}, key=lambda n: 5 if n == -1 else n)
-    return tuple(nth), day
-
-
-def _cell_time(cells: dict[str, str], column: str) -> time:
-    try:
-        return parse_time(cells[column])
-    except ValueError as exc:
-        raise ValueError(f"{column}: {exc}") from None
-
-
 def _slots(schedule: Schedule) -> tuple[tuple[datetime, datetime], ...]:
     return tuple(takewhile(lambda slot: slot[0] < _COMPARE_FROM + _COMPARE_SPAN, slots(schedule, _COMPARE_FROM)))
 
@@ -317,7 +218,7 @@ def _entry(tag: str, rows: list[_Row]) -> tuple[DirectoryEntry, Conflict | None]
     first = base[0]
     schedule = _with_end(first.schedule, base) if groups else None
     hosts = next((r.hosts for r in (*base, *newest_first) if r.hosts), ())
-    topic = next((c for r in (*base, *newest_first) if (c := _stated(r.cells.get("topic", "")))), "")
+    topic = next((c for r in (*base, *newest_first) if (c := stated(r.cells.get("topic", "")))), "")
     in_order = sorted(base, key=lambda r: r.line)
     entry = DirectoryEntry(
         tag=tag,
@@ -369,33 +270,6 @@ def _differences(schedules: Sequence[Schedule]) -> tuple[str, ...]:
 def _utc_clock(schedule: Schedule, clock: time | None) -> tuple[time, ...]:
     days = (date(2026, 1, 5), date(2026, 7, 6))
     return tuple(datetime.combine(d, clock or schedule.start, schedule.zone).astimezone(UTC).time() for d in days)
-
-
-def _as_of(text: str) -> tuple[int, int, int]:
-    """A sortable (year, month, day) of '2009', '2009-06', '2009-06-01'; undated ('n.d.') sorts oldest."""
-    match = _AS_OF.match(text.strip())
-    if match is None:
-        return (0, 0, 0)
-    return (int(match[1]), int(match[2] or 0), int(match[3] or 0))
-
-
-def _hosts(text: str) -> tuple[str, ...]:
-    """Hosts split at ',' and ';' outside parentheses: 'A (@a), B' -> ('A (@a)', 'B')."""
-    parts, depth, current = [], 0, ""
-    for char in text:
-        depth += (char == "(") - (char == ")")
-        if char in ",;" and depth <= 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    return tuple(p for part in parts if (p := part.strip()) and _stated(p))
-
-
-def _stated(text: str) -> str:
-    """Text unless it only says nothing is stated."""
-    return "" if _NOT_STATED.match(text.strip()) else text.strip()
 
 
 def _toml_str(text: str) -> str:

@@ -21,18 +21,8 @@ from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
 from mixer.merge.stage import MergeStage
 from mixer.models import Author, Edit, Post, Retraction
-from mixer.tools.transcript import (
-    CSV_COLUMNS,
-    Scope,
-    defuse,
-    group_qa,
-    load_posts,
-    md_escape,
-    parse_time,
-    to_csv,
-    to_json,
-    to_markdown,
-)
+from mixer.tools.transcript import load_posts, parse_time
+from mixer.tools.transcript_format import CSV_COLUMNS, Scope, defuse, group_qa, md_escape, to_csv, to_json, to_markdown
 from tests.processes import mixer_env
 
 NIGHT = int(datetime(2024, 5, 1, 20, 0, tzinfo=UTC).timestamp() * 1000)
