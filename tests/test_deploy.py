@@ -1,4 +1,5 @@
-"""docker-compose.yml and k8s/: every `mixer` command they run is one the CLI accepts."""
+"""docker-compose.yml, k8s/ and the Dockerfile: every `mixer` command they run is one the CLI accepts, and the image
+installs the built wheel."""
 
 from __future__ import annotations
 
@@ -34,3 +35,11 @@ def test_deployments_run_every_part_of_the_product() -> None:
 @pytest.mark.parametrize(("where", "args"), _commands())
 def test_every_deployed_mixer_command_parses(where: str, args: list[str]) -> None:
     build_parser().parse_args(args[1:])  # SystemExit (a failure) on anything the CLI does not accept
+
+
+def test_the_image_installs_the_built_wheel_not_the_checkout() -> None:
+    stages = (ROOT / "Dockerfile").read_text().split("\nFROM ")
+    build, final = stages[1], stages[-1]
+    assert "pip wheel" in build and "COPY web" in build  # the wheel is built from the sources, assets included
+    assert "COPY --from=wheel /dist" in final and "pip install --no-cache-dir /dist/*.whl" in final
+    assert "COPY mixer" not in final and "-e ." not in "".join(stages)  # never the checkout, never editable
