@@ -89,7 +89,7 @@ def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore
     tags = settings.chat_tags
     sources: list[Source] = []
     if settings.mastodon_instances:
-        from mixer.ingest.sources.mastodon import MastodonSource
+        from mixer.ingest.sources.mastodon_follow import MastodonSource
 
         for instance in settings.mastodon_instances:
             sources.append(
@@ -104,11 +104,11 @@ def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore
                 )
             )
     if settings.bluesky_enabled:
-        from mixer.ingest.sources.bluesky import BlueskySource
+        from mixer.ingest.sources.bluesky_follow import BlueskySource
 
         sources.append(BlueskySource(publisher, cursors, matcher, endpoint=settings.bluesky_endpoint))
     if settings.x_bearer_token:
-        from mixer.ingest.sources.x import XSource
+        from mixer.ingest.sources.x_stream import XSource
 
         sources.append(
             XSource(publisher, cursors, matcher, bearer_token=settings.x_bearer_token, tags=tags, api=settings.x_api)

@@ -1,16 +1,16 @@
-"""Recorded streams: recognising any recorded record, and reading files of them in any of their shapes.
+"""Recorded streams: recognising any recorded record, and reading recordings as events.
 
 ``parse_record`` is the one place a parsed JSON record is recognised: a normalised Post
 (or an edit/retract line as ``mixer normalize`` prints them), an X v1.1 status or stream
 notice, an X v2 response/stream message or compliance record, a Mastodon status or
 streaming event, a Bluesky Jetstream event. It hands platform payloads to their parser
 in ``sources`` (imported lazily) and never parses a platform itself. ``read_events``
-reads a file or stdin whose shape it detects from the first non-blank, non-``#``
-characters: JSON Lines (streamed), a whole-file JSON array or JSON document(s) (loaded),
-or a recorded SSE body (streamed). A malformed record never stops a read: it becomes a
-``RecordError`` naming file, line and reason, yielded in place (and logged) so the
-caller can count it, and every good record around it is still read. Pacing and
-publishing recordings live in ``replay``, not here.
+reads a file or stdin in any of its shapes (split into records by ``recorded_shapes``:
+JSON Lines, a JSON array or documents, a recorded SSE body). A malformed record never
+stops a read: it becomes a ``RecordError`` naming file, line and reason, yielded in place
+(and logged) so the caller can count it, and every good record around it is still read.
+``normalize`` prints recordings back as normalised JSON lines. Pacing and publishing
+recordings live in ``replay``, not here.
 """
 
 from __future__ import annotations
@@ -18,40 +18,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import sys
 import time
-from bisect import bisect_right
 from collections import Counter
-from collections.abc import Generator, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Generator, Iterable
 from pathlib import Path
 from typing import IO, Any
 
 from mixer.codec import loads
 from mixer.ingest.hashtags import ChatMatcher
+from mixer.ingest.recorded_shapes import RecordError as RecordError  # re-exported: it is part of reading
+from mixer.ingest.recorded_shapes import json_records
 from mixer.models import Edit, Event, Ignored, Post, Retraction, normalize_tag
 
 log = logging.getLogger(__name__)
-
-_BOM = b"\xef\xbb\xbf"
-_SSE_START = re.compile(rb"(?:event|data|id|retry)[ \t]*:|:")
-_JSON_SPACE = " \t\r\n"
-_SEARCH_KEYS = {"statuses", "search_metadata"}  # an X v1.1 search response
-_UNDECODABLE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes that are not UTF-8
-
-
-@dataclass(frozen=True, slots=True)
-class RecordError:
-    """A record of a recording that could not be read: where it starts and what is wrong with it."""
-
-    file: str
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
-
 
 Group = tuple[Event, ...]  # the events of one record; they share its time
 
@@ -96,13 +75,13 @@ def parse_record(data: Any, matcher: ChatMatcher, now_ms: int) -> list[Event]:
         if kind == "retract":
             return [_retraction(data)]
         if kind == "x-v1":
-            from mixer.ingest.sources import x
+            from mixer.ingest.sources import x_v1
 
-            return x.parse_v1(data, matcher, now_ms)
+            return x_v1.parse_v1(data, matcher, now_ms)
         if kind == "x-v2":
-            from mixer.ingest.sources import x
+            from mixer.ingest.sources import x_v2
 
-            return x.parse_v2(data, matcher, now_ms)
+            return x_v2.parse_v2(data, matcher, now_ms)
         if kind == "mastodon-event":
             from mixer.ingest.sources import mastodon
 
@@ -165,7 +144,7 @@ def read_grouped(
     iterator ends or is closed; a missing file raises OSError on the first ``next()``.
     """
     name = str(path)
-    for item in _records(name):
+    for item in json_records(name):
         if isinstance(item, RecordError):
             error = item
         else:
@@ -261,191 +240,3 @@ def _json_line(obj: dict[str, Any]) -> bytes:
         return text.encode() + b"\n"
     except UnicodeEncodeError:  # a lone surrogate from the payload: escaped, the line stays valid UTF-8 JSON
         return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
-
-
-# File shapes. Each yields (line, parsed JSON value) per record, or a RecordError.
-
-Found = tuple[int, Any] | RecordError
-
-
-def _records(name: str) -> Generator[Found, None, None]:
-    stream: IO[bytes] = sys.stdin.buffer if name == "-" else open(name, "rb")
-    try:
-        head: list[bytes] = []
-        first = b""
-        for raw in stream:
-            if not head and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
-            head.append(raw)
-            first = raw.strip()
-            if first and not first.startswith(b"#"):
-                break
-        if not first or first.startswith(b"#"):
-            return  # only comments and blank lines
-        if _SSE_START.match(first):
-            yield from _sse(name, _chain(head, stream))
-        elif first.startswith(b"[") or (first.startswith(b"{") and not _jsonl_like(first, stream, head)):
-            yield from _whole(name, b"".join(head) + stream.read())
-        else:
-            yield from _json_lines(name, _chain(head, stream))
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-
-
-def _chain(head: list[bytes], rest: Iterable[bytes]) -> Iterator[bytes]:
-    yield from head
-    yield from rest
-
-
-def _jsonl_like(first: bytes, stream: IO[bytes], head: list[bytes]) -> bool:
-    """Whether a file starting with '{' is JSON Lines: its first or second content line is JSON on its own.
-
-    The first lines of a pretty-printed object never are. Lines peeked here are appended to head.
-    """
-    if _is_json(first):
-        return True
-    for raw in stream:
-        head.append(raw)
-        text = raw.strip()
-        if text and not text.startswith(b"#"):
-            return _is_json(text)
-    return False
-
-
-def _is_json(raw: bytes) -> bool:
-    try:
-        json.loads(raw)
-    except (ValueError, RecursionError):
-        return False
-    return True
-
-
-def _json_lines(name: str, lines: Iterable[bytes]) -> Generator[Found, None, None]:
-    for number, raw in enumerate(lines, 1):
-        text = raw.strip()
-        if not text or text.startswith(b"#"):
-            continue
-        try:
-            data = loads(text)
-        except ValueError as exc:
-            yield RecordError(name, number, str(exc))
-            continue
-        for value in _unwrap(data):
-            yield number, value
-
-
-def _unwrap(data: Any) -> list[Any]:
-    """An X v1.1 search response holds its statuses; every other value is one record."""
-    if (
-        isinstance(data, dict)
-        and isinstance(data.get("statuses"), list)
-        and set(data) <= {"statuses", "search_metadata"}
-    ):
-        return list(data["statuses"])
-    return [data]
-
-
-def _sse(name: str, lines: Iterable[bytes]) -> Generator[Found, None, None]:
-    """Server-sent events: each event is a record at the line of its first field; ``:`` lines are comments."""
-    event = ""
-    data: list[str] = []
-    start = 0
-    bad = False
-    for number, raw in enumerate(lines, 1):
-        line = raw.rstrip(b"\r\n")
-        if not line:
-            if data or bad:
-                yield _sse_record(name, start, event, data, bad)
-            event, data, start, bad = "", [], 0, False
-            continue
-        if line.startswith(b":"):
-            continue
-        field, _, value = line.partition(b":")
-        start = start or number
-        try:
-            text = value.decode()
-        except UnicodeDecodeError:
-            bad = True
-            continue
-        text = text[1:] if text.startswith(" ") else text
-        if field == b"event":
-            event = text
-        elif field == b"data":
-            data.append(text)
-    if data or bad:
-        yield _sse_record(name, start, event, data, bad)  # a body cut off before its last blank line
-
-
-def _sse_record(name: str, start: int, event: str, data: list[str], bad: bool) -> Found:
-    """A named event becomes a streaming-event record; an unnamed one's data is itself a JSON record."""
-    if bad:
-        return RecordError(name, start, "not UTF-8")
-    payload = "\n".join(data)
-    if event:
-        return start, {"event": event, "payload": payload}
-    try:
-        return start, json.loads(payload)
-    except (ValueError, RecursionError) as exc:
-        return RecordError(name, start, f"SSE data is not JSON: {exc}")
-
-
-def _whole(name: str, raw: bytes) -> Generator[Found, None, None]:
-    """JSON document(s) in one text: arrays give their elements, with each element's start line."""
-    text = raw.decode("utf-8", "surrogateescape")
-    starts = [0, *(m.end() for m in re.finditer("\n", text))]
-
-    def line_of(pos: int) -> int:
-        return bisect_right(starts, pos)
-
-    decoder = json.JSONDecoder()
-    pos, depth = 0, 0  # depth 1 while inside a top-level array
-    while True:
-        pos = _skip_space_and_comments(text, pos)
-        if pos >= len(text):
-            if depth:
-                yield RecordError(name, line_of(len(text)), "not JSON: the array is not closed")
-            return
-        char = text[pos]
-        if depth and char in ",]":
-            depth = 0 if char == "]" else depth
-            pos += 1
-            continue
-        if not depth and char == "[":
-            depth, pos = 1, pos + 1
-            continue
-        try:
-            value, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            reason = f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-            yield RecordError(name, line_of(pos), reason)
-            pos = _resync(text, exc.pos, pos - starts[line_of(pos) - 1])
-            continue
-        except RecursionError:
-            yield RecordError(name, line_of(pos), "not JSON: nested too deeply")
-            return
-        if _UNDECODABLE.search(text, pos, end):
-            yield RecordError(name, line_of(pos), "not UTF-8")
-        else:
-            for item in _unwrap(value):
-                yield line_of(pos), item
-        pos = end
-
-
-def _skip_space_and_comments(text: str, pos: int) -> int:
-    """Past JSON white space and whole ``#`` lines (notes between documents)."""
-    while pos < len(text):
-        if text[pos] in _JSON_SPACE:
-            pos += 1
-        elif text[pos] == "#" and not text[text.rfind("\n", 0, pos) + 1 : pos].strip(" \t"):
-            newline = text.find("\n", pos)
-            pos = len(text) if newline < 0 else newline + 1
-        else:
-            break
-    return pos
-
-
-def _resync(text: str, pos: int, column: int) -> int:
-    """After a broken record: the next line opening an object or array at the broken record's indentation."""
-    match = re.compile(rf"\n[ \t]{{{column}}}[{{\[]").search(text, pos)
-    return len(text) if match is None else match.start() + 1

@@ -1,4 +1,9 @@
-"""Sources: one module per platform, each holding its payload parser and its live follower.
+"""Sources: per platform, its payload parser in a module named after it, its live follower beside it.
+
+Bluesky: ``bluesky`` (parser), ``bluesky_follow``. Mastodon: ``mastodon`` (parser, with
+``mastodon_html`` for status HTML), ``mastodon_follow`` (with ``mastodon_rest`` and
+``mastodon_stream`` for its REST and streaming transport). X: ``x_v1`` and ``x_v2`` (parsers,
+on the fields they share in ``x``), ``x_stream``.
 
 Parsers are pure functions from one platform payload to a list of ``Event``s (Post,
 Edit, Retraction); they raise ``ValueError`` for a malformed payload and ``Ignored`` for

@@ -3,115 +3,36 @@
 ``parse_status`` turns one REST/streaming status into Posts: the status itself, plus the
 boosted original (``reblog``) or the quoted status (Mastodon 4.x ``quote.quoted_status``)
 as Posts of their own. ``parse_event`` handles one streaming event: ``update`` -> Posts,
-``status.update`` -> Edit, ``delete`` -> Retraction, anything else -> ``Ignored``.
-``parse_ws_message`` and ``SseDecoder`` read the two streaming wire formats (websocket
-messages, server-sent events). ``html_to_text`` is the one place Mastodon's HTML
-``content`` becomes plain text. Post
+``status.update`` -> Edit, ``delete`` -> Retraction, anything else -> ``Ignored``. Post
 keys are ``mastodon:<status uri>`` (the uri is global, so one toot seen through two
 instances dedupes); instance-local ids that cannot be mapped to a uri become
-``mastodon-id:<instance host>:<id>``. Nothing here touches the network.
+``mastodon-id:<instance host>:<id>``. Not here: HTML ``content`` to text (``mastodon_html``),
+the streaming wire formats that carry the events (``mastodon_stream``), and the follower
+``MastodonSource`` (``mastodon_follow``). Nothing here touches the network.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
-from html.parser import HTMLParser
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from mixer.ingest.hashtags import ChatMatcher, extract_hashtags, normalize_hashtag
+from mixer.ingest.hashtags import ChatMatcher, extract_hashtags
+from mixer.ingest.sources.mastodon_html import html_to_text
 from mixer.models import Edit, Event, Ignored, Post, Retraction
 
-if TYPE_CHECKING:
-    from mixer.ingest.sources.mastodon_follow import MastodonSource
-
 __all__ = [
-    "MastodonSource",
-    "SseDecoder",
-    "html_to_text",
     "id_order",
     "parse_event",
     "parse_status",
-    "parse_ws_message",
 ]
 
 SOURCE = "mastodon"
-_BLOCKS = frozenset({"p", "div", "blockquote", "pre", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6"})
-_HIDDEN = frozenset({"script", "style", "template"})
-_VOID = frozenset({"br", "img", "hr", "input", "meta", "link", "wbr"})
-_SPACES = re.compile(r"[ \t\r\n\f]+")
 _EVENT_NAME = re.compile(r"[^a-z0-9]+")
-_TAG_STREAMS = frozenset({"hashtag", "hashtag:local"})
 _PUBLIC = frozenset({"public", "unlisted"})  # private and direct statuses never reach a wall
-
-
-class _TextExtractor(HTMLParser):
-    """Collects the text a reader sees: hidden spans dropped, blocks and ``<br>`` as line breaks."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._stack: list[tuple[str, bool, bool]] = []  # (tag, hides its text, ellipsis span)
-        self._hidden = 0
-        self._pre = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "br":
-            self.parts.append("\n")
-            return
-        if tag in _VOID:
-            return
-        classes = (dict(attrs).get("class") or "").split()
-        hides = tag in _HIDDEN or "invisible" in classes
-        self._stack.append((tag, hides, tag == "span" and "ellipsis" in classes))
-        self._hidden += hides
-        self._pre += tag == "pre"
-        if tag in _BLOCKS:
-            self.parts.append("\n\n")
-        elif tag == "li":
-            self.parts.append("\n")
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "br":
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        # Close up to the matching open tag; a stray end tag is ignored, as a browser would.
-        if not any(open_tag == tag for open_tag, _, _ in self._stack):
-            return
-        while self._stack:
-            open_tag, hides, ellipsis = self._stack.pop()
-            self._hidden -= hides
-            self._pre -= open_tag == "pre"
-            if ellipsis and not self._hidden:
-                self.parts.append("\u2026")  # Mastodon's CSS draws this after a shortened link
-            if open_tag in _BLOCKS:
-                self.parts.append("\n\n")
-            if open_tag == tag:
-                break
-
-    def handle_data(self, data: str) -> None:
-        if self._hidden:
-            return
-        self.parts.append(data if self._pre else _SPACES.sub(" ", data))
-
-
-def html_to_text(html: str) -> str:
-    """Plain text of Mastodon HTML: paragraphs split by a blank line, ``<br>`` by a newline, no markup left.
-
-    Raises ValueError for markup ``html.parser`` cannot read (Mastodon sanitises ``content``, so only a broken
-    payload has it)."""
-    parser = _TextExtractor()
-    try:
-        parser.feed(html)
-        parser.close()
-    except AssertionError as exc:  # html.parser asserts on some broken declarations ("<![-->")
-        raise ValueError(f"content is not parseable HTML ({exc})") from None
-    lines = [line.strip(" ") for line in "".join(parser.parts).split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 def id_order(status_id: str) -> tuple[int, str]:
@@ -167,75 +88,6 @@ def parse_event(
         return [Retraction(local_key(instance, status_id), SOURCE)]
     name = _EVENT_NAME.sub("_", event.lower()).strip("_")[:40] or "unnamed"
     raise Ignored(f"event_{name}")
-
-
-def parse_ws_message(text: str) -> tuple[str | None, str, str]:
-    """A websocket message ``{"stream": [...], "event", "payload"}`` as (its normalised tag or None, event, payload).
-
-    Raises ValueError when it is not such a message, ``Ignored("stream_error")`` for the server's error replies.
-    """
-    try:
-        message = json.loads(text)
-    except ValueError as exc:
-        raise ValueError(f"websocket message is not JSON ({exc})") from None
-    if not isinstance(message, dict):
-        raise ValueError("websocket message is not a JSON object")
-    event, payload, stream = message.get("event"), message.get("payload"), message.get("stream")
-    if not isinstance(event, str):
-        if "error" in message:
-            raise Ignored("stream_error")
-        raise ValueError("websocket message without an event")
-    tag = None
-    if isinstance(stream, list) and len(stream) > 1 and stream[0] in _TAG_STREAMS and isinstance(stream[1], str):
-        tag = normalize_hashtag(stream[1])
-    return tag, event, payload if isinstance(payload, str) else json.dumps(payload)
-
-
-class SseDecoder:
-    """Incremental ``text/event-stream`` decoder: bytes in, complete ``(event, data)`` pairs out, comments dropped.
-
-    An event larger than ``max_event_bytes`` is dropped whole and counted in ``oversized``.
-    """
-
-    def __init__(self, max_event_bytes: int = 1 << 20) -> None:
-        self._buffer = b""
-        self._event = ""
-        self._data: list[str] = []
-        self._size = 0
-        self._skipping = False
-        self._max = max_event_bytes
-        self.oversized = 0
-
-    def feed(self, chunk: bytes) -> list[tuple[str, str]]:
-        """The events completed by ``chunk``, in stream order."""
-        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
-        out: list[tuple[str, str]] = []
-        for raw in lines:
-            line = raw.removesuffix(b"\r").decode("utf-8", "replace")
-            if not line:
-                if (self._data or self._event) and not self._skipping:
-                    out.append((self._event or "message", "\n".join(self._data)))
-                self._event, self._data, self._size, self._skipping = "", [], 0, False
-            elif not line.startswith(":") and not self._skipping:
-                field, _, value = line.partition(":")
-                if field == "event":
-                    self._event = value.removeprefix(" ")
-                elif field == "data":
-                    self._data.append(value.removeprefix(" "))
-                    self._size += len(raw)
-                    if self._size > self._max:
-                        self._skip()
-        if not self._skipping and self._size + len(self._buffer) > self._max:
-            self._skip()
-        if self._skipping:
-            self._buffer = b""  # the rest of a line of the event being dropped
-        return out
-
-    def _skip(self) -> None:
-        """Drop the event in progress, and everything up to the blank line that ends it."""
-        self.oversized += 1
-        self._skipping = True
-        self._event, self._data, self._size = "", [], 0
 
 
 def local_key(instance: str, status_id: str) -> str:
@@ -415,12 +267,3 @@ def _req_str(data: dict[str, Any], name: str) -> str:
 def _opt_str(data: dict[str, Any], name: str) -> str | None:
     value = data.get(name)
     return value if isinstance(value, str) and value else None
-
-
-def __getattr__(name: str) -> Callable[..., Any]:
-    # The follower lives in its own module (it imports this one); loaded on first use, so no import cycle.
-    if name == "MastodonSource":
-        from mixer.ingest.sources.mastodon_follow import MastodonSource
-
-        return MastodonSource
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

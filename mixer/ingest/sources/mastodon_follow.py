@@ -7,7 +7,8 @@ page by page, oldest first, honouring ``X-RateLimit-*`` and 429. With a token it
 subscribes to the hashtag streams (one websocket per instance; server-sent events per
 tag when the websocket upgrade is refused) and, since streaming has no resume, first
 backfills every tag from its cursor on each (re)connect; statuses already published in
-this process are recognised by id and not repeated. Parsing lives in ``mastodon``.
+this process are recognised by id and not repeated. Parsing lives in ``mastodon``, rate-limited
+REST requests in ``mastodon_rest``, the streaming wire formats and readers in ``mastodon_stream``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -29,7 +29,9 @@ from redis.exceptions import RedisError
 from mixer.backoff import Backoff
 from mixer.ingest.hashtags import ChatMatcher, normalize_hashtag
 from mixer.ingest.publish import CursorStore, Publisher, remember
-from mixer.ingest.sources.mastodon import SseDecoder, id_order, parse_event, parse_status, parse_ws_message
+from mixer.ingest.sources.mastodon import id_order, parse_event, parse_status
+from mixer.ingest.sources.mastodon_rest import MastodonRest, SourceError
+from mixer.ingest.sources.mastodon_stream import Item, StreamEnded, parse_ws_message, read_event_stream, read_websocket
 from mixer.models import Event, Ignored
 from mixer.streams import raise_if_cancelling
 
@@ -37,22 +39,7 @@ log = logging.getLogger(__name__)
 
 PAGE_LIMIT = 40  # the most statuses Mastodon returns per timeline page
 _NO_WEBSOCKET = frozenset({200, 400, 404, 405, 426})  # the upgrade was refused: this server speaks SSE only
-
-
-class SourceError(Exception):
-    """An answer the follower cannot use (bad HTTP status, body that is not the expected JSON)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class StreamEnded(Exception):
-    """A streaming connection ended (closed by the server or lost)."""
-
-
 _FAILURES = (aiohttp.ClientError, OSError, RedisError, SourceError, StreamEnded)
-_Item = tuple[str | None, str, str] | BaseException  # (tag, event, payload), or why a reader stopped
 
 
 class MastodonSource:
@@ -90,14 +77,20 @@ class MastodonSource:
         self._backoff = backoff or Backoff(base=1.0, cap=60.0)
         self._initial_backfill = max(0, min(initial_backfill, PAGE_LIMIT))
         self._known_max = known_max
-        self._max_rate_wait = max_rate_wait
         self._read_timeout = read_timeout
         self._heartbeat = heartbeat
         self._clock = clock
         self._cursor: dict[str, str] = {}
         self._known: OrderedDict[str, str] = OrderedDict()
         self._recall = publisher.recall(self.name, known_max)  # ... and in Redis, for after a restart
-        self._not_before = 0.0  # wall time before which no REST request is sent (rate limit spent)
+        self._rest = MastodonRest(
+            self._base,
+            name=self.name,
+            counters=self.counters,
+            backoff=self._backoff,
+            max_rate_wait=max_rate_wait,
+            clock=clock,
+        )
         self._stream_base: str | None = None
         self._use_sse = False
         self._session: aiohttp.ClientSession | None = None
@@ -119,7 +112,7 @@ class MastodonSource:
         # Bounds connecting and the websocket handshake; REST and SSE requests set their own timeouts.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30)
         async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
-            self._session = session
+            self._session = self._rest.session = session
             try:
                 await self._load_cursors()
                 if self._token:
@@ -127,7 +120,7 @@ class MastodonSource:
                 else:
                     await self._poll_forever()
             finally:
-                self._session = None
+                self._session = self._rest.session = None
 
     async def _load_cursors(self) -> None:
         while True:
@@ -171,7 +164,7 @@ class MastodonSource:
         while True:
             cursor = self._cursor.get(tag)
             if cursor is None:  # first start: the newest few, then forward from there
-                page = await self._get_list(path, {"limit": str(max(1, self._initial_backfill))})
+                page = await self._rest.get_list(path, {"limit": str(max(1, self._initial_backfill))})
                 if self._initial_backfill == 0:
                     self.counters["received"] += len(page)
                     ids = [i for i in (_status_id(s) for s in page) if i is not None]
@@ -180,7 +173,7 @@ class MastodonSource:
                 await self._handle_statuses(tag, page)
                 return
             # min_id pages forward from the cursor (since_id would return the newest page and skip a gap).
-            page = await self._get_list(path, {"limit": str(PAGE_LIMIT), "min_id": cursor})
+            page = await self._rest.get_list(path, {"limit": str(PAGE_LIMIT), "min_id": cursor})
             await self._handle_statuses(tag, page)
             if len(page) < PAGE_LIMIT or self._cursor.get(tag) == cursor:
                 return
@@ -229,60 +222,6 @@ class MastodonSource:
             self._cursor[tag] = best
         remember(self._known, fresh, self._known_max)
 
-    # REST with rate limits.
-
-    async def _get_list(self, path: str, params: dict[str, str]) -> list[Any]:
-        page = await self._get_json(path, params)
-        if not isinstance(page, list):
-            self.counters["malformed"] += 1
-            raise SourceError(f"GET {path}: expected a list of statuses, got {type(page).__name__}")
-        return page
-
-    async def _get_json(self, path: str, params: dict[str, str]) -> Any:
-        """GET a JSON document, waiting out ``X-RateLimit-Remaining: 0`` and 429 until the advertised reset."""
-        assert self._session is not None
-        url = self._base + path
-        while True:
-            wait = self._not_before - self._clock()
-            if wait > 0:
-                log.info("%s: rate limit spent; waiting %.2fs before GET %s", self.name, wait, url)
-                await asyncio.sleep(wait)
-            async with self._session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                reset = self._reset_delay(resp.headers)
-                remaining = resp.headers.get("X-RateLimit-Remaining", "").strip()
-                if resp.status == 429:
-                    self.counters["rate_limited"] += 1
-                    delay = reset if reset is not None else self._backoff.next()
-                    log.warning("%s: HTTP 429 on GET %s; retrying in %.2fs", self.name, url, delay)
-                    self._not_before = self._clock() + delay
-                    continue
-                if remaining.isdigit() and int(remaining) == 0:
-                    self.counters["rate_limit_waits"] += 1
-                    self._not_before = self._clock() + (reset if reset is not None else min(60.0, self._max_rate_wait))
-                if resp.status != 200:
-                    raise SourceError(f"GET {url}: HTTP {resp.status}", resp.status)
-                body = await resp.read()
-            try:
-                return json.loads(body)
-            except ValueError as exc:
-                self.counters["malformed"] += 1
-                raise SourceError(f"GET {url}: body is not JSON ({exc}): {body[:80]!r}") from None
-
-    def _reset_delay(self, headers: Mapping[str, str]) -> float | None:
-        """Seconds until ``X-RateLimit-Reset`` (ISO time, or epoch seconds), capped; None when absent or unreadable."""
-        raw = headers.get("X-RateLimit-Reset", "").strip()
-        if not raw:
-            return None
-        now = self._clock()
-        try:
-            if raw.replace(".", "", 1).isdigit():  # not Mastodon's form: epoch seconds, or seconds from now
-                at = float(raw) if float(raw) > 1e9 else now + float(raw)
-            else:
-                at = datetime.fromisoformat(raw).timestamp()
-        except ValueError:
-            return None
-        return min(self._max_rate_wait, max(0.0, at - now))
-
     # Streaming (token).
 
     async def _stream_forever(self) -> None:
@@ -299,7 +238,7 @@ class MastodonSource:
 
     async def _stream_once(self) -> None:
         """Subscribe, backfill every tag, then publish streamed events until the connection ends (raises why)."""
-        queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=10_000)  # full: readers wait, TCP pushes back
+        queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=10_000)  # full: readers wait, TCP pushes back
         readers: list[asyncio.Task[None]] = []
         async with contextlib.AsyncExitStack() as stack:
             try:
@@ -318,7 +257,7 @@ class MastodonSource:
                 await asyncio.gather(*readers, return_exceptions=True)
 
     async def _subscribe(
-        self, stack: contextlib.AsyncExitStack, queue: asyncio.Queue[_Item], readers: list[asyncio.Task[None]]
+        self, stack: contextlib.AsyncExitStack, queue: asyncio.Queue[Item], readers: list[asyncio.Task[None]]
     ) -> None:
         assert self._session is not None
         base = await self._streaming_base()
@@ -334,7 +273,7 @@ class MastodonSource:
             else:
                 for tag in self.tags:
                     await ws.send_json({"type": "subscribe", "stream": "hashtag", "tag": tag})
-                readers.append(asyncio.create_task(self._read_ws(ws, queue)))
+                readers.append(asyncio.create_task(read_websocket(ws, queue, self._envelope)))
                 return
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self._read_timeout)
         for tag in self.tags:
@@ -344,13 +283,13 @@ class MastodonSource:
             )
             if resp.status != 200:
                 raise SourceError(f"GET {url}?tag={tag}: HTTP {resp.status}", resp.status)
-            readers.append(asyncio.create_task(self._read_sse(tag, resp, queue)))
+            readers.append(asyncio.create_task(read_event_stream(tag, resp, queue, self._oversized)))
 
     async def _streaming_base(self) -> str:
         """The streaming server's http(s) base: /api/v2/instance ``configuration.urls.streaming``, else the instance."""
         if self._stream_base is None:
             try:
-                doc = await self._get_json("/api/v2/instance", {})
+                doc = await self._rest.get_json("/api/v2/instance", {})
                 url = doc["configuration"]["urls"]["streaming"]
                 if not isinstance(url, str) or "://" not in url:
                     raise TypeError(url)
@@ -363,24 +302,7 @@ class MastodonSource:
             self._stream_base = url.rstrip("/").replace("ws", "http", 1) if url.startswith("ws") else url.rstrip("/")
         return self._stream_base
 
-    async def _read_ws(self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[_Item]) -> None:
-        reason: BaseException = StreamEnded("websocket closed")
-        try:
-            async for message in ws:
-                if message.type is aiohttp.WSMsgType.TEXT:
-                    item = self._envelope(message.data)
-                    if item is not None:
-                        await queue.put(item)
-                elif message.type is aiohttp.WSMsgType.ERROR:
-                    reason = StreamEnded(f"websocket error: {ws.exception()}")
-                    break
-            else:
-                reason = StreamEnded(f"websocket closed (code {ws.close_code})")
-        except (aiohttp.ClientError, OSError) as exc:
-            reason = exc
-        await queue.put(reason)
-
-    def _envelope(self, text: str) -> _Item | None:
+    def _envelope(self, text: str) -> Item | None:
         try:
             tag, event, payload = parse_ws_message(text)
         except (Ignored, ValueError) as exc:
@@ -393,20 +315,9 @@ class MastodonSource:
             return None
         return (tag if tag in self.tags else None), event, payload
 
-    async def _read_sse(self, tag: str, resp: aiohttp.ClientResponse, queue: asyncio.Queue[_Item]) -> None:
-        decoder = SseDecoder()
-        reason: BaseException = StreamEnded(f"event stream for #{tag} ended")
-        try:
-            async for chunk in resp.content.iter_any():
-                for event, data in decoder.feed(chunk):
-                    await queue.put((tag, event, data))
-                if decoder.oversized:
-                    self.counters["malformed"] += decoder.oversized
-                    log.warning("%s: dropped %d oversized SSE event(s) on #%s", self.name, decoder.oversized, tag)
-                    decoder.oversized = 0
-        except (aiohttp.ClientError, OSError) as exc:
-            reason = exc
-        await queue.put(reason)
+    def _oversized(self, tag: str, count: int) -> None:
+        self.counters["malformed"] += count
+        log.warning("%s: dropped %d oversized SSE event(s) on #%s", self.name, count, tag)
 
     async def _handle_event(self, tag: str | None, event: str, payload: str) -> None:
         if event == "update":

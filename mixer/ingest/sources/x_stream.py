@@ -10,7 +10,7 @@ bounded set of recent ids catches repeats inside one connection). Reconnects fol
 X's published policy: network errors back off linearly (+250 ms, up to 16 s), HTTP
 errors exponentially (5 s doubling, up to 320 s), HTTP 429 exponentially from 60 s
 unless ``x-rate-limit-reset`` says when to come back; 90 s without a byte is a stall.
-Payload parsing lives in ``x``, not here.
+Payload parsing lives in ``x_v2``, not here.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from redis.exceptions import RedisError
 from mixer.backoff import Backoff
 from mixer.ingest.hashtags import ChatMatcher, normalize_hashtag
 from mixer.ingest.publish import CursorStore, Publisher
-from mixer.ingest.sources.x import SOURCE, load_json, parse_v2
+from mixer.ingest.sources.x import SOURCE, load_json
+from mixer.ingest.sources.x_v2 import parse_v2
 from mixer.models import Event, Ignored
 from mixer.streams import raise_if_cancelling
 

@@ -21,7 +21,8 @@ from mixer.backoff import Backoff
 from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD, unpack_post
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import CursorStore, Publisher
-from mixer.ingest.sources.bluesky import BlueskySource, parse_jetstream
+from mixer.ingest.sources.bluesky import parse_jetstream
+from mixer.ingest.sources.bluesky_follow import BlueskySource
 from mixer.keys import Keys
 from mixer.models import Edit, Ignored, Post, Retraction
 from mixer.streams import read_range

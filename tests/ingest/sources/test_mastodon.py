@@ -25,15 +25,10 @@ from mixer.backoff import Backoff
 from mixer.codec import FIELD, RETRACT_FIELD, unpack_post
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import CursorStore, Publisher
-from mixer.ingest.sources.mastodon import (
-    MastodonSource,
-    SseDecoder,
-    html_to_text,
-    id_order,
-    parse_event,
-    parse_status,
-    parse_ws_message,
-)
+from mixer.ingest.sources.mastodon import id_order, parse_event, parse_status
+from mixer.ingest.sources.mastodon_follow import MastodonSource
+from mixer.ingest.sources.mastodon_html import html_to_text
+from mixer.ingest.sources.mastodon_stream import SseDecoder, parse_ws_message
 from mixer.keys import Keys
 from mixer.models import Edit, Ignored, Post, Retraction
 from mixer.streams import read_range

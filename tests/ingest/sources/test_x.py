@@ -23,8 +23,10 @@ from mixer.backoff import Backoff
 from mixer.codec import FIELD, unpack_post
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import CursorStore, Publisher
-from mixer.ingest.sources.x import load_json, parse_v1, parse_v2
+from mixer.ingest.sources.x import load_json
 from mixer.ingest.sources.x_stream import STREAM_PATH, XSource
+from mixer.ingest.sources.x_v1 import parse_v1
+from mixer.ingest.sources.x_v2 import parse_v2
 from mixer.keys import Keys
 from mixer.models import Edit, Event, Ignored, Post, Retraction
 from tests.helpers import FIXTURES as FIXTURES_DIR
