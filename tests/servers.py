@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -45,9 +45,12 @@ class Running:
 
 
 @asynccontextmanager
-async def running_app(settings: Settings, redis_url: str, port: int = 0) -> AsyncIterator[Running]:
-    """The app listening on 127.0.0.1, ready (following the feed) when entered; cleaned up on exit."""
-    app = build_app(settings, redis_url)
+async def running_app(
+    settings: Settings, redis_url: str, port: int = 0, build: Callable[[Settings, str], web.Application] = build_app
+) -> AsyncIterator[Running]:
+    """The app ``build`` makes (as `mixer serve` does, by default) listening on 127.0.0.1, ready (following the
+    feed) when entered; cleaned up on exit."""
+    app = build(settings, redis_url)
     runner = web.AppRunner(app, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)

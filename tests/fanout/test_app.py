@@ -7,6 +7,7 @@ import socket
 import aiohttp
 import redis.asyncio as aioredis
 
+from mixer.fanout.app import create_app
 from mixer.fanout.appkeys import HUB
 from mixer.keys import Keys
 from tests.helpers import make_post
@@ -74,6 +75,32 @@ async def test_health_and_readiness(redis: aioredis.Redis, keys: Keys, redis_url
             assert resp.status == 200
             assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
             assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_static_serves_our_assets_and_nothing_else_in_the_web_folder(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        for path in ("/static/wall.js", "/static/wall.css", "/static/mod.js"):
+            async with http.get(srv.url + path) as resp:
+                assert resp.status == 200, path
+                assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+        for path in ("/static/__init__.py", "/static/index.html", "/static/..%2Fpyproject.toml", "/static/nope.js"):
+            async with http.get(srv.url + path) as resp:
+                assert resp.status == 404, path
+
+
+async def test_the_webhook_route_without_an_ingest_side_says_so(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    settings = settings_for(keys.prefix, webhook_token="s3cret")
+    async with running_app(settings, redis_url, build=create_app) as srv, aiohttp.ClientSession() as http:
+        headers = {"Authorization": "Bearer s3cret"}
+        async with http.post(srv.url + "/api/posts", json={"text": "hi"}, headers=headers) as resp:
+            assert resp.status == 503
+            assert "no webhook ingest" in await resp.text()
+        async with http.get(srv.url + "/api/stats") as resp:
+            assert (await resp.json())["webhook"] == {}
 
 
 async def test_ping_gets_pong_and_msgpack_format_works(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
