@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,11 +41,18 @@ class Installed:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    """The wheel built by pip (verbose, so the build backend's warnings show) and installed with its
-    dependencies into a new virtualenv."""
+    """The wheel built by pip (verbose, so the build backend's warnings show) from a copy of what the Dockerfile
+    copies (a build in the checkout would reuse its build/ folder, and stale files there would hide missing
+    ones), and installed with its dependencies into a new virtualenv."""
     work = tmp_path_factory.mktemp("wheel")
+    source = work / "source"
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("mixer", "web"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(work / "dist"), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(work / "dist"), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
