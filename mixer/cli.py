@@ -2,8 +2,11 @@
 
 Each subcommand reads the config file and the MIXER_* environment once, applies its
 own flags on top, and hands a frozen ``Settings`` to the function its parser names
-(``set_defaults(func=...)``). The process roles (run, ingest, serve, merge) are started
-by ``mixer.runner``; the tools add their own subcommands from ``mixer.tools``.
+(``set_defaults(func=...)``). Here too the Redis is chosen: ``--redis``, else MIXER_REDIS_URL
+or the config, else the one a running `mixer run` published (``mixer.runtime``); only
+`mixer run` starts a Redis of its own, the split roles refuse to run without one. The
+process roles (run, ingest, serve, merge) are started by ``mixer.runner``; the tools add
+their own subcommands from ``mixer.tools``. Bad input is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -19,22 +22,32 @@ from pathlib import Path
 from typing import Any
 
 from mixer.config import find_config, load_settings, render_settings
-from mixer.options import add_common
-from mixer.runner import Parts, replay_command, run_async, run_parts, spawn_workers, stop_workers
+from mixer.ingest.replay import ReplayOptions
+from mixer.options import SHARED, add_common
+from mixer.runner import Parts, run_async, run_parts, spawn_workers, stop_workers
+from mixer.runtime import find_run, redis_url_problem, runtime_dir
 from mixer.settings import ConfigError, Settings
 from mixer.tools.loadtest.run import add_loadtest_parser
 from mixer.tools.record import add_record_parser
+from mixer.tools.replay import add_replay_parser
 from mixer.tools.synth import add_synth_parser
 from mixer.tools.transcript import add_transcript_parser
 
 Command = Callable[[Settings, argparse.Namespace], int]
+
+ROLES = ("ingest", "serve", "merge")  # need a shared Redis: refuse without one
+TOOLS = ("replay", "record", "transcript", "loadtest")  # use the Redis of a running `mixer run` when none is given
+
+
+class Refused(Exception):
+    """Input the command cannot run with (or a role with no Redis to join), said in one line; exit 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixer", description="chatmixer: many hashtag chats, one live feed.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_roles(sub)
-    _add_replay(sub)
+    add_replay_parser(sub)
     _add_normalize(sub)
     _add_chats(sub)
     add_transcript_parser(sub)
@@ -52,9 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1 to 65535)")
+    return int(text)
+
+
 def _web(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default from config: 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to listen on (default from config: 8080)")
+    parser.add_argument("--port", type=_port, help="port to listen on (default from config: 8080)")
 
 
 def _add_roles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,10 +86,19 @@ def _add_roles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_common(run)
     _web(run)
     run.add_argument(
+        "--public",
+        action="store_true",
+        help="listen on every address (not only 127.0.0.1) and print each address other machines open",
+    )
+    run.add_argument(
         "--replay", nargs="+", type=Path, metavar="FILE", help="recordings to loop (default: the bundled demo)"
     )
-    run.add_argument("--speed", type=float, help="replay speed, x real time (default from config [demo] speed)")
-    run.add_argument("--no-demo", action="store_true", help="do not replay anything (live sources only)")
+    run.add_argument(
+        "--speed", type=float, help="replay speed, x real time; 0 = as fast as possible (default: [demo] speed)"
+    )
+    run.add_argument(
+        "--no-demo", action="store_true", help="do not replay the bundled demo (live sources and --replay only)"
+    )
     run.set_defaults(func=run_command)
 
     ingest = sub.add_parser(
@@ -80,11 +108,11 @@ def _add_roles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "([mastodon], [bluesky], [x]) and, with --replay, recordings in a loop. With no source "
         "configured and no --replay, the bundled demo is replayed.",
     )
-    add_common(ingest)
+    add_common(ingest, SHARED)
     ingest.add_argument(
         "--replay", nargs="+", type=Path, metavar="FILE", help="recordings to loop beside the live sources"
     )
-    ingest.add_argument("--speed", type=float, help="replay speed, x real time")
+    ingest.add_argument("--speed", type=float, help="replay speed, x real time; 0 = as fast as possible")
     ingest.set_defaults(func=ingest_command)
 
     serve = sub.add_parser(
@@ -92,7 +120,7 @@ def _add_roles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="merge stage and fan-out web server on a shared Redis",
         description="Run the merge stage and the fan-out server (/ws, /api, pages).",
     )
-    add_common(serve)
+    add_common(serve, SHARED)
     _web(serve)
     serve.add_argument("--no-merge", action="store_true", help="fan-out only (another process runs the merge stage)")
     serve.add_argument(
@@ -102,26 +130,8 @@ def _add_roles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.set_defaults(func=serve_command)
 
     merge = sub.add_parser("merge", help="the merge stage alone", description="Merge the chat streams into the feed.")
-    add_common(merge)
+    add_common(merge, SHARED)
     merge.set_defaults(func=merge_command)
-
-
-def _add_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    replay = sub.add_parser(
-        "replay",
-        help="publish recorded files into the chat streams",
-        description="Publish recorded JSON Lines into their chats' streams at the recorded pace "
-        "times --speed. Several files start together.",
-    )
-    add_common(replay)
-    replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    replay.add_argument("--speed", type=float, default=1.0, help="x real time; 0 = as fast as possible (default 1)")
-    replay.add_argument("--loop", action="store_true", help="start again at the end, until stopped")
-    replay.add_argument("--max-gap", type=float, metavar="S", help="cut silences longer than S recorded seconds to S")
-    replay.add_argument(
-        "--keep-time", action="store_true", help="keep recorded 'created' times (default: re-stamp to now)"
-    )
-    replay.set_defaults(func=replay_files)
 
 
 def _add_normalize(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -157,7 +167,7 @@ def _add_chats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def read_settings(args: argparse.Namespace) -> Settings:
-    """Settings from the config file and environment, with command-line flags on top."""
+    """Settings from the config file and environment, with command-line flags on top; Refused for a bad flag."""
     env = os.environ
     settings = load_settings(find_config(args.config, env), env)
     changes: dict[str, Any] = {}
@@ -167,7 +177,33 @@ def read_settings(args: argparse.Namespace) -> Settings:
         value = getattr(args, name, None)
         if value is not None:
             changes[name] = value
-    return dataclasses.replace(settings, **changes) if changes else settings
+    if getattr(args, "public", False):
+        if args.host is not None:
+            raise Refused("--public listens on every address: give --public or --host, not both")
+        changes["host"] = "0.0.0.0"
+    settings = dataclasses.replace(settings, **changes) if changes else settings
+    problem = settings.redis_url and redis_url_problem(settings.redis_url)
+    if problem:
+        raise Refused(f"Redis URL {problem}")
+    return settings
+
+
+def choose_redis(settings: Settings, args: argparse.Namespace, directory: Path) -> Settings:
+    """``settings`` with the Redis of the `mixer run` published in ``directory`` when the command joins one and was
+    given none (said on stderr); Refused for a split role with neither."""
+    undriven = args.command == "loadtest" and args.drive[0] == "none"  # a load test that publishes nothing
+    if settings.redis_url or args.command not in (*ROLES, *TOOLS) or undriven:
+        return settings
+    found = find_run(directory, settings.key_prefix)
+    if found is None:
+        if args.command in ROLES:
+            raise Refused(
+                "runs on a shared Redis: give --redis URL or MIXER_REDIS_URL, or start `mixer run` first to join "
+                "its Redis (only `mixer run` starts a Redis of its own)"
+            )
+        return settings  # each tool says what it needs
+    print(f"mixer {args.command}: using the Redis of the mixer run (pid {found.pid}) at {found.url}", file=sys.stderr)
+    return dataclasses.replace(settings, redis_url=found.url)
 
 
 def config_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -185,18 +221,6 @@ def normalize_command(settings: Settings, args: argparse.Namespace) -> int:
     return normalize(args.files, matcher, sys.stdout.buffer, sys.stderr)
 
 
-def replay_files(settings: Settings, args: argparse.Namespace) -> int:
-    """`mixer replay`: recordings published once (or looping) into a shared Redis."""
-    from mixer.ingest.replay import ReplayOptions
-
-    try:
-        options = ReplayOptions(speed=args.speed, loop=args.loop, max_gap=args.max_gap, keep_time=args.keep_time)
-    except ValueError as exc:
-        print(f"mixer replay: {exc}", file=sys.stderr)
-        return 2
-    return run_async(replay_command(settings, args.files, options))
-
-
 def chats_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer chats`: the directory with next slots and live marks; `mixer chats import FILE`: CSV to TOML."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -206,7 +230,14 @@ def chats_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.chats_command == "import":
         from mixer.tools.directory import entries_to_toml, import_csv
 
-        result = import_csv(args.file)
+        try:
+            result = import_csv(args.file)
+        except OSError as exc:
+            print(f"mixer chats import: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        except ValueError as exc:  # a missing column, not UTF-8
+            print(f"mixer chats import: {exc}", file=sys.stderr)
+            return 2
         for message in result.messages():
             print(message, file=sys.stderr)
         sys.stdout.write(entries_to_toml(result.entries))
@@ -230,9 +261,19 @@ def chats_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(settings: Settings, args: argparse.Namespace) -> tuple[list[Path], float]:
-    """The recordings to loop (``--replay``, else the bundled demo) and their speed."""
-    return args.replay or [Path(settings.demo_file)], args.speed or settings.demo_speed
+def _recordings(settings: Settings, args: argparse.Namespace, demo: bool = True) -> tuple[list[Path], float]:
+    """The recordings to loop (``--replay``, else the bundled demo unless ``demo`` is off) and their speed
+    (``--speed``, 0 meaning as fast as possible, else the config's); Refused for a missing file or a bad speed."""
+    files = args.replay or ([Path(settings.demo_file)] if demo else [])
+    speed = settings.demo_speed if args.speed is None else args.speed
+    try:
+        ReplayOptions(speed=speed)
+    except ValueError as exc:
+        raise Refused(f"--{exc}") from None
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise Refused(f"recording not found: {', '.join(missing)}")
+    return files, speed
 
 
 def _live(settings: Settings) -> bool:
@@ -242,22 +283,24 @@ def _live(settings: Settings) -> bool:
 def run_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer run`: everything in one process."""
     parts = Parts(host=settings.host, port=settings.port, merge=True, web=True, follow=_live(settings))
-    if not args.no_demo:
-        parts.ingest_files, parts.ingest_speed = _demo(settings, args)
+    parts.ingest_files, parts.ingest_speed = _recordings(settings, args, demo=not args.no_demo)
+    parts.runtime_dir, parts.public = args.runtime_dir, args.public
     return run_async(run_parts(settings, parts))
 
 
 def ingest_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer ingest`: the live followers, and recordings when asked for or when nothing live is configured."""
-    parts = Parts(follow=_live(settings))
+    parts = Parts(follow=_live(settings), command="ingest")
     if args.replay or not parts.follow:
-        parts.ingest_files, parts.ingest_speed = _demo(settings, args)
+        parts.ingest_files, parts.ingest_speed = _recordings(settings, args)
     return run_async(run_parts(settings, parts))
 
 
 def serve_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer serve`: the fan-out server (and the merge stage unless --no-merge), in --workers processes."""
-    parts = Parts(host=settings.host, port=settings.port, web=True, merge=not args.no_merge)
+    if args.workers < 1:
+        raise Refused(f"--workers must be at least 1, got {args.workers}")
+    parts = Parts(host=settings.host, port=settings.port, web=True, merge=not args.no_merge, command="serve")
     parts.reuse_port = args.reuse_port or args.workers > 1
     if args.workers <= 1:
         return run_async(run_parts(settings, parts))
@@ -271,7 +314,7 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def merge_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer merge`: the merge and shaping stages alone (one leader among any number)."""
-    return run_async(run_parts(settings, Parts(merge=True)))
+    return run_async(run_parts(settings, Parts(merge=True, command="merge")))
 
 
 def _without_option(args: list[str], name: str) -> list[str]:
@@ -299,13 +342,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    args.runtime_dir = runtime_dir(os.environ)
     try:
-        settings = read_settings(args)
+        settings = choose_redis(read_settings(args), args, args.runtime_dir)
+        command: Command = args.func
+        return command(settings, args)
     except ConfigError as exc:
         print(f"mixer: config error: {exc}", file=sys.stderr)
         return 2
-    command: Command = args.func
-    return command(settings, args)
+    except Refused as exc:
+        print(f"mixer {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -237,7 +237,7 @@ def _write_owner(directory: Path, redis_pid: int | None) -> None:
     (directory / _OWNER_FILE).write_text(f"{os.getpid()} {redis_pid or 0}\n")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether pid is a live process; a zombie nobody reaps (some container inits) counts as dead."""
     if pid <= 0:
         return False
@@ -268,5 +268,5 @@ def _sweep_stale_dirs(base: str) -> None:
             owner, redis_pid = (int(field) for field in (entry / _OWNER_FILE).read_text().split())
         except (OSError, ValueError):
             continue
-        if not _pid_alive(owner) and not _pid_alive(redis_pid):
+        if not pid_alive(owner) and not pid_alive(redis_pid):
             shutil.rmtree(entry, ignore_errors=True)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 
 EMBEDDED = "use this Redis (redis://, rediss://, unix://) instead of an embedded one"
+SHARED = "the shared Redis (default: $MIXER_REDIS_URL, else the Redis of a running `mixer run`)"
+# what a command that needs a shared Redis says when it has none
+NO_REDIS = "give --redis URL or MIXER_REDIS_URL, or start `mixer run` first (its Redis is then found)"
 
 
 def add_common(parser: argparse.ArgumentParser, redis_help: str = EMBEDDED) -> None:

@@ -1,9 +1,11 @@
 """Process lifecycles: what `mixer run`, `ingest`, `serve` and `merge` start, and how they stop.
 
-Each part is a task; the process waits for SIGINT/SIGTERM or for a part to fail, then
-stops in reverse order of start: the web server first (websockets closed with
-GOING_AWAY so clients reconnect elsewhere), then the merge stage and ingest, then the
-Redis clients, and last the embedded Redis if this process started one.
+A shared Redis that does not answer (or an embedded one that cannot start) is one line and exit 1
+before anything starts; `mixer run` then publishes where its Redis is (``mixer.runtime``) for the
+other commands, and each role prints one line saying what it does and where. Each part is a task;
+the process waits for SIGINT/SIGTERM or for a part to fail, then stops in reverse order of start:
+the web server first (websockets closed with GOING_AWAY so clients reconnect elsewhere), then the
+merge stage and ingest, then the Redis clients, and last the embedded Redis if this process started one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from mixer.embedded import EmbeddedRedis
 from mixer.ingest.publish import CursorStore, Publisher, follow_gate
@@ -31,6 +35,7 @@ from mixer.keys import Keys
 from mixer.merge.shaping import ShapingStage, shape_forever
 from mixer.merge.stage import MergeStage
 from mixer.rules import config_rules
+from mixer.runtime import RunInfo, ingest_line, live_lines, merge_line, published, redact, redis_problem
 from mixer.settings import Settings
 from mixer.streams import dedicated_client
 
@@ -52,17 +57,31 @@ class Parts:
     host: str = "127.0.0.1"
     port: int = 8080
     reuse_port: bool = False  # share the port with sibling fan-out processes (serve --workers)
+    command: str = "run"  # the subcommand, for what the process prints
+    runtime_dir: Path | None = None  # publish this process's Redis here for the other commands (`mixer run`)
+    public: bool = False  # listening on every address: print each address to open
+
+
+class RedisUnavailable(Exception):
+    """The shared Redis does not answer, or the embedded one cannot start: one line for the user."""
 
 
 @contextlib.asynccontextmanager
 async def redis_url_for(settings: Settings) -> AsyncIterator[str]:
-    """The configured Redis, or an embedded one started now and stopped on exit."""
+    """The configured Redis once it answers, or an embedded one started now and stopped on exit;
+    RedisUnavailable (before anything is yielded) when neither can be had."""
     if settings.redis_url:
+        problem = await redis_problem(settings.redis_url)
+        if problem is not None:
+            raise RedisUnavailable(problem)
         yield settings.redis_url
         return
     server = EmbeddedRedis()
-    # started on this (the main) thread: the parent-death signal is tied to the starting thread
-    server.start()
+    try:
+        # started on this (the main) thread: the parent-death signal is tied to the starting thread
+        server.start()
+    except (OSError, RuntimeError) as exc:
+        raise RedisUnavailable(f"cannot start the embedded Redis: {exc}") from None
     log.info("embedded redis-server (pid %d) at %s", server.pid, server.url)
     try:
         yield server.url
@@ -106,7 +125,16 @@ def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore
     if settings.bluesky_enabled:
         from mixer.ingest.sources.bluesky_follow import BlueskySource
 
-        sources.append(BlueskySource(publisher, cursors, matcher, endpoint=settings.bluesky_endpoint))
+        sources.append(
+            BlueskySource(
+                publisher,
+                cursors,
+                matcher,
+                endpoint=settings.bluesky_endpoint,
+                appview=settings.bluesky_appview if settings.bluesky_profiles else None,
+                profile_ttl=settings.bluesky_profile_ttl_seconds,
+            )
+        )
     if settings.x_bearer_token:
         from mixer.ingest.sources.x_stream import XSource
 
@@ -242,75 +270,69 @@ async def stop_task(task: asyncio.Task[None], grace: float = 10.0) -> None:
         log.warning("%s did not stop within %.0f s; exiting without it", task.get_name(), grace)
 
 
-def _announce(url: str) -> None:
-    print(f"chatmixer is live at {url}  (Ctrl-C stops it)", flush=True)
+def _say(*lines: str) -> None:
+    print("\n".join(lines), flush=True)
+
+
+def _announcer(settings: Settings, parts: Parts, redis_url: str) -> Callable[[str], None]:
+    """What the fan-out server prints once it listens: where it is live (a split `serve`: on which Redis), and
+    with --public every address to open it at and the QR code's link."""
+    detail = ""
+    if parts.command != "run":
+        detail = f"fan-out{' and merge' if parts.merge else ''} on {redact(redis_url)}"
+    port = parts.port if parts.public else None
+    return lambda web_url: _say(*live_lines(web_url, detail, port, settings.event_link))
 
 
 async def run_parts(settings: Settings, parts: Parts) -> int:
-    """Run the chosen parts until a signal (exit 0) or a part fails (exit 1)."""
+    """Run the chosen parts until a signal (exit 0) or a part fails (exit 1); exit 1 with one line on stderr,
+    before anything starts, when there is no Redis to run on."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with redis_url_for(settings) as url:
-        jobs: list[tuple[str, Awaitable[None]]] = []
-        if parts.ingest_files:
-            jobs.append(("ingest", ingest_replay(settings, url, parts.ingest_files, parts.ingest_speed)))
-        if parts.follow:
-            jobs.append(("follow", follow_sources(settings, url)))
-        if parts.merge:
-            jobs.append(("merge", merge_forever(settings, url)))
-        if parts.web:
-            jobs.append(("web", serve_web(settings, url, parts.host, parts.port, _announce, parts.reuse_port)))
-        tasks = [asyncio.ensure_future(job) for _, job in jobs]
-        for (name, _), task in zip(jobs, tasks, strict=True):
-            task.set_name(name)
-        stopper = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-        failed = [t for t in tasks if t in done]
-        for task in failed:
-            exc = task.exception()
-            log.error("%s stopped: %r", task.get_name(), exc, exc_info=exc)
-        for task in reversed(tasks):  # stop in reverse order of start
-            await stop_task(task)
-        stopper.cancel()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.remove_signal_handler(sig)
-    return 1 if failed else 0
-
-
-async def replay_command(settings: Settings, files: list[Path], options: ReplayOptions) -> int:
-    """`mixer replay`: publish recordings into a shared Redis, showing progress on stderr."""
-    if not settings.redis_url:
-        print("mixer replay: publishes into a shared Redis; give --redis URL or MIXER_REDIS_URL", file=sys.stderr)
-        return 2
-    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10)
-    publisher = Publisher(redis, Keys(settings.key_prefix), settings.chat_tags, settings.chat_maxlen)
-    replayer = Replayer(publisher, files, options)
-    task = asyncio.ensure_future(replayer.run())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    started = loop.time()
     try:
-        while not task.done():
-            await asyncio.wait([task], timeout=1.0)
-            elapsed = max(loop.time() - started, 1e-9)
-            progress = replayer.progress
-            print(
-                f"\rreplay: {progress.summary()} ({progress.published / elapsed:,.0f} posts/s)", end="", file=sys.stderr
-            )
-        print(file=sys.stderr)
-        try:
-            await task
-        except asyncio.CancelledError:
-            return 130
-        except FileNotFoundError as exc:
-            print(f"mixer replay: {exc}", file=sys.stderr)
-            return 2
-        return 0 if replayer.progress.published or not replayer.progress.read else 1
+        async with redis_url_for(settings) as url:
+            info = RunInfo(url, os.getpid(), settings.event_name, settings.key_prefix)
+            with published(parts.runtime_dir, info) if parts.runtime_dir else contextlib.nullcontext():
+                return await _run_parts(settings, parts, url, stop)
+    except RedisUnavailable as exc:
+        print(f"mixer {parts.command}: {exc}", file=sys.stderr)
+        return 1
     finally:
-        await redis.aclose()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _run_parts(settings: Settings, parts: Parts, url: str, stop: asyncio.Event) -> int:
+    if parts.command == "ingest":
+        _say(ingest_line(settings, url, parts.ingest_files, parts.ingest_speed, parts.follow))
+    elif parts.command == "merge":
+        _say(merge_line(settings, url))
+    jobs: list[tuple[str, Awaitable[None]]] = []
+    if parts.ingest_files:
+        jobs.append(("ingest", ingest_replay(settings, url, parts.ingest_files, parts.ingest_speed)))
+    if parts.follow:
+        jobs.append(("follow", follow_sources(settings, url)))
+    if parts.merge:
+        jobs.append(("merge", merge_forever(settings, url)))
+    if parts.web:
+        announce = _announcer(settings, parts, url)
+        jobs.append(("web", serve_web(settings, url, parts.host, parts.port, announce, parts.reuse_port)))
+    tasks = [asyncio.ensure_future(job) for _, job in jobs]
+    for (name, _), task in zip(jobs, tasks, strict=True):
+        task.set_name(name)
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    failed = [t for t in tasks if t in done]
+    for task in failed:
+        exc = task.exception()
+        known = isinstance(exc, OSError | RedisError)  # the machine or Redis said no: its message says it all
+        log.error("%s stopped: %s", task.get_name(), exc if known else repr(exc), exc_info=None if known else exc)
+    for task in reversed(tasks):  # stop in reverse order of start
+        await stop_task(task)
+    stopper.cancel()
+    return 1 if failed else 0
 
 
 def spawn_workers(argv: list[str], count: int) -> list[subprocess.Popen[bytes]]:

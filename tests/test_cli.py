@@ -1,4 +1,5 @@
-"""The `mixer` command as a user runs it: help, config errors, replay into a shared Redis."""
+"""The `mixer` command as a user runs it: help, config errors, replay into a shared Redis, and every subcommand
+failing on a missing file, bad input or an unreachable Redis with one clear line instead of a traceback."""
 
 from __future__ import annotations
 
@@ -34,6 +35,63 @@ def mixer(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mixer.cli", *args], env=env, capture_output=True, text=True, timeout=30, check=False
     )
+
+
+DEAD = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+NIGHT = str(FIXTURES / "pstweetchat_2019-03-01.jsonl")
+FAILURES = {
+    # a missing file
+    "run-missing-replay": (["run", "--no-demo", "--replay", "/nonexistent/night.jsonl"], "recording not found"),
+    "ingest-missing-replay": (["ingest", "--redis", "{redis}", "--replay", "/nonexistent/a.jsonl"], "not found"),
+    "replay-missing-file": (["replay", "--redis", "{redis}", "/nonexistent/night.jsonl"], "recording not found"),
+    "normalize-missing-file": (["normalize", "/nonexistent/night.jsonl"], "No such file"),
+    "chats-import-missing-file": (["chats", "import", "/nonexistent/directory.csv"], "cannot read"),
+    "config-missing-file": (["config", "--config", "/nonexistent/mixer.toml"], "no such config file"),
+    "loadtest-missing-replay": (
+        ["loadtest", "--redis", "{redis}", "--drive", "replay", "/nonexistent/a.jsonl"],
+        "not found",
+    ),
+    "record-unwritable-out": (["record", "--redis", "{redis}", "--out", "/nonexistent/out.jsonl"], "No such file"),
+    "transcript-unwritable-out": (["transcript", "--redis", "{redis}", "--out", "/nonexistent/t.md"], "cannot write"),
+    "synth-unwritable-out": (["synth", "--out", "/nonexistent/night.jsonl", "--chats", "2"], "cannot write"),
+    # bad input
+    "chats-import-missing-columns": (["chats", "import", "{bad_csv}"], "missing column(s) frequency"),
+    "chats-bad-zone": (["chats", "--tz", "Mars/Olympus"], "unknown time zone"),
+    "run-bad-speed": (["run", "--speed", "-2"], "--speed must be 0"),
+    "run-public-and-host": (["run", "--public", "--host", "10.0.0.1"], "not both"),
+    "run-bad-redis-url": (["run", "--redis", "http://127.0.0.1:6379"], "is not a redis://"),
+    "replay-bad-speed": (["replay", "--redis", "{redis}", "--speed", "nan", NIGHT], "speed must be 0"),
+    "serve-no-workers": (["serve", "--redis", "{redis}", "--workers", "0"], "--workers must be at least 1"),
+    "record-bad-profile": (["record", "--redis", "{redis}", "--profile", "nope"], "--profile must be one of"),
+    "transcript-bad-zone": (["transcript", "--redis", "{redis}", "--tz", "Mars/Olympus"], "unknown time zone"),
+    "loadtest-not-loopback": (["loadtest", "--url", "ws://192.0.2.7:8080/ws"], "loopback only"),
+    "synth-bad-rate": (["synth", "--rate", "fast"], "--rate must be"),
+    # an unreachable Redis
+    "run-dead-redis": (["run", "--redis", DEAD], "cannot reach Redis at redis://127.0.0.1:1/0"),
+    "ingest-dead-redis": (["ingest", "--redis", DEAD], "cannot reach Redis"),
+    "serve-dead-redis": (["serve", "--redis", DEAD], "cannot reach Redis"),
+    "merge-dead-redis": (["merge", "--redis", DEAD], "cannot reach Redis"),
+    "replay-dead-redis": (["replay", "--redis", DEAD, NIGHT], "cannot reach Redis"),
+    "record-dead-redis": (["record", "--redis", DEAD], "Connect"),
+    "transcript-dead-redis": (["transcript", "--redis", DEAD], "cannot read the feed from Redis"),
+    "loadtest-dead-redis": (["loadtest", "--redis", DEAD, "--drive", "synth"], "Connect"),
+}
+
+
+@pytest.mark.parametrize("case", FAILURES)
+def test_every_subcommand_fails_with_one_clear_line_and_a_non_zero_exit(
+    case: str, tmp_path: Path, redis_url: str
+) -> None:
+    argv, expected = FAILURES[case]
+    bad_csv = tmp_path / "directory.csv"
+    bad_csv.write_text("hashtag,topic\n#smbiz,small business\n")
+    argv = [a.format(redis=redis_url, bad_csv=bad_csv) for a in argv]
+    env = mixer_env(None, Keys(f"cli-{case}"), "pstweetchat", XDG_RUNTIME_DIR=str(tmp_path))
+    result = mixer(*argv, env=env)
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    [line] = result.stderr.strip().splitlines()  # one line, saying what is wrong
+    assert expected in line
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -73,7 +131,8 @@ async def test_replay_command_reports_the_malformed_line_and_publishes_the_rest(
     assert "published" in result.stderr
 
 
-def test_replay_without_a_shared_redis_says_what_to_do() -> None:
-    result = mixer("replay", str(FIXTURES / "pstweetchat_2019-03-01.jsonl"), env=mixer_env(None, Keys(), "pstweetchat"))
+def test_replay_without_a_shared_redis_says_what_to_do(tmp_path: Path) -> None:
+    env = mixer_env(None, Keys(), "pstweetchat", XDG_RUNTIME_DIR=str(tmp_path))  # and no `mixer run` to join
+    result = mixer("replay", str(FIXTURES / "pstweetchat_2019-03-01.jsonl"), env=env)
     assert result.returncode == 2
-    assert "--redis" in result.stderr
+    assert "--redis" in result.stderr and "start `mixer run`" in result.stderr

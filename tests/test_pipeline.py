@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -22,7 +23,7 @@ from mixer.merge.stage import MergeStage
 from mixer.runner import LISTEN_BACKLOG
 from mixer.streams import dedicated_client, read_range
 from tests.helpers import FIXTURES as FIXTURES_DIR
-from tests.helpers import make_post
+from tests.helpers import make_post, now_ms
 from tests.processes import free_port, mixer_env, read_until, start_mixer
 from tests.servers import CHATS, running_app, settings_for
 
@@ -122,7 +123,7 @@ async def test_merge_process_stops_promptly_on_sigterm_mid_stream(
 
 async def test_mixer_run_serves_the_demo_and_leaves_no_redis_behind_after_sigterm(tmp_path: Path) -> None:
     port = free_port()
-    env = mixer_env(None, Keys("demo"), "pstweetchat,powershell", MIXER_DEMO_SPEED="50")
+    env = mixer_env(None, Keys("demo"), "pstweetchat,powershell", MIXER_DEMO_SPEED="50", XDG_RUNTIME_DIR=str(tmp_path))
     env.pop("MIXER_CHATS")  # the bundled demo config's chats
     started = time.monotonic()
     proc = await start_mixer("run", "--port", str(port), env=env)
@@ -217,3 +218,27 @@ async def test_serve_with_workers_shares_the_port_between_processes(
             assert await asyncio.wait_for(proc.wait(), 20) == 0
     for pid in pids - {proc.pid}:
         assert not _alive(pid)
+
+
+async def test_run_no_demo_replays_the_given_file_and_speed_0_publishes_it_as_fast_as_possible(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path
+) -> None:
+    hour = 3_600_000
+    night = tmp_path / "night.jsonl"  # two posts an hour apart: at the demo's 20x the second would take 3 minutes
+    posts = [make_post(f"x:{i}", ("smbiz",), created=now_ms() + i * hour) for i in (0, 1)]
+    night.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in posts))
+    env = mixer_env(redis_url, keys, "smbiz,pstweetchat")
+    args = ("--no-demo", "--replay", str(night), "--speed", "0", "--port", str(free_port()))
+    with (tmp_path / "run.log").open("wb") as log:
+        proc = await start_mixer("run", *args, env=env, log=log)
+        try:
+            published: list[str] = []
+            async with asyncio.timeout(20):
+                while len(published) < 2:
+                    last = published[-1] if published else "0-0"
+                    for _, entries in await redis.xread({keys.chat("smbiz"): last}, block=1000):
+                        published += [entry_id.decode() for entry_id, _ in entries]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 20) == 0
+    assert await redis.xlen(keys.chat("pstweetchat")) == 0  # and the bundled demo was not replayed

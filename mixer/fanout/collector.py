@@ -87,7 +87,7 @@ async def keep_collector(
                 if action == "sweep":
                     took = (time.perf_counter() - began) * 1000
                     frozen = gc.get_freeze_count()
-                    log.info("collector: swept %d objects in %.0f ms; %d frozen", collected, took, frozen)
+                    log.debug("collector: swept %d objects in %.0f ms; %d frozen", collected, took, frozen)
                 schedule.done(action, clock())
             await asyncio.sleep(tick)
     finally:

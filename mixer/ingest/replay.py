@@ -3,9 +3,12 @@
 ``plan`` merges several recordings, each aligned to start at offset zero, into one
 stream of ``Scheduled`` items in offset order, with long silences cut to ``max_gap``.
 ``Schedule`` turns those offsets into due times on a clock it is given, so tests drive
-it without sleeping. ``Replayer.run`` is the async loop the CLI calls: it sleeps on the
-event loop clock until the next post is due, re-stamps and re-keys it, and publishes in
-batches through a ``Publisher``. A record may hold several events (a retweet and its
+it without sleeping. ``Replayer.run`` is the async loop the CLI calls: it sleeps on its
+clock (the event loop's unless given) until the next post is due, re-stamps and re-keys it,
+and publishes in batches through a ``Publisher``. A looping replay paces itself: a pass
+lasts at least ``min_pass`` seconds, so a file with no time span (one line, newest first)
+cannot spin; each pass is logged at DEBUG and a summary at INFO at most every
+``SUMMARY_EVERY`` seconds. A record may hold several events (a retweet and its
 original): they share the record's time and are published together; edits and
 retractions go through the Publisher like posts. Reading and recognising files lives in
 ``recorded``; writing to Redis in ``ingest``.
@@ -19,7 +22,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -30,6 +33,8 @@ from mixer.ingest.recorded import Group, RecordError, read_grouped
 from mixer.models import Edit, Event, Post, Retraction
 
 log = logging.getLogger(__name__)
+
+SUMMARY_EVERY = 60.0  # seconds between INFO summaries of a looping replay (each pass is logged at DEBUG)
 
 Item = Event | Group | RecordError  # a record's events come as a Group; tests also plan bare events
 
@@ -42,6 +47,7 @@ class ReplayOptions:
     keep_time: bool = False  # keep the recorded `created` (else re-stamped to publish time); `at` is publish time
     batch: int = 500  # most posts per publish (one pipeline round-trip)
     max_passes: int | None = None  # stop after this many passes even with loop (tests, benchmarks)
+    min_pass: float = 1.0  # seconds a looping pass lasts at least: a file with no time span must not spin
 
     def __post_init__(self) -> None:
         # `not x >= 0` also rejects NaN, which would make every due time unreachable.
@@ -53,6 +59,8 @@ class ReplayOptions:
             raise ValueError(f"batch must be at least 1, got {self.batch}")
         if self.max_passes is not None and self.max_passes < 1:
             raise ValueError(f"max_passes must be at least 1, got {self.max_passes}")
+        if not (math.isfinite(self.min_pass) and self.min_pass >= 0):
+            raise ValueError(f"min_pass must be 0 or more seconds, got {self.min_pass}")
 
 
 @dataclass(slots=True)
@@ -181,7 +189,8 @@ class Replayer:
     at-least-once as the Publisher is. A malformed record, an ignored one (a like, a notice)
     or a post in no configured chat is counted in ``progress`` and skipped, never raised.
     Platform payloads get their chats from ``matcher`` (default: every hashtag; the
-    Publisher then keeps the configured chats only).
+    Publisher then keeps the configured chats only). ``clock`` and ``sleep`` pace it
+    (default: the event loop's clock and ``asyncio.sleep``); ``wall`` re-stamps posts.
     """
 
     def __init__(
@@ -192,13 +201,17 @@ class Replayer:
         *,
         wall: Callable[[], float] = time.time,
         matcher: ChatMatcher | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if not paths:
             raise ValueError("nothing to replay: no recording given")
         self._publisher = publisher
         self._paths = [Path(p) for p in paths]
         self._options = options
-        self._wall = wall  # re-stamps posts; the event loop clock paces them
+        self._wall = wall  # re-stamps posts; self._clock paces them
+        self._clock = clock
+        self._sleep = sleep
         self._matcher = matcher or ChatMatcher(None)
         self.progress = ReplayProgress()
 
@@ -208,25 +221,35 @@ class Replayer:
             if not path.is_file():
                 raise FileNotFoundError(f"recording not found: {path}")
         opts = self._options
+        clock = self._clock or asyncio.get_running_loop().time
         pass_no = 0
+        summarised = clock()
         while True:
             posts_before = self._posts_read()
-            await self._run_pass(pass_no)
+            started = clock()
+            await self._run_pass(pass_no, clock)
             pass_no += 1
             self.progress.passes = pass_no
-            log.info("replay pass %d done: %s", pass_no, self.progress.summary())
             if not opts.loop or (opts.max_passes is not None and pass_no >= opts.max_passes):
+                log.info("replay done: %s", self.progress.summary())
                 return self.progress
             if self._posts_read() == posts_before:
                 # Looping over recordings without a single post would spin forever.
                 log.warning("replay stops looping: pass %d held no posts", pass_no)
                 return self.progress
+            if clock() - summarised >= SUMMARY_EVERY:
+                summarised = clock()
+                log.info("replay: %s", self.progress.summary())
+            else:
+                log.debug("replay pass %d done: %s", pass_no, self.progress.summary())
+            rest = started + opts.min_pass - clock()
+            if rest > 0:
+                await self._sleep(rest)
 
     def _posts_read(self) -> int:
         return self.progress.read - self.progress.skipped["malformed"]
 
-    async def _run_pass(self, pass_no: int) -> None:
-        loop = asyncio.get_running_loop()
+    async def _run_pass(self, pass_no: int, clock: Callable[[], float]) -> None:
         now_ms = int(self._wall() * 1000)
         recordings = [
             read_grouped(path, self._matcher, now_ms, log_errors=pass_no == 0, ignored=self.progress.skipped)
@@ -234,12 +257,12 @@ class Replayer:
         ]
         planned = plan(recordings, self._options.max_gap)
         try:
-            schedule = Schedule(planned, loop.time(), self._options.speed)
+            schedule = Schedule(planned, clock(), self._options.speed)
             while (due := schedule.next_due()) is not None:
-                delay = due - loop.time()
+                delay = due - clock()
                 if delay > 0:
-                    await asyncio.sleep(delay)
-                items = schedule.take_due(loop.time(), self._options.batch)
+                    await self._sleep(delay)
+                items = schedule.take_due(clock(), self._options.batch)
                 await self._publish(items, pass_no)
         finally:
             planned.close()

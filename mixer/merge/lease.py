@@ -173,12 +173,14 @@ class Lease:
                 previous = await self._wait_for_lease()
                 acquired = self._now()
                 self.counters["acquired"] += 1
-                log.info(
+                takeover = previous not in (None, self.holder_id)
+                log.log(  # a takeover is news; a first start is routine
+                    logging.INFO if takeover else logging.DEBUG,
                     "lease %s acquired by %s after %.1f s standing by%s",
                     self.key,
                     self.holder_id,
                     acquired - standby,
-                    f" (taking over from {previous})" if previous not in (None, self.holder_id) else "",
+                    f" (taking over from {previous})" if takeover else "",
                 )
                 task = asyncio.ensure_future(work())
                 try:
@@ -280,7 +282,7 @@ class Lease:
         try:
             async with asyncio.timeout(self.margin):
                 if await self.release():
-                    log.info("lease %s released by %s", self.key, self.holder_id)
+                    log.debug("lease %s released by %s", self.key, self.holder_id)
         except (RedisError, OSError) as exc:
             log.warning(
                 "lease %s: release by %s failed (%s); it expires within %.1f s",

@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisError
 
 from mixer.codec import FIELD, unpack_item
 from mixer.keys import Keys
 from mixer.models import Post, normalize_tag
-from mixer.options import add_common
+from mixer.options import NO_REDIS, add_common
+from mixer.runtime import redact
 from mixer.settings import Settings
 from mixer.streams import Entry, dedicated_client, last_id, read_new, text
 
@@ -58,19 +58,6 @@ class RecordProgress:
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
-
-
-def redact(url: str) -> str:
-    """``url`` without its password (and user), for a file header or a log line."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparseable URL)"
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def iso(ms: int) -> str:
@@ -216,7 +203,7 @@ def add_record_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         "(one line per post key). Stops after --duration or --count, or on Ctrl-C / SIGTERM. "
         "See docs/loadtools.md.",
     )
-    add_common(parser, "the Redis carrying the night (default: $MIXER_REDIS_URL)")
+    add_common(parser, "the Redis carrying the night (default: $MIXER_REDIS_URL, else a running `mixer run`'s)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")
     parser.add_argument("--profile", default="full", help="feed profile: full (default), wall, or another shaped one")
     parser.add_argument("--chats", metavar="A,B", help="feed: only posts in these chats; --raw: these chat streams")
@@ -248,7 +235,7 @@ def record_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"mixer record: {message}", file=sys.stderr, flush=True)
 
     if not settings.redis_url:
-        say("records from a shared Redis; give --redis URL or MIXER_REDIS_URL")
+        say(f"records from a shared Redis; {NO_REDIS}")
         return 2
     try:
         options = options_from_args(settings, args)

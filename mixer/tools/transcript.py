@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from mixer.feed import history
 from mixer.keys import Keys
 from mixer.models import normalize_tag
-from mixer.options import add_common
+from mixer.options import NO_REDIS, add_common
 from mixer.settings import Settings
 from mixer.streams import last_id, read_range
 from mixer.tools.transcript_format import FORMATS, RENDER, Post, Scope, in_order
@@ -94,7 +94,7 @@ def add_transcript_parser(subparsers: argparse._SubParsersAction[argparse.Argume
         "(latest edit; retracted and hidden posts left out), each numbered question with its answers. "
         "Times --from/--to are ISO 8601; without an offset they are read in --tz. See docs/transcript.md.",
     )
-    add_common(parser, "the Redis holding the feed (default: $MIXER_REDIS_URL)")
+    add_common(parser, "the Redis holding the feed (default: $MIXER_REDIS_URL, else a running `mixer run`'s)")
     parser.add_argument("--chat", metavar="TAG", help="only this chat's posts (default: the whole night)")
     parser.add_argument("--from", dest="start", metavar="ISO", help="posts created at or after this time")
     parser.add_argument("--to", dest="end", metavar="ISO", help="posts created before this time")
@@ -115,7 +115,7 @@ def transcript_command(settings: Settings, args: argparse.Namespace) -> int:
             print(line, end="" if progress else "\n", file=sys.stderr)
 
     if not settings.redis_url:
-        say("reads the feed from a shared Redis; give --redis URL or MIXER_REDIS_URL")
+        say(f"reads the feed from a shared Redis; {NO_REDIS}")
         return 2
     try:
         scope = scope_from_args(settings, args)

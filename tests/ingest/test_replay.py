@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from mixer.codec import FIELD, unpack_post
 from mixer.ingest.publish import Publisher
 from mixer.ingest.recorded import RecordError
-from mixer.ingest.replay import Replayer, ReplayOptions, Schedule, plan
+from mixer.ingest.replay import SUMMARY_EVERY, Replayer, ReplayOptions, Schedule, plan
 from mixer.keys import Keys
 from mixer.models import Post
 from tests.helpers import FIXTURES as FIXTURES_DIR
@@ -40,9 +40,26 @@ async def chat_stream(redis: aioredis.Redis, keys: Keys, chat: str = CHAT) -> li
     return [unpack_post(eid.decode(), fields[FIELD]) for eid, fields in entries]
 
 
-def replayer(redis: aioredis.Redis, keys: Keys, paths: list[Path], **options: object) -> Replayer:
+def replayer(
+    redis: aioredis.Redis, keys: Keys, paths: list[Path], clock: LoopClock | None = None, **options: object
+) -> Replayer:
     publisher = Publisher(redis, keys, [CHAT], maxlen=100_000)
-    return Replayer(publisher, paths, ReplayOptions(**options), wall=lambda: 1_800_000_000.5)  # type: ignore[arg-type]
+    timing = {"clock": clock, "sleep": clock.sleep} if clock is not None else {}
+    return Replayer(publisher, paths, ReplayOptions(**options), wall=lambda: 1_800_000_000.5, **timing)  # type: ignore[arg-type]
+
+
+class LoopClock:
+    """Seconds that pass only when the replayer sleeps: a paced loop is seen without waiting for it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
 
 
 # Pure scheduling, driven by a fake clock.
@@ -225,3 +242,35 @@ def test_options_reject_a_negative_or_nan_max_gap() -> None:
     for gap in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="max_gap"):
             ReplayOptions(max_gap=gap)
+
+
+@pytest.mark.parametrize("lines", [1, 2], ids=["one-line", "newest-first"])
+async def test_a_looping_replay_of_a_file_without_time_span_paces_itself_and_logs_passes_at_debug(
+    lines: int, tmp_path: Path, redis: aioredis.Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path / "r.jsonl", posts_at(*[-s for s in range(lines)]))  # newest first: every offset is 0
+    clock = LoopClock()
+    with caplog.at_level(logging.DEBUG, logger="mixer.ingest.replay"):
+        progress = await replayer(redis, keys, [path], clock, speed=1, loop=True, max_passes=5).run()
+    assert progress.passes == 5
+    assert clock.now == 4.0  # four waits of one second between five passes
+    passes = [r for r in caplog.records if "replay pass" in r.getMessage()]
+    assert [r.levelno for r in passes] == [logging.DEBUG] * 4
+    assert [r.getMessage().split(":")[0] for r in caplog.records if r.levelno >= logging.INFO] == ["replay done"]
+
+
+async def test_a_long_loop_logs_a_summary_at_info_at_most_once_a_minute(
+    tmp_path: Path, redis: aioredis.Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path / "r.jsonl", posts_at(0))
+    clock = LoopClock()
+    with caplog.at_level(logging.INFO, logger="mixer.ingest.replay"):
+        await replayer(redis, keys, [path], clock, speed=0, loop=True, max_passes=130).run()
+    summaries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("replay: ")]
+    assert len(summaries) == int(clock.now // SUMMARY_EVERY) == 2  # 129 s of passes
+    assert "61 passes" in summaries[0]
+
+
+def test_options_reject_a_negative_minimum_pass() -> None:
+    with pytest.raises(ValueError, match="min_pass"):
+        ReplayOptions(min_pass=-1.0)

@@ -26,7 +26,7 @@ from mixer.tools.loadtest.count import CHUNK, FrameCounter
 from mixer.tools.loadtest.drive import Driver
 from mixer.tools.loadtest.poll import PolledClient, connect, poll_clients, read_round
 from mixer.tools.loadtest.procstat import core_busy, core_times, process_ticks, rss_bytes
-from mixer.tools.loadtest.report import report
+from mixer.tools.loadtest.report import report, verdict
 from mixer.tools.loadtest.run import (
     LoadOptions,
     add_loadtest_parser,
@@ -36,6 +36,7 @@ from mixer.tools.loadtest.run import (
     percentiles,
 )
 from tests.helpers import FIXTURES as FIXTURES_DIR
+from tests.processes import free_port
 from tests.servers import CHATS, running_app, settings_for
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -382,3 +383,35 @@ def test_proc_readings_give_per_core_busy_process_ticks_and_rss() -> None:
     assert core_busy(before, after) == [100.0, 10.0]
     assert process_ticks("42 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 1 0 9 9 9") == 175
     assert rss_bytes("Name:\tpython\nVmRSS:\t  2048 kB\n") == 2 * 1024 * 1024
+
+
+def test_a_load_test_that_could_not_connect_exits_non_zero_saying_so(capsys: pytest.CaptureFixture[str]) -> None:
+    dead = f"ws://127.0.0.1:{free_port()}/ws"  # nothing listens there
+    args = _args("--url", dead, "--clients", "5", "--processes", "1", "--ramp", "0", "--duration", "0")
+    assert loadtest_command(Settings(), args) == 1
+    captured = capsys.readouterr()
+    assert "0 connected of 5 (5 failed" in captured.out
+    assert f"FAILED: no client could connect to {dead} (5 of 5 failed)" in captured.err
+
+
+def _result(connected: int, failed: int, published: int | None = None, worst: int = 0) -> dict[str, object]:
+    loss = None if published is None else {"published": published, "worst_missing": worst}
+    return {"url": "ws://127.0.0.1:8080/ws", "clients": 10, "connected_peak": connected, "failed": failed, "loss": loss}
+
+
+def test_the_verdict_fails_failed_connections_and_lost_posts_beyond_their_thresholds() -> None:
+    assert verdict(_result(10, 0, published=1000)) == []
+    assert verdict(_result(9, 1)) == ["1 of 10 clients could not connect (--max-failed 0)"]
+    assert verdict(_result(9, 1), max_failed=1) == []
+    assert verdict(_result(10, 0, published=1000, worst=3)) == [
+        "a sampled client missed 3 of 1,000 driven posts (0.30% > --max-loss 0%)"
+    ]
+    assert verdict(_result(10, 0, published=1000, worst=3), max_loss=0.5) == []
+
+
+def test_command_refuses_bad_thresholds_and_a_missing_recording(capsys: pytest.CaptureFixture[str]) -> None:
+    assert loadtest_command(Settings(), _args("--max-loss", "120")) == 2
+    assert "--max-loss" in capsys.readouterr().err
+    settings = Settings(redis_url="redis://127.0.0.1:1/0")
+    assert loadtest_command(settings, _args("--drive", "replay", "/nonexistent/night.jsonl")) == 2
+    assert "recording not found: /nonexistent/night.jsonl" in capsys.readouterr().err

@@ -274,11 +274,12 @@ async def mixer(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_the_transcript_command_has_help_and_needs_a_shared_redis() -> None:
+async def test_the_transcript_command_has_help_and_needs_a_shared_redis(tmp_path: Path) -> None:
     code, out, _ = await mixer("transcript", "--help", env=mixer_env(None, Keys(), "smbiz"))
     assert code == 0
     assert "usage: mixer transcript" in out and "--redis" in out and "--format" in out
-    code, _, err = await mixer("transcript", env=mixer_env(None, Keys(), "smbiz"))
+    alone = mixer_env(None, Keys(), "smbiz", XDG_RUNTIME_DIR=str(tmp_path))  # and no `mixer run` to join
+    code, _, err = await mixer("transcript", env=alone)
     assert code == 2 and "--redis" in err
 
 

@@ -19,6 +19,7 @@ from mixer.ingest.publish import Publisher
 from mixer.ingest.recorded import read_events
 from mixer.keys import Keys
 from mixer.models import Author, Post
+from mixer.options import NO_REDIS
 from mixer.settings import Settings
 
 
@@ -34,7 +35,7 @@ class Driver:
     async def prepare(self) -> None:
         """Connect to Redis and read the recording; raises ValueError or RedisError with a reason."""
         if not self.settings.redis_url:
-            raise ValueError("driving load writes to a shared Redis: give --redis URL or MIXER_REDIS_URL")
+            raise ValueError(f"driving load writes to a shared Redis: {NO_REDIS}")
         if self.replay_file is not None:
             matcher = ChatMatcher(self.settings.chat_tags)
             events = read_events(self.replay_file, matcher, int(time.time() * 1000), log_errors=False)

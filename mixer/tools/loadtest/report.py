@@ -1,11 +1,57 @@
-"""The figures of a `mixer loadtest` run for people: a few lines of text and a PNG plot over time."""
+"""The figures of a `mixer loadtest` run: percentiles, spreads and loss; for people, a few lines of text, a PNG
+plot over time, and the verdict.
+
+``verdict`` judges a result against the thresholds the command was given (failed connections, lost
+driven posts): what it returns is why the run failed, nothing when it passed.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 SATURATED = 90.0  # % busy in a second: a core at or above this is saturated for that second
+
+
+def percentiles(values: Iterable[float]) -> dict[str, float] | None:
+    """p50, p95, p99 (nearest rank) and max of ``values``, rounded to 0.1; None when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+
+    def rank(q: float) -> float:
+        return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)], 1)
+
+    return {"count": len(ordered), "p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99), "max": rank(1.0)}
+
+
+def merged_codes(counts: list[dict[int, int]]) -> dict[str, int]:
+    """Close-code counts of every worker summed, keyed by the code as a string (JSON keys)."""
+    out: dict[str, int] = {}
+    for c in counts:
+        for code, n in c.items():
+            out[str(code)] = out.get(str(code), 0) + n
+    return out
+
+
+def spread_of(values: list[int]) -> dict[str, float] | None:
+    """Min, mean (to 0.1) and max of ``values``; None when there are none."""
+    if not values:
+        return None
+    return {"min": min(values), "mean": round(sum(values) / len(values), 1), "max": max(values)}
+
+
+def loss_of(published: int, seen: list[int]) -> dict[str, int]:
+    """Driven posts the sampled clients missed: the worst one's count and how many missed any."""
+    missing = [max(0, published - n) for n in seen]
+    return {
+        "published": published,
+        "sampled_clients": len(seen),
+        "clients_missing": sum(1 for m in missing if m),
+        "worst_missing": max(missing, default=published),
+    }
 
 
 def render_plot(result: dict[str, Any], path: Path) -> None:
@@ -54,3 +100,23 @@ def report(result: dict[str, Any]) -> str:
     hot = ", ".join(f"cpu{i}" for i in cores["saturated"]) or "none"
     lines.append(f"cores        {busy}; saturated (>= {SATURATED:.0f}% in some second): {hot}")
     return "\n".join(lines)
+
+
+def verdict(result: dict[str, Any], max_failed: int = 0, max_loss: float = 0.0) -> list[str]:
+    """Why the run failed, one reason a line, or [] when it passed: no client connected, more than ``max_failed``
+    connections failed, or the worst sampled client missed more than ``max_loss`` % of the driven posts."""
+    problems: list[str] = []
+    clients, failed, connected = result["clients"], result["failed"], result["connected_peak"]
+    if connected == 0:
+        problems.append(f"no client could connect to {result['url']} ({failed} of {clients:,} failed)")
+    elif failed > max_failed:
+        problems.append(f"{failed:,} of {clients:,} clients could not connect (--max-failed {max_failed})")
+    loss = result["loss"]
+    if loss is not None and loss["published"] and connected:
+        missing = 100.0 * loss["worst_missing"] / loss["published"]
+        if missing > max_loss:
+            problems.append(
+                f"a sampled client missed {loss['worst_missing']:,} of {loss['published']:,} driven posts "
+                f"({missing:.2f}% > --max-loss {max_loss:g}%)"
+            )
+    return problems

@@ -6,9 +6,10 @@ streams at a fixed rate (``synth`` posts, or a recording replayed through ``Publ
 stops the workers and returns the result as a JSON-ready dict: deliveries, posts per client, loss
 of driven posts on sampled clients, lag frames, closes, latency percentiles, the server's CPU and
 memory per connection (``/proc/<pid>``), per-core utilisation (``/proc/stat``) and a per-second
-timeline. ``percentiles`` and ``check_url`` (loopback only) are pure. Not here: the clients
-(``loadclient``), the driven posts (``loaddrive``), reading /proc (``procstat``), the text report
-and the plot (``loadreport``), the server.
+timeline. ``check_url`` (loopback only) is pure. ``loadtest_command`` exits non-zero when the run
+failed its thresholds (no client connected, more failed connections or lost posts than allowed).
+Not here: the clients (``client``, ``poll``, ``count``), the driven posts (``drive``), reading /proc
+(``procstat``), the figures, the text report, the plot and the verdict (``report``), the server.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import math
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
@@ -29,12 +30,21 @@ from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 
-from mixer.options import add_common
+from mixer.options import NO_REDIS, add_common
 from mixer.settings import Settings
 from mixer.tools.loadtest.client import POLL_MS, WorkerPool
 from mixer.tools.loadtest.drive import Driver
 from mixer.tools.loadtest.procstat import ServerProbe, core_busy, read_cores
-from mixer.tools.loadtest.report import SATURATED, render_plot, report
+from mixer.tools.loadtest.report import (
+    SATURATED,
+    loss_of,
+    merged_codes,
+    percentiles,
+    render_plot,
+    report,
+    spread_of,
+    verdict,
+)
 
 Say = Callable[[str, bool], None]  # (message, is_progress_line)
 
@@ -87,18 +97,6 @@ def check_url(url: str) -> str:
     if not loopback:
         raise ValueError(f"refusing {host or url!r}: load tests run against loopback only (127.0.0.1)")
     return url
-
-
-def percentiles(values: Iterable[float]) -> dict[str, float] | None:
-    """p50, p95, p99 (nearest rank) and max of ``values``, rounded to 0.1; None when there are none."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-
-    def rank(q: float) -> float:
-        return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)], 1)
-
-    return {"count": len(ordered), "p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99), "max": rank(1.0)}
 
 
 async def loadtest(
@@ -181,13 +179,13 @@ async def loadtest(
         "connected_peak": sum(s["peak"] for s in summaries),
         "failed": sum(s["failed"] for s in summaries),
         "closes": sum(s["closes"] for s in summaries),
-        "close_codes": _merged([s["close_codes"] for s in summaries]),
+        "close_codes": merged_codes([s["close_codes"] for s in summaries]),
         "lag_frames": sum(s["lag_frames"] for s in summaries),
         "deliveries": deliveries,
         "deliveries_per_s": round(deliveries / elapsed, 1) if elapsed > 0 else 0.0,
-        "posts_per_client": _spread(per_client),
+        "posts_per_client": spread_of(per_client),
         "published": published,
-        "loss": None if published is None else _loss(published, seen),
+        "loss": None if published is None else loss_of(published, seen),
         "latency_ms": percentiles(latency),
         "server": None
         if options.server_pid is None
@@ -242,30 +240,6 @@ def _second(summaries: list[dict[str, Any]], second: int) -> dict[str, Any]:
     return {"deliveries": sum(s["per_second"].get(second, 0) for s in summaries), "latency_ms": percentiles(values)}
 
 
-def _merged(counts: list[dict[int, int]]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for c in counts:
-        for code, n in c.items():
-            out[str(code)] = out.get(str(code), 0) + n
-    return out
-
-
-def _spread(values: list[int]) -> dict[str, float] | None:
-    if not values:
-        return None
-    return {"min": min(values), "mean": round(sum(values) / len(values), 1), "max": max(values)}
-
-
-def _loss(published: int, seen: list[int]) -> dict[str, int]:
-    missing = [max(0, published - n) for n in seen]
-    return {
-        "published": published,
-        "sampled_clients": len(seen),
-        "clients_missing": sum(1 for m in missing if m),
-        "worst_missing": max(missing, default=published),
-    }
-
-
 def add_loadtest_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add `mixer loadtest` (with --config, --redis, -v like every subcommand) to ``subparsers``."""
     d = LoadOptions()
@@ -277,7 +251,7 @@ def add_loadtest_parser(subparsers: argparse._SubParsersAction[argparse.Argument
         "report deliveries, loss, lag, closes, latency percentiles, server CPU and memory per connection, "
         "per-core load. See docs/loadtest.md.",
     )
-    add_common(parser, "the Redis to drive posts into (default: $MIXER_REDIS_URL)")
+    add_common(parser, "the Redis to drive posts into (default: $MIXER_REDIS_URL, else a running `mixer run`'s)")
     parser.add_argument("--url", default=d.url, help=f"the server's websocket URL, loopback only (default {d.url})")
     parser.add_argument("--clients", type=int, default=d.clients, metavar="N", help=f"clients (default {d.clients})")
     parser.add_argument("--ramp", type=float, default=d.ramp, metavar="S", help=f"connect over S s (default {d.ramp})")
@@ -305,6 +279,16 @@ def add_loadtest_parser(subparsers: argparse._SubParsersAction[argparse.Argument
         "--drain", type=float, default=d.drain, metavar="S", help=f"wait for driven posts (default {d.drain} s)"
     )
     parser.add_argument("--server-pid", type=int, metavar="PID", help="the server process, for CPU and memory")
+    parser.add_argument(
+        "--max-failed", type=int, default=0, metavar="N", help="fail when more clients cannot connect (default 0)"
+    )
+    parser.add_argument(
+        "--max-loss",
+        type=float,
+        default=0.0,
+        metavar="PCT",
+        help="fail when a sampled client misses more than PCT %% of the driven posts (default 0)",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the whole result as JSON here")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw latency and throughput per second")
     parser.set_defaults(func=loadtest_command)
@@ -345,7 +329,8 @@ async def loadtest_and_write(
 
 
 def loadtest_command(settings: Settings, args: argparse.Namespace) -> int:
-    """`mixer loadtest`: 0 when the run finished, 2 for a usage error, 1 when the run could not be made."""
+    """`mixer loadtest`: 0 when the run passed, 1 when it could not be made or failed (no client connected, more
+    failed connections or lost posts than allowed), 2 for a usage error."""
     show = sys.stderr.isatty()  # the progress line only where a person watches
 
     def say(message: str, progress: bool = False) -> None:
@@ -356,7 +341,11 @@ def loadtest_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         options = options_from_args(args)
         if options.drive != "none" and not settings.redis_url:
-            raise ValueError("driving load writes to a shared Redis: give --redis URL or MIXER_REDIS_URL")
+            raise ValueError(f"driving load writes to a shared Redis: {NO_REDIS}")
+        if args.max_failed < 0 or not (math.isfinite(args.max_loss) and 0 <= args.max_loss <= 100):
+            raise ValueError("--max-failed must be 0 or more, --max-loss a percentage from 0 to 100")
+        if options.replay_file is not None and not options.replay_file.is_file():
+            raise ValueError(f"--drive replay: recording not found: {options.replay_file}")
         if options.server_pid is not None and not Path(f"/proc/{options.server_pid}/stat").exists():
             raise ValueError(f"--server-pid {options.server_pid}: no such process")
         if args.plot is not None:
@@ -375,4 +364,7 @@ def loadtest_command(settings: Settings, args: argparse.Namespace) -> int:
     if show:
         print("\r\033[K", end="", file=sys.stderr)
     print(report(result))
-    return 0
+    problems = verdict(result, args.max_failed, args.max_loss)
+    for problem in problems:
+        say(f"FAILED: {problem}")
+    return 1 if problems else 0

@@ -1,0 +1,106 @@
+"""`mixer replay`: recordings published into a shared Redis, once or looping, with a progress line.
+
+``add_replay_parser`` adds the subcommand; ``replay_command`` checks the options and the files, publishes
+through ``mixer.ingest.replay.Replayer`` and shows its counters on stderr once a second until the end, a
+signal or an error, each ending in one line. The pacing, planning and re-stamping are the ingest stage's
+(``mixer.ingest.replay``); which Redis to use (``--redis``, MIXER_REDIS_URL, a running `mixer run`) is
+chosen by the CLI before this runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from mixer.ingest.publish import Publisher
+from mixer.ingest.replay import Replayer, ReplayOptions
+from mixer.keys import Keys
+from mixer.options import NO_REDIS, SHARED, add_common
+from mixer.runtime import redis_problem
+from mixer.settings import Settings
+
+
+def add_replay_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Add `mixer replay` (with --config, --redis, -v like every subcommand) to ``subparsers``."""
+    parser = subparsers.add_parser(
+        "replay",
+        help="publish recorded files into the chat streams",
+        description="Publish recorded JSON Lines into their chats' streams at the recorded pace "
+        "times --speed. Several files start together. See docs/recorded-format.md.",
+    )
+    add_common(parser, SHARED)
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument("--speed", type=float, default=1.0, help="x real time; 0 = as fast as possible (default 1)")
+    parser.add_argument(
+        "--loop", action="store_true", help="start again at the end, until stopped (each pass lasts at least 1 s)"
+    )
+    parser.add_argument("--max-gap", type=float, metavar="S", help="cut silences longer than S recorded seconds to S")
+    parser.add_argument(
+        "--keep-time", action="store_true", help="keep recorded 'created' times (default: re-stamp to now)"
+    )
+    parser.set_defaults(func=replay_command)
+    return parser
+
+
+def replay_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`mixer replay`: 0 when every pass ran, 1 when Redis failed or nothing could be published, 2 for bad
+    input, 130 when stopped by a signal; every failure is one line on stderr."""
+
+    def say(message: str) -> None:
+        print(f"mixer replay: {message}", file=sys.stderr)
+
+    try:
+        options = ReplayOptions(speed=args.speed, loop=args.loop, max_gap=args.max_gap, keep_time=args.keep_time)
+    except ValueError as exc:
+        say(str(exc))
+        return 2
+    missing = [str(path) for path in args.files if not Path(path).is_file()]
+    if missing:
+        say(f"recording not found: {', '.join(missing)}")
+        return 2
+    if not settings.redis_url:
+        say(f"publishes into a shared Redis; {NO_REDIS}")
+        return 2
+    try:
+        return asyncio.run(_replay(settings, args.files, options, say))
+    except (RedisError, OSError) as exc:
+        say(f"stopped: {exc}")
+        return 1
+
+
+async def _replay(settings: Settings, files: list[Path], options: ReplayOptions, say: Callable[[str], None]) -> int:
+    problem = await redis_problem(settings.redis_url)
+    if problem is not None:
+        say(problem)
+        return 1
+    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10)
+    publisher = Publisher(redis, Keys(settings.key_prefix), settings.chat_tags, settings.chat_maxlen)
+    replayer = Replayer(publisher, files, options)
+    task = asyncio.ensure_future(replayer.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    started = loop.time()
+    try:
+        while not task.done():
+            await asyncio.wait([task], timeout=1.0)
+            elapsed = max(loop.time() - started, 1e-9)
+            progress = replayer.progress
+            print(
+                f"\rreplay: {progress.summary()} ({progress.published / elapsed:,.0f} posts/s)", end="", file=sys.stderr
+            )
+        print(file=sys.stderr)
+        try:
+            await task
+        except asyncio.CancelledError:
+            return 130
+        return 0 if replayer.progress.published or not replayer.progress.read else 1
+    finally:
+        await redis.aclose()
