@@ -116,6 +116,16 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "endpoint": Field(
             "bluesky_endpoint", str, "a ws:// or wss:// URL", lambda s: s.startswith(("ws://", "wss://"))
         ),
+        "profiles": Field("bluesky_profiles", bool, "true or false"),
+        "appview": Field(
+            "bluesky_appview", str, "an http(s) URL", lambda s: bool(_URL.match(s)), norm=lambda s: s.rstrip("/")
+        ),
+        "profile_ttl_seconds": Field(
+            "bluesky_profile_ttl_seconds",
+            float,
+            "a number of seconds from 1 to 2592000 (30 days)",
+            lambda v: 1 <= v <= 2_592_000,
+        ),
     },
     "x": {
         "bearer_token": Field("x_bearer_token", str, "a string (empty: X is not followed)"),

@@ -71,6 +71,11 @@ class Keys:
         """Hash follower name -> JSON of its counters, refreshed every few seconds by `mixer ingest`."""
         return f"{self.prefix}:ingest:stats"
 
+    def bluesky_profile(self, did: str) -> str:
+        """JSON of the author behind a Bluesky did (``{}``: the AppView knows none), expiring after a TTL. One hash
+        tag for all of them, so a batch is read with one MGET on Redis Cluster too."""
+        return f"{self.prefix}:{{profiles}}:bluesky:{did}"
+
     def shaped(self, profile: str) -> str:
         """A shaped profile's stream (e.g. ``wall``): its own entry ids, each post with ``ref`` = its feed id."""
         return f"{self.prefix}:{{feed}}:shaped:{profile}"
@@ -79,6 +84,11 @@ class Keys:
     def shaped_cursor(self) -> str:
         """Hash: ``feed`` -> last feed id the shaping stage has fully handled."""
         return f"{self.prefix}:{{feed}}:shaped:cursor"
+
+    def shaped_pinned(self, profile: str) -> str:
+        """Msgpack of a shaped profile's pinned post with its ids (nil once unpinned), written with the pin entry
+        the shaping stage passed on; missing until it passed one (``pinned`` stands in)."""
+        return f"{self.prefix}:{{feed}}:shaped:pinned:{profile}"
 
     def shaped_drops(self, profile: str) -> str:
         """Hash chat -> posts the profile dropped after their maximum wait ("+N more from #chat")."""

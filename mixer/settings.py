@@ -138,6 +138,9 @@ class Settings:
     # [bluesky]
     bluesky_enabled: bool = False  # follow every chat's hashtag on Bluesky through Jetstream
     bluesky_endpoint: str = "wss://jetstream2.us-east.bsky.network/subscribe"  # the Jetstream instance
+    bluesky_profiles: bool = True  # resolve authors' dids to handle, display name and avatar (cards update later)
+    bluesky_appview: str = "https://public.api.bsky.app"  # the AppView asked (app.bsky.actor.getProfiles)
+    bluesky_profile_ttl_seconds: float = 21_600.0  # how long a resolved profile is cached in Redis
     # [x]
     x_bearer_token: str = ""  # X API v2 bearer token (filtered stream); empty: X is not followed
     x_api: str = "https://api.twitter.com"  # the X API base URL

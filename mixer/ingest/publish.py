@@ -58,17 +58,21 @@ class Publisher:
     def keys(self) -> Keys:
         return self._keys
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The Redis it writes to, for a follower's helpers that keep state beside the streams (a cache)."""
+        return self._redis
+
     def recall(self, name: str, size: int) -> Recall:
         """Follower ``name``'s memory in the same Redis (at most ``2 x size`` entries)."""
         return Recall(self._redis, self._keys, name, size)
 
     def route(self, post: Post) -> Post | None:
-        """The post restricted to configured chats, or None when it belongs to none."""
+        """The post restricted to configured chats followed now, or None when it belongs to none (nothing counted)."""
         chats = tuple(c for c in post.chats if c in self._chat_set)
         if chats and self._active is not None:
             followed = tuple(c for c in chats if self._active(c))
             if not followed:
-                self.counters["skipped_off_slot"] += 1
                 return None
             chats = followed
         if not chats:
@@ -97,8 +101,8 @@ class Publisher:
                 post = event.post if isinstance(event, Edit) else event
                 routed = self.route(post)
                 if routed is None:
-                    if self._chat_set.isdisjoint(post.chats):
-                        self.counters["skipped_no_chat"] += 1
+                    off = "skipped_no_chat" if self._chat_set.isdisjoint(post.chats) else "skipped_off_slot"
+                    self.counters[off] += 1
                     continue
                 chats = routed.chats
                 fields = {EDIT_FIELD if isinstance(event, Edit) else FIELD: pack_post(routed)}

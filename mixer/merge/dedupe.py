@@ -8,8 +8,10 @@ event into feed writes:
   a new chat (its chats are unioned);
 - a boost/retweet of a post in the feed: not shown; the original's ``boosts`` goes up
   through an ``update``;
-- an edit: an ``update`` of the shown post (same feed id); a retraction: a ``retract``
-  of its feed id, and the key is remembered so the post never comes back;
+- an edit: an ``update`` of the shown post (same feed id), its author too (a Bluesky did
+  resolved to a profile: not marked ``edited``, its words did not change); a retraction: a
+  ``retract`` of its feed id, and the key is remembered so the post never comes back (not
+  as itself, an edit, or a boost/retweet carrying its text: each counted in ``Changes.dropped``);
 - the same text from the same author on another network within ``window_ms``: an
   ``update`` adding an ``also_on`` link; the same text from other authors (a flood):
   an ``update`` counting ``similar``;
@@ -27,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +79,7 @@ class Changes:
     posts: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> stored post or stub, new or updated
     fingerprints: dict[str, tuple[str, int]] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)  # every key handled -> ms, for the bounded seen-set
+    dropped: Counter[str] = field(default_factory=Counter)  # posts kept off the feed, by reason (retracted, ...)
     pinned: dict[str, Any] | bool | None = False  # the pinned post, None when unpinned, False when unchanged
 
 
@@ -132,13 +136,14 @@ class Deduper:
         self, post: Post, book: Book, changes: Changes, new_id: Callable[[], str], now_ms: int
     ) -> list[FeedWrite]:
         if post.key in book.retracted:
+            changes.dropped["edit_of_retracted"] += 1
             return []
         stored = book.posts.get(post.key)
         if stored is None:
             return self._post(post, book, changes, new_id, now_ms)  # the original never reached us
         if stored.get("stub"):
             return []  # a boost or a collapsed repeat: it has no card to edit
-        updated = {**stored, **_content(post), "chats": _union(stored["chats"], post.chats)}
+        updated = {**stored, **_content(post, stored), "chats": _union(stored["chats"], post.chats)}
         self._remember(post.key, updated, book, changes, now_ms)
         return [("u", new_id(), updated)]
 
@@ -146,6 +151,15 @@ class Deduper:
         self, post: Post, book: Book, changes: Changes, new_id: Callable[[], str], now_ms: int
     ) -> list[FeedWrite]:
         if post.key in book.retracted:
+            changes.dropped["retracted"] += 1  # deleted at its source: it stays gone, however it comes back
+            return []
+        if post.boost_of and post.boost_of in book.retracted:
+            # A boost/retweet carries its original's text ("RT @..."): showing it would bring the deleted post back.
+            changes.dropped["boost_of_retracted"] += 1
+            book.retracted.add(post.key)
+            self._remember(
+                post.key, {"stub": True, "boost_of": post.boost_of, "retracted": True}, book, changes, now_ms
+            )
             return []
         stored = book.posts.get(post.key)
         if stored is not None:  # a twin from another chat or follower
@@ -200,14 +214,28 @@ class Deduper:
         return [("u", entry_id, updated)]
 
 
-def _content(post: Post) -> dict[str, Any]:
-    """The fields an edit may change (its Q/A number included)."""
+# What makes an edit show as edited; a new author alone does not.
+_WORDS = ("text", "url", "media", "lang", "quote_of", "quote_url")
+
+
+def _content(post: Post, stored: dict[str, Any]) -> dict[str, Any]:
+    """The fields an edit may change (its author, e.g. a resolved profile, and Q/A number included); ``edited``
+    only when its words changed. An author with neither name nor avatar (a bare did, an X id) never replaces
+    one that has them: an edit from a payload without the profile must not undo a resolved one."""
     data = post.to_dict()
     qa = qa_tags(post.text)
-    return {k: data[k] for k in ("text", "url", "media", "lang") if k in data} | {
-        "edited": post.at,
+    content = {k: data[k] for k in ("author", *_WORDS) if k in data} | {
         "qa": {"role": qa[0], "n": qa[1]} if qa else None,
     }
+    if not _known_author(content["author"]) and _known_author(stored.get("author")):
+        del content["author"]
+    if any(data.get(k) != stored.get(k) for k in _WORDS):
+        content["edited"] = post.at
+    return content
+
+
+def _known_author(author: Any) -> bool:
+    return isinstance(author, dict) and bool(author.get("name") or author.get("avatar"))
 
 
 def _union(chats: list[str], more: tuple[str, ...]) -> list[str]:

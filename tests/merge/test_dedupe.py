@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import time
 from typing import Any
 
@@ -11,12 +12,14 @@ import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import Publisher
+from mixer.ingest.sources.x_v1 import parse_v1
 from mixer.keys import Keys
 from mixer.merge.dedupe import Book, Changes, Deduper, FeedWrite, fingerprint
 from mixer.merge.stage import MergeStage
-from mixer.models import Author, Edit, Event, Retraction
-from tests.helpers import FakeClock, feed_entries, make_post
+from mixer.models import Author, Edit, Event, Post, Retraction
+from tests.helpers import FIXTURES, FakeClock, feed_entries, make_post
 
 CHATS = ("smbiz", "edchat", "journchat")
 
@@ -52,6 +55,44 @@ def test_an_edit_updates_the_shown_post_under_its_feed_id() -> None:
     assert writes[1][2]["text"] == "better words" and writes[1][2]["id"] == writes[0][2]["id"]
 
 
+def test_an_edit_with_a_resolved_author_updates_the_card_without_marking_it_edited() -> None:
+    original = dataclasses.replace(
+        make_post("bluesky:at://did:plc:a/app.bsky.feed.post/1"), author=Author("did:plc:a", "")
+    )
+    resolved = Author("alice.bsky.social", "Alice", "https://cdn.bsky.app/img/avatar/plain/did:plc:a/c@jpeg")
+    writes = run([original, Edit(dataclasses.replace(original, author=resolved, at=original.at + 5))])
+    assert kinds(writes) == [("p", original.key), ("u", original.key)]
+    update = writes[1][2]
+    assert update["author"] == resolved.to_dict() and update["id"] == writes[0][2]["id"]
+    assert "edited" not in update  # its words did not change: not an edit for the transcript or the screens
+
+
+def test_an_edit_from_a_payload_without_the_profile_keeps_the_resolved_author() -> None:
+    resolved = Author("alice.bsky.social", "Alice", "https://cdn.bsky.app/img/avatar/plain/did:plc:a/c@jpeg")
+    original = dataclasses.replace(make_post("bluesky:at://did:plc:a/app.bsky.feed.post/1"), author=resolved)
+    bare = dataclasses.replace(original, author=Author("did:plc:a", ""), text="new words", at=original.at + 5)
+    writes = run([original, Edit(bare)])
+    update = writes[1][2]
+    assert update["text"] == "new words" and update["author"] == resolved.to_dict()
+
+
+def test_an_edit_that_adds_a_quote_is_an_edit_with_the_quote() -> None:
+    original = make_post("x:1", text="look at this")
+    quoting = dataclasses.replace(original, quote_of="x:2", quote_url="https://x.com/b/status/2", at=original.at + 5)
+    update = run([original, Edit(quoting)])[1][2]
+    assert (update["quote_of"], update["quote_url"], update["edited"]) == (
+        "x:2",
+        "https://x.com/b/status/2",
+        quoting.at,
+    )
+
+
+def test_an_edit_of_the_words_is_marked_edited() -> None:
+    original = make_post("x:1", text="first words")
+    writes = run([original, Edit(dataclasses.replace(original, text="better words", at=original.at + 5))])
+    assert writes[1][2]["edited"] == original.at + 5
+
+
 def test_a_retracted_post_is_retracted_and_never_comes_back() -> None:
     post = make_post("x:1")
     writes = run([post, Retraction("x:1", "x"), post, Edit(post), dataclasses.replace(post, chats=("edchat",))])
@@ -60,6 +101,27 @@ def test_a_retracted_post_is_retracted_and_never_comes_back() -> None:
 
 def test_a_retraction_before_the_post_keeps_it_off_the_feed() -> None:
     assert run([Retraction("x:1", "x"), make_post("x:1")]) == []
+
+
+def retweet_events() -> tuple[Post, Post]:
+    """A real v1.1 retweet as the X parser gives it: the original, then the retweet ("RT @...", boost_of)."""
+    payload = json.loads((FIXTURES / "x-v1" / "original" / "classic_no_hidden" / "retweet.json").read_text())
+    original, retweet = (e.with_chats(("smbiz",)) for e in parse_v1(payload, ChatMatcher(None), 1_000_000))
+    assert isinstance(original, Post) and isinstance(retweet, Post) and retweet.boost_of == original.key
+    return original, retweet
+
+
+def test_a_retweet_arriving_after_its_original_was_deleted_does_not_bring_the_text_back() -> None:
+    original, retweet = retweet_events()
+    book, changes = Book(), Changes()
+    ids = (f"1000000-{n}" for n in itertools.count())
+    writes: list[FeedWrite] = []
+    later = [original, retweet, Edit(original), original]  # the retweet's payload carries its original, then repeats
+    for event in [original, Retraction(original.key, "x"), *later]:
+        writes += Deduper().apply(event, book, changes, lambda: next(ids), 1_000_000)
+    assert kinds(writes) == [("p", original.key), ("r", [writes[0][2]["id"]])]
+    assert changes.dropped == {"retracted": 2, "boost_of_retracted": 1, "edit_of_retracted": 1}
+    assert run([Retraction(original.key, "x"), retweet]) == []  # a retweet alone (no original included)
 
 
 def test_the_same_text_by_the_same_author_on_another_network_adds_an_also_on_link() -> None:
@@ -141,6 +203,25 @@ async def test_the_merge_stage_remembers_across_a_restart(redis: aioredis.Redis,
     assert [kind for kind, _ in entries] == ["p", "u", "r"]
     assert entries[1][1]["boosts"] == 1
     assert entries[2][1]["ids"] == [entries[0][1]["id"]]
+
+
+async def test_a_retweet_of_a_post_deleted_in_an_earlier_batch_is_dropped_and_counted(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    original, retweet = retweet_events()
+    pub = Publisher(redis, keys, CHATS, 1000)
+    clock = FakeClock()
+    stage = MergeStage(redis, keys, CHATS, window=0, clock=clock)
+    await stage.load_cursors()
+    for batch in ([original], [Retraction(original.key, "x")], [original, retweet]):  # each its own merge batch
+        await pub.publish(batch)
+        clock.now += 1
+        await stage.step(max_block=0.01)
+    entries = await feed_entries(redis, keys)
+    assert [kind for kind, _ in entries] == ["p", "r"]
+    assert not any("RT @" in str(payload.get("text", "")) for _, payload in entries)
+    assert stage.counters["dropped:boost_of_retracted"] == 1 and stage.counters["dropped:retracted"] == 1
+    assert stage.counters["duplicate"] == 0
 
 
 def test_numbered_questions_and_answers_carry_their_number_and_role() -> None:

@@ -1,6 +1,8 @@
 """Sources: per platform, its payload parser in a module named after it, its live follower beside it.
 
-Bluesky: ``bluesky`` (parser), ``bluesky_follow``. Mastodon: ``mastodon`` (parser, with
+Bluesky: ``bluesky`` (parser), ``bluesky_follow`` (with ``bluesky_profiles`` resolving
+authors' dids through the AppView, its pure batcher and answer reader in ``bluesky_appview``).
+Mastodon: ``mastodon`` (parser, with
 ``mastodon_html`` for status HTML), ``mastodon_follow`` (with ``mastodon_rest`` and
 ``mastodon_stream`` for its REST and streaming transport). X: ``x_v1`` and ``x_v2`` (parsers,
 on the fields they share in ``x``), ``x_stream``.

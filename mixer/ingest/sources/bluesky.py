@@ -4,8 +4,8 @@
 ``commit``/``identity``/``account`` body) into Events: a created post is a Post, an updated
 post an Edit, a deleted post a Retraction; every other record and kind raises ``Ignored``.
 ``hashtags`` reads a post record's tags. Not here: the live follower ``BlueskySource``
-(``bluesky_follow``), resolving a did to a
-handle, display name or avatar (Jetstream carries only the did, so the did is the handle),
+(``bluesky_follow``), resolving a did to a handle, display name and avatar (Jetstream
+carries only the did, so here the did is the handle; ``bluesky_profiles`` resolves it),
 and quoted posts' content (not in the payload). Nothing here touches the network.
 """
 
@@ -101,6 +101,7 @@ def _post(
             "lang": lang,
             "reply_to": _reply_to(record),
             "media": _media(did, record.get("embed")),
+            **_quote(record.get("embed")),
         }
     )
 
@@ -143,6 +144,20 @@ def _reply_to(record: dict[str, Any]) -> str | None:
     parent = reply.get("parent") if isinstance(reply, dict) else None
     uri = parent.get("uri") if isinstance(parent, dict) else None
     return f"{SOURCE}:{uri}" if isinstance(uri, str) and uri.startswith("at://") else None
+
+
+def _quote(embed: Any) -> dict[str, str]:
+    """``quote_of`` (the quoted post's key) and ``quote_url`` of a quote (``app.bsky.embed.record`` of a post)."""
+    if isinstance(embed, dict) and embed.get("$type") == "app.bsky.embed.recordWithMedia":
+        embed = embed.get("record")  # a quote with media: the quote is the inner record embed
+    ref = embed.get("record") if isinstance(embed, dict) and embed.get("$type") == "app.bsky.embed.record" else None
+    uri = ref.get("uri") if isinstance(ref, dict) else None
+    if not isinstance(uri, str) or not uri.startswith("at://"):
+        return {}
+    did, _, rkey = uri[len("at://") :].partition(f"/{POST_COLLECTION}/")
+    if not _DID.match(did) or not _RKEY.match(rkey):
+        return {}  # a quoted feed, list or starter pack: not a post
+    return {"quote_of": f"{SOURCE}:{uri}", "quote_url": f"https://bsky.app/profile/{did}/post/{rkey}"}
 
 
 def _media(did: str, embed: Any) -> list[str]:

@@ -3,8 +3,10 @@
 ``BlueskySource`` follows one Jetstream websocket filtered to posts for every chat at once,
 matches hashtags locally, publishes in small batches and keeps its ``time_us`` cursor in
 Redis (rewound a little on reconnect, the replayed events skipped); deletes and edits are
-routed to the chats their post was published in, remembered across restarts. Parsing
-lives in ``bluesky``, not here.
+routed to the chats their post was published in, remembered across restarts. With an
+AppView, authors' dids are resolved to profiles by a ``ProfileResolver`` running beside it
+(``bluesky_profiles``): from the cache before a batch is published, else by a later Edit.
+Parsing lives in ``bluesky``, not here.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import aiohttp
 from redis.exceptions import RedisError
@@ -24,6 +26,8 @@ from mixer.backoff import Backoff
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import CursorStore, Publisher, remember
 from mixer.ingest.sources.bluesky import POST_COLLECTION, SOURCE, parse_jetstream
+from mixer.ingest.sources.bluesky_appview import retry_after_seconds
+from mixer.ingest.sources.bluesky_profiles import ProfileResolver
 from mixer.models import Edit, Event, Ignored, Post, Retraction
 from mixer.streams import raise_if_cancelling
 
@@ -56,6 +60,10 @@ class BlueskySource:
         cursor_seconds: float = 10.0,  # with nothing to publish, the cursor is stored at most this often
         cursor_events: int = 20_000,  # ... or after this many handled events
         remember: int = 20_000,  # published post keys kept to route their deletes and edits
+        appview: str | None = None,  # the AppView that resolves authors' dids to profiles; None: dids stay
+        profile_ttl: float = 21_600.0,  # seconds a resolved profile is cached in Redis
+        profile_linger: float = 0.25,  # seconds a did waits for others to share its getProfiles call
+        profile_backoff: Backoff | None = None,  # delay before asking the AppView again after a failure
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = SOURCE
@@ -86,16 +94,34 @@ class BlueskySource:
         self._published: OrderedDict[str, tuple[str, ...]] = OrderedDict()  # post key -> its chats, bounded
         self._recall = publisher.recall(SOURCE, remember)  # ... and in Redis, for after a restart
         self._to_recall: dict[str, str] = {}  # published keys of the pending batch -> their chats, comma-joined
+        self.profiles = (
+            None
+            if appview is None
+            else ProfileResolver(
+                publisher,
+                self.counters,
+                appview=appview,
+                ttl=profile_ttl,
+                linger=profile_linger,
+                backoff=profile_backoff,
+            )
+        )
 
     async def run(self) -> None:
         """Follow until cancelled; each failure is logged and retried after a capped backoff, losing nothing."""
         async with aiohttp.ClientSession() as session:
-            while True:
-                problem, retry_after = await self._attempt(session)
-                self.counters["reconnects"] += 1
-                delay = max(self._backoff.next(), retry_after)
-                log.warning("bluesky: %s (%s); reconnecting in %.2f s", problem, self._endpoint, delay)
-                await asyncio.sleep(delay)
+            resolving = None if self.profiles is None else asyncio.create_task(self.profiles.run(session))
+            try:
+                while True:
+                    problem, retry_after = await self._attempt(session)
+                    self.counters["reconnects"] += 1
+                    delay = max(self._backoff.next(), retry_after)
+                    log.warning("bluesky: %s (%s); reconnecting in %.2f s", problem, self._endpoint, delay)
+                    await asyncio.sleep(delay)
+            finally:
+                if resolving is not None:
+                    resolving.cancel()
+                    await asyncio.wait((resolving,))
 
     async def _attempt(self, session: aiohttp.ClientSession) -> tuple[str, float]:
         """One connection's life; returns why it ended and how long the server asked us to wait."""
@@ -218,6 +244,8 @@ class BlueskySource:
                 self.counters["skipped:delete_unpublished"] += 1
                 return
             event = Retraction(event.key, event.source, chats)
+            if self.profiles is not None:
+                self.profiles.forget(event.key)
         else:
             post = event.post if isinstance(event, Edit) else event
             if not post.chats:
@@ -238,11 +266,17 @@ class BlueskySource:
             force or len(self._pending) >= self._flush_events or now - self._pending_since >= self._flush_seconds
         ):
             cursor = self._processed
+            events: list[Event] = self._pending
+            unresolved: list[Post] = []
+            if self.profiles is not None:  # known authors go out resolved; the others get an Edit later
+                events, unresolved = await self.profiles.resolve(events)
             published = await self._publisher.publish(
-                self._pending, cursor=(self.name, str(cursor)), recall=(self._recall, self._to_recall)
+                events, cursor=(self.name, str(cursor)), recall=(self._recall, self._to_recall)
             )
             raise_if_cancelling()
             self._pending, self._to_recall = [], {}
+            if self.profiles is not None:
+                self.profiles.want(unresolved)
             self.counters["published"] += published
             self._commit(cursor, now)
         elif self._processed is not None and self._processed != self._committed:
@@ -270,12 +304,3 @@ class BlueskySource:
     def _malformed(self, reason: str, raw: str) -> None:
         self.counters["malformed"] += 1
         log.warning("bluesky: malformed Jetstream message from %s: %s: %.160r", self._endpoint, reason, raw[:160])
-
-
-def retry_after_seconds(headers: Mapping[str, str] | None) -> float:
-    """The server's ``Retry-After`` in seconds (0 when absent or unreadable), capped at 15 minutes."""
-    value = (headers or {}).get("Retry-After", "")
-    try:
-        return min(max(float(value), 0.0), 900.0)
-    except ValueError:
-        return 0.0

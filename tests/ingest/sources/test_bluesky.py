@@ -207,6 +207,14 @@ def test_quote_embed_yields_only_the_quoting_post() -> None:
     quote = {"$type": "app.bsky.embed.record", "record": subject}
     post = only(parse_jetstream(post_event("3aah", "so true", ["smbiz"], embed=quote), MATCHER, NOW))
     assert post.key == key_of("3aah") and post.chats == ("smbiz",) and post.media == ()
+    did, _, rkey = subject["uri"].removeprefix("at://").partition("/app.bsky.feed.post/")
+    assert post.quote_of == f"bluesky:{subject['uri']}"  # the quoted post's key, as its own Post would have
+    assert post.quote_url == f"https://bsky.app/profile/{did}/post/{rkey}"
+    with_media = {"$type": "app.bsky.embed.recordWithMedia", "media": {}, "record": quote}
+    quoting = only(parse_jetstream(post_event("3aaj", embed=with_media), MATCHER, NOW))
+    assert quoting.quote_of == post.quote_of
+    feed = {"$type": "app.bsky.embed.record", "record": {"uri": "at://did:plc:abc/app.bsky.feed.generator/x"}}
+    assert only(parse_jetstream(post_event("3aak", embed=feed), MATCHER, NOW)).quote_of is None  # not a post
 
 
 def test_update_of_a_post_is_an_edit_with_the_same_key() -> None:
