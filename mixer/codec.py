@@ -2,7 +2,8 @@
 
 Redis holds a Post as msgpack of its contract dict without ``id`` (the stream entry id
 is the id); the ``*_FIELD`` names say what kind of entry a stream entry is. ``loads`` reads
-untrusted JSON with errors that say what is wrong; ``dumps`` writes compact UTF-8 JSON.
+untrusted JSON with errors that say what is wrong (``binary_reason`` names NUL-byte garbage
+as such); ``dumps`` writes compact UTF-8 JSON.
 Client frames (websocket, SSE) are built in ``mixer.fanout.frames``. Nothing here touches
 the network.
 """
@@ -43,16 +44,36 @@ def unpack_post(entry_id: str, raw: bytes) -> Post:
 
 
 def loads(raw: bytes | str) -> Any:
-    """JSON from the network or a file; ValueError naming what is wrong (not UTF-8, not JSON, too deep)."""
+    """JSON from the network or a file; ValueError naming what is wrong (not UTF-8, NUL bytes, not JSON, too deep)."""
+    if isinstance(raw, bytes):
+        # JSON between systems is UTF-8 (RFC 8259). json.loads would guess UTF-16/32 from NUL bytes,
+        # and a line of NULs (a file padded or cut by a crash) would be blamed on the encoding.
+        try:
+            raw = raw.decode()
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 (byte {exc.start + 1})") from None
     try:
         return json.loads(raw)
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 (byte {exc.start + 1})") from None
     except json.JSONDecodeError as exc:
+        binary = binary_reason(raw, exc.pos)
+        if binary is not None:
+            raise ValueError(binary) from None
         where = f"column {exc.colno}" if exc.lineno == 1 else f"line {exc.lineno} column {exc.colno}"
         raise ValueError(f"not JSON: {exc.msg} at {where}") from None
     except RecursionError:
         raise ValueError("not JSON: nested too deeply") from None
+
+
+def binary_reason(text: str, pos: int = 0) -> str | None:
+    """Why ``text`` is binary rather than JSON when its JSON broke at ``pos`` on a NUL byte, else None."""
+    if "\x00" not in text[pos : pos + 1]:
+        return None
+    run = len(text) - pos - len(text[pos:].lstrip("\x00"))
+    if text[pos + run :].strip():
+        return f"binary data, not JSON: a NUL byte at character {pos + 1}"
+    if text[:pos].strip():
+        return f"not JSON: {run:,} NUL bytes after the JSON"
+    return f"{run:,} NUL bytes, not JSON (a file padded or cut short?)"
 
 
 def dumps(obj: Any) -> bytes:

@@ -5,17 +5,46 @@ validated from untrusted data; it raises ``ValueError`` with a reason a human ca
 ``Edit`` (new content for a post already published under the same key) and
 ``Retraction`` (a post deleted at its source) are what parsers emit besides Posts;
 ``Ignored`` is raised by a parser for a well-formed record that is not a post (a like, a
-rate-limit notice), so it is counted by reason, never reported as malformed.
+rate-limit notice), so it is counted by reason, never reported as malformed. ``from_dict``
+also caps sizes (``LIMITS``: platform limits with a margin), so no recording or webhook can
+put a 50 MB post on every screen: a long text, name or handle is cut (ending in "…"), a
+URL, media item, chat or reference too long is dropped (a cut link is a wrong link), each
+counted in ``trimmed`` and logged with the post's key; a key too long refuses the post.
 Encoding for Redis and for clients lives in ``codec``, not here.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 _TAG = re.compile(r"^[^\s#]{1,100}$")
+ELLIPSIS = "\u2026"  # ends a cut text, so a reader sees that it was cut
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Largest sizes a Post may carry, in characters (lists: items); platform limits plus a margin."""
+
+    text: int = 10_000  # Mastodon 500 by default (some instances 5,000+), Bluesky 300, X 280 (long posts 25,000)
+    name: int = 200  # display names: X 50, Mastodon 30, Bluesky 64
+    handle: int = 300  # Mastodon user@domain: 30 + 1 + 253
+    url: int = 2_000  # any URL: the post, the avatar, each media item, a quoted post
+    key: int = 2_200  # a key is a URL or an AT URI with a prefix; longer ones refuse the post
+    media: int = 16  # media items (the platforms allow 4)
+    chats: int = 32  # chats a post is in
+    lang: int = 35  # a BCP 47 language tag
+    source: int = 40  # a source name (x, mastodon, bluesky, webhook, ...)
+    id: int = 64  # a feed id, "<ms>-<seq>"
+
+
+LIMITS = Limits()
+trimmed: Counter[str] = Counter()  # this process's cuts and drops by ``<field>_cut`` / ``<field>_dropped``
 
 
 def normalize_tag(tag: str) -> str:
@@ -50,6 +79,8 @@ class Post:
     reply_to: str | None = None
     boost_of: str | None = None
     media: tuple[str, ...] = field(default_factory=tuple)
+    quote_of: str | None = None  # the key of the post this one quotes
+    quote_url: str | None = None  # where the quoted post is on its network, for the screens' "quoting" line
 
     def with_chats(self, chats: tuple[str, ...]) -> Post:
         return replace(self, chats=chats)
@@ -75,13 +106,23 @@ class Post:
             out["boost_of"] = self.boost_of
         if self.media:
             out["media"] = list(self.media)
+        if self.quote_of is not None:
+            out["quote_of"] = self.quote_of
+        if self.quote_url is not None:
+            out["quote_url"] = self.quote_url
         return out
 
     @classmethod
     def from_dict(cls, data: Any) -> Post:
-        """Validate untrusted data into a Post; raises ValueError naming the bad field."""
+        """Validate untrusted data into a Post within ``LIMITS``; raises ValueError naming the bad field."""
         if not isinstance(data, dict):
             raise ValueError(f"a post is a JSON object, got {type(data).__name__}")
+        key = _req_str(data, "key")
+        if len(key) > LIMITS.key:
+            raise ValueError(f"'key' is {len(key):,} characters, more than a key may have ({LIMITS.key:,})")
+        source = _req_str(data, "source")
+        if len(source) > LIMITS.source:
+            raise ValueError(f"'source' is {len(source):,} characters, more than a source name may have")
         author = data.get("author")
         if not isinstance(author, dict):
             raise ValueError("'author' must be an object with 'handle' and 'name'")
@@ -89,34 +130,79 @@ class Post:
         if not isinstance(chats_raw, list) or not all(isinstance(c, str) for c in chats_raw):
             raise ValueError("'chats' must be a list of strings")
         chats = tuple(dict.fromkeys(normalize_tag(c) for c in chats_raw))
+        chats = _first(chats, LIMITS.chats, key, "chats")
         for chat in chats:
             if not _TAG.match(chat):
                 raise ValueError(f"bad chat tag {chat!r}")
         media_raw = data.get("media") or []
         if not isinstance(media_raw, list) or not all(isinstance(m, str) for m in media_raw):
             raise ValueError("'media' must be a list of URLs")
-        for item in (*media_raw, *chats):
+        media = _first(tuple(m for m in media_raw if _fits(m, LIMITS.url, key, "media")), LIMITS.media, key, "media")
+        for item in (*media, *chats):
             _check_text(item, "media/chats")
         avatar = author.get("avatar")
+        if not isinstance(avatar, str) or not avatar or not _fits(avatar, LIMITS.url, key, "avatar"):
+            avatar = None  # not a URL we could show (a wrong type has always been read as no avatar)
         return cls(
-            id=_opt_str(data, "id") or "",
-            key=_req_str(data, "key"),
-            source=_req_str(data, "source"),
+            id=_capped(data, "id", LIMITS.id, key) or "",
+            key=key,
+            source=source,
             chats=chats,
             author=Author(
-                handle=_req_str(author, "handle", "author.handle"),
-                name=_opt_str(author, "name", "author.name") or "",
-                avatar=avatar if isinstance(avatar, str) and avatar else None,
+                handle=_cut(_req_str(author, "handle", "author.handle"), LIMITS.handle, key, "handle"),
+                name=_cut(_opt_str(author, "name", "author.name") or "", LIMITS.name, key, "name"),
+                avatar=None if avatar is None else _check_text(avatar, "author.avatar"),
             ),
-            text=_opt_str(data, "text") or "",
-            url=_opt_str(data, "url") or "",
+            text=_cut(_opt_str(data, "text", check=False) or "", LIMITS.text, key, "text"),
+            url=_capped(data, "url", LIMITS.url, key) or "",
             created=_req_int(data, "created"),
             at=_opt_int(data, "at") or _req_int(data, "created"),
-            lang=_opt_str(data, "lang"),
-            reply_to=_opt_str(data, "reply_to"),
-            boost_of=_opt_str(data, "boost_of"),
-            media=tuple(media_raw),
+            lang=_capped(data, "lang", LIMITS.lang, key),
+            reply_to=_capped(data, "reply_to", LIMITS.key, key),
+            boost_of=_capped(data, "boost_of", LIMITS.key, key),
+            media=media,
+            quote_of=_capped(data, "quote_of", LIMITS.key, key),
+            quote_url=_capped(data, "quote_url", LIMITS.url, key),
         )
+
+
+def _count(reason: str, key: str, what: str) -> None:
+    """Count a cut or drop; log the 1st, 2nd, 4th, 8th... of each reason (a flood of them must not flood the log)."""
+    trimmed[reason] += 1
+    if trimmed[reason] & (trimmed[reason] - 1) == 0:
+        log.warning("post %.200s: %s (%s #%d)", key, what, reason, trimmed[reason])
+
+
+def _cut(value: str, limit: int, key: str, label: str) -> str:
+    """``value``, or its first ``limit - 1`` characters and "…" (counted and logged) when longer."""
+    if len(value) <= limit:
+        return _check_text(value, label)
+    _count(f"{label}_cut", key, f"{label} cut from {len(value):,} to {limit:,} characters")
+    return _check_text(value[: limit - 1], label) + ELLIPSIS
+
+
+def _fits(value: str, limit: int, key: str, label: str) -> bool:
+    """Whether ``value`` is within ``limit``; when not, the drop is counted and logged."""
+    if len(value) <= limit:
+        return True
+    _count(f"{label}_dropped", key, f"{label} of {len(value):,} characters dropped (at most {limit:,})")
+    return False
+
+
+def _capped(data: dict[str, Any], name: str, limit: int, key: str) -> str | None:
+    """An optional string field, dropped (counted, logged) when longer than ``limit``: a cut link is a wrong link."""
+    value = _opt_str(data, name, check=False)
+    if value is None or not _fits(value, limit, key, name):
+        return None
+    return _check_text(value, name)
+
+
+def _first(items: tuple[str, ...], limit: int, key: str, label: str) -> tuple[str, ...]:
+    """The first ``limit`` items; the rest are counted and logged as dropped."""
+    if len(items) <= limit:
+        return items
+    _count(f"{label}_dropped", key, f"{len(items) - limit:,} of {len(items):,} {label} dropped (at most {limit})")
+    return items[:limit]
 
 
 def _req_str(data: dict[str, Any], name: str, label: str | None = None) -> str:
@@ -126,13 +212,13 @@ def _req_str(data: dict[str, Any], name: str, label: str | None = None) -> str:
     return _check_text(value, label or name)
 
 
-def _opt_str(data: dict[str, Any], name: str, label: str | None = None) -> str | None:
+def _opt_str(data: dict[str, Any], name: str, label: str | None = None, *, check: bool = True) -> str | None:
     value = data.get(name)
     if value is None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"'{label or name}' must be a string")
-    return _check_text(value, label or name)
+    return _check_text(value, label or name) if check else value
 
 
 def _req_int(data: dict[str, Any], name: str) -> int:

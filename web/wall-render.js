@@ -125,6 +125,22 @@ function buildMedia(media) {
   return img;
 }
 
+/** The line under a quote post naming the post it quotes (a link when its URL is http(s)), or null. */
+export function buildQuote(post) {
+  if (typeof post.quote_of !== "string" || post.quote_of === "") return null;
+  const href = httpUrlOrNull(post.quote_url);
+  const line = element("p", "post-quote", "\u21AA quoting ");
+  const target = element("bdi", "", href ? href.replace(/^https?:\/\//, "") : "a post");
+  if (!href) {
+    line.append(target);
+    return line;
+  }
+  const link = outboundLink(href, "post-quote-link");
+  link.append(target);
+  line.append(link);
+  return line;
+}
+
 /** Boost counts, collapsed repeats and the same post on other networks, when the server reports them. */
 function buildExtras(post) {
   const parts = [];
@@ -142,7 +158,7 @@ function buildExtras(post) {
   return line;
 }
 
-/** A post's card (an <article>): badges, Q/A label, author, time (a link to it), text, avatar, media. */
+/** A post's card (an <article>): badges, Q/A label, author, time (a link to it), text, quote line, avatar, media. */
 export function buildCard(post, arriving) {
   const author = post.author;
   const handle = String(author.handle || "").replace(/^@/, "");
@@ -173,6 +189,8 @@ export function buildCard(post, arriving) {
 
   const body = element("div", "post-body");
   body.append(head, text);
+  const quote = buildQuote(post);
+  if (quote) body.append(quote);
   const extras = buildExtras(post);
   if (extras) body.append(extras);
   card.append(buildAvatar(author), body);

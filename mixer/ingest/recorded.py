@@ -19,8 +19,8 @@ import json
 import logging
 import os
 import time
-from collections import Counter
-from collections.abc import Generator, Iterable
+from collections import Counter, OrderedDict
+from collections.abc import Generator, Iterable, MutableMapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,6 +33,10 @@ from mixer.models import Edit, Event, Ignored, Post, Retraction, normalize_tag
 log = logging.getLogger(__name__)
 
 Group = tuple[Event, ...]  # the events of one record; they share its time
+MASTODON_IDS_MAX = 100_000  # Mastodon statuses a reader remembers (id -> uri) to key deletes later in the same file
+# X v1.1 stream notices, each an object with this one key (https://developer.x.com/en/docs/x-api/v1/tweets/
+# filter-realtime/guides/streaming-message-types): a delete retracts, the others are ignored by x_v1.
+_X_V1_NOTICES = frozenset({"delete", "limit", "warning", "scrub_geo", "status_withheld", "user_withheld", "disconnect"})
 
 
 def record_kind(data: Any) -> str:
@@ -45,7 +49,7 @@ def record_kind(data: Any) -> str:
         return "post"
     if "id_str" in data and "user" in data:
         return "x-v1"
-    if len(data) == 1 and next(iter(data)) in ("delete", "limit", "warning"):
+    if len(data) == 1 and next(iter(data)) in _X_V1_NOTICES:
         return "x-v1"  # v1.1 stream notices
     if "event" in data and "payload" in data:
         return "mastodon-event"
@@ -60,11 +64,16 @@ def record_kind(data: Any) -> str:
     raise ValueError(f"unrecognised record: keys {shown}" if keys else "unrecognised record: an empty object")
 
 
-def parse_record(data: Any, matcher: ChatMatcher, now_ms: int) -> list[Event]:
+def parse_record(
+    data: Any, matcher: ChatMatcher, now_ms: int, *, mastodon_uris: MutableMapping[str, str] | None = None
+) -> list[Event]:
     """The events of one parsed JSON record; ValueError says why it is none, Ignored that it is no post.
 
     A normalised Post keeps its chats (and ``at``) exactly as recorded, so normalising a
     normalised file changes nothing; platform payloads get their chats from ``matcher``.
+    ``mastodon_uris`` is the reader's memory of Mastodon statuses read before (local id ->
+    uri; this adds to it, the caller bounds it): a Mastodon ``delete`` event, which names
+    only the local id, retracts ``mastodon:<uri>`` of a status found there.
     """
     kind = record_kind(data)
     try:
@@ -90,11 +99,13 @@ def parse_record(data: Any, matcher: ChatMatcher, now_ms: int) -> list[Event]:
                 payload = str(payload)  # a delete event's payload is the bare status id
             if not isinstance(data["event"], str) or not isinstance(payload, str | dict):
                 raise ValueError("a streaming event needs a string 'event' and a string or object 'payload'")
-            return mastodon.parse_event(data["event"], payload, matcher, now_ms)
+            known = {} if mastodon_uris is None else mastodon_uris
+            return mastodon.parse_event(data["event"], payload, matcher, now_ms, known_uris=known, seen_uris=known)
         if kind == "mastodon-status":
             from mixer.ingest.sources import mastodon
 
-            return mastodon.parse_status(data, matcher, now_ms)
+            known = {} if mastodon_uris is None else mastodon_uris
+            return mastodon.parse_status(data, matcher, now_ms, known_uris=known, seen_uris=known)
         from mixer.ingest.sources import bluesky
 
         return bluesky.parse_jetstream(data, matcher, now_ms)
@@ -144,13 +155,14 @@ def read_grouped(
     iterator ends or is closed; a missing file raises OSError on the first ``next()``.
     """
     name = str(path)
+    mastodon_uris: OrderedDict[str, str] = OrderedDict()  # this file's statuses, to key their deletes
     for item in json_records(name):
         if isinstance(item, RecordError):
             error = item
         else:
             line, data = item
             try:
-                events = parse_record(data, matcher, now_ms)
+                events = parse_record(data, matcher, now_ms, mastodon_uris=mastodon_uris)
             except Ignored as skip:
                 if ignored is not None:
                     ignored[skip.reason] += 1
@@ -158,12 +170,19 @@ def read_grouped(
             except ValueError as exc:
                 error = RecordError(name, line, str(exc))
             else:
+                forget_oldest(mastodon_uris, MASTODON_IDS_MAX)
                 if events:
                     yield tuple(events)
                 continue
         if log_errors:
             log.warning("skipped malformed record %s", error)
         yield error
+
+
+def forget_oldest(memory: OrderedDict[str, str], limit: int) -> None:
+    """Bound a reader's memory to its ``limit`` newest entries."""
+    while len(memory) > limit:
+        memory.popitem(last=False)
 
 
 def read_events(

@@ -19,7 +19,7 @@ from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from mixer.codec import loads
+from mixer.codec import binary_reason, loads
 
 _BOM = b"\xef\xbb\xbf"
 _SSE_START = re.compile(rb"(?:event|data|id|retry)[ \t]*:|:")
@@ -193,7 +193,8 @@ def _whole(name: str, raw: bytes) -> Generator[Found, None, None]:
         try:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            reason = f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            reason = binary_reason(text[pos:], exc.pos - pos)
+            reason = reason or f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             yield RecordError(name, line_of(pos), reason)
             pos = _resync(text, exc.pos, pos - starts[line_of(pos) - 1])
             continue

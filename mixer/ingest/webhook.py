@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import Publisher
-from mixer.ingest.recorded import parse_record
-from mixer.models import Event, Ignored
+from mixer.ingest.recorded import forget_oldest, parse_record
+from mixer.models import Event, Ignored, trimmed
 from mixer.webhook import Received
 
 log = logging.getLogger(__name__)
+
+
+MASTODON_IDS_MAX = 10_000  # Mastodon statuses received (id -> uri) remembered to key their later deletes
 
 
 class PublishingWebhook:
@@ -30,21 +33,27 @@ class PublishingWebhook:
         self._matcher = matcher
         self._clock = clock
         self.counters: Counter[str] = Counter()
+        self._mastodon_uris: OrderedDict[str, str] = OrderedDict()  # a Mastodon delete names only the local id
 
     async def receive(self, records: list[Any], origin: str) -> Received:
         """Good records are published even when others in the same body are bad (counted, logged, listed)."""
         now_ms = int(self._clock() * 1000)
         events: list[Event] = []
         errors: list[dict[str, Any]] = []
+        before = trimmed.copy()
         for index, record in enumerate(records):
             try:
-                events += parse_record(record, self._matcher, now_ms)
+                events += parse_record(record, self._matcher, now_ms, mastodon_uris=self._mastodon_uris)
             except Ignored as skip:
                 self.counters[f"skipped:{skip.reason}"] += 1
             except ValueError as exc:
                 self.counters["malformed"] += 1
                 errors.append({"index": index, "reason": str(exc)})
                 log.warning("webhook from %s: record %d skipped: %s", origin, index, exc)
+        forget_oldest(self._mastodon_uris, MASTODON_IDS_MAX)
+        for reason, count in (trimmed - before).items():  # parsing is synchronous: these cuts are this body's
+            self.counters[f"trimmed:{reason}"] += count
+            log.warning("webhook from %s: %d post(s) over a size limit (%s)", origin, count, reason)
         self.counters["received"] += len(records)
         published = await self._publisher.publish(events) if events else 0
         self.counters["published"] += published

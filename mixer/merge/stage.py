@@ -10,7 +10,8 @@ Guarantee: every chat-stream entry is read (plain XREAD from stored cursors, no
 consumer groups); each post key becomes at most one card; a retracted key never
 returns; and a cursor never passes an event still held, so a crash at any point
 neither loses nor repeats a post: entries read again after a restart find their keys
-in the index. ``MergeStage.filters`` (moderation, Q/A tagging) run on each new post
+in the index (a post, edit or boost of a retracted key is counted as
+``dropped:<reason>``). ``MergeStage.filters`` (moderation, Q/A tagging) run on each new post
 before dedupe.
 """
 
@@ -243,9 +244,13 @@ class MergeStage:
         self._committed.update(changed)
         for kind, _, _ in writes:
             self.counters[{"p": "written", "u": "updates", "r": "retractions_written", "n": "pins"}[kind]] += 1
-        self.counters["duplicate"] += sum(1 for e in events if isinstance(e, Post)) - sum(
-            k == "p" for k, _, _ in writes
+        dropped = changes.dropped["retracted"] + changes.dropped["boost_of_retracted"]  # posts, not duplicates
+        self.counters["duplicate"] += (
+            sum(1 for e in events if isinstance(e, Post)) - sum(k == "p" for k, _, _ in writes) - dropped
         )
+        for reason, count in changes.dropped.items():
+            self.counters[f"dropped:{reason}"] += count
+            log.debug("merge: %d post(s) kept off the feed: %s", count, reason)
         self._batches += 1
         if self._batches % self._trim_every == 0:
             await self._trim(now_ms)
@@ -292,7 +297,14 @@ class MergeStage:
             await tx.execute()
 
     def _filter(self, event: Event, held: dict[str, Post]) -> Event | None:
-        """Moderation, then the extra filters, on a post; edits and retractions pass."""
+        """Moderation, then the extra filters, on a post; an edit the rules would block retracts its card (an edit
+        must not bring a blocked word or account onto a screen); other edits and retractions pass."""
+        if isinstance(event, Edit):
+            if self.moderator.judge(event.post).post is None:
+                self.counters["blocked_edit"] += 1
+                log.info("merge: an edit of %s is blocked; retracting the card", event.post.key)
+                return Retraction(event.post.key, event.post.source)
+            return event
         if not isinstance(event, Post):
             return event
         verdict = self.moderator.judge(event)

@@ -61,6 +61,13 @@ def test_a_mix_of_formats_in_one_call_prints_every_post_edit_and_retraction() ->
     assert {p["source"] for p in posts(result)} == {"x", "mastodon", "bluesky"}
 
 
+def test_a_mastodon_delete_in_an_sse_body_is_printed_as_the_retraction_of_the_status_before_it() -> None:
+    result = normalize(str(MASTODON_SSE))
+    assert result.returncode == 0 and errors(result) == []
+    [status] = [p for p in posts(result) if p["text"] == "only real cars respond."]
+    assert of_type(result, "retract") == [{"type": "retract", "key": status["key"], "source": "mastodon"}]
+
+
 def test_every_post_line_is_the_contracts_post_json() -> None:
     result = normalize(str(NIGHT))
     for post in posts(result):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import AsyncIterator
 
 import aiohttp
+import msgpack
 import redis.asyncio as aioredis
 
-from mixer.codec import unpack_post
+from mixer.codec import RETRACT_FIELD, unpack_post
 from mixer.keys import Keys
+from mixer.models import LIMITS
+from mixer.settings import ChatSettings
 from mixer.streams import read_range
 from tests.helpers import FIXTURES as FIXTURES_DIR
 from tests.servers import running_app, settings_for
@@ -86,3 +91,57 @@ async def test_a_raw_platform_payload_is_parsed(redis: aioredis.Redis, keys: Key
                 assert resp.status == 202, await resp.text()
     [key] = await chat_posts(redis, keys, "smbiz")
     assert key.startswith("bluesky:at://")
+
+
+async def test_a_body_over_the_size_cap_is_refused_with_413_saying_why_and_nothing_is_published(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    huge = json.dumps({**POST, "text": "x" * 50_000_000}).encode()  # the 50 MB post of issue 14
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: the cap must hold while reading
+        for start in range(0, len(huge), 1 << 20):
+            yield huge[start : start + (1 << 20)]
+
+    async with running_app(settings_for(keys.prefix, webhook_token="s3cret"), redis_url) as srv:
+        async with aiohttp.ClientSession() as http:
+            for body in (io.BytesIO(huge), chunked()):
+                async with http.post(srv.url + "/api/posts", data=body, headers=TOKEN) as resp:
+                    assert resp.status == 413
+                    assert "POST /api/posts takes at most 1,048,576 bytes a request" in await resp.text()
+            async with http.post(srv.url + "/api/posts", json=POST, headers=TOKEN) as resp:
+                assert resp.status == 202  # the server is fine afterwards
+    assert await chat_posts(redis, keys, "smbiz") == ["webhook:1"]
+
+
+async def test_a_long_text_under_the_cap_is_cut_to_the_text_limit_and_counted(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    long = {**POST, "text": "Q1: " + "y" * 500_000, "author": {"handle": "ann", "name": "N" * 5_000}}
+    async with running_app(settings_for(keys.prefix, webhook_token="s3cret"), redis_url) as srv:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(srv.url + "/api/posts", json=long, headers=TOKEN) as resp:
+                assert resp.status == 202, await resp.text()
+            async with http.get(srv.url + "/api/stats") as resp:
+                counted = (await resp.json())["webhook"]
+    [(eid, raw, _)] = await read_range(redis, keys.chat("smbiz"), "0-0")
+    post = unpack_post(eid, raw)
+    assert len(post.text) == LIMITS.text and post.text.endswith("\u2026") and post.text.startswith("Q1: yyy")
+    assert len(post.author.name) == LIMITS.name
+    assert counted["trimmed:text_cut"] == 1 and counted["trimmed:name_cut"] == 1
+
+
+async def test_a_mastodon_delete_retracts_a_status_the_webhook_received_before(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    status = json.loads((FIXTURES_DIR / "mastodon" / "test_hashtag_tl.02.json").read_text())[0]  # tagged #hoot
+    settings = settings_for(keys.prefix, webhook_token="s3cret", chats=(ChatSettings("hoot", "Hoot", "#123456"),))
+    async with running_app(settings, redis_url) as srv:
+        async with aiohttp.ClientSession() as http:
+            for record in (status, {"event": "delete", "payload": status["id"]}):  # two requests, as they happen
+                async with http.post(srv.url + "/api/posts", json=record, headers=TOKEN) as resp:
+                    assert resp.status == 202, await resp.text()
+                    assert (await resp.json())["events"] == 1
+    entries = await redis.xrange(keys.chat("hoot"))
+    assert [msgpack.unpackb(f[RETRACT_FIELD])["key"] for _, f in entries if RETRACT_FIELD in f] == [
+        "mastodon:" + status["uri"]
+    ]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import redis.asyncio as aioredis
 
@@ -8,6 +10,8 @@ from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
 from mixer.merge.lease import LeaseLost
 from mixer.merge.stage import MergeStage
+from mixer.models import Edit
+from mixer.rules import Rules
 from mixer.streams import id_key, read_range
 from tests.helpers import FakeClock, feed_entries, feed_posts, make_post
 
@@ -64,6 +68,23 @@ async def test_a_post_seen_before_a_restart_is_not_written_again(redis: aioredis
     assert kinds == [("p", "x:1"), ("u", "x:1"), ("p", "x:2")]  # the new chat reaches screens as an update
     [update] = [entry for kind, entry in await feed_entries(redis, keys) if kind == "u"]
     assert update["chats"] == ["smbiz", "edchat"]
+
+
+async def test_an_edit_that_brings_a_blocked_word_retracts_the_card(redis: aioredis.Redis, keys: Keys) -> None:
+    pub = Publisher(redis, keys, CHATS, 1000)
+    post = make_post("x:1", text="a fine post")
+    await pub.publish([post, make_post("x:2", text="another")])
+    clock = FakeClock()
+    merge = MergeStage(redis, keys, CHATS, window=0, clock=clock, rules=Rules(words=("spam",)))
+    await merge.load_cursors()
+    await merge.step(max_block=0.01)
+    await pub.publish([Edit(dataclasses.replace(post, text="now with spam", at=post.at + 5))])
+    clock.now += 1
+    await merge.step(max_block=0.01)
+    entries = await feed_entries(redis, keys)
+    [card] = [entry for kind, entry in entries if kind == "p" and entry["key"] == "x:1"]
+    assert [kind for kind, _ in entries] == ["p", "p", "r"] and entries[-1][1]["ids"] == [card["id"]]
+    assert merge.counters["blocked_edit"] == 1
 
 
 async def test_malformed_entry_is_counted_and_skipped(redis: aioredis.Redis, keys: Keys, caplog) -> None:  # type: ignore[no-untyped-def]

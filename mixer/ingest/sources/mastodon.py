@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +28,7 @@ __all__ = [
     "id_order",
     "parse_event",
     "parse_status",
+    "status_uris",
 ]
 
 SOURCE = "mastodon"
@@ -47,15 +48,36 @@ def parse_status(
     *,
     instance: str | None = None,
     known_uris: Mapping[str, str] | None = None,
+    seen_uris: MutableMapping[str, str] | None = None,
 ) -> list[Event]:
     """Posts of one status, originals (boosted or quoted) before the status that refers to them.
 
     ``instance`` is the host the status was read from (local handles and local ids are
     relative to it); ``known_uris`` maps local status ids to uris, to key ``reply_to``
-    as ``mastodon:<uri>`` where known. Raises ValueError when malformed, ``Ignored`` for
-    a private or direct status.
+    as ``mastodon:<uri>`` where known; ``seen_uris``, when given, gets the id -> uri of
+    every status parsed here (a reader of a recording keys later deletes with it; bounding
+    it is the caller's). Raises ValueError when malformed, ``Ignored`` for a private or
+    direct status.
     """
-    return list(_parse(data, matcher, now_ms, instance, known_uris or {}, depth=0))
+    events = _parse(data, matcher, now_ms, instance, known_uris or {}, depth=0)
+    if seen_uris is not None:
+        seen_uris.update(status_uris(data))
+    return events
+
+
+def status_uris(data: Any) -> list[tuple[str, str]]:
+    """(local id, uri) of a status and of the statuses it carries (boosted, quoted), where both are present."""
+    found: list[tuple[str, str]] = []
+    for _ in range(3):  # a boost of a quote of a status, at most
+        if not isinstance(data, dict):
+            break
+        status_id, uri = data.get("id"), data.get("uri")
+        if isinstance(status_id, int) and not isinstance(status_id, bool):
+            status_id = str(status_id)
+        if isinstance(status_id, str) and status_id and isinstance(uri, str) and uri:
+            found.append((status_id, uri))
+        data = data.get("reblog") if isinstance(data.get("reblog"), dict) else _quoted_status(data.get("quote"))
+    return found
 
 
 def parse_event(
@@ -66,16 +88,24 @@ def parse_event(
     *,
     instance: str | None = None,
     known_uris: Mapping[str, str] | None = None,
+    seen_uris: MutableMapping[str, str] | None = None,
 ) -> list[Event]:
-    """One streaming event: ``update`` -> Posts, ``status.update`` -> Edit, ``delete`` -> Retraction, else Ignored."""
+    """One streaming event: ``update`` -> Posts, ``status.update`` -> Edit, ``delete`` -> Retraction, else Ignored.
+
+    ``known_uris`` and ``seen_uris`` as for ``parse_status``; a delete's key comes from ``known_uris``.
+    """
     if event == "update":
-        return parse_status(_payload_object(event, payload), matcher, now_ms, instance=instance, known_uris=known_uris)
+        status = _payload_object(event, payload)
+        return parse_status(status, matcher, now_ms, instance=instance, known_uris=known_uris, seen_uris=seen_uris)
     if event == "status.update":
         status = _payload_object(event, payload)
         if isinstance(status.get("reblog"), dict):
             raise Ignored("edit_of_boost")
         _check_visibility(status)
-        return [Edit(_post(status, matcher, now_ms, instance, known_uris or {}))]
+        edit = Edit(_post(status, matcher, now_ms, instance, known_uris or {}))
+        if seen_uris is not None:
+            seen_uris.update(status_uris(status))
+        return [edit]
     if event == "delete":
         status_id = str(payload).strip() if isinstance(payload, str | int) and not isinstance(payload, bool) else ""
         if not status_id or len(status_id) > 64 or not status_id.isalnum():
@@ -84,7 +114,8 @@ def parse_event(
         if uri:
             return [Retraction(f"{SOURCE}:{uri}", SOURCE)]
         if not instance:
-            raise Ignored("delete_unknown_instance")
+            # Read from a recording: the status was not earlier in it, so nothing here can key its post.
+            raise Ignored("delete_unknown_instance" if known_uris is None else "delete_of_unseen_status")
         return [Retraction(local_key(instance, status_id), SOURCE)]
     name = _EVENT_NAME.sub("_", event.lower()).strip("_")[:40] or "unnamed"
     raise Ignored(f"event_{name}")
@@ -158,7 +189,12 @@ def _post(
         content = data.get("text")  # a DELETE response carries the source text instead of HTML
     if not isinstance(content, str):
         raise ValueError("'content' must be a string")
-    text = html_to_text(content)
+    quoted = _quoted_status(data.get("quote"))
+    quote_uri = quoted.get("uri") if quoted is not None else None
+    if not isinstance(quote_uri, str) or not quote_uri:
+        quote_uri = None
+    # A quote Post carries its quote (quote_of, quote_url) and the screens show it, so the "RE:" line goes.
+    text = html_to_text(content, hide_quote_line=quote_uri is not None)
     spoiler = data.get("spoiler_text")
     if isinstance(spoiler, str) and spoiler.strip():
         text = f"CW: {spoiler.strip()}\n\n{text}".rstrip()
@@ -181,6 +217,8 @@ def _post(
             "lang": lang if isinstance(lang, str) and lang else None,
             "reply_to": reply_to,
             "media": _media(data.get("media_attachments")),
+            "quote_of": f"{SOURCE}:{quote_uri}" if quote_uri else None,
+            "quote_url": (_opt_str(quoted, "url") or quote_uri) if quoted is not None and quote_uri else None,
         }
     )
 

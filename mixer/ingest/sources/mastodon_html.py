@@ -2,7 +2,8 @@
 
 ``html_to_text`` keeps what Mastodon's web client shows: paragraphs split by a blank line,
 ``<br>`` by a newline, the ``invisible`` spans of shortened links dropped and their
-``ellipsis`` drawn, no markup left. Reading the rest of a status lives in ``mastodon``.
+``ellipsis`` drawn (and, when asked, a quote post's "RE:" line dropped), no markup left.
+Reading the rest of a status lives in ``mastodon``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ _SPACES = re.compile(r"[ \t\r\n\f]+")
 class _TextExtractor(HTMLParser):
     """Collects the text a reader sees: hidden spans dropped, blocks and ``<br>`` as line breaks."""
 
-    def __init__(self) -> None:
+    def __init__(self, hide_quote_line: bool = False) -> None:
         super().__init__(convert_charrefs=True)
+        self._hidden_classes = {"invisible", "quote-inline"} if hide_quote_line else {"invisible"}
         self.parts: list[str] = []
         self._stack: list[tuple[str, bool, bool]] = []  # (tag, hides its text, ellipsis span)
         self._hidden = 0
@@ -33,7 +35,7 @@ class _TextExtractor(HTMLParser):
         if tag in _VOID:
             return
         classes = (dict(attrs).get("class") or "").split()
-        hides = tag in _HIDDEN or "invisible" in classes
+        hides = tag in _HIDDEN or not self._hidden_classes.isdisjoint(classes)
         self._stack.append((tag, hides, tag == "span" and "ellipsis" in classes))
         self._hidden += hides
         self._pre += tag == "pre"
@@ -67,12 +69,13 @@ class _TextExtractor(HTMLParser):
         self.parts.append(data if self._pre else _SPACES.sub(" ", data))
 
 
-def html_to_text(html: str) -> str:
+def html_to_text(html: str, *, hide_quote_line: bool = False) -> str:
     """Plain text of Mastodon HTML: paragraphs split by a blank line, ``<br>`` by a newline, no markup left.
 
-    Raises ValueError for markup ``html.parser`` cannot read (Mastodon sanitises ``content``, so only a broken
-    payload has it)."""
-    parser = _TextExtractor()
+    ``hide_quote_line`` drops a quote post's ``quote-inline`` "RE: <link>" paragraph, as Mastodon's web UI
+    does when it shows the quote itself. Raises ValueError for markup ``html.parser`` cannot read (Mastodon
+    sanitises ``content``, so only a broken payload has it)."""
+    parser = _TextExtractor(hide_quote_line)
     try:
         parser.feed(html)
         parser.close()

@@ -6,7 +6,8 @@ return (X's language codes for "no language" dropped); ``id_of``, ``hashtags_of`
 in common. Both parsers are pure (the ingest time comes in as ``now_ms``) and put
 originals first: a retweet yields the original as its own Post, then the retweet with
 ``boost_of``; a quote yields the quoted tweet (when the payload holds it), then the
-quoting one. Text is what X displays, with X's HTML escapes (``&amp; &lt; &gt;``) undone.
+quoting one with ``quote_of`` (the quoted tweet's key) and ``quote_url`` (``quote_link``).
+Text is what X displays, with X's HTML escapes (``&amp; &lt; &gt;``) undone.
 Parsing a payload lives in ``x_v1`` and ``x_v2``, never here; the live follower
 ``XSource`` (filtered stream, rules, reconnects) lives in ``x_stream``.
 """
@@ -65,6 +66,17 @@ def hashtags_of(entities: Any, field: str, text: str) -> list[str]:
     items = entities.get("hashtags")
     found: Iterable[Any] = items if isinstance(items, list) else []
     return [h[field] for h in found if isinstance(h, dict) and isinstance(h.get(field), str)]
+
+
+def quote_link(expanded: Any, quoted_id: str, entities: Any) -> str:
+    """The URL of quoted tweet ``quoted_id``: the permalink the payload gives, a link entity to it, or X's own."""
+    found = [expanded]
+    urls = entities.get("urls") if isinstance(entities, dict) else None
+    found += [u.get("expanded_url") for u in urls if isinstance(u, dict)] if isinstance(urls, list) else []
+    for url in found:
+        if isinstance(url, str) and url.startswith("https://") and url.rstrip("/").endswith(f"/status/{quoted_id}"):
+            return url
+    return f"{WEB}/i/web/status/{quoted_id}"
 
 
 def whole_second(ms: int) -> int:

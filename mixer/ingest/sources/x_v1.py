@@ -1,7 +1,8 @@
 """X API v1.1: statuses and stream notices to Posts and Retractions (``parse_v1``), the one place v1.1 is read.
 
 A retweet yields the original as its own Post, then the retweet with ``boost_of``; a quote
-yields the quoted status, then the quoting one: originals always come first. Text is the
+yields the quoted status, then the quoting one with ``quote_of``/``quote_url`` (also when
+only ``quoted_status_id_str`` names the quoted tweet): originals always come first. Text is the
 extended tweet's when there is one, cut to ``display_text_range`` (leading reply
 @mentions and the trailing media or quote link) when the entities' indices agree with it,
 then unescaped. A ``delete`` notice is a Retraction; the other stream notices (``limit``,
@@ -22,6 +23,7 @@ from mixer.ingest.sources.x import (
     build_post,
     hashtags_of,
     id_of,
+    quote_link,
     snowflake_ms,
     unescape,
     whole_second,
@@ -69,15 +71,15 @@ class _V1:
             raise ValueError(f"status {tweet_id} has no user.screen_name")
         text, tags = _v1_text(status)
         media = _v1_media(status)
-        boost_of = reply_to = None
+        boost_of = reply_to = quote_of = quote_url = None
         original = status.get("retweeted_status") if depth < MAX_DEPTH else None
         if isinstance(original, dict):
             orig, orig_tags = self.status(original, depth + 1)
             text = f"RT @{orig.author.handle}: {orig.text}"
             tags, media, boost_of = tags + orig_tags, list(orig.media), orig.key
+            quote_of, quote_url = orig.quote_of, orig.quote_url
         else:
-            if isinstance(status.get("quoted_status"), dict) and depth < MAX_DEPTH:
-                self.status(status["quoted_status"], depth + 1)
+            quote_of, quote_url = self.quote(status, depth)
             parent = status.get("in_reply_to_status_id_str") or status.get("in_reply_to_status_id")
             reply_to = f"x:{id_of(parent, 'in_reply_to_status_id_str')}" if parent else None
         post = build_post(
@@ -94,9 +96,25 @@ class _V1:
             reply_to=reply_to,
             boost_of=boost_of,
             media=media,
+            quote_of=quote_of,
+            quote_url=quote_url,
         )
         self.out.setdefault(post.key, post)
         return post, tags
+
+    def quote(self, status: dict[str, Any], depth: int) -> tuple[str | None, str | None]:
+        """The key and URL of the tweet ``status`` quotes (None, None when none); the quoted tweet is added first."""
+        quoted = status.get("quoted_status")
+        if isinstance(quoted, dict) and depth < MAX_DEPTH:
+            post, _ = self.status(quoted, depth + 1)
+            return post.key, post.url
+        quoted_id = status.get("quoted_status_id_str") or status.get("quoted_status_id")
+        if not quoted_id:
+            return None, None
+        quoted_id = id_of(quoted_id, "quoted_status_id_str")
+        link = status.get("quoted_status_permalink")
+        expanded = link.get("expanded") if isinstance(link, dict) else None
+        return f"x:{quoted_id}", quote_link(expanded, quoted_id, status.get("entities"))
 
 
 def _v1_text(status: dict[str, Any]) -> tuple[str, list[str]]:

@@ -2,8 +2,10 @@
 
 The one place v2 is read. Tweets come with their authors, media and referenced tweets
 from ``includes``; a retweet yields its original (when included), then the retweet with
-``boost_of``; a quote the quoted tweet, then the quoting one; a filtered-stream message's
-``matching_rules`` tags add chats. Text is what X displays: no leading reply @mentions, no
+``boost_of``; a quote the quoted tweet (when included), then the quoting one with
+``quote_of`` and ``quote_url``; an author missing from ``includes.users`` is unresolved:
+handle ``id:<author_id>``, no name; a filtered-stream message's ``matching_rules`` tags
+add chats. Text is what X displays: no leading reply @mentions, no
 trailing media or quoted-tweet link (cut using the entities), unescaped; a long post's
 ``note_tweet`` gives its whole text. A tweet whose ``edit_history_tweet_ids`` starts with
 another id is an ``Edit`` of ``x:<first id>``: the key of a tweet is always the id of its
@@ -25,6 +27,7 @@ from mixer.ingest.sources.x import (
     build_post,
     hashtags_of,
     id_of,
+    quote_link,
     snowflake_ms,
     unescape,
     whole_second,
@@ -32,6 +35,7 @@ from mixer.ingest.sources.x import (
 from mixer.models import Edit, Event, Ignored, Post, Retraction
 
 _REPLY_MENTIONS = re.compile(r"^(?:@\w{1,50}(?:\s+|$))+")
+UNRESOLVED = "id:"  # handle prefix of an author known only by id (the payload lacks the author_id expansion)
 
 
 def parse_v2(message: dict[str, Any], matcher: ChatMatcher, now_ms: int) -> list[Event]:
@@ -83,7 +87,8 @@ class _V2:
         """The tweet as a Post (added to ``out``, as an Edit when it is a later version) and its hashtags."""
         tweet_id = id_of(tweet.get("id"), "data.id")
         refs = _refs(tweet.get("referenced_tweets"))
-        user = self.users.get(str(tweet.get("author_id")), {})
+        author_id = tweet.get("author_id")
+        user = self.users.get(str(author_id), {})
         handle = user.get("username") if isinstance(user.get("username"), str) and user["username"] else None
         raw, entities = tweet.get("text"), tweet.get("entities")
         if not isinstance(raw, str):
@@ -94,7 +99,7 @@ class _V2:
         text = unescape(_v2_display(raw, entities, refs))
         tags = hashtags_of(entities, "tag", unescape(raw))
         media = self._media(tweet)
-        boost_of = reply_to = None
+        boost_of = reply_to = quote_of = quote_url = None
         if "retweeted" in refs:
             boost_of = self.key_of(refs["retweeted"])
             original = self.tweets.get(refs["retweeted"]) if depth < MAX_DEPTH else None
@@ -102,9 +107,10 @@ class _V2:
                 orig, orig_tags = self.tweet(original, extra, depth + 1)  # X matched the retweet on its text
                 text = f"RT @{orig.author.handle}: {orig.text}"
                 tags, media = tags + orig_tags, list(orig.media)
+                quote_of, quote_url = orig.quote_of, orig.quote_url
         else:
-            if "quoted" in refs and refs["quoted"] in self.tweets and depth < MAX_DEPTH:
-                self.tweet(self.tweets[refs["quoted"]], [], depth + 1)
+            if "quoted" in refs:
+                quote_of, quote_url = self.quote(refs["quoted"], entities, depth)
             if "replied_to" in refs:
                 reply_to = self.key_of(refs["replied_to"])
         key = self.key_of(tweet_id)
@@ -112,8 +118,9 @@ class _V2:
         post = build_post(
             key=key,
             chats=self.matcher.chats(tags, extra),
-            handle=handle or str(tweet.get("author_id") or "i"),
-            name=user.get("name"),
+            # Without the author_id expansion the author is unresolved: its id, marked, and no name (never a guess).
+            handle=handle or f"{UNRESOLVED}{author_id if isinstance(author_id, str | int) and author_id else '?'}",
+            name=user.get("name") if handle else "",
             avatar=user.get("profile_image_url"),
             text=text,
             url=f"{WEB}/{handle}/status/{tweet_id}" if handle else f"{WEB}/i/web/status/{tweet_id}",
@@ -124,9 +131,19 @@ class _V2:
             reply_to=reply_to,
             boost_of=boost_of,
             media=media,
+            quote_of=quote_of,
+            quote_url=quote_url,
         )
         self.out.setdefault(key, Edit(post) if edited else post)
         return post, tags
+
+    def quote(self, quoted_id: str, entities: Any, depth: int) -> tuple[str, str]:
+        """The key and URL of the quoted tweet; when ``includes`` holds it, it is added to ``out`` first."""
+        quoted = self.tweets.get(quoted_id)
+        if quoted is not None and depth < MAX_DEPTH:
+            post, _ = self.tweet(quoted, [], depth + 1)
+            return self.key_of(quoted_id), post.url
+        return self.key_of(quoted_id), quote_link(None, quoted_id, entities)
 
     def _media(self, tweet: dict[str, Any]) -> list[str]:
         attachments = tweet.get("attachments")

@@ -96,8 +96,10 @@ def test_mentions_and_entities_become_plain_text() -> None:
 def test_invisible_link_parts_are_dropped_and_an_ellipsis_shows_a_shortened_link() -> None:
     [post] = posts(parse_status(load("test_status_card.01.json"), ALL, NOW))
     assert post.text == "example.org/"  # "http://" is an invisible span
-    quoting = posts(parse_status(load("test_status_post_with_quote.01.json"), ALL, NOW))[-1]
-    assert quoting.text == "RE: localhost:3000/@mastodonpy_tes\u2026\n\nyoooooooo"
+    quote = load("test_status_post_with_quote.01.json")
+    quote["quote"] = None  # a server without quote objects: the "RE:" paragraph is the reader's only hint
+    quoting = posts(parse_status(quote, ALL, NOW))[-1]
+    assert quoting.text == "RE: localhost:3000/@mastodonpy_tes\u2026\n\nyoooooooo" and quoting.quote_of is None
 
 
 def test_html_to_text_breaks_lines_and_paragraphs_and_never_keeps_markup() -> None:
@@ -133,11 +135,20 @@ def test_quote_yields_the_quoted_post_and_the_quoting_post() -> None:
     assert quoting.boost_of is None
 
 
+def test_a_quote_post_keeps_its_quote_and_drops_the_re_line_the_screens_replace() -> None:
+    quoted, quoting = posts(parse_status(load("test_status_post_with_quote.01.json"), ALL, NOW))
+    assert quoting.quote_of == quoted.key
+    assert quoting.quote_url == "http://localhost:3000/@mastodonpy_test/117020582917124092" == quoted.url
+    assert quoting.text == "yoooooooo"  # Mastodon's web UI hides the "RE:" line when it shows the quote
+    assert quoting.to_dict()["quote_of"] == quoted.key and "quote_of" not in quoted.to_dict()
+
+
 def test_a_quote_whose_quoted_status_is_not_shown_is_just_the_quoting_post() -> None:
     status = load("test_status_post_with_quote.01.json")
     status["quote"] = {"state": "deleted", "quoted_status": None}
     [post] = posts(parse_status(status, ALL, NOW))
     assert post.key.endswith("/statuses/117020582925004921")
+    assert post.quote_of is None and post.text.startswith("RE: ")  # nothing to link to: the text keeps its hint
 
 
 def test_reply_points_at_its_parent_by_local_id_or_by_uri_when_known() -> None:
@@ -267,6 +278,24 @@ def test_delete_is_a_retraction_by_uri_when_known_else_by_instance_and_id() -> N
         parse_event("delete", records[7]["data"], ALL, NOW)
     with pytest.raises(ValueError, match="status id"):
         parse_event("delete", "<not an id>", ALL, NOW, instance=HOST)
+
+
+def test_statuses_parsed_with_seen_uris_are_remembered_so_their_deletes_retract_by_uri() -> None:
+    seen: dict[str, str] = {}
+    boost = load("test_status_reblog_unreblog.01.json")
+    original, boosted = posts(parse_status(boost, ALL, NOW, known_uris=seen, seen_uris=seen))
+    quote = load("test_status_post_with_quote.01.json")
+    _, quoting = posts(parse_event("update", json.dumps(quote), ALL, NOW, known_uris=seen, seen_uris=seen))
+    assert seen == {
+        boost["id"]: boost["uri"],
+        boost["reblog"]["id"]: boost["reblog"]["uri"],
+        quote["id"]: quote["uri"],
+        quote["quote"]["quoted_status"]["id"]: quote["quote"]["quoted_status"]["uri"],
+    }
+    deleted = [parse_event("delete", s["id"], ALL, NOW, known_uris=seen) for s in (boost, boost["reblog"], quote)]
+    assert deleted == [[Retraction(p.key, "mastodon")] for p in (boosted, original, quoting)]
+    with pytest.raises(Ignored, match="delete_of_unseen_status"):  # a reader's memory without it: not "instance"
+        parse_event("delete", "117000000000000000", ALL, NOW, known_uris=seen)
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from mixer.backoff import Backoff
 from mixer.codec import FIELD, unpack_post
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import CursorStore, Publisher
+from mixer.ingest.recorded import parse_line
 from mixer.ingest.sources.x import load_json
 from mixer.ingest.sources.x_stream import STREAM_PATH, XSource
 from mixer.ingest.sources.x_v1 import parse_v1
@@ -300,6 +301,28 @@ def test_v1_stream_notices_are_retractions_or_ignored() -> None:
         with pytest.raises(Ignored) as caught:
             parse_v1(notice, EVERY_TAG, NOW)
         assert caught.value.reason == reason
+
+
+# X's documented v1.1 notices, exactly as its "Streaming message types" page shows them
+# (developer.x.com/en/docs/x-api/v1/tweets/filter-realtime/guides/streaming-message-types).
+V1_NOTICES = {
+    "scrub_geo_notice": b'{"scrub_geo":{"user_id":14090452,"user_id_str":"14090452","up_to_status_id":23260136625,'
+    b'"up_to_status_id_str":"23260136625"}}',
+    "status_withheld_notice": b'{"status_withheld":{"id":1234567890,"user_id":123456,'
+    b'"withheld_in_countries":["DE", "AR"]}}',
+    "user_withheld_notice": b'{"user_withheld":{"id":123456,"withheld_in_countries":["DE","AR"]}}',
+    "disconnect_notice": b'{"disconnect":{"code": 4,"stream_name":"","reason":""}}',
+}
+
+
+@pytest.mark.parametrize("reason", V1_NOTICES)
+def test_v1_geo_withheld_and_disconnect_notices_are_ignored_by_name_in_a_recording_too(reason: str) -> None:
+    with pytest.raises(Ignored) as caught:
+        parse_v1(load_json(V1_NOTICES[reason]), EVERY_TAG, NOW)
+    assert caught.value.reason == reason
+    with pytest.raises(Ignored) as caught:  # read from a recording: recognised as a notice, not "unrecognised"
+        parse_line(V1_NOTICES[reason])
+    assert caught.value.reason == reason
 
 
 def test_v1_status_without_user_or_id_is_malformed() -> None:
