@@ -62,9 +62,9 @@ async def read_range(redis: aioredis.Redis, key: str, after: str, last: str = "+
     return [_entry(raw) for raw in reply]
 
 
-async def read_tail(redis: aioredis.Redis, key: str, count: int) -> list[Entry]:
-    """The newest ``count`` entries of ``key``, oldest first."""
-    reply: Any = await redis.xrevrange(key, count=count)
+async def read_tail(redis: aioredis.Redis, key: str, count: int, before: str = "+") -> list[Entry]:
+    """The newest ``count`` entries of ``key`` (strictly before ``before`` when given), oldest first."""
+    reply: Any = await redis.xrevrange(key, max=before if before == "+" else f"({before}", count=count)
     return [_entry(raw) for raw in reversed(reply)]
 
 

@@ -26,6 +26,7 @@ const PING_EVERY_MS = 20000;
 const SILENCE_LIMIT_MS = 2.5 * PING_EVERY_MS; // no frame at all for this long: a half-open socket
 const GAP_LIMIT = 1000; // most posts fetched back after a lag frame
 const NEUTRAL_COLOUR = "#607080";
+const WAITING = "Waiting for the first posts…";
 const LABELS = {
   connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…",
   offline: "Offline: cannot reach the feed", blocked: "This site is not allowed to show this feed",
@@ -62,6 +63,8 @@ const CSS = `
 a{color:inherit;text-decoration:none}
 a:hover .time,a:focus-visible .time{color:var(--link);text-decoration:underline}
 .text{margin:4px 0 0;white-space:pre-wrap;overflow-wrap:anywhere;unicode-bidi:isolate}
+.quote{margin:2px 0 0;overflow:hidden;color:var(--muted);font-size:12px;white-space:nowrap;text-overflow:ellipsis}
+.quote>*{unicode-bidi:isolate}
 .empty{margin:auto;padding:16px;color:var(--muted);text-align:center}
 .foot{padding:6px 12px;border-top:1px solid var(--edge);color:var(--muted);font-size:11px;text-align:end}
 .foot a{color:var(--link)}
@@ -212,7 +215,7 @@ function mount(script, options) {
   const list = element("div", "list");
   list.setAttribute("role", "feed");
   list.setAttribute("aria-label", "Posts");
-  const empty = element("p", "empty", "Waiting for the first posts…");
+  const empty = element("p", "empty", WAITING);
   const foot = element("footer", "foot");
   const home = element("a", "", "chatmixer");
   home.setAttribute("href", `${origin}/`);
@@ -301,8 +304,25 @@ function mount(script, options) {
     text.append(element("bdi", "", String(post.text ?? "")));
     const body = element("div", "body");
     body.append(head, text);
+    const quote = quoteLine(post);
+    if (quote) body.append(quote);
     article.append(avatar(author), body);
     return article;
+  }
+
+  // A quote post's line naming the post it quotes: a link when its URL is http(s), text in any case.
+  function quoteLine(post) {
+    if (typeof post.quote_of !== "string" || !post.quote_of) return null;
+    const href = httpUrlOrNull(post.quote_url);
+    const line = element("p", "quote", "\u21AA quoting ");
+    const target = element(href ? "a" : "span", "", href ? href.replace(/^https?:\/\//, "") : "a post");
+    if (href) {
+      target.setAttribute("href", href);
+      target.setAttribute("rel", "noopener nofollow noreferrer");
+      target.setAttribute("target", "_blank");
+    }
+    line.append(target);
+    return line;
   }
 
   function remember(id) {
@@ -350,6 +370,11 @@ function mount(script, options) {
       box.setAttribute("aria-label", `${event.name}: live feed`);
     }
     if (!Array.isArray(chats)) return;
+    // A data-chats naming no chat of this feed would wait forever: say so, and which chats there are.
+    const here = chats.map((chat) => normalizeTag(chat?.tag ?? "")).filter(Boolean);
+    const tags = (list) => list.map((tag) => `#${tag}`).join(", ");
+    empty.textContent = options.chats && here.length && !options.chats.some((tag) => here.includes(tag))
+      ? `None of the chats ${tags(options.chats)} is on this feed. Chats here: ${tags(here)}.` : WAITING;
     state.chats.clear();
     for (const chat of chats) {
       if (chat && typeof chat === "object" && chat.tag) state.chats.set(normalizeTag(chat.tag), chat);

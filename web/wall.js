@@ -32,6 +32,7 @@ const SILENCE_LIMIT_MS = 2.5 * PING_EVERY_MS;
 const CLOCK_REFRESH_MS = 15000;
 const DIRECTORY_REFRESH_MS = 60_000; // how often "live now" / "next ..." in the legend is brought up to date
 const CONNECTION_LABELS = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" };
+const WAITING_TEXT = "Waiting for the first posts…"; // until the first card (index.html says the same)
 
 const query = new URLSearchParams(window.location.search);
 
@@ -276,6 +277,18 @@ function applyChats(chats, withSlots) {
   legend.setChats(chats, withSlots);
   setChatColours(legend.chats);
   for (const badge of document.querySelectorAll(".badge[data-tag]")) colourBadge(badge, badge.dataset.tag);
+  sayIfNoChatMatches(chats);
+}
+
+/** A ?chats= filter naming no chat of this feed would wait forever: say so, and which chats there are. */
+function sayIfNoChatMatches(chats) {
+  const here = chats.map((chat) => normalizeTag((chat && chat.tag) || "")).filter(Boolean);
+  const miss = options.filter && here.length > 0 && !here.some((tag) => options.filter.has(tag));
+  const tags = (list) => list.map((tag) => `#${tag}`).join(", ");
+  page.empty.textContent = miss
+    ? `None of the chats ${tags([...options.filter])} is on this feed. Chats here: ${tags(here)}.`
+    : WAITING_TEXT;
+  page.empty.dataset.miss = String(Boolean(miss));
 }
 
 function setConnectionState(name) {

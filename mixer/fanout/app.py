@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, web
@@ -72,9 +73,18 @@ from mixer.webhook import Webhook
 
 log = logging.getLogger(__name__)
 
+FEED_PAGE = 500  # entries per read of /api/feed at most (the first read is `limit` entries, then doubling)
+FEED_SCAN_MAX = 10_000  # entries one /api/feed request reads at most: bounded work even when few of them are posts
+
+# The largest body POST /api/posts reads (aiohttp's client_max_size, for every route): a hundred posts at their
+# largest (mixer.models.LIMITS) fit; a 50 MB post never reaches the parser, let alone the feed.
+WEBHOOK_MAX_BYTES = 1 << 20
+
 
 async def feed_handler(request: web.Request) -> web.Response:
-    """``GET /api/feed?since=&limit=&chats=``: history in feed order (the newest ``limit`` without since)."""
+    """``GET /api/feed?since=&limit=&chats=``: up to ``limit`` posts as shown (edits applied, retracted and hidden
+    ones left out, ``chats`` applied), in feed order: the newest without ``since``, else the first after it. Reads
+    the profile's stream in pages, at most ``FEED_SCAN_MAX`` entries a request."""
     app = request.app
     since = parse_since(request.query.get("since"))
     chats = parse_chats(request.query.get("chats"))
@@ -83,20 +93,38 @@ async def feed_handler(request: web.Request) -> web.Response:
     except ValueError:
         raise web.HTTPBadRequest(text="limit must be a number") from None
     profile = parse_profile(request)
-    redis, feed = app[REDIS], app[STREAMS][profile]
-    if since is None:
-        entries = await read_tail(redis, feed, limit if chats is None else 1000)
-        items = select(chats, await history(redis, app[KEYS], entries))[-limit:]
-    else:
-        items, after = [], since
-        while len(items) < limit:
-            entries = await read_range(redis, feed, after, count=limit)
-            if not entries:
-                break
-            items += select(chats, await history(redis, app[KEYS], entries))
+    redis, keys, feed = app[REDIS], app[KEYS], app[STREAMS][profile]
+    pages: list[list[dict[str, Any]]] = []
+    found = scanned = 0
+    size = min(limit, FEED_PAGE)  # doubled per page: most feeds are mostly posts, a narrow filter reads on
+    before, after = "+", since or ""  # reading back from the end (no since), or on from since
+    top = None  # without since: the newest entry read, where this history ends
+    while found < limit and scanned < FEED_SCAN_MAX:
+        count = min(size, FEED_SCAN_MAX - scanned)
+        if since is None:
+            entries = await read_tail(redis, feed, count, before)
+        else:
+            entries = await read_range(redis, feed, after, count=count)
+        if not entries:
+            break
+        scanned += len(entries)
+        size = min(size * 2, FEED_PAGE)
+        posts = select(chats, await history(redis, keys, entries))
+        found += len(posts)
+        if since is None:
+            top, before = top or entries[-1][0], entries[0][0]
+            pages.insert(0, posts)
+        else:
             after = entries[-1][0]
+            pages.append(posts)
+    items = [post for page in pages for post in page]
+    if since is None:
+        items, cursor = items[-limit:], top or app[HUBS][profile].cursor
+    elif len(items) >= limit:
         items = items[:limit]
-    cursor = items[-1]["id"] if items else since or app[HUBS][profile].cursor
+        cursor = items[-1]["id"]
+    else:
+        cursor = after  # the last entry read (``since`` when none): the next request goes on from there
     return web.Response(body=dumps({"items": items, "cursor": cursor}), content_type="application/json")
 
 
@@ -115,8 +143,15 @@ async def webhook_handler(request: web.Request) -> web.Response:
     webhook = request.app[WEBHOOK]
     if webhook is None:
         raise web.HTTPServiceUnavailable(text="this server runs no webhook ingest")
+    too_large = f"POST /api/posts takes at most {WEBHOOK_MAX_BYTES:,} bytes a request: send fewer records at a time"
+    if request.content_length is not None and request.content_length > WEBHOOK_MAX_BYTES:
+        raise web.HTTPRequestEntityTooLarge(  # refused before reading: the sender learns why at once
+            WEBHOOK_MAX_BYTES, request.content_length, text=f"{too_large} (this one is {request.content_length:,})"
+        )
     try:
         body = json.loads(await request.read())
+    except web.HTTPRequestEntityTooLarge:  # a chunked body, cut off by client_max_size as it grew
+        raise web.HTTPRequestEntityTooLarge(WEBHOOK_MAX_BYTES, WEBHOOK_MAX_BYTES + 1, text=too_large) from None
     except ValueError as exc:
         raise web.HTTPBadRequest(text=f"not JSON: {exc}") from None
     got = await webhook.receive(body if isinstance(body, list) else [body], request.remote or "?")
@@ -186,7 +221,7 @@ def create_app(
     """The fan-out server for ``settings`` on the Redis at ``redis_url``; nothing starts until it runs.
     ``webhook`` makes what ``POST /api/posts`` hands its records to, given the app's Redis client; ``pages`` is
     the folder the pages are served from (default: the installed ``mixer.web``)."""
-    app = web.Application()
+    app = web.Application(client_max_size=WEBHOOK_MAX_BYTES)
     app[SETTINGS] = settings
     app[KEYS] = Keys(settings.key_prefix)
     keys = Keys(settings.key_prefix)

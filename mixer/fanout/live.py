@@ -40,7 +40,7 @@ from mixer.fanout.appkeys import (
 from mixer.fanout.clients import HEARTBEAT_PARTS, Client
 from mixer.fanout.frames import chunk, encode_message, wire
 from mixer.fanout.hub import Hub
-from mixer.fanout.messages import BATCH_POSTS, select
+from mixer.fanout.messages import BATCH_POSTS, frames_for, select
 from mixer.feed import decode_entries, history
 from mixer.keys import Keys
 from mixer.models import normalize_tag
@@ -156,9 +156,14 @@ def parse_since(raw: str | None) -> str | None:
 
 
 async def greeting(app: web.Application, profile: str) -> dict[str, Any]:
-    """The hello a new /ws or /events client of ``profile`` gets, once its hub follows the feed."""
+    """The hello a new /ws or /events client of ``profile`` gets, once its hub follows the feed: the pinned post
+    as the profile's stream last said it (under that stream's ids), the feed's until the shaping stage passed a pin."""
     await app[FOLLOWERS][profile].wait()
-    raw_pin = await app[REDIS].get(app[KEYS].pinned)
+    keys = app[KEYS]
+    # (both keys in the {feed} slot: one MGET on Redis Cluster too)
+    wanted = [keys.pinned] if profile == "full" else [keys.shaped_pinned(profile), keys.pinned]
+    stored: list[Any] = await app[REDIS].mget(wanted)
+    raw_pin = next((raw for raw in stored if raw is not None), None)
     pinned = msgpack.unpackb(raw_pin, raw=False) if raw_pin is not None else None
     return hello(app[SETTINGS], app[HUBS][profile].cursor, profile, pinned)
 
@@ -280,8 +285,9 @@ async def catch_up(
     client: Client,
     since: str,
 ) -> None:
-    """Send every feed post after ``since`` up to the hub's cursor, which may move meanwhile; or, when part of
-    that gap was trimmed from the history, a ``reset`` (reload from /api/feed) instead of a silent partial gap."""
+    """Send every feed post after ``since`` up to the hub's cursor, which may move meanwhile, and after them what
+    else the gap holds (pins, retractions, updates of posts from before it); or, when part of that gap was trimmed
+    from the history, a ``reset`` (reload from /api/feed) instead of a silent partial gap."""
     try:
         lost = await gap_lost(redis, stream, since)
     except RedisError:  # no such stream yet: nothing was ever trimmed from it
@@ -297,7 +303,15 @@ async def catch_up(
         chosen = select(client.chats, await history(redis, keys, entries))
         if chosen:
             await send({"type": "posts", "items": chosen})
+        # (a post inside the gap came as it stands now: only posts from before it need their updates)
+        controls = [(k, i) for k, i in decode_entries(entries) if k != "p" and (k != "u" or _before(i, since))]
+        for message in frames_for(client.chats, controls):
+            await send(message)
         after = entries[-1][0]
+
+
+def _before(item: dict[str, Any], since: str) -> bool:
+    return isinstance(item.get("id"), str) and _ID.match(item["id"]) is not None and id_key(item["id"]) <= id_key(since)
 
 
 async def events_handler(request: web.Request) -> web.StreamResponse:

@@ -5,9 +5,9 @@ and images of our own come from ``/static/``; only post avatars and media may co
 the networks. ``web/`` ships inside the wheel as the package ``mixer.web``: ``web_dir``
 finds it through the package, never relative to a checkout. ``page_routes`` lists the page
 routes for ``create_app``, ``/qr.svg`` (the event's join link as a QR code, drawn by segno)
-among them; what each page does lives in its own files under ``web/``. ``cors_headers``
-lets pages of other origins (the embedded widget, docs/embed.md) read the few read-only
-endpoints it needs.
+and ``/favicon.ico`` (our icon, ``web/favicon.svg``) among them; what each page does lives in
+its own files under ``web/``. ``cors_headers`` lets pages of other origins (the embedded
+widget, docs/embed.md) read the few read-only endpoints it needs.
 """
 
 from __future__ import annotations
@@ -73,6 +73,13 @@ def qr_code_route(settings: Settings) -> web.RouteDef:
     return web.get("/qr.svg", qr_code)
 
 
+# /favicon.ico: an SVG (holding no script, and none may run if it is opened directly), cached for a day.
+ICON_HEADERS = {
+    "Content-Type": "image/svg+xml",
+    "Cache-Control": "public, max-age=86400",
+    "Content-Security-Policy": "default-src 'none'",
+}
+
 # What /static/ serves: our scripts, styles and images, nothing else that lies in web/ (its __init__.py).
 ASSET_SUFFIXES = frozenset({".js", ".css", ".svg", ".png", ".ico"})
 
@@ -87,8 +94,8 @@ def web_dir() -> Path:
 
 
 def page_routes(settings: Settings, web_dir: Path) -> list[web.AbstractRouteDef]:
-    """The page routes: the wall at ``/``, ``/qr.svg``, the console at ``/mod``, the widget's routes and the
-    static files under ``/static/`` (only ``ASSET_SUFFIXES``, only files directly in ``web_dir``)."""
+    """The page routes: the wall at ``/``, ``/favicon.ico``, ``/qr.svg``, the console at ``/mod``, the widget's
+    routes and the static files under ``/static/`` (only ``ASSET_SUFFIXES``, only files directly in ``web_dir``)."""
 
     async def static(request: web.Request) -> web.FileResponse:
         name = request.match_info["name"]  # one path segment: the route does not match a '/'
@@ -103,8 +110,13 @@ def page_routes(settings: Settings, web_dir: Path) -> list[web.AbstractRouteDef]
     async def console(request: web.Request) -> web.FileResponse:
         return web.FileResponse(web_dir / "mod.html")
 
+    async def favicon(request: web.Request) -> web.FileResponse:
+        # Browsers and tools ask for /favicon.ico whatever the pages link (they link /static/favicon.svg).
+        return web.FileResponse(web_dir / "favicon.svg", headers=ICON_HEADERS)
+
     return [
         web.get("/", index),
+        web.get("/favicon.ico", favicon),
         qr_code_route(settings),
         web.get("/mod", console),
         *embed_routes(settings, web_dir),
@@ -144,7 +156,9 @@ def embed_routes(settings: Settings, web_dir: Path) -> list[web.RouteDef]:
 
     async def widget(request: web.Request) -> web.FileResponse:
         # Short caching: pages everywhere load this file, and a new version should reach them within minutes.
-        return web.FileResponse(web_dir / "embed.js", headers={"Cache-Control": "public, max-age=300"})
+        # The charset too: a host page in another encoding would otherwise garble the widget's own "…".
+        headers = {"Cache-Control": "public, max-age=300", "Content-Type": "text/javascript; charset=utf-8"}
+        return web.FileResponse(web_dir / "embed.js", headers=headers)
 
     async def frame(request: web.Request) -> web.FileResponse:
         return web.FileResponse(web_dir / "embed.html", headers={"Content-Security-Policy": embed_csp})

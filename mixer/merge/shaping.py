@@ -4,9 +4,12 @@ Runs beside the merge stage (one leader computes the shaped streams; every fan-o
 replica reads them, so all clients of a profile see the same posts with the same ids).
 Each shaped profile's ``Shaper`` decides what leaves when; this stage keeps the posts
 while they wait, writes what leaves to ``Keys.shaped(profile)`` with ids of that stream
-and ``ref`` = the post's feed id, passes edits of emitted posts on as ``update`` entries
-and retractions as ``retract`` entries (ids mapped to the profile's), and counts drops
-per chat. Entries, drop counts and the cursor are written in one MULTI; the cursor never
+and ``ref`` = the post's feed id, and counts drops per chat. Only posts are shaped: every
+other feed entry is a control message that every profile passes on (edits of emitted posts
+as ``update`` entries, retractions as ``retract`` entries, pins and unpins as ``pin`` entries,
+and any kind added later the same way, as it is), with the feed ids in it mapped to the
+profile's; a pin also sets ``Keys.shaped_pinned(profile)`` (what a new client's hello shows).
+Entries, drop counts, pins and the cursor are written in one MULTI; the cursor never
 passes a post still waiting, and the refs of the newest ``REMEMBER`` entries are reloaded
 on start, so a restart neither loses nor repeats a post, and edits and retractions of the
 posts it emitted before the restart still reach the profile's screens.
@@ -27,7 +30,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from mixer.backoff import Backoff
-from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD, unpack_item
+from mixer.codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, unpack_item
 from mixer.keys import Keys
 from mixer.merge.lease import Fence, fenced
 from mixer.merge.shaper import Shaper
@@ -66,6 +69,7 @@ class ShapingStage:
         self._waiting: dict[str, dict[str, Any]] = {}  # feed id -> post, while any shaper holds it (feed order)
         self._emitted: dict[str, OrderedDict[str, str]] = {p.name: OrderedDict() for p in self._profiles}
         self._ids: dict[str, FeedIds] = {}
+        self._pins: dict[str, dict[str, Any] | None] = {}  # profile -> its newest pin of this step (None: unpinned)
         self._read = "0-0"
         self._committed = "0-0"
 
@@ -134,14 +138,28 @@ class ShapingStage:
         return await self._write(writes, drops)
 
     def _handle(self, entry_id: str, raw: bytes, kind: bytes, now: float, writes: dict[str, list[Any]]) -> None:
+        """Posts are offered to the shapers; every other entry is a control message for every profile."""
         if kind == FIELD:
             post = unpack_item(entry_id, raw)
             for name, shaper in self.shapers.items():
                 if entry_id not in self._emitted[name]:
                     shaper.offer(entry_id, tuple(post["chats"]), now)
             self._waiting[entry_id] = {k: v for k, v in post.items() if k != "id"}
-        elif kind == EDIT_FIELD:
-            post = msgpack.unpackb(raw, raw=False)
+        elif not kind:
+            raise ValueError("an entry of a kind this version does not know")
+        elif not isinstance(payload := msgpack.unpackb(raw, raw=False), dict):
+            raise ValueError("a control entry that is not a map")
+        else:
+            self._pass_on(kind, payload, now, writes)
+
+    def _pass_on(self, kind: bytes, payload: dict[str, Any], now: float, writes: dict[str, list[Any]]) -> None:
+        """A control entry to every profile, with the feed ids in it as the profile's where it showed the post.
+
+        Edits and retractions concern only posts a profile emitted (one still waiting leaves edited, one
+        retracted never leaves); a pin, and any kind added later, goes to every profile as it is.
+        """
+        if kind == EDIT_FIELD:
+            post = payload
             feed_id = post["id"]
             if feed_id in self._waiting:
                 self._waiting[feed_id] = {k: v for k, v in post.items() if k != "id"}
@@ -149,7 +167,7 @@ class ShapingStage:
                 if (mine := self._emitted[name].get(feed_id)) is not None:
                     writes[name].append((EDIT_FIELD, self._next(name, now), {**post, "id": mine, "ref": feed_id}))
         elif kind == RETRACT_FIELD:
-            gone = msgpack.unpackb(raw, raw=False)["ids"]
+            gone = payload["ids"]
             for name, shaper in self.shapers.items():
                 for feed_id in gone:
                     shaper.remove(feed_id)
@@ -157,6 +175,20 @@ class ShapingStage:
                 mapped = [m for f in gone if (m := self._emitted[name].get(f)) is not None]
                 if mapped:
                     writes[name].append((RETRACT_FIELD, self._next(name, now), {"ids": mapped}))
+        else:
+            for name in self.shapers:
+                passed = self._mapped(name, payload)
+                writes[name].append((kind, self._next(name, now), passed))
+                if kind == PIN_FIELD:
+                    self._pins[name] = passed.get("post")
+
+    def _mapped(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """``payload`` with its ``post`` under the profile's id (and ``ref`` = its feed id) if the profile showed it."""
+        post = payload.get("post")
+        mine = self._emitted[name].get(str(post.get("id"))) if isinstance(post, dict) else None
+        if not isinstance(post, dict) or mine is None:
+            return payload
+        return {**payload, "post": {**post, "id": mine, "ref": post["id"]}}
 
     def _next(self, name: str, now: float) -> str:
         return self._ids[name].next(int(now * 1000))
@@ -184,6 +216,7 @@ class ShapingStage:
         if id_key(cursor) < id_key(self._committed):
             cursor = self._committed
         count = sum(len(w) for w in writes.values())
+        pins, self._pins = self._pins, {}
         if not count and not any(drops.values()) and cursor == self._committed:
             return 0
 
@@ -195,6 +228,8 @@ class ShapingStage:
             for name, counts in drops.items():
                 for chat, n in counts.items():
                     tx.hincrby(self._keys.shaped_drops(name), chat, n)
+            for name, pinned in pins.items():  # nil, not deleted, once unpinned: the hello then shows no pin
+                tx.set(self._keys.shaped_pinned(name), msgpack.packb(pinned, use_bin_type=True))
             tx.hset(self._keys.shaped_cursor, "feed", cursor)
 
         await fenced(self._redis, self.fence, fill)

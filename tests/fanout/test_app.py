@@ -3,10 +3,15 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from typing import Any
 
 import aiohttp
+import msgpack
+import pytest
 import redis.asyncio as aioredis
 
+from mixer.codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, pack_post
+from mixer.fanout import app as app_module
 from mixer.fanout.app import create_app
 from mixer.fanout.appkeys import HUB
 from mixer.keys import Keys
@@ -54,6 +59,55 @@ async def test_since_returns_exactly_the_missed_posts(redis: aioredis.Redis, key
             assert body["cursor"] == ids[2]
         async with http.get(f"{srv.url}/api/feed?limit=2") as resp:
             assert [i["key"] for i in (await resp.json())["items"]] == ["k4", "k5"]
+
+
+async def test_api_feed_limit_counts_posts_as_shown_on_every_profile_and_with_chats(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    """Boosts, edits, retractions and pins are feed entries too: ``limit`` counts the posts a screen shows."""
+    shown: dict[str, list[str]] = {"full": [], "wall": [], "edchat": []}
+    for n in range(40):
+        chats = ("smbiz",) if n % 2 else ("edchat",)
+        post = make_post(f"k{n}", chats, text=f"post {n}")
+        feed_id = (await redis.xadd(keys.feed, {FIELD: pack_post(post)})).decode()
+        stored = {**post.to_dict(), "id": feed_id}  # the post index, as the merge stage keeps it
+        await redis.xadd(keys.shaped("wall"), {FIELD: msgpack.packb({**stored, "ref": feed_id})})
+        if n % 5 == 4:  # hidden by a moderator: history leaves it out
+            stored["hidden"] = True
+        else:
+            shown["full"] += [post.key]
+            shown["edchat"] += [post.key] if "edchat" in chats else []
+        await redis.hset(keys.index, post.key, msgpack.packb(stored))
+        for stream in (keys.feed, keys.shaped("wall")):  # an edit, a hide, a pin after every post
+            await redis.xadd(stream, {EDIT_FIELD: msgpack.packb({**post.to_dict(), "id": feed_id})})
+            await redis.xadd(stream, {RETRACT_FIELD: msgpack.packb({"ids": [feed_id], "keys": [post.key]})})
+            await redis.xadd(stream, {PIN_FIELD: msgpack.packb({"post": None})})
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        for query, expected in (
+            ("limit=10", shown["full"][-10:]),
+            ("limit=10&chats=edchat", shown["edchat"][-10:]),
+            ("limit=10&profile=wall", shown["full"][-10:]),
+            ("limit=3&profile=wall&chats=edchat", shown["edchat"][-3:]),
+        ):
+            async with http.get(f"{srv.url}/api/feed?{query}") as resp:
+                assert [i["key"] for i in (await resp.json())["items"]] == expected, query
+
+
+async def test_api_feed_reads_a_bounded_number_of_entries_per_request_and_its_cursor_goes_on_from_there(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app_module, "FEED_SCAN_MAX", 100)
+    [rare] = await add_to_feed(redis, keys, make_post("rare", ("journchat",)))
+    busy = await add_to_feed(redis, keys, *(make_post(f"b{n}") for n in range(150)))
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.get(f"{srv.url}/api/feed?chats=journchat&limit=5") as resp:
+            assert (await resp.json())["items"] == []  # the rare post lies beyond the 100 newest entries
+        async with http.get(f"{srv.url}/api/feed?chats=journchat&limit=5&since=0-0") as resp:
+            body = await resp.json()
+            assert [i["id"] for i in body["items"]] == [rare]
+            assert body["cursor"] == busy[98]  # 100 entries read: the rare post and 99 others
+        async with http.get(f"{srv.url}/api/feed?chats=journchat&limit=5&since={body['cursor']}") as resp:
+            assert await resp.json() == {"items": [], "cursor": busy[-1]}
 
 
 async def test_bad_query_is_refused_with_400(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
@@ -229,6 +283,50 @@ async def test_a_resume_from_a_trimmed_gap_says_reset_instead_of_a_silent_hole(
         async with http.ws_connect(f"{srv.ws_url}?since={ids[4]}") as ws:  # nothing after it was trimmed
             await ws.receive_json(timeout=5)
             assert [i["key"] for i in await receive_posts(ws, 1)] == ["t5"]
+
+
+async def test_a_resume_gets_the_pins_and_retractions_in_its_gap_not_only_the_posts(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    ids = await add_to_feed(redis, keys, make_post("shown"), make_post("gap"))
+    pinned = {**make_post("shown").to_dict(), "id": ids[0]}
+    # The hello read the pin just before the merge stage wrote the unpin (and a hide) that the gap holds.
+    await redis.set(keys.pinned, msgpack.packb(pinned))
+    await redis.xadd(keys.feed, {PIN_FIELD: msgpack.packb({"post": None})})
+    await redis.xadd(keys.feed, {RETRACT_FIELD: msgpack.packb({"ids": [ids[0]], "keys": ["shown"]})})
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{srv.ws_url}?since={ids[0]}") as ws:
+            assert (await ws.receive_json(timeout=5))["pinned"]["id"] == ids[0]
+            [live] = await add_to_feed(redis, keys, make_post("live"))
+            frames = []
+            while not frames or frames[-1]["type"] != "posts" or frames[-1]["items"][-1]["id"] != live:
+                frames.append(await ws.receive_json(timeout=5))
+    kinds = [(f["type"], f.get("post", f.get("ids", [i["key"] for i in f.get("items", [])]))) for f in frames]
+    assert kinds[:3] == [("posts", ["gap"]), ("pin", None), ("retract", [ids[0]])]
+
+
+async def test_the_hello_shows_the_pinned_post_as_the_profiles_own_stream_last_said_it(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    post = make_post("pinned").to_dict()
+    await redis.set(keys.pinned, msgpack.packb({**post, "id": "5-0"}))
+
+    async def hellos(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+        pins = {}
+        for profile in ("full", "wall"):
+            async with http.ws_connect(f"{url}?profile={profile}") as ws:
+                pins[profile] = (await ws.receive_json(timeout=5))["pinned"]
+        return pins
+
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        pins = await hellos(http, srv.ws_url)  # the shaping stage passed no pin yet: the feed's stands in
+        assert pins["full"]["id"] == pins["wall"]["id"] == "5-0"
+        await redis.set(keys.shaped_pinned("wall"), msgpack.packb({**post, "id": "9-0", "ref": "5-0"}))
+        pins = await hellos(http, srv.ws_url)
+        assert (pins["full"]["id"], pins["wall"]["id"]) == ("5-0", "9-0")  # under the id the wall's cards have
+        await redis.set(keys.shaped_pinned("wall"), msgpack.packb(None))  # the wall's stream said: unpinned
+        pins = await hellos(http, srv.ws_url)
+        assert pins["wall"] is None and pins["full"]["id"] == "5-0"
 
 
 async def test_permessage_deflate_is_off_unless_the_client_asks(

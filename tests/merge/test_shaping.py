@@ -7,7 +7,7 @@ from typing import Any
 import msgpack
 import redis.asyncio as aioredis
 
-from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD, pack_post
+from mixer.codec import ACTION_FIELD, EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, pack_post
 from mixer.keys import Keys
 from mixer.merge.shaping import ShapingStage
 from mixer.settings import Profile
@@ -82,6 +82,52 @@ async def test_edits_and_retractions_of_emitted_posts_follow_with_the_profiles_i
     assert [kind for kind, _ in out] == ["p", "u", "r"]
     assert out[1][1]["id"] == emitted["entry"] and out[1][1]["text"] == "edited"
     assert out[2][1]["ids"] == [emitted["entry"]]
+
+
+async def test_pins_unpins_and_any_other_control_entry_reach_every_profile_with_the_profiles_ids(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    calm = Profile("calm", rate=0.1, burst=1, max_wait=60.0)
+    ids = await feed(redis, keys, ("x:1", "smbiz"), ("x:2", "smbiz"))
+    clock = FakeClock()
+    clock.now += 3600  # so a profile's own ids cannot coincide with the feed's
+    shaping = ShapingStage(redis, keys, [WALL, calm], clock=clock)
+    await redis.hset(keys.shaped_cursor, "feed", "0-0")
+    await shaping.load()
+    await shaping.step(max_block=0.01)  # the wall shows both posts, the calm profile only the first so far
+    stored = {ids[1]: {**make_post("x:2").to_dict(), "id": ids[1]}}
+    await redis.xadd(keys.feed, {PIN_FIELD: msgpack.packb({"post": stored[ids[1]]})})
+    await redis.xadd(keys.feed, {PIN_FIELD: msgpack.packb({"post": None})})
+    # A kind of entry this stage has no case for stands for one added later: it goes everywhere as it is.
+    await redis.xadd(keys.feed, {ACTION_FIELD: msgpack.packb({"future": True})})
+    await shaping.step(max_block=0.01)
+
+    pinned_ids = {}
+    for name in ("wall", "calm"):
+        entries = await read_range(redis, keys.shaped(name), "0-0", count=100)
+        out = [(kind.decode(), msgpack.unpackb(raw), eid) for eid, raw, kind in entries]
+        shown = {body["ref"]: eid for kind, body, eid in out if kind == "p"}
+        pinned, unpinned = [body for kind, body, _ in out if kind == "n"]
+        assert pinned["post"]["key"] == "x:2" and unpinned == {"post": None}
+        pinned_ids[name] = (pinned["post"]["id"], shown.get(ids[1]))
+        assert [body for kind, body, _ in out if kind == "a"] == [{"future": True}]
+        assert msgpack.unpackb(await redis.get(keys.shaped_pinned(name))) is None  # what a new client's hello says
+    # Under the profile's own id where it showed the post (so its edits and retraction match the pin), else the feed's.
+    assert pinned_ids["wall"][0] == pinned_ids["wall"][1] != ids[1]
+    assert pinned_ids["calm"] == (ids[1], None)
+
+
+async def test_a_profiles_pinned_post_is_kept_for_the_hello_under_its_id(redis: aioredis.Redis, keys: Keys) -> None:
+    [first] = await feed(redis, keys, ("x:1", "smbiz"))
+    clock = FakeClock()
+    clock.now += 3600  # so the profile's own ids cannot coincide with the feed's
+    shaping = await stage(redis, keys, clock)
+    await shaping.step(max_block=0.01)
+    [(_, emitted)] = await shaped(redis, keys)
+    await redis.xadd(keys.feed, {PIN_FIELD: msgpack.packb({"post": {**make_post("x:1").to_dict(), "id": first}})})
+    await shaping.step(max_block=0.01)
+    pinned = msgpack.unpackb(await redis.get(keys.shaped_pinned("wall")))
+    assert (pinned["key"], pinned["id"], pinned["ref"]) == ("x:1", emitted["entry"], first)
 
 
 async def test_a_restarted_stage_neither_repeats_nor_loses_a_post(redis: aioredis.Redis, keys: Keys) -> None:

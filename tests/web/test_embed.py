@@ -21,10 +21,11 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from playwright.async_api import Locator, Page, WebSocketRoute, expect
 
-from mixer.codec import EDIT_FIELD, RETRACT_FIELD
+from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD, pack_post
+from mixer.config import load_settings
 from mixer.keys import Keys
 from tests import browser
-from tests.browser import LiveServer, png_bytes, publish, record_dialogs
+from tests.browser import LiveServer, browser_settings, png_bytes, publish, record_dialogs
 from tests.helpers import ROOT, now_ms, recorded_night, wall_post
 
 chromium_page = browser.chromium_page
@@ -47,6 +48,7 @@ class HostSite:
 
     def __init__(self) -> None:
         self.pages: dict[str, str] = {}
+        self.charsets: dict[str, str] = {}  # path -> the charset its page is served in (default utf-8)
         self.port = 0
 
     @property
@@ -64,7 +66,8 @@ class HostSite:
     async def handle(self, request: web.Request) -> web.Response:
         if request.path not in self.pages:
             raise web.HTTPNotFound()
-        return web.Response(text=self.pages[request.path], content_type="text/html")
+        charset = self.charsets.get(request.path, "utf-8")
+        return web.Response(text=self.pages[request.path], content_type="text/html", charset=charset)
 
 
 @pytest.fixture
@@ -154,6 +157,45 @@ async def test_widget_on_a_page_of_another_origin_shows_history_and_live_posts_d
     assert (await page.locator("chatmixer-feed").evaluate_all("els => els.map(e => e.previousElementSibling.tagName)"))[
         0
     ] == "SCRIPT", "the widget sits right after its script tag"
+
+
+async def test_the_documented_tag_shows_the_demos_posts_and_a_tag_naming_no_chat_of_the_feed_says_so(
+    chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    documented = re.search(r"```html\n(<script .*?</script>)\n```", (ROOT / "docs" / "embed.md").read_text(), re.S)
+    assert documented is not None and "http://localhost:8080/embed.js" in documented[1]
+    demo = load_settings(ROOT / "mixer" / "data" / "mixer.toml", {})  # the chats of the demo `mixer run` serves
+    server = LiveServer(browser_settings(keys.prefix, chats=demo.chats), redis_url)
+    await server.start()
+    try:
+        # The demo's posts, as its paced "wall" stream (the tag's profile) has them.
+        for post in recorded_night(12, set(demo.chat_tags)):
+            await redis.xadd(keys.shaped("wall"), {FIELD: pack_post(post)})
+        tag = documented[1].replace("http://localhost:8080/", server.url)
+        page = chromium_page
+        # The second tag names the chats the docs used to: none of them is a chat of the demo.
+        await page.goto(host_site.page("/demo.html", tag + snippet(server, chats="smbiz,EdChat")))
+        shown, lost = widget(page, 0), widget(page, 1)
+        await expect(shown.locator(CARDS).first).to_be_visible(timeout=WAIT_MS)
+        badges = "cards => cards.map(c => [...c.querySelectorAll('.badge')].map(b => b.textContent))"
+        for tags in await shown.locator(CARDS).evaluate_all(badges):
+            assert {"#pstweetchat", "#powershell"} & set(tags), tags
+        await expect(lost.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+        chats_here = ", ".join(f"#{chat.tag}" for chat in demo.chats)
+        await expect(lost.locator(".empty")).to_have_text(
+            f"None of the chats #smbiz, #edchat is on this feed. Chats here: {chats_here}."
+        )
+    finally:
+        await server.stop()
+
+
+async def test_the_widget_reads_as_utf8_on_a_page_in_another_encoding(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite
+) -> None:
+    host_site.charsets["/latin.html"] = "windows-1252"  # an old blog: the script would be read as cp1252 too
+    await chromium_page.goto(host_site.page("/latin.html", snippet(live_server, profile="full")))
+    await expect(widget(chromium_page).locator(".status")).to_have_text("Live", timeout=WAIT_MS)
+    await expect(widget(chromium_page).locator(".empty")).to_have_text("Waiting for the first posts…")
 
 
 async def test_widget_reconnects_after_a_server_restart_and_shows_the_post_published_meanwhile_once(

@@ -491,6 +491,20 @@ async def test_an_update_refreshes_a_shown_card_and_a_retraction_removes_it(
     await expect(card(page, second)).to_have_count(0, timeout=WAIT_MS)
 
 
+async def test_a_wall_whose_chats_filter_names_no_chat_of_the_feed_says_so_and_which_chats_there_are(
+    live_server: LiveServer, chromium_page: Page
+) -> None:
+    page = chromium_page
+    await open_wall(page, live_server, chats="SmBiz,nosuchchat")  # one of them is here: the usual wait
+    await expect(page.locator("#empty")).to_have_text("Waiting for the first posts…")
+    await open_wall(page, live_server, chats="nosuchchat,#Other")
+    chats_here = ", ".join(f"#{chat.tag}" for chat in browser.TEST_CHATS)
+    await expect(page.locator("#empty")).to_have_text(
+        f"None of the chats #nosuchchat, #other is on this feed. Chats here: {chats_here}."
+    )
+    await expect(page.locator("#empty")).to_be_visible()
+
+
 async def test_the_legend_says_which_chats_are_live_now_and_when_the_others_come_next(
     live_server: LiveServer, chromium_page: Page
 ) -> None:
