@@ -45,6 +45,9 @@ class ReplayOptions:
     loop: bool = False  # start again after the end, until cancelled (or max_passes)
     max_gap: float | None = None  # seconds of recorded time; longer silences are cut to this; None: no cap
     keep_time: bool = False  # keep the recorded `created` (else re-stamped to publish time); `at` is publish time
+    # keep the recorded keys on every pass (the dedupe case: later passes are dropped as repeats); else each pass
+    # after the first adds ~<pass> to them, so a looping demo keeps showing posts
+    keep_keys: bool = False
     batch: int = 500  # most posts per publish (one pipeline round-trip)
     max_passes: int | None = None  # stop after this many passes even with loop (tests, benchmarks)
     min_pass: float = 1.0  # seconds a looping pass lasts at least: a file with no time span must not spin
@@ -168,7 +171,8 @@ class Schedule:
 
 
 def restamp(post: Post, now_ms: int, pass_no: int, keep_time: bool) -> Post:
-    """The post as published now: ``at`` = now, ``created`` = now unless kept, key unique per pass after the first."""
+    """The post as published now: ``at`` = now, ``created`` = now unless kept, key unique per pass after the first
+    (``pass_no`` 0 keeps the recorded key)."""
     key = post.key if pass_no == 0 else f"{post.key}~{pass_no}"
     return replace(post, key=key, created=post.created if keep_time else now_ms, at=now_ms)
 
@@ -277,7 +281,8 @@ class Replayer:
                 progress.skipped["malformed"] += 1
                 continue
             for event in item if isinstance(item, tuple) else (item,):
-                events.append(restamp_event(event, now_ms, pass_no, self._options.keep_time))
+                keyed = 0 if self._options.keep_keys else pass_no
+                events.append(restamp_event(event, now_ms, keyed, self._options.keep_time))
         if not events:
             return
         posts = sum(isinstance(e, Post) for e in events)

@@ -45,6 +45,11 @@ def add_replay_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument(
         "--keep-time", action="store_true", help="keep recorded 'created' times (default: re-stamp to now)"
     )
+    parser.add_argument(
+        "--keep-keys",
+        action="store_true",
+        help="keep the recorded post keys on every --loop pass (default: each pass after the first gets its own)",
+    )
     parser.set_defaults(func=replay_command)
     return parser
 
@@ -57,7 +62,9 @@ def replay_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"mixer replay: {message}", file=sys.stderr)
 
     try:
-        options = ReplayOptions(speed=args.speed, loop=args.loop, max_gap=args.max_gap, keep_time=args.keep_time)
+        options = ReplayOptions(
+            speed=args.speed, loop=args.loop, max_gap=args.max_gap, keep_time=args.keep_time, keep_keys=args.keep_keys
+        )
     except ValueError as exc:
         say(str(exc))
         return 2

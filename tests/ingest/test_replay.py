@@ -167,6 +167,14 @@ async def test_loop_gives_every_pass_after_the_first_unique_keys(
     assert [p.key for p in await chat_stream(redis, keys)] == ["p0", "p1", "p0~1", "p1~1", "p0~2", "p1~2"]
 
 
+async def test_keep_keys_publishes_the_recorded_keys_on_every_pass(
+    tmp_path: Path, redis: aioredis.Redis, keys: Keys
+) -> None:
+    path = write(tmp_path / "r.jsonl", posts_at(0, 1))
+    await replayer(redis, keys, [path], speed=0, loop=True, max_passes=2, min_pass=0, keep_keys=True).run()
+    assert [p.key for p in await chat_stream(redis, keys)] == ["p0", "p1", "p0", "p1"]  # the merge stage drops repeats
+
+
 async def test_posts_are_restamped_to_publish_time_by_default(
     tmp_path: Path, redis: aioredis.Redis, keys: Keys
 ) -> None:
