@@ -155,6 +155,11 @@ def remember(memory: OrderedDict[K, V], entries: Iterable[tuple[K, V]], limit: i
     for key, value in entries:
         memory[key] = value
         memory.move_to_end(key)
+    forget_oldest(memory, limit)
+
+
+def forget_oldest(memory: OrderedDict[K, V], limit: int) -> None:
+    """Bound an in-memory memory (a follower's, a reader's, the webhook's) to its ``limit`` newest entries."""
     while len(memory) > limit:
         memory.popitem(last=False)
 

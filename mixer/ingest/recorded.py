@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from mixer.codec import loads
 from mixer.ingest.hashtags import ChatMatcher
+from mixer.ingest.publish import forget_oldest
 from mixer.ingest.recorded_shapes import RecordError as RecordError  # re-exported: it is part of reading
 from mixer.ingest.recorded_shapes import json_records
 from mixer.models import Edit, Event, Ignored, Post, Retraction, normalize_tag
@@ -177,12 +178,6 @@ def read_grouped(
         if log_errors:
             log.warning("skipped malformed record %s", error)
         yield error
-
-
-def forget_oldest(memory: OrderedDict[str, str], limit: int) -> None:
-    """Bound a reader's memory to its ``limit`` newest entries."""
-    while len(memory) > limit:
-        memory.popitem(last=False)
 
 
 def read_events(

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from mixer.ingest.hashtags import ChatMatcher
-from mixer.ingest.publish import Publisher
-from mixer.ingest.recorded import forget_oldest, parse_record
+from mixer.ingest.publish import Publisher, forget_oldest
+from mixer.ingest.recorded import parse_record
 from mixer.models import Event, Ignored, trimmed
 from mixer.webhook import Received
 
