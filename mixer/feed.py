@@ -2,9 +2,9 @@
 
 A feed stream holds posts and, after them, edits, retractions and pins of those posts
 (``mixer.codec`` names the entry kinds). ``decode_entries`` turns entries into
-``(kind, payload)`` items in feed order; ``history`` gives the posts among them as a
-reader should see them today: the latest edit applied (from the post index), retracted and
-hidden ones left out. Used by the fan-out server (catch-up, ``/api/feed``) and by the tools
+``(kind, payload)`` items in feed order; ``history`` (``as_shown`` for items already decoded)
+gives the posts among them as a reader should see them today: the latest edit applied (from
+the post index), retracted and hidden ones left out. Used by the fan-out server (catch-up, ``/api/feed``) and by the tools
 that read the night back (transcript); nothing here writes.
 """
 
@@ -43,7 +43,12 @@ def decode_entries(entries: list[Entry]) -> list[FeedItem]:
 
 async def history(redis: aioredis.Redis, keys: Keys, entries: list[Entry]) -> list[dict[str, Any]]:
     """The posts among feed entries as they stand now: edits and counts applied, retracted ones left out."""
-    posts = [item for kind, item in decode_entries(entries) if kind == "p"]
+    return await as_shown(redis, keys, decode_entries(entries))
+
+
+async def as_shown(redis: aioredis.Redis, keys: Keys, items: list[FeedItem]) -> list[dict[str, Any]]:
+    """``history`` of entries already decoded (one reader that also needs the other items decodes once)."""
+    posts = [item for kind, item in items if kind == "p"]
     if not posts:
         return []
     stored: list[Any] = await redis.hmget(keys.index, [p["key"] for p in posts])

@@ -41,7 +41,7 @@ from mixer.fanout.clients import HEARTBEAT_PARTS, Client
 from mixer.fanout.frames import chunk, encode_message, wire
 from mixer.fanout.hub import Hub
 from mixer.fanout.messages import BATCH_POSTS, frames_for, select
-from mixer.feed import decode_entries, history
+from mixer.feed import as_shown, decode_entries
 from mixer.keys import Keys
 from mixer.models import normalize_tag
 from mixer.settings import Settings
@@ -300,11 +300,12 @@ async def catch_up(
         entries = await read_range(redis, stream, after, hub.cursor, count=500)
         if not entries:
             break
-        chosen = select(client.chats, await history(redis, keys, entries))
+        items = decode_entries(entries)
+        chosen = select(client.chats, await as_shown(redis, keys, items))
         if chosen:
             await send({"type": "posts", "items": chosen})
         # (a post inside the gap came as it stands now: only posts from before it need their updates)
-        controls = [(k, i) for k, i in decode_entries(entries) if k != "p" and (k != "u" or _before(i, since))]
+        controls = [(k, i) for k, i in items if k != "p" and (k != "u" or _before(i, since))]
         for message in frames_for(client.chats, controls):
             await send(message)
         after = entries[-1][0]
