@@ -4,8 +4,8 @@ A feed stream holds posts and, after them, edits, retractions and pins of those 
 (``mixer.codec`` names the entry kinds). ``decode_entries`` turns entries into
 ``(kind, payload)`` items in feed order; ``history`` (``as_shown`` for items already decoded)
 gives the posts among them as a reader should see them today: the latest edit applied (from
-the post index), retracted and hidden ones left out. Used by the fan-out server (catch-up, ``/api/feed``) and by the tools
-that read the night back (transcript); nothing here writes.
+the post index), retracted and hidden ones left out. Used by the fan-out server (catch-up,
+``/api/feed``) and by the tools that read the night back (transcript); nothing here writes.
 """
 
 from __future__ import annotations
