@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
 from redis.exceptions import RedisError
 
+from mixer.backoff import Backoff
 from mixer.fanout.appkeys import (
     CONNECTIONS,
     FOLLOWERS,
@@ -66,7 +67,7 @@ READ_GAP = 0.005  # seconds between feed reads while the hub is writing: a few m
 
 async def follow_feed(redis_url: str, stream: str, hub: Hub, following: asyncio.Event) -> None:
     """Publish every feed entry after the hub's cursor to the hub, in order; resumes from it after a Redis outage."""
-    backoff = 0.1
+    backoff = Backoff(base=0.1, cap=5.0, jitter=0.0)
     redis = dedicated_client(redis_url, 1000)
     try:
         while True:
@@ -80,14 +81,14 @@ async def follow_feed(redis_url: str, stream: str, hub: Hub, following: asyncio.
                     hub.publish(decode_entries(entries), entries[-1][0])  # Hub.run writes it
                 hub.sweep()
                 raise_if_cancelling()
-                backoff = 0.1
+                backoff.reset()
                 if len(entries) < BATCH_POSTS and hub.pending:  # (a full read: more are waiting, read on)
                     await asyncio.sleep(READ_GAP)
             except (RedisError, OSError) as exc:
                 raise_if_cancelling()
-                log.warning("feed: redis error (%s); retrying in %.1fs from %s", exc, backoff, hub.cursor)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                delay = backoff.next()
+                log.warning("feed: redis error (%s); retrying in %.1fs from %s", exc, delay, hub.cursor)
+                await asyncio.sleep(delay)
     finally:
         await redis.aclose()
 
