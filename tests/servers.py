@@ -101,3 +101,16 @@ async def next_event(resp: aiohttp.ClientResponse) -> tuple[str | None, str, Any
             name = value
         elif field == "data":
             data += value
+
+
+@asynccontextmanager
+async def serving(app: web.Application, shutdown_timeout: float = 1.0) -> AsyncIterator[str]:
+    """A bare aiohttp app (a fake platform, a test server) on a free 127.0.0.1 port; yields ``http://127.0.0.1:PORT``
+    and cleans it up on exit."""
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

@@ -37,7 +37,7 @@ from mixer.tools.loadtest.run import (
 )
 from tests.helpers import FIXTURES as FIXTURES_DIR
 from tests.processes import free_port
-from tests.servers import CHATS, running_app, settings_for
+from tests.servers import CHATS, running_app, serving, settings_for
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -140,15 +140,8 @@ async def serving_ws(handler: Handler) -> AsyncIterator[str]:
     """A bare aiohttp app answering ``/ws`` with ``handler`` on 127.0.0.1; yields its websocket URL."""
     app = web.Application()
     app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"ws://127.0.0.1:{port}/ws"
-    finally:
-        await runner.cleanup()
+    async with serving(app, shutdown_timeout=60.0) as url:
+        yield url.replace("http://", "ws://") + "/ws"
 
 
 async def test_counting_clients_count_posts_across_reads_lag_frames_pings_and_the_close_code() -> None:

@@ -8,14 +8,12 @@ import copy
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import web
 
 from mixer.backoff import Backoff
 from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD, unpack_post
@@ -26,54 +24,22 @@ from mixer.ingest.sources.bluesky_follow import BlueskySource
 from mixer.keys import Keys
 from mixer.models import Edit, Ignored, Post, Retraction
 from mixer.streams import read_range
-from tests.helpers import FIXTURES as FIXTURES_DIR
+from tests.fake_jetstream import (
+    BASE_US,
+    GOLDEN,
+    GOLDEN_POST,
+    POSTER,
+    FakeJetstream,
+    Plan,
+    post_event,
+    serving_jetstream,
+)
 from tests.helpers import eventually
 
-FIXTURES = FIXTURES_DIR / "bluesky"
-GOLDEN: list[dict[str, Any]] = [
-    json.loads(line) for line in (FIXTURES / "subscribe_golden_v1.jsonl").read_text().splitlines()
-]
-GOLDEN_POST = GOLDEN[1]
-POSTER = "did:plc:q235v55g5unth4zjjdpacfdr"
 CHATS = ("smbiz", "edchat")
 MATCHER = ChatMatcher(CHATS)
 NOW = 1_779_719_100_000
-BASE_US = 1_779_719_011_000_000  # generated posts come after the golden events (time_us up to ...010_689_411)
 ROUND_ROBIN_TAGS: tuple[list[str], ...] = (["smbiz"], ["edchat"], ["smbiz", "edchat"], [])
-
-
-def post_event(
-    rkey: str,
-    text: str = "Hello",
-    tags: list[str] | tuple[str, ...] = (),
-    *,
-    time_us: int = BASE_US,
-    outline: list[str] | None = None,
-    embed: dict[str, Any] | None = None,
-    operation: str = "create",
-) -> dict[str, Any]:
-    """The golden post (a real reply) with new text, facet tags, outline tags or embed."""
-    event = copy.deepcopy(GOLDEN_POST)
-    event["time_us"] = time_us
-    event["commit"].update(rkey=rkey, operation=operation)
-    record = event["commit"]["record"]
-    record["text"] = text + "".join(f" #{tag}" for tag in tags)
-    facets = []
-    for tag in tags:
-        start = record["text"].encode().index(f"#{tag}".encode())
-        facets.append(
-            {
-                "index": {"byteStart": start, "byteEnd": start + len(f"#{tag}".encode())},
-                "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": tag}],
-            }
-        )
-    if facets:
-        record["facets"] = facets
-    if outline is not None:
-        record["tags"] = outline
-    if embed is not None:
-        record["embed"] = embed
-    return event
 
 
 def delete_event(rkey: str, time_us: int, did: str = POSTER) -> dict[str, Any]:
@@ -304,66 +270,6 @@ def test_an_event_that_is_not_an_object_is_malformed() -> None:
 # --- follower: a fake Jetstream on 127.0.0.1 ------------------------------------------------
 
 
-@dataclass
-class Plan:
-    """What the fake Jetstream does on one connection."""
-
-    status: int = 0  # refuse the upgrade with this HTTP status (e.g. 429)
-    headers: dict[str, str] = field(default_factory=dict)
-    cut_after: int | None = None  # after this many messages, drop the TCP connection (no close frame)
-    silent_after: int | None = None  # after this many messages, send nothing more (pings are still answered)
-
-
-@dataclass
-class FakeJetstream:
-    """Serves ``messages`` (time_us, raw text) from the requested cursor, as Jetstream v1 does; records queries."""
-
-    messages: list[tuple[int, str]]
-    plans: list[Plan] = field(default_factory=list)
-    queries: list[dict[str, str]] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
-
-    async def subscribe(self, request: web.Request) -> web.StreamResponse:
-        self.queries.append(dict(request.query))
-        self.headers.append(dict(request.headers))
-        self.times.append(asyncio.get_running_loop().time())
-        plan = self.plans.pop(0) if self.plans else Plan()
-        if plan.status:
-            return web.Response(status=plan.status, headers=plan.headers, text="slow down")
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        cursor = int(request.query.get("cursor", "0"))  # no cursor: live, and every message here is new
-        for sent, (_, raw) in enumerate(m for m in list(self.messages) if m[0] >= cursor):
-            if sent == plan.cut_after:
-                assert request.transport is not None
-                request.transport.close()  # flushes what was sent, then FIN: a dropped connection
-                return ws
-            if sent == plan.silent_after:
-                break
-            await ws.send_str(raw)
-        async for _ in ws:  # stay open until the client leaves
-            pass
-        return ws
-
-
-@asynccontextmanager
-async def serving(fake: FakeJetstream) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_get("/subscribe", fake.subscribe)
-    runner = web.AppRunner(app, shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert isinstance(server, asyncio.Server)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"ws://127.0.0.1:{port}/subscribe"
-    finally:
-        await runner.cleanup()
-
-
 def make_source(redis: aioredis.Redis, keys: Keys, endpoint: str, **options: Any) -> BlueskySource:
     publisher = Publisher(redis, keys, CHATS, maxlen=10_000)
     backoff = Backoff(base=0.01, cap=0.05, jitter=0.0)
@@ -441,7 +347,7 @@ async def test_follower_asks_for_posts_only_uncompressed_and_publishes_tagged_po
     redis: aioredis.Redis, keys: Keys
 ) -> None:
     fake = FakeJetstream(golden_timeline() + chat_posts(0, 8))
-    async with serving(fake) as endpoint:
+    async with serving_jetstream(fake) as endpoint:
         source = make_source(redis, keys, endpoint)
         async with following(source):
             await eventually(all_published(redis, keys, 0, 8, source, 6))
@@ -459,7 +365,7 @@ async def test_dropped_connection_resumes_from_rewound_cursor_missing_and_repeat
 ) -> None:
     messages = golden_timeline() + chat_posts(0, 40)
     fake = FakeJetstream(messages, plans=[Plan(cut_after=30)])
-    async with serving(fake) as endpoint:
+    async with serving_jetstream(fake) as endpoint:
         source = make_source(redis, keys, endpoint)
         async with following(source):
             await eventually(all_published(redis, keys, 0, 40, source, 30))
@@ -478,7 +384,7 @@ async def test_truncated_message_is_counted_malformed_and_the_stream_goes_on(red
     time_us, raw = messages[3]
     messages.insert(4, (time_us, raw[: len(raw) // 2]))
     fake = FakeJetstream(messages)
-    async with serving(fake) as endpoint:
+    async with serving_jetstream(fake) as endpoint:
         source = make_source(redis, keys, endpoint)
         async with following(source):
             await eventually(all_published(redis, keys, 0, 8))
@@ -502,7 +408,7 @@ async def test_unknown_kinds_and_collections_are_counted_as_skipped(redis: aiore
     blog["commit"]["collection"] = "com.whtwnd.blog.entry"
     extra = [(e["time_us"], json.dumps(e)) for e in (sync, gate, blog)]
     fake = FakeJetstream(golden_timeline() + extra + chat_posts(0, 4))
-    async with serving(fake) as endpoint:
+    async with serving_jetstream(fake) as endpoint:
         source = make_source(redis, keys, endpoint)
         async with following(source):
             await eventually(all_published(redis, keys, 0, 4))
@@ -530,7 +436,7 @@ async def test_restarted_follower_resumes_from_the_stored_cursor_without_repeats
     fake = FakeJetstream(list(messages))
     cursors = CursorStore(redis, keys)
     last = str(messages[-1][0])  # an untagged post: stored by the cursor timer, not with a batch
-    async with serving(fake) as endpoint:
+    async with serving_jetstream(fake) as endpoint:
         first = make_source(redis, keys, endpoint, cursor_seconds=0.05)
         async with following(first):
             await eventually(all_published(redis, keys, 0, 20))
@@ -556,7 +462,7 @@ async def test_ignored_events_do_not_write_the_cursor_each_time_but_after_cursor
 ) -> None:
     fake = FakeJetstream(golden_timeline())
     cursors = CursorStore(redis, keys)
-    async with serving(fake) as endpoint:
+    async with serving_jetstream(fake) as endpoint:
         lazy = make_source(redis, keys, endpoint, cursor_seconds=60.0)
         async with following(lazy):
 
@@ -577,7 +483,7 @@ async def test_ignored_events_do_not_write_the_cursor_each_time_but_after_cursor
 async def test_silent_socket_is_treated_as_dead_and_reconnected(redis: aioredis.Redis, keys: Keys) -> None:
     messages = chat_posts(0, 30)
     fake = FakeJetstream(messages, plans=[Plan(silent_after=15)])
-    async with serving(fake) as endpoint:
+    async with serving_jetstream(fake) as endpoint:
         source = make_source(redis, keys, endpoint, receive_timeout=0.3)
         async with following(source):
             await eventually(all_published(redis, keys, 0, 30))
@@ -589,7 +495,7 @@ async def test_silent_socket_is_treated_as_dead_and_reconnected(redis: aioredis.
 
 async def test_http_429_is_retried_after_the_servers_retry_after(redis: aioredis.Redis, keys: Keys) -> None:
     fake = FakeJetstream(chat_posts(0, 4), plans=[Plan(status=429, headers={"Retry-After": "0.4"})])
-    async with serving(fake) as endpoint:
+    async with serving_jetstream(fake) as endpoint:
         source = make_source(redis, keys, endpoint)
         async with following(source):
             await eventually(all_published(redis, keys, 0, 4))
@@ -611,7 +517,7 @@ async def test_edit_and_delete_of_a_published_post_reach_its_chat_and_other_dele
         delete_event("3never", BASE_US + 5),
     ]
     fake = FakeJetstream([(e["time_us"], json.dumps(e)) for e in events])
-    async with serving(fake) as endpoint:
+    async with serving_jetstream(fake) as endpoint:
         source = make_source(redis, keys, endpoint)
         async with following(source):
 
@@ -632,7 +538,7 @@ async def test_a_restarted_follower_still_routes_the_delete_of_a_post_it_publish
     redis: aioredis.Redis, keys: Keys
 ) -> None:
     fake = FakeJetstream([(BASE_US, json.dumps(post_event("3pub", "first", ["edchat"], time_us=BASE_US)))])
-    async with serving(fake) as endpoint:
+    async with serving_jetstream(fake) as endpoint:
         async with following(make_source(redis, keys, endpoint)):
             await eventually(lambda: _has(redis, keys, "edchat", 1))
         later = BASE_US + 5_000_000  # past the rewind: not a replay

@@ -21,6 +21,7 @@ from aiohttp import web
 from mixer.backoff import Backoff
 from mixer.codec import EDIT_FIELD, FIELD, unpack_post
 from mixer.config import load_settings, render_settings
+from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import CursorStore, Publisher
 from mixer.ingest.sources.bluesky_appview import MAX_ACTORS, ProfileBatcher, parse_profiles
 from mixer.ingest.sources.bluesky_follow import BlueskySource
@@ -31,9 +32,12 @@ from mixer.models import Author, Post
 from mixer.runner import build_sources
 from mixer.settings import Settings
 from mixer.streams import read_range
+from tests.fake_jetstream import BASE_US, FakeJetstream, post_event, serving_jetstream
 from tests.helpers import FakeClock, eventually, feed_entries
-from tests.ingest.sources.test_bluesky import BASE_US, CHATS, MATCHER, FakeJetstream, post_event, serving
+from tests.servers import serving
 
+CHATS = ("smbiz", "edchat")
+MATCHER = ChatMatcher(CHATS)
 ALICE = "did:plc:alice0000000000000000000"
 AVATAR = f"https://cdn.bsky.app/img/avatar/plain/{ALICE}/bafkreiavatar@jpeg"
 ALICE_PROFILE = {"did": ALICE, "handle": "alice.bsky.social", "displayName": "Alice Example", "avatar": AVATAR}
@@ -152,17 +156,11 @@ class FakeAppView:
 async def appview(fake: FakeAppView) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/xrpc/app.bsky.actor.getProfiles", fake.get_profiles)
-    runner = web.AppRunner(app, shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert isinstance(server, asyncio.Server)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        fake.release.set()
-        await runner.cleanup()
+    async with serving(app) as url:
+        try:
+            yield url
+        finally:
+            fake.release.set()  # a request held open must end before the server can
 
 
 def make_source(redis: aioredis.Redis, keys: Keys, endpoint: str, view: str | None, **options: Any) -> BlueskySource:
@@ -206,7 +204,7 @@ async def test_a_post_by_an_unknown_did_goes_out_at_once_and_an_edit_brings_its_
     redis: aioredis.Redis, keys: Keys
 ) -> None:
     fake = FakeAppView({ALICE: ALICE_PROFILE})
-    async with serving(FakeJetstream([message(ALICE, "3first", BASE_US)])) as endpoint, appview(fake) as view:
+    async with serving_jetstream(FakeJetstream([message(ALICE, "3first", BASE_US)])) as endpoint, appview(fake) as view:
         source = make_source(redis, keys, endpoint, view, profile_ttl=3600)
         async with following(source):
             await eventually(lambda: has(redis, keys, 2))
@@ -236,7 +234,7 @@ async def test_the_next_post_by_a_resolved_did_comes_out_resolved_from_the_cache
 ) -> None:
     fake = FakeAppView({ALICE: ALICE_PROFILE})
     jetstream = FakeJetstream([message(ALICE, "3first", BASE_US)])
-    async with serving(jetstream) as endpoint, appview(fake) as view:
+    async with serving_jetstream(jetstream) as endpoint, appview(fake) as view:
         first = make_source(redis, keys, endpoint, view)
         async with following(first):
             await eventually(lambda: first.counters["profiles:resolved"] == 1)  # published and cached
@@ -254,7 +252,7 @@ async def test_the_next_post_by_a_resolved_did_comes_out_resolved_from_the_cache
 async def test_dids_are_asked_at_most_25_per_call_and_each_once(redis: aioredis.Redis, keys: Keys) -> None:
     fake = FakeAppView({did(n): profile(n) for n in range(30)})
     messages = [message(did(n), f"3p{n:03d}", BASE_US + n) for n in range(30)]
-    async with serving(FakeJetstream(messages)) as endpoint, appview(fake) as view:
+    async with serving_jetstream(FakeJetstream(messages)) as endpoint, appview(fake) as view:
         source = make_source(redis, keys, endpoint, view, profile_linger=1.0)
         async with following(source):
             await eventually(lambda: has(redis, keys, 60))
@@ -276,7 +274,7 @@ async def test_appview_failures_never_hold_posts_back_and_are_retried_with_backo
             Answer(200, '{"error": "not what you asked"}'),
         ],
     )
-    async with serving(FakeJetstream([message(ALICE, "3first", BASE_US)])) as endpoint, appview(fake) as view:
+    async with serving_jetstream(FakeJetstream([message(ALICE, "3first", BASE_US)])) as endpoint, appview(fake) as view:
         source = make_source(redis, keys, endpoint, view)
         async with following(source):
             await eventually(lambda: has(redis, keys, 1))
@@ -292,7 +290,7 @@ async def test_with_the_appview_down_posts_flow_with_their_dids(redis: aioredis.
     async with appview(fake) as view:
         pass  # a port where nothing listens any more
     messages = [message(did(n), f"3p{n}", BASE_US + n) for n in range(5)]
-    async with serving(FakeJetstream(messages)) as endpoint:
+    async with serving_jetstream(FakeJetstream(messages)) as endpoint:
         source = make_source(redis, keys, endpoint, view)
         async with following(source):
             await eventually(lambda: has(redis, keys, 5))
@@ -306,7 +304,7 @@ async def test_switched_off_the_follower_asks_nothing_and_posts_keep_their_dids(
     redis: aioredis.Redis, keys: Keys
 ) -> None:
     fake = FakeAppView({ALICE: ALICE_PROFILE})
-    async with serving(FakeJetstream([message(ALICE, "3first", BASE_US)])) as endpoint, appview(fake):
+    async with serving_jetstream(FakeJetstream([message(ALICE, "3first", BASE_US)])) as endpoint, appview(fake):
         source = make_source(redis, keys, endpoint, None)
         async with following(source):
             await eventually(lambda: source.counters["published"] == 1)

@@ -32,6 +32,7 @@ from mixer.keys import Keys
 from mixer.models import Edit, Event, Ignored, Post, Retraction
 from tests.helpers import FIXTURES as FIXTURES_DIR
 from tests.helpers import eventually
+from tests.servers import serving
 
 V1 = FIXTURES_DIR / "x-v1"
 V2 = FIXTURES_DIR / "x-v2"
@@ -663,16 +664,11 @@ class FakeX:
 
 @asynccontextmanager
 async def fake_x(fake: FakeX) -> AsyncIterator[str]:
-    runner = web.AppRunner(fake.app(), shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        fake.release.set()
-        await runner.cleanup()
+    async with serving(fake.app(), shutdown_timeout=0.5) as url:
+        try:
+            yield url
+        finally:
+            fake.release.set()  # streams held open must end before the server can
 
 
 def quick() -> Backoff:
