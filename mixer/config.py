@@ -3,9 +3,12 @@
 This is the only module that reads the config file or ``MIXER_*`` values: finding the file,
 locating each key's line (a small text scan, since tomllib reports no positions), applying the
 environment overrides, and ``render_settings``. Every problem is raised as one ``ConfigError``
-naming file, line, dotted key and reason. What ``render_settings`` writes, ``load_settings``
-reads back unchanged. Which keys exist and what each accepts is ``config_schema``; the
-dataclasses and ``ConfigError`` live in ``settings``.
+naming file, line, dotted key and reason, never a traceback: nesting deeper than ``MAX_DEPTH``
+and integers too long to parse are refused before they reach the parser's limits, and a
+``demo.file`` that cannot be read is refused at load. What ``render_settings`` writes,
+``load_settings`` reads back unchanged, secrets and URL credentials aside (never written;
+``secrets_of`` lists them for ``redact``). Which keys exist and what each accepts (type, range)
+is ``config_schema``; the dataclasses and ``ConfigError`` live in ``settings``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mixer.config_schema import (
     PALETTE,
@@ -26,14 +30,26 @@ from mixer.config_schema import (
     check_value,
     parse_text,
     profiles_from_tables,
+    shown,
     unknown_name,
 )
+from mixer.redact import redact
 from mixer.settings import PACKAGE_DIR, ChatSettings, ConfigError, Settings
 
-__all__ = ["BUNDLED_CONFIG", "PALETTE", "ConfigError", "find_config", "load_settings", "render_settings"]
+__all__ = [
+    "BUNDLED_CONFIG",
+    "PALETTE",
+    "ConfigError",
+    "find_config",
+    "load_settings",
+    "render_settings",
+    "secrets_of",
+]
 
 BUNDLED_CONFIG = PACKAGE_DIR / "data" / "mixer.toml"
 ENV_FILE = "environment"  # ConfigError.file for a bad MIXER_* value
+MAX_DEPTH = 100  # arrays / inline tables nested deeper than this are refused (the parser recurses on them)
+_URLISH = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _locate(text: str) -> dict[str, int]:
@@ -83,6 +99,31 @@ class _File:
     def error(self, key: str, reason: str) -> ConfigError:
         return ConfigError(self.shown, self.line(key), key, reason)
 
+    def key_at(self, line: int) -> str:
+        """The dotted key written last at or before ``line`` ("" when none is)."""
+        before = [(n, key) for key, n in self.lines.items() if n <= line]
+        return max(before)[1] if before else ""
+
+
+def _too_deep(text: str) -> int | None:
+    """The line where brackets first nest deeper than MAX_DEPTH, or None. Strings and comments are skipped,
+    roughly (escaped quotes and multi-line strings aside): the parser itself refuses what this misses."""
+    depth = 0
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if depth == 0 and "[" not in line and "{" not in line:
+            continue
+        for piece in re.split(r"(\"(?:[^\"\\]|\\.)*\"|'[^']*'|#.*)", line)[::2]:  # outside strings and comments
+            for c in piece:
+                if c in "[{":
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        return lineno
+                elif c in "]}":
+                    depth = max(depth - 1, 0)
+        if re.match(r"\s*\[\[?[\w.-]+\]\]?\s*(#.*)?$", line):
+            depth = 0  # a [table] header line, not an array
+    return None
+
 
 def _from_doc(doc: dict[str, Any], file: _File) -> tuple[dict[str, Any], list[ChatSettings]]:
     """Settings keyword arguments and chats from a parsed file; raises BadValue on the first bad entry."""
@@ -108,7 +149,7 @@ def _from_doc(doc: dict[str, Any], file: _File) -> tuple[dict[str, Any], list[Ch
             if (f := fields.get(key)) is None:
                 raise BadValue(f"{section}.{key}", unknown_name("key", key, list(fields)))
             if (checked := check_value(f, value)) is None:
-                raise BadValue(f"{section}.{key}", f"must be {f.want}, got {value!r}")
+                raise BadValue(f"{section}.{key}", f"must be {f.want}, got {shown(f, value)}")
             values[f.attr] = checked
     first: dict[str, int] = {}
     for i, chat in enumerate(chats):
@@ -119,7 +160,22 @@ def _from_doc(doc: dict[str, Any], file: _File) -> tuple[dict[str, Any], list[Ch
         first[chat.tag] = i
     if "demo_file" in values:
         values["demo_file"] = str((file.base / Path(values["demo_file"]).expanduser()).resolve())
+        if problem := _not_a_file(values["demo_file"]):
+            raise BadValue("demo.file", problem)
     return values, chats
+
+
+def _not_a_file(path: str) -> str | None:
+    """Why the recording at ``path`` cannot be replayed (checked at load, so `mixer run` never starts without it)."""
+    try:
+        with open(path, "rb"):
+            return None
+    except IsADirectoryError:
+        return f"is a directory, not a recording: {path}"
+    except OSError as exc:
+        return f"cannot read the recording {path}: {exc.strerror or exc}"
+    except ValueError:  # a NUL in the path
+        return f"is not a path: {shown(None, path)}"
 
 
 def _apply_env(values: dict[str, Any], chats: list[ChatSettings], env: Mapping[str, str]) -> list[str]:
@@ -143,9 +199,12 @@ def _apply_env(values: dict[str, Any], chats: list[ChatSettings], env: Mapping[s
             if (text := env.get(name)) is None:
                 continue
             if (value := parse_text(f, text)) is None:
-                raise ConfigError(ENV_FILE, None, name, f"must be {f.want}, got {text!r}")
-            # A relative path in the environment means relative to where the command runs.
-            values[f.attr] = str(Path(value).expanduser().resolve()) if f.attr == "demo_file" else value
+                raise ConfigError(ENV_FILE, None, name, f"must be {f.want}, got {shown(f, text)}")
+            if f.attr == "demo_file":  # a relative path in the environment means relative to where the command runs
+                value = str(Path(value).expanduser().resolve())
+                if problem := _not_a_file(value):
+                    raise ConfigError(ENV_FILE, None, name, problem)
+            values[f.attr] = value
             used.append(name)
     return used
 
@@ -185,15 +244,18 @@ def load_settings(path: Path, env: Mapping[str, str]) -> Settings:
     Raises ConfigError for the first problem found. Unset keys keep the ``Settings`` defaults; ``source``
     names the file and the variables that overrode it. Relative ``demo.file`` paths are made absolute.
     """
-    shown = _display(path)
+    shown_path = _display(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(shown, None, "", f"cannot read: {exc.strerror or exc}") from exc
+        raise ConfigError(shown_path, None, "", f"cannot read: {exc.strerror or exc}") from exc
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(shown, data[: exc.start].count(b"\n") + 1, "", "not UTF-8 text") from exc
+        raise ConfigError(shown_path, data[: exc.start].count(b"\n") + 1, "", "not UTF-8 text") from exc
+    file = _File(path, shown_path, text)
+    if (deep := _too_deep(text)) is not None:
+        raise file.error(file.key_at(deep), f"arrays or inline tables nested more than {MAX_DEPTH} deep") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -201,14 +263,19 @@ def load_settings(path: Path, env: Mapping[str, str]) -> Settings:
         m = re.search(r" \(at line (\d+), column (\d+)\)$", msg)
         line = int(m[1]) if m else None
         reason = f"invalid TOML: {msg[: m.start()]} (column {m[2]})" if m else f"invalid TOML: {msg}"
-        raise ConfigError(shown, line, "", reason) from exc
-    file = _File(path, shown, text)
+        raise ConfigError(shown_path, line, "", reason) from exc
+    except RecursionError:  # nesting the scan above missed (brackets it took for a string's)
+        raise ConfigError(shown_path, None, "", f"arrays or inline tables nested more than {MAX_DEPTH} deep") from None
+    except ValueError:  # tomllib lets int()'s own limit through
+        line = next((n for n, t in enumerate(text.splitlines(), 1) if re.search(r"\d{4300}", t)), None)
+        key = file.key_at(line) if line else ""
+        raise ConfigError(shown_path, line, key, "an integer of more than 4300 digits") from None
     try:
         values, chats = _from_doc(doc, file)
     except BadValue as bad:
         raise file.error(bad.key, bad.reason) from None
     used = _apply_env(values, chats, env)
-    source = f"{shown} + env {', '.join(used)}" if used else shown
+    source = f"{shown_path} + env {', '.join(used)}" if used else shown_path
     return Settings(**values, chats=tuple(chats), source=source)
 
 
@@ -256,8 +323,30 @@ def render_settings(settings: Settings) -> str:
         out += ["", f"[{section}]"]
         for key, f in SCHEMA[section].items():
             value = getattr(settings, f.attr)
+            variable = f"MIXER_{section.upper()}_{key.upper()}"
             if f.attr in SECRETS and value:
-                out.append(f'{key} = ""  # set, not shown: give it as MIXER_{section.upper()}_{key.upper()}')
+                out.append(f'{key} = ""  # set, not shown: give it as {variable}')
+            elif (hidden := _hide_credentials(value)) != value:
+                out.append(f"{key} = {_toml(hidden)}  # credentials not shown: give the whole value as {variable}")
             else:
                 out.append(f"{key} = {_toml(value)}")
     return "\n".join(out) + "\n"
+
+
+def _hide_credentials(value: object) -> object:
+    """A URL (or list of URLs) through ``redact``; anything else as it is."""
+    if isinstance(value, str) and _URLISH.match(value):
+        return redact(value)
+    if isinstance(value, tuple):
+        return tuple(_hide_credentials(v) for v in value)
+    return value
+
+
+def secrets_of(settings: Settings) -> tuple[str, ...]:
+    """The secret values in ``settings`` (tokens, the Redis password), for ``redact`` to hide wherever they appear."""
+    found = [str(getattr(settings, attr)) for attr in sorted(SECRETS)]
+    try:
+        found.append(urlsplit(settings.redis_url).password or "")
+    except ValueError:
+        pass
+    return tuple(s for s in found if s)

@@ -1,9 +1,12 @@
 """What ``mixer.toml`` may say: each section and key, the ``Settings`` field it sets and the check its value passes.
 
-``SCHEMA`` maps every key of every ``[section]`` to a ``Field`` (attribute, type, check, and the
-words for "must be ..."); ``check_value`` and ``parse_text`` turn a TOML value or a ``MIXER_*``
-string into the field's type, or None; ``chat_from_table`` and ``profiles_from_tables`` check
-``[[chats]]`` and ``[[profiles]]`` tables and fill in their defaults (title, ``PALETTE`` colour).
+``SCHEMA`` maps every key of every ``[section]`` to a ``Field`` (attribute, type, check, the
+inclusive range of a number, and the words for "must be ..."); ``check_value`` and ``parse_text``
+turn a TOML value or a ``MIXER_*`` string into the field's type, or None; ``chat_from_table`` and
+``profiles_from_tables`` check ``[[chats]]`` and ``[[profiles]]`` tables and fill in their defaults
+(title, ``PALETTE`` colour). Tokens this server accepts are at least ``TOKEN_MIN`` characters;
+Mastodon and X are reached over https (http only to this machine). ``shown`` is how an error
+message quotes a value (short, credentials masked, a secret never).
 A bad value raises ``BadValue`` naming only its dotted key. Pure: finding and reading the file,
 line numbers, the environment and rendering back to TOML are ``config``; the dataclasses and
 ``ConfigError`` are ``settings``.
@@ -14,11 +17,16 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from ipaddress import ip_address
 from typing import Any
+from urllib.parse import urlsplit
 
+from mixer import connect
 from mixer.models import normalize_tag
+from mixer.redact import redact
 from mixer.settings import ChatSettings, Profile
 
 # Badge colours for chats that name none: distinct from each other, readable on a dark background.
@@ -27,7 +35,7 @@ PALETTE = ("#4fc3f7", "#ffb74d", "#81c784", "#f06292", "#ba68c8", "#fff176", "#4
 _TAG = re.compile(r"^[^\s#]{1,100}$")  # the rule Post.from_dict applies to chat tags
 _TAG_WANT = "a hashtag without spaces or '#' inside (1-100 characters)"
 _COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
-_PREFIX = re.compile(r"^[^\s{}]+$")  # braces would break the keys' {feed} hash tag
+_PREFIX = re.compile(r"^[^\s{}]+$")  # braces would break the keys' {<prefix>} hash tag
 
 
 def _tag(raw: str) -> str | None:
@@ -39,7 +47,33 @@ _URL = re.compile(r"^https?://[^\s/]+")
 _LINK = re.compile(r"^https?://[^\s/]+(?:/\S*)?$")  # a whole URL, as a QR code would carry it
 SECRETS = frozenset(
     {"mastodon_token", "x_bearer_token", "webhook_token", "moderation_token"}
-)  # never printed by render_settings
+)  # never printed by render_settings, nor in an error message
+# Tokens this server accepts: long enough that guessing one through the (throttled) API is hopeless.
+TOKEN_MIN = 16
+_TOKEN_WANT = f"empty (off) or a token of at least {TOKEN_MIN} characters without spaces"
+
+
+def _token(s: str) -> bool:
+    return s == "" or (len(s) >= TOKEN_MIN and not any(c.isspace() for c in s))
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _https(url: str) -> bool:
+    """An https:// URL with a host and no user or password in it; http:// only to this machine (test servers)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if not host or parts.username is not None or parts.password is not None or not _URL.match(url):
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and _loopback(host))
 
 
 def _nonempty(s: str) -> bool:
@@ -55,6 +89,21 @@ class Field:
     want: str  # completes "must be ..."
     ok: Callable[[Any], bool] = lambda _: True
     norm: Callable[[str], str | None] = lambda s: s  # normalises a string; None rejects it
+    lo: float | None = None  # a number's inclusive range (docs/config.md states it beside the key)
+    hi: float | None = None
+
+
+def _plain(n: float) -> str:
+    """A bound as docs/config.md writes it: 3600, 0.1, 10000000 (never 1e+07)."""
+    return str(int(n)) if float(n).is_integer() else repr(n)
+
+
+def _int(attr: str, lo: int, hi: int, what: str = "an integer") -> Field:
+    return Field(attr, int, f"{what} from {lo} to {hi}", lo=lo, hi=hi)
+
+
+def _num(attr: str, lo: float, hi: float, what: str = "a number") -> Field:
+    return Field(attr, float, f"{what} from {_plain(lo)} to {_plain(hi)}", lo=lo, hi=hi)
 
 
 SCHEMA: dict[str, dict[str, Field]] = {
@@ -70,46 +119,47 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "follow": Field(
             "follow", str, "'always', 'scheduled' or 'never'", lambda s: s in ("always", "scheduled", "never")
         ),
-        "follow_margin_minutes": Field("follow_margin_minutes", float, "a number of minutes >= 0", lambda v: v >= 0),
+        "follow_margin_minutes": _num("follow_margin_minutes", 0, 1440, "a number of minutes"),
     },
     "redis": {
         "url": Field(
             "redis_url",
             str,
-            "empty (embedded Redis) or a redis://, rediss:// or unix:// URL",
-            lambda s: s == "" or s.startswith(("redis://", "rediss://", "unix://")),
+            "empty (embedded Redis) or a redis://, rediss://, unix://, redis+cluster:// or redis+sentinel:// URL",
+            lambda s: s == "" or connect.problem(s) is None,
         ),
         "prefix": Field(
             "key_prefix", str, "a non-empty string without spaces or braces", lambda s: bool(_PREFIX.match(s))
         ),
-        "chat_maxlen": Field("chat_maxlen", int, "a positive integer", lambda v: v > 0),
-        "feed_maxlen": Field("feed_maxlen", int, "a positive integer", lambda v: v > 0),
+        "chat_maxlen": _int("chat_maxlen", 100, 10_000_000),
+        "feed_maxlen": _int("feed_maxlen", 100, 10_000_000),
     },
     "server": {
         "host": Field("host", str, "a non-empty string", _nonempty),
-        "port": Field("port", int, "an integer from 1 to 65535", lambda v: 1 <= v <= 65535),
-        "backlog_bytes": Field("backlog_bytes", int, "a positive integer", lambda v: v > 0),
-        "cutoff_seconds": Field("cutoff_seconds", float, "a positive number", lambda v: v > 0),
-        "heartbeat_seconds": Field("heartbeat_seconds", float, "a positive number", lambda v: v > 0),
-        "stats_seconds": Field(
-            "stats_seconds", float, "a number of seconds from 0.1 to 3600", lambda v: 0.1 <= v <= 3600
-        ),
+        "port": _int("port", 1, 65535),
+        "backlog_bytes": _int("backlog_bytes", 1024, 1 << 30, "a number of bytes"),
+        "cutoff_seconds": _num("cutoff_seconds", 0.1, 3600, "a number of seconds"),
+        "heartbeat_seconds": _num("heartbeat_seconds", 1, 3600, "a number of seconds"),
+        "stats_seconds": _num("stats_seconds", 0.1, 3600, "a number of seconds"),
         "origins": Field(
             "origins", tuple, "a list of origins like 'https://blog.example'", lambda v: all(_URL.match(u) for u in v)
         ),
-        "max_connections": Field("max_connections", int, "a positive integer", lambda v: v > 0),
-        "max_per_ip": Field("max_per_ip", int, "a positive integer", lambda v: v > 0),
+        "max_connections": _int("max_connections", 1, 1_000_000),
+        "max_per_ip": _int("max_per_ip", 1, 1_000_000),
     },
     "merge": {
-        "window_ms": Field("window_ms", int, "an integer >= 0", lambda v: v >= 0),
-        "seen_max": Field("seen_max", int, "a positive integer", lambda v: v > 0),
+        "window_ms": _int("window_ms", 0, 60_000, "a number of milliseconds"),
+        "seen_max": _int("seen_max", 100, 10_000_000),
     },
     "mastodon": {
         "instances": Field(
-            "mastodon_instances", tuple, "a list of https:// instance URLs", lambda v: all(_URL.match(u) for u in v)
+            "mastodon_instances",
+            tuple,
+            "a list of https:// instance URLs without user or password (http:// only to localhost)",
+            lambda v: all(_https(u) for u in v),
         ),
         "token": Field("mastodon_token", str, "a string (empty: poll without a token)"),
-        "poll_seconds": Field("mastodon_poll_seconds", float, "a positive number", lambda v: v > 0),
+        "poll_seconds": _num("mastodon_poll_seconds", 0.1, 3600, "a number of seconds"),
     },
     "bluesky": {
         "enabled": Field("bluesky_enabled", bool, "true or false"),
@@ -120,22 +170,17 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "appview": Field(
             "bluesky_appview", str, "an http(s) URL", lambda s: bool(_URL.match(s)), norm=lambda s: s.rstrip("/")
         ),
-        "profile_ttl_seconds": Field(
-            "bluesky_profile_ttl_seconds",
-            float,
-            "a number of seconds from 1 to 2592000 (30 days)",
-            lambda v: 1 <= v <= 2_592_000,
-        ),
+        "profile_ttl_seconds": _num("bluesky_profile_ttl_seconds", 1, 2_592_000, "a number of seconds"),
     },
     "x": {
         "bearer_token": Field("x_bearer_token", str, "a string (empty: X is not followed)"),
-        "api": Field("x_api", str, "an http(s) URL", lambda s: bool(_URL.match(s))),
+        "api": Field("x_api", str, "an https:// URL without user or password (http:// only to localhost)", _https),
     },
     "webhook": {
-        "token": Field("webhook_token", str, "a string (empty: POST /api/posts is off)"),
+        "token": Field("webhook_token", str, _TOKEN_WANT, _token),
     },
     "moderation": {
-        "token": Field("moderation_token", str, "a string (empty: moderation is off)"),
+        "token": Field("moderation_token", str, _TOKEN_WANT, _token),
         "words": Field("moderation_words", tuple, "a list of words or phrases"),
         "accounts": Field("moderation_accounts", tuple, "a list of accounts like 'x:handle' or 'handle'"),
         "profanity": Field("moderation_profanity", bool, "true or false"),
@@ -143,8 +188,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "demo": {
         "file": Field("demo_file", str, "a non-empty path", _nonempty),
-        "speed": Field("demo_speed", float, "a number >= 0", lambda v: v >= 0),
-        "max_gap": Field("demo_max_gap", float, "a number >= 0", lambda v: v >= 0),
+        "speed": _num("demo_speed", 0, 100_000, "a speed (0: as fast as possible)"),
+        "max_gap": _num("demo_max_gap", 0, 86_400, "a number of seconds"),
     },
 }
 SECTIONS = (
@@ -177,14 +222,31 @@ def check_value(f: Field, value: object) -> Any:
     if isinstance(value, bool):
         return None
     if f.kind is float and isinstance(value, int | float):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer too big for a float
+            return None
         if not math.isfinite(value):
             return None
     elif f.kind is str and isinstance(value, str):
         value = f.norm(value)
     elif not (f.kind is int and isinstance(value, int)):
         return None
+    if isinstance(value, int | float) and not ((f.lo is None or value >= f.lo) and (f.hi is None or value <= f.hi)):
+        return None
     return value if value is not None and f.ok(value) else None
+
+
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxstring, _SHOW.maxother, _SHOW.maxlist = 2, 60, 60, 4
+_SHOW.maxlong = 30  # a 20-digit number is shown whole, a 5,000-digit one cut
+
+
+def shown(f: Field | None, value: object) -> str:
+    """``value`` as an error message may show it: short, nesting cut, URL credentials hidden, a secret never."""
+    if f is not None and f.attr in SECRETS:
+        return f"a secret of {len(value)} characters" if isinstance(value, str) else f"a {type(value).__name__}"
+    return redact(_SHOW.repr(value))
 
 
 def parse_text(f: Field, text: str) -> Any:
@@ -258,6 +320,15 @@ def chat_from_table(key: str, index: int, table: Mapping[str, object]) -> ChatSe
 
 
 _PROFILE_KEYS = ("name", "rate", "burst", "max_wait", "max_queue", "weights")
+# Upper bounds of a profile's numbers (its lower bounds are Profile's own checks); inf stays allowed where it means
+# "unshaped" (rate) or "no limit" (max_wait).
+PROFILE_MAX = {"rate": 1000, "burst": 10_000, "max_wait": 86_400, "max_queue": 1_000_000, "weights": 1000}
+
+
+def _over(key: str, value: object) -> bool:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False  # Profile says what is wrong with it
+    return value > PROFILE_MAX[key] and not (value == math.inf and key in ("rate", "max_wait"))
 
 
 def profiles_from_tables(body: object) -> tuple[Profile, ...]:
@@ -271,6 +342,14 @@ def profiles_from_tables(body: object) -> tuple[Profile, ...]:
                 raise BadValue(f"profiles[{i}].{name}", unknown_name("key", name, list(_PROFILE_KEYS)))
         if not isinstance(table.get("name"), str) or not _tag(table["name"]) or table["name"] == "full":
             raise BadValue(f"profiles[{i}].name", "must be a short name other than 'full' (which is always there)")
+        for name in ("rate", "burst", "max_wait", "max_queue"):
+            if _over(name, table.get(name)):
+                raise BadValue(
+                    f"profiles[{i}].{name}", f"must be at most {PROFILE_MAX[name]}, got {shown(None, table[name])}"
+                )
+        weights = table.get("weights", {})
+        if isinstance(weights, dict) and any(_over("weights", w) for w in weights.values()):
+            raise BadValue(f"profiles[{i}].weights", f"a weight must be at most {PROFILE_MAX['weights']}")
         try:
             out.append(Profile(**table))
         except (TypeError, ValueError) as exc:

@@ -112,7 +112,8 @@ class Settings:
     follow_margin_minutes: float = 15.0  # with follow = "scheduled": how early and how late a slot is followed
     chats: tuple[ChatSettings, ...] = field(default_factory=tuple)  # [[chats]] tables, in order
     # [redis]
-    redis_url: str = ""  # empty: start an embedded redis-server on a private Unix socket
+    # (secrets and the Redis URL, which may hold a password, are left out of repr: a logged Settings shows none)
+    redis_url: str = field(default="", repr=False)  # empty: start an embedded redis-server on a private socket
     key_prefix: str = "mixer"  # every Redis key starts with this, so events or tests can share a Redis
     chat_maxlen: int = 10_000  # approximate cap of each chat stream
     feed_maxlen: int = 100_000  # approximate cap of the merged feed (how far back `since` can resume)
@@ -133,7 +134,7 @@ class Settings:
     seen_max: int = 200_000  # post keys remembered for dedupe (oldest forgotten first)
     # [mastodon]
     mastodon_instances: tuple[str, ...] = ()  # instance URLs on which every chat's hashtag is followed
-    mastodon_token: str = ""  # access token: the streaming API; empty: polling the public tag timelines
+    mastodon_token: str = field(default="", repr=False)  # access token: streaming API; empty: poll tag timelines
     mastodon_poll_seconds: float = 10.0  # polling interval without a token
     # [bluesky]
     bluesky_enabled: bool = False  # follow every chat's hashtag on Bluesky through Jetstream
@@ -142,12 +143,12 @@ class Settings:
     bluesky_appview: str = "https://public.api.bsky.app"  # the AppView asked (app.bsky.actor.getProfiles)
     bluesky_profile_ttl_seconds: float = 21_600.0  # how long a resolved profile is cached in Redis
     # [x]
-    x_bearer_token: str = ""  # X API v2 bearer token (filtered stream); empty: X is not followed
+    x_bearer_token: str = field(default="", repr=False)  # X API v2 bearer token (filtered stream); empty: no X
     x_api: str = "https://api.twitter.com"  # the X API base URL
     # [webhook]
-    webhook_token: str = ""  # bearer token for POST /api/posts; empty: the webhook is off
+    webhook_token: str = field(default="", repr=False)  # bearer token for POST /api/posts; empty: webhook off
     # [moderation]
-    moderation_token: str = ""  # bearer token for /api/mod/... and the console; empty: moderation is off
+    moderation_token: str = field(default="", repr=False)  # bearer token for /api/mod/... and /mod; empty: off
     moderation_words: tuple[str, ...] = ()  # blocked everywhere (whole words or phrases)
     moderation_accounts: tuple[str, ...] = ()  # blocked everywhere: "handle", "@handle" or "source:handle"
     moderation_profanity: bool = False  # also block a well-kept English profanity list

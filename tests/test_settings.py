@@ -177,7 +177,8 @@ def test_multiline_string_does_not_mislead_the_line_locator(tmp_path: Path) -> N
 
 def test_relative_demo_file_resolves_against_config_dir(tmp_path: Path) -> None:
     sub = tmp_path / "conf"
-    sub.mkdir()
+    (sub / "rec").mkdir(parents=True)
+    (sub / "rec" / "chat.jsonl").write_text("")
     settings = load_settings(write(sub, "[demo]\nfile = 'rec/chat.jsonl'\n"), {})
     assert settings.demo_file == str((sub / "rec" / "chat.jsonl").resolve())
 
@@ -223,6 +224,7 @@ def test_render_round_trips(tmp_path: Path) -> None:
         "[demo]\nfile = 'x.jsonl'\nspeed = 1e-5\n"
     )
     env = {"MIXER_SERVER_PORT": "9000", "MIXER_SERVER_CUTOFF_SECONDS": "0.1"}
+    (tmp_path / "x.jsonl").write_text("")
     for settings in (load_settings(BUNDLED_CONFIG, {}), load_settings(write(tmp_path, text), env), Settings()):
         rendered = render_settings(settings)
         assert rendered.startswith(f"# chatmixer settings in effect, from: {settings.source}\n")
@@ -265,12 +267,12 @@ def test_sources_are_read_from_lists_and_booleans(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         '[mastodon]\ninstances = ["https://mastodon.social/", "https://hachyderm.io"]\n'
-        '[bluesky]\nenabled = true\n[x]\nbearer_token = "t0k"\n[webhook]\ntoken = "hook"\n',
+        '[bluesky]\nenabled = true\n[x]\nbearer_token = "t0k"\n[webhook]\ntoken = "hook-0123456789abcdef"\n',
     )
     settings = load_settings(path, {})
     assert settings.mastodon_instances == ("https://mastodon.social", "https://hachyderm.io")
     assert settings.bluesky_enabled is True
-    assert (settings.x_bearer_token, settings.webhook_token) == ("t0k", "hook")
+    assert (settings.x_bearer_token, settings.webhook_token) == ("t0k", "hook-0123456789abcdef")
 
 
 def test_sources_come_from_the_environment_too(tmp_path: Path) -> None:
@@ -287,7 +289,8 @@ def test_a_bad_instance_url_names_its_line(tmp_path: Path) -> None:
 
 
 def test_rendered_settings_never_show_secrets(tmp_path: Path) -> None:
-    settings = load_settings(write(tmp_path, '[x]\nbearer_token = "s3cret"\n'), {"MIXER_WEBHOOK_TOKEN": "h00k"})
+    env = {"MIXER_WEBHOOK_TOKEN": "h00k-0123456789abcdef"}
+    settings = load_settings(write(tmp_path, '[x]\nbearer_token = "s3cret"\n'), env)
     rendered = render_settings(settings)
     assert "s3cret" not in rendered and "h00k" not in rendered
     assert "MIXER_X_BEARER_TOKEN" in rendered

@@ -9,6 +9,7 @@ Nothing here keeps state of its own.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping
 
@@ -36,11 +37,26 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _lines(name: str, kind: str, help_text: str, samples: Iterable[tuple[Mapping[str, str], float]]) -> list[str]:
+Sample = tuple[Mapping[str, str], int | float]
+
+
+def sample_value(value: int | float) -> str:
+    """``value`` exactly as Prometheus parses it: an integer as all its digits (a counter of 123456789 is never
+    ``1.23457e+08``, which would make ``rate()`` see steps), a float as its shortest round-trip ``repr``."""
+    if isinstance(value, int):
+        return str(int(value))  # bool too: 0 or 1
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def _lines(name: str, kind: str, help_text: str, samples: Iterable[Sample]) -> list[str]:
     out = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
     for labels, value in samples:
         tags = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-        out.append(f"{name}{{{tags}}} {value:g}" if tags else f"{name} {value:g}")
+        out.append(f"{name}{{{tags}}} {sample_value(value)}" if tags else f"{name} {sample_value(value)}")
     return out
 
 
@@ -80,9 +96,14 @@ async def render(hubs: Mapping[str, Hub], redis: aioredis.Redis, keys: Keys, web
         return "\n".join(out + _lines("mixer_redis_up", "gauge", "1 when Redis answered this scrape", [({}, 0)])) + "\n"
     out += _lines("mixer_redis_up", "gauge", "1 when Redis answered this scrape", [({}, 1)])
     out += _lines("mixer_redis_rtt_seconds", "gauge", "Redis PING round trip at this scrape", [({}, rtt)])
-    ingest: list[tuple[Mapping[str, str], float]] = []
+    ingest: list[Sample] = []
     for name, raw in stored.items():
-        for counter, value in json.loads(raw).items():
-            ingest.append(({"source": text(name), "counter": counter}, float(value)))
+        try:
+            counters = json.loads(raw)
+        except ValueError:  # not what mixer ingest writes: a scrape still answers
+            continue
+        for counter, value in counters.items() if isinstance(counters, dict) else ():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                ingest.append(({"source": text(name), "counter": str(counter)}, value))
     out += _lines("mixer_ingest_total", "counter", "live follower counters, as mixer ingest last stored them", ingest)
     return "\n".join(out) + "\n"

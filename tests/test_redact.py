@@ -1,0 +1,162 @@
+"""No password or token in anything chatmixer prints or logs: ``redact`` itself, each place that prints a URL or a
+token, and real processes (`mixer merge` joining a run, `mixer ingest` logging an X server's reply)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from mixer.config import render_settings, secrets_of
+from mixer.keys import Keys
+from mixer.redact import RedactingFormatter, redact
+from mixer.runtime import RunInfo, ingest_line, merge_line, publish, redis_problem, redis_url_problem
+from mixer.settings import Settings
+from mixer.tools.loadtest.run import check_url
+from mixer.tools.record import RecordOptions, header
+from tests.processes import mixer_env, read_until, start_mixer
+
+PASSWORD = "s3cretpw-7f9c"
+TOKEN = "tok-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"redis://:{PASSWORD}@db:6379/0", "redis://***@db:6379/0"),
+        (f"rediss://user:{PASSWORD}@db.example:6380/2", "rediss://***@db.example:6380/2"),
+        ("redis://user:p@ss@db/0", "redis://***@db/0"),  # an '@' inside the password
+        (f"unix:///run/redis.sock?db=0&password={PASSWORD}", "unix:///run/redis.sock?db=0&password=***"),
+        (
+            f"https://m.example/api/v1/streaming?access_token={TOKEN}&x=1",
+            "https://m.example/api/v1/streaming?access_token=***&x=1",
+        ),
+        (f"GET failed: {{'Authorization': 'Bearer {TOKEN}'}}", "GET failed: {'Authorization': 'Bearer ***'}"),
+        (f"from redis://:{PASSWORD}@a/0 to redis://:{PASSWORD}@b/1", "from redis://***@a/0 to redis://***@b/1"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("unix:///tmp/r/redis.sock", "unix:///tmp/r/redis.sock"),
+        ("ws://127.0.0.1:8080/ws?chats=a", "ws://127.0.0.1:8080/ws?chats=a"),
+        ("https://x.example/a@b", "https://x.example/a@b"),  # an '@' in the path is not a password
+        ("a bearer token is required", "a bearer token is required"),
+        ("", ""),
+    ],
+)
+def test_redact_hides_credentials_in_urls_and_text_and_nothing_else(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_redact_hides_every_named_secret_wherever_it_is_and_ignores_empty_ones() -> None:
+    assert redact(f"x: HTTP 401 b'bad token {TOKEN}'", TOKEN, "") == "x: HTTP 401 b'bad token ***'"
+    assert redact("nothing here", "") == "nothing here"
+
+
+def test_the_log_formatter_redacts_messages_and_tracebacks() -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(message)s", (TOKEN,)))
+    log = logging.getLogger("test_redact.formatter")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("connecting to %s", f"redis://:{PASSWORD}@db/0")
+        try:
+            raise RuntimeError(f"server said: unknown token {TOKEN}")
+        except RuntimeError:
+            log.exception("failed")
+    finally:
+        log.removeHandler(handler)
+    text = out.getvalue()
+    assert "WARNING connecting to redis://***@db/0" in text and "unknown token ***" in text
+    assert PASSWORD not in text and TOKEN not in text and "Traceback" in text
+
+
+def test_secrets_of_settings_are_its_tokens_and_redis_password() -> None:
+    settings = Settings(redis_url=f"redis://:{PASSWORD}@db/0", webhook_token=TOKEN, x_bearer_token="x-bearer")
+    assert set(secrets_of(settings)) == {PASSWORD, TOKEN, "x-bearer"}
+    assert PASSWORD not in repr(settings) and TOKEN not in repr(settings)  # a logged Settings shows neither
+
+
+async def test_every_line_that_names_the_redis_shows_no_password() -> None:
+    url = f"redis://:{PASSWORD}@127.0.0.1:1/0"
+    settings = Settings(redis_url=url)
+    lines = [
+        render_settings(settings),
+        ingest_line(settings, url, [], 1.0, False),
+        merge_line(settings, url),
+        redis_url_problem(f"http://:{PASSWORD}@db/0") or "",
+        redis_url_problem(f"redis://:{PASSWORD}@db:port/0") or "",
+        await redis_problem(url, patience=1) or "",
+        "\n".join(header(RecordOptions(), [], url, Keys(), 0)),
+    ]
+    for line in lines:
+        assert PASSWORD not in line and "***@" in line, line
+
+
+def test_a_rendered_url_keeps_its_host_and_says_the_password_is_not_shown() -> None:
+    rendered = render_settings(Settings(redis_url=f"redis://:{PASSWORD}@db.example:6380/2"))
+    line = 'url = "redis://***@db.example:6380/2"  # credentials not shown: give the whole value as MIXER_REDIS_URL'
+    assert line in rendered.splitlines()
+
+
+def test_the_load_tester_never_repeats_a_password_given_in_its_url() -> None:
+    for url in (f"http://u:{PASSWORD}@127.0.0.1/ws", f"ws://u:{PASSWORD}@192.0.2.7:8080/ws"):
+        with pytest.raises(ValueError) as info:
+            check_url(url)
+        assert PASSWORD not in str(info.value)
+
+
+async def test_a_tool_joining_a_run_names_its_redis_without_the_password(tmp_path: Path, redis_url: str) -> None:
+    keys = Keys(f"redact-join-{os.getpid()}")
+    runtime = tmp_path / "rt"
+    with_password = redis_url.replace("redis://", f"redis://:{PASSWORD}@", 1)  # this Redis has none: AUTH fails
+    publish(runtime / "chatmixer", RunInfo(with_password, os.getpid(), "Night", keys.prefix))
+    env = mixer_env(None, keys, "smbiz", XDG_RUNTIME_DIR=str(runtime))
+    proc = await start_mixer("merge", env=env)
+    try:
+        first = await read_until(proc, "using the Redis of the mixer run")
+    finally:
+        proc.terminate()
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)  # the rest it printed, up to its exit
+    text = "".join(first) + out.decode()
+    assert "using the Redis of the mixer run" in text and "redis://***@" in text
+    assert PASSWORD not in text
+
+
+@asynccontextmanager
+async def echoing_x_api() -> AsyncIterator[str]:
+    """An X API that refuses every request with a body repeating the bearer token it was sent."""
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response({"title": "Unauthorized", "detail": request.headers["Authorization"]}, status=401)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_token_a_server_echoes_never_reaches_the_log(redis_url: str, keys: Keys) -> None:
+    async with echoing_x_api() as api:
+        env = mixer_env(redis_url, keys, "smbiz", MIXER_X_BEARER_TOKEN=TOKEN, MIXER_X_API=api)
+        proc = await start_mixer("ingest", env=env)
+        try:
+            lines = await read_until(proc, "HTTP 401")
+        finally:
+            proc.terminate()
+            await proc.wait()
+    text = "".join(lines)
+    assert "***" in lines[-1] and TOKEN not in text, text
