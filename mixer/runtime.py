@@ -7,7 +7,7 @@ run that died is ignored and removed by the next reader. ``runtime_dir`` says wh
 (``$XDG_RUNTIME_DIR/chatmixer``, else the user's state dir), from an environment the caller passes in.
 ``local_addresses`` lists the machine's non-loopback IPv4 addresses (what ``mixer run --public`` prints);
 ``ingest_line``, ``merge_line`` and ``live_lines`` are the lines each long-running role prints saying what it
-does and where. ``redact`` hides a URL's password, ``redis_problem`` says why a Redis does not answer.
+does and where (every URL in them through ``mixer.redact``); ``redis_problem`` says why a Redis does not answer.
 Choosing a Redis for a command is the CLI's business; starting one is ``embedded``.
 """
 
@@ -24,12 +24,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from mixer import connect
 from mixer.embedded import pid_alive
+from mixer.redact import redact
 from mixer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -134,33 +135,16 @@ def published(directory: Path, info: RunInfo) -> Iterator[Path | None]:
             withdraw(path, info.pid)
 
 
-def redact(url: str) -> str:
-    """``url`` without its password (and user), for a file header, a log line or a message."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "(unparseable URL)"
-    if parts.password is None and parts.username is None:
-        return url
-    netloc = f"***@{parts.hostname or ''}" + (f":{port}" if port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 def redis_url_problem(url: str) -> str | None:
-    """Why ``url`` is not a Redis URL redis-py can use, or None when it is one."""
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        return f"{url!r} is not a redis://, rediss:// or unix:// URL"
-    try:
-        aioredis.Redis.from_url(url)
-    except ValueError as exc:
-        return f"{redact(url)}: {exc}"
-    return None
+    """Why ``url`` is not a Redis URL this product can use (one server, ``redis+cluster://``,
+    ``redis+sentinel://``: ``mixer.connect``), or None when it is one."""
+    problem = connect.problem(url)
+    return None if problem is None else f"{redact(url)!r} {problem}"
 
 
 async def redis_problem(url: str, patience: float = 5.0) -> str | None:
     """Why the Redis at ``url`` does not answer PING within ``patience`` seconds, or None when it does."""
-    redis = aioredis.Redis.from_url(url, socket_timeout=patience, socket_connect_timeout=patience)
+    redis = connect.client(url, socket_timeout=patience, socket_connect_timeout=patience)
     try:
         await redis.ping()
     except (RedisError, OSError) as exc:

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from mixer import connect
 from mixer.codec import ACTION_FIELD, EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD
 
 KINDS = (FIELD, EDIT_FIELD, RETRACT_FIELD, PIN_FIELD, ACTION_FIELD)
@@ -28,14 +29,11 @@ def raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
-def dedicated_client(url: str, block_ms: int) -> aioredis.Redis:
-    """A client with one connection of its own, safe for XREAD BLOCK up to ``block_ms``."""
-    return aioredis.Redis.from_url(
-        url,
-        single_connection_client=True,
-        socket_timeout=block_ms / 1000 + 10,
-        socket_connect_timeout=5,
-        health_check_interval=30,
+def dedicated_client(url: str, block_ms: int, key: str | None = None) -> aioredis.Redis:
+    """A client with one connection of its own, safe for XREAD BLOCK up to ``block_ms``; ``key``: any key of the
+    event it serves (on Redis Cluster it connects to that slot's master, ``mixer.connect``)."""
+    return connect.client(
+        url, key, single=True, socket_timeout=block_ms / 1000 + 10, socket_connect_timeout=5, health_check_interval=30
     )
 
 

@@ -8,7 +8,7 @@ and nothing bounds a client's backlog. Frames have the contract's shape
 servers. It runs on uvloop when installed, like ``mixer serve``, so the comparison is about the
 broadcast design, not the event loop. Not a product part: no filters, resume, hello or limits.
 
-    python scripts/naive_broadcast.py --port 8090 --redis URL --stream 'mixer:{feed}:feed'
+    python scripts/naive_broadcast.py --port 8090 --redis URL --stream 'mixer:{mixer}:feed'
 """
 
 from __future__ import annotations

@@ -78,7 +78,9 @@ def test_a_redis_url_redis_py_cannot_use_is_named() -> None:
     assert redis_url_problem("unix:///run/redis.sock") is None
     assert "is not a redis://" in (redis_url_problem("http://127.0.0.1:6379") or "")
     problem = redis_url_problem("redis://:s3cret@db.example:port/0")
-    assert problem == "(unparseable URL): Port could not be cast to integer value as 'port'"
+    assert problem == (
+        "'redis://***@db.example:port/0' has a bad option: Port could not be cast to integer value as 'port'"
+    )
 
 
 async def test_an_unreachable_redis_is_said_in_one_line_without_its_password() -> None:

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from mixer import connect
 from mixer.feed import history
 from mixer.keys import Keys
 from mixer.models import normalize_tag
@@ -124,7 +125,8 @@ def transcript_command(settings: Settings, args: argparse.Namespace) -> int:
         return 2
 
     async def load() -> list[Post]:
-        redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        feed = Keys(settings.key_prefix).feed
+        redis = connect.client(settings.redis_url, feed, socket_timeout=10, socket_connect_timeout=5)
         try:
             return await load_posts(
                 redis, Keys(settings.key_prefix), scope, progress=lambda n: say(f"read {n:,} feed entries", True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from mixer import connect
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import Publisher
 from mixer.ingest.recorded import read_events
@@ -42,7 +43,7 @@ class Driver:
             self._posts = [e for e in events if isinstance(e, Post) and e.boost_of is None]
             if not self._posts:
                 raise ValueError(f"{self.replay_file}: no post in any configured chat to replay")
-        self._redis = aioredis.Redis.from_url(self.settings.redis_url)
+        self._redis = connect.client(self.settings.redis_url, Keys(self.settings.key_prefix).feed)
         try:
             await self._redis.ping()
         except BaseException:

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from redis.exceptions import RedisError
 
 from mixer.options import NO_REDIS, add_common
+from mixer.redact import redact
 from mixer.settings import Settings
 from mixer.tools.loadtest.client import POLL_MS, WorkerPool
 from mixer.tools.loadtest.drive import Driver
@@ -88,14 +89,14 @@ def check_url(url: str) -> str:
     """``url`` when it is a ws:// URL on a loopback address; ValueError otherwise (loopback only is a rule here)."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"--url must be a ws:// URL such as ws://127.0.0.1:8080/ws, got {url!r}")
+        raise ValueError(f"--url must be a ws:// URL such as ws://127.0.0.1:8080/ws, got {redact(url)!r}")
     host = parts.hostname or ""
     try:
         loopback = host == "localhost" or ip_address(host).is_loopback
     except ValueError:
         loopback = False
     if not loopback:
-        raise ValueError(f"refusing {host or url!r}: load tests run against loopback only (127.0.0.1)")
+        raise ValueError(f"refusing {host or redact(url)!r}: load tests run against loopback only (127.0.0.1)")
     return url
 
 
@@ -167,7 +168,7 @@ async def loadtest(
         row.update(_second(summaries, row["second"]))
     saturated = sorted({i for row in seconds for i, b in enumerate(row["cores"]) if b >= SATURATED})
     return {
-        "url": options.url,
+        "url": redact(options.url),
         "clients": options.clients,
         "processes": len(workers.plans),
         "sampled_clients": len(seen),
@@ -359,7 +360,7 @@ def loadtest_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(loadtest_and_write(settings, options, say, args.json, args.plot))
     except (ValueError, RuntimeError, OSError, RedisError) as exc:
-        say(f"failed: {exc}")
+        say(redact(f"failed: {exc}"))
         return 1
     if show:
         print("\r\033[K", end="", file=sys.stderr)
