@@ -40,7 +40,14 @@ def unpack_item(entry_id: str, raw: bytes) -> dict[str, Any]:
 
 def unpack_post(entry_id: str, raw: bytes) -> Post:
     """A stored post, validated; raises ValueError if the entry is not a post."""
-    return Post.from_dict(unpack_item(entry_id, raw))
+    try:
+        data = msgpack.unpackb(raw, raw=False)
+    except msgpack.UnpackException as exc:  # (OutOfData is not a ValueError)
+        raise ValueError(f"entry {entry_id} is not msgpack: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"entry {entry_id} is a {type(data).__name__}, not a post")
+    data["id"] = entry_id
+    return Post.from_dict(data)
 
 
 def loads(raw: bytes | str) -> Any:

@@ -7,23 +7,33 @@ it published (no gap, no repeat). Edits and retractions travel the same streams 
 entries of their own kind (fields ``u`` and ``r``). A post in no configured chat is
 counted and dropped. The merge stage, not this module, removes duplicates. ``Recall`` is a
 follower's memory of what it published, kept beside its cursor across restarts.
+
+A Redis outage is ridden out (``outage``): ``publish`` waits and writes each batch exactly once
+when Redis is back (a marker written with each batch tells a lost reply from a lost write);
+``offer`` does not wait and holds at most ``PENDING_MAX`` events in memory, counting what
+overflows; cursor reads and writes wait too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
-from collections import Counter, OrderedDict
+import uuid
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 
 from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD, pack_post
+from mixer.ingest.outage import AWAY, Outage, backoff, ride_out
 from mixer.keys import Keys
 from mixer.models import Edit, Event, Post, Retraction
 from mixer.settings import Settings
@@ -31,12 +41,17 @@ from mixer.streams import raise_if_cancelling, text
 
 log = logging.getLogger(__name__)
 
+# Events a Publisher holds for ``offer`` callers while Redis is away (a few minutes of a busy night's stream);
+# past it the oldest are dropped and counted as ``overflowed``. ``publish`` callers wait instead and hold one batch.
+PENDING_MAX = 10_000
+APPLIED_TTL = 3600  # seconds a Publisher's last-batch marker outlives its last write (it is read only after a failure)
+
 K = TypeVar("K")
 V = TypeVar("V")
 
 
 class Publisher:
-    """Writes events to chat streams; at-least-once without a cursor, exactly-once with one."""
+    """Writes events to chat streams; exactly-once per batch, also across a Redis outage (see ``publish``)."""
 
     def __init__(
         self,
@@ -45,6 +60,9 @@ class Publisher:
         chats: Iterable[str],
         maxlen: int,
         active: Callable[[str], bool] | None = None,
+        *,
+        role: str = "ingest",
+        pending_max: int = PENDING_MAX,
     ) -> None:
         self._redis = redis
         self._active = active  # a chat's posts are published only while this says it is followed (its slot)
@@ -53,6 +71,16 @@ class Publisher:
         self._chat_set = frozenset(self._chats)
         self._maxlen = maxlen
         self.counters: Counter[str] = Counter()
+        self.outage = Outage.of(redis, role)
+        # Each batch ends by setting this key to the batch's number, in its transaction: after a failure that may
+        # have come after Redis applied the batch (the reply lost), reading it back says whether to write again.
+        self._applied = keys.ingest_applied(uuid.uuid4().hex[:16])
+        self._seq = 0
+        self._lock = asyncio.Lock()  # one batch in flight at a time, so the marker above names the last one
+        self._pending: deque[_Batch] = deque()  # offered batches not written yet, oldest first
+        self._held = 0  # events in ``_pending``
+        self._pending_max = pending_max
+        self._drainer: asyncio.Task[None] | None = None
 
     @property
     def keys(self) -> Keys:
@@ -62,6 +90,11 @@ class Publisher:
     def redis(self) -> aioredis.Redis:
         """The Redis it writes to, for a follower's helpers that keep state beside the streams (a cache)."""
         return self._redis
+
+    @property
+    def pending(self) -> int:
+        """Events offered and not written yet (at most ``pending_max``, but never less than the newest batch)."""
+        return self._held
 
     def recall(self, name: str, size: int) -> Recall:
         """Follower ``name``'s memory in the same Redis (at most ``2 x size`` entries)."""
@@ -84,19 +117,86 @@ class Publisher:
         events: Iterable[Event],
         cursor: tuple[str, str] | None = None,
         recall: tuple[Recall, Mapping[str, str]] | None = None,
+        *,
+        patient: bool = True,
     ) -> int:
         """Append each event to its chats' streams, with ``cursor`` stored atomically (and ``recall``'s entries
-        remembered in the same transaction); returns posts published."""
-        if recall is not None:
-            await recall[0].make_room(len(recall[1]))
-        pipe = self._redis.pipeline(transaction=cursor is not None)
-        published = writes = 0
+        remembered in the same transaction); returns posts published.
+
+        While Redis is away it waits (capped backoff) and returns once the batch is written, exactly once: the
+        caller holds this one batch meanwhile and reads nothing more, so nothing it read is lost. With
+        ``patient=False`` (a request that must answer now) the first failure raises, nothing written."""
+        batch = self._batch(events, cursor, recall, None)
+        if batch is None:
+            return 0
+        async with self._lock:
+            await self._write(batch, patient)
+        return batch.posts
+
+    async def offer(
+        self, events: Iterable[Event], cursor: tuple[str, str] | None = None, counters: Counter[str] | None = None
+    ) -> None:
+        """Publish without waiting, for a follower that cannot pause its source: batches are written in order by
+        a task of this Publisher. While Redis is away they wait in memory, at most ``pending_max`` events; past
+        that the oldest batches are dropped and counted as ``overflowed`` (here and in ``counters``, which also
+        get ``published`` as batches land)."""
+        batch = self._batch(events, cursor, None, counters)
+        if batch is None:
+            return
+        self._pending.append(batch)
+        self._held += batch.events
+        # Past the bound the OLDEST go, the newest stay: on a live wall the posts people are reacting to now matter
+        # more than ones minutes old, which would land as a stale burst; and a newer batch's cursor covers the
+        # dropped ones anyway (a follower that offers can only resume forward from it).
+        while self._held > self._pending_max and len(self._pending) > 1:
+            dropped = self._pending.popleft()
+            self._held -= dropped.events
+            self._overflowed(dropped, 1)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain(), name=f"{self.outage.role}: publishing offered posts")
+
+    async def aclose(self) -> None:
+        """Stop writing offered batches (what is still pending is dropped, not counted: the process is ending)."""
+        if self._drainer is not None:
+            self._drainer.cancel()
+            await asyncio.wait([self._drainer])
+
+    def _overflowed(self, batch: _Batch, sign: int) -> None:
+        for counters in (self.counters, batch.counters):
+            if counters is not None:
+                counters["overflowed"] += batch.events * sign
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch = self._pending[0]
+            async with self._lock:
+                written = await self._write(batch, True, functools.partial(self._is_next, batch))
+            if self._pending and self._pending[0] is batch:
+                self._pending.popleft()
+                self._held -= batch.events
+            elif written:  # dropped for a newer one while its write was in flight, yet it got out: not lost
+                self._overflowed(batch, -1)
+
+    def _is_next(self, batch: _Batch) -> bool:
+        return bool(self._pending) and self._pending[0] is batch
+
+    def _batch(
+        self,
+        events: Iterable[Event],
+        cursor: tuple[str, str] | None,
+        recall: tuple[Recall, Mapping[str, str]] | None,
+        counters: Counter[str] | None,
+    ) -> _Batch | None:
+        """The stream writes of ``events`` (routed; posts in no followed chat counted and left out), or None when
+        there is nothing to write at all."""
+        writes: list[tuple[str, dict[Any, bytes]]] = []
+        posts = edits = retractions = 0
         for event in events:
             if isinstance(event, Retraction):
                 chats = tuple(c for c in event.chats if c in self._chat_set) or self._chats
                 raw = msgpack.packb({"key": event.key, "source": event.source}, use_bin_type=True)
                 fields = {RETRACT_FIELD: raw}
-                self.counters["retractions"] += 1
+                retractions += 1
             else:
                 post = event.post if isinstance(event, Edit) else event
                 routed = self.route(post)
@@ -107,22 +207,85 @@ class Publisher:
                 chats = routed.chats
                 fields = {EDIT_FIELD if isinstance(event, Edit) else FIELD: pack_post(routed)}
                 if isinstance(event, Edit):
-                    self.counters["edits"] += 1
+                    edits += 1
                 else:
-                    published += 1
-            for chat in chats:
-                pipe.xadd(self._keys.chat(chat), fields, maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
-                writes += 1
-        if cursor is not None:
-            pipe.hset(self._keys.ingest_cursor, cursor[0], cursor[1])
-        if recall is not None and recall[1]:
-            recall[0].stage(pipe, recall[1])
-            writes += 1
-        if writes or cursor is not None:
+                    posts += 1
+            writes.extend((self._keys.chat(chat), fields) for chat in chats)
+        if recall is not None and not recall[1]:
+            recall = None
+        if not writes and cursor is None and recall is None:
+            return None
+        self._seq += 1
+        return _Batch(self._seq, writes, cursor, recall, posts, edits, retractions, counters)
+
+    async def _write(self, batch: _Batch, patient: bool, wanted: Callable[[], bool] | None = None) -> bool:
+        """Write ``batch`` (True), retrying while Redis is away until done or ``wanted()`` says to give up (False);
+        not ``patient``: the first failure raises."""
+        policy = backoff()
+        unsure = False  # a failed EXEC may have been applied: look before writing again
+        while True:
+            try:
+                if not (unsure and await self._landed(batch)):
+                    await self._execute(batch)
+                break
+            except (*AWAY, WatchError) as exc:  # WatchError: the connection dropped during EXEC (see _execute)
+                raise_if_cancelling()
+                unsure = True
+                self.outage.failed(exc, "publishing")
+                if not patient:
+                    raise
+                await asyncio.sleep(policy.next())
+                if wanted is not None and not wanted():
+                    return False
+        raise_if_cancelling()
+        self.outage.answered()
+        self.counters["published"] += batch.posts
+        self.counters["edits"] += batch.edits
+        self.counters["retractions"] += batch.retractions
+        if batch.counters is not None:
+            batch.counters["published"] += batch.posts
+        return True
+
+    async def _landed(self, batch: _Batch) -> bool:
+        value = await self._redis.get(self._applied)
+        return value is not None and text(value) == str(batch.seq)
+
+    async def _execute(self, batch: _Batch) -> None:
+        if batch.recall is not None:
+            await batch.recall[0].make_room(len(batch.recall[1]))
+        # A transaction even without a cursor: all of a batch or none of it, so a retry never repeats half of one.
+        async with self._redis.pipeline(transaction=True) as pipe:
+            # Watching the marker makes redis-py raise (WatchError) when the connection drops during EXEC instead of
+            # sending the transaction again on its own, which could write the batch twice: retrying is ours, after
+            # reading the marker. Nothing else writes the marker, so the watch itself never fails.
+            await pipe.watch(self._applied)
+            pipe.multi()  # type: ignore[no-untyped-call]
+            for key, fields in batch.writes:
+                pipe.xadd(key, fields, maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
+            if batch.cursor is not None:
+                pipe.hset(self._keys.ingest_cursor, batch.cursor[0], batch.cursor[1])
+            if batch.recall is not None:
+                batch.recall[0].stage(pipe, batch.recall[1])
+            pipe.set(self._applied, batch.seq, ex=APPLIED_TTL)
             await pipe.execute()
-            raise_if_cancelling()
-        self.counters["published"] += published
-        return published
+
+
+@dataclass(eq=False, slots=True)
+class _Batch:
+    """One publish: its stream writes and cursor, written in one transaction."""
+
+    seq: int  # this Publisher's number for it (the marker that tells a lost reply from a lost write)
+    writes: list[tuple[str, dict[Any, bytes]]]  # (chat stream, fields), one per chat of each event
+    cursor: tuple[str, str] | None
+    recall: tuple[Recall, Mapping[str, str]] | None
+    posts: int
+    edits: int
+    retractions: int
+    counters: Counter[str] | None  # the offering follower's, told of what lands and what overflows
+
+    @property
+    def events(self) -> int:
+        return self.posts + self.edits + self.retractions
 
 
 def follow_gate(
@@ -180,11 +343,16 @@ class Recall:
         self._count = 0  # entries in ``new`` (from ``load``, then counted; a failed write leaves it a little high)
 
     async def load(self) -> dict[str, str]:
-        """Everything remembered, older generation first (a key in both: the newer value)."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(self._old)
-        pipe.hgetall(self._new)
-        old, new = await pipe.execute()
+        """Everything remembered, older generation first (a key in both: the newer value); waits while Redis is
+        away."""
+
+        async def read() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hgetall(self._old)
+            pipe.hgetall(self._new)
+            return await pipe.execute()
+
+        old, new = await ride_out(read, Outage.of(self._redis), "reading what a follower published")
         self._count = len(new)
         return {text(k): text(v) for k, v in (*old.items(), *new.items())}
 
@@ -203,16 +371,18 @@ class Recall:
 
 
 class CursorStore:
-    """Followers' resume points in Redis (written by ``Publisher.publish(..., cursor=...)`` or ``set``)."""
+    """Followers' resume points in Redis (written by ``Publisher.publish(..., cursor=...)`` or ``set``); both
+    calls wait while Redis is away (capped backoff, one log line per outage) rather than fail."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self._redis = redis
         self._key = keys.ingest_cursor
+        self._outage = Outage.of(redis)
 
     async def get(self, name: str) -> str | None:
-        value = await self._redis.hget(self._key, name)
+        value = await ride_out(lambda: self._redis.hget(self._key, name), self._outage, f"reading cursor {name}")
         return None if value is None else text(value)
 
     async def set(self, name: str, value: str) -> None:
         """Move a cursor when nothing was published (e.g. a batch of ignored events)."""
-        await self._redis.hset(self._key, name, value)
+        await ride_out(lambda: self._redis.hset(self._key, name, value), self._outage, f"saving cursor {name}")

@@ -29,6 +29,7 @@ from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import forget_oldest
 from mixer.ingest.recorded_shapes import RecordError as RecordError  # re-exported: it is part of reading
 from mixer.ingest.recorded_shapes import json_records
+from mixer.ingest.skips import counted
 from mixer.models import Edit, Event, Ignored, Post, Retraction, normalize_tag
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ def read_grouped(
                 events = parse_record(data, matcher, now_ms, mastodon_uris=mastodon_uris)
             except Ignored as skip:
                 if ignored is not None:
-                    ignored[skip.reason] += 1
+                    ignored[counted(skip.reason, name)] += 1
                 continue
             except ValueError as exc:
                 error = RecordError(name, line, str(exc))

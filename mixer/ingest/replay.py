@@ -10,13 +10,16 @@ lasts at least ``min_pass`` seconds, so a file with no time span (one line, newe
 cannot spin; each pass is logged at DEBUG and a summary at INFO at most every
 ``SUMMARY_EVERY`` seconds. A record may hold several events (a retweet and its
 original): they share the record's time and are published together; edits and
-retractions go through the Publisher like posts. Reading and recognising files lives in
+retractions go through the Publisher like posts. Files are read in a worker thread, a batch
+at a time, never on the event loop; while Redis is away the Publisher waits it out and reading
+pauses with it, so a replay resumes where it was and loses nothing. Reading and recognising files lives in
 ``recorded``; writing to Redis in ``ingest``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import math
@@ -25,7 +28,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import Publisher
@@ -33,6 +36,8 @@ from mixer.ingest.recorded import Group, RecordError, read_grouped
 from mixer.models import Edit, Event, Post, Retraction
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SUMMARY_EVERY = 60.0  # seconds between INFO summaries of a looping replay (each pass is logged at DEBUG)
 
@@ -255,19 +260,27 @@ class Replayer:
 
     async def _run_pass(self, pass_no: int, clock: Callable[[], float]) -> None:
         now_ms = int(self._wall() * 1000)
+        # Files are read and parsed in a worker thread, one batch at a time, so the event loop stays free for the
+        # other tasks of the process; the thread counts ignored records here, merged into progress after each batch.
+        ignored: Counter[str] = Counter()
         recordings = [
-            read_grouped(path, self._matcher, now_ms, log_errors=pass_no == 0, ignored=self.progress.skipped)
-            for path in self._paths
+            read_grouped(path, self._matcher, now_ms, log_errors=pass_no == 0, ignored=ignored) for path in self._paths
         ]
         planned = plan(recordings, self._options.max_gap)
         try:
-            schedule = Schedule(planned, clock(), self._options.speed)
+            start = clock()
+            schedule = await _off_loop(lambda: Schedule(planned, start, self._options.speed))
             while (due := schedule.next_due()) is not None:
                 delay = due - clock()
                 if delay > 0:
                     await self._sleep(delay)
-                items = schedule.take_due(clock(), self._options.batch)
+                items = await _off_loop(functools.partial(schedule.take_due, clock(), self._options.batch))
+                self.progress.skipped.update(ignored)
+                ignored.clear()
+                # Waits while Redis is away (the Publisher rides it out): nothing more is read meanwhile, so the
+                # batch in hand is all this holds, and the pass resumes where it was once Redis is back.
                 await self._publish(items, pass_no)
+            self.progress.skipped.update(ignored)
         finally:
             planned.close()
 
@@ -292,6 +305,17 @@ class Replayer:
         progress.published += published
         if published < posts:
             progress.skipped["no_chat"] += posts - published
+
+
+async def _off_loop(call: Callable[[], T]) -> T:
+    """``call()`` in a worker thread. Cancelled, it still waits for the thread to finish its call (one batch of a
+    file on disk), so the reader it was using can then be closed: a generator cannot be closed while it runs."""
+    work = asyncio.ensure_future(asyncio.to_thread(call))
+    try:
+        return await asyncio.shield(work)
+    finally:
+        if not work.done():
+            await asyncio.wait([work])
 
 
 async def replay(publisher: Publisher, paths: Sequence[str | Path], options: ReplayOptions) -> ReplayProgress:

@@ -16,6 +16,7 @@ from typing import Any
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import Publisher, forget_oldest
 from mixer.ingest.recorded import parse_record
+from mixer.ingest.skips import counted
 from mixer.models import Event, Ignored, trimmed
 from mixer.webhook import Received
 
@@ -45,7 +46,7 @@ class PublishingWebhook:
             try:
                 events += parse_record(record, self._matcher, now_ms, mastodon_uris=self._mastodon_uris)
             except Ignored as skip:
-                self.counters[f"skipped:{skip.reason}"] += 1
+                self.counters[f"skipped:{counted(skip.reason, f'webhook from {origin}')}"] += 1
             except ValueError as exc:
                 self.counters["malformed"] += 1
                 errors.append({"index": index, "reason": str(exc)})
@@ -55,6 +56,7 @@ class PublishingWebhook:
             self.counters[f"trimmed:{reason}"] += count
             log.warning("webhook from %s: %d post(s) over a size limit (%s)", origin, count, reason)
         self.counters["received"] += len(records)
-        published = await self._publisher.publish(events) if events else 0
+        # A request must answer now: with Redis away it fails (the caller says so) instead of waiting it out.
+        published = await self._publisher.publish(events, patient=False) if events else 0
         self.counters["published"] += published
         return Received(published, len(events), tuple(errors))

@@ -7,7 +7,8 @@ XREAD BLOCK on a dedicated connection, and writes JSON Lines that ``mixer replay
 their feed id; raw posts once per key, whichever chat stream had them first), flushed
 after every read so a stop loses nothing already read. Edits, retractions and pins are not
 recorded. It stops after a duration or count, or when ``stop`` is set (the CLI sets it on
-SIGINT/SIGTERM). ``entry_post`` and ``header`` are pure. Not here: reading recordings
+SIGINT/SIGTERM). A Redis that goes away mid-recording is waited for and the recording
+resumes from its cursors. ``entry_post`` and ``header`` are pure. Not here: reading recordings
 (``recorded``), replaying them (``replay``), making them up (``synth``).
 """
 
@@ -25,15 +26,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from mixer.backoff import Backoff
 from mixer.codec import FIELD, unpack_item
+from mixer.ingest.outage import AWAY, Outage, backoff, where
 from mixer.keys import Keys
 from mixer.models import Post, normalize_tag
 from mixer.options import NO_REDIS, add_common
-from mixer.runtime import redact
+from mixer.redact import redact
 from mixer.settings import Settings
-from mixer.streams import Entry, dedicated_client, last_id, read_new, text
+from mixer.streams import Entry, dedicated_client, last_id, raise_if_cancelling, read_new, text
 
 BLOCK_MS = 500  # longest XREAD wait: how late a stop, a deadline or a progress line can be
 BATCH = 1000
@@ -120,10 +124,12 @@ async def record(
     """Record from now until the duration, the count or ``stop``; every line read is written and flushed.
 
     ``ready`` is set once the start cursors are taken (posts published after it are recorded);
-    ``progress`` is called about once a second. Redis errors propagate.
+    ``progress`` is called about once a second. A Redis that does not answer at the start raises; one that goes
+    away later is waited for (capped backoff, one WARNING and one INFO) and the recording resumes where it was.
     """
     done = RecordProgress()
-    redis = dedicated_client(redis_url, BLOCK_MS)
+    redis = dedicated_client(redis_url, BLOCK_MS, keys.feed)
+    outage, policy = Outage("mixer record", where(redis)), backoff()
     try:
         streams = streams_for(options, keys)
         if options.raw and not options.chats:
@@ -149,7 +155,7 @@ async def record(
                 if left <= 0:
                     break
                 block = max(1, min(block, int(left * 1000)))
-            got = await read_new(redis, cursors, block, BATCH)
+            got = await _read(redis, cursors, block, outage, policy)
             batch: list[Post] = []
             for _ in range(DRAIN_READS):
                 if not got:
@@ -174,7 +180,7 @@ async def record(
                 if not options.raw:
                     break
                 # A blocked XREAD is answered with only the stream that woke it: read the others before sorting.
-                got = await read_new(redis, cursors, None, BATCH)
+                got = await _read(redis, cursors, None, outage, policy)
             if options.raw:
                 batch.sort(key=lambda p: p.created)  # several streams: keep the file in time order
             if options.count is not None:
@@ -191,6 +197,22 @@ async def record(
         return done
     finally:
         await redis.aclose()
+
+
+async def _read(
+    redis: aioredis.Redis, cursors: dict[str, str], block: int | None, outage: Outage, policy: Backoff
+) -> dict[str, list[Entry]]:
+    """``read_new``, or nothing after a backoff while Redis is away (so the caller still sees a stop or a deadline)."""
+    try:
+        got = await read_new(redis, cursors, block, BATCH)
+    except AWAY as exc:
+        raise_if_cancelling()
+        outage.failed(exc, "reading the feed")
+        await asyncio.sleep(policy.next())
+        return {}
+    outage.answered()
+    policy.reset()
+    return got
 
 
 def add_record_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:

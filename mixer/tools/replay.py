@@ -13,12 +13,13 @@ import argparse
 import asyncio
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from mixer import connect
 from mixer.ingest.publish import Publisher
 from mixer.ingest.replay import Replayer, ReplayOptions
 from mixer.keys import Keys
@@ -55,7 +56,8 @@ def add_replay_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def replay_command(settings: Settings, args: argparse.Namespace) -> int:
-    """`mixer replay`: 0 when every pass ran, 1 when Redis failed or nothing could be published, 2 for bad
+    """`mixer replay`: 0 when every pass ran (a Redis that goes away meanwhile is waited for), 1 when Redis does not
+    answer at the start or nothing could be published, 2 for bad
     input, 130 when stopped by a signal; every failure is one line on stderr."""
 
     def say(message: str) -> None:
@@ -87,8 +89,9 @@ async def _replay(settings: Settings, files: list[Path], options: ReplayOptions,
     if problem is not None:
         say(problem)
         return 1
-    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10)
-    publisher = Publisher(redis, Keys(settings.key_prefix), settings.chat_tags, settings.chat_maxlen)
+    keys = Keys(settings.key_prefix)
+    redis = connect.client(settings.redis_url, keys.feed, socket_timeout=10)
+    publisher = Publisher(redis, keys, settings.chat_tags, settings.chat_maxlen, role="mixer replay")
     replayer = Replayer(publisher, files, options)
     task = asyncio.ensure_future(replayer.run())
     loop = asyncio.get_running_loop()
@@ -99,11 +102,17 @@ async def _replay(settings: Settings, files: list[Path], options: ReplayOptions,
         while not task.done():
             await asyncio.wait([task], timeout=1.0)
             elapsed = max(loop.time() - started, 1e-9)
-            progress = replayer.progress
+            progress, outage = replayer.progress, publisher.outage
+            waiting = "" if outage.since is None else f", waiting for Redis for {time.monotonic() - outage.since:.0f} s"
             print(
-                f"\rreplay: {progress.summary()} ({progress.published / elapsed:,.0f} posts/s)", end="", file=sys.stderr
+                f"\rreplay: {progress.summary()} ({progress.published / elapsed:,.0f} posts/s{waiting})",
+                end="",
+                file=sys.stderr,
             )
         print(file=sys.stderr)
+        if publisher.outage.outages:
+            away = publisher.outage
+            say(f"Redis was away {away.outages} time(s), {away.seconds:.1f} s in all; the replay waited for it")
         try:
             await task
         except asyncio.CancelledError:

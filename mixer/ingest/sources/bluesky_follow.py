@@ -25,6 +25,7 @@ from yarl import URL
 from mixer.backoff import Backoff
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import CursorStore, Publisher, remember
+from mixer.ingest.skips import counted
 from mixer.ingest.sources.bluesky import POST_COLLECTION, SOURCE, parse_jetstream
 from mixer.ingest.sources.bluesky_appview import retry_after_seconds
 from mixer.ingest.sources.bluesky_profiles import ProfileResolver
@@ -34,6 +35,10 @@ from mixer.streams import raise_if_cancelling
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "wss://jetstream2.us-east.bsky.network/subscribe"
+# Like the other followers' sessions: a connect that hangs, or an HTTP answer (the websocket upgrade, an AppView
+# call) that stops arriving, fails instead of waiting for ever. An open websocket is not bound by sock_read (aiohttp
+# drops it after the upgrade): ``receive_timeout`` says when a silent socket is dead.
+SESSION_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30)
 
 
 class SilentSocket(Exception):
@@ -54,6 +59,7 @@ class BlueskySource:
         receive_timeout: float = 60.0,  # seconds without any message before the socket counts as dead
         heartbeat: float | None = 20.0,  # websocket ping interval; a missing pong closes a half-open socket
         handshake_timeout: float = 30.0,  # seconds for TCP + TLS + HTTP upgrade
+        http_timeout: aiohttp.ClientTimeout = SESSION_TIMEOUT,  # the session's: connect, and each read
         rewind_seconds: float = 1.0,  # resume this far before the cursor (Jetstream's advice for gapless replay)
         flush_seconds: float = 0.1,  # a batch is published at most this long after its first event
         flush_events: int = 200,  # ... or as soon as it holds this many events
@@ -76,6 +82,7 @@ class BlueskySource:
         self._receive_timeout = receive_timeout
         self._heartbeat = heartbeat
         self._handshake_timeout = handshake_timeout
+        self._http_timeout = http_timeout
         self._rewind_us = int(rewind_seconds * 1_000_000)
         self._flush_seconds = flush_seconds
         self._flush_events = flush_events
@@ -109,7 +116,7 @@ class BlueskySource:
 
     async def run(self) -> None:
         """Follow until cancelled; each failure is logged and retried after a capped backoff, losing nothing."""
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(timeout=self._http_timeout) as session:
             resolving = None if self.profiles is None else asyncio.create_task(self.profiles.run(session))
             try:
                 while True:
@@ -229,7 +236,7 @@ class BlueskySource:
         try:
             events = parse_jetstream(data, self._matcher, int(self._clock() * 1000))
         except Ignored as exc:
-            self.counters[f"skipped:{exc.reason}"] += 1
+            self.counters[f"skipped:{counted(exc.reason, self._endpoint)}"] += 1
             return
         except ValueError as exc:
             self._malformed(str(exc), msg.data)

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from yarl import URL
 
 from mixer.backoff import Backoff
+from mixer.ingest.outage import REDIS_AWAY
 from mixer.ingest.publish import Publisher
 from mixer.ingest.sources.bluesky import SOURCE
 from mixer.ingest.sources.bluesky_appview import (
@@ -111,7 +112,10 @@ class ProfileResolver:
             raise_if_cancelling()
         except RedisError as exc:  # the publish will meet the same trouble; the posts go out with their dids
             self.counters["profiles:cache_errors"] += 1
-            log.warning("bluesky profiles: cannot read the cache (%s); asking the AppView", exc)
+            if isinstance(exc, REDIS_AWAY):  # an outage: logged once for the role, not once per batch
+                self._publisher.outage.failed(exc, "reading the Bluesky profile cache")
+            else:
+                log.warning("bluesky profiles: cannot read the cache (%s); asking the AppView", exc)
             stored = [None] * len(dids)
         known: dict[str, Author | None] = {}  # None: a did the AppView did not know
         for did, raw in zip(dids, stored, strict=True):
@@ -182,6 +186,11 @@ class ProfileResolver:
             self.counters[unknown] += len(dids) - len(found)
             self._backoff.reset()
             return
+        except (
+            REDIS_AWAY
+        ) as exc:  # Redis away (publishing the edits or caching): the outage is logged once, not per retry
+            self._publisher.outage.failed(exc, "caching Bluesky profiles")
+            problem = ""
         except Unavailable as exc:
             problem, retry_after = str(exc), exc.retry_after
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError, RedisError) as exc:
@@ -192,7 +201,10 @@ class ProfileResolver:
         self.counters["profiles:failures"] += 1
         delay = max(self._backoff.next(), retry_after)
         self.batcher.failed(dids, self._clock(), delay)
-        log.warning("bluesky profiles: %s from %s (%d dids); retrying in %.2f s", problem, self._url, len(dids), delay)
+        if problem:
+            log.warning(
+                "bluesky profiles: %s from %s (%d dids); retrying in %.2f s", problem, self._url, len(dids), delay
+            )
 
     async def _fetch(self, session: aiohttp.ClientSession, dids: list[str]) -> dict[str, Author]:
         """The profiles of ``dids`` the AppView knows; raises Unavailable, Refused, ValueError or a network error."""

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from mixer.backoff import Backoff
 from mixer.ingest.hashtags import ChatMatcher, normalize_hashtag
 from mixer.ingest.publish import CursorStore, Publisher, remember
+from mixer.ingest.skips import counted
 from mixer.ingest.sources.mastodon import id_order, parse_event, parse_status
 from mixer.ingest.sources.mastodon_rest import MastodonRest, SourceError
 from mixer.ingest.sources.mastodon_stream import Item, StreamEnded, parse_ws_message, read_event_stream, read_websocket
@@ -198,7 +199,7 @@ class MastodonSource:
             try:
                 events.extend(parse_status(status, self._matcher, now_ms, instance=self.host, known_uris=self._known))
             except Ignored as exc:
-                self.counters[f"skipped:{exc.reason}"] += 1
+                self.counters[f"skipped:{counted(exc.reason, self.name)}"] += 1
             except ValueError as exc:
                 self._malformed(str(exc), status)
             else:
@@ -308,7 +309,7 @@ class MastodonSource:
         except (Ignored, ValueError) as exc:
             self.counters["received"] += 1
             if isinstance(exc, Ignored):
-                self.counters[f"skipped:{exc.reason}"] += 1
+                self.counters[f"skipped:{counted(exc.reason, self.name)}"] += 1
                 log.warning("%s: streaming server says: %.200s", self.name, text)
             else:
                 self._malformed(str(exc), text)
@@ -334,7 +335,7 @@ class MastodonSource:
         try:
             events = parse_event(event, payload, self._matcher, now_ms, instance=self.host, known_uris=self._known)
         except Ignored as exc:
-            self.counters[f"skipped:{exc.reason}"] += 1
+            self.counters[f"skipped:{counted(exc.reason, self.name)}"] += 1
         except ValueError as exc:
             self._malformed(str(exc), payload)
         else:

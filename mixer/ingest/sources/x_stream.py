@@ -10,7 +10,8 @@ bounded set of recent ids catches repeats inside one connection). Reconnects fol
 X's published policy: network errors back off linearly (+250 ms, up to 16 s), HTTP
 errors exponentially (5 s doubling, up to 320 s), HTTP 429 exponentially from 60 s
 unless ``x-rate-limit-reset`` says when to come back; 90 s without a byte is a stall.
-Payload parsing lives in ``x_v2``, not here.
+While Redis is away the stream keeps being read and the Publisher holds what it offers
+(``Publisher.offer``: bounded, overflow counted). Payload parsing lives in ``x_v2``, not here.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from redis.exceptions import RedisError
 from mixer.backoff import Backoff
 from mixer.ingest.hashtags import ChatMatcher, normalize_hashtag
 from mixer.ingest.publish import CursorStore, Publisher
+from mixer.ingest.skips import counted
 from mixer.ingest.sources.x import SOURCE, load_json
 from mixer.ingest.sources.x_v2 import parse_v2
 from mixer.models import Event, Ignored
@@ -57,7 +59,11 @@ def tweet_ids(message: dict[str, Any]) -> list[int]:
     """The ids of the tweets a v2 message carries in ``data``; empty for other messages."""
     data = message.get("data")
     tweets = [data] if isinstance(data, dict) else data if isinstance(data, list) else []
-    return [int(t["id"]) for t in tweets if isinstance(t, dict) and isinstance(t.get("id"), str) and t["id"].isdigit()]
+    return [
+        int(t["id"])
+        for t in tweets
+        if isinstance(t, dict) and isinstance(t.get("id"), str) and t["id"].isascii() and t["id"].isdigit()
+    ]
 
 
 class HttpError(Exception):
@@ -104,7 +110,6 @@ class XSource:
         self._http = backoff or Backoff(base=5.0, factor=2.0, cap=320.0, jitter=0.0)
         self._network = network_backoff or Backoff(base=0.25, factor=1.0, step=0.25, cap=16.0, jitter=0.0)
         self._rate = rate_limit_backoff or Backoff(base=60.0, factor=2.0, cap=900.0, jitter=0.0)
-        self._redis = Backoff(base=0.5, cap=10.0)
         self._stall = stall_seconds
         self._backfill = max(0, min(5, backfill_minutes))
         self._remember = remember
@@ -265,7 +270,7 @@ class XSource:
                     self._log_errors(message["errors"])
                 parsed = parse_v2(message, self._matcher, now_ms)
             except Ignored as exc:
-                self.counters[f"skipped:{exc.reason}"] += 1
+                self.counters[f"skipped:{counted(exc.reason, self.stream_url)}"] += 1
                 continue
             except ValueError as exc:
                 self._malformed(str(exc), line)
@@ -284,19 +289,11 @@ class XSource:
             await self._publish(events, cursor)
 
     async def _publish(self, events: list[Event], cursor: int) -> None:
-        """Publish with the cursor atomically; a Redis failure is retried with backoff, so nothing read is lost."""
-        while True:
-            try:
-                published = await self._publisher.publish(events, cursor=(self.name, str(cursor)))
-                break
-            except RedisError as exc:
-                delay = self._redis.next()
-                log.warning("x: publishing %d events failed (%s); retrying in %.2f s", len(events), exc, delay)
-                await asyncio.sleep(delay)
-        raise_if_cancelling()
-        self._redis.reset()
+        """Hand events and the cursor to the Publisher without waiting: X cannot pause a stream or replay it, so
+        while Redis is away the Publisher holds them (bounded; what overflows is counted in ``overflowed``) and
+        the stream keeps being read. ``published`` is counted as they land."""
+        await self._publisher.offer(events, cursor=(self.name, str(cursor)), counters=self.counters)
         self._cursor = cursor
-        self.counters["published"] += published
 
     def _log_errors(self, errors: Any) -> None:
         for error in errors if isinstance(errors, list) else [errors]:

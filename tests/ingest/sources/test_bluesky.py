@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import msgpack
 import pytest
 import redis.asyncio as aioredis
@@ -20,7 +21,7 @@ from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD, unpack_post
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import CursorStore, Publisher
 from mixer.ingest.sources.bluesky import parse_jetstream
-from mixer.ingest.sources.bluesky_follow import BlueskySource
+from mixer.ingest.sources.bluesky_follow import SESSION_TIMEOUT, BlueskySource
 from mixer.keys import Keys
 from mixer.models import Edit, Ignored, Post, Retraction
 from mixer.streams import read_range
@@ -553,3 +554,30 @@ async def test_a_restarted_follower_still_routes_the_delete_of_a_post_it_publish
 
 async def _has(redis: aioredis.Redis, keys: Keys, chat: str, entries: int) -> bool:
     return len(await stream(redis, keys, chat)) >= entries
+
+
+def test_the_follower_session_has_connect_and_read_timeouts() -> None:
+    assert SESSION_TIMEOUT.sock_connect and SESSION_TIMEOUT.sock_read and SESSION_TIMEOUT.total is None
+
+
+async def test_a_server_that_accepts_and_never_answers_the_upgrade_is_given_up_by_the_session_timeout(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # holds the connection open, says nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    quick = aiohttp.ClientTimeout(total=None, sock_connect=1, sock_read=0.2)
+    # the handshake's own bound is far away: only the session's read timeout can end the wait
+    source = make_source(redis, keys, f"ws://127.0.0.1:{port}/subscribe", handshake_timeout=600, http_timeout=quick)
+    try:
+        async with following(source):
+            await eventually(lambda: source.counters["reconnects"] >= 2, 10)
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()

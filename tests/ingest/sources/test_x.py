@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -829,3 +830,18 @@ async def test_restarted_follower_resumes_after_its_stored_cursor(redis: aioredi
             await eventually(lambda: second.counters["received"] == 9)
     assert second.counters["skipped:duplicate"] == 4 + 1
     assert await chat_keys(redis, keys) == UNIQUE_TWEETS
+
+
+async def test_skip_reasons_from_payload_names_are_a_fixed_set_unknown_ones_counted_as_other(
+    redis: aioredis.Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mixer.ingest.skips")
+    names = [f"made_up_event_{i}" for i in range(30)]  # every one a valid identifier an attacker could send
+    lines = [json.dumps({"data": {name: {"id": "1"}}}).encode() for name in names]
+    lines.append(json.dumps({"data": {"user_suspend": {"id": "1"}}}).encode())  # a real compliance event
+    async with fake_x(FakeX(lines)) as api, running(source(redis, keys, api)) as follower:
+        await eventually(lambda: follower.counters["received"] == 31)
+    skipped = {k: n for k, n in follower.counters.items() if k.startswith("skipped:")}
+    assert skipped == {"skipped:other": 30, "skipped:compliance_user_suspend": 1}
+    logged = [r.getMessage() for r in caplog.records if r.name == "mixer.ingest.skips"]
+    assert any("made_up_event_0" in m and follower.stream_url in m for m in logged)
