@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 
 from mixer.streams import raise_if_cancelling, text
@@ -54,16 +55,20 @@ async def fenced(redis: aioredis.Redis, fence: Fence | None, fill: Callable[[Pip
     key, holder = fence
     for _ in range(tries):
         async with redis.pipeline(transaction=True) as tx:
-            await tx.watch(key)
-            current = await tx.get(key)
-            if current is None or text(current) != holder:
-                raise LeaseLost(f"the lease {key} now names {text(current) if current else 'nobody'}, not {holder}")
-            tx.multi()  # type: ignore[no-untyped-call]
-            fill(tx)
             try:
+                await tx.watch(key)
+                current = await tx.get(key)
+                if current is None or text(current) != holder:
+                    raise LeaseLost(f"the lease {key} now names {text(current) if current else 'nobody'}, not {holder}")
+                tx.multi()  # type: ignore[no-untyped-call]
+                fill(tx)
                 await tx.execute()
                 return
-            except WatchError:
+            except WatchError as exc:
+                # redis-py reports a connection lost while watching as a WatchError: that is an outage (the caller
+                # reconnects and retries from its cursors), not a change of the lease
+                if "occurred while watching" in str(exc):
+                    raise RedisConnectionError(f"connection lost while fencing on {key}") from exc
                 continue  # the key changed under us, most likely our own renewal: check again
     raise LeaseLost(f"the lease {key} kept changing during {tries} tries")
 

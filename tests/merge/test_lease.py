@@ -16,11 +16,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from mixer.codec import FIELD, unpack_post
 from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
-from mixer.merge.lease import Lease, new_holder_id
+from mixer.merge.lease import Lease, fenced, new_holder_id
 from mixer.streams import dedicated_client, read_new, read_range, text
 from tests.helpers import make_post
 from tests.processes import mixer_env, start_mixer
@@ -404,3 +405,60 @@ async def test_two_merge_processes_one_killed_the_other_takes_over_and_the_feed_
     feed_keys = [unpack_post(eid, raw).key for eid, raw, _ in feed]
     assert len(feed_keys) == total
     assert sorted(int(k[2:]) for k in feed_keys) == list(range(total))  # every post once, none twice
+
+
+class CutAfterWatch:
+    """A TCP proxy to Redis that closes the client's connection as soon as a GET follows a WATCH: the connection is
+    lost in the middle of a fenced write."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        watched = False
+
+        async def downstream() -> None:
+            while data := await up_reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+
+        relay = asyncio.create_task(downstream())
+        try:
+            while data := await reader.read(65536):
+                if watched and b"GET" in data.upper():
+                    break
+                watched = watched or b"WATCH" in data.upper()
+                up_writer.write(data)
+                await up_writer.drain()
+        finally:
+            relay.cancel()
+            writer.close()
+            up_writer.close()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def aclose(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_connection_lost_during_a_fenced_write_is_an_outage_not_a_lost_lease(
+    redis_url: str, keys: Keys, connect: Connect
+) -> None:
+    """redis-py reports the loss as a WatchError; the merge stage must see a connection error (it reconnects and
+    retries from its cursors) rather than an unknown error that ends the process."""
+    parts = urlsplit(redis_url)
+    proxy = CutAfterWatch(parts.hostname or "127.0.0.1", parts.port or 6379)
+    url = await proxy.start()
+    try:
+        target = connect(url)
+        await connect().set(keys.merge_lease, "me")
+        with pytest.raises(RedisConnectionError):
+            await fenced(target, (keys.merge_lease, "me"), lambda tx: tx.set(f"{keys.prefix}:x", 1))
+        assert await connect().get(f"{keys.prefix}:x") is None
+    finally:
+        await proxy.aclose()
