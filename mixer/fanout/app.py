@@ -4,15 +4,15 @@ Resources are cleanup contexts (a failed start unwinds only what started): a poo
 Redis client for history reads, and per profile a feed follower (a task on a dedicated
 connection that reads the feed and publishes each batch to the profile's ``Hub``) and the
 hub's writer. Routes: ``/ws`` and ``/events`` (the live contract, ``mixer.fanout.live``),
-``/api/feed``, ``/api/chats``, ``/api/stats``, ``/metrics``, ``POST /api/posts`` (HTTP only:
-the records go to the ``mixer.webhook.Webhook`` the composition root passes in), ``/healthz``,
-``/readyz``, the moderation API (``mixer.fanout.modapi``) and the pages (``mixer.fanout.pages``).
+``/api/feed`` (``mixer.fanout.feedapi``), ``/api/chats``, ``/api/stats``, ``/metrics``, ``POST /api/posts`` (HTTP
+only: the records go to the ``mixer.webhook.Webhook`` the composition root passes in), ``/healthz``, ``/readyz``, the
+moderation API (``mixer.fanout.modapi``) and the pages (``mixer.fanout.pages``). Every ``/api/*`` route answers 503
+while Redis is away (``mixer.fanout.outage``); wrong bearer tokens are throttled by address (``mixer.fanout.throttle``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import os
@@ -20,12 +20,11 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, web
-from redis.exceptions import RedisError
 
+from mixer import connect
 from mixer.codec import dumps
 from mixer.fanout import metrics
 from mixer.fanout.appkeys import (
@@ -41,91 +40,36 @@ from mixer.fanout.appkeys import (
     SOCKETS,
     STREAMING,
     STREAMS,
+    THROTTLE,
     WEBHOOK,
 )
 from mixer.fanout.collector import keep_collector
+from mixer.fanout.feedapi import feed_handler
 from mixer.fanout.hub import Hub
 from mixer.fanout.live import (
     event_info,
     events_handler,
     follow_feed,
-    parse_chats,
-    parse_profile,
-    parse_since,
     send_pings,
     send_stats,
     ws_handler,
 )
-from mixer.fanout.messages import select
 from mixer.fanout.modapi import ModApi
+from mixer.fanout.outage import RedisHealth, redis_guard, redis_refusal
 from mixer.fanout.pages import cors_headers, page_routes, security_headers, web_dir
-from mixer.feed import history
+from mixer.fanout.throttle import AuthThrottle, check_bearer
 from mixer.keys import Keys
 from mixer.rules import config_rules
 from mixer.schedule import chat_entry
 from mixer.settings import Settings
-from mixer.streams import (
-    read_range,
-    read_tail,
-    text,
-)
+from mixer.streams import text
 from mixer.webhook import Webhook
 
 log = logging.getLogger(__name__)
 
-FEED_PAGE = 500  # entries per read of /api/feed at most (the first read is `limit` entries, then doubling)
-FEED_SCAN_MAX = 10_000  # entries one /api/feed request reads at most: bounded work even when few of them are posts
-
 # The largest body POST /api/posts reads (aiohttp's client_max_size, for every route): a hundred posts at their
 # largest (mixer.models.LIMITS) fit; a 50 MB post never reaches the parser, let alone the feed.
 WEBHOOK_MAX_BYTES = 1 << 20
-
-
-async def feed_handler(request: web.Request) -> web.Response:
-    """``GET /api/feed?since=&limit=&chats=``: up to ``limit`` posts as shown (edits applied, retracted and hidden
-    ones left out, ``chats`` applied), in feed order: the newest without ``since``, else the first after it. Reads
-    the profile's stream in pages, at most ``FEED_SCAN_MAX`` entries a request."""
-    app = request.app
-    since = parse_since(request.query.get("since"))
-    chats = parse_chats(request.query.get("chats"))
-    try:
-        limit = max(1, min(1000, int(request.query.get("limit", "50"))))
-    except ValueError:
-        raise web.HTTPBadRequest(text="limit must be a number") from None
-    profile = parse_profile(request)
-    redis, keys, feed = app[REDIS], app[KEYS], app[STREAMS][profile]
-    pages: list[list[dict[str, Any]]] = []
-    found = scanned = 0
-    size = min(limit, FEED_PAGE)  # doubled per page: most feeds are mostly posts, a narrow filter reads on
-    before, after = "+", since or ""  # reading back from the end (no since), or on from since
-    top = None  # without since: the newest entry read, where this history ends
-    while found < limit and scanned < FEED_SCAN_MAX:
-        count = min(size, FEED_SCAN_MAX - scanned)
-        if since is None:
-            entries = await read_tail(redis, feed, count, before)
-        else:
-            entries = await read_range(redis, feed, after, count=count)
-        if not entries:
-            break
-        scanned += len(entries)
-        size = min(size * 2, FEED_PAGE)
-        posts = select(chats, await history(redis, keys, entries))
-        found += len(posts)
-        if since is None:
-            top, before = top or entries[-1][0], entries[0][0]
-            pages.insert(0, posts)
-        else:
-            after = entries[-1][0]
-            pages.append(posts)
-    items = [post for page in pages for post in page]
-    if since is None:
-        items, cursor = items[-limit:], top or app[HUBS][profile].cursor
-    elif len(items) >= limit:
-        items = items[:limit]
-        cursor = items[-1]["id"]
-    else:
-        cursor = after  # the last entry read (``since`` when none): the next request goes on from there
-    return web.Response(body=dumps({"items": items, "cursor": cursor}), content_type="application/json")
 
 
 async def webhook_handler(request: web.Request) -> web.Response:
@@ -137,9 +81,7 @@ async def webhook_handler(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     if not settings.webhook_token:
         raise web.HTTPNotFound(text="the webhook is off: set [webhook] token (MIXER_WEBHOOK_TOKEN)")
-    given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {settings.webhook_token}".encode()):
-        raise web.HTTPUnauthorized(text="a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    check_bearer(request, settings.webhook_token, request.app[THROTTLE])
     webhook = request.app[WEBHOOK]
     if webhook is None:
         raise web.HTTPServiceUnavailable(text="this server runs no webhook ingest")
@@ -154,6 +96,8 @@ async def webhook_handler(request: web.Request) -> web.Response:
         raise web.HTTPRequestEntityTooLarge(WEBHOOK_MAX_BYTES, WEBHOOK_MAX_BYTES + 1, text=too_large) from None
     except ValueError as exc:
         raise web.HTTPBadRequest(text=f"not JSON: {exc}") from None
+    except RecursionError:
+        raise web.HTTPBadRequest(text="not JSON this server reads: nested too deeply") from None
     got = await webhook.receive(body if isinstance(body, list) else [body], request.remote or "?")
     status = 400 if got.errors and not got.events else 202
     answer = {"published": got.published, "events": got.events, "errors": list(got.errors)}
@@ -184,6 +128,7 @@ async def stats_handler(request: web.Request) -> web.Response:
         "webhook": dict(webhook.counters) if webhook else {},
         "ingest": ingest,
         "moderation": {"waiting": request.app[MODAPI].waiting},
+        "auth": dict(request.app[THROTTLE].counters),
     }
     return web.Response(body=dumps(body), content_type="application/json")
 
@@ -202,13 +147,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when Redis answers and the feed follower is running."""
+    """Ready when Redis answers and can write to disk, and the feed followers run; else 503 and a one-line reason."""
     if not all(event.is_set() for event in request.app[FOLLOWERS].values()):
         return web.Response(status=503, text="feed follower starting\n")
-    try:
-        await asyncio.wait_for(request.app[REDIS].ping(), 2)
-    except (RedisError, OSError, TimeoutError) as exc:
-        return web.Response(status=503, text=f"redis: {exc}\n")
+    refusal = await redis_refusal(request.app[REDIS])
+    if refusal is not None:
+        return web.Response(status=503, text=f"{refusal}\n")
     return web.Response(text="ready\n")
 
 
@@ -221,7 +165,7 @@ def create_app(
     """The fan-out server for ``settings`` on the Redis at ``redis_url``; nothing starts until it runs.
     ``webhook`` makes what ``POST /api/posts`` hands its records to, given the app's Redis client; ``pages`` is
     the folder the pages are served from (default: the installed ``mixer.web``)."""
-    app = web.Application(client_max_size=WEBHOOK_MAX_BYTES)
+    app = web.Application(client_max_size=WEBHOOK_MAX_BYTES, middlewares=[redis_guard(RedisHealth())])
     app[SETTINGS] = settings
     app[KEYS] = Keys(settings.key_prefix)
     keys = Keys(settings.key_prefix)
@@ -234,12 +178,19 @@ def create_app(
     app[STREAMING] = set()
     connections: Counter[str] = Counter()
     app[CONNECTIONS] = connections
+    app[THROTTLE] = throttle = AuthThrottle()  # wrong tokens on the webhook and the moderation API, together
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         # A blocking pool: a burst of new clients waits for a connection instead of failing
         # (the default pool raises MaxConnectionsError past 100 and closed ~2% of a 5,000-client ramp).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url, max_connections=64, timeout=20, socket_timeout=10, health_check_interval=30
+        pool = connect.pool(
+            redis_url,
+            keys.feed,
+            aioredis.BlockingConnectionPool,
+            max_connections=64,
+            timeout=20,
+            socket_timeout=10,
+            health_check_interval=30,
         )
         app[REDIS] = aioredis.Redis(connection_pool=pool)
         app[WEBHOOK] = webhook(app[REDIS]) if webhook is not None else None
@@ -281,7 +232,7 @@ def create_app(
     app.router.add_get("/api/feed", feed_handler)
     app.router.add_get("/api/chats", chats_handler)
     app.router.add_post("/api/posts", webhook_handler)
-    modapi = app[MODAPI] = ModApi(settings, keys, lambda: app[REDIS], config_rules(settings))
+    modapi = app[MODAPI] = ModApi(settings, keys, lambda: app[REDIS], config_rules(settings), throttle)
     app.router.add_routes(modapi.routes())
     app.on_shutdown.append(modapi.shutdown)  # consoles waiting for changes are answered at once
     app.router.add_get("/api/stats", stats_handler)

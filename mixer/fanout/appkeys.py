@@ -11,6 +11,7 @@ from aiohttp import web
 
 from mixer.fanout.hub import Hub
 from mixer.fanout.modapi import ModApi
+from mixer.fanout.throttle import AuthThrottle
 from mixer.keys import Keys
 from mixer.settings import Settings
 from mixer.webhook import Webhook
@@ -28,3 +29,4 @@ CONNECTIONS: web.AppKey[Counter[str]] = web.AppKey("connections")  # open /ws + 
 STREAMING: web.AppKey[set[asyncio.Transport]] = web.AppKey("streaming")  # open /events responses
 WEBHOOK: web.AppKey[Webhook | None] = web.AppKey("webhook")  # what POST /api/posts hands its records to; None: not here
 MODAPI = web.AppKey("modapi", ModApi)
+THROTTLE = web.AppKey("throttle", AuthThrottle)  # wrong bearer tokens per address (webhook and moderation API)

@@ -3,9 +3,12 @@
 ``follow_feed`` reads a feed stream and publishes each batch to its ``Hub`` (which writes
 it to the clients, ``Hub.run``); ``send_pings`` and ``send_stats`` deal out heartbeats and
 ``stats`` frames. A new subscriber is admitted (connection limits), greeted with ``hello``,
-given the gap after its ``since`` from history (``catch_up``: the whole gap or ``reset``,
-never part of it) and only then added to the hub, with no await in between, so it misses
-and repeats nothing.
+given the gap after its ``since`` from history (``mixer.fanout.catchup``: the whole gap or
+``reset``, never part of it, paced by what the client reads) and only then added to the hub,
+with no await in between, so it misses and repeats nothing. Every byte a client gets goes
+through its hub's ``ClientRing`` rules (backlog, lag, cut-off). While Redis is unreachable a
+new client waits ``REDIS_PATIENCE`` seconds at most, then a websocket is closed with 1013 and
+``/events`` answers 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -14,18 +17,18 @@ import asyncio
 import itertools
 import json
 import logging
-import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import msgpack
 import redis.asyncio as aioredis
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
 from mixer.backoff import Backoff
+from mixer.fanout import catchup
 from mixer.fanout.appkeys import (
     CONNECTIONS,
     FOLLOWERS,
@@ -38,43 +41,39 @@ from mixer.fanout.appkeys import (
     STREAMING,
     STREAMS,
 )
+from mixer.fanout.catchup import Unavailable, catch_up, patiently
 from mixer.fanout.clients import HEARTBEAT_PARTS, Client
 from mixer.fanout.frames import chunk, encode_message, wire
 from mixer.fanout.hub import Hub
-from mixer.fanout.messages import BATCH_POSTS, frames_for, select
-from mixer.feed import as_shown, decode_entries
-from mixer.keys import Keys
+from mixer.fanout.messages import BATCH_POSTS
+from mixer.fanout.params import parse_id
+from mixer.feed import decode_entries
 from mixer.models import normalize_tag
 from mixer.settings import Settings
-from mixer.streams import (
-    dedicated_client,
-    gap_lost,
-    id_key,
-    last_id,
-    raise_if_cancelling,
-    read_new,
-    read_range,
-    text,
-)
+from mixer.streams import dedicated_client, id_key, last_id, raise_if_cancelling, read_new, text
 
 log = logging.getLogger(__name__)
 
-_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")  # a feed id, as `since` gives it
-
 
 READ_GAP = 0.005  # seconds between feed reads while the hub is writing: a few ms of posts per batch, not one each
+SSE_KEEPALIVE = 15.0  # seconds between SSE comments: they keep proxies and idle timers from closing a quiet stream
+RETRY_AFTER = 5  # seconds a client refused for a Redis outage is asked to wait (Retry-After, SSE retry)
 
 
 async def follow_feed(redis_url: str, stream: str, hub: Hub, following: asyncio.Event) -> None:
     """Publish every feed entry after the hub's cursor to the hub, in order; resumes from it after a Redis outage."""
     backoff = Backoff(base=0.1, cap=5.0, jitter=0.0)
-    redis = dedicated_client(redis_url, 1000)
+    redis = dedicated_client(redis_url, 1000, stream)
+    recovering = False
     try:
         while True:
             try:
                 if not following.is_set():
                     hub.cursor = await last_id(redis, stream)
                     following.set()
+                elif recovering:
+                    await rewind_if_lost(redis, stream, hub)
+                    recovering = False
                 got = await read_new(redis, {stream: hub.cursor}, 1000, BATCH_POSTS)
                 entries = got.get(stream, [])
                 if entries:
@@ -86,11 +85,30 @@ async def follow_feed(redis_url: str, stream: str, hub: Hub, following: asyncio.
                     await asyncio.sleep(READ_GAP)
             except (RedisError, OSError) as exc:
                 raise_if_cancelling()
+                recovering = True
                 delay = backoff.next()
                 log.warning("feed: redis error (%s); retrying in %.1fs from %s", exc, delay, hub.cursor)
                 await asyncio.sleep(delay)
     finally:
         await redis.aclose()
+
+
+async def rewind_if_lost(redis: aioredis.Redis, stream: str, hub: Hub) -> None:
+    """After an outage: when the feed's newest entry is older than what the hub already sent (a failover to a
+    replica that had not received the last writes, or a Redis back without its data), every client is told
+    ``reset`` with the feed's cursor and the hub carries on from there, so screens reload instead of holding
+    posts the feed no longer has or silently missing what is written under the lost ids."""
+    newest = await last_id(redis, stream)
+    if id_key(newest) < id_key(hub.cursor):
+        log.warning(
+            "feed: %s went back from %s to %s (writes lost in a failover); clients told to reset",
+            stream,
+            hub.cursor,
+            newest,
+        )
+        hub.counters["rewinds"] += 1
+        hub.send_all({"type": "reset", "cursor": newest})
+        hub.cursor = newest
 
 
 async def send_pings(app: web.Application, every: float) -> None:
@@ -151,22 +169,23 @@ def parse_chats(raw: str | None) -> frozenset[str] | None:
 def parse_since(raw: str | None) -> str | None:
     if not raw:
         return None
-    if not _ID.match(raw):
-        raise web.HTTPBadRequest(text="since must be a feed id such as 1700000000000-0")
-    return raw
+    return parse_id(raw, "since")
 
 
-async def greeting(app: web.Application, profile: str) -> dict[str, Any]:
-    """The hello a new /ws or /events client of ``profile`` gets, once its hub follows the feed: the pinned post
-    as the profile's stream last said it (under that stream's ids), the feed's until the shaping stage passed a pin."""
-    await app[FOLLOWERS][profile].wait()
+async def pinned_post(app: web.Application, profile: str) -> Any:
+    """The pinned post a new /ws or /events client of ``profile`` is greeted with, once its hub follows the feed:
+    as the profile's stream last said it (under that stream's ids), the feed's until the shaping stage passed a pin.
+    Waits ``REDIS_PATIENCE`` seconds at most for the follower and for Redis, then raises ``Unavailable``."""
+    try:
+        await asyncio.wait_for(app[FOLLOWERS][profile].wait(), catchup.REDIS_PATIENCE)
+    except TimeoutError:
+        raise Unavailable("the feed follower has not started") from None
     keys = app[KEYS]
-    # (both keys in the {feed} slot: one MGET on Redis Cluster too)
+    # (both keys in the event's slot: one MGET on Redis Cluster too)
     wanted = [keys.pinned] if profile == "full" else [keys.shaped_pinned(profile), keys.pinned]
-    stored: list[Any] = await app[REDIS].mget(wanted)
+    stored: list[Any] = await patiently(partial(app[REDIS].mget, wanted))
     raw_pin = next((raw for raw in stored if raw is not None), None)
-    pinned = msgpack.unpackb(raw_pin, raw=False) if raw_pin is not None else None
-    return hello(app[SETTINGS], app[HUBS][profile].cursor, profile, pinned)
+    return msgpack.unpackb(raw_pin, raw=False) if raw_pin is not None else None
 
 
 def event_info(settings: Settings) -> dict[str, str]:
@@ -223,7 +242,8 @@ def release(request: web.Request, address: str) -> None:
 
 
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
-    """``GET /ws``: hello, the gap after ``since`` from history, then live posts frames."""
+    """``GET /ws``: hello, the gap after ``since`` from history, then live posts frames; closed with 1013 (try
+    again later) when Redis stays unreachable for ``REDIS_PATIENCE`` seconds before the client has joined."""
     app = request.app
     profile = parse_profile(request)
     hub = app[HUBS][profile]
@@ -238,6 +258,12 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         asks = "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "")
         # heartbeats come from the hub (send_pings): no ping timer and task per connection; pongs are ours to see
         ws = web.WebSocketResponse(autoping=False, compress=asks, max_msg_size=1 << 16)
+        try:
+            pinned = await pinned_post(app, profile)
+        except Unavailable as exc:  # upgraded all the same: a browser sees a close code, never an HTTP status
+            await ws.prepare(request)
+            await _try_again_later(ws, hub, str(exc))
+            return ws
         await ws.prepare(request)
         transport = request.transport
         if transport is None:
@@ -245,14 +271,18 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         app[SOCKETS].add(ws)
         client = Client(transport, chats, fmt)
         try:
-            await _send(ws, await greeting(app, profile), fmt)
+            if not await hub.deliver(client, wire([hello(app[SETTINGS], hub.cursor, profile, pinned)], fmt)):
+                return ws
+            joined = True
             if since is not None:
-
-                async def send(message: dict[str, Any]) -> None:
-                    await _send(ws, message, fmt)
-
-                await catch_up(send, app[REDIS], app[KEYS], app[STREAMS][profile], hub, client, since)
-            hub.add(client)  # no await since catch_up saw hub.cursor: no gap, no repeat
+                try:
+                    joined = await catch_up(hub, client, app[REDIS], app[KEYS], app[STREAMS][profile], since)
+                except Unavailable as exc:
+                    await _try_again_later(ws, hub, str(exc))
+                    return ws
+            if joined:
+                hub.add(client)  # no await since catch_up saw hub.cursor: no gap, no repeat
+            # (not joined: gone, or cut off with 4008: read on for the answer to the close frame, as live)
             while True:  # not ``async for``: its __anext__ coroutine would be one more object per idle client
                 msg = await ws.receive()
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
@@ -270,6 +300,12 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         release(request, address)
 
 
+async def _try_again_later(ws: web.WebSocketResponse, hub: Hub, why: str) -> None:
+    hub.counters["redis_unavailable"] += 1
+    log.info("ws: redis unreachable for a new client (%s); closing it with 1013", why)
+    await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"redis unreachable, try again later")
+
+
 def _is_ping(data: str) -> bool:
     try:
         return bool(json.loads(data).get("type") == "ping")
@@ -277,48 +313,10 @@ def _is_ping(data: str) -> bool:
         return False
 
 
-async def catch_up(
-    send: Callable[[dict[str, Any]], Awaitable[None]],
-    redis: aioredis.Redis,
-    keys: Keys,
-    stream: str,
-    hub: Hub,
-    client: Client,
-    since: str,
-) -> None:
-    """Send every feed post after ``since`` up to the hub's cursor, which may move meanwhile, and after them what
-    else the gap holds (pins, retractions, updates of posts from before it); or, when part of that gap was trimmed
-    from the history, a ``reset`` (reload from /api/feed) instead of a silent partial gap."""
-    try:
-        lost = await gap_lost(redis, stream, since)
-    except RedisError:  # no such stream yet: nothing was ever trimmed from it
-        lost = False
-    if lost:
-        await send({"type": "reset", "cursor": hub.cursor})
-        return
-    after = since
-    while id_key(after) < id_key(hub.cursor):
-        entries = await read_range(redis, stream, after, hub.cursor, count=500)
-        if not entries:
-            break
-        items = decode_entries(entries)
-        chosen = select(client.chats, await as_shown(redis, keys, items))
-        if chosen:
-            await send({"type": "posts", "items": chosen})
-        # (a post inside the gap came as it stands now: only posts from before it need their updates)
-        controls = [(k, i) for k, i in items if k != "p" and (k != "u" or _before(i, since))]
-        for message in frames_for(client.chats, controls):
-            await send(message)
-        after = entries[-1][0]
-
-
-def _before(item: dict[str, Any], since: str) -> bool:
-    return isinstance(item.get("id"), str) and _ID.match(item["id"]) is not None and id_key(item["id"]) <= id_key(since)
-
-
 async def events_handler(request: web.Request) -> web.StreamResponse:
     """``GET /events``: Server-Sent Events, one post per event, ``id`` = its feed id; ``Last-Event-ID`` (or
-    ``since``) resumes the gap from history. Same filters and profiles as ``/ws``; a comment every 15 s."""
+    ``since``) resumes the gap from history. Same filters and profiles as ``/ws``; a comment every 15 s. 503 with
+    ``Retry-After`` when Redis stays unreachable for ``REDIS_PATIENCE`` seconds before the stream starts."""
     app = request.app
     profile = parse_profile(request)
     hub = app[HUBS][profile]
@@ -326,13 +324,21 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
     since = parse_since(request.headers.get("Last-Event-ID") or request.query.get("since"))
     address = admit(request)
     try:
-        return await _serve_events(request, profile, hub, chats, since)
+        try:
+            pinned = await pinned_post(app, profile)
+        except Unavailable as exc:
+            hub.counters["redis_unavailable"] += 1
+            log.info("events: redis unreachable for a new client (%s); answering 503", exc)
+            raise web.HTTPServiceUnavailable(
+                text="redis is unreachable; try again later", headers={"Retry-After": str(RETRY_AFTER)}
+            ) from None
+        return await _serve_events(request, profile, hub, chats, since, pinned)
     finally:
         release(request, address)
 
 
 async def _serve_events(
-    request: web.Request, profile: str, hub: Hub, chats: frozenset[str] | None, since: str | None
+    request: web.Request, profile: str, hub: Hub, chats: frozenset[str] | None, since: str | None, pinned: Any
 ) -> web.StreamResponse:
     app = request.app
     response = web.StreamResponse(
@@ -345,19 +351,28 @@ async def _serve_events(
         return response
     client = Client(transport, chats, "sse")
     app[STREAMING].add(transport)
-
-    async def send(message: dict[str, Any]) -> None:
-        transport.write(wire([message], "sse"))
-
     try:
-        await send(await greeting(app, profile))
+        if not await hub.deliver(client, wire([hello(app[SETTINGS], hub.cursor, profile, pinned)], "sse")):
+            return response
         if since is not None:
-            await catch_up(send, app[REDIS], app[KEYS], app[STREAMS][profile], hub, client, since)
+            try:
+                caught_up = await catch_up(hub, client, app[REDIS], app[KEYS], app[STREAMS][profile], since)
+            except Unavailable as exc:  # the stream ends: EventSource comes back with Last-Event-ID
+                hub.counters["redis_unavailable"] += 1
+                log.info("events: redis unreachable during a catch-up (%s); ending the stream", exc)
+                hub.write_to(client, chunk(f"retry: {RETRY_AFTER * 1000}\n\n".encode()))
+                return response
+            if not caught_up:  # gone, or cut off
+                return response
         hub.add(client)  # no await since catch_up saw hub.cursor: no gap, no repeat
-        while not transport.is_closing():
-            await asyncio.sleep(15)  # the heartbeat interval: an SSE comment keeps proxies and idle timers awake
-            transport.write(chunk(b":\n\n"))
+        while not (client.closed or transport.is_closing()):
+            await asyncio.sleep(SSE_KEEPALIVE)
+            if transport.get_write_buffer_size() <= hub.backlog_bytes:  # (a full one: the backlog rule decides)
+                hub.write_to(client, chunk(b":\n\n"))
     finally:
         hub.remove(client)
         app[STREAMING].discard(transport)
+        if transport.is_closing() and not client.closed:  # it went away: the usual end of a stream, not an error
+            hub.counters["sse_left"] += 1
+            log.debug("events: a client at %s left", request.remote)
     return response

@@ -4,7 +4,8 @@ Decisions go into the actions stream that the merge stage (the feed's only write
 reads with the chat streams, so each reaches every screen with the next merge round,
 well within a second; each is also appended to the audit log (who, what, when). Rules
 (blocklists, profanity, approval mode) are stored in Redis and take effect at once.
-Routes:
+Wrong tokens are throttled per address (``mixer.fanout.throttle``); a malformed id, key, chat
+or body is a 400 with the reason before anything is written. Routes:
 
 - ``POST /api/mod/{hide,unhide,pin,unpin,approve,reject}`` with ``{"key": ...}`` or ``{"id": feed id}``;
 - ``POST /api/mod/block`` ``{"account": "x:bob", "chat": optional, "key"/"id": optional post to hide}``;
@@ -16,9 +17,7 @@ Routes:
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
-import re
 import time
 import unicodedata
 from typing import Any
@@ -29,7 +28,10 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from mixer.codec import ACTION_FIELD, dumps
+from mixer.fanout.params import parse_count, parse_id, stream_id
+from mixer.fanout.throttle import AuthThrottle, check_bearer
 from mixer.keys import CHANGES_MAXLEN, Keys
+from mixer.models import LIMITS
 from mixer.rules import Rules
 from mixer.settings import Settings
 from mixer.streams import text
@@ -37,7 +39,6 @@ from mixer.streams import text
 AUDIT_MAXLEN = 10_000
 CHANGES_WAIT_MS = 5_000  # a console's wait for a change, at most (under the Redis pool's 10 s socket timeout)
 MAX_WAITING = 8  # consoles waiting at once (each holds a pooled Redis connection); more are answered at once
-_CHANGE_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 POST_ACTIONS = ("hide", "unhide", "pin", "unpin", "approve", "reject")
 
 
@@ -52,8 +53,9 @@ def moderator_name(header: str) -> str:
 class ModApi:
     """Request handlers; ``routes()`` lists them for ``create_app``."""
 
-    def __init__(self, settings: Settings, keys: Keys, redis: Any, config_rules: Rules) -> None:
+    def __init__(self, settings: Settings, keys: Keys, redis: Any, config_rules: Rules, throttle: AuthThrottle) -> None:
         self.settings = settings
+        self.throttle = throttle  # wrong tokens per address, shared with the webhook
         self.keys = keys
         self._redis = redis  # a zero-argument callable returning the app's client (it exists only once started)
         self.config_rules = config_rules
@@ -78,13 +80,12 @@ class ModApi:
         ]
 
     def _check(self, request: web.Request) -> str:
-        """The moderator's name (``X-Moderator`` or "moderator"); 404 when moderation is off, 401 without the token."""
+        """The moderator's name (``X-Moderator`` or "moderator"); 404 when moderation is off, 401 without the token,
+        429 while the address is throttled for wrong ones (``mixer.fanout.throttle``)."""
         token = self.settings.moderation_token
         if not token:
             raise web.HTTPNotFound(text="moderation is off: set [moderation] token (MIXER_MODERATION_TOKEN)")
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise web.HTTPUnauthorized(text="a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        check_bearer(request, token, self.throttle)
         return moderator_name(request.headers.get("X-Moderator", ""))
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
@@ -92,6 +93,10 @@ class ModApi:
             body = await request.json()
         except ValueError:
             raise web.HTTPBadRequest(text="the body must be a JSON object") from None
+        except RecursionError:
+            raise web.HTTPBadRequest(
+                text="the body must be a JSON object this server reads: nested too deeply"
+            ) from None
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text="the body must be a JSON object")
         return body
@@ -99,9 +104,17 @@ class ModApi:
     async def _key(self, body: dict[str, Any]) -> str:
         """The post key a request names, by ``key`` or by feed ``id``."""
         if isinstance(body.get("key"), str) and body["key"]:
-            return str(body["key"])
-        if isinstance(body.get("id"), str):
-            reply: Any = await self.redis.xrange(self.keys.feed, min=body["id"], max=body["id"], count=1)
+            key = str(body["key"])
+            if len(key) > LIMITS.key or not key.isprintable():  # (a lone surrogate is not printable: Redis refuses it)
+                raise web.HTTPBadRequest(
+                    text=f"'key' must be a post key: printable text, at most {LIMITS.key} characters"
+                )
+            return key
+        if "id" in body:
+            feed_id = stream_id(body["id"]) if isinstance(body["id"], str) else None
+            if feed_id is None:
+                raise web.HTTPBadRequest(text="'id' must be a feed id such as 1700000000000-0")
+            reply: Any = await self.redis.xrange(self.keys.feed, min=feed_id, max=feed_id, count=1)
             for _, fields in reply:
                 for raw in fields.values():
                     post = msgpack.unpackb(raw, raw=False)
@@ -171,8 +184,12 @@ class ModApi:
         account, chat = body.get("account"), body.get("chat")
         if not isinstance(account, str) or not account:
             raise web.HTTPBadRequest(text="'account' names who to block, like 'x:handle' or 'handle'")
+        if chat is not None and not (isinstance(chat, str) and chat.strip()):
+            raise web.HTTPBadRequest(text="'chat' is a chat tag such as 'edchat' (leave it out to block everywhere)")
+        # the post to hide is found first: a bad or unknown one blocks no one
+        hide = await self._key(body) if body.get("key") or body.get("id") is not None else None
         data = (await self.current_rules()).to_dict()
-        if isinstance(chat, str) and chat:
+        if chat is not None:
             per = data["chats"].setdefault(chat, {"words": [], "accounts": []})
             per["accounts"] = [*per["accounts"], account]
         else:
@@ -182,8 +199,8 @@ class ModApi:
         except ValueError as exc:
             raise web.HTTPBadRequest(text=f"cannot block {account!r}: {exc}") from None
         await self._set_rules(who, request, rules, f"block {account}" + (f" in #{chat}" if chat else ""))
-        if body.get("key") or body.get("id"):
-            await self._record(who, request, {"action": "hide", "key": await self._key(body)})
+        if hide is not None:
+            await self._record(who, request, {"action": "hide", "key": hide})
         return web.json_response(rules.to_dict())
 
     async def queue(self, request: web.Request) -> web.Response:
@@ -195,10 +212,11 @@ class ModApi:
     async def changes(self, request: web.Request) -> web.Response:
         """``GET /api/mod/changes?after=<id>``: the id of the newest change to the approval queue or the audit log,
         as soon as there is one newer than ``after`` (or ``after`` again after ``CHANGES_WAIT_MS``). Without a
-        usable ``after``, the newest id at once. A console loops on it and refreshes when the id moves."""
+        ``after``, the newest id at once; a malformed one is a 400. A console loops on it and refreshes when the id
+        moves."""
         self._check(request)
-        after = request.query.get("after", "")
-        if not _CHANGE_ID.match(after):
+        after = parse_id(request.query["after"], "after") if request.query.get("after") else ""
+        if not after:
             newest: Any = await self.redis.xrevrange(self.keys.mod_changes, count=1)
             return web.json_response({"id": text(newest[0][0]) if newest else "0-0"})
         if self._waiting >= MAX_WAITING:
@@ -227,10 +245,7 @@ class ModApi:
 
     async def audit(self, request: web.Request) -> web.Response:
         self._check(request)
-        try:
-            limit = max(1, min(1000, int(request.query.get("limit", "100"))))
-        except ValueError:
-            raise web.HTTPBadRequest(text="limit must be a number") from None
+        limit = parse_count(request.query.get("limit"), "limit", 100, 1, 1000)
         reply: Any = await self.redis.xrevrange(self.keys.mod_audit, count=limit)
         items = [{"id": text(eid), **json.loads(fields[ACTION_FIELD])} for eid, fields in reply]
         return web.Response(body=dumps({"items": items}), content_type="application/json")

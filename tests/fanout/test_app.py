@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from mixer.codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, pack_post
-from mixer.fanout import app as app_module
+from mixer.fanout import feedapi
 from mixer.fanout.app import create_app
 from mixer.fanout.appkeys import HUB
 from mixer.keys import Keys
@@ -96,18 +96,26 @@ async def test_api_feed_limit_counts_posts_as_shown_on_every_profile_and_with_ch
 async def test_api_feed_reads_a_bounded_number_of_entries_per_request_and_its_cursor_goes_on_from_there(
     redis: aioredis.Redis, keys: Keys, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app_module, "FEED_SCAN_MAX", 100)
+    monkeypatch.setattr(feedapi, "FEED_SCAN_MAX", 100)
     [rare] = await add_to_feed(redis, keys, make_post("rare", ("journchat",)))
     busy = await add_to_feed(redis, keys, *(make_post(f"b{n}") for n in range(150)))
     async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
         async with http.get(f"{srv.url}/api/feed?chats=journchat&limit=5") as resp:
-            assert (await resp.json())["items"] == []  # the rare post lies beyond the 100 newest entries
+            body = await resp.json()
+            assert body["items"] == []  # the rare post lies beyond the 100 newest entries
+            assert body["partial"] is True and body["before"] == busy[50]  # where reading back stopped
+        async with http.get(f"{srv.url}/api/feed?chats=journchat&limit=5&before={body['before']}") as resp:
+            body = await resp.json()
+            assert [i["id"] for i in body["items"]] == [rare]
+            assert body["partial"] is False and body["before"] is None  # the start of the feed
+            assert body["cursor"] == busy[49]  # the newest entry this page read
         async with http.get(f"{srv.url}/api/feed?chats=journchat&limit=5&since=0-0") as resp:
             body = await resp.json()
             assert [i["id"] for i in body["items"]] == [rare]
             assert body["cursor"] == busy[98]  # 100 entries read: the rare post and 99 others
+            assert body["partial"] is True
         async with http.get(f"{srv.url}/api/feed?chats=journchat&limit=5&since={body['cursor']}") as resp:
-            assert await resp.json() == {"items": [], "cursor": busy[-1]}
+            assert await resp.json() == {"items": [], "cursor": busy[-1], "partial": False}
 
 
 async def test_bad_query_is_refused_with_400(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
@@ -124,7 +132,7 @@ async def test_health_and_readiness(redis: aioredis.Redis, keys: Keys, redis_url
         async with http.get(srv.url + "/healthz") as resp:
             assert resp.status == 200
         async with http.get(srv.url + "/readyz") as resp:
-            assert resp.status == 200
+            assert resp.status == 200, await resp.text()
         async with http.get(srv.url + "/") as resp:
             assert resp.status == 200
             assert "script-src 'self'" in resp.headers["Content-Security-Policy"]

@@ -198,8 +198,10 @@ async def test_a_console_waiting_for_changes_hears_of_a_decision_and_of_a_held_p
         assert held != switched
         async with http.get(f"{url}/api/mod/queue", headers=TOKEN) as resp:
             assert [p["key"] for p in (await resp.json())["items"]] == ["x:held"]
+        async with http.get(f"{url}/api/mod/changes?after=", headers=TOKEN) as resp:
+            assert (await resp.json())["id"] == held  # no "after": the newest at once
         async with http.get(f"{url}/api/mod/changes?after=nonsense", headers=TOKEN) as resp:
-            assert (await resp.json())["id"] == held  # no usable "after": the newest at once
+            assert resp.status == 400 and "after must be a feed id" in await resp.text()
 
 
 async def test_a_console_waiting_for_changes_is_answered_when_the_server_shuts_down(
