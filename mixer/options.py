@@ -1,4 +1,5 @@
-"""Command-line options every `mixer` subcommand shares (--config, --redis, -v).
+"""Command-line options every `mixer` subcommand shares (--config, --redis, -v), and `mixer run`'s for where the
+night is kept (--state-dir, --fresh, --ephemeral).
 
 Its own module so the subcommands defined outside ``cli`` (transcript, record, synth,
 loadtest) can add them without importing ``cli``, which imports them.
@@ -23,3 +24,23 @@ def add_common(parser: argparse.ArgumentParser, redis_help: str = EMBEDDED) -> N
     )
     parser.add_argument("--redis", metavar="URL", help=redis_help)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+
+
+def add_keeping(parser: argparse.ArgumentParser) -> None:
+    """Add --state-dir, --fresh and --ephemeral (where the embedded Redis keeps the night) to ``parser``."""
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep the night in DIR (default: $XDG_STATE_HOME/chatmixer/EVENT, else ~/.local/state/chatmixer/EVENT, "
+        "EVENT being the [event] name in lower case, e.g. chatmixer-night)",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new night: the kept one is moved aside to DIR.DATETIME (never deleted), and printed",
+    )
+    parser.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="keep nothing on disk: the night ends with the run (demos, tests)",
+    )

@@ -1,8 +1,9 @@
 """Process lifecycles: what `mixer run`, `ingest`, `serve` and `merge` start, and how they stop.
 
 A shared Redis that does not answer (or an embedded one that cannot start) is one line and exit 1
-before anything starts; `mixer run` then publishes where its Redis is (``mixer.runtime``) for the
-other commands, and each role prints one line saying what it does and where. Each part is a task;
+before anything starts, a state dir that cannot hold the night (``mixer.statedir``) one line and exit 2;
+`mixer run` then publishes where its Redis is (``mixer.runtime``) for the other commands, and watches
+that its Redis can still write the night; each role prints one line saying what it does and where. Each part is a task;
 the process waits for SIGINT/SIGTERM or for a part to fail, then stops in reverse order of start:
 the web server first (websockets closed with GOING_AWAY so clients reconnect elsewhere), then the
 merge stage and ingest, then the Redis clients, and last the embedded Redis if this process started one.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
 import signal
@@ -25,18 +25,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
+from mixer import connect, health
+from mixer.backoff import Backoff
 from mixer.embedded import EmbeddedRedis
 from mixer.ingest.publish import CursorStore, Publisher, follow_gate
 from mixer.ingest.replay import Replayer, ReplayOptions
 from mixer.ingest.sources import Source
+from mixer.ingest.stats import write_stats
+from mixer.keymoves import adopt_old_keys_at
 from mixer.keys import Keys
 from mixer.merge.shaping import ShapingStage, shape_forever
 from mixer.merge.stage import MergeStage
+from mixer.redact import redact
 from mixer.rules import config_rules
-from mixer.runtime import RunInfo, ingest_line, live_lines, merge_line, published, redact, redis_problem
+from mixer.runtime import RunInfo, ingest_line, live_lines, merge_line, published, redis_problem
 from mixer.settings import Settings
+from mixer.statedir import StateDirProblem, night_lines, open_night, resumed_line, watch_writes
 from mixer.streams import dedicated_client
 
 if TYPE_CHECKING:
@@ -60,6 +66,8 @@ class Parts:
     command: str = "run"  # the subcommand, for what the process prints
     runtime_dir: Path | None = None  # publish this process's Redis here for the other commands (`mixer run`)
     public: bool = False  # listening on every address: print each address to open
+    state_dir: Path | None = None  # keep the embedded Redis's data here (`mixer run`); None: nothing on disk
+    fresh: bool = False  # move the night kept in state_dir aside first
 
 
 class RedisUnavailable(Exception):
@@ -67,35 +75,73 @@ class RedisUnavailable(Exception):
 
 
 @contextlib.asynccontextmanager
-async def redis_url_for(settings: Settings) -> AsyncIterator[str]:
-    """The configured Redis once it answers, or an embedded one started now and stopped on exit;
-    RedisUnavailable (before anything is yielded) when neither can be had."""
+async def redis_url_for(settings: Settings, parts: Parts | None = None) -> AsyncIterator[str]:
+    """The configured Redis once it answers, or an embedded one started now (keeping its data in
+    ``parts.state_dir`` when given) and stopped on exit; RedisUnavailable, or StateDirProblem, before anything is
+    yielded when neither can be had."""
     if settings.redis_url:
         problem = await redis_problem(settings.redis_url)
         if problem is not None:
             raise RedisUnavailable(problem)
+        await adopt_old_keys_at(settings.redis_url, Keys(settings.key_prefix))
         yield settings.redis_url
         return
-    server = EmbeddedRedis()
+    night = open_night(parts.state_dir, parts.fresh) if parts and parts.state_dir else None
+    server = EmbeddedRedis(data_dir=night.directory if night else None, keep_fds=[night.fd] if night else [])
+    watching = None
     try:
-        # started on this (the main) thread: the parent-death signal is tied to the starting thread
-        server.start()
-    except (OSError, RuntimeError) as exc:
-        raise RedisUnavailable(f"cannot start the embedded Redis: {exc}") from None
-    log.info("embedded redis-server (pid %d) at %s", server.pid, server.url)
-    try:
+        if night:
+            _say(*night_lines(night))
+        try:
+            # started on this (the main) thread: the parent-death signal is tied to the starting thread
+            server.start()
+        except (OSError, RuntimeError) as exc:
+            raise RedisUnavailable(f"cannot start the embedded Redis: {exc}") from None
+        log.info("embedded redis-server (pid %d) at %s", server.pid, redact(server.url))
+        if night:
+            night.started(server.pid)
+            await adopt_old_keys_at(server.url, Keys(settings.key_prefix))
+            if resumed := await resumed_line(server.url, Keys(settings.key_prefix).feed):
+                _say(resumed)
+            watching = asyncio.create_task(watch_writes(server.url, night.directory), name="watch-writes")
         yield server.url
     finally:
+        if watching:
+            await stop_task(watching)
         server.stop()
+        if night:
+            night.close()
+
+
+def _misconf(exc: BaseException | None) -> bool:
+    """Whether Redis refused a write, or a transaction, because it cannot write its disk (MISCONF)."""
+    while exc is not None:
+        if "MISCONF" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 async def ingest_replay(settings: Settings, redis_url: str, files: list[Path], speed: float) -> None:
-    """Replay recordings into the chat streams, looping, until cancelled."""
-    redis = aioredis.Redis.from_url(redis_url, socket_timeout=10)
+    """Replay recordings into the chat streams, looping, until cancelled. While Redis refuses writes because it
+    cannot write its disk (MISCONF) the replay waits and then starts over: the merge drops what the feed has."""
+    redis = connect.client(redis_url, Keys(settings.key_prefix).feed, socket_timeout=10)
+    backoff = Backoff(base=1.0, cap=10.0)
     try:
-        publisher = Publisher(redis, Keys(settings.key_prefix), settings.chat_tags, settings.chat_maxlen)
-        options = ReplayOptions(speed=speed, loop=True, max_gap=settings.demo_max_gap)
-        await Replayer(publisher, files, options).run()
+        while True:
+            publisher = Publisher(redis, Keys(settings.key_prefix), settings.chat_tags, settings.chat_maxlen)
+            options = ReplayOptions(speed=speed, loop=True, max_gap=settings.demo_max_gap)
+            try:
+                await Replayer(publisher, files, options).run()
+                return
+            except ResponseError as exc:
+                if not _misconf(exc):
+                    raise
+                delay = backoff.next()
+                log.warning(
+                    "ingest: Redis refuses writes (it cannot write its disk); replay starts over in %.0f s", delay
+                )
+                await asyncio.sleep(delay)
     finally:
         await redis.aclose()
 
@@ -147,8 +193,8 @@ def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore
 async def follow_sources(settings: Settings, redis_url: str, stats_every: float = 5.0, log_every: int = 12) -> None:
     """Run every configured follower until cancelled; their counters go to Redis every ``stats_every`` seconds
     (shown by /api/stats) and to the log every ``log_every`` of those."""
-    redis = aioredis.Redis.from_url(redis_url, socket_timeout=10)
     keys = Keys(settings.key_prefix)
+    redis = connect.client(redis_url, keys.feed, socket_timeout=10)
     publisher = Publisher(redis, keys, settings.chat_tags, settings.chat_maxlen, active=follow_gate(settings))
     sources = build_sources(settings, publisher, CursorStore(redis, keys))
     if not sources:
@@ -163,15 +209,15 @@ async def follow_sources(settings: Settings, redis_url: str, stats_every: float 
                 await asyncio.sleep(stats_every)
             for task in done:
                 raise RuntimeError(f"follower {task.get_name()} stopped") from task.exception()
-            if sources:
-                stats = {source.name: json.dumps(dict(source.counters)) for source in sources}
-                await redis.hset(keys.ingest_stats, mapping=stats)  # type: ignore[arg-type]
+            # skipped (logged once per outage) while Redis is away: a follower never stops for its stats
+            await write_stats(redis, keys, {source.name: source.counters for source in sources})
             if rounds % log_every == 0:
                 for source in sources:
                     log.info("ingest %s: %s", source.name, dict(source.counters))
     finally:
         for task in tasks:
             await stop_task(task)
+        await publisher.aclose()
         await redis.aclose()
 
 
@@ -181,10 +227,10 @@ async def merge_forever(settings: Settings, redis_url: str) -> None:
     lease, so a leader paused past its lease cannot write after another took over."""
     from mixer.merge.lease import Lease, LeaseLost, new_holder_id
 
-    redis = dedicated_client(redis_url, 1000)
-    shaping_conn = dedicated_client(redis_url, 1000)
-    lease_conn = dedicated_client(redis_url, 0)  # renewals never queue behind the stages' XREAD BLOCK
     keys = Keys(settings.key_prefix)
+    redis = dedicated_client(redis_url, 1000, keys.feed)
+    shaping_conn = dedicated_client(redis_url, 1000, keys.feed)
+    lease_conn = dedicated_client(redis_url, 0, keys.feed)  # renewals never queue behind the stages' XREAD BLOCK
     holder = new_holder_id()
     stage = MergeStage(
         redis,
@@ -200,13 +246,19 @@ async def merge_forever(settings: Settings, redis_url: str) -> None:
 
     async def lead() -> None:
         """Both stages resume from their cursors in Redis, so a new leader picks up exactly where the last
-        stopped; if either fails, the other is cancelled before the lease is let go."""
+        stopped; if either fails, the other is cancelled before the lease is let go. A Redis that refuses writes
+        (MISCONF: it cannot write its disk) makes this leader stand by too: its cursors never moved past the feed."""
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(stage.run())
                 group.create_task(shape_forever(shaping))
         except* LeaseLost as lost:
             log.warning("merge: %s; standing by", lost.exceptions[0])
+        except* ResponseError as refused:
+            if not all(_misconf(exc) for exc in refused.exceptions):
+                raise
+            log.warning("merge: Redis refuses writes (it cannot write its disk); standing by")
+            await asyncio.sleep(1.0)  # the lease is let go and retaken once Redis takes writes again
 
     try:
         lease = Lease(lease_conn, keys.merge_lease, holder)
@@ -292,13 +344,16 @@ async def run_parts(settings: Settings, parts: Parts) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with redis_url_for(settings) as url:
+        async with redis_url_for(settings, parts) as url:
             info = RunInfo(url, os.getpid(), settings.event_name, settings.key_prefix)
             with published(parts.runtime_dir, info) if parts.runtime_dir else contextlib.nullcontext():
                 return await _run_parts(settings, parts, url, stop)
     except RedisUnavailable as exc:
         print(f"mixer {parts.command}: {exc}", file=sys.stderr)
         return 1
+    except StateDirProblem as exc:
+        print(f"mixer {parts.command}: {exc}", file=sys.stderr)
+        return 2
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -316,6 +371,8 @@ async def _run_parts(settings: Settings, parts: Parts, url: str, stop: asyncio.E
         jobs.append(("follow", follow_sources(settings, url)))
     if parts.merge:
         jobs.append(("merge", merge_forever(settings, url)))
+    if parts.command in ("ingest", "merge"):  # no HTTP to probe: a health key for `mixer <role> --check`
+        jobs.append(("health", health.beat(url, Keys(settings.key_prefix), parts.command)))
     if parts.web:
         announce = _announcer(settings, parts, url)
         jobs.append(("web", serve_web(settings, url, parts.host, parts.port, announce, parts.reuse_port)))

@@ -2,7 +2,9 @@
 
 Which Redis: ``MIXER_TEST_REDIS_URL`` if set, else one answering on 127.0.0.1:6379,
 else an embedded redis-server started for the session. Each test gets its own prefix
-and every key under it is deleted afterwards.
+and every key under it is deleted afterwards. Every test runs with ``XDG_STATE_HOME`` in a
+temp dir of its own (``state_home``), so a `mixer run` it starts keeps its night there, never
+in the developer's ~/.local/state.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -25,6 +28,14 @@ def _local_redis_answers() -> bool:
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+@pytest.fixture(autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``$XDG_STATE_HOME`` for this test and the processes it starts: a fresh temp dir."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    return state
 
 
 @pytest.fixture(scope="session")

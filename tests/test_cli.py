@@ -117,6 +117,31 @@ def test_config_prints_settings_with_environment_overrides() -> None:
     assert 'tag = "edchat"' in result.stdout
 
 
+def test_config_never_prints_the_redis_password_nor_a_token() -> None:
+    env = mixer_env(
+        "redis://:s3cretpw@db.example:6379/0", Keys("cfg"), "smbiz", MIXER_MODERATION_TOKEN="m0d-0123456789abcdef"
+    )
+    result = mixer("config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert 'url = "redis://***@db.example:6379/0"' in result.stdout
+    assert "s3cretpw" not in result.stdout + result.stderr and "m0d-0123456789abcdef" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "extra"),
+    [
+        (["config"], {"MIXER_REDIS_URL": "http://:s3cretpw@db.example:6379"}),  # refused: not a redis:// URL
+        (["ingest", "--redis", "redis://:s3cretpw@127.0.0.1:1/0"], {}),  # unreachable
+        (["serve", "--redis", "redis://:s3cretpw@db.example:port/0"], {}),  # unusable
+    ],
+)
+def test_a_refused_redis_url_is_named_without_its_password(argv: list[str], extra: dict[str, str]) -> None:
+    result = mixer(*argv, env=mixer_env(None, Keys("cfg"), "smbiz", **extra))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "redis://***@" in result.stderr or "http://***@" in result.stderr, result.stderr
+    assert "s3cretpw" not in result.stderr + result.stdout
+
+
 async def test_replay_command_reports_the_malformed_line_and_publishes_the_rest(
     redis: aioredis.Redis, keys: Keys, redis_url: str
 ) -> None:

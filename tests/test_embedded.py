@@ -144,3 +144,35 @@ def test_sigkilled_parent_does_not_leave_its_redis_behind() -> None:
     assert directory.exists()
     with EmbeddedRedis():
         assert not directory.exists()
+
+
+def test_with_a_data_dir_the_data_outlives_the_server_in_an_append_only_file(tmp_path: Path) -> None:
+    with EmbeddedRedis(data_dir=tmp_path) as server:
+        client = redis.Redis.from_url(server.url)
+        try:
+            assert client.config_get("appendonly") == {"appendonly": "yes"}
+            assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+            assert client.config_get("save") == {"save": ""}  # the append-only file alone keeps the data
+            client.set("kept", "yes")
+        finally:
+            client.close()
+        private = server.directory
+    assert not private.exists()  # the socket's dir goes; the data stays
+    assert any(tmp_path.rglob("appendonly.aof*"))
+    with EmbeddedRedis(data_dir=tmp_path) as server:
+        client = redis.Redis.from_url(server.url)
+        try:
+            assert client.get("kept") == b"yes"
+        finally:
+            client.close()
+
+
+def test_without_a_data_dir_nothing_is_written_but_the_private_dir(tmp_path: Path) -> None:
+    with EmbeddedRedis() as server:
+        client = redis.Redis.from_url(server.url)
+        try:
+            assert client.config_get("appendonly") == {"appendonly": "no"}
+            client.set("gone", "soon")
+            assert client.config_get("dir") == {"dir": str(server.directory)}
+        finally:
+            client.close()

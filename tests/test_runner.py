@@ -258,6 +258,8 @@ def test_a_first_run_of_scripts_run_says_what_it_is_doing_and_a_second_says_noth
         "chatmixer setup: done: .venv is ready",
         "chatmixer: starting mixer run (Redis, the demo replay, the merge stage, the web server)...",
     ]
-    assert calls.read_text().splitlines()[-1] == "mixer run --port 9000"
+    assert calls.read_text().splitlines()[-1] == "mixer run --ephemeral --port 9000"  # the demo keeps nothing
+    kept = subprocess.run(["bash", "scripts/run", "--fresh"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert (kept.returncode, calls.read_text().splitlines()[-1]) == (0, "mixer run --fresh")  # a night is kept
     again = subprocess.run(["bash", "scripts/setup"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert (again.returncode, again.stderr) == (0, "")  # set up already: nothing to say
