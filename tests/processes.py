@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO
 
 from mixer.keys import Keys
@@ -27,8 +29,11 @@ def mixer_env(redis_url: str | None, keys: Keys, chats: str, **extra: str) -> di
     return env
 
 
-async def start_mixer(*args: str, env: Mapping[str, str], log: IO[bytes] | None = None) -> asyncio.subprocess.Process:
-    """`python -m mixer.cli ARGS`, stderr merged into stdout, which goes to ``log`` or a pipe."""
+async def start_mixer(
+    *args: str, env: Mapping[str, str], log: IO[bytes] | None = None, preexec: Callable[[], None] | None = None
+) -> asyncio.subprocess.Process:
+    """`python -m mixer.cli ARGS`, stderr merged into stdout, which goes to ``log`` or a pipe; ``preexec`` runs in
+    the child before it starts (``die_with_parent()``)."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -37,7 +42,24 @@ async def start_mixer(*args: str, env: Mapping[str, str], log: IO[bytes] | None 
         env=dict(env),
         stdout=log if log is not None else asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=preexec,
     )
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGKILL the child when the test process dies (a test killed by its timeout
+    leaves no process behind); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork: no dlopen in the child
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect: no signal will come
+            os._exit(1)
+
+    return preexec
 
 
 async def read_until(proc: asyncio.subprocess.Process, marker: str, timeout: float = 20) -> list[str]:
