@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-EMBEDDED = "use this Redis (redis://, rediss://, unix://) instead of an embedded one"
+EMBEDDED = (
+    "use this Redis (redis://, rediss://, unix://, redis+cluster://seeds, redis+sentinel://sentinels/master;"
+    " docs/redis.md) instead of an embedded one"
+)
 SHARED = "the shared Redis (default: $MIXER_REDIS_URL, else the Redis of a running `mixer run`)"
 # what a command that needs a shared Redis says when it has none
 NO_REDIS = "give --redis URL or MIXER_REDIS_URL, or start `mixer run` first (its Redis is then found)"
