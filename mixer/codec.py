@@ -84,5 +84,7 @@ def binary_reason(text: str, pos: int = 0) -> str | None:
 
 
 def dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON; non-ASCII kept as is (smaller than \\u escapes)."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON; non-ASCII kept as is (smaller than \\u escapes). Never raises on text: a lone surrogate
+    (valid in JSON as an escape, e.g. a key a webhook sent and its answer names) is written as that escape."""
+    # json.dumps puts non-ASCII characters only inside strings, where backslashreplace's \udXXX is the JSON escape
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "backslashreplace")

@@ -145,3 +145,14 @@ async def test_a_moderator_name_in_bytes_that_are_not_utf8_is_still_a_name(
         status, audit = await raw_request(srv.url, "GET", "/api/mod/audit", bearer(MOD_TOKEN))
     [entry] = json.loads(audit)["items"]
     assert entry["who"].startswith("Zo")
+
+
+async def test_a_webhook_record_with_a_lone_surrogate_key_is_answered_not_a_500(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    """The answer names the skipped record's keys; a key JSON spells as a lone surrogate must not break it (the fuzz
+    pass found the 500)."""
+    async with guarded_app(keys, redis_url) as srv:
+        status, reason = await raw_request(srv.url, "POST", "/api/posts", bearer(HOOK_TOKEN) + JSON, b'{"\\ud800":1}')
+    assert status < 500, (status, reason[:300])
+    assert "\\ud800" in reason
