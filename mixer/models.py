@@ -139,7 +139,7 @@ class Post:
             raise ValueError("'media' must be a list of URLs")
         media = _first(tuple(m for m in media_raw if _fits(m, LIMITS.url, key, "media")), LIMITS.media, key, "media")
         for item in (*media, *chats):
-            _check_text(item, "media/chats")
+            check_text(item, "media/chats")
         avatar = author.get("avatar")
         if not isinstance(avatar, str) or not avatar or not _fits(avatar, LIMITS.url, key, "avatar"):
             avatar = None  # not a URL we could show (a wrong type has always been read as no avatar)
@@ -151,7 +151,7 @@ class Post:
             author=Author(
                 handle=_cut(_req_str(author, "handle", "author.handle"), LIMITS.handle, key, "handle"),
                 name=_cut(_opt_str(author, "name", "author.name") or "", LIMITS.name, key, "name"),
-                avatar=None if avatar is None else _check_text(avatar, "author.avatar"),
+                avatar=None if avatar is None else check_text(avatar, "author.avatar"),
             ),
             text=_cut(_opt_str(data, "text", check=False) or "", LIMITS.text, key, "text"),
             url=_capped(data, "url", LIMITS.url, key) or "",
@@ -176,9 +176,9 @@ def _count(reason: str, key: str, what: str) -> None:
 def _cut(value: str, limit: int, key: str, label: str) -> str:
     """``value``, or its first ``limit - 1`` characters and "…" (counted and logged) when longer."""
     if len(value) <= limit:
-        return _check_text(value, label)
+        return check_text(value, label)
     _count(f"{label}_cut", key, f"{label} cut from {len(value):,} to {limit:,} characters")
-    return _check_text(value[: limit - 1], label) + ELLIPSIS
+    return check_text(value[: limit - 1], label) + ELLIPSIS
 
 
 def _fits(value: str, limit: int, key: str, label: str) -> bool:
@@ -194,7 +194,7 @@ def _capped(data: dict[str, Any], name: str, limit: int, key: str) -> str | None
     value = _opt_str(data, name, check=False)
     if value is None or not _fits(value, limit, key, name):
         return None
-    return _check_text(value, name)
+    return check_text(value, name)
 
 
 def _first(items: tuple[str, ...], limit: int, key: str, label: str) -> tuple[str, ...]:
@@ -209,7 +209,7 @@ def _req_str(data: dict[str, Any], name: str, label: str | None = None) -> str:
     value = data.get(name)
     if not isinstance(value, str) or not value:
         raise ValueError(f"'{label or name}' must be a non-empty string")
-    return _check_text(value, label or name)
+    return check_text(value, label or name)
 
 
 def _opt_str(data: dict[str, Any], name: str, label: str | None = None, *, check: bool = True) -> str | None:
@@ -218,7 +218,7 @@ def _opt_str(data: dict[str, Any], name: str, label: str | None = None, *, check
         return None
     if not isinstance(value, str):
         raise ValueError(f"'{label or name}' must be a string")
-    return _check_text(value, label or name) if check else value
+    return check_text(value, label or name) if check else value
 
 
 def _req_int(data: dict[str, Any], name: str) -> int:
@@ -240,11 +240,13 @@ def _opt_int(data: dict[str, Any], name: str) -> int | None:
     return int(value)
 
 
-def _check_text(value: str, label: str) -> str:
+def check_text(value: str, label: str) -> str:
+    """``value`` when it is text that can be stored (UTF-8); ValueError naming ``label`` for a lone surrogate (which
+    JSON's ``"\\ud800"`` escape can carry in)."""
     try:
         value.encode()
     except UnicodeEncodeError:
-        raise ValueError(f"'{label}' holds a lone surrogate, not text") from None
+        raise ValueError(f"'{label}' holds a lone surrogate, not valid Unicode text") from None
     return value
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from mixer.models import normalize_tag
+from mixer.models import check_text, normalize_tag
 from mixer.settings import Settings
 
 MAX_ENTRIES = 10_000  # per list: bounds the compiled pattern a rule edit can ask for
@@ -81,7 +81,7 @@ class Rules:
             raise ValueError("'chats' must map chat tags to their rules")
         chats: dict[str, ChatRules] = {}
         for tag, rules in self.chats.items():
-            chat = normalize_tag(_unicode(tag, "chats")) if isinstance(tag, str) else ""
+            chat = normalize_tag(check_text(tag, "chats")) if isinstance(tag, str) else ""
             if not _TAG.match(chat):
                 raise ValueError(f"bad chat tag {tag!r} in 'chats'")
             if not isinstance(rules, ChatRules):
@@ -147,15 +147,6 @@ def _str_list(data: dict[str, Any], name: str, where: str = "") -> tuple[str, ..
     return tuple(value)
 
 
-def _unicode(value: str, where: str) -> str:
-    """``value`` when it is text that can be stored (UTF-8); a lone surrogate (from JSON's ``"\\ud800"``) is not."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise ValueError(f"{where}: {value!r} is not valid Unicode text (a lone surrogate)") from None
-    return value
-
-
 def _word_list(values: Iterable[str], where: str) -> tuple[str, ...]:
     out = _entry_list(values, where)
     for word in out:
@@ -176,7 +167,7 @@ def _entry_list(values: Iterable[str], where: str) -> tuple[str, ...]:
     if isinstance(values, str) or not all(isinstance(v, str) for v in values):
         raise ValueError(f"'{where}' must be a list of strings")
     for value in values:
-        _unicode(value, where)
+        check_text(value, where)
     out = tuple(dict.fromkeys(v.strip() for v in values))
     if len(out) > MAX_ENTRIES:
         raise ValueError(f"'{where}' holds {len(out)} entries; at most {MAX_ENTRIES}")
