@@ -15,7 +15,6 @@ Not here: the hello and joining the hub afterwards (``mixer.fanout.live``).
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -28,13 +27,13 @@ from mixer.fanout.clients import Client
 from mixer.fanout.frames import wire
 from mixer.fanout.hub import Hub
 from mixer.fanout.messages import frames_for, select
+from mixer.fanout.params import stream_id
 from mixer.feed import as_shown, decode_entries
 from mixer.keys import Keys
 from mixer.streams import gap_lost, id_key, raise_if_cancelling, read_range
 
 T = TypeVar("T")
 
-_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")  # a feed id, as `since` gives it
 # Entries read per step: a step's posts are one frame, so this bounds what a waiting client holds beyond its
 # backlog (100 posts: ~70 KB on a typical night, at most a few MB at the largest posts mixer.models allows).
 PAGE = 100
@@ -97,4 +96,4 @@ async def catch_up(hub: Hub, client: Client, redis: aioredis.Redis, keys: Keys, 
 
 
 def _before(item: dict[str, Any], since: str) -> bool:
-    return isinstance(item.get("id"), str) and _ID.match(item["id"]) is not None and id_key(item["id"]) <= id_key(since)
+    return isinstance(item.get("id"), str) and stream_id(item["id"]) is not None and id_key(item["id"]) <= id_key(since)
