@@ -85,10 +85,15 @@ async def stopping() -> AsyncIterator[list[Run]]:
             await stop_run(run, signal.SIGKILL)
 
 
-def steady_night(path: Path, count: int, every_ms: int = 100) -> None:
-    """A recording of ``count`` posts ``every_ms`` apart: replayed at 1x, a steady stream."""
+def steady_night(path: Path, count: int, every_ms: int = 100, pad: int = 0) -> None:
+    """A recording of ``count`` posts ``every_ms`` apart (each text ``pad`` characters longer): replayed at 1x, a
+    steady stream."""
     start = now_ms()
-    posts = [make_post(f"steady:{i}", ("smbiz",), created=start + i * every_ms) for i in range(count)]
+    filler = " lorem ipsum" * (pad // 12) + " " * (pad % 12)
+    posts = [
+        make_post(f"steady:{i}", ("smbiz",), created=start + i * every_ms, text=f"post steady:{i}{filler}")
+        for i in range(count)
+    ]
     path.write_text("".join(json.dumps(post.to_dict()) + "\n" for post in posts))
 
 
@@ -115,7 +120,7 @@ async def test_a_restarted_run_has_every_post_once_and_a_wall_resumes_from_since
 ) -> None:
     keys = Keys(f"kept-{uuid.uuid4().hex[:8]}")
     night = tmp_path / "night.jsonl"
-    steady_night(night, 2000)  # 10 posts a second, for longer than the test
+    steady_night(night, 2000, every_ms=20)  # 50 posts a second, for longer than the test (40 s)
     env = mixer_env(None, keys, "smbiz", XDG_RUNTIME_DIR=str(tmp_path), MIXER_MERGE_WINDOW_MS="20")
     args = ("--no-demo", "--replay", str(night), "--speed", "1")
     first = await start_run(env, *args)
@@ -301,7 +306,9 @@ async def test_a_disk_filling_up_during_the_night_is_logged_and_refused_writes_l
 ) -> None:
     keys = Keys(f"kept-{uuid.uuid4().hex[:8]}")
     night = tmp_path / "night.jsonl"
-    steady_night(night, 60_000, every_ms=1)
+    # ~6 times what fills the disk's ~2 MB above the 32 MB a night needs at start (each post's ~4 KB of text goes to
+    # the chat stream and again to the feed): the disk is full about a second in (60,000 short posts took ~8 s)
+    steady_night(night, 3_000, every_ms=1, pad=4_000)
     disk = tmp_path / "disk"
     disk.mkdir()
     env = mixer_env(None, keys, "smbiz", XDG_RUNTIME_DIR=str(tmp_path), MIXER_MERGE_WINDOW_MS="20")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,10 +25,16 @@ from tests.chaos.deploy import CHATS, Deployment, Role, rss_mb
 from tests.chaos.ledger import EventsScreen, Ledger, Screen, SlowClients
 
 SLOW_CLIENTS = 12  # per replica during the slow-client fault, half /ws?since=0-0, half /events?since=0-0
-# A replica may grow this much over a fault: 2 MiB per never-reading client (its 1 MiB backlog_bytes, the kernel's
+# A replica may grow this much over a fault: 2 MiB per never-reading client (its backlog_bytes, the kernel's
 # buffers, the catch-up page being read) and 16 MiB for everything else. Unbounded, each would hold the whole feed.
 RSS_GROWTH_MB = 16.0 + 2.0 * SLOW_CLIENTS
-HISTORY_RATE = 67  # posts a minute per chat of the history published before the slow clients: ~16,000 posts
+# The history published before the slow clients: ~2,700 posts (10 minutes at 67 a minute in each of 4 chats), each
+# text padded by HISTORY_PAD characters, so ~9 MB on the wire: three times what the kernel's send buffer and
+# backlog_bytes hold for a client (so every one is cut off), and 12 clients pinning what is left would be far over
+# RSS_GROWTH_MB. Bytes, not posts, are what this fault needs: 2,700 bigger posts publish, merge and settle in a
+# fraction of the time the same bytes took as 16,000 short ones. Bigger still, the catch-up pages (100 posts a
+# client) would weigh on RSS themselves.
+HISTORY_MINUTES, HISTORY_RATE, HISTORY_PAD = 10, 67, 3_000
 WARM_UP_POSTS = 100  # posts in the feed before the first fault
 SETTLE_S = 30.0  # how long every input key read so far may take to be accounted for
 
@@ -274,9 +281,10 @@ async def stop_redis(chaos: Chaos, outcome: Outcome) -> None:
 
 
 async def never_reading_clients(chaos: Chaos, outcome: Outcome) -> None:
-    """A long history first (a `mixer synth` night published at full speed), then clients that ask for all of it
-    with since=0-0 and never read, held past cutoff_seconds, then gone."""
-    history = await chaos.dep.synth("history.jsonl", "--minutes", "60", "--rate", str(HISTORY_RATE), "--seed", "61")
+    """A long history first (a `mixer synth` night padded to big posts, published at full speed), then clients
+    that ask for all of it with since=0-0 and never read, held past cutoff_seconds, then gone."""
+    args = ("--minutes", str(HISTORY_MINUTES), "--rate", str(HISTORY_RATE), "--seed", "61")
+    history = padded(await chaos.dep.synth("history.jsonl", *args), HISTORY_PAD, set(chaos.ledger.recording))
     await chaos.dep.replay_once(history)
     await chaos.ledger.settle(60)  # the whole history merged: the feed is long before the clients come
     slow, bound = SlowClients(), chaos.opts.release_s
@@ -291,7 +299,7 @@ async def never_reading_clients(chaos: Chaos, outcome: Outcome) -> None:
             held, took = await slow.still_held(), time.monotonic() - attached
             if not held or took > bound:
                 break
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.2)
     finally:
         slow.close()
     await asyncio.sleep(2)  # memory held after they left counts too
@@ -299,6 +307,25 @@ async def never_reading_clients(chaos: Chaos, outcome: Outcome) -> None:
         outcome.problems.append(f"{held} of {2 * SLOW_CLIENTS} never-reading clients still held after {bound:g} s")
     feed = len(chaos.ledger.card_ids)
     outcome.took = f"{2 * SLOW_CLIENTS - held} of {2 * SLOW_CLIENTS} cut off in {took:.1f} s; feed {feed:,} posts"
+
+
+def padded(path: Path, pad: int, avoid: set[str]) -> Path:
+    """``path``'s posts with ``pad`` more characters of words at the end of each text (beside it), less those whose
+    key or ``boost_of`` is in ``avoid``: two `mixer synth` seeds can make the same key, and a key of the ingest's
+    night published early would look to ``Ledger.holes`` as if the ingest had skipped every key before it."""
+    filler = (" lorem ipsum dolor sit amet" * (pad // 27 + 1))[:pad]
+    lines = []
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            post = json.loads(line)
+            if post["key"] in avoid or post.get("boost_of") in avoid:
+                continue
+            post["text"] += filler
+            line = json.dumps(post)
+        lines.append(line + "\n")
+    out = path.with_name(f"{path.stem}-padded{path.suffix}")
+    out.write_text("".join(lines))
+    return out
 
 
 FAULTS: dict[str, Callable[[Chaos, Outcome], Awaitable[None]]] = {
