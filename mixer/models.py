@@ -10,6 +10,10 @@ also caps sizes (``LIMITS``: platform limits with a margin), so no recording or 
 put a 50 MB post on every screen: a long text, name or handle is cut (ending in "…"), a
 URL, media item, chat or reference too long is dropped (a cut link is a wrong link), each
 counted in ``trimmed`` and logged with the post's key; a key too long refuses the post.
+``Attachment`` is one media item with what the platform says of it (kind, preview, alt text,
+size); a Post's ``media`` is always its attachments' URLs when it has attachments, so readers
+of the older ``media`` field see the same items. An attachment whose URL is not http(s) is
+dropped (counted, logged) and its alt text is cut like ``text``.
 Encoding for Redis and for clients lives in ``codec``, not here.
 """
 
@@ -19,11 +23,13 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, TypeVar, cast
 
 log = logging.getLogger(__name__)
 
 _TAG = re.compile(r"^[^\s#]{1,100}$")
+_HTTP_URL = re.compile(r"^https?://[^\s/?#]+\S*$", re.IGNORECASE)  # what a screen may load: http(s), nothing else
+_T = TypeVar("_T")
 ELLIPSIS = "\u2026"  # ends a cut text, so a reader sees that it was cut
 
 
@@ -37,6 +43,9 @@ class Limits:
     url: int = 2_000  # any URL: the post, the avatar, each media item, a quoted post
     key: int = 2_200  # a key is a URL or an AT URI with a prefix; longer ones refuse the post
     media: int = 16  # media items (the platforms allow 4)
+    attachments: int = 10  # attachments (Mastodon, Bluesky and X allow 4; some Mastodon instances more)
+    alt: int = 1_500  # an attachment's alt text: Mastodon's limit (X 1,000; Bluesky's is longer, rarely used)
+    pixels: int = 100_000  # an attachment's width or height; beyond this a size is not a size
     chats: int = 32  # chats a post is in
     lang: int = 35  # a BCP 47 language tag
     source: int = 40  # a source name (x, mastodon, bluesky, webhook, ...)
@@ -62,6 +71,55 @@ class Author:
         return {"handle": self.handle, "name": self.name, "avatar": self.avatar}
 
 
+AttachmentKind = Literal["image", "video", "gifv", "audio", "unknown"]
+ATTACHMENT_KINDS: tuple[AttachmentKind, ...] = ("image", "video", "gifv", "audio", "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """One media item of a post: ``url`` the item, ``preview_url`` a still image to show for it (both http(s));
+    ``alt`` its description as its author wrote it; ``width``/``height`` in pixels where the platform says."""
+
+    kind: AttachmentKind
+    url: str
+    preview_url: str | None = None
+    alt: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The contract's shape: ``kind`` and ``url`` always, ``preview``, ``alt``, ``width``, ``height`` when known."""
+        out: dict[str, Any] = {"kind": self.kind, "url": self.url}
+        if self.preview_url is not None:
+            out["preview"] = self.preview_url
+        if self.alt is not None:
+            out["alt"] = self.alt
+        if self.width is not None:
+            out["width"] = self.width
+        if self.height is not None:
+            out["height"] = self.height
+        return out
+
+
+def attachment_kind(value: Any) -> AttachmentKind:
+    """``value`` when it is one of ``ATTACHMENT_KINDS``, else ``"unknown"``."""
+    return cast(AttachmentKind, value) if value in ATTACHMENT_KINDS else "unknown"
+
+
+def pixels(value: Any) -> int | None:
+    """A width or height as a parser finds it: a whole number of pixels within ``LIMITS.pixels``, else None."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= LIMITS.pixels:
+        return None
+    return value
+
+
+def http_url(value: Any) -> str | None:
+    """``value`` when it is an http(s) URL a screen may load, else None."""
+    return value if isinstance(value, str) and _HTTP_URL.match(value) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Post:
     """A normalised post. ``id`` is empty until the merge stage gives it a feed id."""
@@ -81,6 +139,14 @@ class Post:
     media: tuple[str, ...] = field(default_factory=tuple)
     quote_of: str | None = None  # the key of the post this one quotes
     quote_url: str | None = None  # where the quoted post is on its network, for the screens' "quoting" line
+    attachments: tuple[Attachment, ...] = ()  # the media with kind, preview, alt text and size, where known
+
+    def __post_init__(self) -> None:
+        # ``media`` is the attachments' URLs whenever there are attachments, however the Post was made.
+        if self.attachments:
+            urls = tuple(a.url for a in self.attachments)
+            if self.media != urls:
+                object.__setattr__(self, "media", urls)
 
     def with_chats(self, chats: tuple[str, ...]) -> Post:
         return replace(self, chats=chats)
@@ -110,6 +176,8 @@ class Post:
             out["quote_of"] = self.quote_of
         if self.quote_url is not None:
             out["quote_url"] = self.quote_url
+        if self.attachments:
+            out["attachments"] = [a.to_dict() for a in self.attachments]
         return out
 
     @classmethod
@@ -138,6 +206,9 @@ class Post:
         if not isinstance(media_raw, list) or not all(isinstance(m, str) for m in media_raw):
             raise ValueError("'media' must be a list of URLs")
         media = _first(tuple(m for m in media_raw if _fits(m, LIMITS.url, key, "media")), LIMITS.media, key, "media")
+        attachments = _attachments(data.get("attachments"), key)
+        if attachments:
+            media = tuple(a.url for a in attachments)
         for item in (*media, *chats):
             check_text(item, "media/chats")
         avatar = author.get("avatar")
@@ -163,7 +234,62 @@ class Post:
             media=media,
             quote_of=_capped(data, "quote_of", LIMITS.key, key),
             quote_url=_capped(data, "quote_url", LIMITS.url, key),
+            attachments=attachments,
         )
+
+
+def _attachments(raw: Any, key: str) -> tuple[Attachment, ...]:
+    """The ``attachments`` of untrusted data: a wrong shape is a ValueError naming the item; a URL that is not
+    http(s) or too long drops the attachment (a preview: just the preview), counted and logged; alt text is cut."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError("'attachments' must be a list of objects")
+    found: list[Attachment] = []
+    for n, item in enumerate(raw):
+        label = f"attachments[{n}]"
+        if not isinstance(item, dict):
+            raise ValueError(f"'{label}' must be an object with 'kind' and 'url'")
+        kind = _req_str(item, "kind", f"{label}.kind")
+        url = _req_str(item, "url", f"{label}.url")
+        preview = _opt_str(item, "preview", f"{label}.preview")
+        alt = _opt_str(item, "alt", f"{label}.alt", check=False)
+        width, height = _opt_pixels(item, "width", label), _opt_pixels(item, "height", label)
+        if not _loadable(url, key, "attachment"):
+            continue
+        if preview is not None and not _loadable(preview, key, "attachment_preview"):
+            preview = None
+        alt = alt.strip() if alt is not None else None
+        found.append(
+            Attachment(
+                kind=attachment_kind(kind),
+                url=url,
+                preview_url=preview,
+                alt=_cut(alt, LIMITS.alt, key, "alt") if alt else None,
+                width=width,
+                height=height,
+            )
+        )
+    return _first(tuple(found), LIMITS.attachments, key, "attachments")
+
+
+def _loadable(url: str, key: str, label: str) -> bool:
+    """Whether ``url`` is an http(s) URL within ``LIMITS.url``; when not, the drop is counted and logged."""
+    if not _fits(url, LIMITS.url, key, label):
+        return False
+    if http_url(url) is None:
+        _count(f"{label}_dropped", key, f"{label} {url[:40]!r} dropped: not an http(s) URL")
+        return False
+    return True
+
+
+def _opt_pixels(item: dict[str, Any], name: str, label: str) -> int | None:
+    value = item.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= LIMITS.pixels:
+        raise ValueError(f"'{label}.{name}' must be a whole number of pixels from 1 to {LIMITS.pixels:,}")
+    return value
 
 
 def _count(reason: str, key: str, what: str) -> None:
@@ -197,7 +323,7 @@ def _capped(data: dict[str, Any], name: str, limit: int, key: str) -> str | None
     return check_text(value, name)
 
 
-def _first(items: tuple[str, ...], limit: int, key: str, label: str) -> tuple[str, ...]:
+def _first(items: tuple[_T, ...], limit: int, key: str, label: str) -> tuple[_T, ...]:
     """The first ``limit`` items; the rest are counted and logged as dropped."""
     if len(items) <= limit:
         return items

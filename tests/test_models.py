@@ -1,17 +1,22 @@
-"""The Post: the contract dict and msgpack round trips (quote_of, quote_url), and the size caps of from_dict."""
+"""The Post: the contract dict and msgpack round trips (quote_of, quote_url, attachments), and the size caps and
+validation of from_dict."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
+import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mixer import models
 from mixer.codec import loads, pack_post, unpack_post
-from mixer.models import ELLIPSIS, LIMITS, Post
+from mixer.models import ELLIPSIS, LIMITS, Attachment, Post
 
 POST: dict[str, Any] = {
     "key": "x:1440715975020584960",
@@ -90,3 +95,129 @@ def test_a_post_within_every_limit_is_kept_exactly() -> None:
 def test_a_key_too_long_to_be_an_identity_refuses_the_post() -> None:
     with pytest.raises(ValueError, match="'key' is 5,002 characters"):
         Post.from_dict({**POST, "key": "x:" + "9" * 5000})
+
+
+# Attachments: the contract shape the wall and widget read, its validation, and its round trips.
+
+PHOTO = {
+    "kind": "image",
+    "url": "https://pbs.twimg.com/media/E_5xtEhVIAInx_o.jpg",
+    "preview": "https://pbs.twimg.com/media/E_5xtEhVIAInx_o.jpg?name=small",
+    "alt": "A long email from Green Energy - please request full text if required.",
+    "width": 854,
+    "height": 1757,
+}
+BARE = {"kind": "video", "url": "https://files.example/v.mp4"}
+
+
+def test_attachments_keep_the_contract_shape_through_json_and_msgpack_and_media_is_their_urls() -> None:
+    post = Post.from_dict({**POST, "attachments": [PHOTO, BARE]})
+    data = post.to_dict()
+    assert data["attachments"] == [PHOTO, BARE]  # optional fields only when known, nothing else
+    assert data["media"] == [PHOTO["url"], BARE["url"]]
+    assert Post.from_dict(loads(json.dumps(data))) == post
+    assert unpack_post("5-0", pack_post(post)) == replace(post, id="5-0")
+
+
+def test_a_post_without_attachments_has_no_attachments_field_and_old_stored_posts_still_decode() -> None:
+    stored = {k: v for k, v in {**POST, "media": ["https://pbs.twimg.com/m.jpg"]}.items() if k != "id"}
+    post = unpack_post("7-0", msgpack.packb(stored, use_bin_type=True))  # as written before attachments existed
+    assert post.media == ("https://pbs.twimg.com/m.jpg",) and post.attachments == ()
+    assert "attachments" not in post.to_dict() and post.to_dict()["media"] == ["https://pbs.twimg.com/m.jpg"]
+
+
+def test_attachments_override_a_different_media_list_and_a_post_built_in_code_gets_their_urls() -> None:
+    post = Post.from_dict({**POST, "media": ["https://other.example/x.png"], "attachments": [BARE]})
+    assert post.media == (BARE["url"],)
+    built = replace(Post.from_dict(POST), attachments=(Attachment("image", "https://a.example/1.png"),))
+    assert built.media == ("https://a.example/1.png",) and built.to_dict()["media"] == ["https://a.example/1.png"]
+
+
+def test_an_attachment_that_is_not_http_is_dropped_and_a_bad_preview_loses_only_the_preview_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counted: Counter[str] = Counter()
+    monkeypatch.setattr(models, "trimmed", counted)
+    items = [
+        {**BARE, "url": "javascript:alert(1)"},
+        {**BARE, "url": "data:image/png;base64,AAAA"},
+        {**BARE, "url": "//cdn.example/x.png"},
+        {**PHOTO, "preview": "file:///etc/passwd"},
+        {**BARE, "url": "https://e.example/" + "a" * LIMITS.url},
+    ]
+    post = Post.from_dict({**POST, "attachments": items, "media": ["https://kept.example/no.png"]})
+    assert post.attachments == (Attachment("image", PHOTO["url"], None, PHOTO["alt"], 854, 1757),)
+    assert counted == {"attachment_dropped": 4, "attachment_preview_dropped": 1}
+
+
+def test_all_attachments_dropped_leaves_the_media_list_as_given() -> None:
+    post = Post.from_dict(
+        {**POST, "media": ["https://kept.example/a.png"], "attachments": [{**BARE, "url": "ftp://x"}]}
+    )
+    assert post.attachments == () and post.media == ("https://kept.example/a.png",)
+
+
+def test_alt_text_is_trimmed_cut_to_1500_characters_and_blank_alt_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    counted: Counter[str] = Counter()
+    monkeypatch.setattr(models, "trimmed", counted)
+    items = [{**BARE, "alt": "  a dog \n"}, {**BARE, "alt": "   "}, {**BARE, "alt": "d" * 50_000}]
+    first, blank, long = Post.from_dict({**POST, "attachments": items}).attachments
+    assert (first.alt, blank.alt) == ("a dog", None)
+    assert long.alt == "d" * (LIMITS.alt - 1) + ELLIPSIS and LIMITS.alt == 1_500
+    assert counted == {"alt_cut": 1}
+
+
+def test_more_attachments_than_the_limit_keep_the_first_ten_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    counted: Counter[str] = Counter()
+    monkeypatch.setattr(models, "trimmed", counted)
+    items = [{**BARE, "url": f"https://e.example/{n}.mp4"} for n in range(25)]
+    post = Post.from_dict({**POST, "attachments": items})
+    assert len(post.attachments) == LIMITS.attachments == 10 and post.attachments[-1].url == "https://e.example/9.mp4"
+    assert counted == {"attachments_dropped": 1}
+
+
+def test_an_unknown_kind_is_kept_as_unknown() -> None:
+    (item,) = Post.from_dict({**POST, "attachments": [{**BARE, "kind": "hologram"}]}).attachments
+    assert item.kind == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("attachments", "reason"),
+    [
+        ("https://a.example/1.png", "'attachments' must be a list of objects"),
+        (["https://a.example/1.png"], r"'attachments\[0\]' must be an object"),
+        ([BARE, {"url": "https://a.example/1.png"}], r"'attachments\[1\].kind' must be a non-empty string"),
+        ([{"kind": "image", "url": 5}], r"'attachments\[0\].url' must be a non-empty string"),
+        ([{**BARE, "alt": ["x"]}], r"'attachments\[0\].alt' must be a string"),
+        ([{**BARE, "alt": "\ud800"}], "'alt' holds a lone surrogate"),
+        ([{**BARE, "width": "640"}], r"'attachments\[0\].width' must be a whole number of pixels"),
+        ([{**BARE, "height": 0}], r"'attachments\[0\].height' must be a whole number of pixels"),
+        ([{**BARE, "width": True}], r"'attachments\[0\].width' must be a whole number of pixels"),
+        ([{**BARE, "preview": 3}], r"'attachments\[0\].preview' must be a string"),
+    ],
+)
+def test_an_attachment_of_the_wrong_shape_refuses_the_post_naming_it(attachments: Any, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        Post.from_dict({**POST, "attachments": attachments})
+
+
+_URL = st.builds(lambda host, path: f"https://{host}.example/{path}", st.from_regex(r"[a-z]{1,8}", fullmatch=True),
+                 st.text("abc/._-~%", max_size=20))  # fmt: skip
+_ATTACHMENT = st.fixed_dictionaries(
+    {"kind": st.sampled_from(["image", "video", "gifv", "audio", "unknown"]), "url": _URL},
+    optional={
+        "preview": _URL,
+        "alt": st.text(st.characters(codec="utf-8"), min_size=1, max_size=60).filter(lambda s: s == s.strip()),
+        "width": st.integers(1, LIMITS.pixels),
+        "height": st.integers(1, LIMITS.pixels),
+    },
+)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(st.lists(_ATTACHMENT, max_size=LIMITS.attachments))
+def test_any_valid_attachments_round_trip_exactly_through_json_and_msgpack(items: list[dict[str, Any]]) -> None:
+    post = Post.from_dict({**POST, "attachments": items})
+    assert post.to_dict().get("attachments", []) == items
+    assert Post.from_dict(loads(json.dumps(post.to_dict()))) == post
+    assert unpack_post("1-0", pack_post(post)) == replace(post, id="1-0")

@@ -215,7 +215,7 @@ class Deduper:
 
 
 # What makes an edit show as edited; a new author alone does not.
-_WORDS = ("text", "url", "media", "lang", "quote_of", "quote_url")
+_WORDS = ("text", "url", "media", "attachments", "lang", "quote_of", "quote_url")
 
 
 def _content(post: Post, stored: dict[str, Any]) -> dict[str, Any]:

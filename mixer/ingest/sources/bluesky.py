@@ -3,10 +3,11 @@
 ``parse_jetstream`` turns one Jetstream v1 event (``did``, ``time_us``, ``kind`` and its
 ``commit``/``identity``/``account`` body) into Events: a created post is a Post, an updated
 post an Edit, a deleted post a Retraction; every other record and kind raises ``Ignored``.
-``hashtags`` reads a post record's tags. Not here: the live follower ``BlueskySource``
-(``bluesky_follow``), resolving a did to a handle, display name and avatar (Jetstream
-carries only the did, so here the did is the handle; ``bluesky_profiles`` resolves it),
-and quoted posts' content (not in the payload). Nothing here touches the network.
+``hashtags`` reads a post record's tags; ``attachments`` its images and video with their alt
+text. Not here: the live follower ``BlueskySource`` (``bluesky_follow``), resolving a did to
+a handle, display name and avatar (Jetstream carries only the did, so here the did is the
+handle; ``bluesky_profiles`` resolves it), and quoted posts' content (not in the payload).
+Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mixer.ingest.hashtags import ChatMatcher
-from mixer.models import Edit, Event, Ignored, Post, Retraction
+from mixer.models import Edit, Event, Ignored, Post, Retraction, http_url, pixels
 
 __all__ = [
     "POST_COLLECTION",
     "SOURCE",
+    "attachments",
     "hashtags",
     "parse_jetstream",
 ]
@@ -29,6 +31,8 @@ SOURCE = "bluesky"
 POST_COLLECTION = "app.bsky.feed.post"
 _TAG_FEATURE = "app.bsky.richtext.facet#tag"
 _IMAGE_URL = "https://cdn.bsky.app/img/feed_fullsize/plain/{did}/{cid}@jpeg"
+_THUMB_URL = "https://cdn.bsky.app/img/feed_thumbnail/plain/{did}/{cid}@jpeg"
+_VIDEO_URL = "https://video.bsky.app/watch/{did}/{cid}/playlist.m3u8"  # HLS, as the AppView's video view gives it
 _VIDEO_THUMB_URL = "https://video.bsky.app/watch/{did}/{cid}/thumbnail.jpg"
 # Strict enough that a did, rkey or cid can never smuggle a path, query or fragment into a key or URL.
 _DID = re.compile(r"^did:[a-z]+:[A-Za-z0-9._:%-]{1,2048}$")
@@ -100,7 +104,7 @@ def _post(
             "at": now_ms,
             "lang": lang,
             "reply_to": _reply_to(record),
-            "media": _media(did, record.get("embed")),
+            "attachments": attachments(did, record.get("embed")),
             **_quote(record.get("embed")),
         }
     )
@@ -160,20 +164,57 @@ def _quote(embed: Any) -> dict[str, str]:
     return {"quote_of": f"{SOURCE}:{uri}", "quote_url": f"https://bsky.app/profile/{did}/post/{rkey}"}
 
 
-def _media(did: str, embed: Any) -> list[str]:
+def attachments(did: str, embed: Any) -> list[dict[str, Any]]:
+    """The media of a post's ``embed`` in the Post's attachment shape, from the record form (blob refs, made into
+    Bluesky's CDN URLs) or the AppView's view form (``#view``: fullsize, thumb, playlist, thumbnail); alt text and
+    ``aspectRatio`` (as width and height) from either. Quotes and link cards carry none."""
     if not isinstance(embed, dict):
         return []
     kind = embed.get("$type")
-    if kind == "app.bsky.embed.recordWithMedia":  # a quote with media: the media are the quoting post's own
-        return _media(did, embed.get("media"))
-    if kind == "app.bsky.embed.images":
+    if kind in ("app.bsky.embed.recordWithMedia", "app.bsky.embed.recordWithMedia#view"):
+        return attachments(did, embed.get("media"))  # a quote with media: the media are the quoting post's own
+    if kind in ("app.bsky.embed.images", "app.bsky.embed.images#view"):
         images = embed.get("images")
-        blobs = [image.get("image") for image in images if isinstance(image, dict)] if isinstance(images, list) else []
-        return [_IMAGE_URL.format(did=did, cid=cid) for cid in map(_blob_cid, blobs) if cid]
-    if kind == "app.bsky.embed.video":  # the wall shows media as images: the video's thumbnail
-        cid = _blob_cid(embed.get("video"))
-        return [_VIDEO_THUMB_URL.format(did=did, cid=cid)] if cid else []
+        return [a for image in images if (a := _image(did, image))] if isinstance(images, list) else []
+    if kind in ("app.bsky.embed.video", "app.bsky.embed.video#view"):
+        video = _video(did, embed)
+        return [video] if video else []
     return []  # app.bsky.embed.record (a quote) and external link cards: no media of this post
+
+
+def _image(did: str, image: Any) -> dict[str, Any] | None:
+    if not isinstance(image, dict):
+        return None
+    if "fullsize" in image:  # the view form
+        url, preview = image.get("fullsize"), image.get("thumb")
+    else:
+        cid = _blob_cid(image.get("image"))
+        url = _IMAGE_URL.format(did=did, cid=cid) if cid else None
+        preview = _THUMB_URL.format(did=did, cid=cid) if cid else None
+    return _attachment("image", url, preview, image) if isinstance(url, str) else None
+
+
+def _video(did: str, video: dict[str, Any]) -> dict[str, Any] | None:
+    if "playlist" in video:  # the view form
+        url, preview = video.get("playlist"), video.get("thumbnail")
+    else:
+        cid = _blob_cid(video.get("video"))
+        url = _VIDEO_URL.format(did=did, cid=cid) if cid else None
+        preview = _VIDEO_THUMB_URL.format(did=did, cid=cid) if cid else None
+    return _attachment("video", url, preview, video) if isinstance(url, str) else None
+
+
+def _attachment(kind: str, url: str, preview: Any, item: dict[str, Any]) -> dict[str, Any]:
+    alt, ratio = item.get("alt"), item.get("aspectRatio")
+    ratio = ratio if isinstance(ratio, dict) else {}
+    return {
+        "kind": kind,
+        "url": url,
+        "preview": http_url(preview),
+        "alt": alt if isinstance(alt, str) and alt.strip() else None,
+        "width": pixels(ratio.get("width")),
+        "height": pixels(ratio.get("height")),
+    }
 
 
 def _blob_cid(blob: Any) -> str | None:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from mixer.ingest.hashtags import ChatMatcher, extract_hashtags
 from mixer.ingest.sources.mastodon_html import html_to_text
-from mixer.models import Edit, Event, Ignored, Post, Retraction
+from mixer.models import AttachmentKind, Edit, Event, Ignored, Post, Retraction, http_url, pixels
 
 __all__ = [
     "id_order",
@@ -33,6 +33,8 @@ __all__ = [
 
 SOURCE = "mastodon"
 _EVENT_NAME = re.compile(r"[^a-z0-9]+")
+# Mastodon's MediaAttachment types (https://docs.joinmastodon.org/entities/MediaAttachment/#type) as attachment kinds.
+_KINDS: dict[str, AttachmentKind] = {"image": "image", "video": "video", "gifv": "gifv", "audio": "audio"}
 _PUBLIC = frozenset({"public", "unlisted"})  # private and direct statuses never reach a wall
 
 
@@ -216,7 +218,7 @@ def _post(
             "at": now_ms,
             "lang": lang if isinstance(lang, str) and lang else None,
             "reply_to": reply_to,
-            "media": _media(data.get("media_attachments")),
+            "attachments": _attachments(data.get("media_attachments")),
             "quote_of": f"{SOURCE}:{quote_uri}" if quote_uri else None,
             "quote_url": (_opt_str(quoted, "url") or quote_uri) if quoted is not None and quote_uri else None,
         }
@@ -262,16 +264,31 @@ def _author(account: dict[str, Any], host: str | None) -> dict[str, Any]:
     return {"handle": handle, "name": _opt_str(account, "display_name") or username or acct, "avatar": avatar}
 
 
-def _media(items: Any) -> list[str]:
-    if not isinstance(items, list):
-        return []
-    urls: list[str] = []
-    for item in items:
-        if isinstance(item, dict):
-            url = next((item[k] for k in ("url", "preview_url", "remote_url") if isinstance(item.get(k), str)), None)
-            if url:
-                urls.append(url)
-    return urls
+def _attachments(items: Any) -> list[dict[str, Any]]:
+    """``media_attachments`` in the Post's attachment shape: type, url (else preview_url, else remote_url, as
+    ``media`` always was), preview_url, description, meta.original (else meta.small) width and height."""
+    found: list[dict[str, Any]] = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        url = next((item[k] for k in ("url", "preview_url", "remote_url") if isinstance(item.get(k), str)), None)
+        if not url:
+            continue
+        meta = item.get("meta")
+        meta = meta if isinstance(meta, dict) else {}
+        size = next((s for s in (meta.get("original"), meta.get("small")) if isinstance(s, dict)), {})
+        preview, alt = item.get("preview_url"), item.get("description")
+        found.append(
+            {
+                "kind": _KINDS.get(str(item.get("type")), "unknown"),
+                "url": url,
+                "preview": http_url(preview),
+                "alt": alt if isinstance(alt, str) and alt.strip() else None,
+                "width": pixels(size.get("width")),
+                "height": pixels(size.get("height")),
+            }
+        )
+    return found
 
 
 def _created(data: dict[str, Any]) -> int:

@@ -2,8 +2,8 @@
 
 ``load_json`` decodes one payload; ``build_post`` makes the validated Post both parsers
 return (X's language codes for "no language" dropped); ``id_of``, ``hashtags_of``,
-``unescape``, ``snowflake_ms`` and ``whole_second`` read the fields both API versions have
-in common. Both parsers are pure (the ingest time comes in as ``now_ms``) and put
+``unescape``, ``snowflake_ms``, ``whole_second``, ``media_kind`` and ``alt_text`` read the
+fields both API versions have in common. Both parsers are pure (the ingest time comes in as ``now_ms``) and put
 originals first: a retweet yields the original as its own Post, then the retweet with
 ``boost_of``; a quote yields the quoted tweet (when the payload holds it), then the
 quoting one with ``quote_of`` (the quoted tweet's key) and ``quote_url`` (``quote_link``).
@@ -20,12 +20,14 @@ from typing import Any
 
 from mixer.codec import loads
 from mixer.ingest.hashtags import extract_hashtags
-from mixer.models import Post
+from mixer.models import AttachmentKind, Post
 
 SOURCE = "x"
 WEB = "https://twitter.com"
 MAX_DEPTH = 3  # retweet -> original -> quoted: deeper references are kept as keys only, so a loop cannot recurse
 _SNOWFLAKE_EPOCH_MS = 1288834974657  # X's snowflake ids hold ms since this instant in their upper bits
+# X's media types (v1.1 and v2 alike) as attachment kinds.
+_KINDS: dict[str, AttachmentKind] = {"photo": "image", "video": "video", "animated_gif": "gifv"}
 _ESCAPES = re.compile(r"&(amp|lt|gt);")
 _UNESCAPE = {"amp": "&", "lt": "<", "gt": ">"}
 
@@ -77,6 +79,16 @@ def quote_link(expanded: Any, quoted_id: str, entities: Any) -> str:
         if isinstance(url, str) and url.startswith("https://") and url.rstrip("/").endswith(f"/status/{quoted_id}"):
             return url
     return f"{WEB}/i/web/status/{quoted_id}"
+
+
+def media_kind(value: Any) -> AttachmentKind:
+    """The attachment kind of an X media ``type`` (photo, video, animated_gif); ``unknown`` for anything else."""
+    return _KINDS.get(value, "unknown") if isinstance(value, str) else "unknown"
+
+
+def alt_text(value: Any) -> str | None:
+    """An alt text as X gives it (v1.1 ``ext_alt_text``, v2 ``alt_text``): None when absent, null or blank."""
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def whole_second(ms: int) -> int:

@@ -45,7 +45,7 @@ STREAM_QUERY = {  # the fields parse_v2 reads (note_tweet: the whole text of pos
     "conversation_id,in_reply_to_user_id,note_tweet",
     "expansions": "author_id,referenced_tweets.id,attachments.media_keys",
     "user.fields": "profile_image_url,name,username",
-    "media.fields": "url,preview_image_url",
+    "media.fields": "url,preview_image_url,alt_text,width,height",  # (media_key and type come always)
 }
 _MAX_LINE = 4 << 20  # one tweet with its includes is a few kB; a "line" this long is garbage, not a message
 

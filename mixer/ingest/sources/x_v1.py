@@ -20,15 +20,17 @@ from mixer.ingest.sources.x import (
     MAX_DEPTH,
     SOURCE,
     WEB,
+    alt_text,
     build_post,
     hashtags_of,
     id_of,
+    media_kind,
     quote_link,
     snowflake_ms,
     unescape,
     whole_second,
 )
-from mixer.models import Event, Ignored, Post, Retraction
+from mixer.models import Event, Ignored, Post, Retraction, pixels
 
 _MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
 # v1.1 stream messages that are not statuses; each is counted as skipped:<name>_notice.
@@ -70,13 +72,14 @@ class _V1:
         if not isinstance(handle, str) or not handle:
             raise ValueError(f"status {tweet_id} has no user.screen_name")
         text, tags = _v1_text(status)
-        media = _v1_media(status)
+        attachments = _v1_attachments(status)
         boost_of = reply_to = quote_of = quote_url = None
         original = status.get("retweeted_status") if depth < MAX_DEPTH else None
         if isinstance(original, dict):
             orig, orig_tags = self.status(original, depth + 1)
             text = f"RT @{orig.author.handle}: {orig.text}"
-            tags, media, boost_of = tags + orig_tags, list(orig.media), orig.key
+            tags, boost_of = tags + orig_tags, orig.key
+            attachments = [a.to_dict() for a in orig.attachments]
             quote_of, quote_url = orig.quote_of, orig.quote_url
         else:
             quote_of, quote_url = self.quote(status, depth)
@@ -95,7 +98,7 @@ class _V1:
             lang=status.get("lang"),
             reply_to=reply_to,
             boost_of=boost_of,
-            media=media,
+            attachments=attachments,
             quote_of=quote_of,
             quote_url=quote_url,
         )
@@ -133,16 +136,43 @@ def _v1_text(status: dict[str, Any]) -> tuple[str, list[str]]:
     return text, hashtags_of(entities, "text", text)
 
 
-def _v1_media(status: dict[str, Any]) -> list[str]:
+def _v1_attachments(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """The status's media in the Post's attachment shape, from the first of the extended tweet's
+    ``extended_entities``/``entities``, then the status's own, that has any: ``media_url_https``, type, ``ext_alt_text``
+    and the size (``original_info``, else ``sizes.large``); a video or GIF's ``media_url_https`` is its still image."""
     ext = status.get("extended_tweet")
     holders = [ext.get("extended_entities"), ext.get("entities")] if isinstance(ext, dict) else []
     holders += [status.get("extended_entities"), status.get("entities")]
     for holder in holders:
         items = holder.get("media") if isinstance(holder, dict) else None
         if isinstance(items, list) and items:
-            urls = (m.get("media_url_https") or m.get("media_url") for m in items if isinstance(m, dict))
-            return list(dict.fromkeys(u for u in urls if isinstance(u, str) and u))
+            found: dict[str, dict[str, Any]] = {}
+            for item in items:
+                attachment = _v1_attachment(item)
+                if attachment is not None:
+                    found.setdefault(attachment["url"], attachment)
+            return list(found.values())
     return []
+
+
+def _v1_attachment(item: Any) -> dict[str, Any] | None:
+    if not isinstance(item, dict):
+        return None
+    url = item.get("media_url_https") or item.get("media_url")
+    if not isinstance(url, str) or not url:
+        return None
+    kind = media_kind(item.get("type"))
+    sizes = item.get("sizes")
+    found = (item.get("original_info"), sizes.get("large") if isinstance(sizes, dict) else None)
+    size: dict[str, Any] = next((s for s in found if isinstance(s, dict)), {})
+    return {
+        "kind": kind,
+        "url": url,
+        "preview": url if kind != "image" else None,
+        "alt": alt_text(item.get("ext_alt_text")),
+        "width": pixels(size.get("width", size.get("w"))),
+        "height": pixels(size.get("height", size.get("h"))),
+    }
 
 
 def _v1_created(status: dict[str, Any], tweet_id: str) -> int:

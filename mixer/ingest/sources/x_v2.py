@@ -24,15 +24,17 @@ from mixer.ingest.sources.x import (
     MAX_DEPTH,
     SOURCE,
     WEB,
+    alt_text,
     build_post,
     hashtags_of,
     id_of,
+    media_kind,
     quote_link,
     snowflake_ms,
     unescape,
     whole_second,
 )
-from mixer.models import Edit, Event, Ignored, Post, Retraction
+from mixer.models import Edit, Event, Ignored, Post, Retraction, http_url, pixels
 
 _REPLY_MENTIONS = re.compile(r"^(?:@\w{1,50}(?:\s+|$))+")
 UNRESOLVED = "id:"  # handle prefix of an author known only by id (the payload lacks the author_id expansion)
@@ -98,7 +100,7 @@ class _V2:
             raw, entities = note["text"], note.get("entities")
         text = unescape(_v2_display(raw, entities, refs))
         tags = hashtags_of(entities, "tag", unescape(raw))
-        media = self._media(tweet)
+        attachments = self._attachments(tweet)
         boost_of = reply_to = quote_of = quote_url = None
         if "retweeted" in refs:
             boost_of = self.key_of(refs["retweeted"])
@@ -106,7 +108,7 @@ class _V2:
             if original is not None:
                 orig, orig_tags = self.tweet(original, extra, depth + 1)  # X matched the retweet on its text
                 text = f"RT @{orig.author.handle}: {orig.text}"
-                tags, media = tags + orig_tags, list(orig.media)
+                tags, attachments = tags + orig_tags, [a.to_dict() for a in orig.attachments]
                 quote_of, quote_url = orig.quote_of, orig.quote_url
         else:
             if "quoted" in refs:
@@ -130,7 +132,7 @@ class _V2:
             lang=tweet.get("lang"),
             reply_to=reply_to,
             boost_of=boost_of,
-            media=media,
+            attachments=attachments,
             quote_of=quote_of,
             quote_url=quote_url,
         )
@@ -145,16 +147,29 @@ class _V2:
             return self.key_of(quoted_id), post.url
         return self.key_of(quoted_id), quote_link(None, quoted_id, entities)
 
-    def _media(self, tweet: dict[str, Any]) -> list[str]:
+    def _attachments(self, tweet: dict[str, Any]) -> list[dict[str, Any]]:
+        """The media of ``attachments.media_keys`` found in ``includes.media``, in the Post's attachment shape: ``url``
+        (a video or GIF has none: its ``preview_image_url``), type, ``alt_text``, width and height."""
         attachments = tweet.get("attachments")
         keys = attachments.get("media_keys") if isinstance(attachments, dict) else None
-        urls = []
+        found: dict[str, dict[str, Any]] = {}
         for media_key in keys if isinstance(keys, list) else []:
             item = self.media.get(str(media_key), {})
-            url = item.get("url") or item.get("preview_image_url")
+            url, preview = item.get("url"), item.get("preview_image_url")
+            url = url if isinstance(url, str) and url else preview
             if isinstance(url, str) and url:
-                urls.append(url)
-        return list(dict.fromkeys(urls))
+                found.setdefault(
+                    url,
+                    {
+                        "kind": media_kind(item.get("type")),
+                        "url": url,
+                        "preview": http_url(preview),
+                        "alt": alt_text(item.get("alt_text")),
+                        "width": pixels(item.get("width")),
+                        "height": pixels(item.get("height")),
+                    },
+                )
+        return list(found.values())
 
 
 def _v2_display(text: str, entities: Any, refs: dict[str, str]) -> str:
