@@ -38,6 +38,14 @@ class Keys:
         return f"{self.prefix}:{self.tag}:merge:cursor"
 
     @property
+    def merge_stats(self) -> str:
+        """Hash of the leading merge stage's counters (``read``, ``written``, ``duplicate``, ``dropped:<reason>``,
+        ...) plus ``at`` (ms) and ``run`` (a random id per stage instance: counters restart from 0 with a new one),
+        rewritten at most once a second while it writes, expiring 30 s after: a looping replay reads it to tell
+        when everything it publishes is dropped (``mixer.ingest.dropwatch``)."""
+        return f"{self.prefix}:{self.tag}:merge:stats"
+
+    @property
     def merge_lease(self) -> str:
         """String "host:pid:random" of the one merge stage allowed to write the feed; expires unless renewed."""
         return f"{self.prefix}:{self.tag}:merge:lease"

@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +31,9 @@ from redis.exceptions import RedisError, ResponseError
 from mixer import connect, health
 from mixer.backoff import Backoff
 from mixer.embedded import EmbeddedRedis
+from mixer.ingest.dropwatch import watch_drops
 from mixer.ingest.publish import CursorStore, Publisher, follow_gate
-from mixer.ingest.replay import Replayer, ReplayOptions
+from mixer.ingest.replay import Replayer, ReplayOptions, new_run_tag
 from mixer.ingest.sources import Source
 from mixer.ingest.stats import write_stats
 from mixer.keymoves import adopt_old_keys_at
@@ -123,16 +125,34 @@ def _misconf(exc: BaseException | None) -> bool:
 
 
 async def ingest_replay(settings: Settings, redis_url: str, files: list[Path], speed: float) -> None:
-    """Replay recordings into the chat streams, looping, until cancelled. While Redis refuses writes because it
-    cannot write its disk (MISCONF) the replay waits and then starts over: the merge drops what the feed has."""
-    redis = connect.client(redis_url, Keys(settings.key_prefix).feed, socket_timeout=10)
+    """Replay recordings into the chat streams, looping, until cancelled; every pass of this run has keys of its own
+    (a run tag: a restart never repeats an earlier run's keys), and a warning says when the merge stage drops all it
+    publishes as duplicates. While Redis refuses writes because it cannot write its disk (MISCONF) the replay waits and
+    then starts over with the same tag: the merge drops what the feed has."""
+    keys = Keys(settings.key_prefix)
+    redis = connect.client(redis_url, keys.feed, socket_timeout=10)
     backoff = Backoff(base=1.0, cap=10.0)
+    options = ReplayOptions(speed=speed, loop=True, max_gap=settings.demo_max_gap, run_tag=new_run_tag(time.time()))
+    published = 0  # by the replays before the current one (a MISCONF start-over)
+    replayer: Replayer | None = None
+    watching = asyncio.create_task(
+        watch_drops(
+            redis,
+            keys,
+            lambda: published + (replayer.progress.published if replayer else 0),
+            log.warning,
+            # Texts stay as recorded (a wall shows them): a restart soon after an earlier run repeats its texts.
+            hint=" (the same texts as an earlier run within 10 minutes: the merge stage folds them into its cards)",
+        )
+    )
     try:
         while True:
-            publisher = Publisher(redis, Keys(settings.key_prefix), settings.chat_tags, settings.chat_maxlen)
-            options = ReplayOptions(speed=speed, loop=True, max_gap=settings.demo_max_gap)
+            publisher = Publisher(redis, keys, settings.chat_tags, settings.chat_maxlen)
+            if replayer is not None:
+                published += replayer.progress.published
+            replayer = Replayer(publisher, files, options)
             try:
-                await Replayer(publisher, files, options).run()
+                await replayer.run()
                 return
             except ResponseError as exc:
                 if not _misconf(exc):
@@ -143,6 +163,7 @@ async def ingest_replay(settings: Settings, redis_url: str, files: list[Path], s
                 )
                 await asyncio.sleep(delay)
     finally:
+        await stop_task(watching)
         await redis.aclose()
 
 

@@ -4,7 +4,10 @@
 stream of ``Scheduled`` items in offset order, with long silences cut to ``max_gap``.
 ``Schedule`` turns those offsets into due times on a clock it is given, so tests drive
 it without sleeping. ``Replayer.run`` is the async loop the CLI calls: it sleeps on its
-clock (the event loop's unless given) until the next post is due, re-stamps and re-keys it,
+clock (the event loop's unless given) until the next post is due, re-stamps and re-keys it
+(``key_suffix``: ``~<run_tag>.<pass>`` on every pass with a run tag, so a restarted replay never
+repeats an earlier run's keys; ``~<pass>`` after the first without one; none with ``keep_keys``;
+re-keyed texts are marked too, or the merge stage's text dedupe would fold them into earlier cards),
 and publishes in batches through a ``Publisher``. A looping replay paces itself: a pass
 lasts at least ``min_pass`` seconds, so a file with no time span (one line, newest first)
 cannot spin; each pass is logged at DEBUG and a summary at INFO at most every
@@ -23,6 +26,7 @@ import functools
 import heapq
 import logging
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+RUN_TAG = re.compile(r"[A-Za-z0-9_-]{1,32}")  # what ReplayOptions.run_tag may hold: it ends up inside post keys
 SUMMARY_EVERY = 60.0  # seconds between INFO summaries of a looping replay (each pass is logged at DEBUG)
 
 Item = Event | Group | RecordError  # a record's events come as a Group; tests also plan bare events
@@ -51,8 +56,15 @@ class ReplayOptions:
     max_gap: float | None = None  # seconds of recorded time; longer silences are cut to this; None: no cap
     keep_time: bool = False  # keep the recorded `created` (else re-stamped to publish time); `at` is publish time
     # keep the recorded keys on every pass (the dedupe case: later passes are dropped as repeats); else each pass
-    # after the first adds ~<pass> to them, so a looping demo keeps showing posts
+    # after the first adds ~<pass> to them (or ~<run_tag>.<pass>, every pass), so a looping demo keeps showing posts
     keep_keys: bool = False
+    # unless keep_keys, every pass including the first adds ~<run_tag>.<pass> to the keys, so a restarted replay
+    # (a new tag) never collides with an earlier run's keys; "": no tag (the ~<pass> scheme above)
+    run_tag: str = ""
+    # with a run tag, end every text with " [<run_tag>.<pass>]" (else passes after the first end in " (pass N)"): the
+    # merge stage folds a text seen within 10 minutes into the first card, so without it a replay restarted soon
+    # after an earlier run shows nothing new until its texts are 10 minutes old. For load tests: a wall shows it
+    tag_texts: bool = False
     batch: int = 500  # most posts per publish (one pipeline round-trip)
     max_passes: int | None = None  # stop after this many passes even with loop (tests, benchmarks)
     min_pass: float = 1.0  # seconds a looping pass lasts at least: a file with no time span must not spin
@@ -69,6 +81,8 @@ class ReplayOptions:
             raise ValueError(f"max_passes must be at least 1, got {self.max_passes}")
         if not (math.isfinite(self.min_pass) and self.min_pass >= 0):
             raise ValueError(f"min_pass must be 0 or more seconds, got {self.min_pass}")
+        if self.run_tag and not RUN_TAG.fullmatch(self.run_tag):
+            raise ValueError(f"run tag must be 1-32 letters, digits, '-' or '_', got {self.run_tag!r}")
 
 
 @dataclass(slots=True)
@@ -82,6 +96,7 @@ class ReplayProgress:
     passes: int = 0  # passes finished
     edits: int = 0  # edits handed to the publisher
     retractions: int = 0  # retractions handed to the publisher
+    pass_starts: list[float] = field(default_factory=list)  # wall-clock seconds (the Replayer's `wall`) each pass began
 
     def summary(self) -> str:
         skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items())) or "none"
@@ -175,20 +190,70 @@ class Schedule:
         return out
 
 
-def restamp(post: Post, now_ms: int, pass_no: int, keep_time: bool) -> Post:
-    """The post as published now: ``at`` = now, ``created`` = now unless kept, key unique per pass after the first
-    (``pass_no`` 0 keeps the recorded key)."""
-    key = post.key if pass_no == 0 else f"{post.key}~{pass_no}"
-    return replace(post, key=key, created=post.created if keep_time else now_ms, at=now_ms)
+def new_run_tag(now: float) -> str:
+    """A run tag for a replay starting at ``now`` (epoch seconds): its ms in base 36, 8 characters until 2059, so
+    runs started a millisecond or more apart never share one."""
+    ms = int(now * 1000)
+    digits = ""
+    while True:
+        ms, digit = divmod(ms, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+        if ms == 0:
+            return digits
 
 
-def restamp_event(event: Event, now_ms: int, pass_no: int, keep_time: bool) -> Event:
-    """``restamp`` for any event: an edit's post likewise, a retraction's key gets the same pass suffix."""
+def key_suffix(pass_no: int, run_tag: str = "") -> str:
+    """What a pass adds to every key: ``~<run_tag>.<pass_no>`` with a tag (every pass, the first too), else
+    ``~<pass_no>`` after the first pass and nothing on pass 0 (the recorded key)."""
+    if run_tag:
+        return f"~{run_tag}.{pass_no}"
+    return "" if pass_no == 0 else f"~{pass_no}"
+
+
+def restamp(
+    post: Post, now_ms: int, pass_no: int, keep_time: bool, *, run_tag: str = "", tag_text: bool = False
+) -> Post:
+    """The post as published now: ``at`` = now, ``created`` = now unless kept, its key (and the keys it names:
+    ``boost_of``, ``quote_of``, ``reply_to``) + ``key_suffix(pass_no, run_tag)``; its text ends in `` [<tag>.<pass>]``
+    with ``tag_text`` and a tag, else after the first pass in `` (pass N)``, so the merge stage's text dedupe (repeats
+    within 10 minutes) does not fold it into an earlier card. Pass 0 without a tag is the post as recorded, re-stamped.
+    """
+    suffix = key_suffix(pass_no, run_tag)
+    if not suffix:
+        return replace(post, created=post.created if keep_time else now_ms, at=now_ms)
+    return replace(
+        post,
+        key=post.key + suffix,
+        boost_of=_suffixed(post.boost_of, suffix),
+        quote_of=_suffixed(post.quote_of, suffix),
+        reply_to=_suffixed(post.reply_to, suffix),
+        text=_marked(post.text, pass_no, run_tag if tag_text else ""),
+        created=post.created if keep_time else now_ms,
+        at=now_ms,
+    )
+
+
+def _suffixed(key: str | None, suffix: str) -> str | None:
+    return None if key is None else key + suffix
+
+
+def _marked(text: str, pass_no: int, run_tag: str) -> str:
+    # Words, not punctuation or a link: the merge stage's text fingerprint ignores those.
+    if run_tag:
+        return f"{text} [{run_tag}.{pass_no}]"
+    return f"{text} (pass {pass_no + 1})" if pass_no > 0 else text
+
+
+def restamp_event(
+    event: Event, now_ms: int, pass_no: int, keep_time: bool, *, run_tag: str = "", tag_text: bool = False
+) -> Event:
+    """``restamp`` for any event: an edit's post likewise, a retraction's key gets the same suffix."""
     if isinstance(event, Post):
-        return restamp(event, now_ms, pass_no, keep_time)
+        return restamp(event, now_ms, pass_no, keep_time, run_tag=run_tag, tag_text=tag_text)
     if isinstance(event, Edit):
-        return Edit(restamp(event.post, now_ms, pass_no, keep_time))
-    return event if pass_no == 0 else replace(event, key=f"{event.key}~{pass_no}")
+        return Edit(restamp(event.post, now_ms, pass_no, keep_time, run_tag=run_tag, tag_text=tag_text))
+    suffix = key_suffix(pass_no, run_tag)
+    return replace(event, key=event.key + suffix) if suffix else event
 
 
 class Replayer:
@@ -259,7 +324,9 @@ class Replayer:
         return self.progress.read - self.progress.skipped["malformed"]
 
     async def _run_pass(self, pass_no: int, clock: Callable[[], float]) -> None:
-        now_ms = int(self._wall() * 1000)
+        wall = self._wall()
+        self.progress.pass_starts.append(wall)
+        now_ms = int(wall * 1000)
         # Files are read and parsed in a worker thread, one batch at a time, so the event loop stays free for the
         # other tasks of the process; the thread counts ignored records here, merged into progress after each batch.
         ignored: Counter[str] = Counter()
@@ -288,14 +355,18 @@ class Replayer:
         progress = self.progress
         progress.read += len(items)
         now_ms = int(self._wall() * 1000)
+        opts = self._options
+        keyed, run_tag = (0, "") if opts.keep_keys else (pass_no, opts.run_tag)
         events: list[Event] = []
         for item in items:
             if isinstance(item, RecordError):
                 progress.skipped["malformed"] += 1
                 continue
             for event in item if isinstance(item, tuple) else (item,):
-                keyed = 0 if self._options.keep_keys else pass_no
-                events.append(restamp_event(event, now_ms, keyed, self._options.keep_time))
+                restamped = restamp_event(
+                    event, now_ms, keyed, opts.keep_time, run_tag=run_tag, tag_text=opts.tag_texts
+                )
+                events.append(restamped)
         if not events:
             return
         posts = sum(isinstance(e, Post) for e in events)

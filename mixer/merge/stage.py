@@ -12,13 +12,17 @@ returns; and a cursor never passes an event still held, so a crash at any point
 neither loses nor repeats a post: entries read again after a restart find their keys
 in the index (a post, edit or boost of a retracted key is counted as
 ``dropped:<reason>``). ``MergeStage.filters`` (moderation, Q/A tagging) run on each new post
-before dedupe.
+before dedupe. Its ``counters`` are also published to ``Keys.merge_stats`` at most once a second
+(one pipelined HSET + EXPIRE after a batch), so another process (a looping replay) can tell that
+everything it publishes is being dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -46,6 +50,8 @@ log = logging.getLogger(__name__)
 PostFilter = Callable[[Post], Post | None]
 _KIND_FIELD = {"p": FIELD, "u": EDIT_FIELD, "r": RETRACT_FIELD, "n": PIN_FIELD}
 ACTIONS_CURSOR = "~actions"  # the actions stream's field in the merge cursor hash
+STATS_EVERY = 1.0  # seconds between writes of the counters to Keys.merge_stats: never per post, nor per batch
+STATS_TTL = 30  # seconds Keys.merge_stats outlives its last write: a stage gone quiet or away leaves no stale figures
 
 
 def decode_event(kind: bytes, raw: bytes) -> Event:
@@ -92,6 +98,7 @@ class MergeStage:
         trim_every: int = 200,
         rules: Rules | None = None,
         clock: Callable[[], float] = time.time,
+        stats_every: float = STATS_EVERY,  # seconds between writes of the counters to Keys.merge_stats (tests: 0)
     ) -> None:
         self._redis = redis  # a dedicated connection: XREAD BLOCK runs on it
         self.fence: Fence | None = None  # (lease key, holder): writes only while the lease names us
@@ -113,6 +120,10 @@ class MergeStage:
         self._ids = FeedIds()
         self._batches = 0
         self._trim_every = trim_every  # batches between trims of the index and fingerprints
+        self._stats_every = stats_every
+        self._stats_run = secrets.token_hex(4)  # names this instance's counters in Keys.merge_stats
+        self._stats_at = -math.inf  # clock() when the counters were last published
+        self._stats_sent: Counter[str] = Counter()  # the counters as last published
 
     async def load_cursors(self) -> None:
         """Start from the stored cursors (``0-0`` for a chat never merged); drops anything held."""
@@ -173,7 +184,9 @@ class MergeStage:
                     log.warning("merge: skipping malformed entry %s in chat %s: %s", entry_id, chat, exc)
                     continue
                 self.buffer.add(chat, entry_id, event)
-        return await self._release(self._watermark())
+        written = await self._release(self._watermark())
+        await self._publish_counters()
+        return written
 
     def _watermark(self) -> int:
         """Ms up to which every chat stream has been read; a drained stream counts as read up to now."""
@@ -255,6 +268,19 @@ class MergeStage:
         if self._batches % self._trim_every == 0:
             await self._trim(now_ms)
         return len(writes)
+
+    async def _publish_counters(self) -> None:
+        """Write ``counters`` to ``Keys.merge_stats`` when they changed and the last write is ``stats_every`` old (so
+        an idle stage's last figures land within a step, ``max_block``, of it): one round trip, then nothing."""
+        now = self._clock()
+        if now - self._stats_at < self._stats_every or self.counters == self._stats_sent:
+            return
+        self._stats_at, self._stats_sent = now, self.counters.copy()
+        stats: dict[str, str | int] = {**self.counters, "at": int(now * 1000), "run": self._stats_run}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self._keys.merge_stats, mapping=stats)  # type: ignore[arg-type]
+            pipe.expire(self._keys.merge_stats, STATS_TTL)
+            await pipe.execute()
 
     async def _load_book(self, events: list[Event], more_keys: Iterable[str] = ()) -> Book:
         """What the index knows about the keys and texts of ``events`` (and ``more_keys``)."""

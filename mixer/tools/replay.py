@@ -2,9 +2,11 @@
 
 ``add_replay_parser`` adds the subcommand; ``replay_command`` checks the options and the files, publishes
 through ``mixer.ingest.replay.Replayer`` and shows its counters on stderr once a second until the end, a
-signal or an error, each ending in one line. The pacing, planning and re-stamping are the ingest stage's
-(``mixer.ingest.replay``); which Redis to use (``--redis``, MIXER_REDIS_URL, a running `mixer run`) is
-chosen by the CLI before this runs.
+signal or an error, each ending in one line. A ``--loop`` replay gets a run tag of its own (``new_run_tag``)
+unless ``--keep-keys``; a one-shot replay keeps the recorded keys. Beside it, ``watch_drops`` says once when
+the merge stage drops everything it publishes, and once when posts get through again. The pacing, planning
+and re-stamping are the ingest stage's (``mixer.ingest.replay``); which Redis to use (``--redis``,
+MIXER_REDIS_URL, a running `mixer run`) is chosen by the CLI before this runs.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from mixer import connect
+from mixer.ingest.dropwatch import watch_drops
 from mixer.ingest.publish import Publisher
-from mixer.ingest.replay import Replayer, ReplayOptions
+from mixer.ingest.replay import Replayer, ReplayOptions, new_run_tag
 from mixer.keys import Keys
 from mixer.options import NO_REDIS, SHARED, add_common
 from mixer.runtime import redis_problem
@@ -49,7 +52,9 @@ def add_replay_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument(
         "--keep-keys",
         action="store_true",
-        help="keep the recorded post keys on every --loop pass (default: each pass after the first gets its own)",
+        help="keep the recorded post keys on every --loop pass, so the merge stage drops repeats (default with --loop: "
+        "every pass of every run gets keys of its own, KEY~<run>.<pass>; without --loop the recorded keys are "
+        "always kept, so replaying a file twice is deduplicated)",
     )
     parser.set_defaults(func=replay_command)
     return parser
@@ -65,7 +70,14 @@ def replay_command(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         options = ReplayOptions(
-            speed=args.speed, loop=args.loop, max_gap=args.max_gap, keep_time=args.keep_time, keep_keys=args.keep_keys
+            speed=args.speed,
+            loop=args.loop,
+            max_gap=args.max_gap,
+            keep_time=args.keep_time,
+            keep_keys=args.keep_keys,
+            # A looping replay restarted (or run twice against a kept night) must not repeat an earlier run's keys.
+            run_tag=new_run_tag(time.time()) if args.loop and not args.keep_keys else "",
+            tag_texts=True,  # a soak must see every pass as cards, also right after an earlier run
         )
     except ValueError as exc:
         say(str(exc))
@@ -94,6 +106,14 @@ async def _replay(settings: Settings, files: list[Path], options: ReplayOptions,
     publisher = Publisher(redis, keys, settings.chat_tags, settings.chat_maxlen, role="mixer replay")
     replayer = Replayer(publisher, files, options)
     task = asyncio.ensure_future(replayer.run())
+
+    def notice(line: str) -> None:
+        print(file=sys.stderr)  # ends the progress line, which the next one starts again below
+        say(line.removeprefix("replay: "))
+
+    watching = asyncio.ensure_future(
+        watch_drops(redis, keys, lambda: replayer.progress.published, notice, hint=_drop_hint(options))
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
@@ -119,4 +139,15 @@ async def _replay(settings: Settings, files: list[Path], options: ReplayOptions,
             return 130
         return 0 if replayer.progress.published or not replayer.progress.read else 1
     finally:
+        watching.cancel()
+        await asyncio.wait([watching])
         await redis.aclose()
+
+
+def _drop_hint(options: ReplayOptions) -> str:
+    """What ends the "dropped as duplicates" notice: the likely cause for these options, and the way out."""
+    if options.run_tag:
+        return ""  # its keys and texts are its own: no likely cause to name
+    if options.loop:
+        return " (same keys as an earlier run? drop --keep-keys)"
+    return " (already replayed? without --loop the recorded keys are kept; --loop gives each run keys of its own)"

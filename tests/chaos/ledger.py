@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import time
 from collections import Counter
@@ -25,8 +26,11 @@ import msgpack
 import redis.asyncio as aioredis
 
 from mixer.codec import FIELD
+from mixer.ingest.replay import RUN_TAG
 from mixer.keys import Keys
 from mixer.streams import id_key, read_range
+
+RUN_PASS = re.compile(rf"{RUN_TAG.pattern}\.\d+")  # a looping replay's key suffix after the "~": <run tag>.<pass>
 
 
 @dataclass
@@ -73,12 +77,12 @@ class Ledger:
 
     def holes(self) -> list[str]:
         """Keys the ingest skipped: a replay publishes its file in order, each loop pass under keys of its own
-        (``key~<pass>`` after the first), so what one pass published is a prefix of the file; a key missing
-        before the furthest one published was read and never published."""
+        (``key~<run>.<pass>``, or ``key~<pass>`` after the first), so what one pass published is a prefix of the
+        file; a key missing before the furthest one published was read and never published."""
         passes: dict[str, set[str]] = {}
         for key in self.inputs:
             base, tilde, number = key.rpartition("~")
-            if tilde and number.isdigit():
+            if tilde and (number.isdigit() or RUN_PASS.fullmatch(number)):
                 passes.setdefault(tilde + number, set()).add(base)
             else:
                 passes.setdefault("", set()).add(key)

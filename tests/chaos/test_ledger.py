@@ -21,6 +21,7 @@ def test_a_replay_pass_published_as_a_prefix_of_its_file_has_no_holes() -> None:
 def test_a_key_the_ingest_skipped_before_one_it_published_is_a_hole_in_its_pass() -> None:
     assert _ledger({"a", "c"}).holes() == ["b"]
     assert _ledger({"a", "b", "c", "d", "a~1", "d~1"}).holes() == ["b~1", "c~1"]
+    assert _ledger({"a~r7.0", "b~r7.0", "c~r7.0", "a~r7.1", "c~r7.1"}).holes() == ["b~r7.1"]  # a run-tagged replay
 
 
 def test_a_screen_missing_a_card_or_behind_the_feed_has_a_gap_and_a_reset_starts_afresh() -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Iterable
@@ -12,7 +13,7 @@ import redis.asyncio as aioredis
 from mixer.codec import FIELD, unpack_post
 from mixer.ingest.publish import Publisher
 from mixer.ingest.recorded import RecordError
-from mixer.ingest.replay import SUMMARY_EVERY, Replayer, ReplayOptions, Schedule, plan
+from mixer.ingest.replay import SUMMARY_EVERY, Replayer, ReplayOptions, Schedule, plan, restamp
 from mixer.keys import Keys
 from mixer.models import Post
 from tests.helpers import FIXTURES as FIXTURES_DIR
@@ -173,6 +174,55 @@ async def test_keep_keys_publishes_the_recorded_keys_on_every_pass(
     path = write(tmp_path / "r.jsonl", posts_at(0, 1))
     await replayer(redis, keys, [path], speed=0, loop=True, max_passes=2, min_pass=0, keep_keys=True).run()
     assert [p.key for p in await chat_stream(redis, keys)] == ["p0", "p1", "p0", "p1"]  # the merge stage drops repeats
+
+
+async def test_a_run_tag_suffixes_every_pass_including_the_first(
+    tmp_path: Path, redis: aioredis.Redis, keys: Keys
+) -> None:
+    path = write(tmp_path / "r.jsonl", posts_at(0, 1))
+    await replayer(redis, keys, [path], speed=0, loop=True, max_passes=2, min_pass=0, run_tag="k3x").run()
+    assert [p.key for p in await chat_stream(redis, keys)] == ["p0~k3x.0", "p1~k3x.0", "p0~k3x.1", "p1~k3x.1"]
+
+
+async def test_keep_keys_wins_over_a_run_tag(tmp_path: Path, redis: aioredis.Redis, keys: Keys) -> None:
+    path = write(tmp_path / "r.jsonl", posts_at(0))
+    await replayer(redis, keys, [path], speed=0, loop=True, max_passes=2, min_pass=0, keep_keys=True, run_tag="t").run()
+    assert [p.key for p in await chat_stream(redis, keys)] == ["p0", "p0"]
+
+
+async def test_pass_starts_records_the_wall_clock_at_the_start_of_each_pass(
+    tmp_path: Path, redis: aioredis.Redis, keys: Keys
+) -> None:
+    path = write(tmp_path / "r.jsonl", posts_at(0, 1))
+    walls = iter(range(1000, 2000, 10))
+    publisher = Publisher(redis, keys, [CHAT], maxlen=1000)
+    options = ReplayOptions(speed=0, loop=True, max_passes=3, min_pass=0)
+    replay = Replayer(publisher, [path], options, wall=lambda: float(next(walls)))
+    progress = await replay.run()
+    # Each pass reads the wall once as it starts and once per batch (one batch of two posts here).
+    assert progress.pass_starts == [1000.0, 1020.0, 1040.0]
+
+
+def test_a_rekeyed_post_names_rekeyed_posts_and_its_text_says_which_pass_it_is() -> None:
+    post = dataclasses.replace(make_post("x:2"), boost_of="x:1", quote_of="x:0", reply_to="x:9", text="hello there")
+    first = restamp(post, T0, 0, keep_time=False, run_tag="k3x")
+    assert (first.key, first.boost_of, first.quote_of, first.reply_to) == (
+        "x:2~k3x.0",
+        "x:1~k3x.0",
+        "x:0~k3x.0",
+        "x:9~k3x.0",
+    )
+    assert first.text == "hello there"  # texts stay as recorded on the first pass (a wall shows them)
+    assert restamp(post, T0, 1, keep_time=False, run_tag="k3x").text == "hello there (pass 2)"
+    assert restamp(post, T0, 1, keep_time=False).text == "hello there (pass 2)"
+    assert restamp(post, T0, 0, keep_time=False, run_tag="k3x", tag_text=True).text == "hello there [k3x.0]"
+    assert restamp(post, T0, 0, keep_time=False, tag_text=True) == dataclasses.replace(post, created=T0, at=T0)
+
+
+def test_a_run_tag_that_cannot_sit_in_a_key_is_refused() -> None:
+    for tag in ("a b", "x~1", "t" * 33):
+        with pytest.raises(ValueError, match="run tag"):
+            ReplayOptions(run_tag=tag)
 
 
 async def test_posts_are_restamped_to_publish_time_by_default(
