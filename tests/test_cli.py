@@ -64,7 +64,7 @@ FAILURES = {
     "serve-no-workers": (["serve", "--redis", "{redis}", "--workers", "0"], "--workers must be at least 1"),
     "record-bad-profile": (["record", "--redis", "{redis}", "--profile", "nope"], "--profile must be one of"),
     "transcript-bad-zone": (["transcript", "--redis", "{redis}", "--tz", "Mars/Olympus"], "unknown time zone"),
-    "loadtest-not-loopback": (["loadtest", "--url", "ws://192.0.2.7:8080/ws"], "loopback only"),
+    "loadtest-not-loopback": (["loadtest", "--url", "ws://192.0.2.7:8080/ws"], "add --allow-remote"),
     "synth-bad-rate": (["synth", "--rate", "fast"], "--rate must be"),
     # an unreachable Redis
     "run-dead-redis": (["run", "--redis", DEAD], "cannot reach Redis at redis://127.0.0.1:1/0"),

@@ -19,7 +19,7 @@ from mixer.keys import Keys
 from mixer.redact import RedactingFormatter, redact
 from mixer.runtime import RunInfo, ingest_line, merge_line, publish, redis_problem, redis_url_problem
 from mixer.settings import Settings
-from mixer.tools.loadtest.run import check_url
+from mixer.tools.loadtest.options import check_url
 from mixer.tools.record import RecordOptions, header
 from tests.processes import mixer_env, read_until, start_mixer
 

@@ -24,17 +24,11 @@ from mixer.streams import dedicated_client, read_range
 from mixer.tools.loadtest.client import WorkerPlan, WorkerStats, _raise_fd_limit
 from mixer.tools.loadtest.count import CHUNK, FrameCounter
 from mixer.tools.loadtest.drive import Driver
+from mixer.tools.loadtest.options import LoadOptions, capped_ramp, check_url
 from mixer.tools.loadtest.poll import PolledClient, connect, poll_clients, read_round
 from mixer.tools.loadtest.procstat import core_busy, core_times, process_ticks, rss_bytes
-from mixer.tools.loadtest.report import report, verdict
-from mixer.tools.loadtest.run import (
-    LoadOptions,
-    add_loadtest_parser,
-    check_url,
-    loadtest_and_write,
-    loadtest_command,
-    percentiles,
-)
+from mixer.tools.loadtest.report import percentiles, report, verdict
+from mixer.tools.loadtest.run import add_loadtest_parser, loadtest, loadtest_and_write, loadtest_command
 from tests.helpers import FIXTURES as FIXTURES_DIR
 from tests.processes import free_port
 from tests.servers import CHATS, running_app, serving, settings_for
@@ -103,20 +97,23 @@ async def test_driven_run_reports_deliveries_no_loss_latency_and_a_plot(
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
-async def test_replay_drive_publishes_the_recording_once_rekeyed_restamped_and_unique(
+async def test_replay_drive_loops_the_recording_with_fresh_keys_and_notes_each_pass(
     redis: aioredis.Redis, keys: Keys, redis_url: str
 ) -> None:
     chats = (*CHATS, CHATS[0].__class__("pstweetchat", "PSTweetChat", "#2f6fde"))
     settings = settings_for(keys.prefix, redis_url=redis_url, chats=chats)
-    driver = Driver(settings, 1000, RECORDING, "loadtest:t1:")
+    driver = Driver(settings, 100, RECORDING, "loadtest:t1:")
     await driver.prepare()
+    size = len(driver._posts)
     try:
-        await driver.run(30)  # a recording goes through once: this returns when it is used up
+        await driver.run(3.5 * size / 100)  # three and a half passes' worth at 100 posts/s
     finally:
         await driver.aclose()
-    entries = await read_range(redis, keys.chat("pstweetchat"), "0-0")
+    entries = await read_range(redis, keys.chat("pstweetchat"), "0-0", count=100_000)
     posts = [unpack_item(entry_id, payload) for entry_id, payload, kind in entries if kind == FIELD]
-    assert 0 < driver.published == len(posts)
+    assert len(posts) == driver.published == driver.expected() > 2 * size  # on past the end of the recording
+    assert len(driver.pass_starts) == -(-driver.published // size)  # one start per pass begun
+    assert driver.pass_starts == sorted(driver.pass_starts) and driver.pass_starts[0] > 1_700_000_000
     assert [p["key"] for p in posts] == [f"loadtest:t1:{n}" for n in range(len(posts))]
     assert len({p["text"] for p in posts}) == len(posts)
     assert all(p["at"] == p["created"] and p["at"] > 1_700_000_000_000 for p in posts)
@@ -340,19 +337,55 @@ async def test_counting_client_finds_a_mark_split_between_two_reads_at_any_offse
         assert got == [5], cut
 
 
-def test_only_loopback_urls_are_accepted() -> None:
+def test_another_host_is_refused_unless_allowed_and_the_url_must_be_a_websocket_url() -> None:
     assert check_url("ws://127.0.0.1:8080/ws") == "ws://127.0.0.1:8080/ws"
     assert check_url("ws://localhost:9000/ws?chats=smbiz")
     assert check_url("ws://[::1]:8080/ws")
-    for url in ("ws://10.0.0.5:8080/ws", "ws://example.com/ws", "http://127.0.0.1:8080/ws", "ws://0.0.0.0/ws"):
-        with pytest.raises(ValueError):
+    for url in ("ws://10.0.0.5:8080/ws", "ws://example.com/ws", "ws://0.0.0.0/ws", "ws://staging.invalid/ws"):
+        with pytest.raises(ValueError, match="add --allow-remote to load-test another host"):
             check_url(url)
+        assert check_url(url, allow_remote=True) == url  # a check of the URL alone: nothing is resolved or opened
+    for url in ("http://127.0.0.1:8080/ws", "ws:///ws", "127.0.0.1:8080"):
+        with pytest.raises(ValueError, match="--url must be a ws:// URL"):
+            check_url(url, allow_remote=True)
 
 
-def test_command_refuses_another_host_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_ramp_faster_than_the_connection_cap_is_stretched_to_it() -> None:
+    assert capped_ramp(100, 5.0, 500.0) == 5.0  # 20 connections/s: under the cap
+    assert capped_ramp(5000, 2.0, 500.0) == 10.0  # 2,500/s asked: 10 s at 500/s
+    assert capped_ramp(5, 0.0, 500.0) == 0.01
+    with pytest.raises(ValueError, match="--max-connect-rate must be a positive number"):
+        LoadOptions(max_connect_rate=0)
+
+
+def test_a_tls_url_is_refused_when_counting_clients_would_read_it() -> None:
+    with pytest.raises(ValueError, match="the counting clients speak plain ws:// only"):
+        LoadOptions(url="wss://localhost/ws", clients=100, processes=2, sample=5)
+    assert LoadOptions(url="wss://localhost/ws", clients=10, processes=2, sample=5).clients == 10  # all sampled
+
+
+async def test_the_stretched_ramp_is_said_and_used(keys: Keys) -> None:
+    said: list[str] = []
+    dead = f"ws://127.0.0.1:{free_port()}/ws"  # nothing listens: every client fails at its slot
+    options = LoadOptions(url=dead, clients=4, processes=1, ramp=0, duration=0, max_connect_rate=10)
+    result = await loadtest(settings_for(keys.prefix), options, lambda m, p=False: said.append(m))
+    assert said[0] == "--ramp stretched from 0 to 0.4 s: 4 clients at --max-connect-rate 10/s at most"
+    assert result["ramp_s"] == 0.4 and result["failed"] == 4
+    assert result["elapsed_s"] >= 0.3  # the last client's slot came at 0.3 s: the cap held
+
+
+def test_command_refuses_another_host_without_the_flag_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     code = loadtest_command(Settings(), _args("--url", "ws://192.0.2.7:8080/ws", "--clients", "2"))
     assert code == 2
-    assert "loopback only" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "mixer loadtest: refusing '192.0.2.7': it is not this machine; add --allow-remote to load-test another host\n"
+    )
+    # with the flag the URL passes: the next check (a missing recording) is the one that stops it, before any connect
+    settings = Settings(redis_url="redis://127.0.0.1:1/0")
+    remote = ("--url", "ws://192.0.2.7:8080/ws", "--allow-remote")
+    assert loadtest_command(settings, _args(*remote, "--drive", "replay", "/nonexistent/night.jsonl")) == 2
+    err = capsys.readouterr().err
+    assert "recording not found" in err and "allow-remote" not in err
 
 
 def test_command_refuses_driving_without_redis_and_a_bad_drive(capsys: pytest.CaptureFixture[str]) -> None:

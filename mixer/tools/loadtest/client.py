@@ -10,8 +10,10 @@ clients (``mixer.tools.loadtest.poll``) are read in paced rounds and counted wit
 with no frame object, text decode or JSON parse, so the generator stays cheaper than the
 server it measures. Every client counts ``lag`` frames and closes the server made. Counts
 go to the parent as ``("progress", worker, {...})`` twice a second and a final
-``("done", worker, {...})``. ``WorkerPool`` is the parent's handle on the workers: it spawns
-them (each of the P shares of clients gives one sampled and one counting worker), hands
+``("done", worker, {...})``. A worker of kind ``sse`` holds the ``/events`` clients instead
+(``mixer.tools.loadtest.sse``), each parsing every event as a sampled client does.
+``WorkerPool`` is the parent's handle on the workers: it spawns them (each of the P shares
+of clients gives one sampled and one counting worker, the /events clients one more), hands
 their messages to its event loop, waits on conditions over their reports, and stops and
 joins them. Not here: driving load, CPU and memory figures, reports.
 """
@@ -25,7 +27,7 @@ import resource
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,6 +52,8 @@ class PoolOptions(Protocol):
     def sample(self) -> int: ...
     @property
     def poll_ms(self) -> float: ...
+    @property
+    def sse_clients(self) -> int: ...
 
 
 class Sink(Protocol):
@@ -71,13 +75,14 @@ class WorkerPlan:
     """What one worker process runs: which of the N clients are its own, and how they behave."""
 
     worker: int  # index of this worker process
-    url: str  # the websocket URL (checked to be loopback by the parent)
+    url: str  # the websocket URL (checked by the parent: another machine only when allowed)
     clients: tuple[int, ...]  # global indices of this worker's clients (their ramp slots)
     total: int  # N, all clients over all workers
     ramp: float  # seconds over which all N clients start
     sample: int  # how many of this worker's clients parse every frame
-    marker: str | None  # key prefix of the posts the parent drives (for loss), None when it does not drive
+    marker: str | None  # keys of the posts the parent drives (``is_driven``), None when it does not drive
     poll: float = POLL_MS / 1000  # seconds between read rounds of counting clients
+    kind: str = "ws"  # ws: websocket clients at ``url``; sse: /events clients beside it
 
 
 @dataclass(slots=True)
@@ -119,6 +124,15 @@ class WorkerStats:
         }
 
 
+def is_driven(key: str, marker: str) -> bool:
+    """Whether a post key was driven by the run of ``marker``: a marker ``~TAG.`` (a replay's run tag) matches keys
+    ending in ``~TAG.<pass>``, any other marker (``loadtest:<run>:``) keys that start with it."""
+    if marker.startswith("~"):
+        _, sep, tail = key.rpartition(marker)
+        return bool(sep) and tail.isdigit()
+    return key.startswith(marker)
+
+
 def worker_main(plan: WorkerPlan, out: Sink, go: Flag, start: StartTime, stop: Flag) -> None:
     """Run ``plan``'s clients from the shared start time until ``stop``; always ends with a ``done`` message."""
     _raise_fd_limit()
@@ -132,14 +146,18 @@ def worker_main(plan: WorkerPlan, out: Sink, go: Flag, start: StartTime, stop: F
     out.put(("ready", plan.worker, {}))
     go.wait()
     try:
-        if plan.sample:
+        if plan.kind == "sse":
+            from mixer.tools.loadtest.sse import run_sse  # here: mixer.tools.loadtest.sse imports this module
+
+            run(run_sse(plan, stats, out, start.value, stop))
+        elif plan.sample:
             run(_run(plan, stats, out, start.value, stop))
         elif not stop.is_set():
             from mixer.tools.loadtest.poll import poll_clients  # here: mixer.tools.loadtest.poll imports this module
 
             poll_clients(plan, stats, out, start.value, stop)
     finally:
-        out.put(("done", plan.worker, stats.summary()))
+        out.put(("done", plan.worker, {**stats.summary(), "kind": plan.kind}))
 
 
 def _raise_fd_limit() -> None:
@@ -157,13 +175,19 @@ class WorkerPool:
         self.queue = ctx.Queue()
         self.go, self.stop = ctx.Event(), ctx.Event()
         self.start = ctx.Value("d", 0.0)
+        total = options.clients + options.sse_clients  # the /events clients take the ramp's last slots
         per = [tuple(range(w, options.clients, options.processes)) for w in range(options.processes)]
         shares = [part for mine in per for part in (mine[: options.sample], mine[options.sample :])]
         self.plans = [  # even plans sample every client, odd ones count: one process each
-            WorkerPlan(w, options.url, mine, options.clients, options.ramp, len(mine) * (w % 2 == 0), marker, poll)
+            WorkerPlan(w, options.url, mine, total, options.ramp, len(mine) * (w % 2 == 0), marker, poll)
             for w, mine in enumerate(shares)
             if mine
         ]
+        if options.sse_clients:
+            sse = tuple(range(options.clients, total))
+            self.plans.append(
+                WorkerPlan(len(shares), options.url, sse, total, options.ramp, len(sse), marker, kind="sse")
+            )
         self.procs = [
             ctx.Process(target=worker_main, args=(p, self.queue, self.go, self.start, self.stop), daemon=True)
             for p in self.plans
@@ -326,6 +350,14 @@ def _parse(data: str, now: float, t0: float, marker: str | None, seen: set[str],
     if kind != "posts":
         return 0
     items = frame.get("items", ())
+    took(items, now, t0, marker, seen, stats)
+    return len(items)
+
+
+def took(
+    items: Iterable[dict[str, Any]], now: float, t0: float, marker: str | None, seen: set[str], stats: WorkerStats
+) -> None:
+    """Posts a sampled client received at ``now``: the latency of each, the driven keys remembered in ``seen``."""
     now_ms = now * 1000
     bucket = stats.latency[int(now - t0)]
     for item in items:
@@ -333,6 +365,5 @@ def _parse(data: str, now: float, t0: float, marker: str | None, seen: set[str],
         if isinstance(at, int):
             bucket.append(now_ms - at)
         key = item.get("key")
-        if marker is not None and isinstance(key, str) and key.startswith(marker):
+        if marker is not None and isinstance(key, str) and is_driven(key, marker):
             seen.add(key)
-    return len(items)

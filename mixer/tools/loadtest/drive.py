@@ -1,16 +1,18 @@
 """Driven load for `mixer loadtest`: posts published into the chat streams at a fixed rate, as ingest would.
 
 ``Driver`` writes synthetic posts, or a recording's posts again and again (each with a key and text of its own
-so dedupe never folds two), stamped when published, keyed under a run's marker so loss can be counted.
+so dedupe never folds two), stamped when published, keyed under a run's marker so loss can be counted. ``Drive``
+is what the load test needs of any driver (``mixer.tools.loadtest.replaydrive`` is the other one);
+``client.is_driven`` says which keys a run drove.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import redis.asyncio as aioredis
 
@@ -24,12 +26,29 @@ from mixer.options import NO_REDIS
 from mixer.settings import Settings
 
 
+class Drive(Protocol):
+    """What a load test needs of whatever drives posts; ``expected`` is what every client should get."""
+
+    marker: str  # keys of the driven posts, as ``is_driven`` matches them
+    published: int  # posts written to at least one chat stream
+    pass_starts: list[float]  # wall-clock time each pass through a recording began (empty: no recording)
+    settle_s: float  # seconds after driving before ``expected`` is complete (the merge's reorder window, ...)
+
+    async def prepare(self) -> None: ...
+    async def run(self, duration: float) -> None: ...
+    def expected(self) -> int: ...
+    async def settle(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
 class Driver:
     """Publishes posts into the chat streams at ``rate`` posts/s, each keyed under ``marker`` for loss counting."""
 
     def __init__(self, settings: Settings, rate: float, replay_file: Path | None, marker: str) -> None:
         self.settings, self.rate, self.replay_file, self.marker = settings, rate, replay_file, marker
         self.published = 0  # posts written to at least one chat stream
+        self.pass_starts: list[float] = []
+        self.settle_s = 0.0  # every published post is expected at once
         self._posts: list[Post] = []
         self._redis: aioredis.Redis | None = None
 
@@ -69,19 +88,31 @@ class Driver:
             at=now_ms,
         )
 
+    def expected(self) -> int:
+        """Every driven post has a key and text of its own and one chat: each one is a card every client gets."""
+        return self.published
+
+    async def settle(self) -> None:
+        """Nothing to wait for: ``expected`` is known as soon as a post is published."""
+
     async def run(self, duration: float) -> None:
-        """Publish for ``duration`` seconds (a recording: at most once through), paced on the loop clock."""
+        """Publish for ``duration`` seconds, paced on the loop clock; a recording over and over, each pass's start
+        noted in ``pass_starts`` (its posts keep fresh keys, ``loadtest:<run>:<n>``, so no pass is a repeat)."""
         assert self._redis is not None, "prepare() first"
         s = self.settings
         publisher = Publisher(self._redis, Keys(s.key_prefix), s.chat_tags, s.chat_maxlen)
-        limit = len(self._posts) or None
+        size = len(self._posts)
         loop = asyncio.get_running_loop()
         start = loop.time()
         n = 0
-        while (now := loop.time()) < start + duration and (limit is None or n < limit):
-            due = min(int((now - start) * self.rate) + 1, limit or sys.maxsize)
+        while (now := loop.time()) < start + duration:
+            due = int((now - start) * self.rate) + 1
             if due > n:
                 now_ms = int(time.time() * 1000)
+                if size:
+                    self.pass_starts += [now_ms / 1000] * (
+                        (due - 1) // size - (n - 1) // size
+                    )  # multiples of size in [n, due)
                 self.published += await publisher.publish([self._post(i, now_ms) for i in range(n, due)])
                 n = due
             await asyncio.sleep(min(0.02, (n + 1) / self.rate - (loop.time() - start)))

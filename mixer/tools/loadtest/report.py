@@ -66,8 +66,13 @@ def render_plot(result: dict[str, Any], path: Path) -> None:
         top.plot([r["second"] for r in timed], [r["latency_ms"][q] for r in timed], style, label=q)
     top.set_ylabel("latency, ms")
     top.legend(loc="upper left")
-    top.set_title(f"mixer loadtest: {result['clients']:,} clients, {result['processes']} processes, {result['url']}")
+    title = result.get("title", "mixer loadtest")
+    top.set_title(f"{title}: {result['clients']:,} clients, {result['processes']} processes, {result['url']}")
     bottom.bar([r["second"] for r in rows], [r["deliveries"] for r in rows], color="#4f7fc3", label="deliveries/s")
+    for n, at in enumerate(result.get("pass_starts_s", ())):  # where each pass through the recording began
+        for axes in (top, bottom):
+            axes.axvline(at, color="#888888", linestyle="--", linewidth=0.8, label="pass start" if n == 0 else None)
+    bottom.legend(loc="upper left")
     bottom.set_ylabel("deliveries / s")
     bottom.set_xlabel("seconds since the first client connected")
     fig.savefig(path, format="png")
@@ -85,7 +90,7 @@ def report(result: dict[str, Any]) -> str:
     ]
     if loss is not None:
         lines.append(
-            f"loss         {loss['worst_missing']} of {loss['published']:,} published posts missing on the worst "
+            f"loss         {loss['worst_missing']} of {loss['published']:,} driven posts missing on the worst "
             f"of {loss['sampled_clients']} sampled clients ({loss['clients_missing']} missing any)"
         )
     if lat is not None:

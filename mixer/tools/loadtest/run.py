@@ -1,40 +1,40 @@
-"""`mixer loadtest`: many websocket clients against a fan-out server, optional driven load, and the figures.
+"""`mixer loadtest`: many websocket (and /events) clients against a fan-out server, optional driven load, figures.
 
 ``loadtest`` runs one test: it starts worker processes (``mixer.tools.loadtest.client``, spawned, each with
-its own event loop) that open the clients over a ramp, optionally publishes posts into the chat
-streams at a fixed rate (``synth`` posts, or a recording replayed through ``Publisher``), drains,
-stops the workers and returns the result as a JSON-ready dict: deliveries, posts per client, loss
-of driven posts on sampled clients, lag frames, closes, latency percentiles, the server's CPU and
-memory per connection (``/proc/<pid>``), per-core utilisation (``/proc/stat``) and a per-second
-timeline. ``check_url`` (loopback only) is pure. ``loadtest_command`` exits non-zero when the run
+its own event loop) that open the clients over a ramp (stretched to ``max_connect_rate``), optionally
+publishes posts into the chat streams (``synth`` posts or a recording, looping, at a fixed rate; or any
+``drive.Drive`` it is handed, such as `mixer rehearse`'s replay), drains, stops the workers and returns the
+result as a JSON-ready dict: deliveries, posts per client, loss of driven posts on sampled clients, lag
+frames, closes, latency percentiles, the server's CPU and memory per connection (``/proc/<pid>``), per-core
+utilisation (``/proc/stat``), pass starts and a per-second timeline. ``check_url`` (another machine only
+with ``allow_remote``) and ``capped_ramp`` are pure. ``loadtest_command`` exits non-zero when the run
 failed its thresholds (no client connected, more failed connections or lost posts than allowed).
-Not here: the clients (``client``, ``poll``, ``count``), the driven posts (``drive``), reading /proc
-(``procstat``), the figures, the text report, the plot and the verdict (``report``), the server.
+Not here: the clients (``client``, ``poll``, ``count``, ``sse``), the driven posts (``drive``,
+``replaydrive``), reading /proc (``procstat``), the text report, the plot and the verdict (``report``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 
 from mixer.options import NO_REDIS, add_common
 from mixer.redact import redact
 from mixer.settings import Settings
-from mixer.tools.loadtest.client import POLL_MS, WorkerPool
-from mixer.tools.loadtest.drive import Driver
+from mixer.tools.loadtest.client import WorkerPool
+from mixer.tools.loadtest.drive import Drive, Driver
+from mixer.tools.loadtest.options import MAX_CONNECT_RATE, LoadOptions, capped_ramp
 from mixer.tools.loadtest.procstat import ServerProbe, core_busy, read_cores
 from mixer.tools.loadtest.report import (
     SATURATED,
@@ -50,66 +50,28 @@ from mixer.tools.loadtest.report import (
 Say = Callable[[str, bool], None]  # (message, is_progress_line)
 
 
-@dataclass(frozen=True, slots=True)
-class LoadOptions:
-    """One load test: the clients, how they are spread, and what drives posts."""
-
-    url: str = "ws://127.0.0.1:8080/ws"
-    clients: int = 100  # N websocket clients over all processes
-    ramp: float = 5.0  # seconds over which the N clients connect, evenly
-    processes: int = 2  # worker processes, each with its own event loop
-    sample: int = 5  # clients per process that parse every frame (latency, loss)
-    poll_ms: float = POLL_MS  # milliseconds between the counting clients' read rounds
-    duration: float = 10.0  # seconds of measurement after the ramp (driving runs this long)
-    drive: str = "none"  # synth | replay | none
-    replay_file: Path | None = None  # the recording for drive == "replay"
-    rate: float = 100.0  # posts/s published when driving
-    drain: float = 5.0  # most seconds to wait after driving for sampled clients to get every driven post
-    server_pid: int | None = None  # the server's process, for CPU and memory figures
-
-    def __post_init__(self) -> None:
-        check_url(self.url)
-        if self.clients < 1 or self.processes < 1 or self.sample < 0:
-            raise ValueError("--clients and --processes must be at least 1, --sample at least 0")
-        if not (math.isfinite(self.poll_ms) and 1 <= self.poll_ms <= 1000):
-            raise ValueError(f"--poll-ms must be 1 to 1000 ms, got {self.poll_ms}")
-        for name in ("ramp", "duration", "drain"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"--{name} must be 0 or more seconds, got {value}")
-        if not (math.isfinite(self.rate) and self.rate > 0):
-            raise ValueError(f"--rate must be a positive number of posts/s, got {self.rate}")
-        if self.drive not in ("synth", "replay", "none"):
-            raise ValueError(f"--drive is synth, replay FILE or none, not {self.drive!r}")
-        if (self.drive == "replay") != (self.replay_file is not None):
-            raise ValueError("--drive replay takes one FILE (and only replay does)")
-
-
-def check_url(url: str) -> str:
-    """``url`` when it is a ws:// URL on a loopback address; ValueError otherwise (loopback only is a rule here)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"--url must be a ws:// URL such as ws://127.0.0.1:8080/ws, got {redact(url)!r}")
-    host = parts.hostname or ""
-    try:
-        loopback = host == "localhost" or ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ValueError(f"refusing {host or redact(url)!r}: load tests run against loopback only (127.0.0.1)")
-    return url
-
-
 async def loadtest(
-    settings: Settings, options: LoadOptions, say: Say, stop: asyncio.Event | None = None
+    settings: Settings,
+    options: LoadOptions,
+    say: Say,
+    stop: asyncio.Event | None = None,
+    driver: Drive | None = None,
 ) -> dict[str, Any]:
     """Run one load test and return its result (see docs/loadtest.md); the workers are gone when it returns.
 
-    With ``drive="none"``, ``stop`` (when given) ends the run early: whoever drives says when it is done."""
+    ``driver`` (not yet prepared) drives instead of ``options.drive``. With nothing driving, ``stop`` (when given)
+    ends the run early: whoever drives says when it is done. The ramp is stretched to ``max_connect_rate``."""
+    ramp = capped_ramp(options.clients + options.sse_clients, options.ramp, options.max_connect_rate)
+    if ramp > options.ramp:
+        say(
+            f"--ramp stretched from {options.ramp:g} to {ramp:.3g} s: {options.clients + options.sse_clients:,} "
+            f"clients at --max-connect-rate {options.max_connect_rate:g}/s at most",
+            False,
+        )
+        options = dataclasses.replace(options, ramp=ramp)
     run_id = uuid.uuid4().hex[:8]
-    driver = (
-        None if options.drive == "none" else Driver(settings, options.rate, options.replay_file, f"loadtest:{run_id}:")
-    )
+    if driver is None and options.drive != "none":
+        driver = Driver(settings, options.rate, options.replay_file, f"loadtest:{run_id}:")
     if driver is not None:
         await driver.prepare()
     workers = WorkerPool(options, driver.marker if driver else None)
@@ -125,13 +87,16 @@ async def loadtest(
         workers.go.set()
         sampler = asyncio.create_task(_sample(workers, server, driver, timeline, t0, options, say))
         try:
-            tried = ("connected", "failed", "closes")
-            everyone = lambda: sum(workers.total(n) for n in tried) >= options.clients  # noqa: E731
+            tried, clients = ("connected", "failed", "closes"), options.clients + options.sse_clients
+            everyone = lambda: sum(workers.total(n) for n in tried) >= clients  # noqa: E731
             await workers.until(everyone, options.ramp + 30)
             rss_connected, connected = server.rss(), workers.total("connected")
             if driver is not None:
                 await driver.run(options.duration)
-                await workers.until(lambda: workers.min_seen() >= driver.published, options.drain)
+                drained = time.time() + options.drain
+                await asyncio.sleep(min(options.drain, driver.settle_s))
+                await workers.until(lambda: workers.min_seen() >= driver.expected(), drained - time.time())
+                await driver.settle()
             else:
                 left = max(0.0, t0 + options.ramp + options.duration - time.time())
                 try:
@@ -152,6 +117,8 @@ async def loadtest(
     per_client = [n for s in summaries for n in s["per_client"]]
     deliveries = sum(s["items"] for s in summaries)
     published = driver.published if driver else None
+    expected = driver.expected() if driver else None
+    pass_starts = [round(at - t0, 2) for at in driver.pass_starts] if driver else []
     seen = [n for s in summaries for n in s["seen"]]
     cpu = None
     if ticks_before is not None and ticks_after is not None:
@@ -166,10 +133,14 @@ async def loadtest(
     seconds = [timeline[s] for s in sorted(timeline)]
     for row in seconds:
         row.update(_second(summaries, row["second"]))
+        started = [n for n, at in enumerate(pass_starts) if int(at) == row["second"]]
+        if started:
+            row["pass_starts"] = started  # the passes through the recording that began in this second
     saturated = sorted({i for row in seconds for i, b in enumerate(row["cores"]) if b >= SATURATED})
     return {
         "url": redact(options.url),
-        "clients": options.clients,
+        "clients": options.clients + options.sse_clients,
+        "by_kind": _by_kind(summaries),
         "processes": len(workers.plans),
         "sampled_clients": len(seen),
         "ramp_s": options.ramp,
@@ -186,7 +157,9 @@ async def loadtest(
         "deliveries_per_s": round(deliveries / elapsed, 1) if elapsed > 0 else 0.0,
         "posts_per_client": spread_of(per_client),
         "published": published,
-        "loss": None if published is None else loss_of(published, seen),
+        "expected": expected,
+        "loss": None if expected is None else loss_of(expected, seen),
+        "pass_starts_s": pass_starts,
         "latency_ms": percentiles(latency),
         "server": None
         if options.server_pid is None
@@ -206,7 +179,7 @@ async def loadtest(
 async def _sample(
     workers: WorkerPool,
     server: ServerProbe,
-    driver: Driver | None,
+    driver: Drive | None,
     timeline: dict[int, dict[str, Any]],
     t0: float,
     options: LoadOptions,
@@ -235,6 +208,17 @@ async def _sample(
         delivered = items
 
 
+def _by_kind(summaries: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Clients connected at most, failed, closed and deliveries of each kind of client (ws, sse)."""
+    out: dict[str, dict[str, int]] = {}
+    for s in summaries:
+        row = out.setdefault(s["kind"], {"connected_peak": 0, "failed": 0, "closes": 0, "deliveries": 0})
+        for name, field in (("connected_peak", "peak"), ("failed", "failed"), ("closes", "closes")):
+            row[name] += s[field]
+        row["deliveries"] += s["items"]
+    return out
+
+
 def _second(summaries: list[dict[str, Any]], second: int) -> dict[str, Any]:
     """The timeline's client figures for one second: deliveries and latency percentiles."""
     values = [ms for s in summaries for ms in s["latency"].get(second, ())]
@@ -247,14 +231,15 @@ def add_loadtest_parser(subparsers: argparse._SubParsersAction[argparse.Argument
     parser = subparsers.add_parser(
         "loadtest",
         help="open many websocket clients against a fan-out server and measure what they get",
-        description="Open --clients websocket clients (loopback only) over --ramp seconds, spread over "
+        description="Open --clients websocket clients (and --sse-clients on /events) over --ramp seconds, spread over "
         "--processes worker processes; optionally publish posts into the chat streams at --rate posts/s; "
         "report deliveries, loss, lag, closes, latency percentiles, server CPU and memory per connection, "
         "per-core load. See docs/loadtest.md.",
     )
     add_common(parser, "the Redis to drive posts into (default: $MIXER_REDIS_URL, else a running `mixer run`'s)")
-    parser.add_argument("--url", default=d.url, help=f"the server's websocket URL, loopback only (default {d.url})")
+    add_target(parser, d.url, "the server's websocket URL")
     parser.add_argument("--clients", type=int, default=d.clients, metavar="N", help=f"clients (default {d.clients})")
+    parser.add_argument("--sse-clients", type=int, default=0, metavar="N", help="clients on /events too (default 0)")
     parser.add_argument("--ramp", type=float, default=d.ramp, metavar="S", help=f"connect over S s (default {d.ramp})")
     parser.add_argument(
         "--processes", type=int, default=d.processes, metavar="P", help=f"worker processes (default {d.processes})"
@@ -296,6 +281,21 @@ def add_loadtest_parser(subparsers: argparse._SubParsersAction[argparse.Argument
     return parser
 
 
+def add_target(parser: argparse.ArgumentParser, url: str, what: str) -> None:
+    """``--url``, ``--allow-remote`` and ``--max-connect-rate``: where the clients go, and the guards."""
+    parser.add_argument("--url", default=url, help=f"{what}; this machine unless --allow-remote (default {url})")
+    parser.add_argument(
+        "--allow-remote", action="store_true", help="allow a --url on another machine (a staging deployment)"
+    )
+    parser.add_argument(
+        "--max-connect-rate",
+        type=float,
+        default=MAX_CONNECT_RATE,
+        metavar="N",
+        help=f"open at most N connections a second: a shorter --ramp is stretched (default {MAX_CONNECT_RATE:g})",
+    )
+
+
 def options_from_args(args: argparse.Namespace) -> LoadOptions:
     """LoadOptions from parsed arguments; ValueError with a message for the user."""
     mode, *rest = args.drive
@@ -314,6 +314,9 @@ def options_from_args(args: argparse.Namespace) -> LoadOptions:
         rate=args.rate,
         drain=args.drain,
         server_pid=args.server_pid,
+        allow_remote=args.allow_remote,
+        max_connect_rate=args.max_connect_rate,
+        sse_clients=args.sse_clients,
     )
 
 

@@ -1,0 +1,97 @@
+"""The options of a load test, and the guards on where and how fast it connects.
+
+``LoadOptions`` checks itself when made (ValueError with a message for the user). ``check_url`` refuses a
+``--url`` on another machine unless allowed (no name is looked up: only ``localhost`` and loopback addresses count
+as this machine); ``capped_ramp`` stretches a ramp to the connection-rate cap. All pure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from mixer.redact import redact
+from mixer.tools.loadtest.client import POLL_MS
+
+# New connections per second at most, by default: a ramp that would open them faster is stretched, so that a
+# load balancer's connection-rate limits or SYN-flood protection do not take a rehearsal for an attack.
+MAX_CONNECT_RATE = 500.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """One load test: the clients, how they are spread, and what drives posts."""
+
+    url: str = "ws://127.0.0.1:8080/ws"
+    clients: int = 100  # N websocket clients over all processes
+    ramp: float = 5.0  # seconds over which the N clients connect, evenly
+    processes: int = 2  # worker processes, each with its own event loop
+    sample: int = 5  # clients per process that parse every frame (latency, loss)
+    poll_ms: float = POLL_MS  # milliseconds between the counting clients' read rounds
+    duration: float = 10.0  # seconds of measurement after the ramp (driving runs this long)
+    drive: str = "none"  # synth | replay | none
+    replay_file: Path | None = None  # the recording for drive == "replay"
+    rate: float = 100.0  # posts/s published when driving
+    drain: float = 5.0  # most seconds to wait after driving for sampled clients to get every driven post
+    server_pid: int | None = None  # the server's process, for CPU and memory figures
+    allow_remote: bool = False  # a --url on another machine is refused unless this is set
+    max_connect_rate: float = MAX_CONNECT_RATE  # new connections per second at most: a longer --ramp when needed
+    sse_clients: int = 0  # clients on /events (same host and query as --url), besides the websocket ones
+
+    def __post_init__(self) -> None:
+        check_url(self.url, self.allow_remote)
+        if self.clients < 0 or self.processes < 1 or self.sample < 0 or self.sse_clients < 0:
+            raise ValueError("--processes must be at least 1, --clients, --sse-clients and --sample at least 0")
+        if self.clients + self.sse_clients < 1:
+            raise ValueError("no clients: give --clients (or --sse-clients) of at least 1")
+        if urlsplit(self.url).scheme == "wss" and self.clients > self.processes * self.sample:
+            raise ValueError(
+                "the counting clients speak plain ws:// only: for a wss:// (TLS) URL, make every client a sampled "
+                "one (--sample at least --clients / --processes) or give a replica's plain http:// address"
+            )
+        if not (math.isfinite(self.max_connect_rate) and self.max_connect_rate > 0):
+            raise ValueError(
+                f"--max-connect-rate must be a positive number of connections/s, got {self.max_connect_rate}"
+            )
+        if not (math.isfinite(self.poll_ms) and 1 <= self.poll_ms <= 1000):
+            raise ValueError(f"--poll-ms must be 1 to 1000 ms, got {self.poll_ms}")
+        for name in ("ramp", "duration", "drain"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"--{name} must be 0 or more seconds, got {value}")
+        if not (math.isfinite(self.rate) and self.rate > 0):
+            raise ValueError(f"--rate must be a positive number of posts/s, got {self.rate}")
+        if self.drive not in ("synth", "replay", "none"):
+            raise ValueError(f"--drive is synth, replay FILE or none, not {self.drive!r}")
+        if (self.drive == "replay") != (self.replay_file is not None):
+            raise ValueError("--drive replay takes one FILE (and only replay does)")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine by itself: ``localhost`` or a loopback address (no DNS lookup)."""
+    try:
+        return host == "localhost" or ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str, allow_remote: bool = False) -> str:
+    """``url`` when it is a ws:// URL with a host, on this machine unless ``allow_remote``; ValueError otherwise.
+
+    The guard is against accidents: a load test aimed at a server others depend on must be asked for by name."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"--url must be a ws:// URL such as ws://127.0.0.1:8080/ws, got {redact(url)!r}")
+    if not allow_remote and not is_loopback(parts.hostname):
+        raise ValueError(
+            f"refusing {parts.hostname!r}: it is not this machine; add --allow-remote to load-test another host"
+        )
+    return url
+
+
+def capped_ramp(clients: int, ramp: float, max_rate: float) -> float:
+    """The ramp in seconds that opens ``clients`` at no more than ``max_rate`` connections/s: ``ramp`` or longer."""
+    return max(ramp, clients / max_rate)
