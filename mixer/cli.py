@@ -32,16 +32,18 @@ from mixer.runner import Parts, run_async, run_parts, spawn_workers, stop_worker
 from mixer.runtime import find_run, redis_url_problem, runtime_dir
 from mixer.settings import ConfigError, Settings
 from mixer.statedir import default_state_dir, event_slug
+from mixer.tools.loadtest.rehearse import add_rehearse_parser
 from mixer.tools.loadtest.run import add_loadtest_parser
 from mixer.tools.record import add_record_parser
 from mixer.tools.replay import add_replay_parser
+from mixer.tools.report import add_report_parser
 from mixer.tools.synth import add_synth_parser
 from mixer.tools.transcript import add_transcript_parser
 
 Command = Callable[[Settings, argparse.Namespace], int]
 
 ROLES = ("ingest", "serve", "merge")  # need a shared Redis: refuse without one
-TOOLS = ("replay", "record", "transcript", "loadtest")  # use the Redis of a running `mixer run` when none is given
+TOOLS = ("replay", "record", "transcript", "loadtest", "report", "rehearse")  # else a running `mixer run`'s Redis
 
 
 class Refused(Exception):
@@ -56,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_normalize(sub)
     _add_chats(sub)
     add_transcript_parser(sub)
+    add_report_parser(sub)
     add_record_parser(sub)
     add_loadtest_parser(sub)
+    add_rehearse_parser(sub)
     add_synth_parser(sub)
     config = sub.add_parser(
         "config",

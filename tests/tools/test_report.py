@@ -1,0 +1,194 @@
+"""`mixer report`: the figures on hand-made posts, on the bundled recording and on a synth night replayed through the
+real merge stage into the real Redis, the command's exits, and the HTML page in headless Chromium.
+
+Set MIXER_SCREENSHOTS=1 to also write docs/screenshots/report.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from itertools import combinations
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from playwright.async_api import Page
+
+from mixer.cli import main
+from mixer.ingest.publish import Publisher
+from mixer.ingest.recorded import read_records
+from mixer.ingest.replay import Replayer, ReplayOptions
+from mixer.keys import Keys
+from mixer.merge.stage import MergeStage
+from mixer.models import Author, Post
+from mixer.settings import DEMO_RECORDING
+from mixer.tools.report import load_history
+from mixer.tools.report_figures import Span, figures, last_event
+from mixer.tools.synth import spec_for, write_night
+from tests import browser
+from tests.helpers import ROOT, FakeClock, feed_posts
+
+chromium_page = browser.chromium_page
+SYNTH_CHATS = ("smbiz", "edchat", "journchat", "blogchat")
+HOSTILE = '<img src="http://127.0.0.1:9/x.png" onerror="alert(1)">'
+
+
+def post(key: str, chats: Sequence[str], minute: float, handle: str = "ada", **extra: object) -> dict[str, object]:
+    created = 1_767_297_600_000 + round(minute * 60_000)
+    author = {"handle": handle, "name": handle.title(), "avatar": None}
+    return {"key": key, "source": "x", "chats": list(chats), "author": author, "created": created, **extra}
+
+
+def test_the_last_event_starts_after_the_last_silence_of_more_than_three_hours() -> None:
+    posts = [post("a", ["smbiz"], 0), post("b", ["smbiz"], 300), post("c", ["smbiz"], 310), post("d", ["smbiz"], 480)]
+    assert last_event(posts) == Span(posts[1]["created"], posts[3]["created"] + 1)  # type: ignore[operator]
+    assert last_event([]) is None
+
+
+def test_figures_count_pairs_questions_boosts_newcomers_replies_and_removals_without_showing_removed() -> None:
+    history = [
+        post("old", ["smbiz"], -600, handle="bob"),  # last week: bob is no newcomer tonight
+        post("q1", ["smbiz"], 0, qa={"role": "Q", "n": 1}, boosts=2),
+        post("a1", ["smbiz", "edchat"], 1, handle="bob", qa={"role": "A", "n": 1}, reply_to="q1"),
+        post("a2", ["smbiz"], 2, handle="cy", qa={"role": "A", "n": 1}),
+        post("x", ["edchat"], 3, handle="dee", reply_to="old"),
+        post("gone", ["edchat", "smbiz"], 4, handle="eve", removed="hidden"),
+        post("del", ["edchat"], 5, handle="eve", removed="retracted"),
+    ]
+    doc = figures(history, last_event(history[1:]) or Span(0, 1), ["edchat", "smbiz"])
+    assert doc["chats"] == ["edchat", "smbiz"] and doc["posts"] == 4
+    assert doc["matrix"]["counts"] == [[1, 1], [1, 2]]  # the hidden post in both chats is not a pair
+    assert doc["matrix"]["pairs"] == [{"chats": ["edchat", "smbiz"], "posts": 1}]
+    assert doc["replies"] == [{"from": "edchat", "to": "smbiz", "posts": 2}]  # a1 (edchat too) -> q1; x -> old
+    smbiz = doc["per_chat"][1]
+    assert smbiz["questions"] == [{"n": 1, "asked": True, "answers": 2}] and smbiz["boosts"] == 2
+    assert smbiz["removed"] == {"hidden": 1, "retracted": 0}
+    assert [a["handle"] for a in smbiz["newcomers"]] == ["ada", "cy"]
+    assert doc["per_chat"][0]["removed"] == {"hidden": 1, "retracted": 1}
+    assert "eve" not in json.dumps(doc)  # removed posts are counted, never shown
+    assert doc["timeline"]["bin_seconds"] == 60 and doc["timeline"]["chats"]["smbiz"] == [1, 1, 1, 0, 0, 0]
+    assert doc["timeline"]["busiest"][0] == {"at": "2026-01-01T20:00:00Z", "posts": 1, "chats": {"smbiz": 1}}
+
+
+async def replay_and_merge(redis: aioredis.Redis, keys: Keys, path: Path, chats: Sequence[str]) -> None:
+    """``path`` into the chat streams at speed 0 (recorded times kept), then the real merge stage until it is done."""
+    await Replayer(Publisher(redis, keys, chats, 100_000), [path], ReplayOptions(speed=0, keep_time=True)).run()
+    merge = MergeStage(redis, keys, chats, window=0, clock=FakeClock())
+    await merge.load_cursors()
+    total = sum([await redis.xlen(keys.chat(c)) for c in chats])
+    while merge.counters["read"] < total or await merge.step(max_block=0.01):
+        await merge.step(max_block=0.01)
+
+
+def synth_night(tmp_path: Path) -> tuple[Path, list[Post]]:
+    path = tmp_path / "synth.jsonl"
+    with path.open("wb") as out:
+        write_night(spec_for(SYNTH_CHATS, (4.0, 8.0), minutes=20, seed=7), out)
+    posts = [p for p in read_records(path) if isinstance(p, Post)]
+    hostile = Post("x:h", "x", ("smbiz",), Author("mallory", HOSTILE), "hi", "https://x.test/1", 0, 0)
+    last = posts[-1].created
+    posts += [dataclasses.replace(hostile, key=f"x:h{i}", text=f"hi {i}", created=last, at=last) for i in range(12)]
+    path.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in posts))
+    return path, posts
+
+
+async def test_a_synth_night_through_the_merge_stage_gives_the_cross_posts_synth_made(
+    redis: aioredis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    path, lines = synth_night(tmp_path)
+    await replay_and_merge(redis, keys, path, SYNTH_CHATS)
+    history = await load_history(redis, keys.feed, keys)
+    doc = figures(history, last_event(history) or Span(0, 1), SYNTH_CHATS)
+    chats_by_key: dict[str, set[str]] = {}
+    for line in lines:
+        if line.boost_of is None:
+            chats_by_key.setdefault(line.key, set()).update(line.chats)
+    expected = Counter(pair for chats in chats_by_key.values() for pair in combinations(sorted(chats), 2))
+    got = {tuple(sorted(p["chats"])): p["posts"] for p in doc["matrix"]["pairs"]}
+    assert got == dict(expected) and expected  # synth makes cross-posts: the matrix has exactly those
+    boosts = Counter(c for line in lines if line.boost_of for c in line.chats)
+    assert {c["chat"]: c["boosts"] for c in doc["per_chat"]} == {c: boosts[c] for c in SYNTH_CHATS}
+    assert all(c["questions"] and c["answers"] for c in doc["per_chat"])
+
+
+async def test_the_replayed_recording_reports_its_last_night_from_the_command(
+    redis: aioredis.Redis,
+    keys: Keys,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lines = [p for p in read_records(DEMO_RECORDING) if isinstance(p, Post)]
+    chats = sorted({c for p in lines for c in p.chats})
+    await replay_and_merge(redis, keys, DEMO_RECORDING, chats)
+    monkeypatch.setenv("MIXER_REDIS_PREFIX", keys.prefix)
+    code = await asyncio.to_thread(main, ["report", "--redis", redis_url, "--format", "json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads(out)
+    span = last_event([p.to_dict() for p in lines])
+    assert span is not None
+    expected = figures([], span)
+    assert (doc["from"], doc["to"]) == (expected["from"], expected["to"])
+    cards = await feed_posts(redis, keys)  # the feed read back another way: every card, none removed here
+    tonight = [p for p in cards if span.start <= p.created < span.end]
+    assert 0 < len(tonight) < len(cards)
+    assert doc["posts"] == len(tonight) and doc["event"]["hashtag"] == "chatmixer" and doc["profile"] == "full"
+    assert doc["matrix"]["chats"] == doc["chats"] and len(doc["matrix"]["counts"]) == len(doc["chats"])
+    assert err.strip().splitlines()[-1].startswith(f"mixer report: {len(tonight)} posts")
+
+
+async def test_bad_options_exit_2_and_no_redis_exits_1_each_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # no `mixer run` to find
+    monkeypatch.delenv("MIXER_REDIS_URL", raising=False)
+    cases = [
+        (["--format", "pdf"], 2, "--format must be html or json"),
+        (["--profile", "nope"], 2, "--profile: no profile 'nope'"),
+        (["--since", "yesterday"], 2, "--since: 'yesterday' is not an ISO 8601 time"),
+        (["--since", "2026-01-02", "--until", "2026-01-01"], 2, "--since must be before --until"),
+        (["--tz", "Mars/Base"], 2, "unknown time zone 'Mars/Base'"),
+        ([], 1, "reads the feed from a shared Redis"),
+        (["--redis", "redis://127.0.0.1:1/0"], 1, "cannot read the feed from Redis"),
+    ]
+    for extra, code, message in cases:
+        assert await asyncio.to_thread(main, ["report", *extra]) == code, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("mixer report: ") and message in err[0], (extra, err)
+
+
+async def test_the_html_report_loads_nothing_runs_nothing_and_shows_its_charts(
+    redis: aioredis.Redis,
+    keys: Keys,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    chromium_page: Page,
+) -> None:
+    path, _ = synth_night(tmp_path)
+    await replay_and_merge(redis, keys, path, SYNTH_CHATS)
+    monkeypatch.setenv("MIXER_REDIS_PREFIX", keys.prefix)
+    monkeypatch.setenv("MIXER_CHATS", ",".join(SYNTH_CHATS))
+    out = tmp_path / "night.html"
+    assert await asyncio.to_thread(main, ["report", "--redis", redis_url, "-o", str(out), "--tz", "Europe/Paris"]) == 0
+    requests: list[str] = []
+    console_errors: list[str] = []
+    chromium_page.on("request", lambda request: requests.append(request.url))
+    chromium_page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    dialogs = browser.record_dialogs(chromium_page)
+    await chromium_page.goto(out.as_uri())
+    assert requests == [out.as_uri()] and not console_errors and not dialogs
+    for chart in ("#timeline svg", "#matrix svg"):
+        box = await chromium_page.locator(chart).bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 200, chart
+    assert await chromium_page.locator("img").count() == 0  # the hostile name stayed text
+    assert HOSTILE in await chromium_page.locator("main").inner_text()
+    assert await chromium_page.locator(".chat h3").all_inner_texts() == [f"#{c}" for c in SYNTH_CHATS]
+    if os.environ.get("MIXER_SCREENSHOTS") == "1":
+        await chromium_page.screenshot(path=str(ROOT / "docs" / "screenshots" / "report.png"), full_page=True)
