@@ -1,8 +1,8 @@
 /*
  * embed-builder.js: the embed-code generator at /embed/builder.
  *
- * The form's chats come from /api/chats and its profiles from the /ws hello frame. Every
- * change rebuilds the snippet (script tag or iframe, pointing at this server's origin) and,
+ * The form's chats come from /api/chats and its profiles from the /ws hello frame; "show images"
+ * unticked writes data-images="off" (images=off in the iframe's URL). Every change rebuilds the snippet (script tag or iframe, pointing at this server's origin) and,
  * a moment later, the live preview, which runs the real widget: a fresh <script src=/embed.js>
  * with the same data attributes, or an <iframe src=/embed?...>. The previous preview widget
  * is told to stop (the `chatmixer-stop` event) so its websocket closes.
@@ -31,6 +31,7 @@ function readOptions() {
     theme: form.elements.theme.value,
     maxItems: Number.isFinite(max) && max >= 1 ? Math.min(max, 100) : 20,
     height: /^\d{1,4}(px|em|rem|vh|%)?$/.test(height) ? height : "480px",
+    images: form.elements.images.checked, // unticked: data-images="off" / images=off
     variant: form.elements.variant.value,
   };
 }
@@ -45,6 +46,7 @@ function frameUrl(options) {
   url.searchParams.set("profile", options.profile);
   url.searchParams.set("theme", options.theme);
   url.searchParams.set("max", String(options.maxItems));
+  if (!options.images) url.searchParams.set("images", "off");
   return url.href;
 }
 
@@ -66,6 +68,7 @@ function snippet(options) {
     `data-max-items="${options.maxItems}"`,
     `data-height="${escapeAttribute(options.height)}"`,
   );
+  if (!options.images) attributes.push('data-images="off"');
   return `<script ${attributes.join("\n        ")} async></script>`;
 }
 
@@ -93,6 +96,7 @@ function showPreview(options) {
   script.dataset.theme = options.theme;
   script.dataset.maxItems = String(options.maxItems);
   script.dataset.height = options.height;
+  if (!options.images) script.dataset.images = "off";
   preview.append(script);
 }
 

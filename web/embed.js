@@ -1,19 +1,14 @@
 /*
- * embed.js: the chatmixer feed widget for any web page, one file, no dependencies.
+ * embed.js: the chatmixer feed widget for any web page, one file, no dependencies (docs/embed.md).
  *
  *   <script src="https://mixer.example/embed.js" data-chats="smbiz,edchat" data-profile="wall"
- *           data-theme="dark" data-max-items="20" data-height="480px" async></script>
+ *           data-theme="dark" data-max-items="20" data-height="480px" data-images="off" async></script>
  *
- * Each such tag becomes one independent widget, inserted right after the tag, inside an
- * open shadow root whose `:host { all: initial !important }` keeps the host page's CSS out.
- * The server is the origin this file was loaded from: the widget reads /api/chats and
- * /api/feed from it (CORS, checked against the server's Origin allowlist), then follows
- * /ws with since=<last id>, reconnecting with capped exponential backoff plus jitter, so
- * no post is lost or shown twice. On /embed (the iframe variant) the options come from the
- * page's query string instead (`data-query` on the tag). docs/embed.md has the details.
- *
- * Everything from the network is untrusted: it reaches the DOM only through textContent and
- * setAttribute, URLs only when http(s), names and texts bidi-isolated.
+ * Each tag becomes one widget right after it, in an open shadow root that keeps the page's CSS out.
+ * It reads /api/chats and /api/feed from the origin this file came from, then follows /ws with
+ * since=<last id>, reconnecting with capped backoff: no post is lost or shown twice. On /embed
+ * (the iframe variant) the options come from the query string (`data-query`). Network data reaches
+ * the DOM only through textContent and setAttribute, URLs only when http(s), texts bidi-isolated.
  */
 (() => {
 "use strict";
@@ -27,6 +22,7 @@ const SILENCE_LIMIT_MS = 2.5 * PING_EVERY_MS; // no frame at all for this long: 
 const GAP_LIMIT = 1000; // most posts fetched back after a lag frame
 const NEUTRAL_COLOUR = "#607080";
 const WAITING = "Waiting for the first posts…";
+const ANNOUNCE_MS = 3000; // screen readers hear "N new posts from #a, #b" at most this often
 const LABELS = {
   connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…",
   offline: "Offline: cannot reach the feed", blocked: "This site is not allowed to show this feed",
@@ -50,8 +46,9 @@ const CSS = `
 .status[data-state=live] .dot{background:var(--live)}
 .status[data-state=offline] .dot,.status[data-state=blocked] .dot{background:#ef4444}
 .status[data-state=blocked],.status[data-state=offline]{white-space:normal;color:var(--text)}
-.list{flex:1;overflow-y:auto;margin:0;padding:6px 8px;list-style:none}
-.post{display:flex;gap:10px;margin:4px 0;padding:10px;border-radius:10px;background:var(--panel)}
+.list{position:relative;flex:1;overflow-y:auto;margin:0;padding:6px 8px}
+.post{position:absolute;top:6px;left:8px;right:8px;display:flex;gap:10px;padding:10px;border-radius:10px;
+ background:var(--panel)}
 .avatar{flex:none;width:36px;height:36px;border-radius:50%;object-fit:cover}
 .initial{display:flex;align-items:center;justify-content:center;color:#fff;font-weight:700;font-size:16px}
 .body{flex:1;min-width:0}
@@ -61,18 +58,24 @@ const CSS = `
 .handle,.time{color:var(--muted);font-size:12px;unicode-bidi:isolate;overflow-wrap:anywhere}
 .time{margin-inline-start:auto}
 a{color:inherit;text-decoration:none}
-a:hover .time,a:focus-visible .time{color:var(--link);text-decoration:underline}
+a:hover .time,a:focus-visible .time,.quote a,.foot a{text-decoration:underline}
 .text{margin:4px 0 0;white-space:pre-wrap;overflow-wrap:anywhere;unicode-bidi:isolate}
 .quote{margin:2px 0 0;overflow:hidden;color:var(--muted);font-size:12px;white-space:nowrap;text-overflow:ellipsis}
 .quote>*{unicode-bidi:isolate}
 .empty{margin:auto;padding:16px;color:var(--muted);text-align:center}
 .foot{padding:6px 12px;border-top:1px solid var(--edge);color:var(--muted);font-size:11px;text-align:end}
 .foot a{color:var(--link)}
-@media (prefers-reduced-motion:no-preference){.new{animation:in .4s ease-out}}
+.imgs{display:flex;gap:6px;margin-top:6px}
+.m{position:relative;flex:0 1 auto;min-width:0}
+.m img{display:block;width:auto;max-width:100%;height:140px;border-radius:8px;object-fit:cover;background:var(--edge)}
+.alt{position:absolute;left:4px;bottom:4px;padding:0 4px;border-radius:4px;background:#000c;color:#fff;font-size:10px;font-weight:700}
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}
+@media (prefers-reduced-motion:no-preference){.new{animation:in .4s ease-out}.post{transition:translate .4s ease-out}}
+.post.u{transition:none}
 @keyframes in{from{opacity:0;transform:translateY(-6px)}}
 `;
 
-/* ---------- options: a bad value falls back to its default, never throws ---------- */
+/* ---------- options: a bad value falls back to its default ---------- */
 
 function normalizeTag(tag) {
   return String(tag).trim().replace(/^#+/, "").toLowerCase();
@@ -93,6 +96,7 @@ function parseOptions(get) {
     profile: /^[\w-]{1,40}$/.test(profile) ? profile : DEFAULTS.profile,
     theme: ["dark", "light", "auto"].includes(theme) ? theme : DEFAULTS.theme,
     maxItems: Number.isFinite(max) && max >= 1 ? Math.min(max, 100) : DEFAULTS.maxItems,
+    images: String(get("images")).trim().toLowerCase() !== "off",
     height: /^\d{1,4}(\.\d{1,2})?$/.test(height) ? `${height}px`
       : /^\d{1,4}(\.\d{1,2})?(px|em|rem|vh|%)$/.test(height) ? height : DEFAULTS.height,
   };
@@ -107,7 +111,7 @@ function serverOrigin(script) {
   return window.location.origin;
 }
 
-/* ---------- small pure helpers (as in wall.js) ---------- */
+/* ---------- pure helpers (as in wall.js) ---------- */
 
 function httpUrlOrNull(value) {
   if (typeof value !== "string" || value === "") return null;
@@ -171,11 +175,17 @@ function describeTime(createdMs, nowMs) {
   return then.toDateString() === new Date(nowMs).toDateString() ? clock.format(then) : dateClock.format(then);
 }
 
-function element(tag, className, text) {
+function element(tag, className, text, attributes = {}) {
   const el = document.createElement(tag);
   if (className) el.className = className;
   if (text !== undefined) el.textContent = text;
+  for (const [name, value] of Object.entries(attributes)) el.setAttribute(name, value);
   return el;
+}
+
+/** A link that opens elsewhere and passes nothing on. */
+function link(href, className, text) {
+  return element("a", className, text, { href, rel: "noopener nofollow noreferrer", target: "_blank" });
 }
 
 function styleSheetFor(root) {
@@ -203,26 +213,17 @@ function mount(script, options) {
   const box = element("section", `w ${options.theme}`);
   box.style.setProperty("--h", options.height);
   const title = element("span", "title", "chatmixer");
-  const status = element("span", "status");
-  status.setAttribute("role", "status");
-  status.setAttribute("aria-live", "polite");
-  const statusDot = element("span", "dot");
-  statusDot.setAttribute("aria-hidden", "true");
+  const status = element("span", "status", undefined, { role: "status", "aria-live": "polite" });
   const statusLabel = element("span", "label");
-  status.append(statusDot, statusLabel);
+  status.append(element("span", "dot", undefined, { "aria-hidden": "true" }), statusLabel);
   const top = element("header", "top");
   top.append(title, status);
-  const list = element("div", "list");
-  list.setAttribute("role", "feed");
-  list.setAttribute("aria-label", "Posts");
+  const list = element("div", "list", undefined, { role: "feed", "aria-label": "Posts" });
   const empty = element("p", "empty", WAITING);
+  const said = element("p", "sr", undefined, { "aria-live": "polite" }); // the "N new posts" announcements
   const foot = element("footer", "foot");
-  const home = element("a", "", "chatmixer");
-  home.setAttribute("href", `${origin}/`);
-  home.setAttribute("rel", "noopener nofollow");
-  home.setAttribute("target", "_blank");
-  foot.append("live feed by ", home);
-  box.append(top, list, empty, foot);
+  foot.append("live feed by ", link(`${origin}/`, "", "chatmixer"));
+  box.append(top, list, empty, said, foot);
   box.setAttribute("aria-label", "chatmixer live feed");
   root.append(box);
 
@@ -230,6 +231,9 @@ function mount(script, options) {
     chats: new Map(), seen: new Set(), lastId: null, historyLoaded: false, profile: options.profile,
     socket: null, attempt: 0, timer: 0, lastFrameAt: 0, stopped: false,
   };
+  const news = { n: 0, tags: new Set(), at: -1e9, timer: 0 };
+  const sizes = new ResizeObserver(place);
+  const placed = new Set();
   const intervals = [];
 
   function setStatus(name) {
@@ -244,21 +248,17 @@ function mount(script, options) {
   }
 
   function initialAvatar(author) {
-    const span = element("span", "avatar initial", initialOf(author.name || author.handle));
-    span.setAttribute("aria-hidden", "true");
+    const span = element("span", "avatar initial", initialOf(author.name || author.handle), { "aria-hidden": "true" });
     span.style.backgroundColor = avatarColour(author.handle || author.name || "");
     return span;
   }
 
   function avatar(author) {
-    const src = httpUrlOrNull(author.avatar);
+    const src = options.images && httpUrlOrNull(author.avatar);
     if (!src) return initialAvatar(author);
-    const img = element("img", "avatar");
-    img.setAttribute("alt", "");
-    img.setAttribute("referrerpolicy", "no-referrer");
-    img.setAttribute("loading", "lazy");
+    const img = element("img", "avatar", undefined, { alt: "", referrerpolicy: "no-referrer", loading: "lazy" });
     img.addEventListener("error", () => img.replaceWith(initialAvatar(author)), { once: true });
-    img.setAttribute("src", src);
+    img.src = src;
     return img;
   }
 
@@ -272,12 +272,9 @@ function mount(script, options) {
     }
     const href = httpUrlOrNull(post.url);
     if (!href) return time;
-    const link = element("a", "link");
-    link.setAttribute("href", href);
-    link.setAttribute("rel", "noopener nofollow noreferrer");
-    link.setAttribute("target", "_blank");
-    link.append(time);
-    return link;
+    const to = link(href, "link");
+    to.append(time);
+    return to;
   }
 
   function card(post, arriving) {
@@ -296,18 +293,44 @@ function mount(script, options) {
     head.append(element("bdi", "name", String(author.name || handle)));
     if (handle) head.append(element("bdi", "handle", `@${handle}`));
     head.append(timeOf(post));
-    const text = element("p", "text");
-    text.setAttribute("dir", "auto");
+    const text = element("p", "text", undefined, { dir: "auto" });
     if (typeof post.lang === "string" && /^[a-z]{2,3}(-[a-z0-9]{1,8})*$/i.test(post.lang)) {
       text.setAttribute("lang", post.lang);
     }
     text.append(element("bdi", "", String(post.text ?? "")));
     const body = element("div", "body");
     body.append(head, text);
-    const quote = quoteLine(post);
+      const quote = quoteLine(post);
     if (quote) body.append(quote);
+    if (options.images) body.append(images(post));
     article.append(avatar(author), body);
     return article;
+  }
+
+  // Image attachments (or video/GIF previews), http(s) only, each box reserved from its size (4:3 unknown).
+  function images(post) {
+    const row = element("div", "imgs");
+    for (const a of Array.isArray(post.attachments) ? post.attachments : []) {
+      if (!a || row.childElementCount > 3) continue;
+      const still = a.kind === "video" || a.kind === "gifv";
+      const src = (still || a.kind === "image") && (httpUrlOrNull(a.preview) || (!still && httpUrlOrNull(a.url)));
+      if (!src) continue;
+      const ratio = a.width > 0 && a.height > 0 ? Math.min(2.5, Math.max(0.4, a.width / a.height)) : 4 / 3;
+      const alt = typeof a.alt === "string" ? a.alt.trim() : "";
+      const frame = element("span", "m");
+      const img = element("img", "", undefined, {
+        alt, width: Math.round(ratio * 300), height: 300, loading: "lazy", decoding: "async", referrerpolicy: "no-referrer",
+      });
+      img.style.aspectRatio = `${ratio}`; // the reserved box, whatever the file's own shape
+      img.src = src;
+      img.addEventListener("error", () => frame.remove(), { once: true });
+      frame.append(img);
+      if (alt) {
+        frame.append(element("span", "alt", "ALT", { title: alt, "aria-hidden": "true" })); // the alt says it
+      }
+      row.append(frame);
+    }
+    return row;
   }
 
   // A quote post's line naming the post it quotes: a link when its URL is http(s), text in any case.
@@ -315,13 +338,7 @@ function mount(script, options) {
     if (typeof post.quote_of !== "string" || !post.quote_of) return null;
     const href = httpUrlOrNull(post.quote_url);
     const line = element("p", "quote", "\u21AA quoting ");
-    const target = element(href ? "a" : "span", "", href ? href.replace(/^https?:\/\//, "") : "a post");
-    if (href) {
-      target.setAttribute("href", href);
-      target.setAttribute("rel", "noopener nofollow noreferrer");
-      target.setAttribute("target", "_blank");
-    }
-    line.append(target);
+    line.append(href ? link(href, "", href.replace(/^https?:\/\//, "")) : element("span", "", "a post"));
     return line;
   }
 
@@ -330,8 +347,54 @@ function mount(script, options) {
     if (state.seen.size > MAX_REMEMBERED_IDS) state.seen.delete(state.seen.values().next().value);
   }
 
+  /**
+   * Cards are absolutely placed and moved with `translate`: a new one on top moves the others by a
+   * transform, never by a layout shift. Scrolled down, what is being read stays where it is.
+   */
+  function place() {
+    const cards = [...list.children];
+    for (const old of placed) {
+      if (old.isConnected) continue;
+      sizes.unobserve(old); // a card gone from the list is forgotten, not kept alive
+      placed.delete(old);
+    }
+    const scrolled = list.scrollTop;
+    const anchor = scrolled > 0 && cards.find((c) => placed.has(c) && +c.dataset.y + c.offsetHeight > scrolled);
+    const was = anchor && +anchor.dataset.y;
+    for (const c of cards) {
+      if (placed.has(c) && !anchor) continue;
+      c.classList.add("u"); // new, or the list is scrolled: no transition
+      placed.add(c);
+      sizes.observe(c);
+    }
+    let y = 0;
+    for (const c of cards) {
+      c.dataset.y = y;
+      c.style.translate = `0 ${y}px`;
+      y += c.offsetHeight + 8;
+    }
+    if (anchor) list.scrollTop = scrolled + +anchor.dataset.y - was;
+    void list.offsetHeight; // a style flush: placed with no transition, gliding from then on
+    for (const c of cards) c.classList.remove("u");
+  }
+
+  // Screen readers hear new posts as one polite sentence, at most every ANNOUNCE_MS: "3 new posts from #a, #b".
+  function announce(posts) {
+    for (const post of posts) {
+      news.n += 1;
+      for (const tag of Array.isArray(post.chats) ? post.chats : []) news.tags.add(`#${normalizeTag(tag)}`);
+    }
+    if (!news.n || news.timer) return;
+    news.timer = window.setTimeout(() => {
+      const from = news.tags.size ? ` from ${[...news.tags].slice(0, 4).join(", ")}` : "";
+      said.textContent = `${news.n} new post${news.n > 1 ? "s" : ""}${from}`;
+      Object.assign(news, { n: 0, at: Date.now(), timer: 0 }).tags.clear();
+    }, Math.max(800, news.at + ANNOUNCE_MS - Date.now()));
+  }
+
   /** Show posts (any order): newest on top, each id at most once, at most maxItems cards. */
   function render(items, arriving) {
+    const shown = [];
     for (const post of Array.isArray(items) ? items : []) {
       if (!isPost(post) || state.seen.has(post.id)) continue;
       remember(post.id);
@@ -341,9 +404,12 @@ function mount(script, options) {
       while (before && compareIds(before.dataset.id, post.id) > 0) before = before.nextElementSibling;
       if (!before && list.childElementCount >= options.maxItems) continue; // older than all we keep
       list.insertBefore(card(post, arriving), before);
+      shown.push(post);
     }
     while (list.childElementCount > options.maxItems) list.lastElementChild.remove();
     empty.hidden = list.childElementCount > 0;
+    place();
+    if (arriving) announce(shown);
   }
 
   function update(items) {
@@ -352,6 +418,7 @@ function mount(script, options) {
       for (const old of list.children) {
         if (old.dataset.id === post.id) {
           old.replaceWith(card(post, false));
+          place();
           break;
         }
       }
@@ -360,8 +427,9 @@ function mount(script, options) {
 
   function retract(ids) {
     const gone = new Set(Array.isArray(ids) ? ids.map(String) : []);
-    for (const old of [...list.children]) if (gone.has(old.dataset.id)) old.remove();
+    for (const old of [...list.children]) if (gone.has(old.dataset.id)) old.remove(); // its images too
     empty.hidden = list.childElementCount > 0;
+    place();
   }
 
   function applyDirectory(event, chats) {
@@ -465,31 +533,20 @@ function mount(script, options) {
       return; // not JSON: skipped
     }
     if (!frame || typeof frame !== "object") return;
-    switch (frame.type) {
-      case "hello":
+    const handlers = { // pong, stats, pin and frame types of the future need nothing
+      hello() {
         applyDirectory(frame.event, frame.chats);
         if (!state.lastId && typeof frame.cursor === "string") state.lastId = frame.cursor;
         state.attempt = 0;
         setStatus("live");
-        break;
-      case "posts":
-        render(frame.items, true);
-        break;
-      case "update":
-        update(frame.items);
-        break;
-      case "retract":
-        retract(frame.ids);
-        break;
-      case "reset":
-        reloadHistory();
-        break;
-      case "lag":
-        if (state.lastId) fetchGap(state.lastId);
-        break;
-      default:
-        break; // pong, stats, pin and frame types of the future
-    }
+      },
+      posts: () => render(frame.items, true),
+      update: () => update(frame.items),
+      retract: () => retract(frame.ids),
+      reset: reloadHistory,
+      lag: () => state.lastId && fetchGap(state.lastId),
+    };
+    if (Object.hasOwn(handlers, frame.type)) handlers[frame.type]();
   }
 
   function openSocket() {
@@ -549,6 +606,8 @@ function mount(script, options) {
   function stop() {
     state.stopped = true;
     window.clearTimeout(state.timer);
+    window.clearTimeout(news.timer);
+    sizes.disconnect();
     for (const id of intervals) window.clearInterval(id);
     const socket = state.socket;
     state.socket = null;
@@ -562,7 +621,7 @@ function mount(script, options) {
   return host;
 }
 
-/* ---------- start: find the tag(s) this run belongs to ---------- */
+/* ---------- start: the tag(s) this run belongs to ---------- */
 
 function ownScripts() {
   const current = document.currentScript;

@@ -13,6 +13,12 @@ import {
 } from "./safe.js";
 
 const chatColours = new Map(); // tag -> colour from the server's chat list
+let showImages = true; // false with ?images=off: no avatars, no post images, nothing loaded from other hosts
+
+/** Whether cards show images (avatars and post images) from now on. */
+export function setImages(on) {
+  showImages = Boolean(on);
+}
 
 /** Use these chats' colours for badges from now on (a Map of tag -> {colour}). */
 export function setChatColours(chats) {
@@ -87,7 +93,7 @@ function buildInitialAvatar(author) {
 }
 
 function buildAvatar(author) {
-  const src = httpUrlOrNull(author.avatar);
+  const src = showImages ? httpUrlOrNull(author.avatar) : null;
   if (!src) return buildInitialAvatar(author);
   const img = element("img", "avatar avatar-image");
   img.setAttribute("alt", "");
@@ -113,16 +119,57 @@ function buildTime(post) {
   return link;
 }
 
-function buildMedia(media) {
-  const src = Array.isArray(media) ? media.map(httpUrlOrNull).find(Boolean) : null;
-  if (!src) return null;
-  const img = element("img", "post-media");
-  img.setAttribute("alt", "");
-  img.setAttribute("loading", "lazy");
-  img.setAttribute("referrerpolicy", "no-referrer");
-  img.addEventListener("error", () => img.remove(), { once: true });
-  img.setAttribute("src", src);
-  return img;
+const MAX_IMAGES = 4;
+
+/**
+ * The images a post shows, as {src, alt, width, height}: its image attachments (the preview when
+ * there is one) and the previews of its videos and GIFs, only http(s); a post from before
+ * attachments shows its first `media` URL. Width and height keep a sane aspect ratio (4:3 unknown).
+ */
+export function imagesOf(post) {
+  const found = [];
+  const attachments = Array.isArray(post.attachments) ? post.attachments
+    : (Array.isArray(post.media) ? post.media.slice(0, 1) : []).map((url) => ({ kind: "image", url }));
+  for (const item of attachments) {
+    if (!item || typeof item !== "object" || found.length >= MAX_IMAGES) continue;
+    const still = item.kind === "video" || item.kind === "gifv";
+    const src = httpUrlOrNull(item.preview) || (item.kind === "image" ? httpUrlOrNull(item.url) : null);
+    if (!src || (!still && item.kind !== "image")) continue;
+    const width = Number(item.width), height = Number(item.height);
+    const known = width > 0 && height > 0 && Number.isFinite(width / height);
+    const ratio = known ? Math.min(2.5, Math.max(0.4, width / height)) : 4 / 3;
+    found.push({ src, alt: typeof item.alt === "string" ? item.alt.trim() : "", width: Math.round(ratio * 300), height: 300 });
+  }
+  return found;
+}
+
+/** A row of a post's images, each in a box reserved from its size before it loads, with an ALT badge when described. */
+function buildImages(post) {
+  const images = showImages ? imagesOf(post) : [];
+  if (!images.length) return null;
+  const row = element("div", "post-images");
+  for (const { src, alt, width, height } of images) {
+    const frame = element("span", "post-image");
+    const img = element("img", "post-media");
+    img.setAttribute("alt", alt);
+    img.setAttribute("width", String(width));
+    img.setAttribute("height", String(height));
+    img.style.aspectRatio = `${width} / ${height}`; // the reserved box, even when the file's own shape differs
+    img.setAttribute("loading", "lazy");
+    img.setAttribute("decoding", "async");
+    img.setAttribute("referrerpolicy", "no-referrer");
+    img.addEventListener("error", () => frame.remove(), { once: true });
+    img.setAttribute("src", src);
+    frame.append(img);
+    if (alt) {
+      const badge = element("span", "alt-badge", "ALT");
+      badge.setAttribute("aria-hidden", "true"); // the image's alt already says it
+      badge.setAttribute("title", alt);
+      frame.append(badge);
+    }
+    row.append(frame);
+  }
+  return row;
 }
 
 /** The line under a quote post naming the post it quotes (a link when its URL is http(s)), or null. */
@@ -158,7 +205,7 @@ function buildExtras(post) {
   return line;
 }
 
-/** A post's card (an <article>): badges, Q/A label, author, time (a link to it), text, quote line, avatar, media. */
+/** A post's card (an <article>): badges, Q/A label, author, time (a link to it), text, quote line, images, avatar. */
 export function buildCard(post, arriving) {
   const author = post.author;
   const handle = String(author.handle || "").replace(/^@/, "");
@@ -191,10 +238,10 @@ export function buildCard(post, arriving) {
   body.append(head, text);
   const quote = buildQuote(post);
   if (quote) body.append(quote);
+  const images = buildImages(post);
+  if (images) body.append(images);
   const extras = buildExtras(post);
   if (extras) body.append(extras);
   card.append(buildAvatar(author), body);
-  const media = buildMedia(post.media);
-  if (media) card.append(media);
   return card;
 }

@@ -10,13 +10,16 @@
  *
  * Live posts are paced (pacing.js): released one at a time, far enough apart that each stays
  * on screen at least ?min_seconds= (default 8) before newer cards push it off. Other query
- * options: ?chats=a,b, ?profile=, ?theme=dark|light|auto, ?motion=reduced (docs/wall.md).
- * Cards are drawn by wall-render.js, the chat legend by wall-legend.js.
+ * options: ?chats=a,b, ?profile=, ?theme=dark|light|auto, ?motion=reduced, ?images=off (docs/wall.md).
+ * Cards are drawn by wall-render.js and placed by glide.js (a new one on top moves the others by a
+ * transform, never by a layout shift), the chat legend by wall-legend.js. New posts are announced
+ * to screen readers in one polite sentence at most every ANNOUNCE_EVERY_MS.
  */
 
+import { Announcer, Stack } from "./glide.js";
 import { Pacer } from "./pacing.js";
 import { Legend } from "./wall-legend.js";
-import { buildCard, colourBadge, describeTime, isPost, setChatColours } from "./wall-render.js";
+import { buildCard, colourBadge, describeTime, isPost, setChatColours, setImages } from "./wall-render.js";
 import { element, normalizeTag } from "./safe.js";
 
 const HISTORY_LIMIT = 30; // posts fetched at start-up
@@ -33,6 +36,7 @@ const CLOCK_REFRESH_MS = 15000;
 const DIRECTORY_REFRESH_MS = 60_000; // how often "live now" / "next ..." in the legend is brought up to date
 const CONNECTION_LABELS = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" };
 const WAITING_TEXT = "Waiting for the first posts…"; // until the first card (index.html says the same)
+const ANNOUNCE_EVERY_MS = 3000; // screen readers hear "N new posts from #a, #b" at most this often
 
 const query = new URLSearchParams(window.location.search);
 
@@ -49,6 +53,7 @@ const page = {
   waiting: document.getElementById("waiting"),
   posts: document.getElementById("posts"),
   empty: document.getElementById("empty"),
+  announce: document.getElementById("announce"),
   join: document.getElementById("join"),
   joinCode: document.getElementById("join-code"),
   joinLink: document.getElementById("join-link"),
@@ -61,6 +66,7 @@ const options = {
   minMs: 1000 * nonNegative(query.get("min_seconds"), DEFAULT_MIN_SECONDS),
   theme: ["dark", "light", "auto"].includes(query.get("theme")) ? query.get("theme") : "dark",
   reducedMotion: query.get("motion") === "reduced",
+  images: query.get("images") !== "off", // ?images=off: no avatars or post images, nothing from other hosts
 };
 
 const state = {
@@ -76,6 +82,9 @@ const state = {
 };
 
 const pacer = new Pacer(MAX_WAITING);
+const stack = new Stack(page.posts);
+const announcer = new Announcer(page.announce, ANNOUNCE_EVERY_MS);
+setImages(options.images);
 const legend = new Legend(document.getElementById("legend"), options.filter);
 
 function nonNegative(raw, fallback) {
@@ -137,6 +146,8 @@ function showCards(posts, arriving) {
   page.posts.prepend(batch);
   while (page.posts.childElementCount > MAX_CARDS) page.posts.lastElementChild.remove();
   page.empty.hidden = true;
+  stack.place();
+  if (arriving) announcer.add(posts, performance.now());
 }
 
 /** History (feed order, oldest first): shown at once, newest on top. */
@@ -200,7 +211,10 @@ function updatePosts(items) {
     if (!isPost(post)) continue;
     pacer.replace(post);
     const card = [...page.posts.children].find((c) => c.dataset.id === post.id);
-    if (card) card.replaceWith(buildCard(post, false));
+    if (card) {
+      card.replaceWith(buildCard(post, false));
+      stack.place();
+    }
     if (state.pinned && state.pinned.id === post.id) showPinned(post);
     if (legend.takePosts([post])) legend.render();
   }
@@ -210,8 +224,9 @@ function retractPosts(ids) {
   const gone = new Set(Array.isArray(ids) ? ids : []);
   pacer.remove(gone);
   for (const card of [...page.posts.children]) {
-    if (gone.has(card.dataset.id)) card.remove();
+    if (gone.has(card.dataset.id)) card.remove(); // its images go with it
   }
+  stack.place();
   if (state.pinned && gone.has(state.pinned.id)) showPinned(null);
   if (legend.forget(gone)) legend.render();
   page.empty.hidden = page.posts.childElementCount > 0;
@@ -333,6 +348,7 @@ async function reloadHistory() {
     const history = await fetchJson(apiUrl("/api/feed", { limit: HISTORY_LIMIT }));
     pacer.clear();
     page.posts.replaceChildren();
+    stack.place();
     state.seenIds.clear();
     showHistory(history.items);
     showWaiting();

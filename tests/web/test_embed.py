@@ -9,6 +9,7 @@ Set MIXER_SCREENSHOTS=1 to also write docs/screenshots/widget.png and embed-buil
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from playwright.async_api import Locator, Page, WebSocketRoute, expect
 from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD, pack_post
 from mixer.config import load_settings
 from mixer.keys import Keys
+from mixer.models import Attachment
 from tests import browser
 from tests.browser import LiveServer, browser_settings, png_bytes, publish, record_dialogs
 from tests.helpers import ROOT, now_ms, recorded_night, wall_post
@@ -266,9 +268,12 @@ async def test_with_no_allowlist_any_page_may_read_the_json_endpoints_and_the_sc
             assert "Access-Control-Allow-Origin" not in response.headers, "only the read-only feed endpoints"
 
 
-def test_the_widget_script_weighs_under_25_kb_uncompressed() -> None:
-    size = len(EMBED_JS.read_bytes())
-    assert size < 25_000, f"web/embed.js is {size} bytes"
+def test_the_widget_script_weighs_under_28_5_kb_uncompressed_and_10_kb_gzipped() -> None:
+    # 25,000 bytes until issue 18: images with alt text, layout-shift-free placement and live announcements added
+    # 3.7 KB (1.3 KB gzipped); staying under 25,000 would have meant stripping this readable file's comments.
+    script = EMBED_JS.read_bytes()
+    assert len(script) < 28_500, f"web/embed.js is {len(script)} bytes"
+    assert len(gzip.compress(script, 9)) < 10_000, "web/embed.js gzipped"
 
 
 async def test_hostile_posts_render_as_literal_text_inside_the_widget_and_run_nothing(
@@ -434,6 +439,10 @@ async def test_builder_snippet_follows_the_form_and_the_preview_shows_only_the_c
     assert value != before
     for part in ('data-chats="edchat"', 'data-profile="full"', 'data-max-items="5"', 'data-theme="light"', "async"):
         assert part in value
+    assert "data-images" not in value
+    await page.locator("#images").uncheck()  # a venue that wants text only
+    value = await snippet_box.input_value()
+    assert 'data-images="off"' in value
 
     preview = page.locator("#preview chatmixer-feed")
     await expect(preview.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
@@ -446,7 +455,10 @@ async def test_builder_snippet_follows_the_form_and_the_preview_shows_only_the_c
 
     await page.locator('input[name="variant"][value="iframe"]').check()
     await expect(snippet_box).to_have_value(
-        re.compile(f'^<iframe src="{live_server.url}embed\\?chats=edchat&amp;profile=full&amp;theme=light&amp;max=5"'),
+        re.compile(
+            f'^<iframe src="{live_server.url}embed\\?chats=edchat&amp;profile=full&amp;theme=light&amp;max=5'
+            '&amp;images=off"'
+        ),
         timeout=WAIT_MS,
     )
     framed = page.frame_locator("#preview iframe").locator("chatmixer-feed")
@@ -468,15 +480,22 @@ async def test_widget_shows_a_realistic_night_on_a_blog_and_can_screenshot_it(
     (rosa,) = await publish(
         redis,
         keys,
-        wall_post(
-            "mastodon:https://mastodon.example/@rosa/1",
-            ("smbiz", "edchat"),
-            "Q2: We run a tiny bakery and a Friday baking club for kids. Half our regulars found us through "
-            "the club, not Instagram. #smbiz #edchat",
-            name="Rosa Martínez",
-            handle="rosa@mastodon.example",
-            avatar="https://images.example.test/rosa.png",
-            created=now_ms() - 20_000,
+        dataclasses.replace(
+            wall_post(
+                "mastodon:https://mastodon.example/@rosa/1",
+                ("smbiz", "edchat"),
+                "Q2: We run a tiny bakery and a Friday baking club for kids. Half our regulars found us through "
+                "the club, not Instagram. #smbiz #edchat",
+                name="Rosa Martínez",
+                handle="rosa@mastodon.example",
+                avatar="https://images.example.test/rosa.png",
+                created=now_ms() - 20_000,
+            ),
+            attachments=(
+                Attachment(
+                    "image", "https://images.example.test/shop.png", alt="The bakery's counter", width=1200, height=900
+                ),
+            ),
         ),
     )
     blog_css = (
@@ -506,6 +525,11 @@ async def test_widget_shows_a_realistic_night_on_a_blog_and_can_screenshot_it(
     feed = widget(page)
     await expect(feed.locator(CARDS)).to_have_count(len(ids) + 1, timeout=WAIT_MS)
     await expect(card(feed, rosa).locator("img.avatar")).to_be_visible()
+    await expect(card(feed, rosa).locator(".m img")).to_have_attribute("alt", "The bakery's counter")
+    await page.wait_for_function(
+        "() => [...document.querySelector('chatmixer-feed').shadowRoot.querySelectorAll('img')]"
+        ".every((i) => i.complete)"
+    )
     await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
     if os.environ.get("MIXER_SCREENSHOTS") == "1":
         await page.emulate_media(reduced_motion="reduce")  # no card caught mid-animation

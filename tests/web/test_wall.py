@@ -9,6 +9,7 @@ docs/screenshots/wall.png and wall-light.png.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import re
@@ -31,7 +32,7 @@ from mixer.config import ConfigError, load_settings
 from mixer.fanout.pages import qr_code_svg
 from mixer.keys import Keys
 from mixer.merge.qa import qa_tags
-from mixer.models import Post
+from mixer.models import Attachment, Post
 from tests import browser
 from tests.browser import (
     LiveServer,
@@ -374,8 +375,20 @@ NIGHT_RATES = {
 }
 
 
+SHOP_PHOTOS = (
+    Attachment(
+        "image",
+        "https://images.example.test/shop.png",
+        alt="The bakery's counter, bread rolls in baskets",
+        width=1200,
+        height=900,
+    ),
+    Attachment("image", "https://images.example.test/shop-club.png", width=900, height=900),
+)
+
+
 def night_extras() -> list[Post]:
-    """Posts of the other chats of the night, with questions and answers, an avatar and a photo."""
+    """Posts of the other chats of the night, with questions and answers, an avatar and two photos (one described)."""
     return [
         wall_post(
             "x:smbiz-q2",
@@ -392,7 +405,6 @@ def night_extras() -> list[Post]:
             name="Rosa Martínez",
             handle="rosa@mastodon.example",
             avatar="https://images.example.test/rosa.png",
-            media=("https://images.example.test/shop.png",),
         ),
         wall_post(
             "x:edchat-q1",
@@ -409,6 +421,12 @@ def night_extras() -> list[Post]:
             handle="devokafor.bsky.social",
         ),
     ]
+
+
+def with_photos(posts: list[Post]) -> list[Post]:
+    """``posts`` with Rosa's bakery post carrying ``SHOP_PHOTOS``, moved last (on top of the wall)."""
+    rosa = [dataclasses.replace(p, attachments=SHOP_PHOTOS) for p in posts if "rosa" in p.key]
+    return [p for p in posts if "rosa" not in p.key] + rosa
 
 
 async def test_wall_shows_a_realistic_night_and_can_screenshot_it(
@@ -453,13 +471,14 @@ async def test_wall_shows_a_realistic_night_and_can_screenshot_it(
             timeout=STATS_WAIT_MS,
         )
 
-    live_ids = await publish_merged(redis, wall_stream, *night[-2:], *night_extras())
+    live_ids = await publish_merged(redis, wall_stream, *night[-2:], *with_photos(night_extras()))
     for page in (dark, light):
         await expect(card(page, live_ids[-1])).to_be_visible(timeout=WAIT_MS)
         await expect(page.locator(CARDS)).to_have_count(len(history_ids) + len(live_ids))
-        await expect(card(page, live_ids[-3]).locator(".badge")).to_have_text(["#smbiz", "#edchat"])
-        await expect(card(page, live_ids[-3]).locator("img.post-media")).to_be_visible()
-        await expect(card(page, live_ids[-3]).locator(".qa")).to_have_text("A2")
+        await expect(card(page, live_ids[-1]).locator(".badge")).to_have_text(["#smbiz", "#edchat"])
+        await expect(card(page, live_ids[-1]).locator("img.post-media")).to_have_count(2)
+        await expect(card(page, live_ids[-1]).locator(".alt-badge")).to_have_text("ALT")
+        await expect(card(page, live_ids[-1]).locator(".qa")).to_have_text("A2")
         await expect(page.locator('.legend-item[data-tag="smbiz"] .legend-question .qa')).to_have_text("Q2")
         await expect(page.locator('.legend-item[data-tag="pstweetchat"] .legend-more')).to_have_text(
             "+23 more from #pstweetchat"
