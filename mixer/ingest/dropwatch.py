@@ -108,6 +108,7 @@ async def watch_drops(
     anything else than CancelledError."""
     watch = DropWatch(hint)
     before = clock()
+    me = asyncio.current_task()
     while True:
         try:
             raw = await redis.hgetall(keys.merge_stats)
@@ -115,6 +116,9 @@ async def watch_drops(
         except RedisError as exc:
             log.debug("replay: cannot read the merge stage's counters: %s", exc)
             stats = None
+        if me is not None and me.cancelling():
+            # redis-py can swallow a cancel that lands as its reply arrives; `mixer replay` then hung at its end
+            raise asyncio.CancelledError
         now = clock()
         line = watch.observe(published(), stats, now - before)
         before = now

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from mixer import connect
 from mixer.ingest.dropwatch import watch_drops
 from mixer.ingest.publish import Publisher
-from mixer.ingest.replay import Replayer, ReplayOptions, new_run_tag
+from mixer.ingest.replay import Replayer, ReplayOptions, ReplayProgress, new_run_tag
 from mixer.keys import Keys
 from mixer.options import NO_REDIS, SHARED, add_common
 from mixer.runtime import redis_problem
@@ -118,11 +118,15 @@ async def _replay(settings: Settings, files: list[Path], options: ReplayOptions,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
     started = loop.time()
+    unfollowed = False  # said that no post is in a followed chat
     try:
         while not task.done():
             await asyncio.wait([task], timeout=1.0)
             elapsed = max(loop.time() - started, 1e-9)
             progress, outage = replayer.progress, publisher.outage
+            if not unfollowed and (line := unfollowed_notice(progress, settings.chat_tags, task.done())):
+                notice(line)
+                unfollowed = True
             waiting = "" if outage.since is None else f", waiting for Redis for {time.monotonic() - outage.since:.0f} s"
             print(
                 f"\rreplay: {progress.summary()} ({progress.published / elapsed:,.0f} posts/s{waiting})",
@@ -142,6 +146,18 @@ async def _replay(settings: Settings, files: list[Path], options: ReplayOptions,
         watching.cancel()
         await asyncio.wait([watching])
         await redis.aclose()
+
+
+def unfollowed_notice(progress: ReplayProgress, followed: tuple[str, ...], finished: bool) -> str | None:
+    """The line saying that no post of the replay is in a chat this deployment follows, once a pass has finished, the
+    replay has ended or 100 posts were skipped for it; None while any post was published or none was skipped so."""
+    skipped = progress.skipped["no_chat"]
+    if progress.published or not skipped or not (finished or progress.passes or skipped >= 100):
+        return None
+    return (
+        f"none of the {skipped:,} posts read is in a chat this deployment follows ({', '.join(followed)}): "
+        "configure the recording's chats (MIXER_CHATS or [[chats]], docs/loadtools.md)"
+    )
 
 
 def _drop_hint(options: ReplayOptions) -> str:

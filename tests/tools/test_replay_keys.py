@@ -13,7 +13,7 @@ from mixer.ingest.recorded import read_records
 from mixer.keys import Keys
 from mixer.models import Post
 from tests.helpers import FIXTURES
-from tests.processes import die_with_parent, mixer_env, start_mixer
+from tests.processes import die_with_parent, mixer_env, read_until, start_mixer
 
 NIGHT = FIXTURES / "recorded" / "pstweetchat_2019-03-01.jsonl"  # 10 posts
 CHAT = "pstweetchat"
@@ -54,3 +54,27 @@ async def test_a_one_shot_replay_keeps_the_recorded_keys(redis: aioredis.Redis, 
     assert proc.returncode == 0, output.decode()
     recorded = {p.key: p.text for p in read_records(NIGHT) if isinstance(p, Post)}
     assert {p.key: p.text for p in await chat_posts(redis, keys, 10)} == recorded  # a second run: deduplicated
+
+
+async def test_a_replay_whose_chats_are_not_followed_says_so_and_fails(redis_url: str, keys: Keys) -> None:
+    env = mixer_env(redis_url, keys, "smbiz,edchat")  # the recording's chat is not among them
+    proc = await start_mixer("replay", "--speed", "0", str(NIGHT), env=env, preexec=die_with_parent())
+    output, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1  # nothing could be published
+    assert (
+        "mixer replay: none of the 10 posts read is in a chat this deployment follows (smbiz, edchat): configure "
+        "the recording's chats (MIXER_CHATS or [[chats]], docs/loadtools.md)"
+    ) in output.decode()
+
+
+async def test_a_looping_replay_into_unfollowed_chats_says_so_once(redis_url: str, keys: Keys) -> None:
+    env = mixer_env(redis_url, keys, "smbiz")
+    proc = await start_mixer("replay", "--loop", "--speed", "0", str(NIGHT), env=env, preexec=die_with_parent())
+    try:
+        line = (await read_until(proc, "is in a chat this deployment follows"))[-1]
+        assert "none of the" in line and "(smbiz)" in line
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130
+    assert "this deployment follows" not in output.decode()  # once, not at every pass
