@@ -32,7 +32,15 @@ def _args(*argv: str) -> argparse.Namespace:
 def _recording(path: Path) -> Path:
     """Six posts in two chats over one recorded second: at x10, a pass takes 0.1 s (and at least 1 s, looping)."""
     chats = ("smbiz", "edchat")
-    posts = [make_post(f"x:{n}", (chats[n % 2],), 1_700_000_000_000 + 200 * n, f"rehearsal post {n}") for n in range(6)]
+    posts = [
+        make_post(
+            f"x:{n}",
+            (chats[n % 2],),
+            1_700_000_000_000 + 200 * n,
+            f"rehearsal post {n} of the night, long enough to fold",
+        )
+        for n in range(6)
+    ]
     path.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in posts))
     return path
 
@@ -99,6 +107,26 @@ async def test_an_impossible_threshold_fails_the_rehearsal_with_exit_1_and_the_r
     assert code == 1
     assert "verdict      FAIL" in captured.out
     assert "mixer rehearse: FAILED: latency p99 " in captured.err and "> --max-p99-ms 0" in captured.err
+
+
+async def test_a_rehearsal_run_again_right_after_the_last_still_gets_every_post_as_a_new_card(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = settings_for(keys.prefix, redis_url=redis_url, window_ms=50)
+    night = _recording(tmp_path / "night.jsonl")
+    results = []
+    async with _deployment(settings, redis_url) as srv:
+        for run in range(2):  # the same recording twice within the merge stage's 10-minute text dedupe
+            out = tmp_path / f"run{run}.json"
+            args = _args(
+                str(night),
+                *("--url", srv.url, "--speed", "10", "--duration", "1", "--ramp", "0", "--drain", "3"),
+                *("--ws-clients", "2", "--processes", "1", "--sample", "1", "--json", str(out)),
+            )
+            assert await asyncio.to_thread(rehearse_command, settings, args) == 0, capsys.readouterr().err
+            results.append(json.loads(out.read_text())["rehearsal"])
+    for rehearsal in results:
+        assert rehearsal["published"] >= 6 and rehearsal["in_feed"] == rehearsal["published"]  # none folded
 
 
 def _result(**changes: object) -> dict[str, object]:
