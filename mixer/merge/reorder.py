@@ -1,19 +1,34 @@
 """The reorder buffer: where events wait for their twins before the merge stage releases them.
 
-Pure (the watermark is passed in). Every chat stream entry is added; entries of the same
-post (same key, from several chats or followers) become one held post whose ``chats``
-are their union; a retraction written to several chat streams is held once. Events are
-released once the watermark passes their stamp plus the window, in time order, and
-``safe_cursor`` tells how far each chat's stream is fully handled.
+Pure (the watermark is passed in; the entries' own stamps are its only other clock). Every chat
+stream entry is added; entries of the same post (same key, from several chats or followers)
+become one held post whose ``chats`` are their union; a retraction written to several chat
+streams is held once. ``safe_cursor`` tells how far each chat's stream is fully handled.
+
+When an event is released (the release rule, docs/architecture.md "The reorder rule"): once the
+watermark (how far every chat stream has been read; a drained stream counts as read up to now)
+has passed its stamp plus its *hold*. The hold is ``window_ms`` only while the event is in a chat
+that is **late**, else 0, so an event nobody can still send a twin of leaves in the step that
+read it. A chat is late for ``late_for_ms`` after it was seen taking part in a *union twin* (a
+copy of a post, from another publish, that brings chats the earlier copies did not carry: two
+followers that see the same post differently, the one case the window exists for; copies from
+one publish are written to all of the post's chats in one MULTI and arrive together). Every chat
+counts as late for the first ``learn_ms`` after the buffer starts, while it cannot know yet. An
+edit or retraction never leaves before a held post of its key, nor before an earlier edit of it.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from mixer.models import Event, Post, Retraction
+from mixer.models import Edit, Event, Post, Retraction
 from mixer.streams import id_before, id_key
+
+LATE_FOR_MS = 60_000  # how long a chat stays late after a union twin was seen in it
+LEARN_WINDOWS = 10  # while the buffer starts, every chat counts as late for this many windows
+REMEMBER_RELEASED = 20_000  # released post keys remembered (with their chats) to notice a twin that came too late
 
 
 @dataclass(slots=True)
@@ -21,14 +36,28 @@ class Pending:
     event: Event
     stamp: int  # ms of the first stream entry id that carried it (Redis time of ingest)
     entries: list[tuple[str, str]] = field(default_factory=list)  # (chat, stream entry id)
+    due: int = 0  # the watermark (ms) at which it may leave: stamp + its hold, never before its key's earlier events
+    seq: int = 0  # which heap entry is current (a raised ``due`` pushes a new one)
 
     @property
     def order(self) -> tuple[int, str]:
         """Release order: a post by its creation time, an edit or retraction by when it arrived."""
         if isinstance(self.event, Post):
             return self.event.created, self.event.key
-        key = self.event.key if isinstance(self.event, Retraction) else self.event.post.key
-        return self.stamp, key
+        return self.stamp, post_key(self.event)
+
+
+def post_key(event: Event) -> str:
+    """The key of the post an event is about."""
+    if isinstance(event, Post | Retraction):
+        return event.key
+    return event.post.key
+
+
+def event_chats(event: Event) -> tuple[str, ...]:
+    if isinstance(event, Edit):
+        return event.post.chats
+    return event.chats
 
 
 def hold_key(event: Event, entry_id: str) -> str:
@@ -41,56 +70,132 @@ def hold_key(event: Event, entry_id: str) -> str:
 
 
 class ReorderBuffer:
-    """Events held until the watermark passes their stamp plus ``window_ms``; released in time order.
+    """Events held until the watermark passes their stamp plus their hold (``window_ms`` in a late chat, else 0).
 
     The watermark is the caller's: the oldest point every chat stream has been read up to,
     where a chat whose stream is drained counts as read up to now. So a backlog read in
     chunks still meets its twins from other chats, and a silent chat holds nothing back.
     """
 
-    def __init__(self, window_ms: int, max_pending: int = 50_000) -> None:
+    def __init__(
+        self,
+        window_ms: int,
+        max_pending: int = 50_000,
+        *,
+        started_ms: int | None = None,  # the watermark when the buffer starts (None: the first one it is given)
+        learn_ms: int | None = None,  # every chat counts as late until started_ms + learn_ms (default 10 windows)
+        late_for_ms: int = LATE_FOR_MS,
+    ) -> None:
         self.window_ms = window_ms
         self.max_pending = max_pending
+        self.late_for_ms = late_for_ms
+        self.learn_ms = LEARN_WINDOWS * window_ms if learn_ms is None else learn_ms
+        self._started = started_ms
         self._held: dict[str, Pending] = {}
-        self._stamps: list[tuple[int, int, str]] = []  # heap of (stamp, seq, hold key)
+        self._due: list[tuple[int, int, str]] = []  # heap of (due, seq, hold key); stale when seq is not current
         self._seq = 0
         self._chat_ids: dict[str, dict[str, None]] = {}  # per chat, pending entry ids in stream order
+        self._late_until: dict[str, int] = {}  # chat -> stamp (ms) until which it counts as late
+        self._key_due: dict[str, tuple[int, int]] = {}  # post key -> (latest due of its held events, how many)
+        self._released: OrderedDict[str, tuple[str, ...]] = OrderedDict()  # post key -> chats, newest last
 
     def __len__(self) -> int:
         return len(self._held)
+
+    def late_chats(self, at_ms: int) -> list[str]:
+        """The chats whose events wait out the window at ``at_ms`` (a stamp); every chat while learning."""
+        return sorted(c for c, until in self._late_until.items() if until > at_ms)
+
+    def _hold(self, chats: tuple[str, ...], stamp: int) -> int:
+        if self._started is None or stamp < self._started + self.learn_ms:
+            return self.window_ms
+        if not chats:  # a retraction that names no chat may be any chat's: late if any is
+            return self.window_ms if any(until > stamp for until in self._late_until.values()) else 0
+        return self.window_ms if any(self._late_until.get(c, -1) > stamp for c in chats) else 0
+
+    def _mark_late(self, chats: tuple[str, ...], stamp: int) -> None:
+        for chat in chats:
+            self._late_until[chat] = max(self._late_until.get(chat, -1), stamp + self.late_for_ms)
+
+    def _push(self, key: str, pending: Pending) -> None:
+        self._seq += 1
+        pending.seq = self._seq
+        heapq.heappush(self._due, (pending.due, self._seq, key))
+        pkey = post_key(pending.event)
+        latest, count = self._key_due.get(pkey, (pending.due, 0))
+        self._key_due[pkey] = (max(latest, pending.due), count)
 
     def add(self, chat: str, entry_id: str, event: Event) -> None:
         """Hold ``event``; a post already held under the same key gains this entry's chats."""
         self._chat_ids.setdefault(chat, {})[entry_id] = None
         key = hold_key(event, entry_id)
+        stamp = id_key(entry_id)[0]
         held = self._held.get(key)
+        if isinstance(event, Post):
+            known = held.event.chats if held is not None and isinstance(held.event, Post) else None
+            if known is None:
+                known = self._released.get(event.key)
+            if known is not None and any(c not in known for c in event.chats):
+                self._mark_late(known + event.chats, stamp)  # a union twin: every chat it joins is late
         if held is None:
-            stamp = id_key(entry_id)[0]
-            self._held[key] = Pending(event, stamp, [(chat, entry_id)])
-            self._seq += 1
-            heapq.heappush(self._stamps, (stamp, self._seq, key))
+            pkey = post_key(event)
+            due = stamp + self._hold(event_chats(event), stamp)
+            if not isinstance(event, Post) and pkey in self._key_due:
+                due = max(due, self._key_due[pkey][0])  # never ahead of its post or an earlier edit
+            pending = Pending(event, stamp, [(chat, entry_id)], due)
+            self._held[key] = pending
+            latest, count = self._key_due.get(pkey, (due, 0))
+            self._key_due[pkey] = (latest, count + 1)
+            self._push(key, pending)
             return
         held.entries.append((chat, entry_id))
         if isinstance(held.event, Post) and isinstance(event, Post):
             extra = tuple(c for c in event.chats if c not in held.event.chats)
             if extra:
                 held.event = held.event.with_chats(held.event.chats + extra)
+                due = held.stamp + self._hold(held.event.chats, held.stamp)
+                if due > held.due:
+                    held.due = due
+                    self._push(key, held)
 
     def next_due(self) -> int | None:
-        """The watermark (ms) at which the oldest held event is released, or None when nothing is held."""
-        return self._stamps[0][0] + self.window_ms if self._stamps else None
+        """The watermark (ms) at which the next held event is released, or None when nothing is held."""
+        while self._due:
+            due, seq, key = self._due[0]
+            held = self._held.get(key)
+            if held is not None and held.seq == seq:
+                return due
+            heapq.heappop(self._due)  # a stale entry: its event left or its due was raised
+        return None
 
     def pop_ready(self, watermark: int) -> list[Pending]:
-        """Events whose stamp + window is at or below ``watermark`` (and the oldest beyond ``max_pending``)."""
+        """Events whose due is at or below ``watermark`` (and the oldest beyond ``max_pending``), in time order."""
+        if self._started is None:
+            self._started = watermark
         out: list[Pending] = []
-        while self._stamps:
-            stamp, _, key = self._stamps[0]
-            if stamp + self.window_ms > watermark and len(self._held) <= self.max_pending:
+        while (due := self.next_due()) is not None:
+            if due > watermark and len(self._held) <= self.max_pending:
                 break
-            heapq.heappop(self._stamps)
-            held = self._held.pop(key)
+            _, _, key = heapq.heappop(self._due)
+            held = self._held[key]
+            pkey = post_key(held.event)
+            if not isinstance(held.event, Post) and pkey in self._held and len(self._held) <= self.max_pending:
+                held.due = max(held.due, self._held[pkey].due)  # its post got a later due after it came: follow it
+                self._push(key, held)
+                continue
+            del self._held[key]
             for chat, entry_id in held.entries:
                 self._chat_ids[chat].pop(entry_id, None)
+            latest, count = self._key_due[pkey]
+            if count > 1:
+                self._key_due[pkey] = (latest, count - 1)
+            else:
+                del self._key_due[pkey]
+            if isinstance(held.event, Post):
+                self._released[pkey] = held.event.chats
+                self._released.move_to_end(pkey)
+                if len(self._released) > REMEMBER_RELEASED:
+                    self._released.popitem(last=False)
             out.append(held)
         out.sort(key=lambda p: p.order)
         return out

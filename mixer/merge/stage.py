@@ -1,10 +1,11 @@
 """The merge stage: every chat stream in, one deduplicated, time-ordered feed out.
 
 Events wait in a ``ReorderBuffer`` until every chat stream has been read past their
-ingest time plus a short window, then ``Deduper`` decides what each means for the feed
-(a new post, an ``update`` of a shown one, a ``retract``) and everything is written in
-one MULTI: the feed entries (with ids this stage assigns, so the post index can name
-them), the post index, the text fingerprints, the seen-set and the chat cursors.
+ingest time (plus the window, in a chat seen late: docs/architecture.md "The reorder rule"),
+then ``Deduper`` decides what each means for the feed (a new post, an ``update`` of a
+shown one, a ``retract``) and everything is written in one MULTI: the feed entries (with
+ids this stage assigns, so the post index can name them), the post index, the text
+fingerprints, the seen-set and the chat cursors.
 
 Guarantee: every chat-stream entry is read (plain XREAD from stored cursors, no
 consumer groups); each post key becomes at most one card; a retracted key never
@@ -110,7 +111,7 @@ class MergeStage:
         self._seen_max = seen_max
         self._batch = batch
         self._clock = clock
-        self.buffer = ReorderBuffer(int(window * 1000))
+        self.buffer = ReorderBuffer(int(window * 1000), started_ms=int(clock() * 1000))
         self.deduper = Deduper()
         self.filters: list[PostFilter] = []
         self.counters: Counter[str] = Counter()
@@ -135,7 +136,8 @@ class MergeStage:
         self._actions: list[dict[str, Any]] = []
         await self.load_rules()
         self._drained = set()
-        self.buffer = ReorderBuffer(self.buffer.window_ms, self.buffer.max_pending)
+        started = int(self._clock() * 1000)  # a new leader learns afresh which chats are late
+        self.buffer = ReorderBuffer(self.buffer.window_ms, self.buffer.max_pending, started_ms=started)
         self._ids = FeedIds(await last_id(self._redis, self._keys.feed))
 
     async def load_rules(self) -> None:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from mixer.merge.reorder import ReorderBuffer
-from mixer.models import Post, Retraction
+from mixer.models import Edit, Post, Retraction
 from tests.helpers import make_post
 
 
@@ -39,3 +39,102 @@ def test_posts_leave_by_creation_time_and_edits_by_arrival() -> None:
     buf.add("smbiz", "5000-1", make_post("early", created=1000))
     released = buf.pop_ready(watermark=6000)
     assert [p.event.key for p in released if isinstance(p.event, Post)] == ["early", "late"]
+
+
+# The release rule with no fixed floor (docs/architecture.md "The reorder rule"): a buffer started at 0 that has
+# finished learning (learn_ms=0) holds an event only while the watermark is behind it, or the window in a late chat.
+
+
+def learned(window_ms: int = 500) -> ReorderBuffer:
+    return ReorderBuffer(window_ms=window_ms, started_ms=0, learn_ms=0)
+
+
+def test_a_post_leaves_as_soon_as_the_watermark_passes_it_when_no_chat_is_late() -> None:
+    buf = learned()
+    buf.add("smbiz", "10000-0", make_post("a"))
+    assert buf.next_due() == 10_000
+    assert buf.pop_ready(watermark=9_999) == []  # a chat stream not yet read past it could still send a twin
+    assert [p.event.key for p in buf.pop_ready(watermark=10_000)] == ["a"]
+
+
+def test_every_chat_counts_as_late_while_the_buffer_learns() -> None:
+    buf = ReorderBuffer(window_ms=500, started_ms=10_000, learn_ms=5_000)
+    buf.add("smbiz", "12000-0", make_post("a"))
+    buf.add("smbiz", "15000-0", make_post("b"))  # learning is over: due at its stamp
+    assert buf.pop_ready(watermark=12_499) == []
+    assert [p.event.key for p in buf.pop_ready(watermark=12_500)] == ["a"]
+    assert buf.next_due() == 15_000
+
+
+def test_copies_of_one_publish_make_no_chat_late() -> None:
+    buf = learned()
+    post = make_post("a", ("smbiz", "edchat"))
+    buf.add("smbiz", "10000-0", post)
+    buf.add("edchat", "10000-0", post)
+    assert buf.late_chats(10_000) == []
+    [held] = buf.pop_ready(watermark=10_000)
+    assert held.event.chats == ("smbiz", "edchat") and len(held.entries) == 2
+
+
+def test_a_twin_bringing_a_new_chat_holds_its_post_the_window() -> None:
+    buf = learned()
+    buf.add("smbiz", "10000-0", make_post("a", ("smbiz",)))
+    buf.add("edchat", "10003-0", make_post("a", ("edchat",)))  # another follower saw it 3 ms later
+    assert buf.late_chats(10_003) == ["edchat", "smbiz"]
+    assert buf.pop_ready(watermark=10_499) == []
+    [held] = buf.pop_ready(watermark=10_500)
+    assert held.event.chats == ("smbiz", "edchat")
+
+
+def test_a_twin_after_release_makes_its_chats_late_and_only_them() -> None:
+    buf = learned()
+    buf.add("smbiz", "10000-0", make_post("a", ("smbiz",)))
+    assert [p.event.key for p in buf.pop_ready(watermark=10_000)] == ["a"]
+    buf.add("edchat", "10200-0", make_post("a", ("edchat",)))  # too late to join: it proves edchat late
+    buf.pop_ready(watermark=10_700)
+    buf.add("smbiz", "11000-0", make_post("b", ("smbiz",)))
+    buf.add("journchat", "11000-0", make_post("c", ("journchat",)))
+    assert [p.event.key for p in buf.pop_ready(watermark=11_000)] == ["c"]  # journchat was never late
+    assert [p.event.key for p in buf.pop_ready(watermark=11_500)] == ["b"]
+
+
+def test_a_chat_is_late_only_for_late_for_ms_after_its_last_union_twin() -> None:
+    buf = ReorderBuffer(window_ms=500, started_ms=0, learn_ms=0, late_for_ms=60_000)
+    buf.add("smbiz", "10000-0", make_post("a", ("smbiz",)))
+    buf.add("edchat", "10100-0", make_post("a", ("edchat",)))
+    assert buf.late_chats(70_099) == ["edchat", "smbiz"] and buf.late_chats(70_100) == []
+    buf.pop_ready(watermark=10_600)
+    buf.add("smbiz", "70100-0", make_post("b", ("smbiz",)))
+    assert [p.event.key for p in buf.pop_ready(watermark=70_100)] == ["b"]
+
+
+def test_an_edit_never_leaves_before_its_held_post() -> None:
+    buf = learned()
+    buf.add("smbiz", "5000-0", make_post("p", ("smbiz",), created=4_000))
+    buf.add("smbiz", "5001-0", Edit(make_post("p", ("smbiz",), created=4_000, text="edited")))
+    buf.add("edchat", "5002-0", make_post("p", ("edchat",), created=4_000))  # a union twin: p now waits the window
+    assert buf.pop_ready(watermark=5_100) == []  # the edit was due at 5001, but its post is still held
+    released = buf.pop_ready(watermark=5_500)
+    assert [type(p.event).__name__ for p in released] == ["Post", "Edit"]
+
+
+def test_an_edit_held_after_an_earlier_one_never_leaves_first() -> None:
+    buf = learned()
+    buf.add("edchat", "1000-0", make_post("q", ("smbiz",)))
+    buf.add("smbiz", "1001-0", make_post("q", ("edchat",)))  # smbiz and edchat are late now
+    buf.pop_ready(watermark=1_501)
+    buf.add("edchat", "2000-0", Edit(make_post("p", ("edchat",), text="first")))  # due 2500
+    buf.add("smbiz", "2001-0", Edit(make_post("p", ("journchat",), text="second")))  # journchat is on time
+    assert buf.pop_ready(watermark=2_001) == []
+    released = buf.pop_ready(watermark=2_500)
+    assert [p.event.post.text for p in released if isinstance(p.event, Edit)] == ["first", "second"]
+
+
+def test_a_retraction_naming_no_chat_waits_the_window_while_any_chat_is_late() -> None:
+    buf = learned()
+    buf.add("smbiz", "1000-0", make_post("q", ("smbiz",)))
+    buf.add("edchat", "1001-0", make_post("q", ("edchat",)))
+    buf.pop_ready(watermark=1_501)
+    buf.add("journchat", "2000-0", Retraction("x:9", "x"))
+    assert buf.pop_ready(watermark=2_499) == []
+    assert [p.event for p in buf.pop_ready(watermark=2_500)] == [Retraction("x:9", "x")]

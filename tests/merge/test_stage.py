@@ -169,3 +169,51 @@ async def test_the_memory_of_seen_posts_stays_bounded(redis: aioredis.Redis, key
     assert await redis.zcard(keys.seen) <= 50
     assert await redis.hlen(keys.index) <= 50
     assert await redis.hexists(keys.index, "x:199") and not await redis.hexists(keys.index, "x:0")
+
+
+async def newest_stamp(redis: aioredis.Redis, keys: Keys, chat: str) -> float:
+    """Seconds of the newest entry id in ``chat``'s stream: the Redis time the merge stage orders by."""
+    [(entry_id, _, _)] = (await read_range(redis, keys.chat(chat), "0-0", count=100_000))[-1:]
+    return id_key(entry_id)[0] / 1000
+
+
+async def learned_stage(redis: aioredis.Redis, keys: Keys, clock: FakeClock) -> MergeStage:
+    """A stage whose learning time (10 windows from its start) is over before anything below is published."""
+    clock.now -= 60
+    merge = stage(redis, keys, clock, window=0.5)
+    await merge.load_cursors()
+    return merge
+
+
+async def test_a_post_no_chat_can_still_twin_leaves_in_the_step_that_reads_it(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    clock = FakeClock()
+    merge = await learned_stage(redis, keys, clock)
+    await Publisher(redis, keys, CHATS, 1000).publish([make_post("x:1", ("smbiz", "edchat"))])
+    clock.now = await newest_stamp(redis, keys, "edchat")  # no time to wait out: the streams are read past it
+    assert await merge.step(max_block=0.01) == 1
+    [post] = await feed_posts(redis, keys)
+    assert post.chats == ("smbiz", "edchat") and merge.buffer.late_chats(int(clock.now * 1000)) == []
+
+
+async def test_a_follower_seeing_posts_late_makes_only_its_chats_wait_the_window(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    clock = FakeClock()
+    merge = await learned_stage(redis, keys, clock)
+    early, late = Publisher(redis, keys, CHATS, 1000), Publisher(redis, keys, CHATS, 1000)
+    await early.publish([make_post("x:1", ("smbiz",))])
+    clock.now = await newest_stamp(redis, keys, "smbiz")
+    assert await merge.step(max_block=0.01) == 1
+    await late.publish([make_post("x:1", ("edchat",))])  # the other follower's copy: too late to make one card
+    clock.now = await newest_stamp(redis, keys, "edchat") + 0.5
+    await merge.step(max_block=0.01)
+    assert [set(p.chats) for p in await feed_posts(redis, keys)] == [{"smbiz"}]  # its chat came as an update
+    await early.publish([make_post("x:3", ("journchat",))])
+    await early.publish([make_post("x:2", ("smbiz",))])
+    clock.now = await newest_stamp(redis, keys, "smbiz")
+    assert await merge.step(max_block=0.01) == 1  # journchat is on time; smbiz has been seen late
+    clock.now += 0.5
+    assert await merge.step(max_block=0.01) == 1
+    assert [p.key for p in await feed_posts(redis, keys)] == ["x:1", "x:3", "x:2"]
