@@ -165,7 +165,10 @@ def create_app(
     """The fan-out server for ``settings`` on the Redis at ``redis_url``; nothing starts until it runs.
     ``webhook`` makes what ``POST /api/posts`` hands its records to, given the app's Redis client; ``pages`` is
     the folder the pages are served from (default: the installed ``mixer.web``)."""
-    app = web.Application(client_max_size=WEBHOOK_MAX_BYTES, middlewares=[redis_guard(RedisHealth())])
+    # No middleware: each one is two coroutine frames under every open websocket (docs/benchmarks.md "Idle
+    # websockets"); the /api/* routes are wrapped one by one instead.
+    app = web.Application(client_max_size=WEBHOOK_MAX_BYTES)
+    guard = redis_guard(RedisHealth())
     app[SETTINGS] = settings
     app[KEYS] = Keys(settings.key_prefix)
     keys = Keys(settings.key_prefix)
@@ -229,13 +232,13 @@ def create_app(
     app.on_response_prepare.append(cors_headers(settings.origins))
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/events", events_handler)
-    app.router.add_get("/api/feed", feed_handler)
-    app.router.add_get("/api/chats", chats_handler)
-    app.router.add_post("/api/posts", webhook_handler)
+    app.router.add_get("/api/feed", guard(feed_handler))
+    app.router.add_get("/api/chats", guard(chats_handler))
+    app.router.add_post("/api/posts", guard(webhook_handler))
     modapi = app[MODAPI] = ModApi(settings, keys, lambda: app[REDIS], config_rules(settings), throttle)
-    app.router.add_routes(modapi.routes())
+    app.router.add_routes(web.RouteDef(r.method, r.path, guard(r.handler), r.kwargs) for r in modapi.routes())
     app.on_shutdown.append(modapi.shutdown)  # consoles waiting for changes are answered at once
-    app.router.add_get("/api/stats", stats_handler)
+    app.router.add_get("/api/stats", guard(stats_handler))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/readyz", readyz)

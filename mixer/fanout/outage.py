@@ -1,16 +1,18 @@
 """What the HTTP routes say while Redis is away or refuses writes: 503 with ``Retry-After``, and ``/readyz``.
 
-``redis_guard`` is a middleware for ``/api/*``: a Redis connection error or timeout, or Redis refusing writes
-(MISCONF: it cannot persist to disk; OOM; a read-only replica), becomes **503** with ``Retry-After`` and a one-line
-reason instead of a 500 with a traceback. ``RedisHealth`` logs each outage once at WARNING when it starts (at most
-once a minute) and once at INFO when Redis answers again. ``redis_refusal`` is what ``/readyz`` asks Redis:
-not ready when it does not answer or when it cannot write (``INFO persistence``). Websockets and SSE handle
-outages themselves (``mixer.fanout.live``).
+``redis_guard`` wraps each ``/api/*`` handler (a wrapper, not a middleware: a middleware would put two more
+coroutine frames under every open websocket, docs/benchmarks.md "Idle websockets"): a Redis connection error or
+timeout, or Redis refusing writes (MISCONF: it cannot persist to disk; OOM; a read-only replica), becomes **503**
+with ``Retry-After`` and a one-line reason instead of a 500 with a traceback. ``RedisHealth`` logs each outage
+once at WARNING when it starts (at most once a minute) and once at INFO when Redis answers again.
+``redis_refusal`` is what ``/readyz`` asks Redis: not ready when it does not answer or when it cannot write
+(``INFO persistence``). Websockets and SSE handle outages themselves (``mixer.fanout.live``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Handler
 from redis.exceptions import (
     ConnectionError as RedisConnectionError,
 )
@@ -77,28 +79,30 @@ class RedisHealth:
             self.down_since, self.refused = None, 0
 
 
-def redis_guard(health: RedisHealth) -> Middleware:
-    """The ``/api/*`` middleware: Redis away or refusing writes becomes 503 + ``Retry-After``, logged once."""
+def redis_guard(health: RedisHealth) -> Callable[[Handler], Handler]:
+    """What wraps each ``/api/*`` handler: Redis away or refusing writes becomes 503 + ``Retry-After``, logged once."""
 
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/api/"):
-            return await handler(request)
-        try:
-            response = await handler(request)
-        except RedisError as exc:  # (not OSError: a client that hangs up mid-request is no Redis outage)
-            reason = unavailable(exc)
-            if reason is None:
-                raise
-            health.failed(reason, request.path)
-            raise web.HTTPServiceUnavailable(
-                text=f"{reason}: retry in {RETRY_AFTER_SECONDS} s", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
-            ) from None
-        if request.path != "/api/chats":  # every other API route reads Redis: this one proves it answers
-            health.answered()
-        return response
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def guard(request: web.Request) -> web.StreamResponse:
+            try:
+                response = await handler(request)
+            except RedisError as exc:  # (not OSError: a client that hangs up mid-request is no Redis outage)
+                reason = unavailable(exc)
+                if reason is None:
+                    raise
+                health.failed(reason, request.path)
+                raise web.HTTPServiceUnavailable(
+                    text=f"{reason}: retry in {RETRY_AFTER_SECONDS} s",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                ) from None
+            if request.path != "/api/chats":  # every other API route reads Redis: this one proves it answers
+                health.answered()
+            return response
 
-    return guard
+        return guard
+
+    return wrap
 
 
 async def redis_refusal(redis: aioredis.Redis) -> str | None:

@@ -381,3 +381,24 @@ async def test_stats_frames_come_every_stats_seconds_with_each_chats_rate_and_to
                     stats.append(frame)
     assert [s["profile"] for s in stats] == ["full", "full"]
     assert stats[-1]["chats"]["smbiz"] == {"per_minute": 1, "total": 1, "more": 0}
+
+
+def _awaiting(task: asyncio.Task[Any]) -> list[str]:
+    """The coroutines a task is suspended in, outermost first."""
+    chain, coro = [], task.get_coro()
+    while coro is not None and hasattr(coro, "cr_await"):
+        chain.append(coro.__qualname__)
+        coro = coro.cr_await
+    return chain
+
+
+async def test_an_idle_websocket_holds_no_middleware_coroutines(keys: Keys, redis_url: str) -> None:
+    """Every coroutine an idle websocket is suspended in is memory each connection holds (docs/benchmarks.md, "Idle
+    websockets"): the /ws handler runs right under aiohttp's dispatch, no middleware between (the /api/* guard
+    wraps its routes one by one)."""
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.ws_connect(srv.ws_url) as ws:
+            assert (await ws.receive_json(timeout=5))["type"] == "hello"
+            chains = [_awaiting(task) for task in asyncio.all_tasks()]
+            chain = next(c for c in chains if "ws_handler" in c)
+    assert chain[chain.index("ws_handler") - 1] == "Application._handle"
