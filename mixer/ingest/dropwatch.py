@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from mixer.keys import Keys
-from mixer.streams import text
+from mixer.streams import raise_if_cancelling, text
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,6 @@ async def watch_drops(
     anything else than CancelledError."""
     watch = DropWatch(hint)
     before = clock()
-    me = asyncio.current_task()
     while True:
         try:
             raw = await redis.hgetall(keys.merge_stats)
@@ -116,9 +115,7 @@ async def watch_drops(
         except RedisError as exc:
             log.debug("replay: cannot read the merge stage's counters: %s", exc)
             stats = None
-        if me is not None and me.cancelling():
-            # redis-py can swallow a cancel that lands as its reply arrives; `mixer replay` then hung at its end
-            raise asyncio.CancelledError
+        raise_if_cancelling()  # a cancel redis-py swallowed mid-read: `mixer replay` had hung at its end
         now = clock()
         line = watch.observe(published(), stats, now - before)
         before = now
