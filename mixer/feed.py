@@ -46,8 +46,12 @@ async def history(redis: aioredis.Redis, keys: Keys, entries: list[Entry]) -> li
     return await as_shown(redis, keys, decode_entries(entries))
 
 
-async def as_shown(redis: aioredis.Redis, keys: Keys, items: list[FeedItem]) -> list[dict[str, Any]]:
-    """``history`` of entries already decoded (one reader that also needs the other items decodes once)."""
+async def as_shown(
+    redis: aioredis.Redis, keys: Keys, items: list[FeedItem], *, removed: bool = False
+) -> list[dict[str, Any]]:
+    """``history`` of entries already decoded (one reader that also needs the other items decodes once). With
+    ``removed``, retracted and hidden posts stay, marked ``removed: "retracted"`` (as the entry has it: the index
+    keeps only a stub) or ``"hidden"``."""
     posts = [item for kind, item in items if kind == "p"]
     if not posts:
         return []
@@ -55,9 +59,15 @@ async def as_shown(redis: aioredis.Redis, keys: Keys, items: list[FeedItem]) -> 
     out = []
     for post, raw in zip(posts, stored, strict=True):
         now = msgpack.unpackb(raw, raw=False) if raw is not None else post
-        if now.get("retracted") or now.get("hidden"):
-            continue
-        if now.get("id", post["id"]) != post.get("ref", post["id"]):
-            continue  # this card was hidden and shown again under a newer id
-        out.append({**now, "id": post["id"]})
+        ref = post.get("ref", post["id"])
+        if not now.get("stub") and now.get("id", ref) != ref:
+            continue  # this card was hidden and shown again under a newer id: that card counts, this one not
+        if now.get("retracted"):
+            if removed:
+                out.append({**post, "removed": "retracted"})
+        elif now.get("hidden"):
+            if removed:
+                out.append({**now, "id": post["id"], "removed": "hidden"})
+        else:
+            out.append({**now, "id": post["id"]})
     return out

@@ -15,14 +15,12 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from mixer import connect
-from mixer.feed import decode_entries
+from mixer.feed import as_shown, decode_entries
 from mixer.keys import Keys
 from mixer.options import NO_REDIS, add_common
 from mixer.settings import Settings
@@ -45,19 +43,7 @@ async def load_history(redis: aioredis.Redis, stream: str, keys: Keys, page: int
         if not entries:
             break
         after = entries[-1][0]
-        posts = [item for kind, item in decode_entries(entries) if kind == "p"]
-        stored: list[Any] = await redis.hmget(keys.index, [p["key"] for p in posts]) if posts else []
-        for post, raw in zip(posts, stored, strict=True):
-            now = msgpack.unpackb(raw, raw=False) if raw is not None else post
-            ref = post.get("ref", post["id"])
-            if not now.get("stub") and now.get("id", ref) != ref:
-                continue  # hidden, then shown again as a new card: that card counts, this one not
-            if now.get("retracted"):
-                out.append({**post, "removed": "retracted"})  # the index keeps a stub: the entry has the post
-            elif now.get("hidden"):
-                out.append({**now, "id": post["id"], "removed": "hidden"})
-            else:
-                out.append({**now, "id": post["id"]})
+        out += await as_shown(redis, keys, decode_entries(entries), removed=True)
     return out
 
 
