@@ -30,7 +30,7 @@ from mixer.settings import Settings
 from mixer.tools.loadtest.options import LoadOptions
 from mixer.tools.loadtest.replaydrive import RecordingDriver
 from mixer.tools.loadtest.report import render_plot, report, verdict
-from mixer.tools.loadtest.run import add_target, loadtest
+from mixer.tools.loadtest.run import add_target, check_before_run, console, loadtest
 from mixer.tools.synth import parse_rate, spec_for, write_night
 
 SYNTH_MINUTES = 60.0  # --synth: a night of the config's chats this long, at SYNTH_RATE posts a minute per chat
@@ -163,13 +163,7 @@ def add_rehearse_parser(subparsers: argparse._SubParsersAction[argparse.Argument
 def rehearse_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer rehearse`: 0 when the rehearsal passed every threshold, 1 when it failed or could not be made, 2 for a
     usage error; each failed threshold is one line on stderr."""
-
-    def say(message: str, progress: bool = False) -> None:
-        if show or not progress:
-            line = f"\r\033[Kmixer rehearse: {message}" if show else f"mixer rehearse: {message}"
-            print(line, end="" if progress else "\n", file=sys.stderr, flush=True)
-
-    show = sys.stderr.isatty()
+    say, show = console("rehearse")
     try:
         if args.max_bytes_per_conn is not None and args.server_pid is None:
             raise ValueError("--max-bytes-per-conn needs --server-pid (the server's memory is read from /proc)")
@@ -203,15 +197,9 @@ def rehearse_command(settings: Settings, args: argparse.Namespace) -> int:
             raise ValueError(f"recording not found: {', '.join(missing)}")
         if not settings.redis_url:
             raise ValueError(f"a rehearsal publishes into the deployment's Redis: {NO_REDIS}")
-        if options.server_pid is not None and not Path(f"/proc/{options.server_pid}/stat").exists():
-            raise ValueError(f"--server-pid {options.server_pid}: no such process")
-        if args.plot is not None:
-            import matplotlib  # noqa: F401  (checked before the run, not after it)
+        check_before_run(options.server_pid, args.plot)
     except ValueError as exc:
         say(str(exc))
-        return 2
-    except ImportError:
-        say("--plot needs matplotlib: .venv/bin/pip install matplotlib")
         return 2
     try:
         with tempfile.TemporaryDirectory(prefix="mixer-rehearse-") as tmp:

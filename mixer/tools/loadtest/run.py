@@ -332,16 +332,35 @@ async def loadtest_and_write(
     return result
 
 
-def loadtest_command(settings: Settings, args: argparse.Namespace) -> int:
-    """`mixer loadtest`: 0 when the run passed, 1 when it could not be made or failed (no client connected, more
-    failed connections or lost posts than allowed), 2 for a usage error."""
-    show = sys.stderr.isatty()  # the progress line only where a person watches
+def console(command: str) -> tuple[Callable[..., None], bool]:
+    """The ``say(message, progress=False)`` of a load command (``mixer <command>: message`` on stderr; a progress line,
+    rewritten in place, only where a person watches) and whether one does (stderr is a terminal)."""
+    show = sys.stderr.isatty()
 
     def say(message: str, progress: bool = False) -> None:
         if show or not progress:
-            line = f"\r\033[Kmixer loadtest: {message}" if show else f"mixer loadtest: {message}"
+            line = f"\r\033[Kmixer {command}: {message}" if show else f"mixer {command}: {message}"
             print(line, end="" if progress else "\n", file=sys.stderr, flush=True)
 
+    return say, show
+
+
+def check_before_run(server_pid: int | None, plot: Path | None) -> None:
+    """ValueError for what would otherwise fail only after the run: a --server-pid that is no process, a --plot
+    without matplotlib."""
+    if server_pid is not None and not Path(f"/proc/{server_pid}/stat").exists():
+        raise ValueError(f"--server-pid {server_pid}: no such process")
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError("--plot needs matplotlib: .venv/bin/pip install matplotlib") from None
+
+
+def loadtest_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`mixer loadtest`: 0 when the run passed, 1 when it could not be made or failed (no client connected, more
+    failed connections or lost posts than allowed), 2 for a usage error."""
+    say, show = console("loadtest")
     try:
         options = options_from_args(args)
         if options.drive != "none" and not settings.redis_url:
@@ -350,15 +369,9 @@ def loadtest_command(settings: Settings, args: argparse.Namespace) -> int:
             raise ValueError("--max-failed must be 0 or more, --max-loss a percentage from 0 to 100")
         if options.replay_file is not None and not options.replay_file.is_file():
             raise ValueError(f"--drive replay: recording not found: {options.replay_file}")
-        if options.server_pid is not None and not Path(f"/proc/{options.server_pid}/stat").exists():
-            raise ValueError(f"--server-pid {options.server_pid}: no such process")
-        if args.plot is not None:
-            import matplotlib  # noqa: F401  (checked before the run, not after it)
+        check_before_run(options.server_pid, args.plot)
     except ValueError as exc:
         say(str(exc))
-        return 2
-    except ImportError:
-        say("--plot needs matplotlib: .venv/bin/pip install matplotlib")
         return 2
     try:
         result = asyncio.run(loadtest_and_write(settings, options, say, args.json, args.plot))
