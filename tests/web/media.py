@@ -21,6 +21,7 @@ from mixer.codec import FIELD
 from mixer.keys import Keys
 from tests.browser import png_bytes
 from tests.helpers import wall_post
+from tests.servers import serving
 
 PNG = png_bytes(64, 48, (90, 170, 220), (30, 60, 120))
 
@@ -29,7 +30,7 @@ class ImageHost:
     """Serves ``PNG`` at ``/img/<anything>`` and remembers each path requested, in order."""
 
     def __init__(self) -> None:
-        self.port = 0
+        self.base = ""  # http://127.0.0.1:PORT once served
         self.requested: list[str] = []
         self.pages: dict[str, str] = {}
 
@@ -39,7 +40,7 @@ class ImageHost:
             '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>A blog</title></head>'
             f"<body>{body}</body></html>"
         )
-        return f"http://127.0.0.1:{self.port}/page/{name}"
+        return f"{self.base}/page/{name}"
 
     async def serve_page(self, request: web.Request) -> web.Response:
         if request.match_info["name"] not in self.pages:
@@ -47,7 +48,7 @@ class ImageHost:
         return web.Response(text=self.pages[request.match_info["name"]], content_type="text/html")
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/img/{name}"
+        return f"{self.base}/img/{name}"
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.path.startswith("/img/"):
@@ -62,14 +63,9 @@ async def image_host() -> AsyncIterator[ImageHost]:
     app.router.add_get("/img/{name}", host.handle)
     app.router.add_get("/page/{name}", host.serve_page)
     app.router.add_get("/favicon.ico", host.handle)  # the host page's own icon: no 404 in the console
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host.port = runner.addresses[0][1]
-    try:
+    async with serving(app) as base:
+        host.base = base
         yield host
-    finally:
-        await runner.cleanup()
 
 
 def image(url: str, alt: str | None = None, width: int = 640, height: int = 480, kind: str = "image") -> dict[str, Any]:
