@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import time
+import unicodedata
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -16,6 +18,7 @@ from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import Publisher
 from mixer.ingest.sources.x_v1 import parse_v1
 from mixer.keys import Keys
+from mixer.merge import dedupe
 from mixer.merge.dedupe import Book, Changes, Deduper, FeedWrite, fingerprint
 from mixer.merge.stage import MergeStage
 from mixer.models import Author, Edit, Event, Post, Retraction
@@ -152,6 +155,51 @@ def test_short_common_answers_are_never_collapsed() -> None:
     ]
     assert [k for k, _ in kinds(run(answers))] == ["p", "p", "p"]
     assert fingerprint("A1: yes!") is None
+
+
+def plain_fingerprint(text: str) -> str | None:
+    """The fingerprint as first written (three regex passes, always): what the fast one must equal."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    words = dedupe._NON_WORD.sub(" ", dedupe._MENTION_TAG.sub(" ", dedupe._URL.sub(" ", folded)))
+    core = " ".join(words.split())
+    return None if len(core) < dedupe.FINGERPRINT_MIN else hashlib.blake2b(core.encode(), digest_size=10).hexdigest()
+
+
+TEXT_PIECES = st.sampled_from(
+    [
+        "Our bakery",
+        " ",
+        "https://x.co/a_b",
+        "www.site.org",
+        "@ann@mstdn.social",
+        "#SmBiz",
+        "A1:",
+        "_",
+        "--",
+        "\n",
+        "Ünïcode",
+        "\uff46\uff55\uff4c\uff4c",  # fullwidth "full": NFKC makes it ASCII
+        "ß",
+        "İ",
+        "é",
+        "e\u0301",
+        "👋",
+        "x_y",
+        "42",
+        ".",
+        "http",
+        "@",
+        "#",
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(TEXT_PIECES, st.text(max_size=8)), max_size=20).map("".join))
+def test_the_fast_fingerprint_is_the_plain_one(text: str) -> None:
+    # the merge stage's fingerprint skips passes that cannot match and translates ASCII text (docs/benchmarks.md)
+    assert fingerprint(text) == plain_fingerprint(text)
+    assert fingerprint(f"{LONG} {text}") == plain_fingerprint(f"{LONG} {text}")  # long enough to have a digest
 
 
 @settings(max_examples=200, deadline=None)
