@@ -53,6 +53,24 @@ _KIND_FIELD = {"p": FIELD, "u": EDIT_FIELD, "r": RETRACT_FIELD, "n": PIN_FIELD}
 ACTIONS_CURSOR = "~actions"  # the actions stream's field in the merge cursor hash
 STATS_EVERY = 1.0  # seconds between writes of the counters to Keys.merge_stats: never per post, nor per batch
 STATS_TTL = 30  # seconds Keys.merge_stats outlives its last write: a stage gone quiet or away leaves no stale figures
+# A batch's per-post writes (feed entries, index, seen-set, fingerprints) as one script call with one msgpack argument:
+# one command per post (an XADD each, an HSET/ZADD argument pair each) cost the client more than anything else it sends
+# (building the commands, parsing a QUEUED reply per command: docs/benchmarks.md "Merge stage"). Redis's Lua reads
+# msgpack without the bin type, hence ``use_bin_type=False`` for the wrapper (the bodies inside are msgpack already).
+# In the MULTI like the rest of the batch: no reader sees half of it, and a connection lost before EXEC writes none.
+BATCH_WRITE = """
+local batch = cmsgpack.unpack(ARGV[2])
+for _, e in ipairs(batch[1]) do
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], e[1], e[2], e[3])
+end
+for n, cmd in ipairs({'HSET', 'ZADD', 'HSET', 'ZADD'}) do
+    local items = batch[n + 1]
+    for i = 1, #items, 1000 do
+        redis.call(cmd, KEYS[n + 1], unpack(items, i, math.min(i + 999, #items)))
+    end
+end
+return #batch[1]
+"""
 
 
 def decode_event(kind: bytes, raw: bytes) -> Event:
@@ -67,6 +85,27 @@ def decode_event(kind: bytes, raw: bytes) -> Event:
             raise ValueError("a retraction needs a 'key'")
         return Retraction(data["key"], str(data.get("source", "")), tuple(data.get("chats", ())))
     raise ValueError("an entry without a post, edit or retraction field")
+
+
+def batch_write(writes: list[FeedWrite], changes: Changes) -> list[list[Any]]:
+    """``BATCH_WRITE``'s argument: feed entries ``[id, field, body]`` (a post's body without its ``id``: the entry id
+    is its id), then flat argument lists for HSET index, ZADD seen, HSET fingerprints, ZADD fingerprint times."""
+    feed = []
+    for kind, entry_id, payload in writes:
+        body = {k: v for k, v in payload.items() if k != "id"} if kind == "p" else payload
+        feed.append([entry_id, _KIND_FIELD[kind], msgpack.packb(body, use_bin_type=True)])
+    index: list[Any] = []
+    for key, stored in changes.posts.items():
+        index += (key, msgpack.packb(stored, use_bin_type=True))
+    seen: list[Any] = []
+    for key, ms in changes.seen.items():
+        seen += (str(ms), key)
+    prints: list[Any] = []
+    times: list[Any] = []
+    for fp, (key, ms) in changes.fingerprints.items():
+        prints += (fp, f"{key}|{ms}")
+        times += (str(ms), fp)
+    return [feed, index, seen, prints, times]
 
 
 class FeedIds:
@@ -222,25 +261,11 @@ class MergeStage:
                     await self.load_rules()
 
         def fill(tx: Pipeline) -> None:
-            for kind, entry_id, payload in writes:
-                body = {k: v for k, v in payload.items() if k != "id"} if kind == "p" else payload
-                packed = msgpack.packb(body, use_bin_type=True)
-                tx.xadd(
-                    self._keys.feed,
-                    {_KIND_FIELD[kind]: packed},
-                    id=entry_id,
-                    maxlen=self._feed_maxlen,
-                    approximate=True,
-                )
-            if changes.posts:
-                index = {k: msgpack.packb(v, use_bin_type=True) for k, v in changes.posts.items()}
-                tx.hset(self._keys.index, mapping=index)  # type: ignore[arg-type]
-                tx.zadd(self._keys.seen, changes.seen)
-            if changes.fingerprints:
-                tx.hset(
-                    self._keys.fingerprints, mapping={fp: f"{k}|{ms}" for fp, (k, ms) in changes.fingerprints.items()}
-                )
-                tx.zadd(self._keys.fingerprint_times, {fp: ms for fp, (_, ms) in changes.fingerprints.items()})
+            if writes or changes.posts or changes.fingerprints:
+                k = self._keys
+                batch = msgpack.packb(batch_write(writes, changes), use_bin_type=False)
+                keys = (k.feed, k.index, k.seen, k.fingerprints, k.fingerprint_times)
+                tx.eval(BATCH_WRITE, len(keys), *keys, self._feed_maxlen, batch)
             if held:
                 tx.hset(self._keys.mod_queue, mapping={k: pack_post(p) for k, p in held.items()})
             decided = [a["key"] for a in actions if a.get("action") in ("approve", "reject")]
