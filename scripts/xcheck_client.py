@@ -8,7 +8,8 @@ sampled clients and raw-socket counters and the server's aiohttp. It imports not
 Counting, per client, as the load test counts: every item of a ``posts`` frame is one delivery (a post sent
 twice counts twice); besides that, the distinct keys starting with ``--marker`` (the posts the benchmark drove:
 a duplicate or a stranger shows as deliveries != keys), ``lag`` frames, closes by the server (with their code),
-and each post's latency (receive time minus its ``at``, ms). The first frame must be the ``hello``.
+and each post's latency (receive time minus its ``at``, ms). The first frame must be the ``hello`` (unless
+``--no-hello``: the benchmark's naive server sends none).
 
 Talking to the parent: one line ``ready CONNECTED FAILED`` on stdout once every client has its hello (or has
 failed); then the clients count until stdin ends (or, with ``--until K``, until every client has K keys), and one
@@ -43,11 +44,11 @@ class Counter:
         self.latency_ms: list[float] = []
         self.ws: websocket.WebSocket | None = None
 
-    def connect(self, url: str) -> bool:
-        """Open the socket and read the hello; False when either fails."""
+    def connect(self, url: str, hello: bool) -> bool:
+        """Open the socket and (with ``hello``) read the hello; False when either fails."""
         try:
             ws = websocket.create_connection(url, timeout=10, skip_utf8_validation=True)
-            first = json.loads(ws.recv())
+            first = json.loads(ws.recv()) if hello else {"type": "hello"}
         except (OSError, websocket.WebSocketException, ValueError):
             return False
         if first.get("type") != "hello":
@@ -117,9 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=20, help="clients to hold (default 20)")
     parser.add_argument("--marker", default="", help="the prefix of the keys of the posts to collect")
     parser.add_argument("--until", type=int, metavar="K", help="stop once every client has K keys (else: stdin's end)")
+    parser.add_argument("--no-hello", action="store_true", help="the server sends no hello: do not wait for one")
     args = parser.parse_args(argv)
     clients = [Counter() for _ in range(args.clients)]
-    connected = [c for c in clients if c.connect(args.url)]
+    connected = [c for c in clients if c.connect(args.url, not args.no_hello)]
     print(f"ready {len(connected)} {len(clients) - len(connected)}", flush=True)
     stopping, reached = threading.Event(), threading.Semaphore(0)
     threads = [

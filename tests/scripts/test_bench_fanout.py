@@ -79,6 +79,15 @@ def test_the_cross_check_says_which_count_differs_from_the_posts_driven() -> Non
     assert xc["mismatches"] == ["our load test's deliveries per client 48-50, 50 driven"]
 
 
+def test_only_a_mismatch_where_the_load_test_lost_nothing_is_disputed() -> None:
+    bench = _bench()
+    ours = {"min": 50, "mean": 50.0, "max": 50}
+    hidden = {"row": "1000x100", "loss_pct": 0.0, "cross_check": bench.cross_check(_independent([49], [49]), ours, 50)}
+    behind = {"row": "10000x1000", "loss_pct": 95.0, "cross_check": {"mismatches": ["every count short"]}}
+    agreed = {"row": "5000x100", "loss_pct": 0.0, "cross_check": bench.cross_check(_independent([50], [50]), ours, 50)}
+    assert bench.disputed([hidden, behind, agreed, {"row": "idle10000"}]) == [hidden]
+
+
 def test_a_tiny_row_with_the_cross_check_gives_both_counts_equal_to_the_posts_driven(
     redis_url: str, tmp_path: Path
 ) -> None:
