@@ -11,21 +11,26 @@ time minus the post's ``at``), CPU % of the server (and its kernel share), of th
 and of Redis, CPU microseconds per delivery, our hub's own counters (broadcasts, posts per
 broadcast, ms per broadcast, publish -> hub delay), RSS per connection, per-core busy and
 which core saturated; then one table of every run against the issue's targets, and the whole
-as JSON with ``--json``. Loopback packets pass each core's input backlog: set
-``net.core.netdev_max_backlog`` to 30000 or more first (the default 1000 drops packets when a
-broadcast writes thousands of sockets, and each drop is a retransmission 200 ms+ later); the
-drops of each run are printed. See docs/benchmarks.md.
+as JSON with ``--json``. With ``--cross-check N``, N more clients (``scripts/xcheck_client.py``: websocket-client,
+no code shared with the load test or the server) count their deliveries too, and each driven run prints their
+posts per client beside the load test's, both against the posts driven; a mismatch is flagged, and when the load
+test saw nothing lost it makes the exit status 1.
+Loopback packets pass each core's input backlog: set ``net.core.netdev_max_backlog`` to 30000 or more first (the
+default 1000 drops packets when a broadcast writes thousands of sockets, and each drop is a retransmission 200 ms+
+later); the drops of each run are printed. See docs/benchmarks.md.
 
     .venv/bin/python scripts/bench_fanout.py                              # 1,000 x 100, both servers
     .venv/bin/python scripts/bench_fanout.py --rows all --json bench.json # every row of the target table
     .venv/bin/python scripts/bench_fanout.py --rows 5000x1000 --servers ours
     .venv/bin/python scripts/bench_fanout.py --rows idle10000             # bytes per idle connection, ours
+    .venv/bin/python scripts/bench_fanout.py --servers ours --cross-check 20  # counts checked by 20 other clients
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import resource
@@ -50,9 +55,11 @@ from mixer.keys import Keys
 from mixer.models import Author, Post
 from mixer.settings import Settings
 from mixer.tools.loadtest.procstat import core_busy, core_times, process_ticks
+from mixer.tools.loadtest.report import spread_of
 from mixer.tools.loadtest.run import LoadOptions, loadtest
 
 ROOT = Path(__file__).resolve().parent.parent
+XCHECK = ROOT / "scripts" / "xcheck_client.py"
 CHATS = ("smbiz", "edchat", "journchat", "blogchat")
 HZ = os.sysconf("SC_CLK_TCK")
 # seconds between the driver's XADD pipelines (the posts due meanwhile go together, each stamped when made):
@@ -285,6 +292,7 @@ async def one_run(
     redis = aioredis.Redis.from_url(redis_url)
     log = Path(tempfile.gettempdir()) / f"bench_fanout_{kind}_{os.getpid()}.log"
     proc = await start_server(kind, port, redis_url, keys, pin, log)
+    xcheck: asyncio.subprocess.Process | None = None
     try:
         await asyncio.sleep(1.0)  # let it settle: the idle RSS is read by the load test before connecting
         idle = not row.rate
@@ -312,6 +320,7 @@ async def one_run(
         test = asyncio.create_task(loadtest(Settings(), options, say, stop))
         window = Window(proc.pid, redis_pid)
         published = 0
+        independent: dict[str, Any] | None = None
         if not idle:
             deadline, last, grown = time.monotonic() + ramp + 30, -1, time.monotonic()
             while (now := established(port)) < clients and time.monotonic() < deadline and not test.done():
@@ -320,11 +329,15 @@ async def one_run(
                 elif now > 0 and time.monotonic() - grown > 3:
                     break
                 await asyncio.sleep(0.2)
+            if args.cross_check:  # connected after ours, so the wait above counts ours alone; on the load core too
+                xcheck = await start_cross_check(port, args.cross_check, f"bench:{keys.prefix}:", kind == "ours")
             await asyncio.sleep(0.5)
             window.begin()
             published = await drive(redis, keys, row.rate, args.duration, keys.prefix)
             await asyncio.sleep(args.drain)
             window.end()
+            if xcheck is not None:
+                independent = await finish_cross_check(xcheck)
         hub = await hub_counters(port) if kind == "ours" and not idle else {}
         stop.set()
         result = await test
@@ -332,15 +345,85 @@ async def one_run(
         out.update(row=row.name, rate=row.rate, target_p99_ms=row.target_p99_ms, load_avg=os.getloadavg()[0])
         if hub:
             out["hub"] = hub_figures(hub)
+        if independent is not None:
+            out["cross_check"] = cross_check(independent, result["posts_per_client"], published)
         out["server_errors"] = log.read_text(errors="replace").count("Traceback")
         out["log"] = str(log)
         if not out["server_errors"] and not out["closes"]:
             log.unlink()  # kept only when it explains something
         return out
     finally:
+        if xcheck is not None and xcheck.returncode is None:
+            xcheck.kill()  # the run failed before it ended
+            await xcheck.wait()
         await stop_server(proc)
         await redis.delete(keys.feed)
         await redis.aclose()
+
+
+async def start_cross_check(port: int, clients: int, marker: str, hello: bool) -> asyncio.subprocess.Process:
+    """The independent clients (``scripts/xcheck_client.py``) in a process of their own, returned once each has
+    connected (and, with ``hello``, has its hello) or failed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(XCHECK), "--url", f"ws://127.0.0.1:{port}/ws", "--clients", str(clients),
+        "--marker", marker, *([] if hello else ["--no-hello"]),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 60)
+    if not line.startswith(b"ready "):
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"scripts/xcheck_client.py did not start (exit {proc.returncode}): see its error above")
+    return proc
+
+
+async def finish_cross_check(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    """Stop the independent clients (their stdin ends) and read their counts."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.close()
+    out = await asyncio.wait_for(proc.stdout.read(), 30)
+    await proc.wait()
+    return dict(json.loads(out.splitlines()[-1]))
+
+
+def cross_check(independent: dict[str, Any], ours: dict[str, float] | None, published: int) -> dict[str, Any]:
+    """Posts per client of our load test beside the independent clients', each against the posts driven (every
+    client should get each once); ``mismatches`` says in words what differs, empty when all agree."""
+    theirs, keys = spread_of(independent["per_client"]), spread_of(independent["keys_per_client"])
+    mismatches = []
+    for name, spread in (
+        ("our load test's deliveries", ours),
+        ("independent deliveries", theirs),
+        ("independent distinct posts", keys),
+    ):
+        if spread is None or spread["min"] != published or spread["max"] != published:
+            got = f"{spread['min']:g}-{spread['max']:g}" if spread else "none"
+            mismatches.append(f"{name} per client {got}, {published} driven")
+    if independent["failed"] or independent["closes"]:
+        mismatches.append(
+            f"{independent['failed']} independent clients failed to connect, {independent['closes']} were closed "
+            f"by the server {independent['close_codes']}"
+        )
+    return {
+        "expected_per_client": published,
+        "ours_per_client": ours,
+        "independent_clients": independent["clients"],
+        "independent_connected": independent["connected"],
+        "independent_per_client": theirs,
+        "independent_keys_per_client": keys,
+        "independent_lag_frames": independent["lag_frames"],
+        "independent_closes": independent["closes"],
+        "independent_latency_ms": independent["latency_ms"],
+        "mismatches": mismatches,
+    }
+
+
+def disputed(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs where our load test saw every post reach every client but the independent clients disagree: what
+    the cross-check is for. (A run that lost posts, as the naive server does when it falls behind, differs from
+    the posts driven on both sides, each client by its own amount; its loss is already in its row.)"""
+    return [r for r in results if r.get("loss_pct") == 0 and (r.get("cross_check") or {}).get("mismatches")]
 
 
 async def hub_counters(port: int) -> dict[str, int]:
@@ -462,6 +545,26 @@ def show(res: dict[str, Any]) -> None:
         f"   kernel input-backlog drops (TCP retransmits on loopback) {res.get('softnet_drops', 0):,}; "
         f"net.core.netdev_max_backlog {backlog_limit()}"
     )
+    if xc := res.get("cross_check"):
+        show_cross_check(xc, res["connected"])
+
+
+def show_cross_check(xc: dict[str, Any], ours_clients: int) -> None:
+    def spread(s: dict[str, float] | None) -> str:
+        return f"{s['min']:g} / {s['mean']:g} / {s['max']:g}" if s else "none"
+
+    lat = xc["independent_latency_ms"]
+    print(
+        f"   cross-check, posts per client (min / mean / max), {xc['expected_per_client']:,} driven: "
+        f"our load test {spread(xc['ours_per_client'])} ({ours_clients:,} clients); independent "
+        f"{spread(xc['independent_per_client'])} ({xc['independent_connected']}/{xc['independent_clients']} "
+        f"websocket-client clients), distinct posts {spread(xc['independent_keys_per_client'])}"
+    )
+    print(
+        f"   independent clients: lag frames {xc['independent_lag_frames']}, closes {xc['independent_closes']}, "
+        f"latency ms p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} (n={lat.get('count', 0):,}): "
+        + ("counts agree" if not xc["mismatches"] else "MISMATCH: " + "; ".join(xc["mismatches"]))
+    )
 
 
 def verdict(res: dict[str, Any]) -> str:
@@ -553,10 +656,15 @@ async def main(args: argparse.Namespace) -> None:
     table(results)
     if said := ratios(results):
         print("\n" + "\n".join(said))
+    for r in results:
+        if said := (r.get("cross_check") or {}).get("mismatches"):
+            print(f"\nCROSS-CHECK MISMATCH {r['row']} {r['server']}: " + "; ".join(said))
     print(
         f"\n{args.duration:g} s driven per row; pinned: {bool(pin)}; deliveries/s = posts received by all clients "
         f"by the end of the drain / driven seconds; CPU 100% = one core; JSON in {args.json or '(no --json)'}"
     )
+    if disputed(results):
+        sys.exit(1)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -578,6 +686,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--poll-ms", type=float, default=40.0, help="counting clients' read rounds (default 40 ms)")
     parser.add_argument("--servers", default="ours,naive", help="which to run, in order (default ours,naive)")
     parser.add_argument("--json", metavar="FILE", help="write every run's figures here (rewritten after each run)")
+    parser.add_argument(
+        "--cross-check",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also hold N independent clients (scripts/xcheck_client.py, websocket-client) on each driven run and "
+        "print their posts per client beside the load test's (default 0: none)",
+    )
     parser.add_argument("--redis", metavar="URL", help="an existing Redis (default: an embedded one)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the load test's progress every second")
     args = parser.parse_args(argv)
@@ -593,6 +709,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--rows is a comma list of CLIENTSxRATE or idleN, e.g. 1000x100,idle10000, or all")
     if not set(args.servers.split(",")) <= {"ours", "naive"}:
         parser.error("--servers is a comma list of ours, naive")
+    if args.cross_check < 0:
+        parser.error("--cross-check is a number of clients, 0 or more")
+    if args.cross_check and importlib.util.find_spec("websocket") is None:
+        parser.error("--cross-check needs websocket-client: pip install 'chatmixer[load]' (or the test extra)")
     return args
 
 
