@@ -25,14 +25,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mixer import connect
-from mixer.models import normalize_tag
+from mixer.models import TAG, normalize_tag
 from mixer.redact import redact
 from mixer.settings import ChatSettings, Profile
 
 # Badge colours for chats that name none: distinct from each other, readable on a dark background.
 PALETTE = ("#4fc3f7", "#ffb74d", "#81c784", "#f06292", "#ba68c8", "#fff176", "#4db6ac", "#e57373")
 
-_TAG = re.compile(r"^[^\s#]{1,100}$")  # the rule Post.from_dict applies to chat tags
 _TAG_WANT = "a hashtag without spaces or '#' inside (1-100 characters)"
 _COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 _PREFIX = re.compile(r"^[^\s{}]+$")  # braces would break the keys' {<prefix>} hash tag
@@ -40,7 +39,7 @@ _PREFIX = re.compile(r"^[^\s{}]+$")  # braces would break the keys' {<prefix>} h
 
 def _tag(raw: str) -> str | None:
     tag = normalize_tag(raw)
-    return tag if _TAG.match(tag) else None
+    return tag if TAG.match(tag) else None
 
 
 _URL = re.compile(r"^https?://[^\s/]+")

@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar, cast
 
 log = logging.getLogger(__name__)
 
-_TAG = re.compile(r"^[^\s#]{1,100}$")
+TAG = re.compile(r"^[^\s#]{1,100}$")  # a chat tag as stored (after normalize_tag)
 _HTTP_URL = re.compile(r"^https?://[^\s/?#]+\S*$", re.IGNORECASE)  # what a screen may load: http(s), nothing else
 _T = TypeVar("_T")
 ELLIPSIS = "\u2026"  # ends a cut text, so a reader sees that it was cut
@@ -200,7 +200,7 @@ class Post:
         chats = tuple(dict.fromkeys(normalize_tag(c) for c in chats_raw))
         chats = _first(chats, LIMITS.chats, key, "chats")
         for chat in chats:
-            if not _TAG.match(chat):
+            if not TAG.match(chat):
                 raise ValueError(f"bad chat tag {chat!r}")
         media_raw = data.get("media") or []
         if not isinstance(media_raw, list) or not all(isinstance(m, str) for m in media_raw):
@@ -369,6 +369,8 @@ def _opt_int(data: dict[str, Any], name: str) -> int | None:
 def check_text(value: str, label: str) -> str:
     """``value`` when it is text that can be stored (UTF-8); ValueError naming ``label`` for a lone surrogate (which
     JSON's ``"\\ud800"`` escape can carry in)."""
+    if value.isascii():  # O(1) in CPython, and most fields are: no need to encode them to know
+        return value
     try:
         value.encode()
     except UnicodeEncodeError:

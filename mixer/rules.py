@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from mixer.models import check_text, normalize_tag
+from mixer.models import TAG, check_text, normalize_tag
 from mixer.settings import Settings
 
 MAX_ENTRIES = 10_000  # per list: bounds the compiled pattern a rule edit can ask for
 MAX_WORD_CHARS = 100
-_TAG = re.compile(r"^[^\s#]{1,100}$")
 _SOURCE = re.compile(r"^[a-z0-9_.-]{1,32}$")
 # Combining diacritics (accents, after NFKD) and invisible format characters: dropped before matching.
 _STRIP = re.compile(
@@ -82,7 +81,7 @@ class Rules:
         chats: dict[str, ChatRules] = {}
         for tag, rules in self.chats.items():
             chat = normalize_tag(check_text(tag, "chats")) if isinstance(tag, str) else ""
-            if not _TAG.match(chat):
+            if not TAG.match(chat):
                 raise ValueError(f"bad chat tag {tag!r} in 'chats'")
             if not isinstance(rules, ChatRules):
                 raise ValueError(f"chats.{chat} must be ChatRules")
