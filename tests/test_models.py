@@ -11,7 +11,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mixer import models
@@ -221,3 +221,68 @@ def test_any_valid_attachments_round_trip_exactly_through_json_and_msgpack(items
     assert post.to_dict().get("attachments", []) == items
     assert Post.from_dict(loads(json.dumps(post.to_dict()))) == post
     assert unpack_post("1-0", pack_post(post)) == replace(post, id="1-0")
+
+
+# Values each field may carry in a stored entry: fitting, at and past each limit, empty, of the wrong type, None.
+_LONG = {"key": LIMITS.key, "source": LIMITS.source, "text": LIMITS.text, "url": LIMITS.url, "lang": LIMITS.lang}
+_STR = st.sampled_from(["", "a", "x:1", "Ünï", "#Tag", " tag ", "A b", "\u00df", "\U0001f44b", "https://e.com/a.jpg"])
+_FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    name: st.one_of(_STR, st.sampled_from([None, 0, 1.5, True, [], {}, "k" * limit, "k" * (limit + 1)]))
+    for name, limit in {
+        **_LONG,
+        "reply_to": LIMITS.key,
+        "boost_of": LIMITS.key,
+        "quote_of": LIMITS.key,
+        "quote_url": LIMITS.url,
+        "id": LIMITS.id,
+    }.items()
+}
+_FIELD_VALUES["chats"] = st.lists(
+    st.sampled_from(["a", "smbiz", "Ünï", "#Tag", "EdChat", "\u00df"]), max_size=4
+) | st.lists(st.one_of(_STR, st.just(1), st.just("t" * 101)), max_size=LIMITS.chats + 2)
+_FIELD_VALUES["created"] = st.sampled_from([0, 1, -1, 1_632_300_000_000, 1.0e12, 2.5, True, None, "1", 1 << 53])
+_FIELD_VALUES["at"] = _FIELD_VALUES["created"]
+_FIELD_VALUES["media"] = st.one_of(
+    st.lists(st.sampled_from(["https://e.com/a.jpg", "u" * (LIMITS.url + 1), 3]), max_size=LIMITS.media + 2),
+    st.sampled_from([None, "https://e.com/a.jpg"]),
+)
+_FIELD_VALUES["attachments"] = st.sampled_from([None, [], [{"kind": "image", "url": "https://e.com/a.jpg"}], "x"])
+_FIELD_VALUES["author"] = st.fixed_dictionaries(
+    {},
+    optional={
+        "handle": st.one_of(_STR, st.sampled_from([None, 5, "h" * (LIMITS.handle + 1)])),
+        "name": st.one_of(_STR, st.sampled_from([None, 5, "n" * (LIMITS.name + 1)])),
+        "avatar": st.one_of(_STR, st.sampled_from([None, 5, "a" * (LIMITS.url + 1)])),
+    },
+) | st.sampled_from([None, "someone", []])
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(sorted(_FIELD_VALUES)), st.none(), max_size=3).flatmap(
+        lambda chosen: st.fixed_dictionaries({name: _FIELD_VALUES[name] for name in chosen})
+    ),
+    st.sampled_from(["", "1-0", "9" * 70]),
+    st.sets(st.sampled_from(sorted(POST)), max_size=2),
+)
+@example({"chats": ["smbiz", "smbiz"]}, "", set())  # the cases closest to the fast path's edge, always tried
+@example({"chats": ["EdChat"]}, "", set())
+@example({"text": "t" * (LIMITS.text + 1)}, "", set())
+@example({"at": 0}, "1-0", {"lang"})
+@example({"attachments": [{"kind": "image", "url": "https://e.com/a.jpg"}]}, "", set())
+@example({"author": {"handle": "h", "avatar": ""}}, "", set())
+def test_a_stored_post_decodes_as_from_dict_reads_it_whatever_it_holds(
+    changed: dict[str, Any], entry_id: str, removed: set[str]
+) -> None:
+    # unpack_post's typed fast path (the merge stage's decode) must give what Post.from_dict gives, or the same error
+    data = {k: v for k, v in {**POST, **changed}.items() if k not in removed}
+    raw = msgpack.packb(data, use_bin_type=True)
+    try:
+        expected: Post | str = Post.from_dict({**data, "id": entry_id})
+    except ValueError as exc:
+        expected = str(exc)
+    try:
+        got: Post | str = unpack_post(entry_id, raw)
+    except ValueError as exc:
+        got = str(exc)
+    assert got == expected
