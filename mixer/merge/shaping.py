@@ -25,12 +25,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgpack
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from mixer.backoff import Backoff
-from mixer.codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, unpack_item
+from mixer.codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD
 from mixer.keys import Keys
 from mixer.merge.lease import Fence, fenced
 from mixer.merge.shaper import Shaper
@@ -39,6 +40,13 @@ from mixer.settings import Profile
 from mixer.streams import id_before, id_key, last_id, raise_if_cancelling, read_new, text
 
 log = logging.getLogger(__name__)
+
+
+class _Chats(msgspec.Struct):
+    chats: list[str]
+
+
+_CHATS = msgspec.msgpack.Decoder(_Chats)  # a feed post's chats, the rest only checked to be msgpack
 
 REMEMBER = 20_000  # emitted feed id -> profile id, per profile, for mapping later edits and retractions
 LOAD_PAGE = 2000  # shaped entries read per XREVRANGE while reloading that map on start
@@ -66,7 +74,9 @@ class ShapingStage:
         self._clock = clock
         self._finished: set[str] = set()  # ids some shaper emitted or dropped since the last step
         self.shapers = {p.name: Shaper(p, on_drop=self._finished.add) for p in self._profiles}
-        self._waiting: dict[str, dict[str, Any]] = {}  # feed id -> post, while any shaper holds it (feed order)
+        # feed id -> the post as the feed holds it (msgpack, without id) or as an edit left it, while any shaper holds
+        # it (feed order); decoded only if a profile emits it: the wall emits one post in hundreds on a busy night
+        self._waiting: dict[str, bytes | dict[str, Any]] = {}
         self._emitted: dict[str, OrderedDict[str, str]] = {p.name: OrderedDict() for p in self._profiles}
         self._ids: dict[str, FeedIds] = {}
         self._pins: dict[str, dict[str, Any] | None] = {}  # profile -> its newest pin of this step (None: unpinned)
@@ -132,7 +142,9 @@ class ShapingStage:
                 self._finished.add(feed_id)
                 post = self._waiting.get(feed_id)
                 if post is not None:
-                    writes[name].append((FIELD, self._emit(name, feed_id, now), {**post, "ref": feed_id}))
+                    body = msgpack.unpackb(post, raw=False) if isinstance(post, bytes) else post
+                    body.pop("id", None)
+                    writes[name].append((FIELD, self._emit(name, feed_id, now), {**body, "ref": feed_id}))
             drops[name] = shaper.drain_drops()
         self._forget_finished()
         return await self._write(writes, drops)
@@ -140,11 +152,11 @@ class ShapingStage:
     def _handle(self, entry_id: str, raw: bytes, kind: bytes, now: float, writes: dict[str, list[Any]]) -> None:
         """Posts are offered to the shapers; every other entry is a control message for every profile."""
         if kind == FIELD:
-            post = unpack_item(entry_id, raw)
+            chats = tuple(_CHATS.decode(raw).chats)  # a bad entry raises here, before any shaper saw it
             for name, shaper in self.shapers.items():
                 if entry_id not in self._emitted[name]:
-                    shaper.offer(entry_id, tuple(post["chats"]), now)
-            self._waiting[entry_id] = {k: v for k, v in post.items() if k != "id"}
+                    shaper.offer(entry_id, chats, now)
+            self._waiting[entry_id] = raw
         elif not kind:
             raise ValueError("an entry of a kind this version does not know")
         elif not isinstance(payload := msgpack.unpackb(raw, raw=False), dict):
