@@ -65,12 +65,18 @@ def budget(run: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def others(run: dict[str, Any]) -> float:
+    """% of one core busy over the run that neither the server, the load side, Redis nor ksoftirqd spent."""
+    ours = run["cpu_percent"] + run["load_cpu_percent"] + run["redis_cpu_percent"] + run["softirqd_cpu_percent"]
+    return max(0.0, sum(run["cores_busy"]) - ours)
+
+
 def side_by_side(ladders: dict[int, list[dict[str, Any]]], rates: list[float]) -> list[str]:
     """Per rate, one line per worker count: deliveries/s, loss, p99, verdict, µs per delivery of server / load /
-    Redis, cores busy."""
+    Redis, cores busy, and the busy time that was none of ours (another engineer's work spoils a step)."""
     lines = [
         f"{'posts/s':>8} {'workers':>7} {'deliv/s':>11} {'loss%':>6} {'p99 ms':>7} {'':>7} "
-        f"{'us/delivery srv/load/redis':>27} {'cores busy %':>13}"
+        f"{'us/delivery srv/load/redis':>27} {'cores busy %':>13} {'not ours %':>10}"
     ]
     for rate in rates:
         for workers, runs in ladders.items():
@@ -82,7 +88,7 @@ def side_by_side(ladders: dict[int, list[dict[str, Any]]], rates: list[float]) -
             lines.append(
                 f"{rate:>8g} {workers:>7} {run['deliveries_per_s']:>11,} {run['loss_pct']:>6} "
                 f"{(run.get('latency_ms') or {}).get('p99') or '-':>7} {fanout.verdict(run):>7} {cost:>27} "
-                f"{'/'.join(f'{b:.0f}' for b in run['cores_busy']):>13}"
+                f"{'/'.join(f'{b:.0f}' for b in run['cores_busy']):>13} {others(run):>10.0f}"
             )
     return lines
 
@@ -151,7 +157,10 @@ async def main(args: argparse.Namespace) -> None:
                     save(Path(args.json), ladders)
                 if fanout.verdict(run) != "met":
                     break  # the ceiling is below this step
-    print(f"\n{args.clients:,} clients, p99 target {args.target_ms:g} ms, 0 loss; {args.duration:g} s driven per step")
+    print(
+        f"\n{args.clients:,} clients, p99 target {args.target_ms:g} ms, 0 loss; {args.duration:g} s driven + "
+        f"{args.drain:g} s drain per step (CPU figures over both; 100% = one core)"
+    )
     print("\n".join(side_by_side(ladders, rates)))
     print()
     print("\n".join(verdict_lines(ladders, args.target_ms)))
