@@ -737,6 +737,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--rows is a comma list of CLIENTSxRATE or idleN, e.g. 1000x100,idle10000, or all")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.workers > 1 and "idle" in args.rows:
+        # bytes per connection reads the main process's RSS, and it holds only its share of the connections
+        parser.error("--workers N > 1 is for driven rows: an idle row measures one process's memory")
     if not set(args.servers.split(",")) <= {"ours", "naive"}:
         parser.error("--servers is a comma list of ours, naive")
     return args

@@ -68,5 +68,6 @@ def test_the_worker_count_reaches_the_fan_out_benchmark_and_the_target_comes_fro
     args = bench.parse_args(["--clients", "5000", "--rates", "2000,1000", "--workers", "1,2"])
     assert (args.rates, args.target_ms) == ("1000,2000", 200.0)  # the 5,000 x 1,000 row's target
     assert sys.modules["bench_fanout"].parse_args(["--workers", "2"]).workers == 2
-    with pytest.raises(SystemExit):
-        sys.modules["bench_fanout"].parse_args(["--workers", "0"])
+    for refused in (["--workers", "0"], ["--workers", "2", "--idle", "1000"]):
+        with pytest.raises(SystemExit):
+            sys.modules["bench_fanout"].parse_args(refused)
