@@ -357,7 +357,7 @@ async def one_run(
     port = free_port()
     redis = aioredis.Redis.from_url(redis_url)
     log = Path(tempfile.gettempdir()) / f"bench_fanout_{kind}_{os.getpid()}.log"
-    workers = args.workers if kind == "ours" else 1
+    workers = args.workers if kind == "ours" and row.rate else 1  # idle: one process's RSS is the figure
     proc = await start_server(kind, port, redis_url, keys, pin, log, workers)
     try:
         pids = await wait_workers(port, proc, workers)
