@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,7 @@ async def wait_listening(port: int, proc: asyncio.subprocess.Process, within: fl
 
 
 async def start_server(
-    kind: str, port: int, redis_url: str, keys: Keys, pin: list[str], log: Path
+    kind: str, port: int, redis_url: str, keys: Keys, pin: list[str], log: Path, workers: int = 1
 ) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIXER_")}
     if kind == "ours":
@@ -136,7 +137,7 @@ async def start_server(
             MIXER_SERVER_MAX_PER_IP="1000000",
             MIXER_SERVER_MAX_CONNECTIONS="1000000",
         )
-        cmd = [sys.executable, "-m", "mixer.cli", "serve", "--no-merge", "--port", str(port)]
+        cmd = [sys.executable, "-m", "mixer.cli", "serve", "--no-merge", "--port", str(port), "--workers", str(workers)]
     else:
         cmd = [sys.executable, str(ROOT / "scripts" / "naive_broadcast.py"), "--port", str(port)]
         cmd += ["--redis", redis_url, "--stream", keys.feed]
@@ -144,6 +145,57 @@ async def start_server(
         proc = await asyncio.create_subprocess_exec(*pin, *cmd, env=env, cwd=ROOT, stdout=out, stderr=out)
     await wait_listening(port, proc)
     return proc
+
+
+async def wait_workers(port: int, proc: asyncio.subprocess.Process, workers: int, within: float = 30) -> set[int]:
+    """The server's processes (``proc`` and the siblings ``mixer serve --workers`` spawned), once ``workers`` of them
+    listen on ``port``."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        pids = {proc.pid} | descendants(proc.pid)
+        if len(listening_by_pid(port, pids)) >= workers:
+            return pids
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"fewer than {workers} server processes listening on {port} after {within} s")
+
+
+def sockets_by_pid(port: int, pids: set[int], state: str) -> dict[int, int]:
+    """How many TCP sockets in ``state`` (/proc/net/tcp's hex code: 01 established, 0A listening) with local port
+    ``port`` each of ``pids`` holds (matched by socket inode through /proc/PID/fd)."""
+    owner: dict[str, int] = {}
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                link = os.readlink(fd) if fd.is_symlink() else ""
+                if link.startswith("socket:["):
+                    owner[link[8:-1]] = pid
+        except OSError:
+            continue  # gone meanwhile
+    counts: dict[int, int] = {}
+    want = f":{port:04X}"
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[1].endswith(want) and fields[3] == state and fields[9] in owner:
+                counts[owner[fields[9]]] = counts.get(owner[fields[9]], 0) + 1
+    return counts
+
+
+def listening_by_pid(port: int, pids: set[int]) -> dict[int, int]:
+    return sockets_by_pid(port, pids, "0A")
+
+
+def bytes_written(pid: int) -> int:
+    """Bytes the process passed to write and sendfile calls (``wchar`` of /proc/PID/io; 0 when unreadable)."""
+    try:
+        text = Path(f"/proc/{pid}/io").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith("wchar:")), 0)
 
 
 async def stop_server(proc: asyncio.subprocess.Process) -> None:
@@ -171,6 +223,19 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def kernel_threads(prefix: str = "ksoftirqd/") -> set[int]:
+    """The kernel threads named ``prefix``...: ksoftirqd runs the network receive work the kernel defers under load
+    (on loopback, the clients' and the server's TCP input), charged to no process of ours."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().partition("(")[2].startswith(prefix):
+                found.add(int(stat.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 def ticks_of(pids: set[int], system: bool = False) -> int:
     """utime + stime of ``pids`` in clock ticks (stime alone with ``system``); a process gone meanwhile counts 0."""
     total = 0
@@ -184,27 +249,35 @@ def ticks_of(pids: set[int], system: bool = False) -> int:
 
 
 class Window:
-    """CPU of the server, of the load side (this process and its workers) and of Redis, and per-core busy,
-    over the driven window; 100% = one core."""
+    """CPU of the server (every one of its processes), of the load side (this process and its workers) and of
+    Redis, each server process's CPU and bytes written, and per-core busy, over the driven window; 100% = one core."""
 
-    def __init__(self, pid: int, redis_pid: int | None) -> None:
-        self.pid, self.redis_pid = pid, redis_pid
+    def __init__(self, pids: set[int], redis_pid: int | None) -> None:
+        self.pids, self.redis_pid = pids, redis_pid
 
     def begin(self) -> None:
-        self.load = descendants(os.getpid()) - {self.pid, self.redis_pid} | {os.getpid()}
+        self.load = descendants(os.getpid()) - self.pids - {self.redis_pid} | {os.getpid()}
         self.redis = {self.redis_pid} if self.redis_pid else set()
+        self.softirqd = kernel_threads()
         self.t0 = time.monotonic()
-        self.ticks0 = [ticks_of({self.pid}), ticks_of({self.pid}, True), ticks_of(self.load), ticks_of(self.redis)]
+        self.ticks0 = [ticks_of(self.pids), ticks_of(self.pids, True), ticks_of(self.load), ticks_of(self.redis)]
+        self.ticks0.append(ticks_of(self.softirqd))
+        self.each0 = {pid: (ticks_of({pid}), bytes_written(pid)) for pid in self.pids}
         self.cores0 = core_times(Path("/proc/stat").read_text())
         self.drops0 = softnet_drops()
 
     def end(self) -> None:
         elapsed = time.monotonic() - self.t0
-        ticks = [ticks_of({self.pid}), ticks_of({self.pid}, True), ticks_of(self.load), ticks_of(self.redis)]
+        ticks = [ticks_of(self.pids), ticks_of(self.pids, True), ticks_of(self.load), ticks_of(self.redis)]
+        ticks.append(ticks_of(self.softirqd))
         self.seconds = elapsed
-        self.cpu, self.cpu_system, self.load_cpu, self.redis_cpu = (
+        self.cpu, self.cpu_system, self.load_cpu, self.redis_cpu, self.softirqd_cpu = (
             round(100.0 * (b - a) / HZ / elapsed, 1) for a, b in zip(self.ticks0, ticks, strict=True)
         )
+        self.each = {
+            pid: (round(100.0 * (ticks_of({pid}) - t0) / HZ / elapsed, 1), bytes_written(pid) - w0)
+            for pid, (t0, w0) in self.each0.items()
+        }
         self.busy = core_busy(self.cores0, core_times(Path("/proc/stat").read_text()))
         self.drops = softnet_drops() - self.drops0
 
@@ -291,9 +364,12 @@ async def one_run(
     port = free_port()
     redis = aioredis.Redis.from_url(redis_url)
     log = Path(tempfile.gettempdir()) / f"bench_fanout_{kind}_{os.getpid()}.log"
-    proc = await start_server(kind, port, redis_url, keys, pin, log)
+    workers = args.workers if kind == "ours" and row.rate else 1  # idle: one process's RSS is the figure
+    proc = await start_server(kind, port, redis_url, keys, pin, log, workers)
     xcheck: asyncio.subprocess.Process | None = None
     try:
+        pids = await wait_workers(port, proc, workers)
+        where = place(proc.pid, pids, bool(pin))
         await asyncio.sleep(1.0)  # let it settle: the idle RSS is read by the load test before connecting
         idle = not row.rate
         clients = row.clients
@@ -318,7 +394,7 @@ async def one_run(
 
         stop = asyncio.Event()
         test = asyncio.create_task(loadtest(Settings(), options, say, stop))
-        window = Window(proc.pid, redis_pid)
+        window = Window(pids, redis_pid)
         published = 0
         independent: dict[str, Any] | None = None
         if not idle:
@@ -332,21 +408,36 @@ async def one_run(
             if args.cross_check:  # connected after ours, so the wait above counts ours alone; on the load core too
                 xcheck = await start_cross_check(port, args.cross_check, f"bench:{keys.prefix}:", kind == "ours")
             await asyncio.sleep(0.5)
+            connections = sockets_by_pid(port, pids, "01")
             window.begin()
             published = await drive(redis, keys, row.rate, args.duration, keys.prefix)
             await asyncio.sleep(args.drain)
             window.end()
             if xcheck is not None:
                 independent = await finish_cross_check(xcheck)
-        hub = await hub_counters(port) if kind == "ours" and not idle else {}
+        hubs = await hub_counters(port, workers) if kind == "ours" and not idle else {}
         stop.set()
         result = await test
         out = summarize(kind, result, window if not idle else None, published, clients, args.duration)
         out.update(row=row.name, rate=row.rate, target_p99_ms=row.target_p99_ms, load_avg=os.getloadavg()[0])
-        if hub:
-            out["hub"] = hub_figures(hub)
+        out.update(workers=workers, layout=where)
+        if hubs:
+            out["hub"] = hub_figures(dict(sum((Counter(h) for h in hubs.values()), Counter())))
         if independent is not None:
             out["cross_check"] = cross_check(independent, result["posts_per_client"], published)
+        if not idle:
+            out["per_worker"] = [
+                {
+                    "pid": pid,
+                    "cores": sorted(os.sched_getaffinity(pid)) if pid_alive(pid) else [],
+                    "connections": connections.get(pid, 0),
+                    "cpu_percent": window.each[pid][0],
+                    "written_mb": round(window.each[pid][1] / 2**20, 1),
+                    "posts_sent": hubs.get(pid, {}).get("posts_sent"),
+                    "frames_sent": hubs.get(pid, {}).get("frames_sent"),
+                }
+                for pid in sorted(pids)
+            ]
         out["server_errors"] = log.read_text(errors="replace").count("Traceback")
         out["log"] = str(log)
         if not out["server_errors"] and not out["closes"]:
@@ -426,15 +517,42 @@ def disputed(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in results if r.get("loss_pct") == 0 and (r.get("cross_check") or {}).get("mismatches")]
 
 
-async def hub_counters(port: int) -> dict[str, int]:
-    """Our server's hub counters (``/api/stats``); empty when it does not answer."""
-    try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/api/stats") as response:
-                body = await response.json()
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return {}
-    return dict(body.get("hub", {}))
+def place(main: int, pids: set[int], pinned: bool) -> str:
+    """Pin the server's processes and the load side (this process: the client workers it starts inherit it); says
+    where each went. One server process: it (and Redis) on core 0, the load on core 1, a core each. With
+    ``--workers N`` the main process stays on core 0 and each sibling goes to the next core; on 2 cores that leaves
+    the load side no core of its own, so it may run on every core."""
+    if not pinned:
+        return "unpinned"
+    cores = os.cpu_count() or 1
+    for i, pid in enumerate(sorted(pids - {main}), start=1):
+        os.sched_setaffinity(pid, {i % cores})
+    load = {1} if len(pids) == 1 else set(range(cores))
+    os.sched_setaffinity(0, load)
+    server = "+".join(f"cpu{i % cores}" for i in range(len(pids)))
+    return f"server {server}, Redis cpu0, load {'+'.join(f'cpu{c}' for c in sorted(load))}"
+
+
+def pid_alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+async def hub_counters(port: int, workers: int = 1, tries: int = 40) -> dict[int, dict[str, int]]:
+    """Each server process's hub counters (``/api/stats``), by pid: asked on a fresh connection each time (the
+    kernel spreads connections over the processes sharing the port) until ``workers`` answered or ``tries`` ran
+    out; empty when it does not answer."""
+    found: dict[int, dict[str, int]] = {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        for _ in range(tries):
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/api/stats") as response:
+                    body = await response.json()
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                break
+            found[int(body.get("pid", 0))] = dict(body.get("hub", {}))
+            if len(found) >= workers:
+                break
+    return found
 
 
 def hub_figures(hub: dict[str, int]) -> dict[str, Any]:
@@ -457,7 +575,7 @@ def hub_figures(hub: dict[str, int]) -> dict[str, Any]:
 
 def per_delivery(cpu_percent: float, seconds: float, deliveries: int) -> float | None:
     """CPU microseconds per delivery, from a CPU % of one core over ``seconds``."""
-    return round(cpu_percent * seconds * 1e4 / deliveries, 2) if deliveries else None
+    return round(cpu_percent * seconds * 1e4 / deliveries, 3) if deliveries else None
 
 
 def summarize(
@@ -489,7 +607,12 @@ def summarize(
         server_us_per_delivery=per_delivery(window.cpu, window.seconds, r["deliveries"]),
         load_us_per_delivery=per_delivery(window.load_cpu, window.seconds, r["deliveries"]),
         redis_cpu_percent=window.redis_cpu,
+        redis_us_per_delivery=per_delivery(window.redis_cpu, window.seconds, r["deliveries"]),
+        softirqd_cpu_percent=window.softirqd_cpu,
+        softirqd_us_per_delivery=per_delivery(window.softirqd_cpu, window.seconds, r["deliveries"]),
         cores_busy=window.busy,
+        busy_us_per_delivery=per_delivery(sum(window.busy), window.seconds, r["deliveries"]),  # everything, all cores
+        window_s=round(window.seconds, 2),
         softnet_drops=window.drops,
         timeline=r["timeline"],  # per second: deliveries, latency percentiles, cores busy, server CPU
     )
@@ -536,11 +659,17 @@ def show(res: dict[str, Any]) -> None:
     )
     print(
         f"   CPU % of one core: server {res['cpu_percent']} (kernel {res['cpu_system_percent']}), "
-        f"load {res['load_cpu_percent']}, "
-        f"redis {res['redis_cpu_percent']}; cores busy {res['cores_busy']} %, saturated: "
-        f"{saturated(res)} in {res['saturated_seconds']} of {res['delivering_seconds']} s (server + Redis on cpu0, "
-        f"load on cpu1)"
+        f"load {res['load_cpu_percent']}, redis {res['redis_cpu_percent']}, ksoftirqd {res['softirqd_cpu_percent']}; "
+        f"cores busy {res['cores_busy']} %, saturated: "
+        f"{saturated(res)} in {res['saturated_seconds']} of {res['delivering_seconds']} s ({res['layout']})"
     )
+    if len(res.get("per_worker") or ()) > 1:
+        for w in res["per_worker"]:
+            print(
+                f"   worker {w['pid']} on cpu{','.join(map(str, w['cores']))}: {w['connections']:,} connections, "
+                f"CPU {w['cpu_percent']}%, {w['written_mb']:,} MB written, {w['posts_sent'] or 0:,} posts in "
+                f"{w['frames_sent'] or 0:,} frames"
+            )
     print(
         f"   kernel input-backlog drops (TCP retransmits on loopback) {res.get('softnet_drops', 0):,}; "
         f"net.core.netdev_max_backlog {backlog_limit()}"
@@ -618,34 +747,43 @@ def save(path: Path, results: list[dict[str, Any]]) -> None:
     path.write_text(json.dumps(results, indent=1))
 
 
-async def main(args: argparse.Namespace) -> None:
-    rows = list(TARGETS) if args.rows == "all" else [parse_row(t) for t in args.rows.split(",")]
+def prepare(clients: int) -> list[str]:
+    """Before any run: the descriptor limit raised, warnings for what would spoil the figures, and the pinning
+    (``taskset`` for the server, this process on core 1); returns the server's ``taskset`` prefix, empty unpinned."""
     limit = raise_fd_limit()
-    need = max(r.clients for r in rows) + 100
-    if limit < need:
-        print(f"warning: RLIMIT_NOFILE hard limit {limit} < {need}: some clients will fail", file=sys.stderr)
+    if limit < clients + 100:
+        print(f"warning: RLIMIT_NOFILE hard limit {limit} < {clients + 100}: some clients will fail", file=sys.stderr)
     if backlog_limit().isdigit() and int(backlog_limit()) < BACKLOG_WANTED:
         print(
             f"warning: net.core.netdev_max_backlog is {backlog_limit()}: loopback drops will set the tails; "
             f"as root: sysctl -w net.core.netdev_max_backlog={BACKLOG_WANTED}",
             file=sys.stderr,
         )
-    pin: list[str] = []
     if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-        pin = ["taskset", "-c", "0"]
         os.sched_setaffinity(0, {1})  # this process and its client workers: core 1
-    else:
-        print("taskset (util-linux) missing or one core: running WITHOUT core pinning", file=sys.stderr)
+        return ["taskset", "-c", "0"]
+    print("taskset (util-linux) missing or one core: running WITHOUT core pinning", file=sys.stderr)
+    return []
+
+
+def feed_redis(stack: AsyncExitStack, url: str | None, pinned: bool) -> tuple[str, int | None]:
+    """``url``, or an embedded Redis (stopped with ``stack``, on core 0 if pinned); its URL and pid (None: not ours)."""
+    if url:
+        return url, None
+    embedded = EmbeddedRedis()
+    embedded.start()
+    stack.callback(embedded.stop)
+    if pinned:
+        os.sched_setaffinity(embedded.pid, {0})  # the feed is part of the serving side: with the server
+    return embedded.url, embedded.pid
+
+
+async def main(args: argparse.Namespace) -> None:
+    rows = list(TARGETS) if args.rows == "all" else [parse_row(t) for t in args.rows.split(",")]
+    pin = prepare(max(r.clients for r in rows))
     results: list[dict[str, Any]] = []
     async with AsyncExitStack() as stack:
-        redis_url, redis_pid = args.redis, None
-        if not redis_url:
-            embedded = EmbeddedRedis()
-            embedded.start()
-            stack.callback(embedded.stop)
-            redis_url, redis_pid = embedded.url, embedded.pid
-            if pin:
-                os.sched_setaffinity(redis_pid, {0})  # the feed is part of the serving side: with the server
+        redis_url, redis_pid = feed_redis(stack, args.redis, bool(pin))
         for row in rows:
             for kind in ["ours"] if not row.rate else args.servers.split(","):
                 res = await one_run(kind, row, args, redis_url, redis_pid, pin)
@@ -695,6 +833,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "print their posts per client beside the load test's (default 0: none)",
     )
     parser.add_argument("--redis", metavar="URL", help="an existing Redis (default: an embedded one)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="ours as `mixer serve --workers N`, one process per core, the load side then on every core (default 1)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print the load test's progress every second")
     args = parser.parse_args(argv)
     if args.idle:
@@ -707,6 +851,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         [parse_row(t) for t in args.rows.split(",")] if args.rows != "all" else None
     except ValueError:
         parser.error("--rows is a comma list of CLIENTSxRATE or idleN, e.g. 1000x100,idle10000, or all")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1 and "idle" in args.rows:
+        # bytes per connection reads the main process's RSS, and it holds only its share of the connections
+        parser.error("--workers N > 1 is for driven rows: an idle row measures one process's memory")
     if not set(args.servers.split(",")) <= {"ours", "naive"}:
         parser.error("--servers is a comma list of ours, naive")
     if args.cross_check < 0:
