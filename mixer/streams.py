@@ -10,15 +10,43 @@ empty payload and kind so callers can count and skip them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from mixer import connect
 from mixer.codec import ACTION_FIELD, EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD
 
 KINDS = (FIELD, EDIT_FIELD, RETRACT_FIELD, PIN_FIELD, ACTION_FIELD)
 Entry = tuple[str, bytes, bytes]  # (entry id, payload, kind: the field name b"p", b"u", b"r"; b"" if unknown)
+
+
+# Many stream entries in one command: KEYS the streams, ARGV[1] the MAXLEN (~), ARGV[2] msgpack of [[stream number,
+# field, value], ...]. One XADD per entry cost the client a command to build and, in a MULTI, a QUEUED reply to parse
+# each: the largest share of a publish batch's time (docs/benchmarks.md "Merge stage"). Redis's Lua reads msgpack
+# without the bin type: the wrapper is packed with ``use_bin_type=False`` (values inside stay as they were).
+_APPEND_MANY = """
+local entries = cmsgpack.unpack(ARGV[2])
+for _, e in ipairs(entries) do
+    redis.call('XADD', KEYS[e[1]], 'MAXLEN', '~', ARGV[1], '*', e[2], e[3])
+end
+return #entries
+"""
+
+
+def append_many(pipe: Pipeline, entries: Sequence[tuple[str, Mapping[bytes, bytes]]], maxlen: int) -> None:
+    """Queue on ``pipe`` one XADD per ``(stream, {field: value})`` (one field each), in order, as a single command."""
+    streams: dict[str, int] = {}
+    packed = [
+        [streams.setdefault(key, len(streams) + 1), field, value]
+        for key, fields in entries
+        for field, value in fields.items()
+    ]
+    blob = msgpack.packb(packed, use_bin_type=False)
+    pipe.eval(_APPEND_MANY, len(streams), *streams, maxlen, blob)
 
 
 def raise_if_cancelling() -> None:

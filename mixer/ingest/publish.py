@@ -37,7 +37,7 @@ from mixer.ingest.outage import AWAY, Outage, backoff, ride_out
 from mixer.keys import Keys
 from mixer.models import Edit, Event, Post, Retraction
 from mixer.settings import Settings
-from mixer.streams import raise_if_cancelling, text
+from mixer.streams import append_many, raise_if_cancelling, text
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +260,8 @@ class Publisher:
             # reading the marker. Nothing else writes the marker, so the watch itself never fails.
             await pipe.watch(self._applied)
             pipe.multi()  # type: ignore[no-untyped-call]
-            for key, fields in batch.writes:
-                pipe.xadd(key, fields, maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
+            if batch.writes:
+                append_many(pipe, batch.writes, self._maxlen)
             if batch.cursor is not None:
                 pipe.hset(self._keys.ingest_cursor, batch.cursor[0], batch.cursor[1])
             if batch.recall is not None:
