@@ -85,11 +85,7 @@ def unpack_post(entry_id: str, raw: bytes) -> Post:
     except msgspec.DecodeError:
         return _unpack_checked(entry_id, raw)
     chats = s.chats
-    if (
-        len(entry_id) > LIMITS.id
-        or len(set(chats)) != len(chats)
-        or not all(c == normalize_tag(c) and TAG.match(c) for c in chats)
-    ):
+    if len(entry_id) > LIMITS.id or len(set(chats)) != len(chats) or not all(map(_stored_tag, chats)):
         return _unpack_checked(entry_id, raw)
     a = s.author
     return Post(
@@ -109,6 +105,20 @@ def unpack_post(entry_id: str, raw: bytes) -> Post:
         quote_of=s.quote_of,
         quote_url=s.quote_url,
     )
+
+
+_STORED_TAGS: set[str] = set()  # chat tags seen to be as from_dict stores them: an event has dozens, not thousands
+
+
+def _stored_tag(chat: str) -> bool:
+    """Whether ``chat`` is a tag as ``Post.from_dict`` stores it (normalized, ``TAG``); remembers the first 10,000."""
+    if chat in _STORED_TAGS:
+        return True
+    if chat != normalize_tag(chat) or not TAG.match(chat):
+        return False
+    if len(_STORED_TAGS) < 10_000:
+        _STORED_TAGS.add(chat)
+    return True
 
 
 def _unpack_checked(entry_id: str, raw: bytes) -> Post:
