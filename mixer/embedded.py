@@ -175,6 +175,9 @@ class EmbeddedRedis:
             "--unixsocket", str(directory / _SOCKET_NAME),
             "--unixsocketperm", "700",
             "--save", "",
+            # 100 server ticks a second, not 10: a blocked XREAD times out only on a tick, and the merge and shaping
+            # stages block until a held post is due (docs/redis.md "Blocking reads and hz")
+            "--hz", "100",
             *keep,
             "--dir", str(self._data_dir or directory),
             "--logfile", str(directory / _LOG_NAME),

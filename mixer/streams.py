@@ -106,6 +106,13 @@ async def read_tail(redis: aioredis.Redis, key: str, count: int, before: str = "
     return [_entry(raw) for raw in reversed(reply)]
 
 
+def block_for(wait_ms: float) -> int | None:
+    """XREAD's BLOCK for a wait of ``wait_ms``: None (do not block) under 1 ms. Redis times out a blocked read only on
+    a server tick (``hz``, 10 a second by default), so even ``BLOCK 1`` can last 100 ms: what is due now must not
+    wait for a tick (docs/redis.md "Blocking reads and hz")."""
+    return int(wait_ms) if wait_ms >= 1 else None
+
+
 async def read_new(
     redis: aioredis.Redis, cursors: dict[str, str], block_ms: int | None, count: int
 ) -> dict[str, list[Entry]]:

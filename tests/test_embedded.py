@@ -64,6 +64,7 @@ def test_started_server_answers_ping_on_its_private_socket() -> None:
         try:
             assert client.config_get("port") == {"port": "0"}  # no TCP listener
             assert client.config_get("save") == {"save": ""}
+            assert client.config_get("hz") == {"hz": "100"}  # blocked reads time out within 10 ms, not 100
         finally:
             client.close()
 

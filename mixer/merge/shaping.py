@@ -37,7 +37,7 @@ from mixer.merge.lease import Fence, fenced
 from mixer.merge.shaper import Shaper
 from mixer.merge.stage import FeedIds
 from mixer.settings import Profile
-from mixer.streams import id_before, id_key, last_id, raise_if_cancelling, read_new, text
+from mixer.streams import block_for, id_before, id_key, last_id, raise_if_cancelling, read_new, text
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class ShapingStage:
         now = self._clock()
         dues = [d for s in self.shapers.values() if (d := s.next_due(now)) is not None]
         wait = min([max_block, *(d - now for d in dues)])
-        got = await read_new(self._redis, {self._keys.feed: self._read}, max(1, int(wait * 1000)), self._batch)
+        got = await read_new(self._redis, {self._keys.feed: self._read}, block_for(wait * 1000), self._batch)
         now = self._clock()
         writes: dict[str, list[tuple[bytes, str, dict[str, Any]]]] = {p.name: [] for p in self._profiles}
         for entry_id, raw, kind in got.get(self._keys.feed, []):

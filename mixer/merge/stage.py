@@ -44,7 +44,7 @@ from mixer.merge.moderation import Moderator
 from mixer.merge.reorder import ReorderBuffer
 from mixer.models import Edit, Event, Post, Retraction
 from mixer.rules import Rules
-from mixer.streams import id_key, last_id, raise_if_cancelling, read_new, text
+from mixer.streams import block_for, id_key, last_id, raise_if_cancelling, read_new, text
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class MergeStage:
         if len(self._drained) == len(self._chats):
             due = self.buffer.next_due()
             wait = max_block * 1000 if due is None else min(max_block * 1000, due - self._clock() * 1000)
-            block_ms = max(1, int(wait))
+            block_ms = block_for(wait)
         streams = {self._keys.chat(c): self._read[c] for c in self._chats}
         streams[self._keys.mod_actions] = self._actions_read
         got = await read_new(self._redis, streams, block_ms, self._batch)
