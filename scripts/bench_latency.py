@@ -112,19 +112,35 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--rules", nargs="+", choices=list(RULES), default=list(RULES))
+    parser.add_argument(
+        "--hz", type=int, default=100, help="Redis server ticks a second (100, as `mixer run` starts it)"
+    )
     parser.add_argument("--plot", type=Path, help="write a PNG of p50 and p99 per second, each rule")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "bench_latency.json")
     args = parser.parse_args()
     port = free_port()
     redis = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--hz",
+            str(args.hz),
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:
         time.sleep(0.5)
         url = f"redis://127.0.0.1:{port}/0"
         title = (
-            f"{args.clients} clients, {args.rate} posts/s for {args.duration} s, profile full, window {WINDOW_MS} ms"
+            f"{args.clients} clients, {args.rate} posts/s for {args.duration} s, profile full, window {WINDOW_MS} ms,"
+            f" Redis hz {args.hz}"
         )
         print(title)
         results: dict[str, dict[str, Any]] = {}
