@@ -42,6 +42,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,9 +95,8 @@ def make_post(run: str, n: int, now_ms: int) -> Post:
     )
 
 
-def established(port: int) -> int:
-    """TCP connections in state ESTABLISHED whose local port is ``port`` (the server's side), from /proc/net."""
-    count = 0
+def server_sockets(port: int) -> Iterator[list[str]]:
+    """The /proc/net/tcp and tcp6 rows (split into fields) of sockets whose local port is ``port``."""
     want = f":{port:04X}"
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -105,9 +105,13 @@ def established(port: int) -> int:
             continue
         for line in lines:
             fields = line.split()
-            if fields[1].endswith(want) and fields[3] == "01":
-                count += 1
-    return count
+            if fields[1].endswith(want):
+                yield fields
+
+
+def established(port: int) -> int:
+    """TCP connections in state ESTABLISHED whose local port is ``port`` (the server's side), from /proc/net."""
+    return sum(1 for fields in server_sockets(port) if fields[3] == "01")
 
 
 async def wait_listening(port: int, proc: asyncio.subprocess.Process, within: float = 30) -> None:
@@ -172,16 +176,9 @@ def sockets_by_pid(port: int, pids: set[int], state: str) -> dict[int, int]:
         except OSError:
             continue  # gone meanwhile
     counts: dict[int, int] = {}
-    want = f":{port:04X}"
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(name).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[1].endswith(want) and fields[3] == state and fields[9] in owner:
-                counts[owner[fields[9]]] = counts.get(owner[fields[9]], 0) + 1
+    for fields in server_sockets(port):
+        if fields[3] == state and fields[9] in owner:
+            counts[owner[fields[9]]] = counts.get(owner[fields[9]], 0) + 1
     return counts
 
 
