@@ -141,6 +141,32 @@ class EmbeddedRedis:
             self.stop()
             raise
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the server has exited (negative: the signal that ended it), else None."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def respawn(self) -> int:
+        """Start redis-server again, in the same directory (so the same socket, and the same data dir), after it
+        exited; returns the new pid at once, without waiting for it to answer. Call it from
+        the thread that started it (the parent-death signal belongs to that thread)."""
+        if self._proc is None or self._dir is None:
+            raise RuntimeError("embedded Redis is not started")
+        if self._proc.poll() is None:
+            raise RuntimeError("embedded Redis is still running")
+        self._proc = self._spawn(self._binary or redis_binary(), self._dir)
+        _write_owner(self._dir, self._proc.pid)
+        return self._proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL the server and reap it, keeping its directory (``respawn`` starts it there again)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def log_tail(self) -> str:
+        return _log_tail(self._dir) if self._dir is not None else ""
+
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after stop_timeout), reap it, remove socket and dir. Idempotent."""
         proc, directory = self._proc, self._dir

@@ -90,7 +90,7 @@ async def redis_url_for(settings: Settings, parts: Parts | None = None) -> Async
         return
     night = open_night(parts.state_dir, parts.fresh) if parts and parts.state_dir else None
     server = EmbeddedRedis(data_dir=night.directory if night else None, keep_fds=[night.fd] if night else [])
-    watching = None
+    watching = keeper = None
     try:
         if night:
             _say(*night_lines(night))
@@ -106,13 +106,65 @@ async def redis_url_for(settings: Settings, parts: Parts | None = None) -> Async
             if resumed := await resumed_line(server.url, Keys(settings.key_prefix).feed):
                 _say(resumed)
             watching = asyncio.create_task(watch_writes(server.url, night.directory), name="watch-writes")
+        keeper = asyncio.create_task(keep_running(server, night.started if night else None), name="keep-redis")
         yield server.url
     finally:
+        if keeper:
+            await stop_task(keeper)  # before the server stops: stopping it is not a death to recover from
         if watching:
             await stop_task(watching)
         server.stop()
         if night:
             night.close()
+
+
+async def keep_running(
+    server: EmbeddedRedis, started: Callable[[int], None] | None = None, every: float = 0.5, ready_within: float = 120
+) -> None:
+    """Start the embedded Redis again whenever it exits under us (killed, OOM): in the same directory, so every
+    client's retry finds it on the same socket, and with a kept night it loads its append-only file. Until
+    cancelled; a server that will not come back is tried again with capped backoff, each failure logged."""
+    policy = Backoff(1.0, 30.0)
+    while True:
+        await asyncio.sleep(every)
+        if server.running:
+            continue
+        log.warning("embedded redis-server exited (code %s); starting it again on the same socket", server.returncode)
+        pid = server.respawn()
+        if await _comes_back(server, ready_within):
+            log.warning("embedded redis-server is back (pid %d); the stages reconnect on their own", pid)
+            policy.reset()
+            if started is not None:
+                started(pid)
+            continue
+        log.error("embedded redis-server (pid %d) did not come back; log tail:\n%s", pid, server.log_tail())
+        server.kill()  # (one that runs but does not answer): the next round starts it afresh
+        await asyncio.sleep(policy.next())
+
+
+async def _comes_back(server: EmbeddedRedis, within: float) -> bool:
+    """Whether a respawned server answers PING within ``within`` s (a long night's append-only file loads first)."""
+    deadline = time.monotonic() + within
+    while server.running and time.monotonic() < deadline:
+        if await _answers_ping(server.path):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def _answers_ping(path: Path) -> bool:
+    """One PING on a unix socket, without blocking the loop (a loading Redis answers -LOADING: not yet)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(b"PING\r\n")
+        return (await asyncio.wait_for(reader.read(64), 1.0)).startswith(b"+PONG")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
 
 
 def _misconf(exc: BaseException | None) -> bool:

@@ -21,7 +21,7 @@ from mixer.ingest.replay import Replayer, ReplayOptions
 from mixer.keys import Keys
 from mixer.merge.stage import MergeStage
 from mixer.runner import LISTEN_BACKLOG
-from mixer.streams import dedicated_client, read_range
+from mixer.streams import dedicated_client, id_key, read_range
 from tests.helpers import FIXTURES as FIXTURES_DIR
 from tests.helpers import make_post, now_ms
 from tests.processes import free_port, mixer_env, read_until, start_mixer
@@ -145,6 +145,39 @@ async def test_mixer_run_serves_the_demo_and_leaves_no_redis_behind_after_sigter
         assert await asyncio.wait_for(proc.wait(), 20) == 0
     assert not _alive(redis_pid)
     assert not socket_path.exists() and not socket_path.parent.exists()
+
+
+async def test_mixer_run_starts_its_redis_again_when_it_is_killed_and_the_feed_goes_on(tmp_path: Path) -> None:
+    port = free_port()
+    env = mixer_env(None, Keys("demo"), "pstweetchat,powershell", MIXER_DEMO_SPEED="50", XDG_RUNTIME_DIR=str(tmp_path))
+    env.pop("MIXER_CHATS")  # the bundled demo config's chats
+    proc = await start_mixer("run", "--port", str(port), env=env)
+    try:
+        lines = await read_until(proc, "live at")
+        match = re.search(r"embedded redis-server \(pid (\d+)\) at unix://(\S+)", "".join(lines))
+        assert match, "".join(lines)
+        redis_pid, socket_path = int(match.group(1)), Path(match.group(2))
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+                while (frame := await ws.receive_json(timeout=20))["type"] != "posts":
+                    pass
+                before = frame["items"][-1]["id"]
+            os.kill(redis_pid, signal.SIGKILL)
+            back = "".join(await read_until(proc, "embedded redis-server is back", 30))
+            new_pid = int(re.findall(r"is back \(pid (\d+)\)", back)[-1])
+            assert new_pid != redis_pid and socket_path.exists()
+            # the night was kept (append-only file): a client resuming after the last post it saw gets newer ones
+            async with http.ws_connect(f"http://127.0.0.1:{port}/ws?since={before}") as ws:
+                while (frame := await ws.receive_json(timeout=30))["type"] != "posts":
+                    pass
+                assert frame["items"] and all(id_key(item["id"]) > id_key(before) for item in frame["items"])
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                assert resp.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    assert not _alive(new_pid)
+    assert not socket_path.exists()
 
 
 def _somaxconn() -> int:
