@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -121,63 +125,69 @@ async def test_merge_process_stops_promptly_on_sigterm_mid_stream(
             assert await asyncio.wait_for(proc.wait(), 15) == 0
 
 
-async def test_mixer_run_serves_the_demo_and_leaves_no_redis_behind_after_sigterm(tmp_path: Path) -> None:
+@dataclass
+class DemoRun:
+    """A `mixer run` of the bundled demo on its embedded Redis, as a user starts it."""
+
+    proc: asyncio.subprocess.Process
+    port: int
+    redis_pid: int  # the embedded redis-server it said it started
+    socket_path: Path
+
+
+@contextlib.asynccontextmanager
+async def demo_run(tmp_path: Path) -> AsyncIterator[DemoRun]:
+    """`mixer run` of the demo (50x), once it says it is live; stopped with SIGTERM at the end, which must exit 0."""
     port = free_port()
     env = mixer_env(None, Keys("demo"), "pstweetchat,powershell", MIXER_DEMO_SPEED="50", XDG_RUNTIME_DIR=str(tmp_path))
     env.pop("MIXER_CHATS")  # the bundled demo config's chats
-    started = time.monotonic()
     proc = await start_mixer("run", "--port", str(port), env=env)
     try:
         lines = await read_until(proc, "live at")
         match = re.search(r"embedded redis-server \(pid (\d+)\) at unix://(\S+)", "".join(lines))
         assert match, "".join(lines)
-        redis_pid, socket_path = int(match.group(1)), Path(match.group(2))
-        assert socket_path.exists()
-        async with aiohttp.ClientSession() as http, http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
-            hello = await ws.receive_json(timeout=10)
-            assert "pstweetchat" in [c["tag"] for c in hello["chats"]]
-            while (frame := await ws.receive_json(timeout=20))["type"] != "posts":
-                pass
-            assert frame["items"][0]["chats"]
-        print(f"mixer run: first post on a websocket after {time.monotonic() - started:.2f} s")
+        yield DemoRun(proc, port, int(match.group(1)), Path(match.group(2)))
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 20) == 0
-    assert not _alive(redis_pid)
-    assert not socket_path.exists() and not socket_path.parent.exists()
+
+
+async def next_posts(ws: aiohttp.ClientWebSocketResponse, timeout: float = 20) -> list[dict[str, Any]]:
+    """The items of the next ``posts`` frame (other frames skipped)."""
+    while (frame := await ws.receive_json(timeout=timeout))["type"] != "posts":
+        pass
+    return list(frame["items"])
+
+
+async def test_mixer_run_serves_the_demo_and_leaves_no_redis_behind_after_sigterm(tmp_path: Path) -> None:
+    started = time.monotonic()
+    async with demo_run(tmp_path) as run:
+        assert run.socket_path.exists()
+        async with aiohttp.ClientSession() as http, http.ws_connect(f"http://127.0.0.1:{run.port}/ws") as ws:
+            hello = await ws.receive_json(timeout=10)
+            assert "pstweetchat" in [c["tag"] for c in hello["chats"]]
+            assert (await next_posts(ws))[0]["chats"]
+        print(f"mixer run: first post on a websocket after {time.monotonic() - started:.2f} s")
+    assert not _alive(run.redis_pid)
+    assert not run.socket_path.exists() and not run.socket_path.parent.exists()
 
 
 async def test_mixer_run_starts_its_redis_again_when_it_is_killed_and_the_feed_goes_on(tmp_path: Path) -> None:
-    port = free_port()
-    env = mixer_env(None, Keys("demo"), "pstweetchat,powershell", MIXER_DEMO_SPEED="50", XDG_RUNTIME_DIR=str(tmp_path))
-    env.pop("MIXER_CHATS")  # the bundled demo config's chats
-    proc = await start_mixer("run", "--port", str(port), env=env)
-    try:
-        lines = await read_until(proc, "live at")
-        match = re.search(r"embedded redis-server \(pid (\d+)\) at unix://(\S+)", "".join(lines))
-        assert match, "".join(lines)
-        redis_pid, socket_path = int(match.group(1)), Path(match.group(2))
-        async with aiohttp.ClientSession() as http:
-            async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
-                while (frame := await ws.receive_json(timeout=20))["type"] != "posts":
-                    pass
-                before = frame["items"][-1]["id"]
-            os.kill(redis_pid, signal.SIGKILL)
-            back = "".join(await read_until(proc, "embedded redis-server is back", 30))
-            new_pid = int(re.findall(r"is back \(pid (\d+)\)", back)[-1])
-            assert new_pid != redis_pid and socket_path.exists()
-            # the night was kept (append-only file): a client resuming after the last post it saw gets newer ones
-            async with http.ws_connect(f"http://127.0.0.1:{port}/ws?since={before}") as ws:
-                while (frame := await ws.receive_json(timeout=30))["type"] != "posts":
-                    pass
-                assert frame["items"] and all(id_key(item["id"]) > id_key(before) for item in frame["items"])
-            async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                assert resp.status == 200
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    async with demo_run(tmp_path) as run, aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"http://127.0.0.1:{run.port}/ws") as ws:
+            before = (await next_posts(ws))[-1]["id"]
+        os.kill(run.redis_pid, signal.SIGKILL)
+        back = "".join(await read_until(run.proc, "embedded redis-server is back", 30))
+        new_pid = int(re.findall(r"is back \(pid (\d+)\)", back)[-1])
+        assert new_pid != run.redis_pid and run.socket_path.exists()
+        # the night was kept (append-only file): a client resuming after the last post it saw gets newer ones
+        async with http.ws_connect(f"http://127.0.0.1:{run.port}/ws?since={before}") as ws:
+            items = await next_posts(ws, 30)
+            assert items and all(id_key(item["id"]) > id_key(before) for item in items)
+        async with http.get(f"http://127.0.0.1:{run.port}/readyz") as resp:
+            assert resp.status == 200
     assert not _alive(new_pid)
-    assert not socket_path.exists()
+    assert not run.socket_path.exists()
 
 
 def _somaxconn() -> int:
