@@ -11,6 +11,7 @@ the network.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Annotated, Any
 
 import msgpack
@@ -107,18 +108,10 @@ def unpack_post(entry_id: str, raw: bytes) -> Post:
     )
 
 
-_STORED_TAGS: set[str] = set()  # chat tags seen to be as from_dict stores them: an event has dozens, not thousands
-
-
+@lru_cache(maxsize=10_000)  # an event has dozens of chat tags, not thousands: each is checked once
 def _stored_tag(chat: str) -> bool:
-    """Whether ``chat`` is a tag as ``Post.from_dict`` stores it (normalized, ``TAG``); remembers the first 10,000."""
-    if chat in _STORED_TAGS:
-        return True
-    if chat != normalize_tag(chat) or not TAG.match(chat):
-        return False
-    if len(_STORED_TAGS) < 10_000:
-        _STORED_TAGS.add(chat)
-    return True
+    """Whether ``chat`` is a tag as ``Post.from_dict`` stores it (normalized, ``TAG``)."""
+    return chat == normalize_tag(chat) and TAG.match(chat) is not None
 
 
 def _unpack_checked(entry_id: str, raw: bytes) -> Post:
