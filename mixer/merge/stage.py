@@ -262,9 +262,9 @@ class MergeStage:
 
         def fill(tx: Pipeline) -> None:
             if writes or changes.posts or changes.fingerprints:
-                k = self._keys
+                ks = self._keys
+                keys = (ks.feed, ks.index, ks.seen, ks.fingerprints, ks.fingerprint_times)
                 batch = msgpack.packb(batch_write(writes, changes), use_bin_type=False)
-                keys = (k.feed, k.index, k.seen, k.fingerprints, k.fingerprint_times)
                 tx.eval(BATCH_WRITE, len(keys), *keys, self._feed_maxlen, batch)
             if held:
                 tx.hset(self._keys.mod_queue, mapping={k: pack_post(p) for k, p in held.items()})
