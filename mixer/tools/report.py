@@ -11,7 +11,6 @@ Not here: the figures, the HTML, how feed entries decode.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -19,14 +18,13 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from mixer import connect
 from mixer.feed import as_shown, decode_entries
 from mixer.keys import Keys
 from mixer.options import NO_REDIS, add_common
 from mixer.settings import Settings
 from mixer.streams import last_id, read_range
 from mixer.tools.report_figures import Post, Span, figures, last_event
-from mixer.tools.transcript import parse_time, parse_zone
+from mixer.tools.transcript import parse_time, parse_zone, read_feed
 
 FORMATS = ("html", "json")
 
@@ -108,15 +106,8 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
     keys = Keys(settings.key_prefix)
     stream = keys.feed if args.profile == "full" else keys.shaped(args.profile)
 
-    async def load() -> list[Post]:
-        redis = connect.client(settings.redis_url, stream, socket_timeout=10, socket_connect_timeout=5)
-        try:
-            return await load_history(redis, stream, keys)
-        finally:
-            await redis.aclose()
-
     try:
-        history = asyncio.run(load())
+        history = read_feed(settings.redis_url, stream, lambda redis: load_history(redis, stream, keys))
     except (RedisError, OSError) as exc:
         say(f"cannot read the feed from Redis: {exc}")
         return 1

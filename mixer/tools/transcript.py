@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis.asyncio as aioredis
@@ -28,6 +29,8 @@ from mixer.options import NO_REDIS, add_common
 from mixer.settings import Settings
 from mixer.streams import last_id, read_range
 from mixer.tools.transcript_format import FORMATS, RENDER, Post, Scope, in_order
+
+T = TypeVar("T")
 
 
 async def load_posts(
@@ -106,6 +109,20 @@ def add_transcript_parser(subparsers: argparse._SubParsersAction[argparse.Argume
     return parser
 
 
+def read_feed(url: str, stream: str, read: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    """``read`` run on a client of ``url`` made for ``stream`` (10 s timeouts), closed after; a Redis that fails
+    raises RedisError or OSError. The feed readers' (transcript, report) one way in."""
+
+    async def run() -> T:
+        redis = connect.client(url, stream, socket_timeout=10, socket_connect_timeout=5)
+        try:
+            return await read(redis)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
 def transcript_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer transcript`: write the transcript; 0 when written, 2 for a usage error, 1 when Redis or the file fails."""
     show = sys.stderr.isatty()  # progress only where a person watches; a log gets the summary alone
@@ -124,18 +141,13 @@ def transcript_command(settings: Settings, args: argparse.Namespace) -> int:
         say(str(exc))
         return 2
 
-    async def load() -> list[Post]:
-        feed = Keys(settings.key_prefix).feed
-        redis = connect.client(settings.redis_url, feed, socket_timeout=10, socket_connect_timeout=5)
-        try:
-            return await load_posts(
-                redis, Keys(settings.key_prefix), scope, progress=lambda n: say(f"read {n:,} feed entries", True)
-            )
-        finally:
-            await redis.aclose()
-
+    keys = Keys(settings.key_prefix)
     try:
-        posts = asyncio.run(load())
+        posts = read_feed(
+            settings.redis_url,
+            keys.feed,
+            lambda redis: load_posts(redis, keys, scope, progress=lambda n: say(f"read {n:,} feed entries", True)),
+        )
     except (RedisError, OSError) as exc:
         say(f"cannot read the feed from Redis: {exc}")
         return 1
