@@ -11,6 +11,7 @@ import csv
 import json
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -151,3 +152,93 @@ async def test_master_and_two_workers_count_every_delivery_once_with_fresh_keys(
         for proc in [*procs, server]:
             await asyncio.wait_for(proc.wait(), 15)
     assert all(p.returncode is not None for p in procs)  # no locust process outlives the test
+
+
+def ws_counts(prefix: Path) -> dict[str, int]:
+    """The WsUser's rows of a running Locust's stats CSV (rewritten every second): request count by name."""
+    try:
+        rows = stats(Path(f"{prefix}_stats.csv"))
+    except (OSError, KeyError):  # (not written yet, or caught mid-write)
+        return {}
+    return {name: int(row["Request Count"]) for (kind, name), row in rows.items() if kind == "WS"}
+
+
+async def test_a_ws_user_reconnects_after_a_server_restart_with_since_and_counts_each_post_once(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = mixer_env(redis_url, keys, "smbiz,edchat", MIXER_WEBHOOK_TOKEN=TOKEN)
+    url = f"http://127.0.0.1:{port}"
+    args = ("run", "--no-demo", "--port", str(port))
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    prefix = tmp_path / "run"
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def serve(n: int) -> None:
+        with (tmp_path / f"server{n}.log").open("wb") as log:
+            procs.append(await start_mixer(*args, env=env, log=log, preexec=die_with_parent()))
+
+    async def delivered(name: str, count: int) -> bool:
+        return ws_counts(prefix).get(name, 0) >= count
+
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def ready() -> bool:
+                try:
+                    async with http.get(f"{url}/readyz") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            async def publish(tag: str) -> None:  # (texts of their own: dedupe would fold a repeated text)
+                records = [{**r, "text": f"{r['text']} ({tag})"} for r in recorded(POSTS // 2, tag)]
+                async with http.post(f"{url}/api/posts", json=records, headers=headers) as resp:
+                    assert resp.status == 202, await resp.text()
+
+            await serve(0)
+            await eventually(ready, timeout=20)
+            async with http.get(f"{url}/api/feed", params={"limit": "1"}) as resp:
+                cursor = (await resp.json())["cursor"]
+            runner = await locust(
+                *("--headless", "-u", "1", "-r", "1", "-t", "60s", "-H", url, "--csv", str(prefix)),
+                *("--mixer-ws", f"/ws?since={cursor}", "--exit-code-on-error", "0", "WsUser"),
+                log=tmp_path / "locust.log",
+            )
+            procs.append(runner)
+            await publish("a")
+            await eventually(partial(delivered, "post", POSTS // 2), timeout=20)
+
+            async def fed() -> bool:
+                async with http.get(f"{url}/api/feed", params={"limit": "1000"}) as resp:
+                    return len((await resp.json())["items"]) == POSTS
+
+            # Locust frozen: the posts after the restart come while it is away, so only a resume with `since` gets them
+            runner.send_signal(signal.SIGSTOP)
+            server = procs.pop(0)
+            server.send_signal(signal.SIGTERM)  # its websockets are closed with 1001
+            assert await asyncio.wait_for(server.wait(), 15) == 0
+            await serve(1)
+            await eventually(ready, timeout=20)
+            await publish("b")
+            await eventually(fed, timeout=10)
+            runner.send_signal(signal.SIGCONT)
+            await eventually(partial(delivered, "post", POSTS), timeout=30)
+            await eventually(partial(delivered, "connect", 2), timeout=5)
+
+            runner.send_signal(signal.SIGTERM)  # Locust writes its final stats and exits
+            assert await asyncio.wait_for(runner.wait(), 20) == 0, (tmp_path / "locust.log").read_text()[-3000:]
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGCONT)  # (a frozen one takes its SIGTERM only once it runs)
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            await asyncio.wait_for(proc.wait(), 15)
+
+    counts = ws_counts(prefix)
+    assert counts["post"] == POSTS, counts  # the posts before the restart and after it: none lost, none twice
+    assert counts["connect"] == 2, counts  # reconnected once (with since: no repeat of the first ten)
+    rows = csv.DictReader(Path(f"{prefix}_failures.csv").read_text().splitlines())
+    failures = {row["Error"]: int(row["Occurrences"]) for row in rows if row["Method"] == "WS"}
+    assert any("1001" in error for error in failures), failures  # the shutdown's close, seen as a failure
