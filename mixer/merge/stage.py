@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 PostFilter = Callable[[Post], Post | None]
 _KIND_FIELD = {"p": FIELD, "u": EDIT_FIELD, "r": RETRACT_FIELD, "n": PIN_FIELD}
+_WRITE_COUNTER = {"p": "written", "u": "updates", "r": "retractions_written", "n": "pins"}
 ACTIONS_CURSOR = "~actions"  # the actions stream's field in the merge cursor hash
 STATS_EVERY = 1.0  # seconds between writes of the counters to Keys.merge_stats: never per post, nor per batch
 STATS_TTL = 30  # seconds Keys.merge_stats outlives its last write: a stage gone quiet or away leaves no stale figures
@@ -219,16 +220,18 @@ class MergeStage:
                 self._drained.add(chat)
             else:
                 self._drained.discard(chat)
+            hold = self.buffer.add
             for entry_id, raw, kind in entries:
-                self._read[chat] = entry_id
-                self.counters["read"] += 1
                 try:
                     event = decode_event(kind, raw)
                 except Exception as exc:  # a bad entry is skipped, never fatal
                     self.counters["malformed"] += 1
                     log.warning("merge: skipping malformed entry %s in chat %s: %s", entry_id, chat, exc)
                     continue
-                self.buffer.add(chat, entry_id, event)
+                hold(chat, entry_id, event)
+            if entries:  # once per chat, not per entry: the loop above only holds what it read
+                self._read[chat] = entries[-1][0]
+                self.counters["read"] += len(entries)
         written = await self._release(self._watermark())
         await self._publish_counters()
         return written
@@ -286,12 +289,11 @@ class MergeStage:
 
         await fenced(self._redis, self.fence, fill)
         self._committed.update(changed)
-        for kind, _, _ in writes:
-            self.counters[{"p": "written", "u": "updates", "r": "retractions_written", "n": "pins"}[kind]] += 1
+        kinds = Counter(kind for kind, _, _ in writes)
+        for kind, count in kinds.items():
+            self.counters[_WRITE_COUNTER[kind]] += count
         dropped = changes.dropped["retracted"] + changes.dropped["boost_of_retracted"]  # posts, not duplicates
-        self.counters["duplicate"] += (
-            sum(1 for e in events if isinstance(e, Post)) - sum(k == "p" for k, _, _ in writes) - dropped
-        )
+        self.counters["duplicate"] += sum(1 for e in events if isinstance(e, Post)) - kinds["p"] - dropped
         for reason, count in changes.dropped.items():
             self.counters[f"dropped:{reason}"] += count
             log.debug("merge: %d post(s) kept off the feed: %s", count, reason)
