@@ -20,17 +20,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 GEN0 = 10_000  # net container allocations between young collections (CPython's default: 700)
+_inside: list[tuple[int, int, int]] = []  # the thresholds found by each entry still inside, outermost first
 
 
 @contextmanager
 def throughput_collector(gen0: int = GEN0) -> Iterator[None]:
-    """Inside: young collections every ``gen0`` allocations, start-up objects frozen; on the way out the
-    thresholds are as they were and everything is unfrozen, so the process's collector is as it found it."""
-    before = gc.get_threshold()
-    gc.set_threshold(gen0, *before[1:])
+    """Inside: young collections every ``gen0`` allocations, start-up objects frozen. When the last of any
+    overlapping entries (two stages in one process, in any order) leaves, the thresholds are as the first
+    found them and everything is unfrozen, so the process's collector is as it was."""
+    _inside.append(gc.get_threshold())
+    gc.set_threshold(gen0, *_inside[0][1:])
     gc.freeze()
     try:
         yield
     finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
+        first = _inside[0]
+        _inside.pop()
+        if not _inside:
+            gc.set_threshold(*first)
+            gc.unfreeze()
