@@ -38,6 +38,7 @@ from mixer.ingest.sources import Source
 from mixer.ingest.stats import write_stats
 from mixer.keymoves import adopt_old_keys_at
 from mixer.keys import Keys
+from mixer.merge.collector import throughput_collector
 from mixer.merge.shaping import ShapingStage, shape_forever
 from mixer.merge.stage import MergeStage
 from mixer.redact import redact
@@ -308,8 +309,9 @@ async def merge_forever(settings: Settings, redis_url: str) -> None:
 
     try:
         lease = Lease(lease_conn, keys.merge_lease, holder)
-        while True:  # a lost lease (fenced write refused) goes back to waiting for it
-            await lease.hold(lead)
+        with throughput_collector():  # the stages allocate per post: young collections in larger batches
+            while True:  # a lost lease (fenced write refused) goes back to waiting for it
+                await lease.hold(lead)
     finally:
         await lease_conn.aclose()
         await shaping_conn.aclose()

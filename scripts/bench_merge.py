@@ -29,6 +29,7 @@ from mixer.codec import FIELD, pack_post
 from mixer.embedded import EmbeddedRedis
 from mixer.ingest.recorded import read_records
 from mixer.keys import Keys
+from mixer.merge.collector import throughput_collector
 from mixer.merge.shaping import ShapingStage
 from mixer.merge.stage import MergeStage
 from mixer.models import Post
@@ -64,17 +65,18 @@ async def baseline(url: str, keys: Keys, expected_entries: int) -> float:
     redis = dedicated_client(url, 1000)
     cursors = {keys.chat(c): "0-0" for c in CHATS}
     done = 0
-    started = time.perf_counter()
-    while done < expected_entries:
-        got = await read_new(redis, cursors, None, 1000)
-        pipe = redis.pipeline(transaction=True)
-        for stream, entries in got.items():
-            for entry_id, raw, kind in entries:
-                pipe.xadd(keys.feed, {kind: raw})
-                cursors[stream] = entry_id
-                done += 1
-        await pipe.execute()
-    elapsed = time.perf_counter() - started
+    with throughput_collector():  # as the merge stage runs (below), so that both see the same collector
+        started = time.perf_counter()
+        while done < expected_entries:
+            got = await read_new(redis, cursors, None, 1000)
+            pipe = redis.pipeline(transaction=True)
+            for stream, entries in got.items():
+                for entry_id, raw, kind in entries:
+                    pipe.xadd(keys.feed, {kind: raw})
+                    cursors[stream] = entry_id
+                    done += 1
+            await pipe.execute()
+        elapsed = time.perf_counter() - started
     await redis.aclose()
     return elapsed
 
@@ -86,14 +88,15 @@ async def full(url: str, keys: Keys, posts: int) -> tuple[float, dict[str, int]]
     shaping = ShapingStage(shaping_conn, keys, [Profile("wall", rate=0.5, burst=3, max_wait=30.0)])
     await merge.load_cursors()
     await shaping.load()
-    started = time.perf_counter()
-    handled = 0
-    while handled < posts:
-        await merge.step(max_block=0.05)
-        await shaping.step(max_block=0.0)
-        c = merge.counters
-        handled = c["written"] + c["duplicate"] + c["blocked"] + c["held"]
-    elapsed = time.perf_counter() - started
+    with throughput_collector():  # as merge_forever runs the stages (mixer.runner)
+        started = time.perf_counter()
+        handled = 0
+        while handled < posts:
+            await merge.step(max_block=0.05)
+            await shaping.step(max_block=0.0)
+            c = merge.counters
+            handled = c["written"] + c["duplicate"] + c["blocked"] + c["held"]
+        elapsed = time.perf_counter() - started
     await conn.aclose()
     await shaping_conn.aclose()
     return elapsed, dict(merge.counters)

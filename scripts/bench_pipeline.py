@@ -37,6 +37,7 @@ from mixer.ingest.publish import Publisher
 from mixer.ingest.recorded import read_records
 from mixer.ingest.replay import Replayer, ReplayOptions
 from mixer.keys import Keys
+from mixer.merge.collector import throughput_collector
 from mixer.merge.stage import MergeStage
 from mixer.models import Post
 from mixer.settings import DEMO_RECORDING
@@ -104,8 +105,9 @@ async def bench(url: str, passes: int) -> None:
         progress = await replayer.run()
         row("replay", progress.published, time.perf_counter() - started, "(-> chat streams)")
         stage, conn = merge_stage(url, keys)
-        started = time.perf_counter()
-        await drain(stage, redis, keys, unique)
+        with throughput_collector():  # as merge_forever runs the stage (mixer.runner)
+            started = time.perf_counter()
+            await drain(stage, redis, keys, unique)
         row("merge", unique, time.perf_counter() - started, f"(streams -> feed; {dict(stage.counters)})")
         await conn.aclose()
 
@@ -113,8 +115,9 @@ async def bench(url: str, passes: int) -> None:
         publisher = Publisher(redis, keys, CHATS, maxlen=10_000_000)
         replayer = Replayer(publisher, [recording], ReplayOptions(speed=0))
         stage, conn = merge_stage(url, keys)
-        started = time.perf_counter()
-        await asyncio.gather(replayer.run(), drain(stage, redis, keys, unique))
+        with throughput_collector():  # mixer run's process runs merge_forever, which sets it
+            started = time.perf_counter()
+            await asyncio.gather(replayer.run(), drain(stage, redis, keys, unique))
         row("pipeline", unique, time.perf_counter() - started, "(replay + merge in one process, until all in feed)")
         await conn.aclose()
 

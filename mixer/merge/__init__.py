@@ -2,5 +2,6 @@
 
 ``stage`` is the merge stage (``reorder`` window, ``dedupe``, ``moderation``, moderator ``actions``,
 ``qa`` markers); ``shaping`` writes one paced stream per profile with the pure ``shaper``; ``lease``
-makes one process the leader and fences its writes. Imports only the core, never the web server.
+makes one process the leader and fences its writes; ``collector`` tunes Python's cycle collector while the
+stages run. Imports only the core, never the web server.
 """

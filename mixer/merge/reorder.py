@@ -24,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from mixer.models import Edit, Event, Post, Retraction
-from mixer.streams import id_before, id_key
+from mixer.streams import id_before
 
 LATE_FOR_MS = 60_000  # how long a chat stays late after a union twin was seen in it
 LEARN_WINDOWS = 10  # while the buffer starts, every chat counts as late for this many windows
@@ -38,13 +38,14 @@ class Pending:
     entries: list[tuple[str, str]] = field(default_factory=list)  # (chat, stream entry id)
     due: int = 0  # the watermark (ms) at which it may leave: stamp + its hold, never before its key's earlier events
     seq: int = 0  # which heap entry is current (a raised ``due`` pushes a new one)
+    key: str = ""  # the key of the post it is about (``post_key``), kept: the buffer asks for it at every step
 
     @property
     def order(self) -> tuple[int, str]:
         """Release order: a post by its creation time, an edit or retraction by when it arrived."""
         if isinstance(self.event, Post):
             return self.event.created, self.event.key
-        return self.stamp, post_key(self.event)
+        return self.stamp, self.key
 
 
 def post_key(event: Event) -> str:
@@ -118,18 +119,22 @@ class ReorderBuffer:
             self._late_until[chat] = max(self._late_until.get(chat, -1), stamp + self.late_for_ms)
 
     def _push(self, key: str, pending: Pending) -> None:
+        """Schedule ``pending`` at its (raised) due; its key's latest due follows."""
         self._seq += 1
         pending.seq = self._seq
         heapq.heappush(self._due, (pending.due, self._seq, key))
-        pkey = post_key(pending.event)
-        latest, count = self._key_due.get(pkey, (pending.due, 0))
-        self._key_due[pkey] = (max(latest, pending.due), count)
+        latest, count = self._key_due[pending.key]
+        if pending.due > latest:
+            self._key_due[pending.key] = (pending.due, count)
 
     def add(self, chat: str, entry_id: str, event: Event) -> None:
         """Hold ``event``; a post already held under the same key gains this entry's chats."""
-        self._chat_ids.setdefault(chat, {})[entry_id] = None
+        ids = self._chat_ids.get(chat)
+        if ids is None:
+            ids = self._chat_ids[chat] = {}
+        ids[entry_id] = None
         key = hold_key(event, entry_id)
-        stamp = id_key(entry_id)[0]
+        stamp = int(entry_id.partition("-")[0])  # id_key's ms, without the pair
         held = self._held.get(key)
         if isinstance(event, Post):
             known = held.event.chats if held is not None and isinstance(held.event, Post) else None
@@ -140,13 +145,14 @@ class ReorderBuffer:
         if held is None:
             pkey = post_key(event)
             due = stamp + self._hold(event_chats(event), stamp)
-            if not isinstance(event, Post) and pkey in self._key_due:
-                due = max(due, self._key_due[pkey][0])  # never ahead of its post or an earlier edit
-            pending = Pending(event, stamp, [(chat, entry_id)], due)
+            before = self._key_due.get(pkey)
+            if not isinstance(event, Post) and before is not None:
+                due = max(due, before[0])  # never ahead of its post or an earlier edit
+            self._seq += 1
+            pending = Pending(event, stamp, [(chat, entry_id)], due, self._seq, pkey)
             self._held[key] = pending
-            latest, count = self._key_due.get(pkey, (due, 0))
-            self._key_due[pkey] = (latest, count + 1)
-            self._push(key, pending)
+            heapq.heappush(self._due, (due, self._seq, key))
+            self._key_due[pkey] = (due, 1) if before is None else (max(before[0], due), before[1] + 1)
             return
         held.entries.append((chat, entry_id))
         if isinstance(held.event, Post) and isinstance(event, Post):
@@ -178,7 +184,7 @@ class ReorderBuffer:
                 break
             _, _, key = heapq.heappop(self._due)
             held = self._held[key]
-            pkey = post_key(held.event)
+            pkey = held.key
             if not isinstance(held.event, Post) and pkey in self._held and len(self._held) <= self.max_pending:
                 held.due = max(held.due, self._held[pkey].due)  # its post got a later due after it came: follow it
                 self._push(key, held)
