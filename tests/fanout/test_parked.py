@@ -157,6 +157,27 @@ async def test_a_client_close_is_answered_and_its_connection_no_longer_counts(
             assert (await ws.receive_json(timeout=5))["type"] == "hello"
 
 
+async def test_a_frame_sent_with_the_upgrade_request_keeps_the_socket_on_aiohttps_path(
+    keys: Keys, redis_url: str
+) -> None:
+    """Bytes after the request, before the 101 (RFC 6455 forbids them, but they may come): aiohttp's reader has them,
+    so the socket is not parked, and is served all the same."""
+    async with running_app(settings_for(keys.prefix), redis_url) as srv:
+        reader, writer = await asyncio.open_connection("127.0.0.1", _port(srv))
+        try:
+            writer.write(UPGRADE.format(query="", extra="").encode() + frame(0x89, b"early"))
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            raw = Raw(reader, writer)
+            assert await raw.next_of(0xA) == b"early"
+            [socket_] = srv.app[SOCKETS]
+            assert isinstance(socket_, web.WebSocketResponse)
+            raw.writer.write(frame(0x88, struct.pack("!H", 1000)))
+            assert await raw.close_code() == 1000
+        finally:
+            writer.close()
+        await eventually(lambda: not srv.app[CONNECTIONS] and not srv.app[SOCKETS] and not len(srv.app[HUB]))
+
+
 async def test_a_text_ping_is_answered_in_the_clients_format(keys: Keys, redis_url: str) -> None:
     async with running_app(settings_for(keys.prefix), redis_url) as srv:
         async with raw_client(srv, "?format=msgpack") as raw:
