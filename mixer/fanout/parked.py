@@ -80,7 +80,7 @@ class Parked(asyncio.Protocol):
         self.lost = False
         self.failed = False  # it broke the protocol: what it sends now is dropped
         self._buf: bytearray | None = None  # an incomplete frame's bytes, if any
-        self._parts: list[bytes] | None = None  # the frames so far of a fragmented message
+        self._parts: bytearray | None = None  # the payload so far of a fragmented message
         self._opcode = 0  # that message's opcode, with 0x40 added when it is compressed
         self._inflater: Any = None  # made at the first compressed message: the client's context carries over
         self._gone: asyncio.Future[None] | None = None  # made when someone waits for the socket to go (``close``)
@@ -196,7 +196,7 @@ class Parked(asyncio.Protocol):
             if opcode >= CLOSE:
                 if size > 125 or not first & 0x80 or first & 0x40:
                     raise ProtocolError(PROTOCOL_ERROR, "a control frame is at most 125 bytes, whole, uncompressed")
-            elif size + sum(map(len, self._parts or ())) > MAX_MESSAGE:
+            elif size + len(self._parts or b"") > MAX_MESSAGE:
                 raise ProtocolError(TOO_BIG, f"a message is at most {MAX_MESSAGE} bytes")
             if end - pos < head + size:
                 break
@@ -218,18 +218,18 @@ class Parked(asyncio.Protocol):
             if self._parts is not None:
                 raise ProtocolError(PROTOCOL_ERROR, "a new message before the last one's final frame")
             self._opcode = opcode | (first & 0x40)
-            self._parts = [payload]
+            self._parts = bytearray(payload)
         elif opcode == CONTINUATION:
             if self._parts is None:
                 raise ProtocolError(PROTOCOL_ERROR, "a continuation frame with no message begun")
             if first & 0x40:
                 raise ProtocolError(PROTOCOL_ERROR, "RSV1 on a continuation frame")
-            self._parts.append(payload)
+            self._parts += payload  # (one buffer: however many fragments, at most MAX_MESSAGE bytes)
         else:
             raise ProtocolError(PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
         if opcode < CLOSE and first & 0x80 and self._parts is not None:
             parts, self._parts = self._parts, None
-            self._message(self._opcode, b"".join(parts))
+            self._message(self._opcode, bytes(parts))
 
     def _message(self, opcode: int, payload: bytes) -> None:
         if opcode & 0x40:

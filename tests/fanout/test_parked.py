@@ -197,6 +197,9 @@ async def test_fragments_with_a_ping_between_them_make_one_message(keys: Keys, r
                 await raw.writer.drain()
             assert await raw.next_of(0xA) == b"mid"
             assert b"pong" in await raw.next_of(0x1, skip_text=False)
+            # many empty fragments are one message too (held in one buffer, not a list that grows)
+            raw.writer.write(frame(0x01, b'{"type":"ping"}') + frame(0x00, b"") * 20000 + frame(0x80, b""))
+            assert b"pong" in await raw.next_of(0x1, skip_text=False)
 
 
 async def test_compressed_messages_are_inflated_with_the_context_carried_over(keys: Keys, redis_url: str) -> None:
