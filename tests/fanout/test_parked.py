@@ -21,9 +21,10 @@ import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
 from aiohttp.web_protocol import RequestHandler
 
-from mixer.fanout import live, parked
+from mixer.fanout import clients, live, parked
 from mixer.fanout.appkeys import CONNECTIONS, HUB, SOCKETS
 from mixer.fanout.catchup import Unavailable
+from mixer.fanout.clients import CLOSE_SLOW, CLOSE_SLOW_REASON
 from mixer.fanout.parked import Parked
 from mixer.keys import Keys
 from mixer.runner import build_app
@@ -246,6 +247,27 @@ async def test_a_catch_up_that_loses_redis_is_closed_with_1013_and_no_longer_cou
             assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 1013, live.TRY_AGAIN_LATER)
         await eventually(lambda: not srv.app[CONNECTIONS] and not srv.app[SOCKETS] and not len(srv.app[HUB]))
         assert srv.app[HUB].counters["redis_unavailable"] == 1
+
+
+async def test_a_cut_off_clients_answer_to_4008_closes_the_socket_at_once(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clients, "CLOSE_GRACE", 60.0)  # so only its answer can close the socket within the test
+    settings = settings_for(keys.prefix, backlog_bytes=64 * 1024, cutoff_seconds=0.3)
+    async with running_app(settings, redis_url) as srv:
+        hub = srv.app[HUB]
+        async with raw_client(srv, rcvbuf=4096) as raw:
+            await _parked_count(srv, 1)
+            for n in range(1000):  # it does not read: the live feed fills its backlog until the hub cuts it off
+                if hub.counters["cut_off"]:
+                    break
+                await add_to_feed(redis, keys, *(make_post(f"p{n}-{i}", text="x" * 3000) for i in range(20)))
+            assert hub.counters["cut_off"] == 1
+            payload = await raw.next_of(0x8)  # it reads on, to the close frame behind its backlog
+            assert payload == struct.pack("!H", CLOSE_SLOW) + CLOSE_SLOW_REASON.encode()
+            raw.writer.write(frame(0x88, payload[:2]))  # and answers it
+            assert await asyncio.wait_for(raw.reader.read(), 5) == b""
+        await eventually(lambda: not srv.app[CONNECTIONS] and not srv.app[SOCKETS])
 
 
 BAD = {
