@@ -293,7 +293,7 @@ def is_ping(data: str) -> bool:
     """Whether a client's text message is ``{\"type\":\"ping\"}`` (asking for a ``pong`` message)."""
     try:
         return bool(json.loads(data).get("type") == "ping")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # (not JSON, not an object, nested too deeply)
         return False
 
 
