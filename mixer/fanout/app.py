@@ -219,7 +219,7 @@ def create_app(
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close_sockets(app: web.Application) -> None:
-        sockets: set[web.WebSocketResponse] = app[SOCKETS]
+        sockets = app[SOCKETS]  # (each waits for its client's answer, a few seconds at most)
         streaming: set[asyncio.Transport] = app[STREAMING]
         for transport in streaming.copy():
             transport.close()  # an SSE client reconnects with Last-Event-ID

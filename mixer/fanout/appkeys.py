@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Protocol
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -16,6 +17,13 @@ from mixer.keys import Keys
 from mixer.settings import Settings
 from mixer.webhook import Webhook
 
+
+class Closable(Protocol):
+    """An open websocket as the shutdown closes it: a ``WebSocketResponse``, or a ``Parked`` socket."""
+
+    async def close(self, *, code: int, message: bytes = b"") -> bool: ...
+
+
 SETTINGS = web.AppKey("settings", Settings)
 KEYS = web.AppKey("keys", Keys)
 REDIS = web.AppKey("redis", aioredis.Redis)
@@ -24,7 +32,7 @@ FOLLOWING = web.AppKey("following", asyncio.Event)  # the full feed's follower i
 HUBS: web.AppKey[dict[str, Hub]] = web.AppKey("hubs")  # profile -> its hub ("full" is HUB)
 STREAMS: web.AppKey[dict[str, str]] = web.AppKey("streams")  # profile -> the stream its hub follows
 FOLLOWERS: web.AppKey[dict[str, asyncio.Event]] = web.AppKey("followers")  # profile -> set once followed
-SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
+SOCKETS: web.AppKey[set[Closable]] = web.AppKey("sockets")  # open websockets, closed with 1001 on shutdown
 CONNECTIONS: web.AppKey[Counter[str]] = web.AppKey("connections")  # open /ws + /events clients per address
 STREAMING: web.AppKey[set[asyncio.Transport]] = web.AppKey("streaming")  # open /events responses
 WEBHOOK: web.AppKey[Webhook | None] = web.AppKey("webhook")  # what POST /api/posts hands its records to; None: not here

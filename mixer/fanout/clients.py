@@ -10,8 +10,9 @@ dropped (``write_errors``, logged at the 1st, 2nd, 4th... time).
 
 What a client gets before it joins (its hello, its ``since`` catch-up) goes through
 ``deliver``, which waits for the backlog to drain to ``backlog_bytes`` instead of skipping,
-under the same cut-off. Nothing else writes to a client's transport but aiohttp's pongs, and
-no write raises for a client that has gone (``write_to``). A cut-off client gets its close
+under the same cut-off. Nothing else writes to a client's transport but the answers to what it
+sends (pongs, close frames: ``mixer.fanout.parked``, or aiohttp for a socket that could not be
+parked), and no write raises for a client that has gone (``write_to``). A cut-off client gets its close
 frame behind its backlog and ``CLOSE_GRACE`` seconds to read them and answer (the close
 handshake) before the socket is dropped.
 
@@ -205,9 +206,9 @@ class ClientRing:
 
     def cut_off(self, client: Client) -> None:
         """Close a client that stayed full. A websocket gets a 4008 close frame behind its backlog: its end reads
-        them and answers with its own, and its handler closes the socket; an SSE stream is closed once its backlog
-        is sent. Either way the socket is dropped ``CLOSE_GRACE`` seconds later if it is still open: a slow reader
-        learns why, one that never reads holds its backlog that much longer, no more."""
+        them and answers with its own, and that answer closes the socket (``mixer.fanout.parked``); an SSE stream
+        is closed once its backlog is sent. Either way the socket is dropped ``CLOSE_GRACE`` seconds later if it is
+        still open: a slow reader learns why, one that never reads holds its backlog that much longer, no more."""
         log.info("hub: closing a client whose backlog stayed over %d bytes", self.backlog_bytes)
         self.counters["cut_off"] += 1
         transport = client.transport

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import time
 from collections import Counter
@@ -47,6 +46,7 @@ from mixer.fanout.frames import chunk, encode_message, wire
 from mixer.fanout.hub import Hub
 from mixer.fanout.messages import BATCH_POSTS
 from mixer.fanout.params import parse_id
+from mixer.fanout.parked import MAX_MESSAGE, Parked, is_ping, may_park, park
 from mixer.feed import decode_entries
 from mixer.models import normalize_tag
 from mixer.settings import Settings
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 READ_GAP = 0.005  # seconds between feed reads while the hub is writing: a few ms of posts per batch, not one each
 SSE_KEEPALIVE = 15.0  # seconds between SSE comments: they keep proxies and idle timers from closing a quiet stream
+TRY_AGAIN_LATER = "redis unreachable, try again later"  # the reason of a 1013 close
 RETRY_AFTER = 5  # seconds a client refused for a Redis outage is asked to wait (Retry-After, SSE retry)
 
 
@@ -243,7 +244,11 @@ def release(request: web.Request, address: str) -> None:
 
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     """``GET /ws``: hello, the gap after ``since`` from history, then live posts frames; closed with 1013 (try
-    again later) when Redis stays unreachable for ``REDIS_PATIENCE`` seconds before the client has joined."""
+    again later) when Redis stays unreachable for ``REDIS_PATIENCE`` seconds before the client has joined.
+
+    Right after the upgrade the socket is parked (``mixer.fanout.parked``): a small protocol of ours reads the
+    client's frames from then on, and returning frees every aiohttp object of the connection; when it cannot be
+    parked, this handler reads them itself for the socket's whole life (``_read_until_closed``)."""
     app = request.app
     profile = parse_profile(request)
     hub = app[HUBS][profile]
@@ -253,23 +258,27 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     if fmt not in ("json", "msgpack"):
         raise web.HTTPBadRequest(text="format is json or msgpack")
     address = admit(request)  # one coroutine frame per client, not two: an idle connection costs less memory
+    held: Parked | None = None  # once parked, the socket's end (Parked.connection_lost) releases what it holds
     try:
         # permessage-deflate only for a client that asks; the shared frames stay uncompressed (valid either way)
         asks = "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "")
         # heartbeats come from the hub (send_pings): no ping timer and task per connection; pongs are ours to see
-        ws = web.WebSocketResponse(autoping=False, compress=asks, max_msg_size=1 << 16)
+        ws = web.WebSocketResponse(autoping=False, compress=asks, max_msg_size=MAX_MESSAGE)
         try:
             pinned = await pinned_post(app, profile)
         except Unavailable as exc:  # upgraded all the same: a browser sees a close code, never an HTTP status
             await ws.prepare(request)
             await _try_again_later(ws, hub, str(exc))
             return ws
+        parkable = may_park(request)
         await ws.prepare(request)
         transport = request.transport
         if transport is None:
             return ws
-        app[SOCKETS].add(ws)
         client = Client(transport, chats, fmt)
+        held = park(request, ws, client, hub, address) if parkable else None
+        if held is None:
+            app[SOCKETS].add(ws)
         try:
             if not await hub.deliver(client, wire([hello(app[SETTINGS], hub.cursor, profile, pinned)], fmt)):
                 return ws
@@ -278,39 +287,49 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
                 try:
                     joined = await catch_up(hub, client, app[REDIS], app[KEYS], app[STREAMS][profile], since)
                 except Unavailable as exc:
-                    await _try_again_later(ws, hub, str(exc))
+                    await _try_again_later(held or ws, hub, str(exc))
                     return ws
-            if joined:
+            if joined and not transport.is_closing():
                 hub.add(client)  # no await since catch_up saw hub.cursor: no gap, no repeat
-            # (not joined: gone, or cut off with 4008: read on for the answer to the close frame, as live)
-            while True:  # not ``async for``: its __anext__ coroutine would be one more object per idle client
-                msg = await ws.receive()
-                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-                    break
-                client.answered = True
-                if msg.type == WSMsgType.PING:
-                    await ws.pong(msg.data)
-                elif msg.type == WSMsgType.TEXT and _is_ping(msg.data):
-                    await _send(ws, {"type": "pong"}, fmt)
+            # (not joined: gone, or cut off with 4008: the client's answer to the close frame is still read)
+            if held is None:
+                await _read_until_closed(ws, client, fmt)
+        except BaseException:
+            if held is not None:
+                client.closed = True
+                transport.abort()  # (aiohttp no longer would: the socket is ours)
+            raise
         finally:
-            hub.remove(client)
-            app[SOCKETS].discard(ws)
+            if held is None:
+                hub.remove(client)
+                app[SOCKETS].discard(ws)
         return ws
     finally:
-        release(request, address)
+        if held is None:
+            release(request, address)
 
 
-async def _try_again_later(ws: web.WebSocketResponse, hub: Hub, why: str) -> None:
+async def _read_until_closed(ws: web.WebSocketResponse, client: Client, fmt: str) -> None:
+    """The unparked path: read the client's frames until it closes; any frame marks it answered (the heartbeat),
+    a ping gets a pong, a ``{"type":"ping"}`` text a ``pong`` message."""
+    while True:  # not ``async for``: its __anext__ coroutine would be one more object per idle client
+        msg = await ws.receive()
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+            break
+        client.answered = True
+        if msg.type == WSMsgType.PING:
+            await ws.pong(msg.data)
+        elif msg.type == WSMsgType.TEXT and is_ping(msg.data):
+            await _send(ws, {"type": "pong"}, fmt)
+
+
+async def _try_again_later(ws: web.WebSocketResponse | Parked, hub: Hub, why: str) -> None:
     hub.counters["redis_unavailable"] += 1
     log.info("ws: redis unreachable for a new client (%s); closing it with 1013", why)
-    await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"redis unreachable, try again later")
-
-
-def _is_ping(data: str) -> bool:
-    try:
-        return bool(json.loads(data).get("type") == "ping")
-    except (ValueError, AttributeError):
-        return False
+    if isinstance(ws, Parked):  # (its answer closes the socket: nothing to wait for here)
+        ws.send_close(WSCloseCode.TRY_AGAIN_LATER, TRY_AGAIN_LATER)
+    else:
+        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=TRY_AGAIN_LATER.encode())
 
 
 async def events_handler(request: web.Request) -> web.StreamResponse:

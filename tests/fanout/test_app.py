@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from mixer.codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, pack_post
-from mixer.fanout import feedapi
+from mixer.fanout import feedapi, parked
 from mixer.fanout.app import create_app
 from mixer.fanout.appkeys import HUB
 from mixer.keys import Keys
@@ -392,10 +392,14 @@ def _awaiting(task: asyncio.Task[Any]) -> list[str]:
     return chain
 
 
-async def test_an_idle_websocket_holds_no_middleware_coroutines(keys: Keys, redis_url: str) -> None:
+async def test_an_idle_websocket_holds_no_middleware_coroutines(
+    keys: Keys, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every coroutine an idle websocket is suspended in is memory each connection holds (docs/benchmarks.md, "Idle
-    websockets"): the /ws handler runs right under aiohttp's dispatch, no middleware between (the /api/* guard
-    wraps its routes one by one)."""
+    websockets"): on aiohttp's path (a socket that could not be parked) the /ws handler runs right under aiohttp's
+    dispatch, no middleware between (the /api/* guard wraps its routes one by one); a parked one holds none at all
+    (tests/fanout/test_parked.py)."""
+    monkeypatch.setattr(parked, "PARKING", False)
     async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
         async with http.ws_connect(srv.ws_url) as ws:
             assert (await ws.receive_json(timeout=5))["type"] == "hello"
