@@ -56,6 +56,7 @@ from mixer.embedded import EmbeddedRedis
 from mixer.keys import Keys
 from mixer.models import Author, Post
 from mixer.settings import Settings
+from mixer.tools.loadtest.options import MAX_CONNECT_RATE, capped_ramp
 from mixer.tools.loadtest.procstat import core_busy, core_times, process_ticks
 from mixer.tools.loadtest.report import spread_of
 from mixer.tools.loadtest.run import LoadOptions, loadtest
@@ -371,7 +372,9 @@ async def one_run(
         await asyncio.sleep(1.0)  # let it settle: the idle RSS is read by the load test before connecting
         idle = not row.rate
         clients = row.clients
-        ramp = max(args.ramp, clients / 600)  # faster connect bursts overflow the server's Redis pool (100)
+        # faster connect bursts overflow the server's Redis pool (100); the load test's own cap said up front, so
+        # the ramp is not stretched (and said so) in every big row, and the run's duration counts the whole ramp
+        ramp = capped_ramp(clients, max(args.ramp, clients / 600), MAX_CONNECT_RATE)
         options = LoadOptions(
             url=f"ws://127.0.0.1:{port}/ws",
             clients=clients,
