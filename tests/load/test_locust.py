@@ -61,6 +61,15 @@ async def locust(*args: str, log: Path) -> asyncio.subprocess.Process:
         )
 
 
+async def ready(http: aiohttp.ClientSession, url: str) -> bool:
+    """Whether the server at ``url`` answers /readyz with 200 (False while it is not listening)."""
+    try:
+        async with http.get(f"{url}/readyz") as resp:
+            return resp.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
 def stats(path: Path) -> dict[tuple[str, str], dict[str, str]]:
     with path.open() as f:
         return {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
@@ -81,19 +90,12 @@ async def test_master_and_two_workers_count_every_delivery_once_with_fresh_keys(
     try:
         async with aiohttp.ClientSession() as http:
 
-            async def ready() -> bool:
-                try:
-                    async with http.get(f"{url}/readyz") as resp:
-                        return resp.status == 200
-                except aiohttp.ClientError:
-                    return False
-
             async def feed() -> list[dict[str, object]]:
                 async with http.get(f"{url}/api/feed", params={"limit": "1000"}) as resp:
                     items: list[dict[str, object]] = (await resp.json())["items"]
                     return items
 
-            await eventually(ready, timeout=20)
+            await eventually(partial(ready, http, url), timeout=20)
             # The recording's own keys are in the feed already: a driver reusing them would be folded by dedupe.
             headers = {"Authorization": f"Bearer {TOKEN}"}
             async with http.post(f"{url}/api/posts", json=records, headers=headers) as resp:
@@ -184,20 +186,13 @@ async def test_a_ws_user_reconnects_after_a_server_restart_with_since_and_counts
     try:
         async with aiohttp.ClientSession() as http:
 
-            async def ready() -> bool:
-                try:
-                    async with http.get(f"{url}/readyz") as resp:
-                        return resp.status == 200
-                except aiohttp.ClientError:
-                    return False
-
             async def publish(tag: str) -> None:  # (texts of their own: dedupe would fold a repeated text)
                 records = [{**r, "text": f"{r['text']} ({tag})"} for r in recorded(POSTS // 2, tag)]
                 async with http.post(f"{url}/api/posts", json=records, headers=headers) as resp:
                     assert resp.status == 202, await resp.text()
 
             await serve(0)
-            await eventually(ready, timeout=20)
+            await eventually(partial(ready, http, url), timeout=20)
             async with http.get(f"{url}/api/feed", params={"limit": "1"}) as resp:
                 cursor = (await resp.json())["cursor"]
             runner = await locust(
@@ -219,7 +214,7 @@ async def test_a_ws_user_reconnects_after_a_server_restart_with_since_and_counts
             server.send_signal(signal.SIGTERM)  # its websockets are closed with 1001
             assert await asyncio.wait_for(server.wait(), 15) == 0
             await serve(1)
-            await eventually(ready, timeout=20)
+            await eventually(partial(ready, http, url), timeout=20)
             await publish("b")
             await eventually(fed, timeout=10)
             runner.send_signal(signal.SIGCONT)
