@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from mixer.fanout.appkeys import CONNECTIONS, SOCKETS
 from mixer.fanout.clients import Client
 from mixer.fanout.hub import Hub
-from mixer.fanout.parked import MAX_MESSAGE, Parked
+from mixer.fanout.parked import MAX_MESSAGE, SENDABLE, Parked
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 PEER = "10.0.0.1"  # the address the socket is counted under
@@ -70,6 +70,7 @@ class Stream:
     answers: list[tuple[int, bytes]] = field(default_factory=list)
     messages: list[tuple[int, bytes]] = field(default_factory=list)  # as aiohttp's reader should yield them
     code: int = 0  # the close code the bad frame must bring (0: the stream is valid)
+    closes_at: int = -1  # where the client's close frame begins (-1: it sends none); what follows is never read
     deflater: Any = field(default_factory=lambda: zlib.compressobj(wbits=-zlib.MAX_WBITS))
 
     def pong(self) -> tuple[int, bytes]:
@@ -136,6 +137,22 @@ def valid(draw: st.DrawFn, stream: Stream, most: int = 10) -> None:
 def valid_streams(draw: st.DrawFn) -> Stream:
     stream = Stream(draw(st.booleans()), draw(st.sampled_from(["json", "msgpack"])))
     valid(draw, stream)
+    return stream
+
+
+codes = st.one_of(st.sampled_from(sorted(SENDABLE)), st.integers(3000, 4999))
+reasons = st.text(max_size=40).map(str.encode).filter(lambda r: len(r) <= 123)
+
+
+@st.composite
+def closing_streams(draw: st.DrawFn) -> Stream:
+    """A valid stream, then the client's close frame (no body, or a code and a reason), then anything."""
+    stream = draw(valid_streams())
+    body = b"" if draw(st.integers(0, 4)) == 0 else struct.pack("!H", draw(codes)) + draw(reasons)
+    stream.closes_at = len(stream.data)
+    stream.data += masked(0x88, body, draw(masks))
+    stream.answers.append((CLOSE, body[:2]))  # (the code echoed, RFC 6455 5.5.1)
+    stream.data += draw(st.binary(max_size=40))
     return stream
 
 
@@ -280,6 +297,8 @@ class Pair:
         """Each chunk in its own ``data_received`` call: the next is sent once the protocol has had this one."""
         loop, sent = asyncio.get_running_loop(), 0
         for chunk in chunks:
+            if self.client.transport.is_closing():  # (after the client's close frame)
+                break
             await loop.sock_sendall(self.peer, chunk)
             sent += len(chunk)
             await self.parked.handed(sent)
@@ -367,8 +386,11 @@ async def aiohttp_reads(stream: Stream, chunks: list[bytes]) -> list[tuple[int, 
     # (+ 1: aiohttp refuses a frame whose payload is exactly max_msg_size, though it takes an inflated message of
     # that size; parked takes both, as RFC-wise they are the same message)
     reader = WebSocketReader(queue, MAX_MESSAGE + 1, compress=stream.deflate, decode_text=False)
-    for chunk in chunks:
-        reader.feed_data(chunk)
+    fed, end = 0, stream.closes_at if stream.closes_at >= 0 else len(stream.data)
+    for chunk in chunks:  # (up to the client's close frame, which aiohttp would return as a message)
+        if part := chunk[: max(0, end - fed)]:
+            reader.feed_data(part)
+        fed += len(chunk)
     got = []
     for _ in stream.messages:
         msg = await asyncio.wait_for(queue.read(), 1)
@@ -417,3 +439,23 @@ async def invalid_stream(chunks: list[bytes], stream: Stream) -> None:
         assert ended, "the server did not end its side after the close frame"
         assert pair.parked.failed and pair.client.closed and not len(pair.hub)
         assert pair.hub.counters["ws_protocol_errors"] == 1
+
+
+@SETTINGS
+@given(data=st.data(), stream=closing_streams())
+def test_a_valid_stream_then_the_clients_close_gets_its_answers_and_the_close_echoed(
+    data: st.DataObject, stream: Stream
+) -> None:
+    asyncio.run(closing_stream(chunked(data.draw, bytes(stream.data)), stream))
+
+
+async def closing_stream(chunks: list[bytes], stream: Stream) -> None:
+    async with parked_pair(stream.deflate, stream.fmt) as pair:
+        await pair.send(chunks)
+        assert not pair.errors, pair.errors
+        await asyncio.wait_for(pair.parked.gone, 5)  # the server closes the socket at once
+        frames, ended = pair.replies()
+        assert [(first & 0x0F, payload) for first, payload in frames] == stream.answers
+        assert ended and pair.client.closed and not pair.parked.failed
+        assert pair.hub.counters["ws_protocol_errors"] == 0
+    assert await aiohttp_reads(stream, chunks) == stream.messages
