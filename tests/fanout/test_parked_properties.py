@@ -76,8 +76,12 @@ class Stream:
     def pong(self) -> tuple[int, bytes]:
         return (BINARY, msgpack.packb({"type": "pong"})) if self.fmt == "msgpack" else (TEXT, b'{"type":"pong"}')
 
-    def compress(self, body: bytes) -> bytes:
-        """``body`` as a permessage-deflate sender puts it in its frames: the shared context, the tail stripped."""
+    def compress(self, body: bytes, final: bool = False) -> bytes:
+        """``body`` as a permessage-deflate sender puts it in its frames: the shared context, the tail stripped;
+        or (``final``) its own stream ended by a final block (RFC 7692 7.2.3.4), the next message starting anew."""
+        if final:
+            self.deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+            return bytes(zlib.compress(body, wbits=-zlib.MAX_WBITS) + b"\x00")
         out: bytes = self.deflater.compress(body) + self.deflater.flush(zlib.Z_SYNC_FLUSH)
         assert out.endswith(b"\x00\x00\xff\xff")
         return out[:-4]
@@ -99,7 +103,7 @@ def control(draw: st.DrawFn, stream: Stream) -> None:
 def message(draw: st.DrawFn, stream: Stream, opcode: int, body: bytes, pieces: int | None = None) -> None:
     """A data message in one or more frames (control frames between them), compressed or not when deflate is on."""
     compressed = stream.deflate and draw(st.booleans())
-    sent = stream.compress(body) if compressed else body
+    sent = stream.compress(body, final=draw(st.integers(0, 3)) == 0) if compressed else body
     if pieces is None:
         pieces = draw(st.integers(1, 4))
     cuts = sorted(draw(st.lists(st.integers(0, len(sent)), min_size=pieces - 1, max_size=pieces - 1)))
