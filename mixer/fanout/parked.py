@@ -39,6 +39,10 @@ CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 # Close codes a peer may send (RFC 6455 7.4.1, 7.4.2): 1004-1006 and 1015 are never sent on the wire.
 SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 DEFLATE_TAIL = b"\x00\x00\xff\xff"  # the empty stored block a permessage-deflate sender strips (RFC 7692 7.2.1)
+# Deflate streams one message may hold (each but the last ended by a final block): a sender ending its messages
+# with one (RFC 7692 7.2.3.4) needs 2; the cap keeps a message of many tiny streams from costing a new inflater and
+# a copy of the rest per stream. Over it: closed with 1009, as aiohttp closes a message of too many members.
+MAX_STREAMS = 16
 
 
 class ProtocolError(Exception):
@@ -244,15 +248,24 @@ class Parked(asyncio.Protocol):
             self._answer(wire([{"type": "pong"}], self.client.fmt))
 
     def _inflate(self, payload: bytes) -> bytes:
-        if self._inflater is None:
-            self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        try:
-            out: bytes = self._inflater.decompress(payload + DEFLATE_TAIL, MAX_MESSAGE + 1)
-        except zlib.error:
-            raise ProtocolError(PROTOCOL_ERROR, "a compressed message that does not inflate") from None
-        if len(out) > MAX_MESSAGE or self._inflater.unconsumed_tail:
-            raise ProtocolError(TOO_BIG, f"a message is at most {MAX_MESSAGE} bytes")
-        return out
+        """A compressed message's payload, inflated. A sender may end a message's deflate stream with a final
+        block (BFINAL, RFC 7692 7.2.3.4): what follows it, in this message or the next, is a new stream, with
+        an empty window (as aiohttp reads it); an inflater past its stream's end would return nothing more."""
+        data: bytes = payload + DEFLATE_TAIL
+        out: bytes = b""
+        for _ in range(MAX_STREAMS):
+            if self._inflater is None:
+                self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            try:
+                out += self._inflater.decompress(data, MAX_MESSAGE + 1 - len(out))
+            except zlib.error:
+                raise ProtocolError(PROTOCOL_ERROR, "a compressed message that does not inflate") from None
+            if len(out) > MAX_MESSAGE or self._inflater.unconsumed_tail:
+                raise ProtocolError(TOO_BIG, f"a message is at most {MAX_MESSAGE} bytes")
+            if not self._inflater.eof:
+                return out
+            data, self._inflater = self._inflater.unused_data, None
+        raise ProtocolError(TOO_BIG, f"a compressed message of more than {MAX_STREAMS} deflate streams")
 
     def _closed_by_client(self, payload: bytes) -> None:
         """A close frame: answered with its code (unless we sent ours first), then the socket is closed."""

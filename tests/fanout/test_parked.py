@@ -219,6 +219,35 @@ async def test_compressed_messages_are_inflated_with_the_context_carried_over(ke
             assert await raw.close_code() == 1009
 
 
+async def _pong(raw: Raw) -> None:
+    """Read up to a ``pong`` message, past the ``stats`` messages that may come first."""
+    while b'"stats"' in (got := await raw.next_of(0x1, skip_text=False)):
+        pass
+    assert b"pong" in got, got
+
+
+async def test_messages_ending_their_deflate_stream_with_a_final_block_are_all_inflated(
+    keys: Keys, redis_url: str
+) -> None:
+    """RFC 7692 7.2.3.4: a sender may end each message with a BFINAL block; the next message is a new deflate
+    stream. (Parked's inflater once stopped at the first stream's end: later messages inflated to nothing.)"""
+    async with running_app(settings_for(keys.prefix), redis_url) as srv:
+        async with raw_client(srv, extra=DEFLATE) as raw:
+            await _parked_count(srv, 1)
+            for _ in range(3):
+                deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+                body = deflater.compress(b'{"type":"ping"}') + deflater.flush(zlib.Z_FINISH) + b"\x00"
+                raw.writer.write(frame(0xC1, body))
+                await _pong(raw)
+            deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)  # and then a sync-flushed one
+            body = deflater.compress(b'{"type":"ping"}') + deflater.flush(zlib.Z_SYNC_FLUSH)
+            raw.writer.write(frame(0xC1, body[:-4]))
+            await _pong(raw)
+            many = b"".join(zlib.compress(b"x", wbits=-zlib.MAX_WBITS) for _ in range(parked.MAX_STREAMS + 1))
+            raw.writer.write(frame(0xC2, many))  # a message of many tiny streams costs an inflater each: refused
+            assert await raw.close_code() == 1009
+
+
 async def test_an_aiohttp_client_with_deflate_is_parked_and_answered(keys: Keys, redis_url: str) -> None:
     async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
         async with http.ws_connect(srv.ws_url, compress=15, autoping=False) as ws:
