@@ -36,6 +36,7 @@ PARKING = True  # False: every socket stays on aiohttp's path (its ``ws.receive(
 MAX_MESSAGE = 1 << 16  # a client message (after inflating) larger than this is closed with 1009, as aiohttp's was
 PROTOCOL_ERROR, INVALID_TEXT, TOO_BIG = 1002, 1007, 1009
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+OPCODES = frozenset({CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG})  # the rest are reserved (RFC 6455 5.2)
 # Close codes a peer may send (RFC 6455 7.4.1, 7.4.2): 1004-1006 and 1015 are never sent on the wire.
 SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 DEFLATE_TAIL = b"\x00\x00\xff\xff"  # the empty stored block a permessage-deflate sender strips (RFC 7692 7.2.1)
@@ -187,6 +188,8 @@ class Parked(asyncio.Protocol):
             if not second & 0x80:
                 raise ProtocolError(PROTOCOL_ERROR, "client frames must be masked")
             opcode, size, head = first & 0x0F, second & 0x7F, 6
+            if opcode not in OPCODES:  # (before its size: a reserved opcode is 1002 whatever length it claims)
+                raise ProtocolError(PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
             if size == 126:
                 if end - pos < 8:
                     break

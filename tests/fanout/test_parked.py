@@ -306,6 +306,7 @@ BAD = {
     "too big in fragments": (frame(0x02, b"x" * 40000) + frame(0x80, b"x" * 40000), 1009),
     "not utf-8": (frame(0x81, b"\xff\xfe"), 1007),
     "reserved opcode": (frame(0x83, b""), 1002),
+    "reserved opcode, over 64 KiB": (frame(0x83, b"x" * ((1 << 16) + 1)), 1002),  # the opcode, not the size
     "reserved bit": (frame(0xA1, b"hi"), 1002),
     "rsv1 without deflate": (frame(0xC1, b"hi"), 1002),
     "continuation first": (frame(0x80, b"hi"), 1002),
