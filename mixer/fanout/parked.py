@@ -226,14 +226,12 @@ class Parked(asyncio.Protocol):
                 raise ProtocolError(PROTOCOL_ERROR, "a new message before the last one's final frame")
             self._opcode = opcode | (first & 0x40)
             self._parts = bytearray(payload)
-        elif opcode == CONTINUATION:
+        else:  # CONTINUATION (``_frames`` let no other opcode through)
             if self._parts is None:
                 raise ProtocolError(PROTOCOL_ERROR, "a continuation frame with no message begun")
             if first & 0x40:
                 raise ProtocolError(PROTOCOL_ERROR, "RSV1 on a continuation frame")
             self._parts += payload  # (one buffer: however many fragments, at most MAX_MESSAGE bytes)
-        else:
-            raise ProtocolError(PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
         if opcode < CLOSE and first & 0x80 and self._parts is not None:
             parts, self._parts = self._parts, None
             self._message(self._opcode, bytes(parts))
