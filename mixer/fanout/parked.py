@@ -164,16 +164,13 @@ class Parked(asyncio.Protocol):
         """Fail the connection (RFC 6455 7.1.7): a close frame saying why, then our end of the socket; what the
         client still sends is read and dropped (closing with unread bytes would reset the connection, losing the
         close frame) until it closes its end, ``CLOSE_GRACE`` seconds at most."""
-        client, transport = self.client, self.client.transport
+        transport = self.client.transport
         self.failed = True
         if transport.is_closing():
             return
-        if not client.closed:
-            transport.write(close_frame(code, why))
-        client.closed = True
-        self.hub.remove(client)
+        # (a close of ours already sent, a 4008 or 1001, stands: its sender scheduled the abort too)
+        self.send_close(code, why)
         transport.write_eof()  # (after what is queued)
-        asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.abort)  # (a no-op once closed)
 
     # -- frames
 
@@ -282,7 +279,7 @@ class Parked(asyncio.Protocol):
                 raise ProtocolError(INVALID_TEXT, "a close reason that is not UTF-8") from None
         transport = self.client.transport
         if not self.client.closed:  # (closed: we sent ours, this is the answer)
-            transport.write(b"\x88" + bytes([min(len(payload), 2)]) + payload[:2])
+            transport.write(close_frame(code, "") if payload else b"\x88\x00")  # its code echoed, or none
         self.client.closed = True
         self.hub.remove(self.client)
         transport.close()
