@@ -46,7 +46,7 @@ from mixer.fanout.frames import chunk, encode_message, wire
 from mixer.fanout.hub import Hub
 from mixer.fanout.messages import BATCH_POSTS
 from mixer.fanout.params import parse_id
-from mixer.fanout.parked import MAX_MESSAGE, Parked, is_ping, may_park, park
+from mixer.fanout.parked import MAX_MESSAGE, Parked, is_ping, may_park, park, release
 from mixer.feed import decode_entries
 from mixer.models import normalize_tag
 from mixer.settings import Settings
@@ -235,13 +235,6 @@ def admit(request: web.Request) -> str:
     return address
 
 
-def release(request: web.Request, address: str) -> None:
-    counts: Counter[str] = request.app[CONNECTIONS]
-    counts[address] -= 1
-    if counts[address] <= 0:
-        del counts[address]
-
-
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     """``GET /ws``: hello, the gap after ``since`` from history, then live posts frames; closed with 1013 (try
     again later) when Redis stays unreachable for ``REDIS_PATIENCE`` seconds before the client has joined.
@@ -306,7 +299,7 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         return ws
     finally:
         if held is None:
-            release(request, address)
+            release(request.app, address)
 
 
 async def _read_until_closed(ws: web.WebSocketResponse, client: Client, fmt: str) -> None:
@@ -353,7 +346,7 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
             ) from None
         return await _serve_events(request, profile, hub, chats, since, pinned)
     finally:
-        release(request, address)
+        release(request.app, address)
 
 
 async def _serve_events(

@@ -125,10 +125,7 @@ class Parked(asyncio.Protocol):
         self.client.closed = True
         self.hub.remove(self.client)
         self.app[SOCKETS].discard(self)
-        counts: Counter[str] = self.app[CONNECTIONS]
-        counts[self.address] -= 1
-        if counts[self.address] <= 0:
-            del counts[self.address]
+        release(self.app, self.address)
         self._buf = self._parts = self._inflater = None
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
@@ -290,6 +287,14 @@ class Parked(asyncio.Protocol):
         if client.closed or transport.is_closing() or transport.get_write_buffer_size() > self.hub.backlog_bytes:
             return
         transport.write(frame)
+
+
+def release(app: web.Application, address: str) -> None:
+    """A /ws or /events connection counted under ``address`` (``admit``) is gone: no longer counted."""
+    counts: Counter[str] = app[CONNECTIONS]
+    counts[address] -= 1
+    if counts[address] <= 0:
+        del counts[address]
 
 
 def _unmask(payload: bytes, mask: bytes) -> bytes:
