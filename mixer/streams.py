@@ -157,6 +157,11 @@ def id_key(entry_id: str) -> tuple[int, int]:
     return int(ms_s), int(seq_s or 0)
 
 
+def id_ms(entry_id: str) -> int:
+    """A stream id's milliseconds: ``id_key``'s first half without building the pair (asked per merged entry)."""
+    return int(entry_id.partition("-")[0])
+
+
 async def gap_lost(redis: aioredis.Redis, key: str, since: str) -> bool:
     """Whether entries after ``since`` may have been trimmed away, so resuming from it could leave a silent hole.
 

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from mixer.models import Edit, Event, Post, Retraction
-from mixer.streams import id_before
+from mixer.streams import id_before, id_ms
 
 LATE_FOR_MS = 60_000  # how long a chat stays late after a union twin was seen in it
 LEARN_WINDOWS = 10  # while the buffer starts, every chat counts as late for this many windows
@@ -134,7 +134,7 @@ class ReorderBuffer:
             ids = self._chat_ids[chat] = {}
         ids[entry_id] = None
         key = hold_key(event, entry_id)
-        stamp = int(entry_id.partition("-")[0])  # id_key's ms, without the pair
+        stamp = id_ms(entry_id)
         held = self._held.get(key)
         if isinstance(event, Post):
             known = held.event.chats if held is not None and isinstance(held.event, Post) else None
@@ -148,11 +148,9 @@ class ReorderBuffer:
             before = self._key_due.get(pkey)
             if not isinstance(event, Post) and before is not None:
                 due = max(due, before[0])  # never ahead of its post or an earlier edit
-            self._seq += 1
-            pending = Pending(event, stamp, [(chat, entry_id)], due, self._seq, pkey)
-            self._held[key] = pending
-            heapq.heappush(self._due, (due, self._seq, key))
             self._key_due[pkey] = (due, 1) if before is None else (max(before[0], due), before[1] + 1)
+            pending = self._held[key] = Pending(event, stamp, [(chat, entry_id)], due, key=pkey)
+            self._push(key, pending)
             return
         held.entries.append((chat, entry_id))
         if isinstance(held.event, Post) and isinstance(event, Post):

@@ -45,7 +45,7 @@ from mixer.merge.moderation import Moderator
 from mixer.merge.reorder import ReorderBuffer
 from mixer.models import Edit, Event, Post, Retraction
 from mixer.rules import Rules
-from mixer.streams import block_for, id_key, last_id, raise_if_cancelling, read_new, text
+from mixer.streams import block_for, id_key, id_ms, last_id, raise_if_cancelling, read_new, text
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class MergeStage:
     def _watermark(self) -> int:
         """Ms up to which every chat stream has been read; a drained stream counts as read up to now."""
         now = int(self._clock() * 1000)
-        marks = [now if c in self._drained else id_key(self._read[c])[0] for c in self._chats]
+        marks = [now if c in self._drained else id_ms(self._read[c]) for c in self._chats]
         return min(marks, default=now)
 
     async def _release(self, watermark: int) -> int:
