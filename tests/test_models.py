@@ -15,7 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mixer import models
-from mixer.codec import loads, pack_post, unpack_post
+from mixer.codec import loads, pack, pack_post, unpack_post
 from mixer.models import ELLIPSIS, LIMITS, Attachment, Post
 
 POST: dict[str, Any] = {
@@ -286,3 +286,15 @@ def test_a_stored_post_decodes_as_from_dict_reads_it_whatever_it_holds(
     except ValueError as exc:
         got = str(exc)
     assert got == expected
+
+
+_MSGPACK_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text() | st.binary(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=12), _MSGPACK_VALUES, max_size=18))
+def test_the_stored_form_is_the_bytes_msgpack_packb_writes(value: dict[str, object]) -> None:
+    assert pack(value) == msgpack.packb(value, use_bin_type=True)

@@ -30,13 +30,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgpack
-import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from mixer.codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, pack_post, unpack_post
+from mixer.codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, pack, pack_post, unpack_post
 from mixer.keys import CHANGES_MAXLEN, Keys
 from mixer.merge.actions import apply_action
 from mixer.merge.dedupe import Book, Changes, Deduper, FeedWrite
@@ -73,9 +72,6 @@ for n, cmd in ipairs({'HSET', 'ZADD', 'HSET', 'ZADD'}) do
 end
 return #batch[1]
 """
-# The feed bodies and index values inside it: msgspec writes the same msgpack bytes as ``msgpack.packb(x,
-# use_bin_type=True)`` for these plain dicts (tests/merge/test_stage.py holds it to that) in a third of the time.
-_PACK = msgspec.msgpack.Encoder().encode
 
 
 def decode_event(kind: bytes, raw: bytes) -> Event:
@@ -98,10 +94,10 @@ def batch_write(writes: list[FeedWrite], changes: Changes) -> list[list[Any]]:
     feed = []
     for kind, entry_id, payload in writes:
         body = {k: v for k, v in payload.items() if k != "id"} if kind == "p" else payload
-        feed.append([entry_id, _KIND_FIELD[kind], _PACK(body)])
+        feed.append([entry_id, _KIND_FIELD[kind], pack(body)])
     index: list[Any] = []
     for key, stored in changes.posts.items():
-        index += (key, _PACK(stored))
+        index += (key, pack(stored))
     seen: list[Any] = []
     for key, ms in changes.seen.items():
         seen += (str(ms), key)

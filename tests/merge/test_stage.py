@@ -2,17 +2,14 @@ from __future__ import annotations
 
 import dataclasses
 
-import msgpack
 import pytest
 import redis.asyncio as aioredis
-from hypothesis import given
-from hypothesis import strategies as st
 
 from mixer.codec import FIELD
 from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
 from mixer.merge.lease import LeaseLost
-from mixer.merge.stage import _PACK, MergeStage
+from mixer.merge.stage import MergeStage
 from mixer.models import Edit
 from mixer.rules import Rules
 from mixer.streams import id_key, read_range
@@ -220,15 +217,3 @@ async def test_a_follower_seeing_posts_late_makes_only_its_chats_wait_the_window
     clock.now += 0.5
     assert await merge.step(max_block=0.01) == 1
     assert [p.key for p in await feed_posts(redis, keys)] == ["x:1", "x:3", "x:2"]
-
-
-_MSGPACK_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text() | st.binary(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=20,
-)
-
-
-@given(st.dictionaries(st.text(max_size=12), _MSGPACK_VALUES, max_size=18))
-def test_the_batch_writes_feed_and_index_bytes_as_msgpack_packb_does(value: dict[str, object]) -> None:
-    assert _PACK(value) == msgpack.packb(value, use_bin_type=True)
