@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -114,3 +115,18 @@ async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float
             if result:
                 return
             await asyncio.sleep(0.005)
+
+
+def client_frame(first: int, payload: bytes, mask: bytes, mask_bit: int = 0x80) -> bytes:
+    """A websocket client frame (RFC 6455 5.2) with first byte ``first``; masked unless ``mask_bit`` is 0."""
+    size = len(payload)
+    if size < 126:
+        head = bytes([first, mask_bit | size])
+    elif size < 1 << 16:
+        head = bytes([first, mask_bit | 126]) + struct.pack("!H", size)
+    else:
+        head = bytes([first, mask_bit | 127]) + struct.pack("!Q", size)
+    if not mask_bit:
+        return head + payload
+    key = (mask * (size // 4 + 1))[:size]
+    return head + mask + bytes(b ^ k for b, k in zip(payload, key, strict=True))

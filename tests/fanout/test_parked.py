@@ -28,7 +28,7 @@ from mixer.fanout.clients import CLOSE_SLOW, CLOSE_SLOW_REASON
 from mixer.fanout.parked import Parked
 from mixer.keys import Keys
 from mixer.runner import build_app
-from tests.helpers import eventually, make_post
+from tests.helpers import client_frame, eventually, make_post
 from tests.servers import Running, add_to_feed, receive_posts, running_app, settings_for
 
 UPGRADE = (
@@ -45,17 +45,7 @@ def _port(srv: Running) -> int:
 
 def frame(first: int, payload: bytes, masked: bool = True) -> bytes:
     """A client frame: ``first`` is the first byte (FIN, RSV, opcode); masked with ``MASK`` unless told not to."""
-    size = len(payload)
-    bit = 0x80 if masked else 0
-    if size < 126:
-        head = bytes([first, bit | size])
-    elif size < 1 << 16:
-        head = bytes([first, bit | 126]) + struct.pack("!H", size)
-    else:
-        head = bytes([first, bit | 127]) + struct.pack("!Q", size)
-    if not masked:
-        return head + payload
-    return head + MASK + bytes(b ^ MASK[i % 4] for i, b in enumerate(payload))
+    return client_frame(first, payload, MASK, 0x80 if masked else 0)
 
 
 class Raw:

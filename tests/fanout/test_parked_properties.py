@@ -29,26 +29,12 @@ from mixer.fanout.appkeys import CONNECTIONS, SOCKETS
 from mixer.fanout.clients import Client
 from mixer.fanout.hub import Hub
 from mixer.fanout.parked import MAX_MESSAGE, SENDABLE, Parked
+from tests.helpers import client_frame
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 PEER = "10.0.0.1"  # the address the socket is counted under
 TEXT_PINGS = [b'{"type":"ping"}', b'{"type": "ping", "n": 1}', b' {"type":"ping","x":[1,2]} ']
 SETTINGS = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def masked(first: int, payload: bytes, mask: bytes, mask_bit: int = 0x80) -> bytes:
-    """A client frame with ``first`` as its first byte; masked with ``mask`` unless ``mask_bit`` is 0."""
-    size = len(payload)
-    if size < 126:
-        head = bytes([first, mask_bit | size])
-    elif size < 1 << 16:
-        head = bytes([first, mask_bit | 126]) + struct.pack("!H", size)
-    else:
-        head = bytes([first, mask_bit | 127]) + struct.pack("!Q", size)
-    if not mask_bit:
-        return head + payload
-    key = (mask * (size // 4 + 1))[:size]
-    return head + mask + bytes(b ^ k for b, k in zip(payload, key, strict=True))
 
 
 def asks_pong(body: bytes) -> bool:
@@ -94,7 +80,7 @@ def control(draw: st.DrawFn, stream: Stream) -> None:
     """A ping (answered with its payload) or a pong (answered with nothing)."""
     opcode = draw(st.sampled_from([PING, PONG]))
     payload = draw(st.binary(max_size=125))
-    stream.data += masked(0x80 | opcode, payload, draw(masks))
+    stream.data += client_frame(0x80 | opcode, payload, draw(masks))
     stream.messages.append((opcode, payload))
     if opcode == PING:
         stream.answers.append((PONG, payload))
@@ -110,7 +96,7 @@ def message(draw: st.DrawFn, stream: Stream, opcode: int, body: bytes, pieces: i
     bounds = [0, *cuts, len(sent)]
     for n in range(pieces):
         first = (opcode if n == 0 else CONT) | (0x40 if compressed and n == 0 else 0) | (0x80 if n == pieces - 1 else 0)
-        stream.data += masked(first, sent[bounds[n] : bounds[n + 1]], draw(masks))
+        stream.data += client_frame(first, sent[bounds[n] : bounds[n + 1]], draw(masks))
         if n < pieces - 1 and draw(st.integers(0, 3)) == 0:
             control(draw, stream)
 
@@ -154,7 +140,7 @@ def closing_streams(draw: st.DrawFn) -> Stream:
     stream = draw(valid_streams())
     body = b"" if draw(st.integers(0, 4)) == 0 else struct.pack("!H", draw(codes)) + draw(reasons)
     stream.closes_at = len(stream.data)
-    stream.data += masked(0x88, body, draw(masks))
+    stream.data += client_frame(0x88, body, draw(masks))
     stream.answers.append((CLOSE, body[:2]))  # (the code echoed, RFC 6455 5.5.1)
     stream.data += draw(st.binary(max_size=40))
     return stream
@@ -187,29 +173,29 @@ def bad_frame(draw: st.DrawFn, stream: Stream) -> None:
     data = stream.data
     if kind == "unmasked":
         first = draw(st.sampled_from([0x81, 0x82, 0x89, 0x8A, 0x88]))
-        data += masked(first, draw(st.binary(max_size=20)), mask, mask_bit=0)
+        data += client_frame(first, draw(st.binary(max_size=20)), mask, mask_bit=0)
     elif kind == "reserved bit":
         bits = draw(st.sampled_from([0x10, 0x20, 0x30] + ([] if stream.deflate else [0x40])))
-        data += masked(bits | draw(st.sampled_from([0x81, 0x82, 0x89])), b"x", mask)
+        data += client_frame(bits | draw(st.sampled_from([0x81, 0x82, 0x89])), b"x", mask)
     elif kind == "reserved opcode":
-        data += masked(0x80 | draw(st.sampled_from([3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF])), b"", mask)
+        data += client_frame(0x80 | draw(st.sampled_from([3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF])), b"", mask)
     elif kind == "long control":
         opcode = draw(st.sampled_from([PING, PONG, CLOSE]))
-        data += masked(0x80 | opcode, struct.pack("!H", 1000) + b"x" * draw(st.integers(124, 300)), mask)
+        data += client_frame(0x80 | opcode, struct.pack("!H", 1000) + b"x" * draw(st.integers(124, 300)), mask)
     elif kind == "fragmented control":
-        data += masked(draw(st.sampled_from([PING, PONG, CLOSE])), b"", mask)
+        data += client_frame(draw(st.sampled_from([PING, PONG, CLOSE])), b"", mask)
     elif kind == "rsv1 on control":
-        data += masked(0xC0 | draw(st.sampled_from([PING, PONG])), b"", mask)
+        data += client_frame(0xC0 | draw(st.sampled_from([PING, PONG])), b"", mask)
     elif kind == "continuation first":
-        data += masked(draw(st.sampled_from([0x00, 0x80])), b"x", mask)
+        data += client_frame(draw(st.sampled_from([0x00, 0x80])), b"x", mask)
     elif kind == "new message mid-message":
-        data += masked(draw(st.sampled_from([TEXT, BINARY])), b"a", mask)
+        data += client_frame(draw(st.sampled_from([TEXT, BINARY])), b"a", mask)
         if draw(st.booleans()):
             control(draw, stream)
-        data += masked(draw(st.sampled_from([0x81, 0x82, 0x01])), b"b", mask)
+        data += client_frame(draw(st.sampled_from([0x81, 0x82, 0x01])), b"b", mask)
     elif kind == "rsv1 on continuation":
-        data += masked(0x40 | BINARY, stream.compress(b"a"), mask)
-        data += masked(0xC0, b"", mask)
+        data += client_frame(0x40 | BINARY, stream.compress(b"a"), mask)
+        data += client_frame(0xC0, b"", mask)
     elif kind == "not utf-8":
         text = draw(st.text(max_size=50)).encode()
         cut = draw(st.integers(0, len(text)))
@@ -217,24 +203,24 @@ def bad_frame(draw: st.DrawFn, stream: Stream) -> None:
         message(draw, stream, TEXT, text[:cut] + bad + text[cut:])
         stream.code = 1007
     elif kind == "too big":
-        data += masked(
+        data += client_frame(
             draw(st.sampled_from([0x82, 0x81])), b"x" * draw(st.integers(MAX_MESSAGE + 1, MAX_MESSAGE + 9)), mask
         )
         stream.code = 1009
     elif kind == "too big in fragments":
         head = draw(st.integers(1, MAX_MESSAGE))
-        data += masked(BINARY, b"x" * head, mask) + masked(0x80, b"y" * (MAX_MESSAGE + 1 - head), mask)
+        data += client_frame(BINARY, b"x" * head, mask) + client_frame(0x80, b"y" * (MAX_MESSAGE + 1 - head), mask)
         stream.code = 1009
     elif kind == "deflate bomb":
-        data += masked(0xC0 | BINARY, stream.compress(b" " * (MAX_MESSAGE + draw(st.integers(1, 1000)))), mask)
+        data += client_frame(0xC0 | BINARY, stream.compress(b" " * (MAX_MESSAGE + draw(st.integers(1, 1000)))), mask)
         stream.code = 1009
     elif kind == "close body of 1 byte":
-        data += masked(0x88, draw(st.binary(min_size=1, max_size=1)), mask)
+        data += client_frame(0x88, draw(st.binary(min_size=1, max_size=1)), mask)
     elif kind == "bad close code":
         code = draw(st.sampled_from([0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535]))
-        data += masked(0x88, struct.pack("!H", code), mask)
+        data += client_frame(0x88, struct.pack("!H", code), mask)
     else:
-        data += masked(0x88, struct.pack("!H", 1000) + b"bye\xff", mask)
+        data += client_frame(0x88, struct.pack("!H", 1000) + b"bye\xff", mask)
         stream.code = 1007
 
 
@@ -244,7 +230,7 @@ def invalid_streams(draw: st.DrawFn) -> Stream:
     valid(draw, stream, most=4)
     bad_frame(draw, stream)
     if draw(st.booleans()):  # what comes after the bad frame is dropped: no answer to this ping
-        stream.data += masked(0x89, b"after", draw(masks))
+        stream.data += client_frame(0x89, b"after", draw(masks))
     return stream
 
 
