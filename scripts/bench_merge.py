@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
 import platform
@@ -49,7 +48,7 @@ async def fill(url: str, keys: Keys, passes: int) -> int:
     posts = [p for p in read_records(DEMO_RECORDING) if isinstance(p, Post)]
     published = 0
     for n in range(passes):
-        batch = [dataclasses.replace(p, key=f"{p.key}~{n}", text=f"{p.text} (pass {n})") for p in posts]
+        batch = [p.replace(key=f"{p.key}~{n}", text=f"{p.text} (pass {n})") for p in posts]
         for start in range(0, len(batch), 500):
             async with redis.pipeline(transaction=True) as tx:
                 for post in batch[start : start + 500]:

@@ -4,7 +4,6 @@ the feed read back, and waiting for a condition."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import struct
 import time
@@ -57,9 +56,7 @@ def wall_post(
 ) -> Post:
     """A post as screens show it, created now unless told otherwise."""
     base = make_post(key, chats, created=created or now_ms(), text=text)
-    return dataclasses.replace(
-        base, author=Author(handle=handle, name=name, avatar=avatar), url=url or base.url, media=media
-    )
+    return base.replace(author=Author(handle=handle, name=name, avatar=avatar), url=url or base.url, media=media)
 
 
 def recorded_night(limit: int, chats: set[str] | None = None, ago_ms: int = 150_000) -> list[Post]:
@@ -70,8 +67,7 @@ def recorded_night(limit: int, chats: set[str] | None = None, ago_ms: int = 150_
     chosen = [p for p in posts if BUSY_HOUR <= p.created < BUSY_HOUR + 3_600_000][:limit]
     shift = now_ms() - ago_ms - chosen[-1].created
     return [
-        dataclasses.replace(
-            p,
+        p.replace(
             created=p.created + shift,
             at=p.at + shift,
             chats=p.chats if chats is None else tuple(c for c in p.chats if c in chats),

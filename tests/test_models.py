@@ -3,10 +3,12 @@ validation of from_dict."""
 
 from __future__ import annotations
 
+import copy
+import gc
 import json
 import logging
+import pickle
 from collections import Counter
-from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -16,7 +18,7 @@ from hypothesis import strategies as st
 
 from mixer import models
 from mixer.codec import loads, pack, pack_post, unpack_post
-from mixer.models import ELLIPSIS, LIMITS, Attachment, Post
+from mixer.models import ELLIPSIS, LIMITS, Attachment, Edit, Post, Retraction
 
 POST: dict[str, Any] = {
     "key": "x:1440715975020584960",
@@ -116,7 +118,7 @@ def test_attachments_keep_the_contract_shape_through_json_and_msgpack_and_media_
     assert data["attachments"] == [PHOTO, BARE]  # optional fields only when known, nothing else
     assert data["media"] == [PHOTO["url"], BARE["url"]]
     assert Post.from_dict(loads(json.dumps(data))) == post
-    assert unpack_post("5-0", pack_post(post)) == replace(post, id="5-0")
+    assert unpack_post("5-0", pack_post(post)) == post.replace(id="5-0")
 
 
 def test_a_post_without_attachments_has_no_attachments_field_and_old_stored_posts_still_decode() -> None:
@@ -129,7 +131,7 @@ def test_a_post_without_attachments_has_no_attachments_field_and_old_stored_post
 def test_attachments_override_a_different_media_list_and_a_post_built_in_code_gets_their_urls() -> None:
     post = Post.from_dict({**POST, "media": ["https://other.example/x.png"], "attachments": [BARE]})
     assert post.media == (BARE["url"],)
-    built = replace(Post.from_dict(POST), attachments=(Attachment("image", "https://a.example/1.png"),))
+    built = Post.from_dict(POST).replace(attachments=(Attachment("image", "https://a.example/1.png"),))
     assert built.media == ("https://a.example/1.png",) and built.to_dict()["media"] == ["https://a.example/1.png"]
 
 
@@ -220,7 +222,29 @@ def test_any_valid_attachments_round_trip_exactly_through_json_and_msgpack(items
     post = Post.from_dict({**POST, "attachments": items})
     assert post.to_dict().get("attachments", []) == items
     assert Post.from_dict(loads(json.dumps(post.to_dict()))) == post
-    assert unpack_post("1-0", pack_post(post)) == replace(post, id="1-0")
+    assert unpack_post("1-0", pack_post(post)) == post.replace(id="1-0")
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(st.lists(_ATTACHMENT, max_size=LIMITS.attachments), st.lists(st.sampled_from(["a", "b", "c"]), unique=True))
+def test_replace_and_with_chats_are_the_post_built_anew_and_copies_and_pickles_are_equal(
+    items: list[dict[str, Any]], chats: list[str]
+) -> None:
+    post = Post.from_dict({**POST, **QUOTE, "id": "7-0", "attachments": items})
+    fields = {name: getattr(post, name) for name in Post.__struct_fields__}
+    assert Post(*fields.values()) == Post(**fields) == post and hash(Post(**fields)) == hash(post)
+    assert (
+        post.with_chats(tuple(chats)) == post.replace(chats=tuple(chats)) == Post(**{**fields, "chats": tuple(chats)})
+    )
+    plain = Post.from_dict({**POST, "media": ["https://other.example/x.png"]})
+    built = Post(**{**{name: getattr(plain, name) for name in Post.__struct_fields__}, "attachments": post.attachments})
+    assert plain.replace(attachments=post.attachments) == built  # media: the attachments' URLs, as any Post's
+    assert built.media == (tuple(a.url for a in post.attachments) or plain.media)
+    events = (post, post.author, *post.attachments, Edit(post), Retraction(post.key, post.source, post.chats))
+    for event in events:
+        for twin in (copy.copy(event), copy.deepcopy(event), pickle.loads(pickle.dumps(event))):
+            assert twin == event and hash(twin) == hash(event) and repr(twin) == repr(event)
+        assert not gc.is_tracked(event)  # gc=False: nothing in them can hold a cycle
 
 
 # Values each field may carry in a stored entry: fitting, at and past each limit, empty, of the wrong type, None.

@@ -30,9 +30,11 @@ import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypeVar
+
+import msgspec
 
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import Publisher
@@ -220,9 +222,8 @@ def restamp(
     """
     suffix = key_suffix(pass_no, run_tag)
     if not suffix:
-        return replace(post, created=post.created if keep_time else now_ms, at=now_ms)
-    return replace(
-        post,
+        return post.replace(created=post.created if keep_time else now_ms, at=now_ms)
+    return post.replace(
         key=post.key + suffix,
         boost_of=_suffixed(post.boost_of, suffix),
         quote_of=_suffixed(post.quote_of, suffix),
@@ -253,7 +254,7 @@ def restamp_event(
     if isinstance(event, Edit):
         return Edit(restamp(event.post, now_ms, pass_no, keep_time, run_tag=run_tag, tag_text=tag_text))
     suffix = key_suffix(pass_no, run_tag)
-    return replace(event, key=event.key + suffix) if suffix else event
+    return msgspec.structs.replace(event, key=event.key + suffix) if suffix else event
 
 
 class Replayer:

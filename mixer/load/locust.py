@@ -21,7 +21,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -341,7 +340,7 @@ def restamped(event: Event, tag: str, pass_no: int, now_ms: int) -> dict[str, An
     def post(p: Post) -> Post:
         boost_of = None if p.boost_of is None else p.boost_of + suffix
         text = f"{p.text} {suffix}"
-        return replace(p, key=p.key + suffix, created=now_ms, at=now_ms, text=text, boost_of=boost_of, id="")
+        return p.replace(key=p.key + suffix, created=now_ms, at=now_ms, text=text, boost_of=boost_of, id="")
 
     if isinstance(event, Post):
         return post(event).to_dict()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -94,7 +93,7 @@ async def test_blocked_words_and_accounts_never_reach_the_feed(
                 assert resp.status == 200
                 assert "alice" in (await resp.json())["accounts"]
             await pub.publish([make_post("x:4", text="alice again")])  # make_post's author is alice
-            await pub.publish([dataclasses.replace(make_post("x:5", text="from bob"), author=bob)])
+            await pub.publish([make_post("x:5", text="from bob").replace(author=bob)])
             shown: list[str] = []
             while "x:5" not in shown:
                 shown += [i["key"] for i in (await next_frame(ws, "posts"))["items"]]

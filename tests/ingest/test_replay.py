@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 from collections.abc import Iterable
@@ -204,7 +203,7 @@ async def test_pass_starts_records_the_wall_clock_at_the_start_of_each_pass(
 
 
 def test_a_rekeyed_post_names_rekeyed_posts_and_its_text_says_which_pass_it_is() -> None:
-    post = dataclasses.replace(make_post("x:2"), boost_of="x:1", quote_of="x:0", reply_to="x:9", text="hello there")
+    post = make_post("x:2").replace(boost_of="x:1", quote_of="x:0", reply_to="x:9", text="hello there")
     first = restamp(post, T0, 0, keep_time=False, run_tag="k3x")
     assert (first.key, first.boost_of, first.quote_of, first.reply_to) == (
         "x:2~k3x.0",
@@ -216,7 +215,7 @@ def test_a_rekeyed_post_names_rekeyed_posts_and_its_text_says_which_pass_it_is()
     assert restamp(post, T0, 1, keep_time=False, run_tag="k3x").text == "hello there (pass 2)"
     assert restamp(post, T0, 1, keep_time=False).text == "hello there (pass 2)"
     assert restamp(post, T0, 0, keep_time=False, run_tag="k3x", tag_text=True).text == "hello there [k3x.0]"
-    assert restamp(post, T0, 0, keep_time=False, tag_text=True) == dataclasses.replace(post, created=T0, at=T0)
+    assert restamp(post, T0, 0, keep_time=False, tag_text=True) == post.replace(created=T0, at=T0)
 
 
 def test_a_run_tag_that_cannot_sit_in_a_key_is_refused() -> None:

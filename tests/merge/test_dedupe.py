@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -44,7 +43,7 @@ def kinds(writes: list[FeedWrite]) -> list[tuple[str, Any]]:
 
 def test_a_boost_of_a_shown_post_is_not_shown_and_counts_on_the_original() -> None:
     original = make_post("x:1")
-    boosts = [dataclasses.replace(make_post(f"x:{n}"), boost_of="x:1") for n in (2, 3)]
+    boosts = [make_post(f"x:{n}").replace(boost_of="x:1") for n in (2, 3)]
     writes = run([original, *boosts, boosts[0]])  # the first boost arrives twice
     assert kinds(writes) == [("p", "x:1"), ("u", "x:1"), ("u", "x:1")]
     assert writes[-1][2]["boosts"] == 2 and writes[-1][2]["id"] == writes[0][2]["id"]
@@ -52,18 +51,16 @@ def test_a_boost_of_a_shown_post_is_not_shown_and_counts_on_the_original() -> No
 
 def test_an_edit_updates_the_shown_post_under_its_feed_id() -> None:
     original = make_post("x:1", text="first words")
-    edited = Edit(dataclasses.replace(original, text="better words"))
+    edited = Edit(original.replace(text="better words"))
     writes = run([original, edited])
     assert kinds(writes) == [("p", "x:1"), ("u", "x:1")]
     assert writes[1][2]["text"] == "better words" and writes[1][2]["id"] == writes[0][2]["id"]
 
 
 def test_an_edit_with_a_resolved_author_updates_the_card_without_marking_it_edited() -> None:
-    original = dataclasses.replace(
-        make_post("bluesky:at://did:plc:a/app.bsky.feed.post/1"), author=Author("did:plc:a", "")
-    )
+    original = make_post("bluesky:at://did:plc:a/app.bsky.feed.post/1").replace(author=Author("did:plc:a", ""))
     resolved = Author("alice.bsky.social", "Alice", "https://cdn.bsky.app/img/avatar/plain/did:plc:a/c@jpeg")
-    writes = run([original, Edit(dataclasses.replace(original, author=resolved, at=original.at + 5))])
+    writes = run([original, Edit(original.replace(author=resolved, at=original.at + 5))])
     assert kinds(writes) == [("p", original.key), ("u", original.key)]
     update = writes[1][2]
     assert update["author"] == resolved.to_dict() and update["id"] == writes[0][2]["id"]
@@ -72,8 +69,8 @@ def test_an_edit_with_a_resolved_author_updates_the_card_without_marking_it_edit
 
 def test_an_edit_from_a_payload_without_the_profile_keeps_the_resolved_author() -> None:
     resolved = Author("alice.bsky.social", "Alice", "https://cdn.bsky.app/img/avatar/plain/did:plc:a/c@jpeg")
-    original = dataclasses.replace(make_post("bluesky:at://did:plc:a/app.bsky.feed.post/1"), author=resolved)
-    bare = dataclasses.replace(original, author=Author("did:plc:a", ""), text="new words", at=original.at + 5)
+    original = make_post("bluesky:at://did:plc:a/app.bsky.feed.post/1").replace(author=resolved)
+    bare = original.replace(author=Author("did:plc:a", ""), text="new words", at=original.at + 5)
     writes = run([original, Edit(bare)])
     update = writes[1][2]
     assert update["text"] == "new words" and update["author"] == resolved.to_dict()
@@ -81,7 +78,7 @@ def test_an_edit_from_a_payload_without_the_profile_keeps_the_resolved_author() 
 
 def test_an_edit_that_adds_a_quote_is_an_edit_with_the_quote() -> None:
     original = make_post("x:1", text="look at this")
-    quoting = dataclasses.replace(original, quote_of="x:2", quote_url="https://x.com/b/status/2", at=original.at + 5)
+    quoting = original.replace(quote_of="x:2", quote_url="https://x.com/b/status/2", at=original.at + 5)
     update = run([original, Edit(quoting)])[1][2]
     assert (update["quote_of"], update["quote_url"], update["edited"]) == (
         "x:2",
@@ -92,13 +89,13 @@ def test_an_edit_that_adds_a_quote_is_an_edit_with_the_quote() -> None:
 
 def test_an_edit_of_the_words_is_marked_edited() -> None:
     original = make_post("x:1", text="first words")
-    writes = run([original, Edit(dataclasses.replace(original, text="better words", at=original.at + 5))])
+    writes = run([original, Edit(original.replace(text="better words", at=original.at + 5))])
     assert writes[1][2]["edited"] == original.at + 5
 
 
 def test_a_retracted_post_is_retracted_and_never_comes_back() -> None:
     post = make_post("x:1")
-    writes = run([post, Retraction("x:1", "x"), post, Edit(post), dataclasses.replace(post, chats=("edchat",))])
+    writes = run([post, Retraction("x:1", "x"), post, Edit(post), post.replace(chats=("edchat",))])
     assert kinds(writes) == [("p", "x:1"), ("r", [writes[0][2]["id"]])]
 
 
@@ -129,8 +126,7 @@ def test_a_retweet_arriving_after_its_original_was_deleted_does_not_bring_the_te
 
 def test_the_same_text_by_the_same_author_on_another_network_adds_an_also_on_link() -> None:
     on_x = make_post("x:1", text=LONG + " #smbiz")
-    on_mastodon = dataclasses.replace(
-        make_post("mastodon:https://m.example/1", text=LONG + " https://t.co/x"),
+    on_mastodon = make_post("mastodon:https://m.example/1", text=LONG + " https://t.co/x").replace(
         source="mastodon",
         author=Author("alice@m.example", "Alice"),
     )
@@ -140,19 +136,14 @@ def test_the_same_text_by_the_same_author_on_another_network_adds_an_also_on_lin
 
 
 def test_a_flood_of_the_same_text_from_many_accounts_collapses_into_one_card_with_a_count() -> None:
-    flood = [
-        dataclasses.replace(make_post(f"x:{n}", text=f"{LONG}!!"), author=Author(f"bot{n}", f"Bot {n}"))
-        for n in range(5)
-    ]
+    flood = [make_post(f"x:{n}", text=f"{LONG}!!").replace(author=Author(f"bot{n}", f"Bot {n}")) for n in range(5)]
     writes = run(flood)
     assert kinds(writes) == [("p", "x:0")] + [("u", "x:0")] * 4
     assert writes[-1][2]["similar"] == 4
 
 
 def test_short_common_answers_are_never_collapsed() -> None:
-    answers = [
-        dataclasses.replace(make_post(f"x:{n}", text="A1: yes!"), author=Author(f"u{n}", f"U {n}")) for n in range(3)
-    ]
+    answers = [make_post(f"x:{n}", text="A1: yes!").replace(author=Author(f"u{n}", f"U {n}")) for n in range(3)]
     assert [k for k, _ in kinds(run(answers))] == ["p", "p", "p"]
     assert fingerprint("A1: yes!") is None
 
@@ -216,11 +207,11 @@ def test_no_post_is_shown_twice_and_a_retracted_post_never_comes_back(script: li
         if action == "post":
             events.append(post)
         elif action == "edit":
-            events.append(Edit(dataclasses.replace(post, text=f"edited {n}")))
+            events.append(Edit(post.replace(text=f"edited {n}")))
         elif action == "retract":
             events.append(Retraction(post.key, "x"))
         else:
-            events.append(dataclasses.replace(make_post(f"x:b{m}"), boost_of=post.key))
+            events.append(make_post(f"x:b{m}").replace(boost_of=post.key))
     writes = run(events)
     shown = [payload["key"] for kind, _, payload in writes if kind == "p"]
     assert len(shown) == len(set(shown))
@@ -241,7 +232,7 @@ async def test_the_merge_stage_remembers_across_a_restart(redis: aioredis.Redis,
     first = MergeStage(redis, keys, CHATS, window=0, clock=clock)
     await first.load_cursors()
     await first.step(max_block=0.01)
-    await pub.publish([dataclasses.replace(make_post("x:2"), boost_of="x:1"), Retraction("x:1", "x")])
+    await pub.publish([make_post("x:2").replace(boost_of="x:1"), Retraction("x:1", "x")])
     await pub.publish([make_post("x:1")])
     clock.now = time.time() + 1
     second = MergeStage(redis, keys, CHATS, window=0, clock=clock)

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import redis.asyncio as aioredis
 
@@ -78,7 +76,7 @@ async def test_an_edit_that_brings_a_blocked_word_retracts_the_card(redis: aiore
     merge = MergeStage(redis, keys, CHATS, window=0, clock=clock, rules=Rules(words=("spam",)))
     await merge.load_cursors()
     await merge.step(max_block=0.01)
-    await pub.publish([Edit(dataclasses.replace(post, text="now with spam", at=post.at + 5))])
+    await pub.publish([Edit(post.replace(text="now with spam", at=post.at + 5))])
     clock.now += 1
     await merge.step(max_block=0.01)
     entries = await feed_entries(redis, keys)

@@ -7,7 +7,6 @@ Set MIXER_SCREENSHOTS=1 to also write docs/screenshots/report.png.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 from collections import Counter
@@ -92,7 +91,7 @@ def synth_night(tmp_path: Path) -> tuple[Path, list[Post]]:
     posts = [p for p in read_records(path) if isinstance(p, Post)]
     hostile = Post("x:h", "x", ("smbiz",), Author("mallory", HOSTILE), "hi", "https://x.test/1", 0, 0)
     last = posts[-1].created
-    posts += [dataclasses.replace(hostile, key=f"x:h{i}", text=f"hi {i}", created=last, at=last) for i in range(12)]
+    posts += [hostile.replace(key=f"x:h{i}", text=f"hi {i}", created=last, at=last) for i in range(12)]
     path.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in posts))
     return path, posts
 

@@ -8,7 +8,6 @@ docs/screenshots/console.png.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -41,7 +40,7 @@ async def night(redis_url: str, keys: Keys) -> AsyncIterator[Night]:
 
 def post(key: str, text: str, chats: tuple[str, ...] = ("smbiz",), *, handle: str = "alice", name: str = "") -> Post:
     base = make_post(key, chats, created=now_ms(), text=text)
-    return dataclasses.replace(base, author=Author(handle=handle, name=name or handle.title()))
+    return base.replace(author=Author(handle=handle, name=name or handle.title()))
 
 
 async def sign_in(page: Page, night: Night, name: str = "Dana") -> None:
@@ -294,7 +293,7 @@ async def test_hostile_posts_render_as_literal_text_in_the_console(night: Night,
     script_text = "<script>alert(1)</script>"
     img_text = "<img src=x onerror=alert(1)>"
     bidi_text = "price: \u202e0001$ only today"
-    js_post = dataclasses.replace(post("x:js", "click me"), url="javascript:alert(1)")
+    js_post = post("x:js", "click me").replace(url="javascript:alert(1)")
     await night.publish(
         post("x:script", script_text, name="<b>Mallory</b>"),
         post("x:img", img_text),
@@ -347,7 +346,7 @@ async def test_the_console_shows_a_realistic_night_and_can_screenshot_it(night: 
         handle="rosa@mastodon.example",
         name="Rosa Martínez",
     )
-    await night.publish(dataclasses.replace(question, source="mastodon"))
+    await night.publish(question.replace(source="mastodon"))
     await expect(page.locator("#queue article")).to_have_count(1, timeout=WAIT_MS)
 
     if os.environ.get("MIXER_SCREENSHOTS") == "1":

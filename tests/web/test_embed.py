@@ -480,17 +480,16 @@ async def test_widget_shows_a_realistic_night_on_a_blog_and_can_screenshot_it(
     (rosa,) = await publish(
         redis,
         keys,
-        dataclasses.replace(
-            wall_post(
-                "mastodon:https://mastodon.example/@rosa/1",
-                ("smbiz", "edchat"),
-                "Q2: We run a tiny bakery and a Friday baking club for kids. Half our regulars found us through "
-                "the club, not Instagram. #smbiz #edchat",
-                name="Rosa Martínez",
-                handle="rosa@mastodon.example",
-                avatar="https://images.example.test/rosa.png",
-                created=now_ms() - 20_000,
-            ),
+        wall_post(
+            "mastodon:https://mastodon.example/@rosa/1",
+            ("smbiz", "edchat"),
+            "Q2: We run a tiny bakery and a Friday baking club for kids. Half our regulars found us through "
+            "the club, not Instagram. #smbiz #edchat",
+            name="Rosa Martínez",
+            handle="rosa@mastodon.example",
+            avatar="https://images.example.test/rosa.png",
+            created=now_ms() - 20_000,
+        ).replace(
             attachments=(
                 Attachment(
                     "image", "https://images.example.test/shop.png", alt="The bakery's counter", width=1200, height=900

@@ -3,7 +3,6 @@ X v2 quote tweet parsed as ingest does, its line a link to the quoted post, and 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from urllib.parse import urlencode
 
@@ -31,7 +30,7 @@ def real_quote() -> tuple[Post, Post]:
     tweet = next(t for t in message["data"] if t["id"] == QUOTING_ID)
     message = {"data": [tweet], "includes": message["includes"]}
     quoted, quoting = (
-        dataclasses.replace(p, chats=("smbiz",), created=now_ms())
+        p.replace(chats=("smbiz",), created=now_ms())
         for p in parse_v2(message, ChatMatcher(None), now_ms())
         if isinstance(p, Post)
     )
@@ -40,7 +39,7 @@ def real_quote() -> tuple[Post, Post]:
 
 
 def hostile(quoting: Post) -> Post:
-    return dataclasses.replace(quoting, key="x:hostile", quote_url="javascript:alert(1)<img src=x onerror=alert(2)>")
+    return quoting.replace(key="x:hostile", quote_url="javascript:alert(1)<img src=x onerror=alert(2)>")
 
 
 async def expect_quote_lines(scope: Page | Locator, line: str, quoting_id: str, plain_id: str, hostile_id: str) -> None:

@@ -9,7 +9,6 @@ docs/screenshots/wall.png and wall-light.png.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import os
 import re
@@ -425,7 +424,7 @@ def night_extras() -> list[Post]:
 
 def with_photos(posts: list[Post]) -> list[Post]:
     """``posts`` with Rosa's bakery post carrying ``SHOP_PHOTOS``, moved last (on top of the wall)."""
-    rosa = [dataclasses.replace(p, attachments=SHOP_PHOTOS) for p in posts if "rosa" in p.key]
+    rosa = [p.replace(attachments=SHOP_PHOTOS) for p in posts if "rosa" in p.key]
     return [p for p in posts if "rosa" not in p.key] + rosa
 
 

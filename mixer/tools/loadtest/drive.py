@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -74,7 +73,7 @@ class Driver:
         key = f"{self.marker}{n}"
         if self._posts:
             post = self._posts[n % len(self._posts)]
-            return replace(post, key=key, text=f"{post.text} ({n})", created=now_ms, at=now_ms)
+            return post.replace(key=key, text=f"{post.text} ({n})", created=now_ms, at=now_ms)
         tags = self.settings.chat_tags
         who = n % 97
         return Post(
