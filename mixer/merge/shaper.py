@@ -68,8 +68,8 @@ class Shaper:
 
     @property
     def counters(self) -> Counter[str]:
-        """Ids offered, offered again while held (duplicate), emitted, dropped and removed so far (a copy)."""
-        return Counter(self._counts)
+        """Ids offered, offered again while held (duplicate), emitted, dropped and removed so far: a copy, no zeros."""
+        return Counter({name: count for name, count in self._counts.items() if count})
 
     def __len__(self) -> int:
         return len(self._held)
