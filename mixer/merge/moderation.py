@@ -18,6 +18,8 @@ from functools import cache
 from importlib.resources import files
 from typing import Any, Literal
 
+import msgspec
+
 from mixer.models import Post
 from mixer.rules import Rules, fold
 
@@ -44,9 +46,10 @@ Token = tuple[str, int]  # (character, run length); ("", 0) is the gap between t
 
 
 def _view(folded: str) -> str:
-    if folded.isascii():
-        return folded.encode().translate(_VIEW_ASCII).decode()
-    return folded.translate(_VIEW)
+    """``folded.translate(_VIEW)``, done on its UTF-8 bytes: an ASCII byte never occurs inside a longer character's
+    encoding, so the one-byte table maps the same characters, and a text with other characters costs a tenth as
+    much as str.translate (which looks every character up in the table). ``surrogatepass``: any str round-trips."""
+    return folded.encode("utf-8", "surrogatepass").translate(_VIEW_ASCII).decode("utf-8", "surrogatepass")
 
 
 def _entry_view(folded: str) -> str:
@@ -141,8 +144,7 @@ class _Matcher:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(msgspec.Struct, frozen=True, gc=False):
     """One rule that matched: its kind, the entry as written in the rules, and the chat whose list holds it."""
 
     kind: HitKind
@@ -154,9 +156,10 @@ class Hit:
         return f"{what} {self.entry!r}" + (f" in chat #{self.chat}" if self.chat else "")
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """``show`` or ``hold`` carry the post, narrowed to the chats still allowed; ``block`` carries none."""
+class Verdict(msgspec.Struct, frozen=True, gc=False):
+    """``show`` or ``hold`` carry the post, narrowed to the chats still allowed; ``block`` carries none.
+
+    A Struct like the Post it carries (every post judged makes one: 0.1 us, a frozen dataclass 0.56 us)."""
 
     action: Action
     post: Post | None
@@ -234,6 +237,9 @@ class Moderator:
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
         self._compiled = _compile(rules)
+        self._passed: Action = "hold" if rules.approval else "show"
+        # No chat has rules of its own: every chat keeps every post, so judge skips the per-chat loop
+        self._global_only = not self._compiled.chat_accounts and not self._compiled.chat_text
 
     def judge(self, post: Post) -> Verdict:
         """Show, hold or block ``post``; one only some of its chats block is narrowed to the others. Never raises."""
@@ -251,6 +257,8 @@ class Moderator:
             words = c.screen is None or c.screen.find(folded, view) is not None
         if words and c.text is not None and (found := c.text.find(folded, view)) is not None:
             return Verdict("block", None, (found,))
+        if self._global_only:
+            return Verdict(self._passed, post)
         hits: list[Hit] = []
         keep: list[str] = []
         for chat in post.chats:
@@ -269,4 +277,4 @@ class Moderator:
             if not keep:
                 return Verdict("block", None, tuple(hits))
             post = post.with_chats(tuple(keep))
-        return Verdict("hold" if self.rules.approval else "show", post, tuple(hits))
+        return Verdict(self._passed, post, tuple(hits))

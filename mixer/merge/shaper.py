@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from mixer.settings import DEFAULT_WEIGHT, Profile
 
@@ -52,12 +52,24 @@ class Shaper:
         self._tat = -math.inf  # GCRA theoretical arrival time: the pace allows an emission at tat - tolerance
         self._now = -math.inf  # the latest clock reading seen
         self._unit = min((DEFAULT_WEIGHT, *profile.weights.values()))  # the smallest weight gets quantum 1
+        self._weights = profile.weights
+        self._max_queue = profile.max_queue
+        self._max_wait = profile.max_wait
+        # At most the offer time of every held id (they rise with the clock): while now - this <= max_wait for a
+        # finite now, nothing held has expired (float subtraction is monotonic), and offer() skips _expire.
+        self._oldest = -math.inf
         self._held: OrderedDict[str, tuple[str, tuple[str, ...], float]] = OrderedDict()  # id -> (queue, chats, t)
         self._queues: dict[str, _Queue] = {}  # exactly the chats in the ring
         self._ring: deque[str] = deque()  # round-robin order; its head is the chat whose turn it is
         self._charged = False  # whether the head has been given its quantum for this turn
         self._drops: dict[str, int] = {}
-        self.counters: Counter[str] = Counter()  # offered, duplicate, emitted, dropped, removed
+        # A plain dict, not a Counter: a Counter's += costs 150 ns (a dict subclass), paid twice a post on a busy night
+        self._counts = dict.fromkeys(("offered", "duplicate", "emitted", "dropped", "removed"), 0)
+
+    @property
+    def counters(self) -> Counter[str]:
+        """Ids offered, offered again while held (duplicate), emitted, dropped and removed so far: a copy, no zeros."""
+        return Counter({name: count for name, count in self._counts.items() if count})
 
     def __len__(self) -> int:
         return len(self._held)
@@ -72,24 +84,29 @@ class Shaper:
         of weight (the first such, in ``chats`` order); it counts against that chat's share, and is
         emitted at most once. A full queue (``max_queue``) drops its own oldest id to make room.
         """
-        if item_id in self._held:
-            self.counters["duplicate"] += 1
+        held = self._held
+        if item_id in held:
+            self._counts["duplicate"] += 1
             return False
-        now = self._tick(now)
-        self.counters["offered"] += 1
+        if now > self._now:  # _tick, inline: offer runs once per post per profile
+            self._now = now
+        else:
+            now = self._now
+        self._counts["offered"] += 1
         if not self._shaped:
-            self._held[item_id] = (chats[0] if chats else "", chats, now)
+            held[item_id] = (chats[0] if chats else "", chats, now)
             return True
-        self._expire(now)
-        chat = self._choose(chats)
+        if not (now - self._oldest <= self._max_wait and now < math.inf):  # else something held may have expired
+            self._expire(now)
+        chat = chats[0] if len(chats) == 1 else self._choose(chats)
         queue = self._queues.get(chat)
         if queue is None:
             queue = self._queues[chat] = _Queue(self.profile.weight(chat) / self._unit)
             self._ring.append(chat)
-        elif len(queue.ids) >= self.profile.max_queue:
+        elif len(queue.ids) >= self._max_queue:
             self._drop(next(iter(queue.ids)))
         queue.ids[item_id] = None
-        self._held[item_id] = (chat, chats, now)
+        held[item_id] = (chat, chats, now)
         return True
 
     def take(self, now: float) -> list[str]:
@@ -104,7 +121,7 @@ class Shaper:
             while self._held and now >= self._tat - self._tolerance:
                 out.append(self._pick())
                 self._tat = max(self._tat, now) + self._interval
-        self.counters["emitted"] += len(out)
+        self._counts["emitted"] += len(out)
         return out
 
     def next_due(self, now: float) -> float | None:
@@ -115,6 +132,11 @@ class Shaper:
             return now
         return max(now, self._tat - self._tolerance)
 
+    def unheld(self, ids: Iterable[str]) -> set[str]:
+        """Those of ``ids`` not held (never offered, or emitted, dropped or removed since)."""
+        held = self._held
+        return {item_id for item_id in ids if item_id not in held}
+
     def remove(self, item_id: str) -> bool:
         """Forget a waiting id (hidden by a moderator, retracted): never emitted, not counted as dropped.
 
@@ -123,7 +145,7 @@ class Shaper:
         if item_id not in self._held:
             return False
         self._unhold(item_id)
-        self.counters["removed"] += 1
+        self._counts["removed"] += 1
         return True
 
     def dropped(self, chat: str) -> int:
@@ -154,21 +176,25 @@ class Shaper:
         if len(chats) <= 1:
             return chats[0] if chats else ""
         best, best_load = chats[0], math.inf
+        queues, weights = self._queues, self._weights
         for chat in chats:
-            queue = self._queues.get(chat)
-            load = (len(queue.ids) if queue is not None else 0) / self.profile.weight(chat)
+            queue = queues.get(chat)
+            load = (len(queue.ids) if queue is not None else 0) / weights.get(chat, DEFAULT_WEIGHT)
             if load < best_load:
                 best, best_load = chat, load
         return best
 
     def _expire(self, now: float) -> None:
         # Offer times rise with the (clamped) clock, so the oldest held id is always the first.
-        held, max_wait = self._held, self.profile.max_wait
+        held, max_wait = self._held, self._max_wait
         while held:
             item_id = next(iter(held))
-            if now - held[item_id][2] <= max_wait:
+            offered = held[item_id][2]
+            if now - offered <= max_wait:
+                self._oldest = offered
                 return
             self._drop(item_id)
+        self._oldest = now  # nothing held: what comes next is offered at now or later
 
     def _pick(self) -> str:
         """Deficit round robin, one id at a time, so a chat's turn may span several take() calls."""
@@ -205,9 +231,13 @@ class Shaper:
         return held
 
     def _drop(self, item_id: str) -> None:
-        chat, chats, _ = self._unhold(item_id)
+        chat, chats, _ = self._held.pop(item_id)  # _unhold, inline: a busy night drops most posts
+        queue = self._queues.get(chat)
+        if queue is not None:
+            del queue.ids[item_id]
+        drops = self._drops
         for tag in chats or (chat,):
-            self._drops[tag] = self._drops.get(tag, 0) + 1
-        self.counters["dropped"] += 1
+            drops[tag] = drops.get(tag, 0) + 1
+        self._counts["dropped"] += 1
         if self._on_drop is not None:
             self._on_drop(item_id)

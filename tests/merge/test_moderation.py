@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from dataclasses import replace
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixer.merge.moderation import Hit, Moderator, Verdict, profanity_words
+from mixer.merge.moderation import _VIEW, Hit, Moderator, Verdict, _view, profanity_words
 from mixer.models import Author, Post
 from mixer.rules import ChatRules, Rules, account_key, fold
 from tests.helpers import make_post
@@ -447,3 +449,41 @@ def test_an_entry_written_out_in_a_post_is_always_found(entry: str, before: str,
     except ValueError:
         return
     assert judge(post(f"{before} {entry} {after}"), rules).action == "block"
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=60))
+def test_the_view_of_any_text_is_the_character_tables_reading(text: str) -> None:
+    assert _view(text) == text.translate(_VIEW)  # _view works on UTF-8 bytes; lone surrogates included
+
+
+def test_a_verdict_is_built_compared_and_frozen() -> None:
+    p, hit = post(), Hit("word", "spam", "smbiz")
+    verdict = Verdict("hold", p, (hit,))
+    assert (verdict.action, verdict.post, verdict.hits) == ("hold", p, (hit,))
+    assert (
+        verdict
+        == Verdict(action="hold", post=p, hits=(hit,))
+        == msgspec.structs.replace(Verdict("show", p), action="hold", hits=(hit,))
+    )
+    assert Verdict("block", None).hits == () and hash(Verdict("block", None)) == hash(Verdict("block", None, ()))
+    assert repr(verdict) == f"Verdict(action='hold', post={p!r}, hits=({hit!r},))"
+    with pytest.raises(AttributeError):
+        verdict.action = "show"  # type: ignore[misc]
+
+
+@settings(max_examples=300, deadline=None)
+@given(p=posts(), rules_data=RULES_DATA, draw=st.data())
+def test_rules_without_chat_rules_judge_as_the_per_chat_path_does(
+    p: Post, rules_data: Any, draw: st.DataObject
+) -> None:
+    rules = _safe_rules({**rules_data, "chats": {}})
+    if rules is None:
+        return
+    if rules.words:
+        pieces = draw.draw(st.lists(st.one_of(st.sampled_from(rules.words), st.text(max_size=10)), max_size=6))
+        p = p.replace(text=" ".join(pieces))
+    # A chat no post is in, with an account rule only: the per-chat loop runs, the text matchers stay the same
+    looped = replace(rules, chats={"unused": ChatRules(accounts=("x:nobody",))})
+    fast, plain = judge(p, rules), judge(p, looped)
+    assert (fast.action, fast.post, fast.hits) == (plain.action, plain.post, plain.hits)

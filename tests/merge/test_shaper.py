@@ -3,6 +3,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -440,3 +441,49 @@ def test_with_equal_weights_backlogged_chats_stay_within_one_post_of_each_other(
         for j in rec.chats:
             if i < j:
                 assert rec.unfairness(i, j) <= 1
+
+
+def test_counters_and_unheld_tell_what_became_of_each_id() -> None:
+    shaper = Shaper(WALL)
+    ids = offer_all(shaper, "smbiz", 5, now=0.0)
+    assert not shaper.offer(ids[0], ("smbiz",), 0.0)
+    assert shaper.take(0.0) == ids[:3]
+    assert shaper.remove(ids[3])
+    assert shaper.unheld({*ids, "never"}) == {*ids[:4], "never"}
+    assert shaper.counters == Counter(offered=5, duplicate=1, emitted=3, removed=1)
+    shaper.counters["offered"] = 0  # a copy: the shaper's own counts stay
+    assert shaper.counters["offered"] == 5
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.data())
+def test_offer_skipping_the_expiry_check_decides_as_checking_on_every_offer(data: st.DataObject) -> None:
+    chats = CHATS[: data.draw(st.integers(1, 5), label="chats")]
+    # A short max_wait, small steps of the clock and few takes: offers often find the oldest ids just expired
+    profile = replace(data.draw(profiles(chats), label="profile"), max_wait=data.draw(st.floats(0.5, 1.5)))
+    step = st.tuples(
+        st.sampled_from(("offer",) * 6 + ("again", "remove", "take")),
+        st.floats(-0.2, 0.6),  # now and then the clock goes back
+        st.lists(st.sampled_from(chats), max_size=3, unique=True).map(tuple),
+        st.integers(0, 10**6),
+    )
+    fast_drops: list[str] = []
+    plain_drops: list[str] = []
+    fast, plain = Shaper(profile, on_drop=fast_drops.append), Shaper(profile, on_drop=plain_drops.append)
+    now, offered = 0.0, 0
+    for kind, dt, post_chats, pick in data.draw(st.lists(step, max_size=150), label="schedule"):
+        now += dt
+        if kind in ("offer", "again"):
+            item_id = f"id-{pick % (offered + 1)}" if kind == "again" else f"id-{offered}"
+            offered += kind == "offer"
+            plain._oldest = -math.inf  # the plain path: every offer looks at the oldest held id
+            assert fast.offer(item_id, post_chats, now) == plain.offer(item_id, post_chats, now)
+            assert fast.queue_of(item_id) == plain.queue_of(item_id)
+        elif kind == "remove":
+            item_id = f"id-{pick % (offered + 1)}"
+            assert fast.remove(item_id) == plain.remove(item_id)
+        else:
+            assert fast.next_due(now) == plain.next_due(now)
+            assert fast.take(now) == plain.take(now)
+        assert fast_drops == plain_drops and fast.counters == plain.counters and len(fast) == len(plain)
+        assert fast.drain_drops() == plain.drain_drops()

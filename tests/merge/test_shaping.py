@@ -166,3 +166,25 @@ async def test_a_restarted_stage_still_maps_edits_and_retractions_of_posts_it_em
     (_, retract), (_, update) = tail
     assert msgpack.unpackb(update[EDIT_FIELD])["id"] == emitted["entry"]
     assert msgpack.unpackb(retract[RETRACT_FIELD])["ids"] == [emitted["entry"]]
+
+
+async def test_a_post_one_profile_dropped_still_leaves_whole_on_a_profile_that_holds_it(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    await feed(redis, keys, *((f"x:{n}", "smbiz") for n in range(4)))
+    clock = FakeClock()
+    hasty, patient = Profile("hasty", rate=1.0, burst=1, max_wait=1.0), Profile("patient", rate=1.0, burst=1)
+    shaping = ShapingStage(redis, keys, [hasty, patient], clock=clock)
+    await redis.hset(keys.shaped_cursor, "feed", "0-0")
+    await shaping.load()
+    await shaping.step(max_block=0.01)
+    for _ in range(3):  # hasty drops what waited over a second; patient still shows it, the feed's body intact
+        clock.now += 1
+        await shaping.step(max_block=0.01)
+    bodies = {}
+    for name in ("hasty", "patient"):
+        bodies[name] = [msgpack.unpackb(raw) for _, raw, _ in await read_range(redis, keys.shaped(name), "0-0")]
+    assert [b["key"] for b in bodies["hasty"]] == ["x:0", "x:1"]
+    assert [b["key"] for b in bodies["patient"]] == ["x:0", "x:1", "x:2", "x:3"]
+    assert all(b["chats"] == ["smbiz"] and b["text"] for b in bodies["patient"])
+    assert await redis.hget(keys.shaped_drops("hasty"), "smbiz") == b"2"
