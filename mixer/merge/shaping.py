@@ -154,10 +154,12 @@ class ShapingStage:
         if kind == FIELD:
             chats = _CHATS.decode(raw).chats  # a bad entry raises here, before any shaper saw it
             emitted = self._emitted
+            taken = False
             for name, shaper in self.shapers.items():
-                if entry_id not in emitted[name]:
-                    shaper.offer(entry_id, chats, now)
-            self._waiting[entry_id] = raw
+                if entry_id not in emitted[name] and shaper.offer(entry_id, chats, now):
+                    taken = True
+            if taken:  # a post every profile emitted before a restart waits for nothing: kept, it held the cursor
+                self._waiting[entry_id] = raw
         elif not kind:
             raise ValueError("an entry of a kind this version does not know")
         elif not isinstance(payload := msgpack.unpackb(raw, raw=False), dict):

@@ -11,7 +11,7 @@ from mixer.codec import ACTION_FIELD, EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIEL
 from mixer.keys import Keys
 from mixer.merge.shaping import ShapingStage
 from mixer.settings import Profile
-from mixer.streams import read_range
+from mixer.streams import id_key, read_range
 from tests.helpers import FakeClock, make_post
 
 WALL = Profile("wall", rate=1.0, burst=2, max_wait=5.0)
@@ -188,3 +188,22 @@ async def test_a_post_one_profile_dropped_still_leaves_whole_on_a_profile_that_h
     assert [b["key"] for b in bodies["patient"]] == ["x:0", "x:1", "x:2", "x:3"]
     assert all(b["chats"] == ["smbiz"] and b["text"] for b in bodies["patient"])
     assert await redis.hget(keys.shaped_drops("hasty"), "smbiz") == b"2"
+
+
+async def test_a_restart_that_reads_again_posts_already_emitted_does_not_hold_the_cursor_back(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    # A loud chat's third post waits while a quiet chat's later post leaves at once: the cursor stays before the one
+    # waiting, so a restart reads the emitted one again. No profile takes it again, and nothing must wait for it.
+    ids = await feed(redis, keys, ("x:0", "smbiz"), ("x:1", "smbiz"), ("x:2", "smbiz"), ("x:3", "edchat"))
+    clock = FakeClock()
+    first = await stage(redis, keys, clock)
+    await first.step(max_block=0.01)
+    assert [e["key"] for _, e in await shaped(redis, keys)] == ["x:0", "x:3"]  # x:3 emitted, after x:1 and x:2 wait
+    assert id_key((await redis.hget(keys.shaped_cursor, "feed")).decode()) < id_key(ids[1])
+    restarted = ShapingStage(redis, keys, [WALL], clock=clock)
+    await restarted.load()
+    clock.now += 3
+    await restarted.step(max_block=0.01)
+    assert [e["key"] for _, e in await shaped(redis, keys)] == ["x:0", "x:3", "x:1", "x:2"]
+    assert (await redis.hget(keys.shaped_cursor, "feed")).decode() == ids[-1]
