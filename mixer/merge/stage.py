@@ -136,7 +136,10 @@ def batch_write(writes: list[FeedWrite], changes: Changes) -> list[list[Any]]:
     is its id), then flat argument lists for HSET index, ZADD seen, HSET fingerprints, ZADD fingerprint times."""
     feed = []
     for kind, entry_id, payload in writes:
-        body = {k: v for k, v in payload.items() if k != "id"} if kind == "p" else payload
+        body = payload
+        if kind == "p":
+            body = payload.copy()  # a dict copy and a del (order kept): a third of a comprehension's time
+            body.pop("id", None)
         feed.append([entry_id, _KIND_FIELD[kind], pack(body)])
     index: list[Any] = []
     for key, stored in changes.posts.items():

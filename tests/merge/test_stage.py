@@ -8,8 +8,9 @@ import redis.asyncio as aioredis
 from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD, pack, pack_post
 from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
+from mixer.merge.dedupe import Changes
 from mixer.merge.lease import LeaseLost
-from mixer.merge.stage import MergeStage, Twins, decode_event
+from mixer.merge.stage import MergeStage, Twins, batch_write, decode_event
 from mixer.models import LIMITS, Edit, trimmed
 from mixer.rules import Rules
 from mixer.streams import id_key, read_range
@@ -139,6 +140,14 @@ def test_twins_keep_no_edit_retraction_bad_entry_or_post_with_a_cut() -> None:
     cut = twins.decode(FIELD, pack(long))
     assert cut == decode_event(FIELD, pack(long)) and trimmed["text_cut"] == before + 2  # each copy counts its cut
     assert twins.events == {}
+
+
+def test_a_new_post_is_written_to_the_feed_without_its_id_and_to_the_index_with_it() -> None:
+    item = {"id": "5-0", "key": "x:1", "chats": ["smbiz"], "text": "hi"}
+    changes = Changes(posts={"x:1": item})
+    feed, index, *_ = batch_write([("p", "5-0", item), ("u", "6-0", item)], changes)
+    assert feed == [["5-0", FIELD, pack({k: v for k, v in item.items() if k != "id"})], ["6-0", b"u", pack(item)]]
+    assert index == ["x:1", pack(item)] and "id" in item
 
 
 async def test_cursor_never_passes_a_post_still_held(redis: aioredis.Redis, keys: Keys) -> None:
