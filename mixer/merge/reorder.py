@@ -22,6 +22,7 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from mixer.models import Edit, Event, Post, Retraction
 from mixer.streams import id_before, id_ms
@@ -29,6 +30,7 @@ from mixer.streams import id_before, id_ms
 LATE_FOR_MS = 60_000  # how long a chat stays late after a union twin was seen in it
 LEARN_WINDOWS = 10  # while the buffer starts, every chat counts as late for this many windows
 REMEMBER_RELEASED = 20_000  # released post keys remembered (with their chats) to notice a twin that came too late
+_ORDER = attrgetter("order")
 
 
 @dataclass(slots=True)
@@ -39,13 +41,8 @@ class Pending:
     due: int = 0  # the watermark (ms) at which it may leave: stamp + its hold, never before its key's earlier events
     seq: int = 0  # which heap entry is current (a raised ``due`` pushes a new one)
     key: str = ""  # the key of the post it is about (``post_key``), kept: the buffer asks for it at every step
-
-    @property
-    def order(self) -> tuple[int, str]:
-        """Release order: a post by its creation time, an edit or retraction by when it arrived."""
-        if isinstance(self.event, Post):
-            return self.event.created, self.event.key
-        return self.stamp, self.key
+    # Release order: a post by its creation time, an edit or retraction by when it arrived (its stamp), then its key.
+    order: tuple[int, str] = (0, "")  # kept, not derived at each sort: a held post's created and key never change
 
 
 def post_key(event: Event) -> str:
@@ -110,9 +107,13 @@ class ReorderBuffer:
     def _hold(self, chats: tuple[str, ...], stamp: int) -> int:
         if self._started is None or stamp < self._started + self.learn_ms:
             return self.window_ms
+        late = self._late_until
         if not chats:  # a retraction that names no chat may be any chat's: late if any is
-            return self.window_ms if any(until > stamp for until in self._late_until.values()) else 0
-        return self.window_ms if any(self._late_until.get(c, -1) > stamp for c in chats) else 0
+            return self.window_ms if any(until > stamp for until in late.values()) else 0
+        for chat in chats:  # a loop, not any() over a generator: asked for every new event
+            if late.get(chat, -1) > stamp:
+                return self.window_ms
+        return 0
 
     def _mark_late(self, chats: tuple[str, ...], stamp: int) -> None:
         for chat in chats:
@@ -133,30 +134,43 @@ class ReorderBuffer:
         if ids is None:
             ids = self._chat_ids[chat] = {}
         ids[entry_id] = None
-        key = hold_key(event, entry_id)
         stamp = id_ms(entry_id)
-        held = self._held.get(key)
         if isinstance(event, Post):
-            known = held.event.chats if held is not None and isinstance(held.event, Post) else None
-            if known is None:
-                known = self._released.get(event.key)
-            if known is not None and any(c not in known for c in event.chats):
-                self._mark_late(known + event.chats, stamp)  # a union twin: every chat it joins is late
-        if held is None:
-            pkey = post_key(event)
-            due = stamp + self._hold(event_chats(event), stamp)
-            before = self._key_due.get(pkey)
-            if not isinstance(event, Post) and before is not None:
-                due = max(due, before[0])  # never ahead of its post or an earlier edit
-            self._key_due[pkey] = (due, 1) if before is None else (max(before[0], due), before[1] + 1)
-            pending = self._held[key] = Pending(event, stamp, [(chat, entry_id)], due, key=pkey)
-            self._push(key, pending)
+            key = pkey = event.key
+            chats = event.chats
+            held = self._held.get(key)
+            known = held.event.chats if held is not None and isinstance(held.event, Post) else self._released.get(key)
+            if known is not None and known != chats and any(c not in known for c in chats):
+                self._mark_late(known + chats, stamp)  # a union twin: every chat it joins is late
+        else:
+            key, pkey, chats = hold_key(event, entry_id), post_key(event), event_chats(event)
+            held = self._held.get(key)
+        if held is not None:
+            self._join(held, key, chat, entry_id, event)
             return
+        due = stamp + self._hold(chats, stamp)
+        before = self._key_due.get(pkey)
+        if before is None:
+            self._key_due[pkey] = (due, 1)
+        else:
+            if not isinstance(event, Post):
+                due = max(due, before[0])  # never ahead of its post or an earlier edit
+            self._key_due[pkey] = (max(before[0], due), before[1] + 1)
+        self._seq = seq = self._seq + 1  # what ``_push`` does, but the key's latest due is already set
+        order = (event.created, pkey) if isinstance(event, Post) else (stamp, pkey)
+        self._held[key] = Pending(event, stamp, [(chat, entry_id)], due, seq, pkey, order)
+        heapq.heappush(self._due, (due, seq, key))
+
+    def _join(self, held: Pending, key: str, chat: str, entry_id: str, event: Event) -> None:
+        """Another entry of an event held under ``key``: a post's twin widens its chats (and maybe its hold)."""
         held.entries.append((chat, entry_id))
         if isinstance(held.event, Post) and isinstance(event, Post):
-            extra = tuple(c for c in event.chats if c not in held.event.chats)
+            known = held.event.chats
+            if known == event.chats:  # a copy of one publish, the common twin: nothing to add
+                return
+            extra = tuple(c for c in event.chats if c not in known)
             if extra:
-                held.event = held.event.with_chats(held.event.chats + extra)
+                held.event = held.event.with_chats(known + extra)
                 due = held.stamp + self._hold(held.event.chats, held.stamp)
                 if due > held.due:
                     held.due = due
@@ -177,31 +191,38 @@ class ReorderBuffer:
         if self._started is None:
             self._started = watermark
         out: list[Pending] = []
-        while (due := self.next_due()) is not None:
-            if due > watermark and len(self._held) <= self.max_pending:
+        heap, pending, chat_ids, key_due = self._due, self._held, self._chat_ids, self._key_due
+        released, heappop, max_pending = self._released, heapq.heappop, self.max_pending
+        while heap:  # ``next_due`` inline: a call per released event cost more than the rest of its release
+            due, seq, key = heap[0]
+            held = pending.get(key)
+            if held is None or held.seq != seq:
+                heappop(heap)  # a stale entry: its event left or its due was raised
+                continue
+            if due > watermark and len(pending) <= max_pending:
                 break
-            _, _, key = heapq.heappop(self._due)
-            held = self._held[key]
+            heappop(heap)
             pkey = held.key
-            if not isinstance(held.event, Post) and pkey in self._held and len(self._held) <= self.max_pending:
-                held.due = max(held.due, self._held[pkey].due)  # its post got a later due after it came: follow it
+            event = held.event
+            if not isinstance(event, Post) and pkey in pending and len(pending) <= max_pending:
+                held.due = max(held.due, pending[pkey].due)  # its post got a later due after it came: follow it
                 self._push(key, held)
                 continue
-            del self._held[key]
+            del pending[key]
             for chat, entry_id in held.entries:
-                self._chat_ids[chat].pop(entry_id, None)
-            latest, count = self._key_due[pkey]
+                chat_ids[chat].pop(entry_id, None)
+            latest, count = key_due[pkey]
             if count > 1:
-                self._key_due[pkey] = (latest, count - 1)
+                key_due[pkey] = (latest, count - 1)
             else:
-                del self._key_due[pkey]
-            if isinstance(held.event, Post):
-                self._released[pkey] = held.event.chats
-                self._released.move_to_end(pkey)
-                if len(self._released) > REMEMBER_RELEASED:
-                    self._released.popitem(last=False)
+                del key_due[pkey]
+            if isinstance(event, Post):
+                released[pkey] = event.chats
+                released.move_to_end(pkey)
+                if len(released) > REMEMBER_RELEASED:
+                    released.popitem(last=False)
             out.append(held)
-        out.sort(key=lambda p: p.order)
+        out.sort(key=_ORDER)
         return out
 
     def safe_cursor(self, chat: str, read_cursor: str) -> str:

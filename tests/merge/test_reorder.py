@@ -1,7 +1,13 @@
 from __future__ import annotations
 
-from mixer.merge.reorder import ReorderBuffer
-from mixer.models import Edit, Post, Retraction
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mixer.merge.reorder import LATE_FOR_MS, ReorderBuffer, event_chats, hold_key, post_key
+from mixer.models import Edit, Event, Post, Retraction
+from mixer.streams import id_before, id_key
 from tests.helpers import make_post
 
 
@@ -138,3 +144,131 @@ def test_a_retraction_naming_no_chat_waits_the_window_while_any_chat_is_late() -
     buf.add("journchat", "2000-0", Retraction("x:9", "x"))
     assert buf.pop_ready(watermark=2_499) == []
     assert [p.event for p in buf.pop_ready(watermark=2_500)] == [Retraction("x:9", "x")]
+
+
+class PlainBuffer:
+    """The release rule as first written, with nothing made faster: what ``ReorderBuffer`` must match."""
+
+    def __init__(self, window_ms: int, max_pending: int, started_ms: int | None, learn_ms: int, late_for: int) -> None:
+        self.window_ms, self.max_pending, self.started, self.learn_ms = window_ms, max_pending, started_ms, learn_ms
+        self.late_for = late_for
+        self.held: dict[str, list[Any]] = {}  # hold key -> [event, stamp, entries, due, post key]
+        self.late_until: dict[str, int] = {}
+        self.released: dict[str, tuple[str, ...]] = {}
+        self.arrived = 0
+
+    def hold(self, chats: tuple[str, ...], stamp: int) -> int:
+        if self.started is None or stamp < self.started + self.learn_ms:
+            return self.window_ms
+        late = [c for c, until in self.late_until.items() if until > stamp]
+        return self.window_ms if late and (not chats or any(c in late for c in chats)) else 0
+
+    def add(self, chat: str, entry_id: str, event: Event) -> None:
+        stamp = int(entry_id.split("-")[0])
+        key = hold_key(event, entry_id)
+        held = self.held.get(key)
+        if isinstance(event, Post):
+            known = held[0].chats if held is not None and isinstance(held[0], Post) else self.released.get(event.key)
+            if known is not None and set(event.chats) - set(known):
+                for c in known + event.chats:
+                    self.late_until[c] = max(self.late_until.get(c, -1), stamp + self.late_for)
+        if held is None:
+            pkey = post_key(event)
+            due = stamp + self.hold(event_chats(event), stamp)
+            if not isinstance(event, Post):
+                due = max([due] + [h[3] for h in self.held.values() if h[4] == pkey])
+            self.arrived += 1
+            self.held[key] = [event, stamp, [(chat, entry_id)], due, pkey, self.arrived]
+            return
+        held[2].append((chat, entry_id))
+        if isinstance(held[0], Post) and isinstance(event, Post):
+            extra = tuple(c for c in event.chats if c not in held[0].chats)
+            if extra:
+                held[0] = held[0].with_chats(held[0].chats + extra)
+                due = held[1] + self.hold(held[0].chats, held[1])
+                if due > held[3]:
+                    held[3], self.arrived = due, self.arrived + 1
+                    held[5] = self.arrived
+
+    def pop_ready(self, watermark: int) -> list[tuple[Event, int, list[tuple[str, str]], int]]:
+        if self.started is None:
+            self.started = watermark
+        out = []
+        while self.held:
+            key = min(self.held, key=lambda k: (self.held[k][3], self.held[k][5]))
+            held = self.held[key]
+            if held[3] > watermark and len(self.held) <= self.max_pending:
+                break
+            post = self.held.get(held[4])
+            if not isinstance(held[0], Post) and post is not None and len(self.held) <= self.max_pending:
+                held[3], self.arrived = max(held[3], post[3]), self.arrived + 1
+                held[5] = self.arrived  # scheduled again: behind every event already due with it
+                continue
+            del self.held[key]
+            if isinstance(held[0], Post):
+                self.released[held[4]] = held[0].chats
+            out.append(held)
+        out.sort(key=lambda h: (h[0].created, h[4]) if isinstance(h[0], Post) else (h[1], h[4]))
+        return [(h[0], h[1], h[2], h[3]) for h in out]
+
+    def safe_cursor(self, chat: str, read_cursor: str) -> str:
+        ids = [entry_id for h in self.held.values() for c, entry_id in h[2] if c == chat]
+        return id_before(min(ids, key=id_key)) if ids else read_cursor
+
+
+_CHATS = ("smbiz", "edchat", "journchat")
+_EVENT = st.one_of(
+    st.builds(
+        lambda key, chats, created: make_post(key, tuple(chats), created=created),
+        st.sampled_from("abcd"),
+        st.lists(st.sampled_from(_CHATS), min_size=1, max_size=3, unique=True),
+        st.integers(0, 3),
+    ),
+    st.builds(
+        lambda key, chat: Edit(make_post(key, (chat,), text="edited")), st.sampled_from("abcd"), st.sampled_from(_CHATS)
+    ),
+    st.builds(
+        lambda key, chats: Retraction(key, "x", tuple(chats)),
+        st.sampled_from("abcd"),
+        st.lists(st.sampled_from(_CHATS), max_size=2, unique=True),
+    ),
+)
+_STEP = st.one_of(
+    st.tuples(st.just("add"), st.sampled_from(_CHATS), st.sampled_from([0, 1, 50, 100, 400]), _EVENT),
+    st.tuples(st.just("pop"), st.sampled_from([0, 1, 50, 100, 400])),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(_STEP, max_size=40),
+    st.sampled_from([0, 100, 500]),
+    st.integers(1, 6),
+    st.sampled_from([None, 0, 1000]),
+    st.sampled_from([0, 300, 5000]),
+    st.sampled_from([LATE_FOR_MS, 50, 400]),
+)
+def test_the_buffer_releases_what_the_plain_rule_does_in_its_order(
+    steps: list[Any], window_ms: int, max_pending: int, started_ms: int | None, learn_ms: int, late_for: int
+) -> None:
+    buf = ReorderBuffer(window_ms, max_pending, started_ms=started_ms, learn_ms=learn_ms, late_for_ms=late_for)
+    plain = PlainBuffer(window_ms, max_pending, started_ms, learn_ms, late_for)
+    stamps = dict.fromkeys(_CHATS, 1000)
+    seqs = dict.fromkeys(_CHATS, 0)
+    watermark = 0
+    for step in steps:
+        if step[0] == "add":
+            _, chat, gap, event = step
+            stamps[chat] += gap
+            seqs[chat] += 1
+            entry_id = f"{stamps[chat]}-{seqs[chat]}"
+            buf.add(chat, entry_id, event)
+            plain.add(chat, entry_id, event)
+        else:
+            watermark += step[1]
+            got = [(p.event, p.stamp, p.entries, p.due) for p in buf.pop_ready(watermark)]
+            assert got == plain.pop_ready(watermark)
+            assert buf.late_chats(watermark) == sorted(c for c, until in plain.late_until.items() if until > watermark)
+        for chat in _CHATS:
+            assert buf.safe_cursor(chat, "0-0") == plain.safe_cursor(chat, "0-0")
+        assert len(buf) == len(plain.held)
