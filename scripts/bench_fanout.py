@@ -57,7 +57,7 @@ from mixer.keys import Keys
 from mixer.models import Author, Post
 from mixer.settings import Settings
 from mixer.tools.loadtest.options import MAX_CONNECT_RATE, capped_ramp
-from mixer.tools.loadtest.procstat import core_busy, core_times, process_ticks
+from mixer.tools.loadtest.procstat import core_busy, core_times, describe_machine, process_ticks
 from mixer.tools.loadtest.report import spread_of
 from mixer.tools.loadtest.run import LoadOptions, loadtest
 
@@ -782,6 +782,7 @@ def feed_redis(stack: AsyncExitStack, url: str | None, pinned: bool) -> tuple[st
 async def main(args: argparse.Namespace) -> None:
     rows = list(TARGETS) if args.rows == "all" else [parse_row(t) for t in args.rows.split(",")]
     pin = prepare(max(r.clients for r in rows))
+    print(f"machine: {describe_machine()}", flush=True)
     results: list[dict[str, Any]] = []
     async with AsyncExitStack() as stack:
         redis_url, redis_pid = feed_redis(stack, args.redis, bool(pin))

@@ -27,6 +27,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from mixer.tools.loadtest.procstat import describe_machine
+
 RULES = {
     # The old rule: the buffer never stops learning, so every chat counts as late and every post waits the window.
     "baseline": "import mixer.merge.reorder as r; r.LEARN_WINDOWS = 10**9; from mixer.cli import main; main()",
@@ -118,6 +120,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="write a PNG of p50 and p99 per second, each rule")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "bench_latency.json")
     args = parser.parse_args()
+    print(f"machine: {describe_machine()}", flush=True)
     port = free_port()
     redis = subprocess.Popen(
         [

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import platform
 import time
 import uuid
 
@@ -35,6 +33,7 @@ from mixer.models import Post
 from mixer.rules import Rules
 from mixer.settings import DEMO_RECORDING, Profile
 from mixer.streams import dedicated_client, read_new
+from mixer.tools.loadtest.procstat import describe_machine
 
 CHATS = ("pstweetchat", "powershell", "pshsummit", "devops")
 
@@ -133,7 +132,7 @@ def main() -> None:
     parser.add_argument("--redis", help="Redis URL (default: an embedded Redis started for the run)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine: {describe_machine()}")
     if args.redis:
         asyncio.run(bench(args.redis, args.passes))
         return

@@ -20,8 +20,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import platform
 import tempfile
 import time
 import uuid
@@ -42,6 +40,7 @@ from mixer.merge.stage import MergeStage
 from mixer.models import Post
 from mixer.settings import DEMO_RECORDING
 from mixer.streams import dedicated_client
+from mixer.tools.loadtest.procstat import describe_machine
 
 CHATS = ("pstweetchat", "powershell", "pshsummit", "devops")
 
@@ -128,7 +127,7 @@ def main() -> None:
     parser.add_argument("--redis", help="Redis URL (default: an embedded Redis started for the run)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine: {describe_machine()}")
     if args.redis:
         print(f"redis: {args.redis}")
         asyncio.run(bench(args.redis, args.passes))

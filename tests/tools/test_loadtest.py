@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import json
 import os
+import platform
+import re
 import select
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -26,7 +28,7 @@ from mixer.tools.loadtest.count import CHUNK, FrameCounter
 from mixer.tools.loadtest.drive import Driver
 from mixer.tools.loadtest.options import LoadOptions, capped_ramp, check_url
 from mixer.tools.loadtest.poll import PolledClient, connect, poll_clients, read_round
-from mixer.tools.loadtest.procstat import core_busy, core_times, process_ticks, rss_bytes
+from mixer.tools.loadtest.procstat import core_busy, core_times, cpu_model, describe_machine, process_ticks, rss_bytes
 from mixer.tools.loadtest.report import percentiles, report, verdict
 from mixer.tools.loadtest.run import add_loadtest_parser, loadtest, loadtest_and_write, loadtest_command
 from tests.helpers import FIXTURES as FIXTURES_DIR
@@ -441,3 +443,12 @@ def test_command_refuses_bad_thresholds_and_a_missing_recording(capsys: pytest.C
     settings = Settings(redis_url="redis://127.0.0.1:1/0")
     assert loadtest_command(settings, _args("--drive", "replay", "/nonexistent/night.jsonl")) == 2
     assert "recording not found: /nonexistent/night.jsonl" in capsys.readouterr().err
+
+
+def test_the_machine_line_names_the_cpu_model_and_clock_and_a_reference_time() -> None:
+    cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC\ncpu MHz\t\t: 2445.430\n\nprocessor\t: 1\nmodel name\t: Other\n"
+    assert cpu_model(cpuinfo) == "AMD EPYC at 2445 MHz"
+    assert cpu_model("model name\t: ARMv8\n") == "ARMv8" and cpu_model("cpu MHz\t: fast\n") == ""
+    line = describe_machine()
+    assert f"{os.cpu_count()} cores" in line and f"Python {platform.python_version()}" in line
+    assert re.search(r"reference loop \d+ ms", line)

@@ -1,4 +1,4 @@
-"""Reading /proc: how busy each core was, and a process's CPU time and resident memory.
+"""Reading /proc: how busy each core was, a process's CPU time and resident memory, and what the machine is.
 
 The parsers take the files' text and are pure; ``read_cores`` and ``ServerProbe`` read the files.
 """
@@ -6,6 +6,8 @@ The parsers take the files' text and are pure; ``read_cores`` and ``ServerProbe`
 from __future__ import annotations
 
 import os
+import platform
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,3 +64,42 @@ class ServerProbe:
 def read_cores() -> list[tuple[int, int]]:
     """``core_times`` of this machine now."""
     return core_times(Path("/proc/stat").read_text())
+
+
+def cpu_model(cpuinfo: str) -> str:
+    """The first core's model name and clock from the text of /proc/cpuinfo ("AMD EPYC at 2445 MHz"), or ""."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.split("\n\n", 1)[0].splitlines():
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())
+    model, mhz = fields.get("model name", ""), fields.get("cpu MHz", "")
+    if mhz:
+        try:
+            return f"{model} at {float(mhz):.0f} MHz".strip()
+        except ValueError:
+            pass
+    return model
+
+
+def reference_seconds(additions: int = 2_000_000) -> float:
+    """Seconds this interpreter takes for a plain loop of ``additions`` integer additions (best of 3): a figure to
+    compare machines by, printed beside benchmark figures, since the same VM kind can be twice as fast one day."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(additions):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def describe_machine() -> str:
+    """One line for a benchmark's head: architecture, cores, CPU model and clock, Python, the reference loop."""
+    try:
+        model = cpu_model(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        model = ""
+    parts = [platform.machine(), f"{os.cpu_count()} cores", model, f"Python {platform.python_version()}"]
+    reference = f"reference loop {reference_seconds() * 1000:.0f} ms (2M additions; lower is faster)"
+    return ", ".join(p for p in parts if p) + ", " + reference
