@@ -156,10 +156,9 @@ class ReorderBuffer:
             if not isinstance(event, Post):
                 due = max(due, before[0])  # never ahead of its post or an earlier edit
             self._key_due[pkey] = (max(before[0], due), before[1] + 1)
-        self._seq = seq = self._seq + 1  # what ``_push`` does, but the key's latest due is already set
         order = (event.created, pkey) if isinstance(event, Post) else (stamp, pkey)
-        self._held[key] = Pending(event, stamp, [(chat, entry_id)], due, seq, pkey, order)
-        heapq.heappush(self._due, (due, seq, key))
+        pending = self._held[key] = Pending(event, stamp, [(chat, entry_id)], due, key=pkey, order=order)
+        self._push(key, pending)
 
     def _join(self, held: Pending, key: str, chat: str, entry_id: str, event: Event) -> None:
         """Another entry of an event held under ``key``: a post's twin widens its chats (and maybe its hold)."""
@@ -193,15 +192,11 @@ class ReorderBuffer:
         out: list[Pending] = []
         heap, pending, chat_ids, key_due = self._due, self._held, self._chat_ids, self._key_due
         released, heappop, max_pending = self._released, heapq.heappop, self.max_pending
-        while heap:  # ``next_due`` inline: a call per released event cost more than the rest of its release
-            due, seq, key = heap[0]
-            held = pending.get(key)
-            if held is None or held.seq != seq:
-                heappop(heap)  # a stale entry: its event left or its due was raised
-                continue
+        while (due := self.next_due()) is not None:
             if due > watermark and len(pending) <= max_pending:
                 break
-            heappop(heap)
+            _, _, key = heappop(heap)
+            held = pending[key]
             pkey = held.key
             event = held.event
             if not isinstance(event, Post) and pkey in pending and len(pending) <= max_pending:

@@ -52,9 +52,6 @@ class Shaper:
         self._tat = -math.inf  # GCRA theoretical arrival time: the pace allows an emission at tat - tolerance
         self._now = -math.inf  # the latest clock reading seen
         self._unit = min((DEFAULT_WEIGHT, *profile.weights.values()))  # the smallest weight gets quantum 1
-        self._weights = profile.weights
-        self._max_queue = profile.max_queue
-        self._max_wait = profile.max_wait
         # At most the offer time of every held id (they rise with the clock): while now - this <= max_wait for a
         # finite now, nothing held has expired (float subtraction is monotonic), and offer() skips _expire.
         self._oldest = -math.inf
@@ -84,29 +81,25 @@ class Shaper:
         of weight (the first such, in ``chats`` order); it counts against that chat's share, and is
         emitted at most once. A full queue (``max_queue``) drops its own oldest id to make room.
         """
-        held = self._held
-        if item_id in held:
+        if item_id in self._held:
             self._counts["duplicate"] += 1
             return False
-        if now > self._now:  # _tick, inline: offer runs once per post per profile
-            self._now = now
-        else:
-            now = self._now
+        now = self._tick(now)
         self._counts["offered"] += 1
         if not self._shaped:
-            held[item_id] = (chats[0] if chats else "", chats, now)
+            self._held[item_id] = (chats[0] if chats else "", chats, now)
             return True
-        if not (now - self._oldest <= self._max_wait and now < math.inf):  # else something held may have expired
+        if not (now - self._oldest <= self.profile.max_wait and now < math.inf):  # else something may have expired
             self._expire(now)
-        chat = chats[0] if len(chats) == 1 else self._choose(chats)
+        chat = self._choose(chats)
         queue = self._queues.get(chat)
         if queue is None:
             queue = self._queues[chat] = _Queue(self.profile.weight(chat) / self._unit)
             self._ring.append(chat)
-        elif len(queue.ids) >= self._max_queue:
+        elif len(queue.ids) >= self.profile.max_queue:
             self._drop(next(iter(queue.ids)))
         queue.ids[item_id] = None
-        held[item_id] = (chat, chats, now)
+        self._held[item_id] = (chat, chats, now)
         return True
 
     def take(self, now: float) -> list[str]:
@@ -176,17 +169,16 @@ class Shaper:
         if len(chats) <= 1:
             return chats[0] if chats else ""
         best, best_load = chats[0], math.inf
-        queues, weights = self._queues, self._weights
         for chat in chats:
-            queue = queues.get(chat)
-            load = (len(queue.ids) if queue is not None else 0) / weights.get(chat, DEFAULT_WEIGHT)
+            queue = self._queues.get(chat)
+            load = (len(queue.ids) if queue is not None else 0) / self.profile.weight(chat)
             if load < best_load:
                 best, best_load = chat, load
         return best
 
     def _expire(self, now: float) -> None:
         # Offer times rise with the (clamped) clock, so the oldest held id is always the first.
-        held, max_wait = self._held, self._max_wait
+        held, max_wait = self._held, self.profile.max_wait
         while held:
             item_id = next(iter(held))
             offered = held[item_id][2]
@@ -231,13 +223,9 @@ class Shaper:
         return held
 
     def _drop(self, item_id: str) -> None:
-        chat, chats, _ = self._held.pop(item_id)  # _unhold, inline: a busy night drops most posts
-        queue = self._queues.get(chat)
-        if queue is not None:
-            del queue.ids[item_id]
-        drops = self._drops
+        chat, chats, _ = self._unhold(item_id)
         for tag in chats or (chat,):
-            drops[tag] = drops.get(tag, 0) + 1
+            self._drops[tag] = self._drops.get(tag, 0) + 1
         self._counts["dropped"] += 1
         if self._on_drop is not None:
             self._on_drop(item_id)
