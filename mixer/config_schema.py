@@ -132,6 +132,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         ),
         "chat_maxlen": _int("chat_maxlen", 100, 10_000_000),
         "feed_maxlen": _int("feed_maxlen", 100, 10_000_000),
+        "wait_seconds": _num("redis_wait_seconds", 0, 3600, "a number of seconds"),
     },
     "server": {
         "host": Field("host", str, "a non-empty string", _nonempty),

@@ -83,7 +83,7 @@ async def redis_url_for(settings: Settings, parts: Parts | None = None) -> Async
     ``parts.state_dir`` when given) and stopped on exit; RedisUnavailable, or StateDirProblem, before anything is
     yielded when neither can be had."""
     if settings.redis_url:
-        problem = await redis_problem(settings.redis_url)
+        problem = await redis_problem(settings.redis_url, settings.redis_wait_seconds)
         if problem is not None:
             raise RedisUnavailable(problem)
         await adopt_old_keys_at(settings.redis_url, Keys(settings.key_prefix))

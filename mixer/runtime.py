@@ -13,6 +13,7 @@ Choosing a Redis for a command is the CLI's business; starting one is ``embedded
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -20,6 +21,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -29,6 +31,7 @@ from urllib.parse import quote
 from redis.exceptions import RedisError
 
 from mixer import connect
+from mixer.backoff import Backoff
 from mixer.embedded import pid_alive
 from mixer.redact import redact
 from mixer.settings import Settings
@@ -142,8 +145,23 @@ def redis_url_problem(url: str) -> str | None:
     return None if problem is None else f"{redact(url)!r} {problem}"
 
 
-async def redis_problem(url: str, patience: float = 5.0) -> str | None:
-    """Why the Redis at ``url`` does not answer PING within ``patience`` seconds, or None when it does."""
+async def redis_problem(url: str, wait: float = 0.0, patience: float = 5.0) -> str | None:
+    """Why the Redis at ``url`` does not answer PING, or None once it does. Each try gets ``patience`` seconds; one
+    that fails is followed by another (backoff 0.1 s doubling to 1 s, the first failure logged once) until ``wait``
+    seconds have passed, so a process started while its Redis starts, restarts or fails over waits for it."""
+    deadline = time.monotonic() + wait
+    backoff = Backoff(base=0.1, cap=1.0)
+    while True:
+        problem = await _ping_problem(url, patience)
+        left = deadline - time.monotonic()
+        if problem is None or left <= 0:
+            return problem
+        if not backoff.attempts:
+            log.warning("%s; asking again for up to %.0f s", problem, left)
+        await asyncio.sleep(min(backoff.next(), left))
+
+
+async def _ping_problem(url: str, patience: float) -> str | None:
     redis = connect.client(url, socket_timeout=patience, socket_connect_timeout=patience)
     try:
         await redis.ping()

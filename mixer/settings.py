@@ -117,6 +117,7 @@ class Settings:
     key_prefix: str = "mixer"  # every Redis key starts with this, so events or tests can share a Redis
     chat_maxlen: int = 10_000  # approximate cap of each chat stream
     feed_maxlen: int = 100_000  # approximate cap of the merged feed (how far back `since` can resume)
+    redis_wait_seconds: float = 10.0  # how long a command waits at start for a Redis that does not answer yet
     # [server]
     host: str = "127.0.0.1"  # where the fan-out server listens
     port: int = 8080

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,17 @@ FAILURES = {
 }
 
 
+def test_a_command_waits_for_redis_then_says_why_it_gave_up(tmp_path: Path) -> None:
+    env = mixer_env(None, Keys("cli-wait"), "pstweetchat", XDG_RUNTIME_DIR=str(tmp_path), MIXER_REDIS_WAIT_SECONDS="1")
+    started = time.monotonic()
+    result = mixer("merge", "--redis", DEAD, env=env)
+    assert result.returncode == 1
+    assert time.monotonic() - started >= 1.0  # asked again until redis.wait_seconds had passed
+    first, *_, last = result.stderr.strip().splitlines()
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in first and "asking again for up to 1 s" in first
+    assert last.startswith("mixer merge: cannot reach Redis at redis://127.0.0.1:1/0")
+
+
 @pytest.mark.parametrize("case", FAILURES)
 def test_every_subcommand_fails_with_one_clear_line_and_a_non_zero_exit(
     case: str, tmp_path: Path, redis_url: str
@@ -86,7 +98,10 @@ def test_every_subcommand_fails_with_one_clear_line_and_a_non_zero_exit(
     bad_csv = tmp_path / "directory.csv"
     bad_csv.write_text("hashtag,topic\n#smbiz,small business\n")
     argv = [a.format(redis=redis_url, bad_csv=bad_csv) for a in argv]
-    env = mixer_env(None, Keys(f"cli-{case}"), "pstweetchat", XDG_RUNTIME_DIR=str(tmp_path))
+    # one try at an unreachable Redis (the patient start-up: test_a_command_waits_for_redis_then_says_why_it_gave_up)
+    env = mixer_env(
+        None, Keys(f"cli-{case}"), "pstweetchat", XDG_RUNTIME_DIR=str(tmp_path), MIXER_REDIS_WAIT_SECONDS="0"
+    )
     result = mixer(*argv, env=env)
     assert result.returncode != 0, result.stderr
     assert "Traceback" not in result.stderr + result.stdout

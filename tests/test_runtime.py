@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from mixer.embedded import redis_binary
 from mixer.runtime import (
     RunInfo,
     find_run,
@@ -19,6 +24,7 @@ from mixer.runtime import (
     runtime_dir,
     withdraw,
 )
+from tests.processes import free_port
 
 
 async def _dead_pid() -> int:
@@ -87,3 +93,39 @@ async def test_an_unreachable_redis_is_said_in_one_line_without_its_password() -
     problem = await redis_problem("redis://:s3cret@127.0.0.1:1/0")
     assert problem is not None and problem.startswith("cannot reach Redis at redis://***@127.0.0.1:1/0: ")
     assert "s3cret" not in problem and "\n" not in problem
+
+
+@pytest.fixture
+def refusals() -> Iterator[asyncio.Event]:
+    """Set when ``redis_problem`` says it was refused and will ask again."""
+    asked_again = asyncio.Event()
+    handler = logging.Handler()
+    handler.emit = lambda record: asked_again.set() if "asking again" in record.getMessage() else None  # type: ignore[method-assign]
+    logger = logging.getLogger("mixer.runtime")
+    logger.addHandler(handler)
+    try:
+        yield asked_again
+    finally:
+        logger.removeHandler(handler)
+
+
+async def test_a_redis_that_starts_while_it_is_waited_for_is_used(refusals: asyncio.Event, tmp_path: Path) -> None:
+    port = free_port()
+    waiting = asyncio.create_task(redis_problem(f"redis://127.0.0.1:{port}/0", wait=60))
+    asked_again = asyncio.create_task(refusals.wait())
+    await asyncio.wait([waiting, asked_again], return_when=asyncio.FIRST_COMPLETED)
+    assert refusals.is_set(), f"gave up at once: {waiting.result()}"  # refused once: nothing listens yet
+    server = await asyncio.create_subprocess_exec(
+        redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", str(tmp_path), stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert await waiting is None
+    finally:
+        server.terminate()
+        await server.wait()
+
+
+async def test_without_a_wait_an_unreachable_redis_is_tried_once(refusals: asyncio.Event) -> None:
+    assert (await redis_problem(f"redis://127.0.0.1:{free_port()}/0", wait=0) or "").startswith("cannot reach Redis")
+    assert not refusals.is_set()
