@@ -7,7 +7,8 @@ two chats) filled beforehand, through Redis:
              with no reordering, dedupe, moderation or shaping (the floor of the design)
   merge      the real MergeStage: reorder window, dedupe (index, fingerprints), moderation
              (blocked words and accounts, the profanity list), Q/A-free; plus the shaping
-             stage computing the 'wall' stream from its output, until both are done
+             stage computing the 'wall' stream from its output, stepped in turn until the merge
+             stage has handled every post; both fenced by the merge lease, as in production
 
     .venv/bin/python scripts/bench_merge.py [--passes 10] [--redis redis://127.0.0.1:6379/15]
 """
@@ -84,6 +85,9 @@ async def full(url: str, keys: Keys, posts: int) -> tuple[float, dict[str, int]]
     rules = Rules(words=("buy followers", "spoiler"), accounts=("x:spammer",), profanity=True)
     merge = MergeStage(conn, keys, CHATS, window=0.2, feed_maxlen=10_000_000, seen_max=10_000_000, rules=rules)
     shaping = ShapingStage(shaping_conn, keys, [Profile("wall", rate=0.5, burst=3, max_wait=30.0)])
+    # fenced by the merge lease, as merge_forever runs them (a WATCH and a GET before each batch's MULTI)
+    merge.fence = shaping.fence = (keys.merge_lease, "bench")
+    await conn.set(keys.merge_lease, "bench")
     await merge.load_cursors()
     await shaping.load()
     with throughput_collector():  # as merge_forever runs the stages (mixer.runner)

@@ -62,6 +62,8 @@ async def scratch(url: str) -> AsyncIterator[tuple[aioredis.Redis, Keys]]:
 
 
 async def drain(stage: MergeStage, redis: aioredis.Redis, keys: Keys, expected: int) -> None:
+    stage.fence = (keys.merge_lease, "bench")  # fenced by the merge lease, as merge_forever runs it
+    await redis.set(keys.merge_lease, "bench")
     await stage.load_cursors()
     while await redis.xlen(keys.feed) < expected:
         await stage.step(max_block=0.05)
