@@ -40,25 +40,16 @@ class LeaseLost(RuntimeError):
     """A fenced write found the lease no longer names this holder: nothing was written."""
 
 
-async def fenced(
-    redis: aioredis.Redis,
-    fence: Fence | None,
-    fill: Callable[[Pipeline], None],
-    sent: asyncio.Event | None = None,
-    tries: int = 5,
-) -> None:
+async def fenced(redis: aioredis.Redis, fence: Fence | None, fill: Callable[[Pipeline], None], tries: int = 5) -> None:
     """Run the commands ``fill`` queues as one MULTI; with a fence, only while the lease names its holder.
 
     WATCH on the lease key aborts the transaction if the key changes between the check and
     EXEC; a change that leaves it ours (our own renewal) is retried. Raises LeaseLost, having
-    written nothing, once the key names someone else or nobody. ``sent`` is set once ``fill`` has
-    run, as the MULTI is handed to the connection (each retry sets it again).
+    written nothing, once the key names someone else or nobody.
     """
     if fence is None:
         async with redis.pipeline(transaction=True) as tx:
             fill(tx)
-            if sent is not None:
-                sent.set()
             await tx.execute()
         return
     key, holder = fence
@@ -71,8 +62,6 @@ async def fenced(
                     raise LeaseLost(f"the lease {key} now names {text(current) if current else 'nobody'}, not {holder}")
                 tx.multi()  # type: ignore[no-untyped-call]
                 fill(tx)
-                if sent is not None:
-                    sent.set()
                 await tx.execute()
                 return
             except WatchError as exc:

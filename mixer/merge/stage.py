@@ -45,7 +45,7 @@ from mixer.merge.moderation import Moderator
 from mixer.merge.reorder import ReorderBuffer
 from mixer.models import Edit, Event, Post, Retraction, trimmed
 from mixer.rules import Rules
-from mixer.streams import Entry, block_for, id_key, id_ms, last_id, raise_if_cancelling, read_new, text
+from mixer.streams import block_for, id_key, id_ms, last_id, raise_if_cancelling, read_new, text
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,6 @@ class MergeStage:
         self.counters: Counter[str] = Counter()
         self._read: dict[str, str] = {}  # chat -> last id read
         self._drained: set[str] = set()  # chats whose last read reached the end of their stream
-        self._read_ahead = False  # the last step read (and held) while its write ran: this one has its entries
         self._committed: dict[str, str] = {}  # chat -> cursor stored in Redis
         self._ids = FeedIds()
         self._batches = 0
@@ -224,7 +223,6 @@ class MergeStage:
         self._actions: list[dict[str, Any]] = []
         await self.load_rules()
         self._drained = set()
-        self._read_ahead = False
         started = int(self._clock() * 1000)  # a new leader learns afresh which chats are late
         self.buffer = ReorderBuffer(self.buffer.window_ms, self.buffer.max_pending, started_ms=started)
         self._twins = Twins()
@@ -244,32 +242,16 @@ class MergeStage:
         """Read what is new, release what the watermark allows, write; returns feed entries written.
 
         Waits for new entries only when every stream is drained, and then no longer than
-        until the oldest held event is due. After a write that read ahead (``_write``) it does not read.
+        until the oldest held event is due.
         """
-        if self._read_ahead:
-            self._read_ahead = False
-        else:
-            block_ms: int | None = None
-            if len(self._drained) == len(self._chats):
-                due = self.buffer.next_due()
-                wait = max_block * 1000 if due is None else min(max_block * 1000, due - self._clock() * 1000)
-                block_ms = block_for(wait)
-            self._take(await read_new(self._redis, self._cursors(), block_ms, self._batch))
-        watermark = self._watermark()
-        self._twins.forget(watermark)
-        written = await self._release(watermark)
-        await self._publish_counters()
-        return written
-
-    def _cursors(self) -> dict[str, str]:
-        """Where the next read of each chat stream and of the actions stream starts."""
+        block_ms: int | None = None
+        if len(self._drained) == len(self._chats):
+            due = self.buffer.next_due()
+            wait = max_block * 1000 if due is None else min(max_block * 1000, due - self._clock() * 1000)
+            block_ms = block_for(wait)
         streams = {self._keys.chat(c): self._read[c] for c in self._chats}
         streams[self._keys.mod_actions] = self._actions_read
-        return streams
-
-    def _take(self, got: dict[str, list[Entry]]) -> None:
-        """A read's entries held in the buffer (a malformed one counted, logged, skipped), its actions queued, the
-        read cursors moved past them."""
+        got = await read_new(self._redis, streams, block_ms, self._batch)
         for entry_id, raw, _ in got.get(self._keys.mod_actions, []):
             self._actions_read = entry_id
             try:
@@ -297,6 +279,11 @@ class MergeStage:
                 self._read[chat] = last = entries[-1][0]
                 self._twins.read(chat, id_ms(last))
                 self.counters["read"] += len(entries)
+        watermark = self._watermark()
+        self._twins.forget(watermark)
+        written = await self._release(watermark)
+        await self._publish_counters()
+        return written
 
     def _watermark(self) -> int:
         """Ms up to which every chat stream has been read; a drained stream counts as read up to now."""
@@ -349,7 +336,7 @@ class MergeStage:
             if changed:
                 tx.hset(self._keys.merge_cursor, mapping=changed)  # type: ignore[arg-type]
 
-        await self._write(fill)
+        await fenced(self._redis, self.fence, fill)
         self._committed.update(changed)
         kinds = Counter(kind for kind, _, _ in writes)
         for kind, count in kinds.items():
@@ -363,30 +350,6 @@ class MergeStage:
         if self._batches % self._trim_every == 0:
             await self._trim(now_ms)
         return len(writes)
-
-    async def _write(self, fill: Callable[[Pipeline], None]) -> None:
-        """The batch's fenced MULTI. While a chat stream is not drained, the next step's read is made first and held
-        while Redis runs the write: in a catch-up the stage waited ~13 us per post on the write with nothing to do
-        (docs/benchmarks.md "Fourth round"). Redis serves the read before the write, whose contents were fixed
-        before it (``fill`` reads nothing ``_take`` changes); if either fails, the caller reloads from the stored
-        cursors, as after a crash, so what was read ahead is dropped with the rest of the buffer."""
-        if len(self._drained) == len(self._chats):
-            await fenced(self._redis, self.fence, fill)
-            return
-        got = await read_new(self._redis, self._cursors(), None, self._batch)
-        sent = asyncio.Event()
-        write = asyncio.ensure_future(fenced(self._redis, self.fence, fill, sent))
-        handed = asyncio.ensure_future(sent.wait())
-        try:
-            await asyncio.wait((write, handed), return_when=asyncio.FIRST_COMPLETED)  # the MULTI is on its way
-            self._take(got)
-        except BaseException:
-            write.cancel()  # cancelled or failed here: no write outlives the step (a cut MULTI writes all or nothing)
-            raise
-        finally:
-            handed.cancel()
-        self._read_ahead = True
-        await write
 
     async def _publish_counters(self) -> None:
         """Write ``counters`` to ``Keys.merge_stats`` when they changed and the last write is ``stats_every`` old (so
