@@ -10,7 +10,7 @@ two chats) filled beforehand, through Redis:
              stage computing the 'wall' stream from its output, stepped in turn until the merge
              stage has handled every post; both fenced by the merge lease, as in production
 
-    .venv/bin/python scripts/bench_merge.py [--passes 10] [--redis redis://127.0.0.1:6379/15]
+    .venv/bin/python scripts/bench_merge.py [--passes 10] [--runs 5] [--redis redis://127.0.0.1:6379/15]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import statistics
 import time
 import uuid
 
@@ -111,7 +112,8 @@ async def scratch_cleanup(url: str, keys: Keys) -> None:
     await redis.aclose()
 
 
-async def bench(url: str, passes: int) -> None:
+async def one_run(url: str, passes: int) -> tuple[int, int, float, float, dict[str, int]]:
+    """(posts, chat-stream entries, baseline seconds, merge seconds, the merge stage's counters), on keys of its own."""
     base_keys, full_keys = Keys(f"bench-{uuid.uuid4().hex[:8]}"), Keys(f"bench-{uuid.uuid4().hex[:8]}")
     try:
         posts = await fill(url, base_keys, passes)
@@ -121,28 +123,48 @@ async def bench(url: str, passes: int) -> None:
         await redis.aclose()
         base = await baseline(url, base_keys, entries)
         merged, counters = await full(url, full_keys, posts)
-        print(f"posts: {posts:,} ({entries:,} chat-stream entries)")
-        print(f"baseline  {posts / base:>9,.0f} posts/s  ({base:.2f} s; read + XADD only)")
-        print(f"merge     {posts / merged:>9,.0f} posts/s  ({merged:.2f} s; reorder, dedupe, moderation, shaping)")
-        print(f"ratio     {merged / base:.1f}x the baseline's time; counters {counters}")
+        return posts, entries, base, merged, counters
     finally:
         await scratch_cleanup(url, base_keys)
         await scratch_cleanup(url, full_keys)
+
+
+def report(label: str, posts: int, base: float, merged: float) -> None:
+    print(f"{label}baseline  {posts / base:>9,.0f} posts/s  ({base:.2f} s; read + XADD only)")
+    print(f"{label}merge     {posts / merged:>9,.0f} posts/s  ({merged:.2f} s; reorder, dedupe, moderation, shaping)")
+    print(f"{label}ratio     {merged / base:.1f}x the baseline's time")
+
+
+async def bench(url: str, passes: int, runs: int) -> None:
+    """``runs`` runs, each the baseline then the merge stage on fresh keys; with several, their medians too (these
+    VMs swing 10% and more between runs of the same code: one figure alone proves little)."""
+    times: list[tuple[float, float]] = []
+    for n in range(runs):
+        posts, entries, base, merged, counters = await one_run(url, passes)
+        if n == 0:
+            print(f"posts: {posts:,} ({entries:,} chat-stream entries); counters {counters}")
+        times.append((base, merged))
+        report(f"run {n + 1}/{runs}  " if runs > 1 else "", posts, base, merged)
+    if runs > 1:
+        base = statistics.median(b for b, _ in times)
+        merged = statistics.median(m for _, m in times)
+        report("median    ", posts, base, merged)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passes", type=int, default=10, help="times over the demo recording (3,350 posts each)")
     parser.add_argument("--redis", help="Redis URL (default: an embedded Redis started for the run)")
+    parser.add_argument("--runs", type=int, default=1, help="runs of both, then their medians (default 1)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print(f"machine: {describe_machine()}")
     if args.redis:
-        asyncio.run(bench(args.redis, args.passes))
+        asyncio.run(bench(args.redis, args.passes, args.runs))
         return
     with EmbeddedRedis() as server:
         print(f"redis: embedded ({server.url})")
-        asyncio.run(bench(server.url, args.passes))
+        asyncio.run(bench(server.url, args.passes, args.runs))
 
 
 if __name__ == "__main__":
