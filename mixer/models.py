@@ -23,7 +23,7 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypedDict, TypeVar, Unpack, cast
 
 import msgspec
 
@@ -127,6 +127,28 @@ def http_url(value: Any) -> str | None:
     return value if isinstance(value, str) and _HTTP_URL.match(value) else None
 
 
+class PostChanges(TypedDict, total=False):
+    """What ``Post.replace`` may change: any of the Post's fields, by name and type (so mypy checks each call).
+    tests/test_models.py holds its names and types to the Post's fields."""
+
+    key: str
+    source: str
+    chats: tuple[str, ...]
+    author: Author
+    text: str
+    url: str
+    created: int
+    at: int
+    id: str
+    lang: str | None
+    reply_to: str | None
+    boost_of: str | None
+    media: tuple[str, ...]
+    quote_of: str | None
+    quote_url: str | None
+    attachments: tuple[Attachment, ...]
+
+
 class Post(msgspec.Struct, frozen=True, gc=False):
     """A normalised post. ``id`` is empty until the merge stage gives it a feed id."""
 
@@ -157,7 +179,7 @@ class Post(msgspec.Struct, frozen=True, gc=False):
     def with_chats(self, chats: tuple[str, ...]) -> Post:
         return msgspec.structs.replace(self, chats=chats)
 
-    def replace(self, **changes: Any) -> Post:
+    def replace(self, **changes: Unpack[PostChanges]) -> Post:
         """This post with ``changes`` (field names) applied, ``media`` following the attachments as in any Post."""
         return msgspec.structs.replace(self, **changes)  # (runs __post_init__)
 

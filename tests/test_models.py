@@ -8,6 +8,7 @@ import gc
 import json
 import logging
 import pickle
+import typing
 from collections import Counter
 from typing import Any
 
@@ -223,6 +224,13 @@ def test_any_valid_attachments_round_trip_exactly_through_json_and_msgpack(items
     assert post.to_dict().get("attachments", []) == items
     assert Post.from_dict(loads(json.dumps(post.to_dict()))) == post
     assert unpack_post("1-0", pack_post(post)) == post.replace(id="1-0")
+
+
+def test_replace_takes_exactly_the_posts_fields_with_their_types() -> None:
+    """``PostChanges`` (what mypy checks ``Post.replace`` calls against) names every Post field, typed alike."""
+    fields = typing.get_type_hints(Post)
+    assert typing.get_type_hints(models.PostChanges) == fields
+    assert list(models.PostChanges.__annotations__) == list(Post.__struct_fields__)  # in the same order, too
 
 
 @settings(max_examples=60, deadline=None, database=None)
