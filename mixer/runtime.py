@@ -157,7 +157,7 @@ async def redis_problem(url: str, wait: float = 0.0, patience: float = 5.0) -> s
         if problem is None or left <= 0:
             return problem
         if not backoff.attempts:
-            log.warning("%s; asking again for up to %.0f s", problem, left)
+            log.warning("%s (asking again for up to %.0f s)", problem, left)
         await asyncio.sleep(min(backoff.next(), left))
 
 
