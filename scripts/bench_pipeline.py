@@ -11,7 +11,7 @@ One invocation prints, for the same posts (the bundled #PSTweetChat demo, N pass
 It uses a throwaway key prefix and deletes its keys. Without --redis it starts an
 embedded Redis, so it runs on any machine:
 
-    .venv/bin/python scripts/bench_pipeline.py [--passes 10] [--redis redis://127.0.0.1:6379/15]
+    .venv/bin/python scripts/bench_pipeline.py [--passes 10] [--runs 5] [--redis redis://127.0.0.1:6379/15]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import logging
+import statistics
 import tempfile
 import time
 import uuid
@@ -45,8 +46,12 @@ from mixer.tools.loadtest.procstat import describe_machine
 CHATS = ("pstweetchat", "powershell", "pshsummit", "devops")
 
 
-def row(name: str, posts: int, seconds: float, note: str = "") -> None:
+Rows = dict[str, tuple[int, float]]  # row name -> (posts, seconds), in the order printed
+
+
+def row(rows: Rows, name: str, posts: int, seconds: float, note: str = "") -> None:
     print(f"{name:<15} {posts:>9,} posts {seconds:>7.2f} s {posts / seconds:>10,.0f} posts/s  {note}")
+    rows[name] = (posts, seconds)
 
 
 @asynccontextmanager
@@ -74,10 +79,25 @@ def merge_stage(url: str, keys: Keys) -> tuple[MergeStage, aioredis.Redis]:
     return MergeStage(conn, keys, CHATS, window=0.2, feed_maxlen=10_000_000, seen_max=10_000_000), conn
 
 
-async def bench(url: str, passes: int) -> None:
+async def bench(url: str, passes: int, runs: int) -> None:
+    """``runs`` runs of every row; with several, each row's median too (these VMs swing 10% and more between runs
+    of the same code: one figure alone proves little)."""
+    done: list[Rows] = []
+    for n in range(runs):
+        if runs > 1:
+            print(f"run {n + 1}/{runs}")
+        done.append(await one_run(url, passes))
+    if runs > 1:
+        print(f"median of {runs} runs")
+        for name, (posts, _) in done[0].items():
+            row({}, name, posts, statistics.median(rows[name][1] for rows in done))
+
+
+async def one_run(url: str, passes: int) -> Rows:
+    rows: Rows = {}
     started = time.perf_counter()
     posts = [p for _ in range(passes) for p in read_records(DEMO_RECORDING) if isinstance(p, Post)]
-    row("parse", len(posts), time.perf_counter() - started, "(read + validate, no Redis)")
+    row(rows, "parse", len(posts), time.perf_counter() - started, "(read + validate, no Redis)")
     unique = len(posts)
     # One recording of N passes, each with its own keys and a pass number in the text, so the merge
     # stage sees N times the night, not repeats to collapse.
@@ -97,19 +117,19 @@ async def bench(url: str, passes: int) -> None:
             for raw in packed[start : start + 500]:
                 pipe.xadd(keys.chat("pstweetchat"), {FIELD: raw})
             await pipe.execute()
-        row("xadd baseline", len(packed), time.perf_counter() - started, "(pre-encoded, one stream)")
+        row(rows, "xadd baseline", len(packed), time.perf_counter() - started, "(pre-encoded, one stream)")
 
     async with scratch(url) as (redis, keys):
         publisher = Publisher(redis, keys, CHATS, maxlen=10_000_000)
         replayer = Replayer(publisher, [recording], ReplayOptions(speed=0))
         started = time.perf_counter()
         progress = await replayer.run()
-        row("replay", progress.published, time.perf_counter() - started, "(-> chat streams)")
+        row(rows, "replay", progress.published, time.perf_counter() - started, "(-> chat streams)")
         stage, conn = merge_stage(url, keys)
         with throughput_collector():  # as merge_forever runs the stage (mixer.runner)
             started = time.perf_counter()
             await drain(stage, redis, keys, unique)
-        row("merge", unique, time.perf_counter() - started, f"(streams -> feed; {dict(stage.counters)})")
+        row(rows, "merge", unique, time.perf_counter() - started, f"(streams -> feed; {dict(stage.counters)})")
         await conn.aclose()
 
     async with scratch(url) as (redis, keys):
@@ -119,24 +139,27 @@ async def bench(url: str, passes: int) -> None:
         with throughput_collector():  # mixer run's process runs merge_forever, which sets it
             started = time.perf_counter()
             await asyncio.gather(replayer.run(), drain(stage, redis, keys, unique))
-        row("pipeline", unique, time.perf_counter() - started, "(replay + merge in one process, until all in feed)")
+        note = "(replay + merge in one process, until all in feed)"
+        row(rows, "pipeline", unique, time.perf_counter() - started, note)
         await conn.aclose()
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passes", type=int, default=10, help="times over the demo recording (3,350 posts each)")
     parser.add_argument("--redis", help="Redis URL (default: an embedded Redis started for the run)")
+    parser.add_argument("--runs", type=int, default=1, help="runs of every row, then their medians (default 1)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print(f"machine: {describe_machine()}")
     if args.redis:
         print(f"redis: {args.redis}")
-        asyncio.run(bench(args.redis, args.passes))
+        asyncio.run(bench(args.redis, args.passes, args.runs))
         return
     with EmbeddedRedis() as server:
         print(f"redis: embedded ({server.url})")
-        asyncio.run(bench(server.url, args.passes))
+        asyncio.run(bench(server.url, args.passes, args.runs))
 
 
 if __name__ == "__main__":

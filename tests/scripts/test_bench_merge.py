@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
-from tests.helpers import ROOT
+from tests.scripts import two_short_runs
 
 
 def rates(out: str, label: str) -> list[float]:
@@ -14,11 +12,7 @@ def rates(out: str, label: str) -> list[float]:
 
 
 def test_several_runs_print_each_run_beside_its_baseline_and_the_medians(redis_url: str) -> None:
-    script = str(ROOT / "scripts" / "bench_merge.py")
-    out = subprocess.run(
-        [sys.executable, script, "--passes", "1", "--runs", "2", "--redis", redis_url],
-        capture_output=True, text=True, check=True, cwd=ROOT, timeout=120,
-    ).stdout  # fmt: skip
+    out = two_short_runs("bench_merge.py", redis_url)
     assert out.startswith("machine: ")
     assert "posts: 3,350 (4,425 chat-stream entries); counters {'read': 4425," in out
     for label in ("baseline", "merge"):
