@@ -95,16 +95,26 @@ async def test_an_unreachable_redis_is_said_in_one_line_without_its_password() -
     assert "s3cret" not in problem and "\n" not in problem
 
 
+class _AskedAgain(logging.Handler):
+    """Sets ``event`` when ``redis_problem`` logs that it was refused and will ask again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "asking again" in record.getMessage():
+            self.event.set()
+
+
 @pytest.fixture
 def refusals() -> Iterator[asyncio.Event]:
     """Set when ``redis_problem`` says it was refused and will ask again."""
-    asked_again = asyncio.Event()
-    handler = logging.Handler()
-    handler.emit = lambda record: asked_again.set() if "asking again" in record.getMessage() else None  # type: ignore[method-assign]
+    handler = _AskedAgain()
     logger = logging.getLogger("mixer.runtime")
     logger.addHandler(handler)
     try:
-        yield asked_again
+        yield handler.event
     finally:
         logger.removeHandler(handler)
 
