@@ -80,7 +80,7 @@ def _tokens(entry: str) -> tuple[Token, ...]:
 def _token_pattern(token: Token, first: bool) -> str:
     ch, count = token
     if not ch:
-        return r"\W+"
+        return r"[^\w\x00]+"  # a phrase's gap never spans the NUL between a post's text and its author's name
     one = f"[{re.escape(_INNER[ch])}]" if ch in _INNER else re.escape(ch)
     head = re.escape(ch) if first else one
     # A letter stretched to three or more counts as one ("fuuuck"); twice does not ("annus" is not "anus").
@@ -252,7 +252,10 @@ class Moderator:
         folded = view = ""
         words = c.has_words
         if words:
-            folded = fold(f"{post.text}\x00{post.author.name}")  # the name is shown on the wall too
+            text, name = post.text, post.author.name
+            if "\x00" in text or "\x00" in name:  # their own NULs read as spaces: only the one between is no gap
+                text, name = text.replace("\x00", " "), name.replace("\x00", " ")
+            folded = fold(f"{text}\x00{name}")  # the name is shown on the wall too
             view = _view(folded)
             words = c.screen is None or c.screen.find(folded, view) is not None
         if words and c.text is not None and (found := c.text.find(folded, view)) is not None:

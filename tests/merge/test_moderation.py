@@ -135,6 +135,15 @@ def test_a_word_in_the_authors_display_name_blocks_the_post() -> None:
     assert verdict.action == "block"
 
 
+def test_a_phrase_never_spans_the_end_of_the_text_and_the_start_of_the_name() -> None:
+    # The demo's "... (pass 5)" by "m t k" read as 's&m' (the profanity list): "5" reads as "s", then the name's "m".
+    assert judge(post("what a night it's", name="M Smith"), PROFANE).action == "show"
+    assert judge(post("time to buy", name="Now Then"), SPAM).action == "show"
+    assert judge(post("time to buy\x00now"), SPAM).action == "block"  # a NUL in the text is still a gap
+    assert judge(post("hi", name="buy now"), SPAM).action == "block"
+    assert judge(post("spam", name="Alice"), SPAM).action == "block"
+
+
 def test_an_account_blocked_with_its_source_blocks_only_on_that_network() -> None:
     rules = Rules(accounts=("x:Spammer",))
     assert judge(post(source="x", handle="spammer"), rules).hits == (Hit("account", "x:spammer"),)
