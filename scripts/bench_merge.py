@@ -81,7 +81,9 @@ async def baseline(url: str, keys: Keys, expected_entries: int) -> float:
     return elapsed
 
 
-async def full(url: str, keys: Keys, posts: int) -> tuple[float, dict[str, int]]:
+async def full(url: str, keys: Keys, posts: int, shaping_on: bool = True) -> tuple[float, dict[str, int]]:
+    """Seconds the merge stage (and the shaping stage, unless ``shaping_on`` is False) took to handle ``posts``
+    posts, and the merge stage's counters."""
     conn, shaping_conn = dedicated_client(url, 1000), dedicated_client(url, 1000)
     rules = Rules(words=("buy followers", "spoiler"), accounts=("x:spammer",), profanity=True)
     merge = MergeStage(conn, keys, CHATS, window=0.2, feed_maxlen=10_000_000, seen_max=10_000_000, rules=rules)
@@ -96,13 +98,22 @@ async def full(url: str, keys: Keys, posts: int) -> tuple[float, dict[str, int]]
         handled = 0
         while handled < posts:
             await merge.step(max_block=0.05)
-            await shaping.step(max_block=0.0)
+            if shaping_on:
+                await shaping.step(max_block=0.0)
             c = merge.counters
             handled = c["written"] + c["duplicate"] + c["blocked"] + c["held"]
         elapsed = time.perf_counter() - started
     await conn.aclose()
     await shaping_conn.aclose()
     return elapsed, dict(merge.counters)
+
+
+async def chat_entries(url: str, keys: Keys) -> int:
+    """Entries in the benchmark's chat streams (a post in two chats is two)."""
+    redis = aioredis.Redis.from_url(url)
+    entries = sum([await redis.xlen(keys.chat(c)) for c in CHATS])
+    await redis.aclose()
+    return entries
 
 
 async def scratch_cleanup(url: str, keys: Keys) -> None:
@@ -118,9 +129,7 @@ async def one_run(url: str, passes: int) -> tuple[int, int, float, float, dict[s
     try:
         posts = await fill(url, base_keys, passes)
         await fill(url, full_keys, passes)
-        redis = aioredis.Redis.from_url(url)
-        entries = sum([await redis.xlen(base_keys.chat(c)) for c in CHATS])
-        await redis.aclose()
+        entries = await chat_entries(url, base_keys)
         base = await baseline(url, base_keys, entries)
         merged, counters = await full(url, full_keys, posts)
         return posts, entries, base, merged, counters
