@@ -229,14 +229,19 @@ class MergeStage:
         self._ids = FeedIds(await last_id(self._redis, self._keys.feed))
 
     async def load_rules(self) -> None:
-        """The rules a moderator set (in Redis), else the config's; bad stored rules are logged and ignored."""
+        """The rules a moderator set (in Redis), else the config's; bad stored rules are logged and ignored.
+
+        New rules are compiled in a thread: 10,000 long entries (within the rules' limits) take seconds, and on the
+        event loop they would stall every screen of this process and the lease's renewal; the old rules stay in
+        force until the new ones are ready."""
         stored = await self._redis.get(self._keys.mod_rules)
         try:
             rules = Rules.from_json(stored) if stored is not None else self._config_rules
-            if rules != self.moderator.rules:
-                self.moderator = Moderator(rules)
         except ValueError as exc:
             log.warning("merge: ignoring bad moderation rules in Redis: %s", exc)
+            return
+        if rules != self.moderator.rules:
+            self.moderator = await asyncio.to_thread(Moderator, rules)
 
     async def step(self, max_block: float = 1.0) -> int:
         """Read what is new, release what the watermark allows, write; returns feed entries written.
