@@ -110,9 +110,12 @@ class AuthThrottle:
 
 
 def bearer_matches(header: str, token: str) -> bool:
-    """Whether an ``Authorization`` header value is ``Bearer <token>``, compared in constant time as bytes."""
+    """Whether an ``Authorization`` header value is ``Bearer <token>`` (the scheme in any case, RFC 9110), the token
+    compared in constant time as bytes."""
+    scheme, _, credentials = header.partition(" ")
     # aiohttp decodes header bytes as UTF-8 with surrogateescape: encode them back the same way, never failing.
-    return hmac.compare_digest(header.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode())
+    matches = hmac.compare_digest(credentials.encode("utf-8", "surrogateescape"), token.encode())
+    return matches and scheme.lower() == "bearer"
 
 
 def check_bearer(request: web.Request, token: str, throttle: AuthThrottle) -> None:
