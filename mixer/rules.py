@@ -83,6 +83,8 @@ class Rules:
             chat = normalize_tag(check_text(tag, "chats")) if isinstance(tag, str) else ""
             if not TAG.match(chat):
                 raise ValueError(f"bad chat tag {tag!r} in 'chats'")
+            if chat in chats:  # "smbiz" and "#SMBiz": which list was meant is not ours to guess
+                raise ValueError(f"chat {chat!r} is in 'chats' twice (tags are read in any case, with or without '#')")
             if not isinstance(rules, ChatRules):
                 raise ValueError(f"chats.{chat} must be ChatRules")
             where = f"chats.{chat}"

@@ -20,18 +20,20 @@ import asyncio
 import json
 import time
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 import msgpack
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import WatchError
 
 from mixer.codec import ACTION_FIELD, dumps
 from mixer.fanout.params import parse_count, parse_id, stream_id
 from mixer.fanout.throttle import AuthThrottle, check_bearer
 from mixer.keys import CHANGES_MAXLEN, Keys
-from mixer.models import LIMITS
+from mixer.models import LIMITS, TAG, normalize_tag
 from mixer.rules import Rules
 from mixer.settings import Settings
 from mixer.streams import text
@@ -88,7 +90,8 @@ class ModApi:
         check_bearer(request, token, self.throttle)
         return moderator_name(request.headers.get("X-Moderator", ""))
 
-    async def _body(self, request: web.Request) -> dict[str, Any]:
+    async def _body(self, request: web.Request, known: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """The request's JSON object; with ``known``, a key not in it is a 400 (a misspelt field is never ignored)."""
         try:
             body = await request.json()
         except ValueError:
@@ -99,6 +102,10 @@ class ModApi:
             ) from None
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text="the body must be a JSON object")
+        if known is not None and (unknown := sorted(k for k in body if k not in known)):
+            raise web.HTTPBadRequest(
+                text=f"unknown key(s) {', '.join(map(repr, unknown))}: expected {', '.join(map(repr, known))}"
+            )
         return body
 
     async def _key(self, body: dict[str, Any]) -> str:
@@ -136,14 +143,15 @@ class ModApi:
     async def post_action(self, request: web.Request) -> web.Response:
         who = self._check(request)
         name = request.path.rsplit("/", 1)[1]
-        body = await self._body(request)
+        body = await self._body(request, ("key", "id"))  # (unpin needs neither: the one pinned post goes)
         key = "" if name == "unpin" else await self._key(body)
         action: dict[str, Any] = {"action": name, "key": key}
-        if name == "approve":
+        if name in ("approve", "reject"):  # a double click or another moderator's decision: said, not audited
             raw = await self.redis.hget(self.keys.mod_queue, key)
             if raw is None:
                 raise web.HTTPNotFound(text=f"{key} is not waiting for approval")
-            action["post"] = msgpack.unpackb(raw, raw=False)
+            if name == "approve":
+                action["post"] = msgpack.unpackb(raw, raw=False)
         await self._record(who, request, action)
         return web.json_response({"ok": True, "action": name, "key": key}, status=202)
 
@@ -154,6 +162,28 @@ class ModApi:
     async def _set_rules(self, who: str, request: web.Request, rules: Rules, what: str) -> None:
         await self.redis.set(self.keys.mod_rules, rules.to_json())
         await self._record(who, request, {"action": "rules", "key": "", "detail": what})
+
+    async def _change_rules(
+        self, who: str, request: web.Request, change: Callable[[dict[str, Any]], dict[str, Any]], what: str
+    ) -> Rules:
+        """The rules in force, changed by ``change`` (of their dict form) and stored: read and written under WATCH
+        and tried again when another moderator's edit came in between, so two edits at once both take effect.
+        ValueError (nothing stored) when the rules refuse the change."""
+        async with self.redis.pipeline(transaction=True) as tx:
+            while True:
+                await tx.watch(self.keys.mod_rules)
+                stored = await tx.get(self.keys.mod_rules)
+                current = Rules.from_json(stored) if stored is not None else self.config_rules
+                rules = Rules.from_dict(change(current.to_dict()))
+                tx.multi()  # type: ignore[no-untyped-call]
+                tx.set(self.keys.mod_rules, rules.to_json())
+                try:
+                    await tx.execute()
+                except WatchError:
+                    continue  # (execute has reset the pipeline: watch again)
+                break
+        await self._record(who, request, {"action": "rules", "key": "", "detail": what})
+        return rules
 
     async def get_rules(self, request: web.Request) -> web.Response:
         self._check(request)
@@ -170,35 +200,41 @@ class ModApi:
 
     async def approval(self, request: web.Request) -> web.Response:
         who = self._check(request)
-        on = (await self._body(request)).get("on")
+        on = (await self._body(request, ("on",))).get("on")
         if not isinstance(on, bool):
             raise web.HTTPBadRequest(text="'on' must be true or false")
-        current = (await self.current_rules()).to_dict()
-        rules = Rules.from_dict({**current, "approval": on})
-        await self._set_rules(who, request, rules, f"approval {'on' if on else 'off'}")
+        rules = await self._change_rules(
+            who, request, lambda data: {**data, "approval": on}, f"approval {'on' if on else 'off'}"
+        )
         return web.json_response(rules.to_dict())
 
     async def block(self, request: web.Request) -> web.Response:
         who = self._check(request)
-        body = await self._body(request)
+        body = await self._body(request, ("account", "chat", "key", "id"))
         account, chat = body.get("account"), body.get("chat")
         if not isinstance(account, str) or not account:
             raise web.HTTPBadRequest(text="'account' names who to block, like 'x:handle' or 'handle'")
-        if chat is not None and not (isinstance(chat, str) and chat.strip()):
-            raise web.HTTPBadRequest(text="'chat' is a chat tag such as 'edchat' (leave it out to block everywhere)")
+        if chat is not None:
+            chat = normalize_tag(chat) if isinstance(chat, str) else ""
+            if not TAG.match(chat):  # as the rules store it: "#SMBiz" adds to the rules of "smbiz"
+                raise web.HTTPBadRequest(
+                    text="'chat' is a chat tag such as 'edchat' (leave it out to block everywhere)"
+                )
         # the post to hide is found first: a bad or unknown one blocks no one
         hide = await self._key(body) if body.get("key") or body.get("id") is not None else None
-        data = (await self.current_rules()).to_dict()
-        if chat is not None:
-            per = data["chats"].setdefault(chat, {"words": [], "accounts": []})
-            per["accounts"] = [*per["accounts"], account]
-        else:
-            data["accounts"] = [*data["accounts"], account]
+
+        def add(data: dict[str, Any]) -> dict[str, Any]:
+            if chat is not None:
+                per = data["chats"].setdefault(chat, {"words": [], "accounts": []})
+                per["accounts"] = [*per["accounts"], account]
+            else:
+                data["accounts"] = [*data["accounts"], account]
+            return data
+
         try:
-            rules = Rules.from_dict(data)
+            rules = await self._change_rules(who, request, add, f"block {account}" + (f" in #{chat}" if chat else ""))
         except ValueError as exc:
             raise web.HTTPBadRequest(text=f"cannot block {account!r}: {exc}") from None
-        await self._set_rules(who, request, rules, f"block {account}" + (f" in #{chat}" if chat else ""))
         if hide is not None:
             await self._record(who, request, {"action": "hide", "key": hide})
         return web.json_response(rules.to_dict())

@@ -222,3 +222,70 @@ async def test_a_console_waiting_for_changes_is_answered_when_the_server_shuts_d
         # the app shut down (handlers get 2 s, the wait is 5 s): the console had its answer, not a dropped connection
         resp = await waiting
         assert resp.status == 200 and (await resp.json())["id"] == start
+
+
+async def test_a_block_in_a_chat_named_in_another_case_adds_to_that_chats_rules(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    async with night(redis_url, keys) as (url, _), aiohttp.ClientSession() as http:
+        smbiz = {"words": ["mlm", "buy now"], "accounts": ["x:pitchbot"]}
+        async with http.put(f"{url}/api/mod/rules", json={"chats": {"smbiz": smbiz}}, headers=TOKEN) as resp:
+            assert resp.status == 200
+        body = {"account": "x:newtroll", "chat": "#SMBiz"}
+        async with http.post(f"{url}/api/mod/block", json=body, headers=TOKEN) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["chats"] == {"smbiz": {**smbiz, "accounts": ["x:pitchbot", "x:newtroll"]}}
+        twice = {"chats": {"smbiz": {"words": ["mlm"]}, "#SMBIZ": {"accounts": ["x:a"]}}}
+        async with http.put(f"{url}/api/mod/rules", json=twice, headers=TOKEN) as resp:
+            assert resp.status == 400
+            assert "'smbiz' is in 'chats' twice" in await resp.text()
+
+
+async def test_moderators_acting_at_once_each_keep_their_change(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    async with night(redis_url, keys) as (url, _), aiohttp.ClientSession() as http:
+
+        async def post(path: str, body: dict[str, Any]) -> int:
+            async with http.post(f"{url}/api/mod/{path}", json=body, headers=TOKEN) as resp:
+                return resp.status
+
+        blocks = [post("block", {"account": f"x:troll{n}"}) for n in range(10)]
+        assert await asyncio.gather(*blocks, post("approval", {"on": True})) == [200] * 11
+        async with http.get(f"{url}/api/mod/rules", headers=TOKEN) as resp:
+            rules = await resp.json()
+        assert sorted(rules["accounts"]) == sorted(f"x:troll{n}" for n in range(10))
+        assert rules["approval"] is True
+
+
+async def test_a_decision_on_a_post_not_waiting_is_a_404_and_is_not_audited(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    async with night(redis_url, keys) as (url, _), aiohttp.ClientSession() as http:
+        for action in ("approve", "reject"):
+            async with http.post(f"{url}/api/mod/{action}", json={"key": "x:never"}, headers=TOKEN) as resp:
+                assert resp.status == 404
+                assert "x:never is not waiting for approval" in await resp.text()
+        async with http.get(f"{url}/api/mod/audit", headers=TOKEN) as resp:
+            assert (await resp.json())["items"] == []
+
+
+async def test_a_body_key_a_route_does_not_take_is_refused_by_name(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    async with night(redis_url, keys) as (url, _), aiohttp.ClientSession() as http:
+        for path, body in (("approval", {"on": True, "x": 1}), ("block", {"acount": "x:bob"}), ("hide", {"kye": "k"})):
+            async with http.post(f"{url}/api/mod/{path}", json=body, headers=TOKEN) as resp:
+                assert resp.status == 400, path
+                assert "unknown key(s)" in await resp.text()
+        async with http.get(f"{url}/api/mod/rules", headers=TOKEN) as resp:
+            assert (await resp.json())["approval"] is False
+
+
+async def test_the_bearer_scheme_is_read_in_any_case(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
+    async with night(redis_url, keys) as (url, _), aiohttp.ClientSession() as http:
+        for scheme, status in (("bearer", 200), ("BEARER", 200), ("Basic", 401), ("Bearer", 200)):
+            async with http.get(f"{url}/api/mod/rules", headers={"Authorization": f"{scheme} m0d"}) as resp:
+                assert resp.status == status, scheme
+        async with http.get(f"{url}/api/mod/rules", headers={"Authorization": "Bearer m0dd"}) as resp:
+            assert resp.status == 401
