@@ -208,11 +208,22 @@ class _Compiled:
     has_words: bool
 
 
-def _blocked_account(keys: frozenset[str], source: str, handle: str) -> str | None:
-    if handle in keys:
-        return handle
-    qualified = f"{source}:{handle}"
-    return qualified if qualified in keys else None
+def _blocked_account(keys: frozenset[str], source: str, handle: str, did: str) -> str | None:
+    for name in (handle, did) if did and did != handle else (handle,):
+        if name in keys:
+            return name
+        qualified = f"{source}:{name}"
+        if qualified in keys:
+            return qualified
+    return None
+
+
+def _bluesky_did(post: Post) -> str:
+    """A Bluesky post's author did, from its key (``bluesky:at://<did>/...``): the account's for good, while its
+    handle is the did only until the profile is resolved (so a did entry blocks the account either way)."""
+    if not post.key.startswith("bluesky:at://did:"):
+        return ""
+    return fold(post.key[len("bluesky:at://") :].partition("/")[0])
 
 
 def _compile(rules: Rules) -> _Compiled:
@@ -246,7 +257,8 @@ class Moderator:
         c = self._compiled
         source = fold(post.source)
         handle = fold(post.author.handle).lstrip("@")
-        account = _blocked_account(c.accounts, source, handle)
+        did = _bluesky_did(post)
+        account = _blocked_account(c.accounts, source, handle, did)
         if account is not None:
             return Verdict("block", None, (Hit("account", account),))
         folded = view = ""
@@ -267,7 +279,7 @@ class Moderator:
         for chat in post.chats:
             found = None
             accounts = c.chat_accounts.get(chat)
-            if accounts and (account := _blocked_account(accounts, source, handle)) is not None:
+            if accounts and (account := _blocked_account(accounts, source, handle, did)) is not None:
                 found = Hit("account", account, chat)
             matcher = c.chat_text.get(chat) if words else None
             if found is None and matcher is not None:

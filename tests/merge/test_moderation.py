@@ -151,6 +151,19 @@ def test_an_account_blocked_with_its_source_blocks_only_on_that_network() -> Non
     assert judge(post(source="mastodon", handle="spammer"), rules).action == "show"
 
 
+def test_a_bluesky_did_entry_blocks_the_account_after_its_handle_is_resolved() -> None:
+    did = "did:plc:q235v55g5unth4zjjdpacfdr"
+    unresolved = post(source="bluesky", handle=did).replace(key=f"bluesky:at://{did}/app.bsky.feed.post/3k")
+    resolved = unresolved.replace(author=Author(handle="someone.bsky.social", name="Someone"))
+    for entry in (f"bluesky:{did}", did):
+        for p in (unresolved, resolved):
+            assert judge(p, Rules(accounts=(entry,))).hits == (Hit("account", entry),)
+        in_chat = Rules(chats={"smbiz": ChatRules(accounts=(entry,))})
+        assert judge(resolved.replace(chats=("smbiz", "edchat")), in_chat).post == resolved.replace(chats=("edchat",))
+    assert judge(resolved, Rules(accounts=("bluesky:did:plc:other",))).action == "show"
+    assert judge(resolved, Rules(accounts=(f"x:{did}",))).action == "show"  # the did is Bluesky's
+
+
 def test_a_bare_handle_blocks_on_every_network() -> None:
     rules = Rules(accounts=("@troll",))
     for source in ("x", "mastodon", "bluesky", "webhook", "replay"):
