@@ -24,9 +24,12 @@ from mixer.settings import Settings
 MAX_ENTRIES = 10_000  # per list: bounds the compiled pattern a rule edit can ask for
 MAX_WORD_CHARS = 100
 _SOURCE = re.compile(r"^[a-z0-9_.-]{1,32}$")
-# Combining diacritics (accents, after NFKD) and invisible format characters: dropped before matching.
+# Combining diacritics (accents, after NFKD) and every character Unicode calls default-ignorable (a screen draws
+# nothing for it: Default_Ignorable_Code_Point in DerivedCoreProperties.txt; U+3164 and U+FFA0 are U+1160 after
+# NFKD): dropped before matching, so "sp<invisible>am" is "spam".
 _STRIP = re.compile(
-    "[\u0300-\u036f\u00ad\u061c\u115f\u1160\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufe00-\ufe0f\ufeff]"
+    "[\u0300-\u036f\u00ad\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+    "\ufe00-\ufe0f\ufeff\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
 )
 
 
@@ -41,6 +44,8 @@ def account_key(entry: str) -> str:
     """An account entry as matched: ``source:handle`` or bare ``handle``, folded, no ``@``; ValueError if malformed."""
     raw = fold(entry.strip())
     source, sep, handle = raw.partition(":")
+    if sep and not source:  # ":x": stored as "x", it would be read back as another entry
+        raise ValueError(f"bad account {entry!r}: a ':' needs a source name before it, such as 'x:handle'")
     if not sep or source == "did":  # a bare handle; a Bluesky did ("did:plc:...") is a handle too
         source, handle = "", raw
     handle = handle.lstrip("@")

@@ -87,6 +87,25 @@ def test_word_matching_ignores_case_width_accents_and_invisible_characters(text:
     assert blocked_by(SPAM, f"what {text} is this") == "spam"
 
 
+# Default_Ignorable_Code_Point, Unicode 15.1 DerivedCoreProperties.txt (U+034F is in the accents' block)
+DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F),
+    (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)  # fmt: skip
+
+
+def test_every_default_ignorable_character_is_read_as_nothing() -> None:
+    moderator = Moderator(SPAM)
+    missed = [
+        f"U+{code:04X}"
+        for low, high in DEFAULT_IGNORABLE
+        for code in range(low, high + 1)
+        if moderator.judge(post(f"what sp{chr(code)}am is this")).action != "block"
+    ]
+    assert missed == []
+
+
 def test_unicode_words_match_case_insensitively() -> None:
     rules = Rules(words=("Straße", "ΣΟΦΙΑΣ", "İstanbul"))
     assert blocked_by(rules, "die STRASSE ist voll") == "Straße"
@@ -184,6 +203,9 @@ def test_account_entries_are_normalised() -> None:
     assert account_key("X:@Spammer") == "x:spammer"
     assert account_key("did:plc:ABC") == "did:plc:abc"
     assert Rules(accounts=("X:Spammer", "x:spammer")).accounts == ("x:spammer",)
+    for entry in (":spammer", "::", "::0"):  # ":x" would be stored as "x" and read back as another entry
+        with pytest.raises(ValueError, match="needs a source name before it"):
+            account_key(entry)
 
 
 def test_a_chat_rule_narrows_the_post_to_its_other_chats() -> None:
