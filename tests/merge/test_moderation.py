@@ -267,6 +267,12 @@ def test_the_profanity_filter_blocks_the_package_list_and_names_the_word(text: s
         "reporting on rape trials",
         "natural hair: kinky curls",
         "Analysis of class assignments",
+        "Sizes: S, M, L",
+        "It's M. Night Shyamalan's best film",
+        "Saw a blue tit at the feeder",
+        "Wheat smut showing up in the north field",
+        "The MF DOOM tribute was great",
+        "Moby Dick is my favorite novel",
     ],
 )
 def test_the_bundled_exceptions_keep_ordinary_chat_words_visible(text: str) -> None:
