@@ -18,7 +18,6 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from mixer.config_schema import (
     PALETTE,
@@ -33,7 +32,7 @@ from mixer.config_schema import (
     shown,
     unknown_name,
 )
-from mixer.redact import redact
+from mixer.redact import redact, url_secret
 from mixer.settings import PACKAGE_DIR, ChatSettings, ConfigError, Settings
 
 __all__ = [
@@ -149,7 +148,7 @@ def _from_doc(doc: dict[str, Any], file: _File) -> tuple[dict[str, Any], list[Ch
             if (f := fields.get(key)) is None:
                 raise BadValue(f"{section}.{key}", unknown_name("key", key, list(fields)))
             if (checked := check_value(f, value)) is None:
-                raise BadValue(f"{section}.{key}", f"must be {f.want}, got {shown(f, value)}")
+                raise BadValue(f"{section}.{key}", f.refusal(value))
             values[f.attr] = checked
     first: dict[str, int] = {}
     for i, chat in enumerate(chats):
@@ -199,7 +198,7 @@ def _apply_env(values: dict[str, Any], chats: list[ChatSettings], env: Mapping[s
             if (text := env.get(name)) is None:
                 continue
             if (value := parse_text(f, text)) is None:
-                raise ConfigError(ENV_FILE, None, name, f"must be {f.want}, got {shown(f, text)}")
+                raise ConfigError(ENV_FILE, None, name, f.refusal(text))
             if f.attr == "demo_file":  # a relative path in the environment means relative to where the command runs
                 value = str(Path(value).expanduser().resolve())
                 if problem := _not_a_file(value):
@@ -336,7 +335,7 @@ def render_settings(settings: Settings) -> str:
 def _hide_credentials(value: object) -> object:
     """A URL (or list of URLs) through ``redact``; anything else as it is."""
     if isinstance(value, str) and _URLISH.match(value):
-        return redact(value)
+        return redact(value, url_secret(value))
     if isinstance(value, tuple):
         return tuple(_hide_credentials(v) for v in value)
     return value
@@ -345,8 +344,5 @@ def _hide_credentials(value: object) -> object:
 def secrets_of(settings: Settings) -> tuple[str, ...]:
     """The secret values in ``settings`` (tokens, the Redis password), for ``redact`` to hide wherever they appear."""
     found = [str(getattr(settings, attr)) for attr in sorted(SECRETS)]
-    try:
-        found.append(urlsplit(settings.redis_url).password or "")
-    except ValueError:
-        pass
+    found.append(url_secret(settings.redis_url))
     return tuple(s for s in found if s)

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from mixer import connect
 from mixer.models import TAG, normalize_tag
-from mixer.redact import redact
+from mixer.redact import redact, url_secret
 from mixer.settings import ChatSettings, Profile
 
 # Badge colours for chats that name none: distinct from each other, readable on a dark background.
@@ -90,6 +90,12 @@ class Field:
     norm: Callable[[str], str | None] = lambda s: s  # normalises a string; None rejects it
     lo: float | None = None  # a number's inclusive range (docs/config.md states it beside the key)
     hi: float | None = None
+    why: Callable[[str], str | None] | None = None  # what is wrong with a refused string, said after "which"
+
+    def refusal(self, value: object) -> str:
+        """Completes "<key> ...": what it must be, what it got, and why when the check can tell."""
+        reason = self.why(value) if self.why is not None and isinstance(value, str) else None
+        return f"must be {self.want}, got {shown(self, value)}" + (f", which {reason}" if reason else "")
 
 
 def _plain(n: float) -> str:
@@ -126,6 +132,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
             str,
             "empty (embedded Redis) or a redis://, rediss://, unix://, redis+cluster:// or redis+sentinel:// URL",
             lambda s: s == "" or connect.problem(s) is None,
+            why=connect.problem,
         ),
         "prefix": Field(
             "key_prefix", str, "a non-empty string without spaces or braces", lambda s: bool(_PREFIX.match(s))
@@ -246,7 +253,7 @@ def shown(f: Field | None, value: object) -> str:
     """``value`` as an error message may show it: short, nesting cut, URL credentials hidden, a secret never."""
     if f is not None and f.attr in SECRETS:
         return f"a secret of {len(value)} characters" if isinstance(value, str) else f"a {type(value).__name__}"
-    return redact(_SHOW.repr(value))
+    return redact(_SHOW.repr(value), url_secret(value) if isinstance(value, str) else "")
 
 
 def parse_text(f: Field, text: str) -> Any:

@@ -78,7 +78,14 @@ def parse(url: str) -> Target:
     if not sep or scheme not in SCHEMES:
         raise ValueError("is not a " + ", ".join(f"{s}://" for s in SCHEMES) + " URL")
     base, _, kind = scheme.partition("+")
+    userinfo, at, _ = rest.rpartition("@")
+    if "=" in userinfo.partition("?")[2]:  # the '@' is in the query ("?password=p@ss"), not after a user info
+        userinfo = ""
+    if any(ch in "/?#" or ch.isspace() for ch in userinfo):  # a parser would read part of it as the host
+        raise ValueError("has a user or password holding '/', '?', '#' or a space: percent-encode it (%2F %3F %23 %20)")
     if not kind:
+        if base != "unix":
+            _database(rest)
         _options(url)
         return Target("server", base == "rediss")
     rest, _, query_text = rest.partition("?")
@@ -117,6 +124,13 @@ def parse(url: str) -> Target:
     )
     _options(target.node_url(nodes[0]))
     return target
+
+
+def _database(rest: str) -> None:
+    """A redis[s]:// URL's path (after ``://``) names a database by number, or none (redis-py reads ``/abc`` as 0)."""
+    path = rest.partition("?")[0].partition("#")[0].rpartition("@")[2].partition("/")[2]
+    if path and not path.isdigit():
+        raise ValueError(f"names database {path!r}, not a number")
 
 
 def _options(url: str) -> None:

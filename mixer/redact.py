@@ -33,6 +33,19 @@ def redact(text: str, *secrets: str) -> str:
     return _SCHEME_AUTH.sub(lambda m: f"{m['name']}{MASK}", text)
 
 
+def url_secret(url: str) -> str:
+    """The password of one URL, read leniently: what follows the user's ``:`` up to the URL's last ``@`` (the whole
+    user info when it has no ``:``), "" when there is none. For URLs a parser refuses (``redis://:ab/cd@h``,
+    ``redis://:a b@h``): ``redact``'s pattern cannot tell such a password from a path in free text, so a caller
+    that holds the URL passes this as a secret."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, _ = rest.rpartition("@")
+    if not sep or not at or not scheme:
+        return ""
+    user, colon, password = userinfo.partition(":")
+    return password if colon else user
+
+
 class RedactingFormatter(logging.Formatter):
     """A log formatter whose every line, traceback included, has passed through ``redact`` with ``secrets``."""
 

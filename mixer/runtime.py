@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from mixer import connect
 from mixer.backoff import Backoff
 from mixer.embedded import pid_alive
-from mixer.redact import redact
+from mixer.redact import redact, url_secret
 from mixer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def redis_url_problem(url: str) -> str | None:
     """Why ``url`` is not a Redis URL this product can use (one server, ``redis+cluster://``,
     ``redis+sentinel://``: ``mixer.connect``), or None when it is one."""
     problem = connect.problem(url)
-    return None if problem is None else f"{redact(url)!r} {problem}"
+    return None if problem is None else f"{redact(url, url_secret(url))!r} {problem}"
 
 
 async def redis_problem(url: str, wait: float = 0.0, patience: float = 5.0) -> str | None:
@@ -166,7 +166,7 @@ async def _ping_problem(url: str, patience: float) -> str | None:
     try:
         await redis.ping()
     except (RedisError, OSError) as exc:
-        return f"cannot reach Redis at {redact(url)}: {exc or type(exc).__name__}"
+        return redact(f"cannot reach Redis at {url}: {exc or type(exc).__name__}", url_secret(url))
     finally:
         await redis.aclose()
     return None

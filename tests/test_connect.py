@@ -39,6 +39,11 @@ def test_cluster_and_sentinel_urls_name_their_nodes_master_and_database(
         ("redis+cluster://a:0", "out of range"),
         ("redis+cluster://a:b:c", "not host:port"),
         ("redis+cluster://a?socket_timeout=soon", "bad option"),
+        ("redis://127.0.0.1:6379/abc", "names database 'abc', not a number"),  # redis-py would use database 0
+        ("rediss://db.example/0/1", "names database '0/1'"),
+        ("redis://:ab/cd@127.0.0.1:6379/0", "percent-encode it"),  # redis-py would read 'ab' as the port
+        ("redis://:ab cd@127.0.0.1:6379/0", "percent-encode it"),
+        ("redis+cluster://:a#b@h:7000", "percent-encode it"),
     ],
 )
 def test_a_bad_url_is_refused_with_what_is_wrong(url: str, says: str) -> None:
@@ -47,8 +52,18 @@ def test_a_bad_url_is_refused_with_what_is_wrong(url: str, says: str) -> None:
 
 
 def test_credentials_never_appear_in_the_refusal() -> None:
-    problem = redis_url_problem("redis+cluster://user:hunter2@a:7000/5")
-    assert problem is not None and "hunter2" not in problem
+    for url in ("redis+cluster://user:hunter2@a:7000/5", "redis://:hun/ter2@a/0", "redis://:hun ter2@a/0"):
+        problem = redis_url_problem(url)
+        assert problem is not None and "hun" not in problem and "ter2" not in problem, problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://h:6379", "redis://h:6379/", "redis://h/15", "redis://u:p%2Fq@h/1", "redis://h/0?password=p@ss",
+     "unix:///run/redis.sock?db=2&password=p@ss", "unix://u:pw@/run/redis.sock"],
+)  # fmt: skip
+def test_good_urls_stay_accepted(url: str) -> None:
+    assert redis_url_problem(url) is None
 
 
 def test_the_config_accepts_cluster_and_sentinel_urls() -> None:

@@ -7,6 +7,8 @@ import asyncio
 import io
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +18,7 @@ from aiohttp import web
 
 from mixer.config import render_settings, secrets_of
 from mixer.keys import Keys
-from mixer.redact import RedactingFormatter, redact
+from mixer.redact import RedactingFormatter, redact, url_secret
 from mixer.runtime import RunInfo, ingest_line, merge_line, publish, redis_problem, redis_url_problem
 from mixer.settings import Settings
 from mixer.tools.loadtest.options import check_url
@@ -75,6 +77,37 @@ def test_the_log_formatter_redacts_messages_and_tracebacks() -> None:
     text = out.getvalue()
     assert "WARNING connecting to redis://***@db/0" in text and "unknown token ***" in text
     assert PASSWORD not in text and TOKEN not in text and "Traceback" in text
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("redis://:ab/cd@127.0.0.1:6379/0", "ab/cd"),
+        ("redis://:ab cd@h/0", "ab cd"),
+        ("redis://user:p@ss@h/0", "p@ss"),
+        ("redis://token@h/0", "token"),
+        ("redis://h:6379/0", ""),
+        ("not a url @ all", ""),
+    ],
+)
+def test_url_secret_reads_a_password_a_parser_would_refuse(url: str, secret: str) -> None:
+    assert url_secret(url) == secret
+
+
+def test_config_output_and_errors_never_show_a_password_a_parser_would_refuse(tmp_path: Path) -> None:
+    for password in ("ab/cd", "ab cd", "ab#cd", "ab?cd"):
+        url = f"redis://:{password}@127.0.0.1:6379/0"
+        run = subprocess.run(
+            [sys.executable, "-m", "mixer", "config"], env={**os.environ, "MIXER_REDIS_URL": url},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 2 and "percent-encode it" in run.stderr, run.stderr
+        assert password not in run.stderr + run.stdout and "cd@" not in run.stderr
+        replay = subprocess.run(
+            [sys.executable, "-m", "mixer", "replay", str(tmp_path / "none.jsonl"), "--redis", url],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert replay.returncode == 2 and password not in replay.stderr and "'ab'" not in replay.stderr, replay.stderr
 
 
 def test_secrets_of_settings_are_its_tokens_and_redis_password() -> None:
