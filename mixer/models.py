@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, TypeVar, Unpack, cast
@@ -59,8 +60,11 @@ trimmed: Counter[str] = Counter()  # this process's cuts and drops by ``<field>_
 
 
 def normalize_tag(tag: str) -> str:
-    """A chat tag as stored: lower case, no leading ``#``, surrounding space removed."""
-    return tag.strip().lstrip("#").casefold()
+    """A chat tag as stored: NFKC, case-folded, no leading ``#``, surrounding space removed: what a post's hashtag
+    becomes (``ingest.hashtags.normalize_hashtag``), so a configured full-width ``ＳＭＢＩＺ`` is the chat ``smbiz``."""
+    if tag.isascii():
+        return tag.strip().lstrip("#").lower()
+    return unicodedata.normalize("NFKC", tag.strip()).casefold().lstrip("#")
 
 
 # The records are frozen msgspec Structs, not dataclasses: the merge stage builds and re-chats a Post per

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mixer.config import BUNDLED_CONFIG, PALETTE, find_config, load_settings, render_settings
+from mixer.ingest.hashtags import normalize_hashtag
 from mixer.settings import DEMO_RECORDING, ChatSettings, ConfigError, Settings
 
 
@@ -124,6 +125,16 @@ def test_duplicate_chat_tag_is_reported(tmp_path: Path) -> None:
     text = "[[chats]]\ntag = 'smbiz'\n\n[[chats]]\ntag = 'edchat'\n\n[[chats]]\ntag = '#SMBiz'\n"
     err = load_error(write(tmp_path, text))
     assert (err.line, err.key) == (8, "chats[2].tag")
+    assert err.reason == "duplicate tag 'smbiz', first used by chats[0] at line 2"
+
+
+def test_a_chat_tag_is_read_as_a_posts_hashtag_is(tmp_path: Path) -> None:
+    # full width and a decomposed accent: the chats that posts tagged #SMBIZ and #café land in
+    text = "[[chats]]\ntag = '\uff03\uff33\uff2d\uff22\uff29\uff3a'\n\n[[chats]]\ntag = 'cafe\u0301'\n"
+    settings = load_settings(write(tmp_path, text), {})
+    posts_chats = (normalize_hashtag("#SMBIZ"), normalize_hashtag("#caf\u00e9"))
+    assert settings.chat_tags == posts_chats == ("smbiz", "caf\u00e9")
+    err = load_error(write(tmp_path, text + "\n[[chats]]\ntag = 'smbiz'\n"))
     assert err.reason == "duplicate tag 'smbiz', first used by chats[0] at line 2"
 
 
