@@ -42,8 +42,11 @@ def _tag(raw: str) -> str | None:
     return tag if TAG.match(tag) else None
 
 
-_URL = re.compile(r"^https?://[^\s/]+")
 _LINK = re.compile(r"^https?://[^\s/]+(?:/\S*)?$")  # a whole URL, as a QR code would carry it
+_WS = re.compile(r"^wss?://[^\s/]+(?:/\S*)?$")
+# An origin as a browser sends it: scheme and host (a name or a [v6] address), a port only when not the default
+_ORIGIN = re.compile(r"^(?P<scheme>https?)://(?P<host>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>\d{1,5}))?$")
+_DEFAULT_PORT = {"http": "80", "https": "443"}
 SECRETS = frozenset(
     {"mastodon_token", "x_bearer_token", "webhook_token", "moderation_token"}
 )  # never printed by render_settings, nor in an error message
@@ -70,9 +73,19 @@ def _https(url: str) -> bool:
         host = parts.hostname
     except ValueError:
         return False
-    if not host or parts.username is not None or parts.password is not None or not _URL.match(url):
+    if not host or parts.username is not None or parts.password is not None or not _LINK.match(url):
         return False
     return parts.scheme == "https" or (parts.scheme == "http" and _loopback(host))
+
+
+def _origin(entry: str) -> str | None:
+    """An origin as a browser's ``Origin`` header would carry it (lower case, no default port, no path), or None:
+    ``https://Blog.Example:443`` is ``https://blog.example``; ``https://blog.example/embed`` is no origin at all."""
+    m = _ORIGIN.match(entry.lower())
+    if m is None or (m["port"] is not None and not 0 < int(m["port"]) < 65536):
+        return None
+    port = "" if m["port"] in (None, _DEFAULT_PORT[m["scheme"]]) else f":{m['port']}"
+    return f"{m['scheme']}://{m['host']}{port}"
 
 
 def _nonempty(s: str) -> bool:
@@ -149,7 +162,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "heartbeat_seconds": _num("heartbeat_seconds", 1, 3600, "a number of seconds"),
         "stats_seconds": _num("stats_seconds", 0.1, 3600, "a number of seconds"),
         "origins": Field(
-            "origins", tuple, "a list of origins like 'https://blog.example'", lambda v: all(_URL.match(u) for u in v)
+            "origins",
+            tuple,
+            "a list of origins like 'https://blog.example' (scheme, host and port only: no path)",
+            norm=_origin,
         ),
         "max_connections": _int("max_connections", 1, 1_000_000),
         "max_per_ip": _int("max_per_ip", 1, 1_000_000),
@@ -171,11 +187,15 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "bluesky": {
         "enabled": Field("bluesky_enabled", bool, "true or false"),
         "endpoint": Field(
-            "bluesky_endpoint", str, "a ws:// or wss:// URL", lambda s: s.startswith(("ws://", "wss://"))
+            "bluesky_endpoint", str, "a ws:// or wss:// URL without spaces", lambda s: bool(_WS.match(s))
         ),
         "profiles": Field("bluesky_profiles", bool, "true or false"),
         "appview": Field(
-            "bluesky_appview", str, "an http(s) URL", lambda s: bool(_URL.match(s)), norm=lambda s: s.rstrip("/")
+            "bluesky_appview",
+            str,
+            "an http(s) URL without spaces",
+            lambda s: bool(_LINK.match(s)),
+            norm=lambda s: s.rstrip("/"),
         ),
         "profile_ttl_seconds": _num("bluesky_profile_ttl_seconds", 1, 2_592_000, "a number of seconds"),
     },
@@ -224,8 +244,8 @@ def check_value(f: Field, value: object) -> Any:
     if f.kind is tuple:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v.strip() for v in value):
             return None
-        value = tuple(v.strip().rstrip("/") for v in value)
-        return value if f.ok(value) else None
+        items = tuple(f.norm(v.strip().rstrip("/")) for v in value)
+        return items if all(i is not None for i in items) and f.ok(items) else None
     if isinstance(value, bool):
         return None
     if f.kind is float and isinstance(value, int | float):

@@ -61,7 +61,7 @@ trimmed: Counter[str] = Counter()  # this process's cuts and drops by ``<field>_
 
 def normalize_tag(tag: str) -> str:
     """A chat tag as stored: NFKC, case-folded, no leading ``#``, surrounding space removed: what a post's hashtag
-    becomes (``ingest.hashtags.normalize_hashtag``), so a configured full-width ``ＳＭＢＩＺ`` is the chat ``smbiz``."""
+    becomes (``ingest.hashtags.normalize_hashtag``), so a configured full-width SMBIZ is the chat ``smbiz``."""
     if tag.isascii():
         return tag.strip().lstrip("#").lower()
     return unicodedata.normalize("NFKC", tag.strip()).casefold().lstrip("#")

@@ -138,6 +138,23 @@ def test_a_chat_tag_is_read_as_a_posts_hashtag_is(tmp_path: Path) -> None:
     assert err.reason == "duplicate tag 'smbiz', first used by chats[0] at line 2"
 
 
+def test_origins_are_read_as_browsers_send_them_and_urls_are_whole(tmp_path: Path) -> None:
+    text = "[server]\norigins = ['https://Blog.Example:443', 'http://x.example:80/', 'https://y.example:8443']\n"
+    assert load_settings(write(tmp_path, text), {}).origins == (
+        "https://blog.example", "http://x.example", "https://y.example:8443"
+    )  # fmt: skip
+    for key, value in (
+        ("server.origins", "['https://c.example/embed']"),  # a page, not an origin: no browser sends it
+        ("server.origins", "['blog.example']"),
+        ("bluesky.appview", "'https://api.bsky.app is great'"),
+        ("bluesky.endpoint", "'wss://x y'"),
+        ("mastodon.instances", "['https://m.social/ path']"),
+    ):
+        section, name = key.split(".")
+        err = load_error(write(tmp_path, f"[{section}]\n{name} = {value}\n"))
+        assert (err.line, err.key) == (2, key), (key, err)
+
+
 @pytest.mark.parametrize("tag", ["", "#", "small biz", "small#biz", "x" * 101])
 def test_bad_chat_tag_is_rejected(tmp_path: Path, tag: str) -> None:
     err = load_error(write(tmp_path, f"[[chats]]\ntitle = 'T'\ntag = {tag!r}\n"))

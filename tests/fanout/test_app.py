@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from mixer.codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, pack_post
+from mixer.config_schema import SCHEMA, check_value
 from mixer.fanout import feedapi, parked
 from mixer.fanout.app import create_app
 from mixer.fanout.appkeys import HUB
@@ -260,6 +261,19 @@ async def test_browsers_from_other_origins_are_refused_unless_allowed(
             assert (await ws.receive_json(timeout=5))["type"] == "hello"
         async with http.ws_connect(srv.ws_url) as ws:  # not a browser: no Origin header
             assert (await ws.receive_json(timeout=5))["type"] == "hello"
+
+
+async def test_an_allowed_origin_is_matched_as_a_browser_sends_it(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    origins = check_value(SCHEMA["server"]["origins"], ["https://Blog.Example:443/", "http://127.0.0.1:8080"])
+    settings = settings_for(keys.prefix, origins=origins)
+    async with running_app(settings, redis_url) as srv, aiohttp.ClientSession() as http:
+        for origin in ("https://blog.example", "http://127.0.0.1:8080"):
+            async with http.ws_connect(srv.ws_url, headers={"Origin": origin}) as ws:
+                assert (await ws.receive_json(timeout=5))["type"] == "hello"
+        async with http.get(srv.url + "/ws", headers={"Origin": "http://127.0.0.1:8081"}) as resp:
+            assert resp.status == 403
 
 
 async def test_connection_limits_per_address_and_in_total(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
