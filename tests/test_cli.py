@@ -90,6 +90,14 @@ def test_a_command_waits_for_redis_then_says_why_it_gave_up(tmp_path: Path) -> N
     assert last.startswith("mixer merge: cannot reach Redis at redis://127.0.0.1:1/0")
 
 
+def test_a_tool_run_by_hand_asks_its_redis_once(tmp_path: Path) -> None:
+    env = mixer_env(None, Keys("cli-wait"), "pstweetchat", XDG_RUNTIME_DIR=str(tmp_path), MIXER_REDIS_WAIT_SECONDS="5")
+    result = mixer("replay", "--redis", DEAD, NIGHT, env=env)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()  # no "asking again" first: a mistyped URL is said at once
+    assert line.startswith("mixer replay: cannot reach Redis at redis://127.0.0.1:1/0: Error 111")
+
+
 @pytest.mark.parametrize("case", FAILURES)
 def test_every_subcommand_fails_with_one_clear_line_and_a_non_zero_exit(
     case: str, tmp_path: Path, redis_url: str
