@@ -157,6 +157,9 @@ def _from_doc(doc: dict[str, Any], file: _File) -> tuple[dict[str, Any], list[Ch
             at = f" at line {line}" if (line := file.line(f"chats[{j}].tag")) else ""
             raise BadValue(f"chats[{i}].tag", f"duplicate tag {chat.tag!r}, first used by chats[{j}]{at}")
         first[chat.tag] = i
+    for i, profile in enumerate(values.get("profiles", ()) if chats else ()):
+        if unknown := [c for c in profile.weights if c not in first]:  # a misspelt chat would weigh nothing
+            raise BadValue(f"profiles[{i}].weights", f"{unknown[0]!r} is not a chat of this file's [[chats]]")
     if "demo_file" in values:
         values["demo_file"] = str((file.base / Path(values["demo_file"]).expanduser()).resolve())
         if problem := _not_a_file(values["demo_file"]):
@@ -302,6 +305,8 @@ def render_settings(settings: Settings) -> str:
         f"# chatmixer settings in effect, from: {source}",
         "# Written by `mixer config`. Any value can be overridden by MIXER_<SECTION>_<KEY>; see docs/config.md.",
     ]
+    if not settings.profiles:  # a top-level key: before any table. Without it, a reload would bring back 'wall'
+        out += ["", "profiles = []  # no shaped profiles: every screen gets the full feed"]
     for section in SECTIONS:
         if section == "profiles":
             for profile in settings.profiles:

@@ -377,10 +377,15 @@ def profiles_from_tables(body: object) -> tuple[Profile, ...]:
         weights = table.get("weights", {})
         if isinstance(weights, dict) and any(_over("weights", w) for w in weights.values()):
             raise BadValue(f"profiles[{i}].weights", f"a weight must be at most {PROFILE_MAX['weights']}")
+        for key in table.keys() - {"name"}:  # each key alone first: an error is reported at its own line
+            try:
+                Profile(name=table["name"], **{key: table[key]})
+            except (TypeError, ValueError) as exc:
+                raise BadValue(f"profiles[{i}].{key}", str(exc)) from None
         try:
             out.append(Profile(**table))
         except (TypeError, ValueError) as exc:
             raise BadValue(f"profiles[{i}]", str(exc)) from None
-    if len({p.name for p in out}) < len(out):
-        raise BadValue("profiles", "two profiles share a name")
+        if (j := next((j for j, p in enumerate(out[:-1]) if p.name == out[-1].name), None)) is not None:
+            raise BadValue(f"profiles[{i}].name", f"duplicate name {out[-1].name!r}, first used by profiles[{j}]")
     return tuple(out)

@@ -253,11 +253,38 @@ def test_render_round_trips(tmp_path: Path) -> None:
     )
     env = {"MIXER_SERVER_PORT": "9000", "MIXER_SERVER_CUTOFF_SECONDS": "0.1"}
     (tmp_path / "x.jsonl").write_text("")
-    for settings in (load_settings(BUNDLED_CONFIG, {}), load_settings(write(tmp_path, text), env), Settings()):
+    no_profiles = load_settings(write(tmp_path, "profiles = []\n", "none.toml"), {})
+    assert no_profiles.profiles == ()
+    for settings in (
+        load_settings(BUNDLED_CONFIG, {}),
+        load_settings(write(tmp_path, text), env),
+        Settings(),
+        no_profiles,
+    ):
         rendered = render_settings(settings)
         assert rendered.startswith(f"# chatmixer settings in effect, from: {settings.source}\n")
         again = load_settings(write(tmp_path, rendered, "rendered.toml"), {})
         assert dataclasses.replace(again, source=settings.source) == settings
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "reason"),
+    [
+        ("[[profiles]]\nname = 'w'\n\nrate = -1\n", 4, "profiles[0].rate", "'rate' must be posts per second"),
+        ("[[profiles]]\nname = 'w'\nburst = 0\n", 3, "profiles[0].burst", "burst"),
+        ("[[profiles]]\nname = 'w'\n[[profiles]]\nname = 'w'\n", 4, "profiles[1].name", "duplicate name 'w'"),
+        (
+            "[[chats]]\ntag = 'smbiz'\n[[profiles]]\nname = 'w'\nweights = { smbz = 2 }\n",
+            5,
+            "profiles[0].weights",
+            "'smbz' is not a chat of this file's [[chats]]",
+        ),
+    ],
+)
+def test_a_bad_profile_is_reported_at_its_own_key(tmp_path: Path, text: str, line: int, key: str, reason: str) -> None:
+    err = load_error(write(tmp_path, text))
+    assert (err.line, err.key) == (line, key)
+    assert reason in err.reason
 
 
 def test_missing_explicit_config_is_an_error(tmp_path: Path) -> None:
