@@ -229,7 +229,7 @@ class Post(msgspec.Struct, frozen=True, gc=False):
             raise ValueError(f"'source' is {len(source):,} characters, more than a source name may have")
         author = data.get("author")
         if not isinstance(author, dict):
-            raise ValueError("'author' must be an object with 'handle' and 'name'")
+            raise ValueError("'author' must be an object with a 'handle' ('name' and 'avatar' optional)")
         chats_raw = data.get("chats")
         if not isinstance(chats_raw, list) or not all(isinstance(c, str) for c in chats_raw):
             raise ValueError("'chats' must be a list of strings")

@@ -330,3 +330,10 @@ _MSGPACK_VALUES = st.recursive(
 @given(st.dictionaries(st.text(max_size=12), _MSGPACK_VALUES, max_size=18))
 def test_the_stored_form_is_the_bytes_msgpack_packb_writes(value: dict[str, object]) -> None:
     assert pack(value) == msgpack.packb(value, use_bin_type=True)
+
+
+def test_an_author_needs_only_a_handle_and_a_post_without_one_is_refused_saying_so() -> None:
+    assert Post.from_dict({**POST, "author": {"handle": "a"}}).author.handle == "a"
+    for author in (None, "alice", ["a"]):
+        with pytest.raises(ValueError, match=r"'author' must be an object with a 'handle' \('name' and 'avatar'"):
+            Post.from_dict({**POST, "author": author})
