@@ -384,9 +384,25 @@ def _without_option(args: list[str], name: str) -> list[str]:
     return out
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed; an unknown argument is reported (exit 2) by the deepest subcommand chosen, so the error shows
+    that subcommand's usage (``usage: mixer normalize ...``) rather than the top-level one."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        chosen = parser
+        while True:
+            subs = [a for a in chosen._actions if isinstance(a, argparse._SubParsersAction)]
+            name = getattr(args, subs[0].dest, None) if subs else None
+            if name is None:
+                break
+            chosen = subs[0].choices[name]
+        chosen.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     args.argv = argv
     handler = logging.StreamHandler(sys.stderr)  # every log line, tracebacks included, passes through redact
     handler.setFormatter(logs := RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

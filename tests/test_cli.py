@@ -124,6 +124,22 @@ def test_every_subcommand_has_help(command: str) -> None:
     assert f"usage: mixer {command}" in result.stdout and "--redis" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["normalize", "--bogus", "x"], "usage: mixer normalize"),
+        (["synth", "--chats", "1", "--bogus"], "usage: mixer synth"),
+        (["chats", "import", "--bogus", "x.csv"], "usage: mixer chats import"),
+    ],
+)
+def test_an_unknown_flag_is_refused_with_the_subcommands_usage(argv: list[str], usage: str) -> None:
+    result = mixer(*argv, env=mixer_env(None, Keys(), "smbiz"))
+    assert result.returncode == 2 and result.stdout == ""
+    first, last = result.stderr.splitlines()[0], result.stderr.splitlines()[-1]
+    assert first.startswith(usage), result.stderr
+    assert last == f"{usage.removeprefix('usage: ')}: error: unrecognized arguments: --bogus"
+
+
 def test_a_bad_config_value_names_file_line_and_key(tmp_path: Path) -> None:
     config = tmp_path / "mixer.toml"
     config.write_text('[event]\nname = "Night"\n\n[server]\nport = "eighty"\n')
