@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the settings after the config file and MIXER_* environment are "
         "applied. The output is itself a valid mixer.toml.",
     )
-    add_common(config)
+    add_common(config, "the Redis URL to print as [redis] url (default: $MIXER_REDIS_URL, else the config file's)")
     config.set_defaults(func=config_command)
     return parser
 
@@ -165,7 +165,7 @@ def _add_normalize(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "normalised Post per line; edits and retractions as lines with a 'type' of 'edit' or 'retract'. "
         "Unreadable records are reported on stderr as FILE:LINE: reason. See docs/recorded-format.md.",
     )
-    add_common(normalize)
+    add_common(normalize, "not used by normalize (accepted like every subcommand)")
     normalize.add_argument("files", nargs="+", metavar="FILE", help="recordings to read; '-' reads stdin")
     normalize.add_argument(
         "--all-tags", action="store_true", help="every hashtag is a chat (default: only the config's chats)"
@@ -180,7 +180,7 @@ def _add_chats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="List the configured chats with their next start (in --tz) and which are live now; "
         "'mixer chats import FILE' turns a directory CSV into [[chats]] tables for mixer.toml.",
     )
-    add_common(chats)
+    add_common(chats, "not used by chats (accepted like every subcommand)")
     chats.add_argument("--tz", default="UTC", help="time zone to show times in (IANA name, default UTC)")
     chats_sub = chats.add_subparsers(dest="chats_command", metavar="ACTION")
     chats_import = chats_sub.add_parser("import", help="read a directory CSV and print [[chats]] tables")

@@ -140,6 +140,13 @@ def test_an_unknown_flag_is_refused_with_the_subcommands_usage(argv: list[str], 
     assert last == f"{usage.removeprefix('usage: ')}: error: unrecognized arguments: --bogus"
 
 
+@pytest.mark.parametrize("command", ["normalize", "chats", "config", "synth"])
+def test_help_of_a_command_that_starts_no_redis_does_not_offer_one_instead_of_an_embedded_one(command: str) -> None:
+    result = mixer(command, "--help", env=mixer_env(None, Keys(), "smbiz"))
+    assert result.returncode == 0 and "--redis" in result.stdout
+    assert "embedded" not in result.stdout
+
+
 def test_a_bad_config_value_names_file_line_and_key(tmp_path: Path) -> None:
     config = tmp_path / "mixer.toml"
     config.write_text('[event]\nname = "Night"\n\n[server]\nport = "eighty"\n')
