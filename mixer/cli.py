@@ -44,6 +44,9 @@ Command = Callable[[Settings, argparse.Namespace], int]
 
 ROLES = ("ingest", "serve", "merge")  # need a shared Redis: refuse without one
 TOOLS = ("replay", "record", "transcript", "loadtest", "report", "rehearse")  # else a running `mixer run`'s Redis
+# `mixer serve --workers` at most: one fan-out process per core is the useful most, and a mistyped count must be
+# refused before it starts that many processes.
+MAX_WORKERS = 64
 
 
 class Refused(Exception):
@@ -136,7 +139,11 @@ def _add_roles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _web(serve)
     serve.add_argument("--no-merge", action="store_true", help="fan-out only (another process runs the merge stage)")
     serve.add_argument(
-        "--workers", type=int, default=1, metavar="N", help="fan-out processes sharing the port (e.g. one per core)"
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"fan-out processes sharing the port (e.g. one per core; 1 to {MAX_WORKERS})",
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for --workers siblings
     serve.set_defaults(func=serve_command)
@@ -342,8 +349,8 @@ def ingest_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def serve_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer serve`: the fan-out server (and the merge stage unless --no-merge), in --workers processes."""
-    if args.workers < 1:
-        raise Refused(f"--workers must be at least 1, got {args.workers}")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise Refused(f"--workers must be 1 to {MAX_WORKERS} (fan-out processes on this machine), got {args.workers}")
     parts = Parts(host=settings.host, port=settings.port, web=True, merge=not args.no_merge, command="serve")
     parts.reuse_port = args.reuse_port or args.workers > 1
     if args.workers <= 1:
