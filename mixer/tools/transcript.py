@@ -66,14 +66,21 @@ def parse_zone(name: str) -> tzinfo:
 
 
 def parse_time(value: str, tz: tzinfo, flag: str) -> int:
-    """ISO 8601 date or date-time as ms since the epoch; one without an offset is read in ``tz``."""
+    """ISO 8601 date or date-time as ms since the epoch; one without an offset is read in ``tz``. ValueError naming
+    ``flag`` unless it is a time that both UTC and ``tz`` can show (years 1 to 9999 in each)."""
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         raise ValueError(f"{flag}: {value!r} is not an ISO 8601 time such as 2024-05-01T20:00") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
-    return int(moment.timestamp() * 1000)
+    ms = int(moment.timestamp() * 1000)
+    try:  # every time shown is in UTC (JSON, CSV) or in tz (Markdown, HTML): a time either cannot show is refused
+        for zone in (UTC, tz):
+            datetime.fromtimestamp(ms / 1000, zone)
+    except (OverflowError, ValueError, OSError):
+        raise ValueError(f"{flag}: {value!r} is out of range (years 1 to 9999, in UTC and in the time zone)") from None
+    return ms
 
 
 def scope_from_args(settings: Settings, args: argparse.Namespace) -> Scope:

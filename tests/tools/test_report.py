@@ -152,6 +152,8 @@ async def test_bad_options_exit_2_and_no_redis_exits_1_each_with_one_line(
         (["--profile", "nope"], 2, "--profile: no profile 'nope'"),
         (["--since", "yesterday"], 2, "--since: 'yesterday' is not an ISO 8601 time"),
         (["--since", "2026-01-02", "--until", "2026-01-01"], 2, "--since must be before --until"),
+        (["--until", "9999-12-31T23:59:59", "--tz", "Etc/GMT+12"], 2, "--until: '9999-12-31T23:59:59' is out of range"),
+        (["--since", "0001-01-01T00:00:00", "--tz", "Etc/GMT-14"], 2, "--since: '0001-01-01T00:00:00' is out of range"),
         (["--tz", "Mars/Base"], 2, "unknown time zone 'Mars/Base'"),
         ([], 1, "reads the feed from a shared Redis"),
         (["--redis", "redis://127.0.0.1:1/0"], 1, "cannot read the feed from Redis"),

@@ -195,6 +195,21 @@ def test_times_without_an_offset_are_read_in_the_given_zone() -> None:
         parse_time("tonight", UTC, "--to")
 
 
+@pytest.mark.parametrize(
+    ("value", "zone"),
+    [
+        ("0001-01-01T00:00:00+14:00", "UTC"),  # year 0 in UTC
+        ("0001-01-01T00:00:00", "Etc/GMT-14"),  # read at +14:00: year 0 in UTC
+        ("9999-12-31T23:59:59", "Etc/GMT+12"),  # read at -12:00: year 10000 in UTC
+        ("9999-12-31T23:59:59Z", "Etc/GMT-14"),  # year 10000 in the zone the transcript shows
+    ],
+)
+def test_a_time_that_utc_or_the_zone_cannot_show_is_refused(value: str, zone: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"--from: '{value}' is out of range")):
+        parse_time(value, ZoneInfo(zone), "--from")
+    assert parse_time("9999-12-31T23:59:59", UTC, "--to") == 253_402_300_799_000  # the last second is fine
+
+
 CHATS = ("smbiz", "edchat")
 
 
