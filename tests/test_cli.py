@@ -68,6 +68,10 @@ FAILURES = {
     "transcript-bad-zone": (["transcript", "--redis", "{redis}", "--tz", "Mars/Olympus"], "unknown time zone"),
     "loadtest-not-loopback": (["loadtest", "--url", "ws://192.0.2.7:8080/ws"], "add --allow-remote"),
     "synth-bad-rate": (["synth", "--rate", "fast"], "--rate must be"),
+    "synth-endless-rate": (["synth", "--chats", "1", "--rate", "1-inf"], "--rate needs finite numbers"),
+    "synth-endless-night": (["synth", "--chats", "1", "--minutes", "inf"], "--minutes must be more than 0"),
+    "synth-too-many-posts": (["synth", "--chats", "1", "--rate", "1e9", "--minutes", "1"], "at most 1,000,000"),
+    "synth-start-off-calendar": (["synth", "--chats", "1", "--start", "0001-01-01T00:00+14:00"], "out of range"),
     # an unreachable Redis
     "run-dead-redis": (["run", "--redis", DEAD], "cannot reach Redis at redis://127.0.0.1:1/0"),
     "ingest-dead-redis": (["ingest", "--redis", DEAD], "cannot reach Redis"),

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import IO
 from mixer.models import Author, Post, normalize_tag
 from mixer.options import add_common
 from mixer.settings import Settings
+from mixer.tools.transcript import parse_time
 
 NETWORKS = ("x", "mastodon", "bluesky")
 DEFAULT_START = 1_767_297_600_000  # 2026-01-01T20:00:00Z: a fixed default keeps the output a function of the seed
@@ -34,6 +36,11 @@ TWIN_SHARE = 0.02  # of a chat's posts: the same person's text again on another 
 BOOST_SHARE = 0.08
 CHATTER_SHARE = 0.2
 BURST_MEAN_S = 60.0  # answers follow their question within about this many seconds (exponential)
+# A night is generated whole in memory (sorted, then duplicated across chats) before it is written, at ~0.8 KB a
+# post: the caps keep a mistyped --rate or --minutes from eating the machine (1,000,000 posts: 0.8 GB, 16 s here).
+MAX_POSTS = 1_000_000
+MAX_MINUTES = 7 * 24 * 60.0  # a week
+PROGRESS_EVERY = 50_000  # posts written between progress lines
 
 _WORDS = (
     "audience brand budget camp classroom content coffee community customer data dog email event feedback "
@@ -71,29 +78,47 @@ class Person:
 
 
 def parse_rate(text: str) -> tuple[float, float]:
-    """``"R"`` or ``"LO-HI"`` posts a minute per chat as (lo, hi); ValueError unless 0 < lo <= hi."""
+    """``"R"`` or ``"LO-HI"`` posts a minute per chat as (lo, hi); ValueError unless 0 < lo <= hi, both finite."""
     lo_s, sep, hi_s = text.partition("-")
     try:
         lo = float(lo_s)
         hi = float(hi_s) if sep else lo
     except ValueError:
         raise ValueError(f"--rate must be R or LO-HI posts a minute, got {text!r}") from None
-    if not 0 < lo <= hi:
-        raise ValueError(f"--rate needs 0 < LO <= HI, got {text!r}")
+    if not (math.isfinite(hi) and 0 < lo <= hi):
+        raise ValueError(f"--rate needs finite numbers 0 < LO <= HI, got {text!r}")
     return lo, hi
 
 
 def spec_for(
     tags: Sequence[str], rate: tuple[float, float], minutes: float, seed: int, start: int = DEFAULT_START
 ) -> SynthSpec:
-    """A spec giving each chat a rate drawn (from the seed) uniformly in ``rate``; ValueError for bad inputs."""
+    """A spec giving each chat a rate drawn (from the seed) uniformly in ``rate``; ValueError for bad inputs, a
+    night longer than ``MAX_MINUTES``, of more than ``MAX_POSTS`` posts, or ending after 9999."""
     if not tags:
         raise ValueError("no chats: give --chats N or configure [[chats]]")
-    if minutes <= 0:
-        raise ValueError("--minutes must be more than 0")
+    if not 0 < minutes <= MAX_MINUTES:  # NaN fails too
+        raise ValueError(f"--minutes must be more than 0 and at most {MAX_MINUTES:g} (a week), got {minutes:g}")
     rng = random.Random(f"rates:{seed}")
     rates = tuple((tag, round(rate[0] + (rate[1] - rate[0]) * rng.random(), 3)) for tag in tags)
+    posts = sum(max(1.0, r * minutes) for _, r in rates)  # what _chat_night makes, before rounding
+    if posts > MAX_POSTS:
+        spread = f"{rate[0]:g}" if rate[0] == rate[1] else f"{rate[0]:g}-{rate[1]:g}"
+        raise ValueError(
+            f"{len(tags)} chat(s) x --rate {spread} x --minutes {minutes:g} is about {posts:,.0f} posts; at most "
+            f"{MAX_POSTS:,} in one night: fewer chats, a lower rate or a shorter night"
+        )
+    try:  # the header shows the start, the posts' times run to the end: both must be dates
+        for ms in (start, start + int(minutes * 60_000)):
+            datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, ValueError, OSError):
+        raise ValueError("--start: the night must start and end within the years 1 to 9999 (UTC)") from None
     return SynthSpec(rates, minutes, seed, start)
+
+
+def post_count(spec: SynthSpec) -> int:
+    """How many posts ``synthesize(spec)`` makes: ``round(rate x minutes)`` a chat, at least one."""
+    return sum(max(1, round(rate * spec.minutes)) for _, rate in spec.rates)
 
 
 def _people(rng: random.Random, count: int) -> list[Person]:
@@ -238,12 +263,17 @@ def header(spec: SynthSpec, count: int) -> list[str]:
     ]
 
 
-def write_night(spec: SynthSpec, out: IO[bytes]) -> int:
-    """Write the night as a recorded-stream file (header, then one Post a line, time order); returns posts."""
+def write_night(
+    spec: SynthSpec, out: IO[bytes], progress: Callable[[int, int], None] | None = None, every: int = PROGRESS_EVERY
+) -> int:
+    """Write the night as a recorded-stream file (header, then one Post a line, time order); returns posts.
+    ``progress(written, total)`` is called after every ``every`` posts written."""
     posts = synthesize(spec)
     out.write("".join(f"{line}\n" for line in header(spec, len(posts))).encode())
-    for post in posts:
+    for n, post in enumerate(posts, 1):
         out.write(json.dumps(post.to_dict(), ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+        if progress is not None and n % every == 0:
+            progress(n, len(posts))
     return len(posts)
 
 
@@ -267,8 +297,14 @@ def add_synth_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     add_common(parser, "not used by synth (accepted like every subcommand)")
     parser.add_argument("--chats", type=int, metavar="N", help="N synthetic chats chat01.. (default: the config's)")
-    parser.add_argument("--minutes", type=float, default=60.0, help="length of the night (default 60)")
-    parser.add_argument("--rate", default="10", help="posts a minute per chat, R or a spread LO-HI (default 10)")
+    parser.add_argument(
+        "--minutes", type=float, default=60.0, help=f"length of the night (default 60, at most {MAX_MINUTES:g})"
+    )
+    parser.add_argument(
+        "--rate",
+        default="10",
+        help=f"posts a minute per chat, R or a spread LO-HI (default 10; at most {MAX_POSTS:,} posts in all)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--start", metavar="ISO", help="when the night starts (default 2026-01-01T20:00:00Z)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")
@@ -285,23 +321,32 @@ def synth_command(settings: Settings, args: argparse.Namespace) -> int:
             tags: list[str] = [f"chat{i:02d}" for i in range(1, args.chats + 1)]
         else:
             tags = [normalize_tag(c.tag) for c in settings.chats]
-        start = DEFAULT_START
-        if args.start:
-            when = datetime.fromisoformat(args.start)
-            start = int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
+        start = DEFAULT_START if not args.start else parse_time(args.start, UTC, "--start")
         spec = spec_for(tags, parse_rate(args.rate), args.minutes, args.seed, start)
     except ValueError as exc:
         print(f"mixer synth: {exc}", file=sys.stderr)
         return 2
+    show = sys.stderr.isatty()  # progress only where a person watches, each line replacing the last
+
+    def progress(written: int, total: int) -> None:
+        print(f"\r\033[Kmixer synth: {written:,} of {total:,} posts written", end="", file=sys.stderr, flush=True)
+
+    if show:
+        print(f"mixer synth: generating {post_count(spec):,} posts", end="", file=sys.stderr, flush=True)
     try:
         if args.out is not None:
             with args.out.open("wb") as out:
-                count = write_night(spec, out)
+                count = write_night(spec, out, progress if show else None)
         else:
-            count = write_night(spec, sys.stdout.buffer)
+            count = write_night(spec, sys.stdout.buffer, progress if show else None)
             sys.stdout.buffer.flush()
     except OSError as exc:
         print(f"mixer synth: cannot write {args.out or 'stdout'}: {exc}", file=sys.stderr)
         return 1
-    print(f"mixer synth: {count} posts in {len(tags)} chats" + (f" to {args.out}" if args.out else ""), file=sys.stderr)
+    print(
+        ("\r\033[K" if show else "")
+        + f"mixer synth: {count} posts in {len(tags)} chats"
+        + (f" to {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
     return 0

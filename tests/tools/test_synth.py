@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -16,9 +17,11 @@ from mixer.merge.qa import qa_tags
 from mixer.models import Post
 from mixer.settings import ChatSettings, Settings
 from mixer.tools.synth import (
+    MAX_POSTS,
     add_synth_parser,
     count_by_chat,
     parse_rate,
+    post_count,
     spec_for,
     synth_command,
     synthesize,
@@ -119,9 +122,35 @@ def test_scales_to_many_synthetic_chats(tmp_path: Path) -> None:
 def test_rate_accepts_one_value_or_a_spread_and_rejects_nonsense() -> None:
     assert parse_rate("5") == (5, 5)
     assert parse_rate("2-20") == (2, 20)
-    for bad in ("0", "x", "9-3", "-1"):
-        with pytest.raises(ValueError):
+    for bad in ("0", "x", "9-3", "-1", "inf", "1-inf", "nan", "nan-1", "1-nan"):
+        with pytest.raises(ValueError, match="--rate"):
             parse_rate(bad)
+
+
+@pytest.mark.parametrize(
+    ("chats", "rate", "minutes", "start", "message"),
+    [
+        (1, (10, 10), float("nan"), 0, "--minutes must be more than 0 and at most 10080"),
+        (1, (10, 10), float("inf"), 0, "--minutes must be more than 0 and at most 10080"),
+        (1, (10, 10), 100_000_000, 0, "--minutes must be more than 0 and at most 10080"),
+        (1, (1e9, 1e9), 1, 0, "1 chat(s) x --rate 1e+09 x --minutes 1 is about 1,000,000,000 posts; at most 1,000,000"),
+        (30, (1e308, 1e308), 10_000, 0, "is about inf posts"),
+        (1, (10, 10), 60, -62_135_596_800_001, "--start: the night must start and end within the years 1 to 9999"),
+        (1, (10, 10), 60, 253_402_300_000_000, "--start: the night must start and end within the years 1 to 9999"),
+    ],
+)
+def test_a_night_that_is_endless_too_big_or_off_the_calendar_is_refused_before_anything_is_made(
+    chats: int, rate: tuple[float, float], minutes: float, start: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        spec_for([f"chat{i:02d}" for i in range(chats)], rate, minutes, 1, start)
+
+
+def test_the_largest_night_allowed_is_exactly_the_post_cap() -> None:
+    spec = spec_for(["a", "b"], (MAX_POSTS / 2 / 60, MAX_POSTS / 2 / 60), 60, 1)
+    assert post_count(spec) == MAX_POSTS
+    spec = spec_for(TAGS, (2, 30), 45, 3)
+    assert post_count(spec) == len(synthesize(spec))
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -149,6 +178,16 @@ def test_command_reports_a_usage_error_with_status_2(capsys: pytest.CaptureFixtu
 def test_writes_to_a_stream() -> None:
     out = io.BytesIO()
     assert write_night(spec_for(("a",), (6, 6), 2, 1), out) == 12
+
+
+def test_progress_is_told_as_the_posts_are_written() -> None:
+    out, seen = io.BytesIO(), []
+
+    def progress(written: int, total: int) -> None:
+        seen.append((written, total, out.getvalue().count(b"\n") - 4))  # 4 header lines
+
+    assert write_night(spec_for(("a",), (6, 6), 2, 1), out, progress, every=5) == 12
+    assert seen == [(5, 12, 5), (10, 12, 10)]  # each when that many lines were out
 
 
 def test_merge_dedupe_collapses_the_cross_posts_and_cross_network_twins() -> None:
