@@ -65,6 +65,8 @@ FAILURES = {
     "serve-no-workers": (["serve", "--redis", "{redis}", "--workers", "0"], "--workers must be 1 to 64"),
     "serve-too-many-workers": (["serve", "--redis", "{redis}", "--workers", "100000"], "--workers must be 1 to 64"),
     "record-bad-profile": (["record", "--redis", "{redis}", "--profile", "nope"], "--profile must be one of"),
+    "record-endless-duration": (["record", "--redis", "{redis}", "--duration", "inf"], "--duration must be a finite"),
+    "record-nan-duration": (["record", "--redis", "{redis}", "--duration", "nan"], "--duration must be a finite"),
     "transcript-bad-zone": (["transcript", "--redis", "{redis}", "--tz", "Mars/Olympus"], "unknown time zone"),
     "loadtest-not-loopback": (["loadtest", "--url", "ws://192.0.2.7:8080/ws"], "add --allow-remote"),
     "synth-bad-rate": (["synth", "--rate", "fast"], "--rate must be"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import signal
 import sys
 import time
@@ -243,8 +244,8 @@ def options_from_args(settings: Settings, args: argparse.Namespace) -> RecordOpt
         chats = settings.chat_tags
     if args.profile not in settings.profile_names:
         raise ValueError(f"--profile must be one of {', '.join(settings.profile_names)}, got {args.profile!r}")
-    if args.duration is not None and not args.duration > 0:
-        raise ValueError("--duration must be more than 0 seconds")
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        raise ValueError(f"--duration must be a finite number of seconds more than 0, got {args.duration:g}")
     if args.count is not None and args.count < 1:
         raise ValueError("--count must be at least 1")
     return RecordOptions(args.profile, chats, args.raw, args.duration, args.count)
