@@ -37,6 +37,7 @@ from mixer.tools.loadtest.run import add_loadtest_parser
 from mixer.tools.record import add_record_parser
 from mixer.tools.replay import add_replay_parser
 from mixer.tools.report import add_report_parser
+from mixer.tools.stdout import reader_gone
 from mixer.tools.synth import add_synth_parser
 from mixer.tools.transcript import add_transcript_parser
 
@@ -47,6 +48,7 @@ TOOLS = ("replay", "record", "transcript", "loadtest", "report", "rehearse")  # 
 # `mixer serve --workers` at most: one fan-out process per core is the useful most, and a mistyped count must be
 # refused before it starts that many processes.
 MAX_WORKERS = 64
+PRINTERS = ("config", "chats")  # print to stdout: a reader that leaves stops them quietly
 
 
 class Refused(Exception):
@@ -241,6 +243,7 @@ def choose_redis(settings: Settings, args: argparse.Namespace, directory: Path) 
 def config_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer config`: the effective settings as TOML."""
     sys.stdout.write(render_settings(settings))
+    sys.stdout.flush()  # a reader gone fails here, not in the interpreter's last flush
     return 0
 
 
@@ -273,6 +276,7 @@ def chats_command(settings: Settings, args: argparse.Namespace) -> int:
         for message in result.messages():
             print(message, file=sys.stderr)
         sys.stdout.write(entries_to_toml(result.entries))
+        sys.stdout.flush()
         return 0 if result.entries else 1
     try:
         zone = ZoneInfo(args.tz)
@@ -290,6 +294,7 @@ def chats_command(settings: Settings, args: argparse.Namespace) -> int:
             when = f"LIVE until {end:%H:%M}" if entry["live"] else f"next {start:%a %d %b %H:%M}"
             when += f" {args.tz}"
         print(f"#{chat.tag:<20} {when:<40} {chat.title}")
+    sys.stdout.flush()
     return 0
 
 
@@ -428,6 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Refused as exc:
         print(f"mixer {args.command}: {redact(str(exc))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout went away (`mixer config | head`): stop quietly, as cat does
+        if args.command not in PRINTERS:
+            raise  # not from stdout: a bug to see
+        return reader_gone()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ failing on a missing file, bad input or an unreachable Redis with one clear line
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -152,6 +153,39 @@ def test_help_of_a_command_that_starts_no_redis_does_not_offer_one_instead_of_an
     result = mixer(command, "--help", env=mixer_env(None, Keys(), "smbiz"))
     assert result.returncode == 0 and "--redis" in result.stdout
     assert "embedded" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["synth", "--chats", "2", "--minutes", "5"],
+        ["normalize", NIGHT],
+        ["config"],
+        ["chats"],
+        ["transcript", "--redis", "{redis}"],
+        ["report", "--redis", "{redis}", "--format", "json"],
+        ["record", "--redis", "{redis}", "--count", "1"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_a_command_whose_stdout_reader_has_gone_stops_quietly(argv: list[str], redis_url: str, tmp_path: Path) -> None:
+    env = mixer_env(None, Keys(f"cli-pipe-{argv[0]}"), "pstweetchat", XDG_RUNTIME_DIR=str(tmp_path))
+    read, write = os.pipe()
+    os.close(read)  # the reader left before the first line (`| head -0`): every write to stdout fails
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "mixer.cli", *(a.format(redis=redis_url) for a in argv)],
+            env=env,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert result.returncode == 0, result.stderr
+    assert "Broken pipe" not in result.stderr and "Traceback" not in result.stderr and "Exception" not in result.stderr
 
 
 def test_a_bad_config_value_names_file_line_and_key(tmp_path: Path) -> None:

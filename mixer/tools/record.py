@@ -39,6 +39,7 @@ from mixer.options import NO_REDIS, add_common
 from mixer.redact import redact
 from mixer.settings import Settings
 from mixer.streams import Entry, dedicated_client, last_id, raise_if_cancelling, read_new, text
+from mixer.tools.stdout import reader_gone
 
 BLOCK_MS = 500  # longest XREAD wait: how late a stop, a deadline or a progress line can be
 BATCH = 1000
@@ -296,6 +297,8 @@ def record_command(settings: Settings, args: argparse.Namespace) -> int:
         else:
             done = asyncio.run(main(sys.stdout.buffer))
     except (RedisError, OSError) as exc:
+        if args.out is None and isinstance(exc, BrokenPipeError):
+            return reader_gone()
         say(f"stopped: {exc}")
         return 1
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(done.skipped.items()))

@@ -24,6 +24,7 @@ from mixer.options import NO_REDIS, add_common
 from mixer.settings import Settings
 from mixer.streams import last_id, read_range
 from mixer.tools.report_figures import Post, Span, figures, last_event
+from mixer.tools.stdout import reader_gone
 from mixer.tools.transcript import parse_time, parse_zone, read_feed
 
 FORMATS = ("html", "json")
@@ -130,6 +131,8 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
             sys.stdout.write(body)
             sys.stdout.flush()
     except OSError as exc:
+        if args.out is None and isinstance(exc, BrokenPipeError):
+            return reader_gone()
         say(f"cannot write {args.out or 'stdout'}: {exc}")
         return 1
     say(

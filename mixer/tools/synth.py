@@ -27,6 +27,7 @@ from typing import IO
 from mixer.models import Author, Post, normalize_tag
 from mixer.options import add_common
 from mixer.settings import Settings
+from mixer.tools.stdout import reader_gone
 from mixer.tools.transcript import parse_time
 
 NETWORKS = ("x", "mastodon", "bluesky")
@@ -341,6 +342,8 @@ def synth_command(settings: Settings, args: argparse.Namespace) -> int:
             count = write_night(spec, sys.stdout.buffer, progress if show else None)
             sys.stdout.buffer.flush()
     except OSError as exc:
+        if args.out is None and isinstance(exc, BrokenPipeError):
+            return reader_gone()
         print(f"mixer synth: cannot write {args.out or 'stdout'}: {exc}", file=sys.stderr)
         return 1
     print(

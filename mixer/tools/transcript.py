@@ -28,6 +28,7 @@ from mixer.models import normalize_tag
 from mixer.options import NO_REDIS, add_common
 from mixer.settings import Settings
 from mixer.streams import last_id, read_range
+from mixer.tools.stdout import reader_gone
 from mixer.tools.transcript_format import FORMATS, RENDER, Post, Scope, in_order
 
 T = TypeVar("T")
@@ -167,6 +168,8 @@ def transcript_command(settings: Settings, args: argparse.Namespace) -> int:
             sys.stdout.buffer.write(body)
             sys.stdout.buffer.flush()
     except OSError as exc:
+        if args.out is None and isinstance(exc, BrokenPipeError):
+            return reader_gone()
         say(f"cannot write {args.out or 'stdout'}: {exc}")
         return 1
     say(f"{len(posts)} posts" + (f" to {args.out}" if args.out is not None else ""))
