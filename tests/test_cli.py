@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from mixer.keys import Keys
 from tests.helpers import FIXTURES as FIXTURES_DIR
-from tests.processes import mixer_env
+from tests.processes import free_port, mixer_env
 
 FIXTURES = FIXTURES_DIR / "recorded"
 SUBCOMMANDS = [
@@ -70,6 +70,11 @@ FAILURES = {
     "record-nan-duration": (["record", "--redis", "{redis}", "--duration", "nan"], "--duration must be a finite"),
     "transcript-bad-zone": (["transcript", "--redis", "{redis}", "--tz", "Mars/Olympus"], "unknown time zone"),
     "loadtest-not-loopback": (["loadtest", "--url", "ws://192.0.2.7:8080/ws"], "add --allow-remote"),
+    "loadtest-json-nowhere": (["loadtest", "--json", "/nonexistent/x.json"], "--json /nonexistent/x.json: no such dir"),
+    "loadtest-plot-nowhere": (["loadtest", "--plot", "/nonexistent/x.png"], "--plot /nonexistent/x.png: no such dir"),
+    "loadtest-json-a-directory": (["loadtest", "--json", "."], "--json .: is a directory"),
+    "rehearse-no-duration": (["rehearse", "--redis", "{redis}", "--duration", "0"], "--duration must be more than 0"),
+    "rehearse-json-nowhere": (["rehearse", "--redis", "{redis}", "--json", "/nonexistent/x.json"], "no such directory"),
     "synth-bad-rate": (["synth", "--rate", "fast"], "--rate must be"),
     "synth-endless-rate": (["synth", "--chats", "1", "--rate", "1-inf"], "--rate needs finite numbers"),
     "synth-endless-night": (["synth", "--chats", "1", "--minutes", "inf"], "--minutes must be more than 0"),
@@ -170,11 +175,30 @@ def test_help_of_a_command_that_starts_no_redis_does_not_offer_one_instead_of_an
 )
 def test_a_command_whose_stdout_reader_has_gone_stops_quietly(argv: list[str], redis_url: str, tmp_path: Path) -> None:
     env = mixer_env(None, Keys(f"cli-pipe-{argv[0]}"), "pstweetchat", XDG_RUNTIME_DIR=str(tmp_path))
+    result = into_a_closed_pipe([a.format(redis=redis_url) for a in argv], env)
+    assert result.returncode == 0, result.stderr
+    assert "Broken pipe" not in result.stderr and "Traceback" not in result.stderr and "Exception" not in result.stderr
+
+
+def test_a_load_test_whose_stdout_reader_has_gone_still_gives_its_verdict(tmp_path: Path) -> None:
+    env = mixer_env(None, Keys("cli-pipe-loadtest"), "smbiz", XDG_RUNTIME_DIR=str(tmp_path))
+    dead = f"ws://127.0.0.1:{free_port()}/ws"  # nothing listens: the verdict is a failure
+    result = into_a_closed_pipe(
+        ["loadtest", "--url", dead, "--clients", "1", "--processes", "1", "--duration", "0"], env
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "Exception" not in result.stderr
+    assert (
+        result.stderr.splitlines()[-1] == f"mixer loadtest: FAILED: no client could connect to {dead} (1 of 1 failed)"
+    )
+
+
+def into_a_closed_pipe(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`mixer ARGV` with a stdout whose reader left before the first line (`| head -0`): every write to it fails."""
     read, write = os.pipe()
-    os.close(read)  # the reader left before the first line (`| head -0`): every write to stdout fails
+    os.close(read)
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "mixer.cli", *(a.format(redis=redis_url) for a in argv)],
+        return subprocess.run(
+            [sys.executable, "-m", "mixer.cli", *argv],
             env=env,
             stdout=write,
             stderr=subprocess.PIPE,
@@ -184,8 +208,6 @@ def test_a_command_whose_stdout_reader_has_gone_stops_quietly(argv: list[str], r
         )
     finally:
         os.close(write)
-    assert result.returncode == 0, result.stderr
-    assert "Broken pipe" not in result.stderr and "Traceback" not in result.stderr and "Exception" not in result.stderr
 
 
 def test_a_bad_config_value_names_file_line_and_key(tmp_path: Path) -> None:

@@ -17,3 +17,11 @@ def reader_gone() -> int:
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
     return 0
+
+
+def print_out(text: str) -> None:
+    """``text`` and a newline on stdout, flushed; a reader gone is no error (``reader_gone``): the command goes on."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        reader_gone()

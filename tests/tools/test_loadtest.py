@@ -422,6 +422,35 @@ def test_a_load_test_that_could_not_connect_exits_non_zero_saying_so(capsys: pyt
     assert f"FAILED: no client could connect to {dead} (5 of 5 failed)" in captured.err
 
 
+def test_a_result_that_cannot_be_written_is_refused_before_the_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    dead = f"ws://127.0.0.1:{free_port()}/ws"  # never connected to: every case stops before the run
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o500)
+    cases = [
+        (("--json", "/nonexistent/x.json"), "--json /nonexistent/x.json: no such directory /nonexistent"),
+        (("--plot", "/nonexistent/x.png"), "--plot /nonexistent/x.png: no such directory /nonexistent"),
+        (("--json", str(tmp_path)), f"--json {tmp_path}: is a directory, give a file name"),
+    ]
+    if os.geteuid() != 0:  # root may write anywhere
+        cases.append((("--plot", str(read_only / "x.png")), f"--plot {read_only / 'x.png'}: not writable"))
+    for flags, message in cases:
+        assert loadtest_command(Settings(), _args("--url", dead, "--clients", "1", *flags)) == 2
+        captured = capsys.readouterr()
+        assert captured.err == f"mixer loadtest: {message}\n" and captured.out == ""
+
+
+def test_a_result_that_fails_to_save_after_the_run_still_gets_its_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    dead = f"ws://127.0.0.1:{free_port()}/ws"  # nothing listens there
+    args = _args("--url", dead, "--clients", "2", "--processes", "1", "--ramp", "0", "--duration", "0")
+    args.json = Path("/dev/full")  # writable, so it passes the check; every write fails (ENOSPC)
+    assert loadtest_command(Settings(), args) == 1
+    captured = capsys.readouterr()
+    assert "0 connected of 2 (2 failed" in captured.out  # the summary, printed before the save was tried
+    assert "mixer loadtest: the result could not be saved: [Errno 28] No space left on device" in captured.err
+
+
 def _result(connected: int, failed: int, published: int | None = None, worst: int = 0) -> dict[str, object]:
     loss = None if published is None else {"published": published, "worst_missing": worst}
     return {"url": "ws://127.0.0.1:8080/ws", "clients": 10, "connected_peak": connected, "failed": failed, "loss": loss}

@@ -194,5 +194,11 @@ def test_usage_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], t
     assert "recording not found" in capsys.readouterr().err
     assert main(["rehearse", *redis, "--max-p99-ms", "-1"]) == 2
     assert "--max-p99-ms must be 0 or more" in capsys.readouterr().err
+    assert main(["rehearse", *redis, "--duration", "0"]) == 2  # replaying nothing, then judging it, is no rehearsal
+    assert "--duration must be more than 0 seconds of replay, got 0" in capsys.readouterr().err
+    assert main(["rehearse", *redis, "--json", str(tmp_path / "nowhere" / "r.json")]) == 2
+    assert f"--json {tmp_path / 'nowhere' / 'r.json'}: no such directory" in capsys.readouterr().err
+    assert main(["rehearse", *redis, "--max-p99-ms", "-1"]) == 2
+    assert "--max-p99-ms must be 0 or more" in capsys.readouterr().err
     assert rehearse_command(Settings(), _args()) == 2
     assert "--redis" in capsys.readouterr().err

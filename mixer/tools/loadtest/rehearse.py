@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import sys
 import tempfile
@@ -29,8 +28,9 @@ from mixer.redact import redact
 from mixer.settings import Settings
 from mixer.tools.loadtest.options import LoadOptions
 from mixer.tools.loadtest.replaydrive import RecordingDriver
-from mixer.tools.loadtest.report import render_plot, report, verdict
-from mixer.tools.loadtest.run import add_target, check_before_run, console, loadtest
+from mixer.tools.loadtest.report import report, verdict
+from mixer.tools.loadtest.run import add_target, check_before_run, console, loadtest, save_or_say
+from mixer.tools.stdout import print_out
 from mixer.tools.synth import parse_rate, spec_for, write_night
 
 SYNTH_MINUTES = 60.0  # --synth: a night of the config's chats this long, at SYNTH_RATE posts a minute per chat
@@ -187,6 +187,8 @@ def rehearse_command(settings: Settings, args: argparse.Namespace) -> int:
             max_connect_rate=args.max_connect_rate,
             sse_clients=args.sse_clients,
         )
+        if not (math.isfinite(args.duration) and args.duration > 0):  # 0 would replay nothing, then judge that
+            raise ValueError(f"--duration must be more than 0 seconds of replay, got {args.duration:g}")
         if not (math.isfinite(args.speed) and args.speed > 0):
             raise ValueError(f"--speed must be a positive multiple of the recorded pace, got {args.speed}")
         if args.synth and args.files:
@@ -197,7 +199,7 @@ def rehearse_command(settings: Settings, args: argparse.Namespace) -> int:
             raise ValueError(f"recording not found: {', '.join(missing)}")
         if not settings.redis_url:
             raise ValueError(f"a rehearsal publishes into the deployment's Redis: {NO_REDIS}")
-        check_before_run(options.server_pid, args.plot)
+        check_before_run(options.server_pid, args.plot, args.json)
     except ValueError as exc:
         say(str(exc))
         return 2
@@ -217,14 +219,11 @@ def rehearse_command(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     if show:
         print("\r\033[K", end="", file=sys.stderr)
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    if args.plot is not None:
-        render_plot(result, args.plot)
-    print(rehearsal_report(result))
+    print_out(rehearsal_report(result))  # first: a --json or --plot that fails now must not take the summary with it
     for problem in result["verdict"]["failures"]:
         say(f"FAILED: {problem}")
-    return 0 if result["verdict"]["pass"] else 1
+    saved = save_or_say(result, args.json, args.plot, say)
+    return 0 if result["verdict"]["pass"] and saved else 1
 
 
 async def rehearse(

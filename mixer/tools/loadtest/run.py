@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 import uuid
@@ -46,6 +47,7 @@ from mixer.tools.loadtest.report import (
     spread_of,
     verdict,
 )
+from mixer.tools.stdout import print_out
 
 Say = Callable[[str, bool], None]  # (message, is_progress_line)
 
@@ -325,11 +327,38 @@ async def loadtest_and_write(
 ) -> dict[str, Any]:
     """``loadtest``, then the result written to ``json_path`` and drawn to ``plot_path`` when given."""
     result = await loadtest(settings, options, say)
-    if json_path is not None:
-        await asyncio.to_thread(json_path.write_text, json.dumps(result, indent=1) + "\n")
-    if plot_path is not None:
-        await asyncio.to_thread(render_plot, result, plot_path)
+    await asyncio.to_thread(save_result, result, json_path, plot_path)
     return result
+
+
+def save_result(result: dict[str, Any], json_path: Path | None, plot_path: Path | None) -> None:
+    """The result written as JSON to ``json_path`` and drawn to ``plot_path``, each when given; OSError (or
+    matplotlib's ValueError) when one cannot be written."""
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=1) + "\n")
+    if plot_path is not None:
+        render_plot(result, plot_path)
+
+
+def save_or_say(result: dict[str, Any], json_path: Path | None, plot_path: Path | None, say: Say) -> bool:
+    """``save_result`` after the summary is out: True when saved, else False and one line saying what failed."""
+    try:
+        save_result(result, json_path, plot_path)
+    except (OSError, ValueError) as exc:
+        say(f"the result could not be saved: {exc}", False)
+        return False
+    return True
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """ValueError naming ``flag`` unless ``path`` can be written: a writable file, or a new one in a writable
+    directory. Checked before a run, so that a long run is not lost to a typo in where its result goes."""
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: is a directory, give a file name")
+    if not path.parent.is_dir():
+        raise ValueError(f"{flag} {path}: no such directory {path.parent}")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise ValueError(f"{flag} {path}: not writable")
 
 
 def console(command: str) -> tuple[Callable[..., None], bool]:
@@ -345,11 +374,14 @@ def console(command: str) -> tuple[Callable[..., None], bool]:
     return say, show
 
 
-def check_before_run(server_pid: int | None, plot: Path | None) -> None:
-    """ValueError for what would otherwise fail only after the run: a --server-pid that is no process, a --plot
-    without matplotlib."""
+def check_before_run(server_pid: int | None, plot: Path | None, json_path: Path | None = None) -> None:
+    """ValueError for what would otherwise fail only after the run: a --server-pid that is no process, a --json or
+    --plot that cannot be written, a --plot without matplotlib."""
     if server_pid is not None and not Path(f"/proc/{server_pid}/stat").exists():
         raise ValueError(f"--server-pid {server_pid}: no such process")
+    for flag, path in (("--json", json_path), ("--plot", plot)):
+        if path is not None:
+            check_writable(path, flag)
     if plot is not None:
         try:
             import matplotlib  # noqa: F401
@@ -369,19 +401,20 @@ def loadtest_command(settings: Settings, args: argparse.Namespace) -> int:
             raise ValueError("--max-failed must be 0 or more, --max-loss a percentage from 0 to 100")
         if options.replay_file is not None and not options.replay_file.is_file():
             raise ValueError(f"--drive replay: recording not found: {options.replay_file}")
-        check_before_run(options.server_pid, args.plot)
+        check_before_run(options.server_pid, args.plot, args.json)
     except ValueError as exc:
         say(str(exc))
         return 2
     try:
-        result = asyncio.run(loadtest_and_write(settings, options, say, args.json, args.plot))
+        result = asyncio.run(loadtest(settings, options, say))
     except (ValueError, RuntimeError, OSError, RedisError) as exc:
         say(redact(f"failed: {exc}"))
         return 1
     if show:
         print("\r\033[K", end="", file=sys.stderr)
-    print(report(result))
+    print_out(report(result))  # first: a --json or --plot that fails now must not take the summary with it
     problems = verdict(result, args.max_failed, args.max_loss)
     for problem in problems:
         say(f"FAILED: {problem}")
-    return 1 if problems else 0
+    saved = save_or_say(result, args.json, args.plot, say)
+    return 1 if problems or not saved else 0
