@@ -24,7 +24,7 @@ from typing import Any
 
 from mixer import health
 from mixer.config import find_config, load_settings, render_settings, secrets_of
-from mixer.ingest.replay import ReplayOptions
+from mixer.ingest.replay import ReplayOptions, recordings_problem
 from mixer.keys import Keys
 from mixer.options import SHARED, add_common, add_keeping
 from mixer.redact import RedactingFormatter, redact
@@ -307,9 +307,9 @@ def _recordings(settings: Settings, args: argparse.Namespace, demo: bool = True)
         ReplayOptions(speed=speed)
     except ValueError as exc:
         raise Refused(f"--{exc}") from None
-    missing = [str(path) for path in files if not path.is_file()]
-    if missing:
-        raise Refused(f"recording not found: {', '.join(missing)}")
+    problem = recordings_problem(files)
+    if problem is not None:
+        raise Refused(problem)
     return files, speed
 
 

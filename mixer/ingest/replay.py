@@ -257,6 +257,19 @@ def restamp_event(
     return msgspec.structs.replace(event, key=event.key + suffix) if suffix else event
 
 
+def recordings_problem(paths: Iterable[str | Path]) -> str | None:
+    """Why these recordings cannot be replayed, in one line, or None: stdin (``-``: a replay plans from its files
+    and reads them again on every pass), a directory, a missing file."""
+    given = [Path(p) for p in paths]
+    if any(str(p) == "-" for p in given):
+        return "'-' (stdin) cannot be replayed: give a file (save stdin first: mixer normalize - > night.jsonl)"
+    folders = [str(p) for p in given if p.is_dir()]
+    if folders:
+        return f"a recording is a file, not a directory: {', '.join(folders)}"
+    missing = [str(p) for p in given if not p.is_file()]
+    return f"recording not found: {', '.join(missing)}" if missing else None
+
+
 class Replayer:
     """Publishes recordings through a Publisher at their recorded pace times ``speed``.
 
@@ -292,9 +305,9 @@ class Replayer:
 
     async def run(self) -> ReplayProgress:
         """Replay every pass to the end (forever with loop, up to max_passes); CancelledError propagates."""
-        for path in self._paths:
-            if not path.is_file():
-                raise FileNotFoundError(f"recording not found: {path}")
+        problem = recordings_problem(self._paths)
+        if problem is not None:
+            raise FileNotFoundError(problem)
         opts = self._options
         clock = self._clock or asyncio.get_running_loop().time
         pass_no = 0

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from mixer import connect
 from mixer.ingest.dropwatch import watch_drops
 from mixer.ingest.publish import Publisher
-from mixer.ingest.replay import Replayer, ReplayOptions, ReplayProgress, new_run_tag
+from mixer.ingest.replay import Replayer, ReplayOptions, ReplayProgress, new_run_tag, recordings_problem
 from mixer.keys import Keys
 from mixer.options import NO_REDIS, SHARED, add_common
 from mixer.runtime import redis_problem
@@ -82,9 +82,9 @@ def replay_command(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         say(str(exc))
         return 2
-    missing = [str(path) for path in args.files if not Path(path).is_file()]
-    if missing:
-        say(f"recording not found: {', '.join(missing)}")
+    problem = recordings_problem(args.files)
+    if problem is not None:
+        say(problem)
         return 2
     if not settings.redis_url:
         say(f"publishes into a shared Redis; {NO_REDIS}")

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisError
 
+from mixer.ingest.replay import recordings_problem
 from mixer.options import NO_REDIS, add_common
 from mixer.redact import redact
 from mixer.settings import Settings
@@ -194,9 +195,9 @@ def rehearse_command(settings: Settings, args: argparse.Namespace) -> int:
         if args.synth and args.files:
             raise ValueError("give recordings or --synth, not both")
         files = list(args.files) or [Path(settings.demo_file)]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing and not args.synth:
-            raise ValueError(f"recording not found: {', '.join(missing)}")
+        problem = None if args.synth else recordings_problem(files)
+        if problem is not None:
+            raise ValueError(problem)
         if not settings.redis_url:
             raise ValueError(f"a rehearsal publishes into the deployment's Redis: {NO_REDIS}")
         check_before_run(options.server_pid, args.plot, args.json)

@@ -30,6 +30,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from mixer.ingest.replay import recordings_problem
 from mixer.options import NO_REDIS, add_common
 from mixer.redact import redact
 from mixer.settings import Settings
@@ -399,8 +400,9 @@ def loadtest_command(settings: Settings, args: argparse.Namespace) -> int:
             raise ValueError(f"driving load writes to a shared Redis: {NO_REDIS}")
         if args.max_failed < 0 or not (math.isfinite(args.max_loss) and 0 <= args.max_loss <= 100):
             raise ValueError("--max-failed must be 0 or more, --max-loss a percentage from 0 to 100")
-        if options.replay_file is not None and not options.replay_file.is_file():
-            raise ValueError(f"--drive replay: recording not found: {options.replay_file}")
+        problem = None if options.replay_file is None else recordings_problem([options.replay_file])
+        if problem is not None:
+            raise ValueError(f"--drive replay: {problem}")
         check_before_run(options.server_pid, args.plot, args.json)
     except ValueError as exc:
         say(str(exc))
