@@ -34,7 +34,8 @@ const PING_EVERY_MS = 20000;
 const SILENCE_LIMIT_MS = 2.5 * PING_EVERY_MS;
 const CLOCK_REFRESH_MS = 15000;
 const DIRECTORY_REFRESH_MS = 60_000; // how often "live now" / "next ..." in the legend is brought up to date
-const CONNECTION_LABELS = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" };
+const CONNECTION_LABELS = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", refused: "Not connected" };
+const DEFAULT_PROFILE = "wall"; // paced and fair between chats; "full" (every post) exists on every server
 const WAITING_TEXT = "Waiting for the first posts…"; // until the first card (index.html says the same)
 const ANNOUNCE_EVERY_MS = 3000; // screen readers hear "N new posts from #a, #b" at most this often
 
@@ -53,6 +54,7 @@ const page = {
   waiting: document.getElementById("waiting"),
   posts: document.getElementById("posts"),
   empty: document.getElementById("empty"),
+  notice: document.getElementById("notice"),
   announce: document.getElementById("announce"),
   join: document.getElementById("join"),
   joinCode: document.getElementById("join-code"),
@@ -62,7 +64,7 @@ const page = {
 const options = {
   filter: chatFilter(query.get("chats")), // tags asked for in ?chats=, or null for all
   // the wall reads the paced "wall" stream unless told otherwise (e.g. "full" for everything)
-  profile: query.get("profile") || "wall",
+  profile: query.get("profile") || DEFAULT_PROFILE,
   minMs: 1000 * nonNegative(query.get("min_seconds"), DEFAULT_MIN_SECONDS),
   theme: ["dark", "light", "auto"].includes(query.get("theme")) ? query.get("theme") : "dark",
   reducedMotion: query.get("motion") === "reduced",
@@ -73,6 +75,7 @@ const state = {
   seenIds: new Set(), // insertion ordered, so the oldest can be forgotten first
   lastId: null, // id of the newest post received (or the history cursor): where a resume starts
   pinned: null, // the pinned post, or null
+  directoryLoaded: false,
   historyLoaded: false,
   socket: null,
   attempt: 0, // consecutive failed connection attempts, for the backoff
@@ -323,20 +326,58 @@ function apiUrl(path, params) {
   return url;
 }
 
+/** A 4xx answer other than 408 / 429: asking again the same way would get the same answer. */
+class Refused extends Error {
+  constructor(url, status, reason) {
+    super(`${url.pathname}: HTTP ${status}${reason ? ` (${reason})` : ""}`);
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
 async function fetchJson(url) {
   const response = await fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" });
+  if (response.status >= 400 && response.status < 500 && response.status !== 408 && response.status !== 429) {
+    throw new Refused(url, response.status, (await response.text()).trim().slice(0, 200));
+  }
   if (!response.ok) throw new Error(`${url.pathname}: HTTP ${response.status}`);
   return response.json();
 }
 
-/** Chats, event and recent history over HTTP; then the websocket takes over from the history's cursor. */
+/** A notice above the posts, in large type, for whoever runs the projector: what is wrong with this wall's address. */
+function showNotice(text) {
+  page.notice.textContent = text;
+  page.notice.hidden = false;
+}
+
+/**
+ * The recent history of the profile asked for. A profile the server does not have (400) falls back to the
+ * default "wall", or to "full" (every server has it) when the server has no "wall" either, and the wall says so.
+ */
+async function fetchHistory() {
+  const asked = options.profile;
+  for (;;) {
+    try {
+      return await fetchJson(apiUrl("/api/feed", { limit: HISTORY_LIMIT }));
+    } catch (error) {
+      if (!(error instanceof Refused) || error.status !== 400 || options.profile === "full") throw error;
+      options.profile = options.profile === DEFAULT_PROFILE ? "full" : DEFAULT_PROFILE;
+      console.warn(`wall: profile ${asked} refused (${error.reason}); trying ${options.profile}`);
+      showNotice(`Unknown profile “${asked}”: showing the “${options.profile}” feed instead.`);
+    }
+  }
+}
+
+/** Chats and event, then the recent history over HTTP; then the websocket takes over from the history's cursor. */
 async function loadHistory() {
-  const [directory, history] = await Promise.all([
-    fetchJson(apiUrl("/api/chats", {})),
-    fetchJson(apiUrl("/api/feed", { limit: HISTORY_LIMIT })),
-  ]);
-  applyEvent(directory.event);
-  applyChats(directory.chats, true);
+  // The header and legend do not wait for the feed: they show even when the feed cannot be had.
+  if (!state.directoryLoaded) {
+    const directory = await fetchJson(apiUrl("/api/chats", {}));
+    applyEvent(directory.event);
+    applyChats(directory.chats, true);
+    state.directoryLoaded = true;
+  }
+  const history = await fetchHistory();
   showHistory(history.items);
   if (typeof history.cursor === "string" && history.cursor) state.lastId = history.cursor;
   state.historyLoaded = true;
@@ -447,6 +488,13 @@ async function connect() {
   try {
     if (!state.historyLoaded) await loadHistory();
   } catch (error) {
+    if (error instanceof Refused) {
+      // Retrying would be refused the same way, forever: stop, and say why on the screen.
+      console.error(`wall: the server refused this wall (${error.message})`);
+      showNotice(`The server refused this wall: ${error.reason || `HTTP ${error.status}`}. Check the address.`);
+      setConnectionState("refused");
+      return;
+    }
     console.warn(`wall: could not load history (${error.message})`);
     scheduleReconnect();
     return;

@@ -523,6 +523,32 @@ async def test_a_wall_whose_chats_filter_names_no_chat_of_the_feed_says_so_and_w
     await expect(page.locator("#empty")).to_be_visible()
 
 
+async def test_an_unknown_profile_is_asked_for_once_then_the_wall_says_so_and_shows_the_default_feed(
+    live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    asked: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            asked.append(request.url) if "/api/feed?" in request.url and "profile=bogus" in request.url else None
+        ),
+    )
+    await open_wall(page, live_server, profile="bogus")
+    await expect(page.locator("#notice")).to_have_text("Unknown profile “bogus”: showing the “wall” feed instead.")
+    await expect(page.locator("#notice")).to_be_visible()
+    await expect(page.locator("#event-name")).to_have_text("#chatmixer night")
+    await expect(page.locator("#legend .legend-item")).to_have_count(len(live_server.settings.chats))
+    assert len(asked) == 1, asked  # a 400 is not asked again and again
+
+    # The default "wall" profile is what the wall now follows: its legend takes that profile's stats.
+    await publish(redis, keys, wall_post("x:p1", ("smbiz",), "one"))
+    await expect(page.locator('.legend-item[data-tag="smbiz"] .legend-rate')).to_have_text(
+        re.compile(r"^\d+/min$"), timeout=STATS_WAIT_MS
+    )
+    assert len(asked) == 1, asked
+
+
 async def test_the_legend_says_which_chats_are_live_now_and_when_the_others_come_next(
     live_server: LiveServer, chromium_page: Page
 ) -> None:
