@@ -536,5 +536,17 @@ window.addEventListener("online", () => {
 window.setInterval(checkSocketAlive, PING_EVERY_MS);
 window.setInterval(refreshTimes, CLOCK_REFRESH_MS);
 window.setInterval(refreshDirectory, DIRECTORY_REFRESH_MS);
+/*
+ * The feed never stays scrolled ("the page never scrolls"): the browser scrolls it to show a link focused with
+ * Tab, which is right while the link has focus; once focus leaves the feed the newest cards come back on top.
+ */
+function unscrollFeed() {
+  if (!page.feed.contains(document.activeElement) && page.feed.scrollTop !== 0) page.feed.scrollTop = 0;
+}
+page.feed.addEventListener("focusout", (event) => {
+  if (!page.feed.contains(event.relatedTarget)) page.feed.scrollTop = 0;
+});
+page.feed.addEventListener("scroll", unscrollFeed); // find-in-page and the like scroll without focus
+
 window.addEventListener("resize", pump);
 connect();

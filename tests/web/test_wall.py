@@ -549,6 +549,32 @@ async def test_an_unknown_profile_is_asked_for_once_then_the_wall_says_so_and_sh
     assert len(asked) == 1, asked
 
 
+async def test_tabbing_to_a_link_low_in_the_feed_shows_it_and_the_feed_scrolls_back_to_the_newest_when_focus_leaves(
+    live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    await open_wall(page, live_server, motion="reduced")
+    ids = await publish(redis, keys, *(wall_post(f"x:t{i}", text=f"post number {i}") for i in range(20)))
+    await expect(page.locator(CARDS)).to_have_count(20, timeout=WAIT_MS)
+
+    for _ in range(40):  # Tab on until a link far below the fold has focus: keyboard access reaches every card
+        await page.keyboard.press("Tab")
+        if await page.evaluate("() => document.activeElement.closest('article')?.dataset.id") == ids[0]:
+            break
+    feed = page.locator("#feed")
+    assert await feed.evaluate("feed => feed.scrollTop") > 0, "the focused link was scrolled into view"
+    assert await page.evaluate(
+        "() => { const r = document.activeElement.getBoundingClientRect();"
+        " return r.top >= 0 && r.bottom <= window.innerHeight; }"
+    ), "the focused link is on screen"
+
+    await page.evaluate("() => document.activeElement.blur()")
+    await page.wait_for_function("() => document.getElementById('feed').scrollTop === 0", timeout=WAIT_MS)
+    # Scrolled by anything but focus (find in page, a script), it comes straight back.
+    await feed.evaluate("feed => { feed.scrollTop = 300; }")
+    await page.wait_for_function("() => document.getElementById('feed').scrollTop === 0", timeout=WAIT_MS)
+
+
 async def test_the_legend_says_which_chats_are_live_now_and_when_the_others_come_next(
     live_server: LiveServer, chromium_page: Page
 ) -> None:
