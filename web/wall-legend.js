@@ -6,6 +6,11 @@
  * frames), "+N more from #chat" when the paced profile left posts of it out, and the chat's
  * current question (the latest "Q<n>" post). Above the list, "Up next". Untrusted text goes
  * through textContent only. Not here: the posts themselves (wall-render.js, wall.js).
+ *
+ * Live chats come first. When the rows do not all fit, the live ones stay and the others are shown
+ * in pages that take turns every PAGE_MS ("7–12 of 25" beside the title), so every chat is seen in
+ * time and a live one is never out of sight (unless the live ones alone do not fit: then they take
+ * turns too, first).
  */
 
 import { buildSparkline } from "./sparkline.js";
@@ -14,12 +19,22 @@ import { element, normalizeTag, safeColour } from "./safe.js";
 
 const SPARK_WINDOW_MS = 10 * 60_000; // the sparkline covers the last ten minutes
 const MAX_SAMPLES = 200; // a stats frame every 5 s fills ten minutes with 120
+const PAGE_MS = 8000; // how long one page of chats stays up when they do not all fit
 
 export class Legend {
-  /** A legend drawn into the <ul> `list`, showing only chats in `filter` (a Set, or null for all). */
-  constructor(list, filter) {
+  /**
+   * A legend drawn into the <ul> `list`, showing only chats in `filter` (a Set, or null for all); `pager`
+   * says which rows are up when they take turns. The rows fit in `list`'s parent (its overflow is hidden).
+   */
+  constructor(list, filter, pager) {
     this.list = list;
     this.filter = filter;
+    this.pager = pager;
+    this.pinned = 0; // the first rows (live chats) shown on every page
+    this.pages = []; // [first, end) indices of the other rows on each page
+    this.page = 0; // the page up now; kept across redraws
+    window.setInterval(() => this.turnPage(), PAGE_MS);
+    new ResizeObserver(() => this.paginate()).observe(list.parentElement);
     this.chats = new Map(); // tag -> {tag, title, colour}
     this.slots = new Map(); // tag -> {live, next_start, next_end}
     this.rates = new Map(); // tag -> {perMinute, more, samples: [{t, v}]}
@@ -80,15 +95,75 @@ export class Legend {
     return changed;
   }
 
-  /** Redraw every row (a handful of chats, a few times a minute: cheaper to rebuild than to patch). */
+  /** Redraw every row, live chats first (dozens of chats, a few times a minute: cheaper to rebuild than to patch). */
   render(now = Date.now()) {
-    const rows = [];
+    const live = [];
+    const others = [];
     for (const [tag, chat] of this.chats) {
       if (this.filter && !this.filter.has(tag)) continue;
-      rows.push(this.row(tag, chat, now));
+      (this.slots.get(tag)?.live === true ? live : others).push(this.row(tag, chat, now));
     }
-    this.list.replaceChildren(...rows);
+    this.list.replaceChildren(...live, ...others);
     this.showUpNext();
+    this.liveCount = live.length;
+    this.paginate();
+  }
+
+  /** Split the rows into pages that fit (measured, so a long question or a narrow screen is taken into account). */
+  paginate() {
+    const rows = [...this.list.children];
+    const limit = this.list.parentElement.getBoundingClientRect().bottom;
+    const fits = (row) => row.getBoundingClientRect().bottom <= limit + 0.5;
+    for (const row of rows) row.hidden = true;
+    // The live chats stay on every page if they fit with at least one other row beside them.
+    const live = rows.slice(0, this.liveCount || 0);
+    for (const row of live) row.hidden = false;
+    const next = rows[live.length];
+    if (next) next.hidden = false;
+    const keepLive = live.length > 0 && (next ? fits(next) : fits(live[live.length - 1]));
+    if (next) next.hidden = true;
+    this.pinned = keepLive ? live.length : 0;
+    if (!keepLive) for (const row of live) row.hidden = true;
+
+    this.pages = [];
+    for (let first = this.pinned; first < rows.length; ) {
+      let end = first;
+      while (end < rows.length) {
+        rows[end].hidden = false;
+        if (end > first && !fits(rows[end])) break; // a page shows at least one row, even one too tall
+        end += 1;
+      }
+      for (let i = first; i < end + 1 && i < rows.length; i += 1) rows[i].hidden = true;
+      this.pages.push([first, end]);
+      first = end;
+    }
+    if (!this.pages.length) this.pages.push([this.pinned, this.pinned]);
+    this.page %= this.pages.length;
+    this.showPage(false);
+  }
+
+  /** Show the current page (the live rows and that page's others) and say which rows are up. */
+  showPage(turning) {
+    const rows = [...this.list.children];
+    const [first, end] = this.pages[this.page] || [0, rows.length];
+    rows.forEach((row, i) => {
+      const shown = i < this.pinned || (i >= first && i < end);
+      row.hidden = !shown;
+      row.classList.toggle("legend-turning", turning && shown && i >= this.pinned);
+    });
+    const paged = this.pages.length > 1;
+    this.list.dataset.page = String(this.page);
+    this.list.dataset.pages = String(this.pages.length);
+    if (!this.pager) return;
+    this.pager.hidden = !paged;
+    this.pager.textContent = paged ? `${first === this.pinned ? 1 : first + 1}–${end} of ${rows.length}` : "";
+  }
+
+  /** The next page of chats, when they do not all fit. */
+  turnPage() {
+    if (this.pages.length < 2) return;
+    this.page = (this.page + 1) % this.pages.length;
+    this.showPage(true);
   }
 
   /** One chat: badge, rate and sparkline; its title and slot; "+N more"; its current question. */

@@ -88,7 +88,7 @@ const pacer = new Pacer(MAX_WAITING);
 const stack = new Stack(page.posts);
 const announcer = new Announcer(page.announce, ANNOUNCE_EVERY_MS);
 setImages(options.images);
-const legend = new Legend(document.getElementById("legend"), options.filter);
+const legend = new Legend(document.getElementById("legend"), options.filter, document.getElementById("legend-pages"));
 
 function nonNegative(raw, fallback) {
   const value = Number(raw);

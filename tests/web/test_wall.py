@@ -32,6 +32,7 @@ from mixer.fanout.pages import qr_code_svg
 from mixer.keys import Keys
 from mixer.merge.qa import qa_tags
 from mixer.models import Attachment, Post
+from mixer.settings import ChatSettings
 from tests import browser
 from tests.browser import (
     LiveServer,
@@ -573,6 +574,44 @@ async def test_tabbing_to_a_link_low_in_the_feed_shows_it_and_the_feed_scrolls_b
     # Scrolled by anything but focus (find in page, a script), it comes straight back.
     await feed.evaluate("feed => { feed.scrollTop = 300; }")
     await page.wait_for_function("() => document.getElementById('feed').scrollTop === 0", timeout=WAIT_MS)
+
+
+async def test_a_legend_of_more_chats_than_fit_shows_the_live_one_first_and_the_others_in_turns(
+    redis_url: str, keys: Keys, chromium_page: Page
+) -> None:
+    always = "Mon,Tue,Wed,Thu,Fri,Sat,Sun 00:00-23:59 UTC"
+    chats = (*(ChatSettings(f"chat{i:02}", f"Chat number {i}", "#4fc3f7") for i in range(24)),)
+    chats += (ChatSettings("latecomer", "Listed last, live now", "#ffb74d", schedule=always),)
+    server = LiveServer(browser_settings(keys.prefix, chats=chats), redis_url)
+    await server.start()
+    try:
+        page = chromium_page
+        await page.set_viewport_size({"width": 1920, "height": 1080})
+        await open_wall(page, server)
+        rows = page.locator("#legend .legend-item")
+        await expect(rows).to_have_count(25)
+        await expect(rows.first).to_have_attribute("data-tag", "latecomer")
+        pager = page.locator("#legend-pages")
+        await expect(pager).to_have_text(re.compile(r"^1–\d+ of 25$"))
+        first_page = await page.locator("#legend .legend-item:visible").evaluate_all("r => r.map(x => x.dataset.tag)")
+        assert 3 < len(first_page) < 25 and first_page[0] == "latecomer"
+        assert await page.evaluate(
+            """() => {
+                const bottom = document.querySelector(".legend").getBoundingClientRect().bottom;
+                return [...document.querySelectorAll("#legend .legend-item:not([hidden])")]
+                    .every((row) => row.getBoundingClientRect().bottom <= bottom + 0.5);
+            }"""
+        ), "every row shown fits whole"
+
+        # The next page comes by itself; the live chat stays, the others are the next ones in order.
+        await expect(pager).not_to_have_text(re.compile(r"^1–"), timeout=12_000)
+        second_page = await page.locator("#legend .legend-item:visible").evaluate_all("r => r.map(x => x.dataset.tag)")
+        assert second_page[0] == "latecomer"
+        assert second_page[1] == f"chat{len(first_page) - 1:02}", (first_page, second_page)
+        start = len(first_page)
+        await expect(pager).to_have_text(f"{start + 1}–{start + len(second_page) - 1} of 25")
+    finally:
+        await server.stop()
 
 
 async def test_the_legend_says_which_chats_are_live_now_and_when_the_others_come_next(
