@@ -81,8 +81,9 @@ function normalizeTag(tag) {
   return String(tag).trim().replace(/^#+/, "").toLowerCase();
 }
 
+/** The tags asked for, normalised as the server does (any characters: one not on the feed is reported, not dropped). */
 function parseChats(raw) {
-  const tags = String(raw || "").split(",").map(normalizeTag).filter((t) => /^[\p{L}\p{N}_]{1,64}$/u.test(t));
+  const tags = String(raw || "").split(",").map(normalizeTag).filter(Boolean);
   return tags.length ? [...new Set(tags)] : null;
 }
 

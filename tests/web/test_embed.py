@@ -191,6 +191,34 @@ async def test_the_documented_tag_shows_the_demos_posts_and_a_tag_naming_no_chat
         await server.stop()
 
 
+async def test_a_tag_naming_no_chat_says_so_whatever_characters_it_has_and_shows_no_other_chats_posts(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    asked = ("no-such", "c++", "#Nope,<b>")
+    said = ("#no-such", "#c++", "#nope, #<b>")
+    tags = "".join(snippet(live_server, chats=chats, profile="full") for chats in asked)
+    await page.goto(host_site.page("/lost.html", tags))
+    chats_here = ", ".join(f"#{chat.tag}" for chat in live_server.settings.chats)
+    for index, shown in enumerate(said):
+        lost = widget(page, index)
+        await expect(lost.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+        await expect(lost.locator(".empty")).to_have_text(
+            f"None of the chats {shown} is on this feed. Chats here: {chats_here}."
+        )
+    # The iframe variant reads the same option from its query.
+    frame = f'<iframe src="{live_server.url}embed?chats=no-such&profile=full" title="feed"></iframe>'
+    await page.goto(host_site.page("/frame.html", frame))
+    framed = page.frame_locator("iframe").locator("chatmixer-feed")
+    await expect(framed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    await expect(framed.locator(".empty")).to_contain_text("None of the chats #no-such is on this feed.")
+    (post_id,) = await publish(redis, keys, wall_post("x:other", ("smbiz",), "a post of another chat"))
+    await page.goto(host_site.page("/lost.html", tags))
+    await expect(widget(page, 0).locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    for index in range(len(asked)):
+        await expect(card(widget(page, index), post_id)).to_have_count(0)
+
+
 async def test_the_widget_reads_as_utf8_on_a_page_in_another_encoding(
     live_server: LiveServer, chromium_page: Page, host_site: HostSite
 ) -> None:
@@ -380,7 +408,7 @@ async def test_bad_data_attributes_fall_back_to_the_defaults(
     (post_id,) = await publish(redis, keys, wall_post("x:any", text="shown despite the odd attributes"))
     bad = snippet(
         live_server,
-        chats=",,#,<b>",
+        chats=",,#",  # no tag at all: every chat
         profile="no-such-profile",
         theme="neon",
         max_items="lots",
