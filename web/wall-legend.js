@@ -181,7 +181,7 @@ export class Legend {
     }
     const about = element("div", "legend-about");
     about.append(element("bdi", "legend-name", String(chat.title || tag)));
-    const when = describeSlot(this.slots.get(tag));
+    const when = describeSlot(this.slots.get(tag), now);
     if (when) about.append(element("span", when.live ? "legend-when legend-live" : "legend-when", when.text));
     item.append(head, about);
     if (rate && rate.more > 0) item.append(element("span", "legend-more", `+${rate.more} more from #${tag}`));
@@ -218,13 +218,26 @@ export class Legend {
   }
 }
 
-/** "live now" or "next Mon 20:00" (the viewer's local time) for a chat's slot from /api/chats; null without one. */
-function describeSlot(slot) {
+const DAY_MS = 24 * 3600_000;
+
+/** Calendar days from `now` to `then` in the viewer's time zone (0: the same day). */
+function daysAhead(then, now) {
+  const midnight = (t) => new Date(t).setHours(0, 0, 0, 0);
+  return Math.round((midnight(then) - midnight(now)) / DAY_MS); // rounded: a DST day is 23 or 25 hours
+}
+
+/**
+ * "live now", "next Mon 20:00" in the coming six days, or with the date from a week off ("next Fri, Jan 1, 18:00"
+ * for a monthly chat): in the viewer's time zone and locale; null without a slot.
+ */
+function describeSlot(slot, now = Date.now()) {
   if (!slot) return null;
   if (slot.live === true) return { live: true, text: "live now" };
   const start = Date.parse(slot.next_start);
   if (!Number.isFinite(start)) return null;
-  const day = new Date(start).toLocaleDateString(undefined, { weekday: "short" });
+  // Within the week the weekday says which day; from the same weekday next week on it needs the date.
+  const dated = daysAhead(start, now) >= 7;
+  const day = new Date(start).toLocaleDateString(undefined, dated ? { weekday: "short", day: "numeric", month: "short" } : { weekday: "short" });
   const time = new Date(start).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
-  return { live: false, text: `next ${day} ${time}` };
+  return { live: false, text: `next ${day}${dated ? "," : ""} ${time}` };
 }

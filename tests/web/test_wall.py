@@ -628,6 +628,39 @@ async def test_the_legend_says_which_chats_are_live_now_and_when_the_others_come
     await expect(page.locator("#up-next")).to_have_text(re.compile(r"^Up next: #journchat, (Mon|Tue) "))
 
 
+async def test_a_slot_a_week_or_more_away_shows_its_date_and_a_nearer_one_its_weekday(
+    live_server: LiveServer, chromium_page: Page
+) -> None:
+    page = chromium_page
+    now = time.time()
+    far, near = now + 28 * 86400, now + 2 * 86400  # a monthly chat four weeks off; a weekly one in two days
+
+    async def move_slots(route: Route) -> None:
+        response = await route.fetch()
+        directory = await response.json()
+        for chat in directory["chats"]:
+            when = {"journchat": far, "blogchat": near}.get(chat["tag"])
+            if when is not None:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+                chat.update(live=False, next_start=stamp, next_end=stamp)
+        await route.fulfill(response=response, json=directory)
+
+    await page.route("**/api/chats*", move_slots)
+    await open_wall(page, live_server)
+    # The date as the viewer's browser writes it (its time zone, its locale's month names).
+    month, day = await page.evaluate(
+        """(t) => [new Date(t).toLocaleDateString(undefined, {month: "short"}),
+                   new Date(t).toLocaleDateString(undefined, {day: "numeric"})]""",
+        far * 1000,
+    )
+    dated = re.compile(rf"^next \w+,? ({month} {day}|{day} {month}), \d{{1,2}}:\d\d")
+    await expect(page.locator('.legend-item[data-tag="journchat"] .legend-when')).to_have_text(dated, timeout=WAIT_MS)
+    await expect(page.locator('.legend-item[data-tag="blogchat"] .legend-when')).to_have_text(
+        re.compile(r"^next \w+ \d{1,2}:\d\d( [AP]M)?$")
+    )
+    await expect(page.locator("#up-next")).to_have_text(re.compile(r"^Up next: #blogchat, \w+ \d"))
+
+
 async def background(page: Page) -> str:
     return await page.evaluate("() => getComputedStyle(document.body).backgroundColor")
 
