@@ -19,6 +19,7 @@ import { element, normalizeTag, safeColour } from "./safe.js";
 
 const SPARK_WINDOW_MS = 10 * 60_000; // the sparkline covers the last ten minutes
 const MAX_SAMPLES = 200; // a stats frame every 5 s fills ten minutes with 120
+const QUESTIONS_KEPT = 20; // per chat, so hiding the current question brings back the one before
 const PAGE_MS = 8000; // how long one page of chats stays up when they do not all fit
 
 export class Legend {
@@ -38,7 +39,9 @@ export class Legend {
     this.chats = new Map(); // tag -> {tag, title, colour}
     this.slots = new Map(); // tag -> {live, next_start, next_end}
     this.rates = new Map(); // tag -> {perMinute, more, samples: [{t, v}]}
-    this.questions = new Map(); // tag -> {id, n, text}: the newest question seen in that chat
+    // tag -> [{id, n, text}] in feed order, the last QUESTIONS_KEPT questions seen in that chat: the last one is
+    // current, and the one before takes its place when a moderator hides it
+    this.questions = new Map();
   }
 
   /** Take the chat list (tag, title, colour) and, when given, the directory's slots; redraws. */
@@ -76,21 +79,28 @@ export class Legend {
       const qa = qaOf(post);
       if (!qa || qa.role !== "Q") continue;
       for (const tag of Array.isArray(post.chats) ? post.chats : []) {
-        this.questions.set(normalizeTag(tag), { id: post.id, n: qa.n, text: String(post.text ?? "") });
+        const seen = this.questions.get(normalizeTag(tag)) || [];
+        const question = { id: post.id, n: qa.n, text: String(post.text ?? "") };
+        const at = seen.findIndex((q) => q.id === post.id);
+        if (at >= 0) seen[at] = question; // an edit keeps its place in the order
+        else seen.push(question);
+        if (seen.length > QUESTIONS_KEPT) seen.shift();
+        this.questions.set(normalizeTag(tag), seen);
         changed = true;
       }
     }
     return changed;
   }
 
-  /** Forget questions whose posts were retracted; true when one was. */
+  /** Forget questions whose posts were retracted (the latest one left becomes current); true when one was. */
   forget(ids) {
     let changed = false;
-    for (const [tag, question] of this.questions) {
-      if (ids.has(question.id)) {
-        this.questions.delete(tag);
-        changed = true;
-      }
+    for (const [tag, seen] of this.questions) {
+      const left = seen.filter((q) => !ids.has(q.id));
+      if (left.length === seen.length) continue;
+      if (left.length) this.questions.set(tag, left);
+      else this.questions.delete(tag);
+      changed = true;
     }
     return changed;
   }
@@ -186,7 +196,7 @@ export class Legend {
     item.append(head, about);
     if (rate && rate.more > 0) item.append(element("span", "legend-more", `+${rate.more} more from #${tag}`));
 
-    const question = this.questions.get(tag);
+    const question = this.questions.get(tag)?.at(-1);
     if (question) {
       const line = element("p", "legend-question");
       line.append(element("span", "qa qa-q", `Q${question.n}`));

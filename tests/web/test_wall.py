@@ -734,9 +734,14 @@ async def test_each_chat_shows_its_current_question_and_answers_carry_their_numb
     await expect(card(page, q2).locator(".qa")).to_have_text("Q2")
     await expect(card(page, other).locator(".qa")).to_have_text("Q1")
 
-    # A retracted question is no longer the current one.
+    # A hidden question is no longer the current one: the one before it is again.
     await redis.xadd(keys.feed, {RETRACT_FIELD: msgpack.packb({"ids": [q2], "keys": ["x:q2"]})})
-    await expect(question).to_have_count(0, timeout=WAIT_MS)
+    await expect(question.locator(".qa")).to_have_text("Q1", timeout=WAIT_MS)
+    await expect(question.locator(".legend-question-text")).to_have_text("How did you find your first customers?")
+    # With the last of its questions hidden, the chat shows none.
+    await expect(page.locator('.legend-item[data-tag="edchat"] .legend-question')).to_have_count(1)
+    await redis.xadd(keys.feed, {RETRACT_FIELD: msgpack.packb({"ids": [other], "keys": ["x:eq1"]})})
+    await expect(page.locator('.legend-item[data-tag="edchat"] .legend-question')).to_have_count(0, timeout=WAIT_MS)
 
 
 async def mod_action(server: LiveServer, action: str, body: dict[str, Any]) -> float:
