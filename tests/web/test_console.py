@@ -18,6 +18,7 @@ from playwright.async_api import Locator, Page, expect
 
 from mixer.keys import Keys
 from mixer.models import Author, Post
+from mixer.settings import ChatSettings
 from tests import browser
 from tests.browser import LiveServer, Night, browser_settings, moderated_night, record_dialogs
 from tests.helpers import ROOT, make_post, now_ms, recorded_night
@@ -259,6 +260,38 @@ async def test_a_word_added_to_the_blocklist_keeps_later_posts_off_the_wall_and_
     await expect(page.locator("#rules-error")).to_be_in_viewport()
     await expect(words).to_have_value(f"spoiler\n{too_long}")  # the edits are kept
     assert (await mod_api(night, "GET", "/api/mod/rules"))["words"] == ["spoiler"]
+
+
+LONG_TAG = "averyveryveryverylongchattagthatgoesonandon"  # 43 characters, as a tester's config had
+
+
+async def test_a_long_chat_tag_and_event_name_wrap_and_never_widen_the_console(
+    redis_url: str, keys: Keys, chromium_page: Page
+) -> None:
+    chats = (*browser.TEST_CHATS, ChatSettings(LONG_TAG, "A very long chat title that goes on and on", "#607d8b"))
+    settings = browser_settings(
+        keys.prefix, moderation_token=TOKEN, chats=chats, event_name="The Grand Annual International Night " * 3
+    )
+    async with moderated_night(settings, redis_url, keys) as night:
+        page = chromium_page
+        await night.publish(post("x:long", "a post of the long chat", (LONG_TAG, "smbiz")))
+        await sign_in(page, night)
+        await expect(page.locator(".chat-rules", has_text=LONG_TAG)).to_be_visible(timeout=WAIT_MS)
+        await expect(incoming(page, "x:long")).to_be_visible(timeout=WAIT_MS)
+        for width, height in ((1440, 900), (1024, 768), (375, 667)):
+            await page.set_viewport_size({"width": width, "height": height})
+            sizes = await page.evaluate(
+                """() => {
+                    const rules = document.querySelector(".rules-column");
+                    const words = document.getElementById("rules-words").getBoundingClientRect();
+                    return {page: document.documentElement.scrollWidth, window: innerWidth,
+                            rules: rules.scrollWidth, rulesBox: rules.clientWidth,
+                            wordsRight: words.right, rulesRight: rules.getBoundingClientRect().right};
+                }"""
+            )
+            assert sizes["page"] <= sizes["window"], (width, sizes)  # no sideways scrolling
+            assert sizes["rules"] <= sizes["rulesBox"], (width, sizes)  # nothing in the Blocklist column pushed out
+            assert sizes["wordsRight"] <= sizes["rulesRight"], (width, sizes)
 
 
 async def test_the_audit_log_lists_each_action_with_the_moderators_name(night: Night, chromium_page: Page) -> None:
