@@ -184,10 +184,13 @@ export class Legend {
     head.append(buildBadge(tag));
     const rate = this.rates.get(tag);
     if (rate) {
-      head.append(element("span", "legend-rate", `${rate.perMinute}/min`));
+      // rate and sparkline together at the right edge: they wrap as one, under a tag too long to share the line
+      const figures = element("span", "legend-figures");
+      figures.append(element("span", "legend-rate", `${rate.perMinute}/min`));
       const spark = buildSparkline(rate.samples, now, SPARK_WINDOW_MS, `posts per minute in #${tag}, last 10 minutes`);
       spark.style.setProperty("--chat", safeColour(chat.colour));
-      head.append(spark);
+      figures.append(spark);
+      head.append(figures);
     }
     const about = element("div", "legend-about");
     about.append(element("bdi", "legend-name", String(chat.title || tag)));

@@ -708,6 +708,32 @@ async def test_legend_shows_each_chats_live_rate_a_sparkline_and_how_many_posts_
     assert await smbiz.locator("svg.sparkline").evaluate("svg => svg.namespaceURI") == "http://www.w3.org/2000/svg"
 
 
+async def test_a_three_digit_rate_never_overlaps_its_sparkline_and_the_sparklines_line_up(
+    live_server: LiveServer, chromium_page: Page
+) -> None:
+    page = chromium_page
+    await open_wall(page, live_server)
+    await expect(page.locator("#legend .legend-item .legend-rate")).to_have_count(len(live_server.settings.chats))
+    boxes = await page.evaluate(
+        """() => {
+            const legend = document.querySelector("#legend");
+            // The busiest rate a night sees, on the chat with the longest tag (wall-legend.js redraws on the next frame:
+            // measure the rows as they are now).
+            for (const rate of legend.querySelectorAll(".legend-rate")) rate.textContent = "247/min";
+            return [...legend.querySelectorAll(".legend-item:not([hidden])")].map((row) => {
+                const rate = row.querySelector(".legend-rate").getBoundingClientRect();
+                const spark = row.querySelector("svg.sparkline").getBoundingClientRect();
+                const item = row.getBoundingClientRect();
+                return {rateRight: rate.right, sparkLeft: spark.left, sparkRight: spark.right, itemRight: item.right};
+            });
+        }"""
+    )
+    for box in boxes:
+        assert box["rateRight"] <= box["sparkLeft"], boxes
+        assert box["sparkRight"] <= box["itemRight"] + 0.5, boxes
+    assert len({round(box["sparkLeft"]) for box in boxes}) == 1, boxes  # one column
+
+
 async def test_each_chat_shows_its_current_question_and_answers_carry_their_number(
     live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
 ) -> None:
