@@ -87,7 +87,7 @@ function parseChats(raw) {
   return tags.length ? [...new Set(tags)] : null;
 }
 
-function parseOptions(get) {
+function parseOptions(get, defaults = DEFAULTS) {
   const profile = String(get("profile") || "").trim();
   const theme = String(get("theme") || "").trim().toLowerCase();
   const max = Number.parseInt(get("max") ?? "", 10);
@@ -99,7 +99,7 @@ function parseOptions(get) {
     maxItems: Number.isFinite(max) && max >= 1 ? Math.min(max, 100) : DEFAULTS.maxItems,
     images: String(get("images")).trim().toLowerCase() !== "off",
     height: /^\d{1,4}(\.\d{1,2})?$/.test(height) ? `${height}px`
-      : /^\d{1,4}(\.\d{1,2})?(px|em|rem|vh|%)$/.test(height) ? height : DEFAULTS.height,
+      : /^\d{1,4}(\.\d{1,2})?(px|em|rem|vh|%)$/.test(height) ? height : defaults.height ?? DEFAULTS.height,
   };
 }
 
@@ -640,8 +640,8 @@ for (const script of ownScripts()) {
     if (script.hasAttribute("data-query")) {
       // The iframe variant (/embed?chats=..): the page's query string, and the frame's full height.
       const query = new URLSearchParams(window.location.search);
-      options = parseOptions((name) => query.get(name));
-      if (!query.get("height")) options.height = "100vh";
+      // Without a usable height of its own the widget fills the frame (its default here).
+      options = parseOptions((name) => query.get(name), { height: "100vh" });
       document.documentElement.style.margin = document.body.style.margin = "0";
     } else {
       options = parseOptions((name) => script.getAttribute(name === "max" ? "data-max-items" : `data-${name}`));

@@ -424,6 +424,21 @@ async def test_bad_data_attributes_fall_back_to_the_defaults(
     assert box is not None and box["height"] == 480
 
 
+async def test_the_iframe_widget_fills_its_frame_when_its_height_is_missing_or_unusable(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite
+) -> None:
+    page = chromium_page
+    for query, expected in (("", 300), ("&height=expression(1)", 300), ("&height=12.5rem", 200)):
+        src = f"{live_server.url}embed?profile=full{query}"
+        await page.goto(
+            host_site.page("/sized.html", f'<iframe src="{src}" title="feed" height="300"></iframe>', css="")
+        )
+        feed = page.frame_locator("iframe").locator("chatmixer-feed")
+        await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+        box = await feed.locator("section.w").bounding_box()
+        assert box is not None and round(box["height"]) == expected, (query, box)
+
+
 async def test_iframe_variant_on_a_page_of_another_origin_shows_posts(
     live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
 ) -> None:
