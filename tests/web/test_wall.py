@@ -57,6 +57,7 @@ STATS_WAIT_MS = 5_000  # the test servers send stats every second
 MOD_TOKEN = "m0d"
 MOD_HEADERS = {"Authorization": f"Bearer {MOD_TOKEN}", "X-Moderator": "Dana"}
 JOIN_LINK = "https://example.org/join/chatmixer"
+EN_DASH = "\u2013"  # in the legend's "7\u201312 of 25"
 
 
 async def publish_merged(redis: aioredis.Redis, stream: str, *posts: Post) -> list[str]:
@@ -592,7 +593,7 @@ async def test_a_legend_of_more_chats_than_fit_shows_the_live_one_first_and_the_
         await expect(rows).to_have_count(25)
         await expect(rows.first).to_have_attribute("data-tag", "latecomer")
         pager = page.locator("#legend-pages")
-        await expect(pager).to_have_text(re.compile(r"^1–\d+ of 25$"))
+        await expect(pager).to_have_text(re.compile(rf"^1{EN_DASH}\d+ of 25$"))
         first_page = await page.locator("#legend .legend-item:visible").evaluate_all("r => r.map(x => x.dataset.tag)")
         assert 3 < len(first_page) < 25 and first_page[0] == "latecomer"
         assert await page.evaluate(
@@ -604,12 +605,12 @@ async def test_a_legend_of_more_chats_than_fit_shows_the_live_one_first_and_the_
         ), "every row shown fits whole"
 
         # The next page comes by itself; the live chat stays, the others are the next ones in order.
-        await expect(pager).not_to_have_text(re.compile(r"^1–"), timeout=12_000)
+        await expect(pager).not_to_have_text(re.compile(f"^1{EN_DASH}"), timeout=12_000)
         second_page = await page.locator("#legend .legend-item:visible").evaluate_all("r => r.map(x => x.dataset.tag)")
         assert second_page[0] == "latecomer"
         assert second_page[1] == f"chat{len(first_page) - 1:02}", (first_page, second_page)
         start = len(first_page)
-        await expect(pager).to_have_text(f"{start + 1}–{start + len(second_page) - 1} of 25")
+        await expect(pager).to_have_text(f"{start + 1}{EN_DASH}{start + len(second_page) - 1} of 25")
     finally:
         await server.stop()
 
@@ -717,8 +718,7 @@ async def test_a_three_digit_rate_never_overlaps_its_sparkline_and_the_sparkline
     boxes = await page.evaluate(
         """() => {
             const legend = document.querySelector("#legend");
-            // The busiest rate a night sees, on the chat with the longest tag (wall-legend.js redraws on the next frame:
-            // measure the rows as they are now).
+            // The busiest rate a night sees (redrawn on the next stats frame: measure the rows as they are now).
             for (const rate of legend.querySelectorAll(".legend-rate")) rate.textContent = "247/min";
             return [...legend.querySelectorAll(".legend-item:not([hidden])")].map((row) => {
                 const rate = row.querySelector(".legend-rate").getBoundingClientRect();
