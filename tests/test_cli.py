@@ -75,6 +75,7 @@ FAILURES = {
     "record-nan-duration": (["record", "--redis", "{redis}", "--duration", "nan"], "--duration must be a finite"),
     "transcript-bad-zone": (["transcript", "--redis", "{redis}", "--tz", "Mars/Olympus"], "unknown time zone"),
     "loadtest-not-loopback": (["loadtest", "--url", "ws://192.0.2.7:8080/ws"], "add --allow-remote"),
+    "loadtest-too-many-processes": (["loadtest", "--processes", "100000"], "--processes must be 1 to 64, got 100000"),
     "loadtest-json-nowhere": (["loadtest", "--json", "/nonexistent/x.json"], "--json /nonexistent/x.json: no such dir"),
     "loadtest-plot-nowhere": (["loadtest", "--plot", "/nonexistent/x.png"], "--plot /nonexistent/x.png: no such dir"),
     "loadtest-json-a-directory": (["loadtest", "--json", "."], "--json .: is a directory"),

@@ -19,6 +19,7 @@ from mixer.tools.loadtest.client import POLL_MS
 # New connections per second at most, by default: a ramp that would open them faster is stretched, so that a
 # load balancer's connection-rate limits or SYN-flood protection do not take a rehearsal for an attack.
 MAX_CONNECT_RATE = 500.0
+MAX_PROCESSES = 64  # load-generating processes at most: a mistyped count must not start thousands of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,8 @@ class LoadOptions:
         check_url(self.url, self.allow_remote)
         if self.clients < 0 or self.processes < 1 or self.sample < 0 or self.sse_clients < 0:
             raise ValueError("--processes must be at least 1, --clients, --sse-clients and --sample at least 0")
+        if self.processes > MAX_PROCESSES:
+            raise ValueError(f"--processes must be 1 to {MAX_PROCESSES}, got {self.processes}")
         if self.clients + self.sse_clients < 1:
             raise ValueError("no clients: give --clients (or --sse-clients) of at least 1")
         if urlsplit(self.url).scheme == "wss" and self.clients > self.processes * self.sample:
