@@ -162,7 +162,7 @@ class Deduper:
             return self._post(post, book, changes, new_id, now_ms)  # the original never reached us
         if stored.get("stub"):
             return []  # a boost or a collapsed repeat: it has no card to edit
-        updated = {**stored, **_content(post, stored), "chats": _union(stored["chats"], post.chats)}
+        updated = {**_edited(post, stored), "chats": _union(stored["chats"], post.chats)}
         self._remember(post.key, updated, book, changes, now_ms)
         return [("u", new_id(), updated)]
 
@@ -235,22 +235,23 @@ class Deduper:
 
 # What makes an edit show as edited; a new author alone does not.
 _WORDS = ("text", "url", "media", "attachments", "lang", "quote_of", "quote_url")
+_EDITABLE = frozenset(("author", "qa", *_WORDS))  # what an edit replaces: absent from the edit, absent after it
 
 
-def _content(post: Post, stored: dict[str, Any]) -> dict[str, Any]:
-    """The fields an edit may change (its author, e.g. a resolved profile, and Q/A number included); ``edited``
-    only when its words changed. An author with neither name nor avatar (a bare did, an X id) never replaces
-    one that has them: an edit from a payload without the profile must not undo a resolved one."""
+def _edited(post: Post, stored: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` as the edit ``post`` leaves it: its author (e.g. a resolved profile), words and Q/A number are
+    the edit's, and an optional one the edit lacks (a removed quote, no longer a Q/A post) is gone, never shown as
+    null; ``edited`` is set only when its words changed. An author with neither name nor avatar (a bare did, an X
+    id) never replaces one that has them: an edit from a payload without the profile must not undo a resolved one."""
     data = post.to_dict()
-    qa = qa_tags(post.text)
-    content = {k: data[k] for k in ("author", *_WORDS) if k in data} | {
-        "qa": {"role": qa[0], "n": qa[1]} if qa else None,
-    }
-    if not _known_author(content["author"]) and _known_author(stored.get("author")):
-        del content["author"]
+    updated = {k: v for k, v in stored.items() if k not in _EDITABLE} | {k: data[k] for k in _EDITABLE if k in data}
+    if (qa := qa_tags(post.text)) is not None:
+        updated["qa"] = {"role": qa[0], "n": qa[1]}
+    if not _known_author(data["author"]) and _known_author(stored.get("author")):
+        updated["author"] = stored["author"]
     if any(data.get(k) != stored.get(k) for k in _WORDS):
-        content["edited"] = post.at
-    return content
+        updated["edited"] = post.at
+    return updated
 
 
 def _known_author(author: Any) -> bool:

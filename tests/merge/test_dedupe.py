@@ -263,6 +263,20 @@ async def test_a_retweet_of_a_post_deleted_in_an_earlier_batch_is_dropped_and_co
     assert stage.counters["duplicate"] == 0
 
 
+def test_an_edit_leaves_no_optional_field_it_lacks_and_never_a_null() -> None:
+    original = make_post("x:1", text="Q1: What brought you here? #smbiz").replace(
+        quote_of="x:0", quote_url="https://x.com/a/status/0", lang="en", media=("https://a.example/1.png",)
+    )
+    plain = Edit(make_post("x:1", text="What brought you here, everyone? #smbiz"))
+    stored = run([original, plain])[-1][2]
+    for field in ("qa", "quote_of", "quote_url", "lang", "media"):
+        assert field not in stored, field
+    assert None not in stored.values()
+    assert stored["text"] == "What brought you here, everyone? #smbiz" and "edited" in stored
+    renumbered = run([original, Edit(original.replace(text="Q2: And now?"))])[-1][2]
+    assert renumbered["qa"] == {"role": "Q", "n": 2} and renumbered["quote_of"] == "x:0"
+
+
 def test_numbered_questions_and_answers_carry_their_number_and_role() -> None:
     writes = run([make_post("x:q", text="Q1: What brought you here? #smbiz"), make_post("x:a", text="A1. Curiosity")])
     assert [payload.get("qa") for _, _, payload in writes] == [{"role": "Q", "n": 1}, {"role": "A", "n": 1}]
