@@ -17,13 +17,13 @@ from typing import Any, Protocol
 class Received:
     """What became of one body's records."""
 
-    published: int  # chat-stream entries written
+    published: int  # posts, edits and retractions written to the chat streams
     events: int  # posts, edits and retractions parsed from the records
     errors: tuple[dict[str, Any], ...] = ()  # {"index", "reason"} of each record that could not be used
 
 
 class Webhook(Protocol):
-    counters: Counter[str]  # received, published, malformed, skipped:<reason>
+    counters: Counter[str]  # received, published, malformed (a body that is not JSON too), skipped:<reason>
 
     async def receive(self, records: list[Any], origin: str) -> Received:
         """Parse and publish ``records`` (from ``origin``, for the log): good ones are published even when others

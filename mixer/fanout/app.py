@@ -90,15 +90,21 @@ async def webhook_handler(request: web.Request) -> web.Response:
         raise web.HTTPRequestEntityTooLarge(  # refused before reading: the sender learns why at once
             WEBHOOK_MAX_BYTES, request.content_length, text=f"{too_large} (this one is {request.content_length:,})"
         )
+    origin = request.remote or "?"
     try:
-        body = json.loads(await request.read())
+        raw = await request.read()
     except web.HTTPRequestEntityTooLarge:  # a chunked body, cut off by client_max_size as it grew
         raise web.HTTPRequestEntityTooLarge(WEBHOOK_MAX_BYTES, WEBHOOK_MAX_BYTES + 1, text=too_large) from None
-    except ValueError as exc:
-        raise web.HTTPBadRequest(text=f"not JSON: {exc}") from None
-    except RecursionError:
-        raise web.HTTPBadRequest(text="not JSON this server reads: nested too deeply") from None
-    got = await webhook.receive(body if isinstance(body, list) else [body], request.remote or "?")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        webhook.counters["malformed"] += 1
+        log.warning("webhook from %s: body skipped: not JSON this server reads: %s (%r)", origin, reason, raw[:80])
+        raise web.HTTPBadRequest(text=f"not JSON: {reason}") from None
+    if body == []:
+        raise web.HTTPBadRequest(text="no records: send a record or a JSON array of them")
+    got = await webhook.receive(body if isinstance(body, list) else [body], origin)
     status = 400 if got.errors and not got.events else 202
     answer = {"published": got.published, "events": got.events, "errors": list(got.errors)}
     return web.Response(status=status, body=dumps(answer), content_type="application/json")

@@ -7,6 +7,7 @@ the HTTP route that calls it lives in the fan-out app, and ``mixer.runner`` conn
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -17,7 +18,7 @@ from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import Publisher, forget_oldest
 from mixer.ingest.recorded import parse_record
 from mixer.ingest.skips import counted
-from mixer.models import Event, Ignored, trimmed
+from mixer.models import Edit, Event, Ignored, Post, trimmed
 from mixer.webhook import Received
 
 log = logging.getLogger(__name__)
@@ -37,26 +38,48 @@ class PublishingWebhook:
         self._mastodon_uris: OrderedDict[str, str] = OrderedDict()  # a Mastodon delete names only the local id
 
     async def receive(self, records: list[Any], origin: str) -> Received:
-        """Good records are published even when others in the same body are bad (counted, logged, listed)."""
+        """Good records are published even when others in the same body are bad (counted, logged, listed), a post
+        in no chat followed now among the bad: listed, counted ``skipped:no_chat``. Every post's ``at`` is now,
+        when it was ingested (the contract's), whatever the record says."""
         now_ms = int(self._clock() * 1000)
         events: list[Event] = []
         errors: list[dict[str, Any]] = []
         before = trimmed.copy()
         for index, record in enumerate(records):
             try:
-                events += parse_record(record, self._matcher, now_ms, mastodon_uris=self._mastodon_uris)
+                parsed = parse_record(record, self._matcher, now_ms, mastodon_uris=self._mastodon_uris)
             except Ignored as skip:
                 self.counters[f"skipped:{counted(skip.reason, f'webhook from {origin}')}"] += 1
+                continue
             except ValueError as exc:
                 self.counters["malformed"] += 1
                 errors.append({"index": index, "reason": str(exc)})
-                log.warning("webhook from %s: record %d skipped: %s", origin, index, exc)
+                log.warning("webhook from %s: record %d skipped: %s (%s)", origin, index, exc, excerpt(record))
+                continue
+            for event in parsed:
+                post = event.post if isinstance(event, Edit) else event
+                if isinstance(post, Post) and self._publisher.route(post) is None:
+                    reason = f"in no chat followed now ({', '.join(f'#{c}' for c in post.chats) or 'no chat'})"
+                    self.counters["skipped:no_chat"] += 1
+                    errors.append({"index": index, "reason": reason})
+                    log.warning("webhook from %s: record %d skipped: %s", origin, index, reason)
+                elif isinstance(event, Edit):
+                    events.append(Edit(event.post.replace(at=now_ms)))
+                else:
+                    events.append(event.replace(at=now_ms) if isinstance(event, Post) else event)
         forget_oldest(self._mastodon_uris, MASTODON_IDS_MAX)
         for reason, count in (trimmed - before).items():  # parsing is synchronous: these cuts are this body's
             self.counters[f"trimmed:{reason}"] += count
             log.warning("webhook from %s: %d post(s) over a size limit (%s)", origin, count, reason)
         self.counters["received"] += len(records)
         # A request must answer now: with Redis away it fails (the caller says so) instead of waiting it out.
-        published = await self._publisher.publish(events, patient=False) if events else 0
-        self.counters["published"] += published
-        return Received(published, len(events), tuple(errors))
+        if events:  # routed above: every one is written, or publish raises
+            await self._publisher.publish(events, patient=False)
+        self.counters["published"] += len(events)
+        return Received(len(events), len(events), tuple(errors))
+
+
+def excerpt(record: Any, limit: int = 120) -> str:
+    """The start of a record as JSON, for a log line that shows what was sent."""
+    text = json.dumps(record, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + "..."

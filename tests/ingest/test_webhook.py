@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import msgpack
 import redis.asyncio as aioredis
 
-from mixer.codec import RETRACT_FIELD, unpack_post
+from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD, unpack_post
 from mixer.keys import Keys
 from mixer.models import LIMITS
 from mixer.settings import ChatSettings
@@ -72,11 +73,51 @@ async def test_good_records_are_kept_when_others_in_the_body_are_bad(
             async with http.post(srv.url + "/api/posts", data=b"{not json", headers=TOKEN) as resp:
                 assert resp.status == 400
             async with http.get(srv.url + "/api/stats") as resp:
-                assert (await resp.json())["webhook"]["malformed"] == 2
+                assert (await resp.json())["webhook"]["malformed"] == 3  # two records, and the body not JSON
     assert answer["published"] == 2
     assert [e["index"] for e in answer["errors"]] == [1, 3]
     assert await chat_posts(redis, keys, "smbiz") == ["webhook:1"]
     assert await chat_posts(redis, keys, "edchat") == ["webhook:2"]
+
+
+async def test_every_post_is_stamped_when_ingested_and_edits_and_retractions_count_as_published(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    edit = {"type": "edit", "post": {**POST, "text": "Q1: what brought YOU here? #smbiz", "at": 5}}
+    retract = {"type": "retract", "key": "webhook:1", "source": "webhook"}
+    async with running_app(settings_for(keys.prefix, webhook_token="s3cret"), redis_url) as srv:
+        async with aiohttp.ClientSession() as http:
+            sent = int(time.time() * 1000)
+            for body in ({**POST, "at": 1}, edit, retract):
+                async with http.post(srv.url + "/api/posts", json=body, headers=TOKEN) as resp:
+                    assert resp.status == 202
+                    assert (await resp.json())["published"] == 1
+    entries = await read_range(redis, keys.chat("smbiz"), "0-0")
+    assert [kind for _, _, kind in entries] == [FIELD, EDIT_FIELD, RETRACT_FIELD]
+    post, edited = unpack_post("", entries[0][1]), unpack_post("", entries[1][1])
+    assert post.created == POST["created"] and post.at >= sent  # not the sender's 1, nor its created
+    assert edited.at >= post.at > 1
+
+
+async def test_a_record_in_no_followed_chat_is_listed_and_counted_and_nothing_is_a_400(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    elsewhere = {**POST, "key": "webhook:9", "chats": ["zzz"]}
+    async with running_app(settings_for(keys.prefix, webhook_token="s3cret"), redis_url) as srv:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(srv.url + "/api/posts", json=[POST, elsewhere], headers=TOKEN) as resp:
+                assert resp.status == 202
+                answer = await resp.json()
+            assert answer["published"] == 1
+            assert answer["errors"] == [{"index": 1, "reason": "in no chat followed now (#zzz)"}]
+            async with http.post(srv.url + "/api/posts", json=elsewhere, headers=TOKEN) as resp:
+                assert resp.status == 400  # nothing in the body could be used
+            async with http.post(srv.url + "/api/posts", json=[], headers=TOKEN) as resp:
+                assert resp.status == 400
+                assert "no records" in await resp.text()
+            async with http.get(srv.url + "/api/stats") as resp:
+                assert (await resp.json())["webhook"]["skipped:no_chat"] == 2
+    assert await chat_posts(redis, keys, "smbiz") == ["webhook:1"]
 
 
 async def test_a_raw_platform_payload_is_parsed(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
