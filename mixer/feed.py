@@ -60,6 +60,8 @@ async def as_shown(
     for post, raw in zip(posts, stored, strict=True):
         now = msgpack.unpackb(raw, raw=False) if raw is not None else post
         ref = post.get("ref", post["id"])
+        if "ref" in post:  # a shaped profile's entry: the card keeps its full-feed id, as when it was sent live
+            now = {**now, "ref": ref}
         if not now.get("stub") and now.get("id", ref) != ref:
             continue  # this card was hidden and shown again under a newer id: that card counts, this one not
         if now.get("retracted"):

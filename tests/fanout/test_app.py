@@ -67,10 +67,11 @@ async def test_api_feed_limit_counts_posts_as_shown_on_every_profile_and_with_ch
 ) -> None:
     """Boosts, edits, retractions and pins are feed entries too: ``limit`` counts the posts a screen shows."""
     shown: dict[str, list[str]] = {"full": [], "wall": [], "edchat": []}
+    feed_ids: dict[str, str] = {}
     for n in range(40):
         chats = ("smbiz",) if n % 2 else ("edchat",)
         post = make_post(f"k{n}", chats, text=f"post {n}")
-        feed_id = (await redis.xadd(keys.feed, {FIELD: pack_post(post)})).decode()
+        feed_id = feed_ids[post.key] = (await redis.xadd(keys.feed, {FIELD: pack_post(post)})).decode()
         stored = {**post.to_dict(), "id": feed_id}  # the post index, as the merge stage keeps it
         await redis.xadd(keys.shaped("wall"), {FIELD: msgpack.packb({**stored, "ref": feed_id})})
         if n % 5 == 4:  # hidden by a moderator: history leaves it out
@@ -91,7 +92,10 @@ async def test_api_feed_limit_counts_posts_as_shown_on_every_profile_and_with_ch
             ("limit=3&profile=wall&chats=edchat", shown["edchat"][-3:]),
         ):
             async with http.get(f"{srv.url}/api/feed?{query}") as resp:
-                assert [i["key"] for i in (await resp.json())["items"]] == expected, query
+                items = (await resp.json())["items"]
+            assert [i["key"] for i in items] == expected, query
+            # a shaped profile's card says its full-feed id, in history as when it was sent live
+            assert [i.get("ref") for i in items] == [feed_ids[i["key"]] if "wall" in query else None for i in items]
 
 
 async def test_api_feed_reads_a_bounded_number_of_entries_per_request_and_its_cursor_goes_on_from_there(
