@@ -23,6 +23,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from mixer import connect
 from mixer.codec import dumps
@@ -162,6 +163,24 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(text="ready\n")
 
 
+class UnparsableRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (a request line over 8 KiB, a malformed header) as an ERROR with a
+    traceback, though any client can send one and it is answered 400: such a record becomes one INFO line saying
+    from where and why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            why = str(exc.message).splitlines()[0][:120] if exc.message else type(exc).__name__
+            record.msg, record.args = "%s: %s (answered %s)", (record.getMessage(), why, exc.code)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_UNPARSABLE = UnparsableRequests()
+
+
 def create_app(
     settings: Settings,
     redis_url: str,
@@ -174,6 +193,7 @@ def create_app(
     # No middleware: each one is two coroutine frames under every open websocket (docs/benchmarks.md "Idle
     # websockets"); the /api/* routes are wrapped one by one instead.
     app = web.Application(client_max_size=WEBHOOK_MAX_BYTES)
+    logging.getLogger("aiohttp.server").addFilter(_UNPARSABLE)  # added once, however many apps
     guard = redis_guard(RedisHealth())
     app[SETTINGS] = settings
     app[KEYS] = Keys(settings.key_prefix)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import quote, urlsplit
@@ -156,3 +157,18 @@ async def test_a_webhook_record_with_a_lone_surrogate_key_is_answered_not_a_500(
         status, reason = await raw_request(srv.url, "POST", "/api/posts", bearer(HOOK_TOKEN) + JSON, b'{"\\ud800":1}')
     assert status < 500, (status, reason[:300])
     assert "\\ud800" in reason
+
+
+async def test_a_request_that_cannot_be_parsed_is_one_info_line_not_an_error_with_a_traceback(
+    keys: Keys, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    chats = ",".join(f"c{n}" for n in range(3000))  # a request line over aiohttp's 8 KiB
+    async with guarded_app(keys, redis_url) as srv:
+        with caplog.at_level(logging.INFO, logger="aiohttp.server"):
+            status, _ = await raw_request(srv.url, "GET", f"/api/feed?chats={chats}")
+            status_again, _ = await raw_request(srv.url, "GET", "/api/feed", b"X-Bad\x01Header: 1\r\n")
+    assert (status, status_again) == (400, 400)
+    lines = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(lines) == 2 and all(r.levelno == logging.INFO and r.exc_info is None for r in lines)
+    assert "Error handling request from 127.0.0.1: Got more than 8190 bytes" in lines[0].getMessage()
+    assert lines[0].getMessage().endswith("(answered 400)")
