@@ -248,7 +248,8 @@ def create_app(
         sockets = app[SOCKETS]  # (each waits for its client's answer, a few seconds at most)
         streaming: set[asyncio.Transport] = app[STREAMING]
         for transport in streaming.copy():
-            transport.close()  # an SSE client reconnects with Last-Event-ID
+            transport.write(b"0\r\n\r\n")  # the chunked body's end: the stream ends, not breaks (written whole:
+            transport.close()  # the hub writes whole chunks); an EventSource reconnects with Last-Event-ID
         closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets.copy()]
         await asyncio.gather(*closing, return_exceptions=True)
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import redis.asyncio as aioredis
+from aiohttp import web
 
 from mixer.keys import Keys
+from mixer.runner import build_app
 from tests.helpers import make_post
 from tests.servers import add_to_feed, next_event, running_app, settings_for
 
@@ -34,3 +38,19 @@ async def test_last_event_id_resumes_exactly_the_missed_posts(
             assert (await next_event(resp))[0] == live[0]
         async with http.get(srv.url + "/events?profile=nope") as resp:
             assert resp.status == 400
+
+
+async def test_on_shutdown_a_stream_ends_as_a_chunked_body_should(keys: Keys, redis_url: str) -> None:
+    runner = web.AppRunner(build_app(settings_for(keys.prefix), redis_url), shutdown_timeout=2)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    stopping: asyncio.Task[None] | None = None
+    try:
+        async with aiohttp.ClientSession() as http, http.get(url + "/events") as resp:
+            assert (await next_event(resp))[1] == "hello"
+            stopping = asyncio.create_task(runner.cleanup())
+            rest = await asyncio.wait_for(resp.content.read(), 5)  # ClientPayloadError when the body just breaks
+            assert resp.content.at_eof() and b"event: post" not in rest
+    finally:
+        await (stopping if stopping is not None else runner.cleanup())
