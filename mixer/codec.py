@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import msgpack
 import msgspec
 
-from mixer.models import LIMITS, TAG, Author, Post, normalize_tag
+from mixer.models import HTTP_URL_PATTERN, LIMITS, TAG, Author, Post, normalize_tag
 
 FIELD = b"p"  # stream entry field of a post: the msgpack-encoded post
 EDIT_FIELD = b"u"  # stream entry field of an edit: the post's new content, same key
@@ -45,15 +45,18 @@ def unpack_item(entry_id: str, raw: bytes) -> dict[str, Any]:
     return data
 
 
+_Ms = Annotated[int, msgspec.Meta(ge=0, lt=1 << 53)]
+# models.http_url's rule in the typed decode: a URL a screen may link or load is http(s) (a post's url may be ""); any
+# other takes the checked path, which drops it
+_Url = Annotated[str, msgspec.Meta(max_length=LIMITS.url, pattern=f"(?i)^{HTTP_URL_PATTERN}$")]
+_PostUrl = Annotated[str, msgspec.Meta(max_length=LIMITS.url, pattern=f"(?i)^({HTTP_URL_PATTERN})?$")]
+_Key = Annotated[str, msgspec.Meta(max_length=LIMITS.key)]
+
+
 class _StoredAuthor(msgspec.Struct):
     handle: Annotated[str, msgspec.Meta(min_length=1, max_length=LIMITS.handle)]
     name: Annotated[str, msgspec.Meta(max_length=LIMITS.name)] = ""
-    avatar: Annotated[str, msgspec.Meta(min_length=1, max_length=LIMITS.url)] | None = None
-
-
-_Ms = Annotated[int, msgspec.Meta(ge=0, lt=1 << 53)]
-_Url = Annotated[str, msgspec.Meta(max_length=LIMITS.url)]
-_Key = Annotated[str, msgspec.Meta(max_length=LIMITS.key)]
+    avatar: _Url | None = None
 
 
 class _StoredPost(msgspec.Struct):
@@ -65,7 +68,7 @@ class _StoredPost(msgspec.Struct):
     author: _StoredAuthor
     created: _Ms
     text: Annotated[str, msgspec.Meta(max_length=LIMITS.text)] = ""
-    url: _Url = ""
+    url: _PostUrl = ""
     at: _Ms | None = None
     lang: Annotated[str, msgspec.Meta(max_length=LIMITS.lang)] | None = None
     reply_to: _Key | None = None

@@ -31,7 +31,8 @@ import msgspec
 log = logging.getLogger(__name__)
 
 TAG = re.compile(r"^[^\s#]{1,100}$")  # a chat tag as stored (after normalize_tag)
-_HTTP_URL = re.compile(r"^https?://[^\s/?#]+\S*$", re.IGNORECASE)  # what a screen may load: http(s), nothing else
+HTTP_URL_PATTERN = r"https?://[^\s/?#]+\S*"  # what a screen may link or load: http(s), nothing else (any case)
+_HTTP_URL = re.compile(f"^{HTTP_URL_PATTERN}$", re.IGNORECASE)
 _T = TypeVar("_T")
 ELLIPSIS = "\u2026"  # ends a cut text, so a reader sees that it was cut
 
@@ -241,15 +242,18 @@ class Post(msgspec.Struct, frozen=True, gc=False):
         media_raw = data.get("media") or []
         if not isinstance(media_raw, list) or not all(isinstance(m, str) for m in media_raw):
             raise ValueError("'media' must be a list of URLs")
-        media = _first(tuple(m for m in media_raw if _fits(m, LIMITS.url, key, "media")), LIMITS.media, key, "media")
+        media = _first(tuple(m for m in media_raw if _loadable(m, key, "media")), LIMITS.media, key, "media")
         attachments = _attachments(data.get("attachments"), key)
         if attachments:
             media = tuple(a.url for a in attachments)
         for item in (*media, *chats):
             check_text(item, "media/chats")
         avatar = author.get("avatar")
-        if not isinstance(avatar, str) or not avatar or not _fits(avatar, LIMITS.url, key, "avatar"):
+        if not isinstance(avatar, str) or not avatar or not _loadable(avatar, key, "avatar"):
             avatar = None  # not a URL we could show (a wrong type has always been read as no avatar)
+        # Links a screen makes of a post are http(s) only: a javascript: or data: URL from a webhook never reaches one
+        url = _capped(data, "url", LIMITS.url, key) or ""
+        quote_url = _capped(data, "quote_url", LIMITS.url, key) or None
         return cls(
             id=_capped(data, "id", LIMITS.id, key) or "",
             key=key,
@@ -261,7 +265,7 @@ class Post(msgspec.Struct, frozen=True, gc=False):
                 avatar=None if avatar is None else check_text(avatar, "author.avatar"),
             ),
             text=_cut(_opt_str(data, "text", check=False) or "", LIMITS.text, key, "text"),
-            url=_capped(data, "url", LIMITS.url, key) or "",
+            url=url if not url or _loadable(url, key, "url") else "",
             created=_req_int(data, "created"),
             at=_opt_int(data, "at") or _req_int(data, "created"),
             lang=_capped(data, "lang", LIMITS.lang, key),
@@ -269,7 +273,7 @@ class Post(msgspec.Struct, frozen=True, gc=False):
             boost_of=_capped(data, "boost_of", LIMITS.key, key),
             media=media,
             quote_of=_capped(data, "quote_of", LIMITS.key, key),
-            quote_url=_capped(data, "quote_url", LIMITS.url, key),
+            quote_url=quote_url if quote_url is None or _loadable(quote_url, key, "quote_url") else None,
             attachments=attachments,
         )
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from mixer import models
 from mixer.codec import loads, pack, pack_post, unpack_post
-from mixer.models import ELLIPSIS, LIMITS, Attachment, Edit, Post, Retraction
+from mixer.models import ELLIPSIS, LIMITS, Attachment, Edit, Post, Retraction, trimmed
 
 POST: dict[str, Any] = {
     "key": "x:1440715975020584960",
@@ -257,7 +257,10 @@ def test_replace_and_with_chats_are_the_post_built_anew_and_copies_and_pickles_a
 
 # Values each field may carry in a stored entry: fitting, at and past each limit, empty, of the wrong type, None.
 _LONG = {"key": LIMITS.key, "source": LIMITS.source, "text": LIMITS.text, "url": LIMITS.url, "lang": LIMITS.lang}
-_STR = st.sampled_from(["", "a", "x:1", "Ünï", "#Tag", " tag ", "A b", "\u00df", "\U0001f44b", "https://e.com/a.jpg"])
+_STR = st.sampled_from(
+    ["", "a", "x:1", "Ünï", "#Tag", " tag ", "A b", "\u00df", "\U0001f44b", "https://e.com/a.jpg",
+     "javascript:alert(1)", "HTTPS://E.COM/A.JPG", "data:text/html,x"]
+)  # fmt: skip
 _FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     name: st.one_of(_STR, st.sampled_from([None, 0, 1.5, True, [], {}, "k" * limit, "k" * (limit + 1)]))
     for name, limit in {
@@ -303,6 +306,7 @@ _FIELD_VALUES["author"] = st.fixed_dictionaries(
 @example({"at": 0}, "1-0", {"lang"})
 @example({"attachments": [{"kind": "image", "url": "https://e.com/a.jpg"}]}, "", set())
 @example({"author": {"handle": "h", "avatar": ""}}, "", set())
+@example({"url": "javascript:alert(1)", "media": ["data:text/html,x"], "quote_url": "javascript:x"}, "", set())
 def test_a_stored_post_decodes_as_from_dict_reads_it_whatever_it_holds(
     changed: dict[str, Any], entry_id: str, removed: set[str]
 ) -> None:
@@ -330,6 +334,17 @@ _MSGPACK_VALUES = st.recursive(
 @given(st.dictionaries(st.text(max_size=12), _MSGPACK_VALUES, max_size=18))
 def test_the_stored_form_is_the_bytes_msgpack_packb_writes(value: dict[str, object]) -> None:
     assert pack(value) == msgpack.packb(value, use_bin_type=True)
+
+
+def test_a_link_a_screen_would_make_of_a_post_is_http_or_nothing_and_each_drop_is_counted() -> None:
+    bad = "javascript:alert(document.cookie)"
+    data = {**POST, "url": bad, "quote_url": bad, "media": [bad, "https://e.com/a.jpg"]}
+    data["author"] = {**POST["author"], "avatar": bad}
+    before = trimmed.copy()
+    for post in (Post.from_dict(data), unpack_post("", msgpack.packb(data, use_bin_type=True))):
+        assert (post.url, post.quote_url, post.author.avatar, post.media) == ("", None, None, ("https://e.com/a.jpg",))
+    assert all((trimmed - before)[f"{field}_dropped"] == 2 for field in ("url", "quote_url", "avatar", "media"))
+    assert Post.from_dict({**POST, "url": "HTTPS://E.COM/1"}).url == "HTTPS://E.COM/1"
 
 
 def test_an_author_needs_only_a_handle_and_a_post_without_one_is_refused_saying_so() -> None:
