@@ -53,7 +53,8 @@ const CSS = `
 .initial{display:flex;align-items:center;justify-content:center;color:#fff;font-weight:700;font-size:16px}
 .body{flex:1;min-width:0}
 .head{display:flex;flex-wrap:wrap;align-items:baseline;gap:2px 6px}
-.badge{padding:0 6px;border-radius:999px;font-size:11px;font-weight:700;line-height:18px}
+.badge{max-width:100%;overflow:hidden;padding:0 6px;border-radius:999px;font-size:11px;font-weight:700;line-height:18px;
+ white-space:nowrap;text-overflow:ellipsis}
 .name{font-weight:700;unicode-bidi:isolate;overflow-wrap:anywhere}
 .handle,.time{color:var(--muted);font-size:12px;unicode-bidi:isolate;overflow-wrap:anywhere}
 .time{margin-inline-start:auto}
@@ -286,7 +287,7 @@ function mount(script, options) {
     const head = element("div", "head");
     for (const raw of Array.isArray(post.chats) ? post.chats : []) {
       const tag = normalizeTag(raw);
-      const badge = element("span", "badge", `#${tag}`);
+      const badge = element("span", "badge", `#${tag}`, { title: `#${tag}` }); // whole, when cut short
       badge.dataset.tag = tag;
       colourBadge(badge, tag);
       head.append(badge);

@@ -424,6 +424,27 @@ async def test_bad_data_attributes_fall_back_to_the_defaults(
     assert box is not None and box["height"] == 480
 
 
+async def test_a_long_chat_tag_is_cut_with_an_ellipsis_inside_a_300px_card_and_named_in_full_in_its_title(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    tag = "averyveryveryverylongchattagthatgoesonandon"  # 43 characters, as a real config has
+    (post_id,) = await publish(redis, keys, wall_post("x:long", (tag, "smbiz"), "a post from a long-named chat"))
+    body = f'<div style="width: 300px">{snippet(live_server, profile="full")}</div>'
+    await page.goto(host_site.page("/narrow.html", body, css=""))
+    feed = widget(page)
+    post = card(feed, post_id)
+    await expect(post).to_be_visible(timeout=WAIT_MS)
+    badge = post.locator(f'.badge[data-tag="{tag}"]')
+    card_box, badge_box = await post.bounding_box(), await badge.bounding_box()
+    assert card_box is not None and badge_box is not None
+    card_right, badge_right = card_box["x"] + card_box["width"], badge_box["x"] + badge_box["width"]
+    assert card_box["x"] <= badge_box["x"] and badge_right <= card_right, (badge_box, card_box)
+    assert await badge.evaluate("b => b.scrollWidth > b.clientWidth"), "cut, not squeezed into a smaller font"
+    await expect(badge).to_have_attribute("title", f"#{tag}")
+    await expect(badge).to_have_css("text-overflow", "ellipsis")
+
+
 async def test_the_iframe_widget_fills_its_frame_when_its_height_is_missing_or_unusable(
     live_server: LiveServer, chromium_page: Page, host_site: HostSite
 ) -> None:
