@@ -26,6 +26,7 @@ from mixer.codec import EDIT_FIELD, FIELD, RETRACT_FIELD, pack_post
 from mixer.config import load_settings
 from mixer.keys import Keys
 from mixer.models import Attachment
+from mixer.settings import ChatSettings
 from tests import browser
 from tests.browser import LiveServer, browser_settings, png_bytes, publish, record_dialogs
 from tests.helpers import ROOT, now_ms, recorded_night, wall_post
@@ -528,6 +529,35 @@ async def test_builder_snippet_follows_the_form_and_the_preview_shows_only_the_c
     framed = page.frame_locator("#preview iframe").locator("chatmixer-feed")
     await expect(card(framed, edchat)).to_be_visible(timeout=WAIT_MS)
     await expect(framed.locator(CARDS)).to_have_count(1)
+
+
+async def test_the_builder_fits_a_phone_screen_without_scrolling_sideways(
+    live_server: LiveServer, chromium_page: Page
+) -> None:
+    page = chromium_page
+    await live_server.stop()  # a real config has a 43-character tag, which no line break can shorten
+    long_tag = ChatSettings("averyveryveryverylongchattagthatgoesonandon", "A very long tag", "#607d8b")
+    live_server.settings = dataclasses.replace(live_server.settings, chats=(*live_server.settings.chats, long_tag))
+    await live_server.start()
+    for width in (320, 375):
+        await page.set_viewport_size({"width": width, "height": 700})
+        await page.goto(f"{live_server.url}embed/builder")
+        await expect(page.locator("#chats input[type=checkbox]")).to_have_count(len(live_server.settings.chats))
+        for variant, preview in (
+            ("script", page.locator("#preview chatmixer-feed")),
+            ("iframe", page.frame_locator("#preview iframe").locator("chatmixer-feed")),
+        ):
+            await page.locator(f'input[name="variant"][value="{variant}"]').check()
+            await expect(preview.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+            scroll_width = await page.evaluate("() => document.documentElement.scrollWidth")
+            assert scroll_width <= width, (width, variant, scroll_width)
+            for control in (
+                page.locator("#theme"),
+                page.locator("#height"),
+                page.locator("label.choice", has=page.locator("#images")),
+            ):
+                box = await control.bounding_box()
+                assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, (width, variant, box)
 
 
 async def test_widget_shows_a_realistic_night_on_a_blog_and_can_screenshot_it(
