@@ -5,7 +5,8 @@
  * unticked writes data-images="off" (images=off in the iframe's URL). Every change rebuilds the snippet (script tag or iframe, pointing at this server's origin) and,
  * a moment later, the live preview, which runs the real widget: a fresh <script src=/embed.js>
  * with the same data attributes, or an <iframe src=/embed?...>. The previous preview widget
- * is told to stop (the `chatmixer-stop` event) so its websocket closes.
+ * is told to stop (the `chatmixer-stop` event) so its websocket closes. The Height field takes what the
+ * widget takes; a height it would refuse is said so beside the field while the code uses the default.
  *
  * Chat tags and titles come from the network: they reach the DOM through textContent and
  * value only.
@@ -18,9 +19,14 @@ const profileSelect = document.getElementById("profile");
 const snippetBox = document.getElementById("snippet");
 const preview = document.getElementById("preview");
 const copied = document.getElementById("copied");
+const heightError = document.getElementById("height-error");
 let previewTimer = 0;
 
-/** The form as widget options; a bad number or height falls back to the widget's defaults. */
+// The heights embed.js takes (its parseOptions): a number of pixels or a length, one or two decimals allowed.
+const HEIGHT = /^\d{1,4}(\.\d{1,2})?(px|em|rem|vh|%)?$/;
+const DEFAULT_HEIGHT = "480px"; // the widget's own default, used while the field holds a height it would refuse
+
+/** The form as widget options; a bad number or height falls back to the widget's defaults (heightRefused says so). */
 function readOptions() {
   const chats = [...chatsBox.querySelectorAll("input[type=checkbox]:checked")].map((box) => box.value);
   const max = Number.parseInt(form.elements["max-items"].value, 10);
@@ -30,7 +36,8 @@ function readOptions() {
     profile: profileSelect.value,
     theme: form.elements.theme.value,
     maxItems: Number.isFinite(max) && max >= 1 ? Math.min(max, 100) : 20,
-    height: /^\d{1,4}(px|em|rem|vh|%)?$/.test(height) ? height : "480px",
+    height: HEIGHT.test(height) ? height : DEFAULT_HEIGHT,
+    heightRefused: HEIGHT.test(height) ? null : height,
     images: form.elements.images.checked, // unticked: data-images="off" / images=off
     variant: form.elements.variant.value,
   };
@@ -51,7 +58,7 @@ function frameUrl(options) {
 }
 
 function frameHeight(height) {
-  return /^\d+$/.test(height) ? `${height}px` : height;
+  return /^[\d.]+$/.test(height) ? `${height}px` : height;
 }
 
 /** The code to paste: uses this server's public origin, as the visitor's browser must reach it. */
@@ -100,9 +107,25 @@ function showPreview(options) {
   preview.append(script);
 }
 
+/** Say beside the Height field (and to a screen reader) when the code does not use the height typed there. */
+function showHeightRefusal(refused) {
+  const field = form.elements.height;
+  if (refused === null) {
+    field.removeAttribute("aria-invalid");
+    heightError.textContent = "";
+    return;
+  }
+  field.setAttribute("aria-invalid", "true");
+  heightError.textContent = refused
+    ? `The widget cannot use “${refused}”: give a number (up to 2 decimals) in px, em, rem, vh or %, or none for `
+      + `pixels. The code uses ${DEFAULT_HEIGHT} until then.`
+    : `A height is needed; the code uses ${DEFAULT_HEIGHT} until then.`;
+}
+
 function refresh() {
   const options = readOptions();
   snippetBox.value = snippet(options);
+  showHeightRefusal(options.heightRefused);
   copied.textContent = "";
   window.clearTimeout(previewTimer);
   previewTimer = window.setTimeout(() => showPreview(options), PREVIEW_DELAY_MS);

@@ -531,6 +531,41 @@ async def test_builder_snippet_follows_the_form_and_the_preview_shows_only_the_c
     await expect(framed.locator(CARDS)).to_have_count(1)
 
 
+async def test_the_builder_takes_every_height_the_widget_takes_and_says_so_next_to_the_field_when_it_refuses_one(
+    live_server: LiveServer, chromium_page: Page
+) -> None:
+    page = chromium_page
+    await page.goto(f"{live_server.url}embed/builder")
+    height, snippet_box = page.locator("#height"), page.locator("#snippet")
+    error = page.locator("#height-error")
+    await expect(snippet_box).to_have_value(re.compile('data-height="480px"'), timeout=WAIT_MS)
+    await expect(error).to_be_hidden()
+    # What embed.js's parser takes: up to four digits, one or two decimals, a unit or none (pixels).
+    for value in ("12.5rem", "12.25", "60vh", "33.3%"):
+        await height.fill(value)
+        await expect(snippet_box).to_have_value(re.compile(f'data-height="{re.escape(value)}"'))
+        await expect(error).to_be_hidden()
+        await expect(height).not_to_have_attribute("aria-invalid", "true")
+    await height.fill("12.5rem")
+    preview = page.locator("#preview chatmixer-feed")
+    await expect(preview.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    await expect(preview.locator("section.w")).to_have_css("height", "200px")  # 12.5 x 16px
+
+    for value in ("12.555rem", "12,5rem", "480 px", "480PX", "tall"):
+        await height.fill(value)
+        # Refused aloud, beside the field and to a screen reader, and the code says what it uses instead.
+        await expect(error).to_be_visible()
+        await expect(error).to_contain_text(value)
+        await expect(error).to_contain_text("480px")
+        await expect(height).to_have_attribute("aria-invalid", "true")
+        await expect(height).to_have_attribute("aria-describedby", re.compile(r"\bheight-error\b"))
+        await expect(error).to_have_attribute("aria-live", "polite")
+        await expect(snippet_box).to_have_value(re.compile('data-height="480px"'))
+    await height.fill("30rem")
+    await expect(error).to_be_hidden()
+    await expect(snippet_box).to_have_value(re.compile('data-height="30rem"'))
+
+
 async def test_the_builder_fits_a_phone_screen_without_scrolling_sideways(
     live_server: LiveServer, chromium_page: Page
 ) -> None:
