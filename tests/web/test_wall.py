@@ -9,6 +9,7 @@ docs/screenshots/wall.png and wall-light.png.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import re
@@ -709,10 +710,16 @@ async def test_legend_shows_each_chats_live_rate_a_sparkline_and_how_many_posts_
     assert await smbiz.locator("svg.sparkline").evaluate("svg => svg.namespaceURI") == "http://www.w3.org/2000/svg"
 
 
-async def test_a_three_digit_rate_never_overlaps_its_sparkline_and_the_sparklines_line_up(
-    live_server: LiveServer, chromium_page: Page
+@pytest.mark.parametrize("width, height", [(1920, 1080), (1280, 720), (1024, 768)])
+async def test_at_every_wall_size_each_sparkline_keeps_a_usable_width_in_one_column_clear_of_a_three_digit_rate(
+    live_server: LiveServer, chromium_page: Page, width: int, height: int
 ) -> None:
     page = chromium_page
+    await live_server.stop()  # with a 43-character tag, as a real config has: its rate and line go on the next line
+    long_tag = ChatSettings("averyveryveryverylongchattagthatgoesonandon", "A very long tag", "#607d8b")
+    live_server.settings = dataclasses.replace(live_server.settings, chats=(long_tag, *live_server.settings.chats))
+    await live_server.start()
+    await page.set_viewport_size({"width": width, "height": height})
     await open_wall(page, live_server)
     await expect(page.locator("#legend .legend-item .legend-rate")).to_have_count(len(live_server.settings.chats))
     boxes = await page.evaluate(
@@ -724,13 +731,20 @@ async def test_a_three_digit_rate_never_overlaps_its_sparkline_and_the_sparkline
                 const rate = row.querySelector(".legend-rate").getBoundingClientRect();
                 const spark = row.querySelector("svg.sparkline").getBoundingClientRect();
                 const item = row.getBoundingClientRect();
-                return {rateRight: rate.right, sparkLeft: spark.left, sparkRight: spark.right, itemRight: item.right};
+                return {
+                    tag: row.dataset.tag, rateRight: rate.right, rateTop: rate.top, rateBottom: rate.bottom,
+                    sparkLeft: spark.left, sparkRight: spark.right, sparkTop: spark.top, sparkBottom: spark.bottom,
+                    itemRight: item.right,
+                };
             });
         }"""
     )
+    assert any(box["tag"] == long_tag.tag for box in boxes), boxes  # live chats first, then the first page
     for box in boxes:
-        assert box["rateRight"] <= box["sparkLeft"], boxes
-        assert box["sparkRight"] <= box["itemRight"] + 0.5, boxes
+        assert box["sparkRight"] - box["sparkLeft"] >= 40, box  # a line that reads, not a mark at the edge
+        assert box["rateRight"] <= box["sparkLeft"], box  # side by side, never on top of each other
+        assert box["rateTop"] < box["sparkBottom"] and box["sparkTop"] < box["rateBottom"], box  # on one line
+        assert box["sparkRight"] <= box["itemRight"] + 0.5, box
     assert len({round(box["sparkLeft"]) for box in boxes}) == 1, boxes  # one column
 
 
