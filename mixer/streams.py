@@ -167,12 +167,16 @@ async def gap_lost(redis: aioredis.Redis, key: str, since: str) -> bool:
 
     True when ``since`` is older than the oldest entry still held and the stream has been trimmed (or an
     entry after ``since`` deleted); conservative: a client whose ``since`` was the very last entry trimmed
-    is told to reset too.
+    is told to reset too. True as well when ``since`` is beyond every id the stream ever gave: the stream went
+    back (a Redis that lost its newest writes), so what the client holds is not all in it and new ids may repeat.
     """
     if since in ("", "0", "0-0"):
         return False
     info: Any = await redis.xinfo_stream(key)
     fields = {text(k) if isinstance(k, bytes | str) else str(k): v for k, v in info.items()}
+    generated = fields.get("last-generated-id")
+    if generated is not None and id_key(since) > id_key(text(generated)):
+        return True
     deleted = fields.get("max-deleted-entry-id")
     if deleted is not None and id_key(text(deleted)) > id_key(since):
         return True

@@ -309,6 +309,12 @@ async def test_a_resume_from_a_trimmed_gap_says_reset_instead_of_a_silent_hole(
         async with http.ws_connect(f"{srv.ws_url}?since={ids[4]}") as ws:  # nothing after it was trimmed
             await ws.receive_json(timeout=5)
             assert [i["key"] for i in await receive_posts(ws, 1)] == ["t5"]
+        ms = ids[-1].partition("-")[0]
+        beyond = f"{int(ms) + 60_000}-0"  # a post this feed never had: the feed went back since the client saw it
+        async with http.ws_connect(f"{srv.ws_url}?since={beyond}") as ws:
+            await ws.receive_json(timeout=5)
+            frame = await ws.receive_json(timeout=5)
+            assert frame["type"] == "reset" and frame["cursor"] == ids[-1]
 
 
 async def test_a_resume_gets_the_pins_and_retractions_in_its_gap_not_only_the_posts(
