@@ -21,6 +21,7 @@ import logging
 import statistics
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
@@ -32,6 +33,7 @@ from mixer.merge.collector import throughput_collector
 from mixer.merge.shaping import ShapingStage
 from mixer.merge.stage import MergeStage
 from mixer.models import Post
+from mixer.redact import redact
 from mixer.rules import Rules
 from mixer.settings import DEMO_RECORDING, Profile
 from mixer.streams import dedicated_client, read_new
@@ -160,20 +162,29 @@ async def bench(url: str, passes: int, runs: int) -> None:
         report("median    ", posts, base, merged)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_bench(doc: str, bench: Callable[[str, int, int], Awaitable[None]], default_runs: int) -> None:
+    """A merge benchmark's command line (``--passes``, ``--redis``, ``--runs``): the machine, the Redis, then
+    ``bench(url, passes, runs)`` on the given Redis or on an embedded one started for the run."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--passes", type=int, default=10, help="times over the demo recording (3,350 posts each)")
     parser.add_argument("--redis", help="Redis URL (default: an embedded Redis started for the run)")
-    parser.add_argument("--runs", type=int, default=1, help="runs of both, then their medians (default 1)")
+    parser.add_argument(
+        "--runs", type=int, default=default_runs, help=f"runs of every row, then their medians (default {default_runs})"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print(f"machine: {describe_machine()}")
     if args.redis:
+        print(f"redis: {redact(args.redis)}")
         asyncio.run(bench(args.redis, args.passes, args.runs))
         return
     with EmbeddedRedis() as server:
         print(f"redis: embedded ({server.url})")
         asyncio.run(bench(server.url, args.passes, args.runs))
+
+
+def main() -> None:
+    run_bench(__doc__, bench, 1)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,8 @@ embedded Redis, so it runs on any machine:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import logging
 import statistics
 import tempfile
 import time
@@ -28,10 +26,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import bench_merge
 import redis.asyncio as aioredis
 
 from mixer.codec import FIELD, pack_post
-from mixer.embedded import EmbeddedRedis
 from mixer.ingest.publish import Publisher
 from mixer.ingest.recorded import read_records
 from mixer.ingest.replay import Replayer, ReplayOptions
@@ -41,7 +39,6 @@ from mixer.merge.stage import MergeStage
 from mixer.models import Post
 from mixer.settings import DEMO_RECORDING
 from mixer.streams import dedicated_client
-from mixer.tools.loadtest.procstat import describe_machine
 
 CHATS = ("pstweetchat", "powershell", "pshsummit", "devops")
 
@@ -146,20 +143,7 @@ async def one_run(url: str, passes: int) -> Rows:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--passes", type=int, default=10, help="times over the demo recording (3,350 posts each)")
-    parser.add_argument("--redis", help="Redis URL (default: an embedded Redis started for the run)")
-    parser.add_argument("--runs", type=int, default=1, help="runs of every row, then their medians (default 1)")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    print(f"machine: {describe_machine()}")
-    if args.redis:
-        print(f"redis: {args.redis}")
-        asyncio.run(bench(args.redis, args.passes, args.runs))
-        return
-    with EmbeddedRedis() as server:
-        print(f"redis: embedded ({server.url})")
-        asyncio.run(bench(server.url, args.passes, args.runs))
+    bench_merge.run_bench(__doc__, bench, 1)
 
 
 if __name__ == "__main__":

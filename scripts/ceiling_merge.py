@@ -20,10 +20,7 @@ So if "all four" is below the target, no rewrite of those parts alone can reach 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
-import logging
 import statistics
 import sys
 import uuid
@@ -36,14 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_merge
 
-from mixer.embedded import EmbeddedRedis
 from mixer.keys import Keys
 from mixer.merge import dedupe, stage
 from mixer.merge.moderation import Moderator, Verdict
 from mixer.merge.reorder import post_key
 from mixer.models import Event, Post
 from mixer.streams import id_before, id_ms
-from mixer.tools.loadtest.procstat import describe_machine
 
 STAND_INS = ("moderation", "fingerprints", "reorder", "shaping")
 
@@ -176,19 +171,7 @@ async def bench(url: str, passes: int, runs: int, say: Callable[[str], None] = p
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--passes", type=int, default=10, help="times over the demo recording (3,350 posts each)")
-    parser.add_argument("--redis", help="Redis URL (default: an embedded Redis started for the run)")
-    parser.add_argument("--runs", type=int, default=3, help="runs of every row, then their medians (default 3)")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    print(f"machine: {describe_machine()}")
-    if args.redis:
-        asyncio.run(bench(args.redis, args.passes, args.runs))
-        return
-    with EmbeddedRedis() as server:
-        print(f"redis: embedded ({server.url})")
-        asyncio.run(bench(server.url, args.passes, args.runs))
+    bench_merge.run_bench(__doc__, bench, 3)
 
 
 if __name__ == "__main__":
