@@ -43,5 +43,5 @@ def parse_count(raw: str | None, name: str, default: int, low: int, high: int) -
     if raw is None:
         return default
     if not _COUNT.fullmatch(raw):
-        raise web.HTTPBadRequest(text=f"{name} must be a number from {low} to {high} (ASCII digits)")
+        raise web.HTTPBadRequest(text=f"{name} must be ASCII digits: {low} to {high}, and beyond reads as the nearest")
     return max(low, min(high, int(raw)))

@@ -434,3 +434,16 @@ async def test_an_idle_websocket_holds_no_middleware_coroutines(
             chains = [_awaiting(task) for task in asyncio.all_tasks()]
             chain = next(c for c in chains if "ws_handler" in c)
     assert chain[chain.index("ws_handler") - 1] == "Application._handle"
+
+
+async def test_a_limit_beyond_its_range_reads_as_the_nearest_and_says_so_when_refused(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    await add_to_feed(redis, keys, *(make_post(f"n{n}") for n in range(3)))
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        for limit, count in (("0", 1), ("100000", 3)):
+            async with http.get(f"{srv.url}/api/feed?limit={limit}") as resp:
+                assert len((await resp.json())["items"]) == count, limit
+        async with http.get(f"{srv.url}/api/feed?limit=-1") as resp:
+            assert resp.status == 400
+            assert await resp.text() == "limit must be ASCII digits: 1 to 1000, and beyond reads as the nearest"
