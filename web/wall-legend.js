@@ -15,7 +15,7 @@
 
 import { buildSparkline } from "./sparkline.js";
 import { buildBadge, qaOf } from "./wall-render.js";
-import { element, normalizeTag, safeColour } from "./safe.js";
+import { element, normalizeTag, readableTextColour, safeColour } from "./safe.js";
 
 const SPARK_WINDOW_MS = 10 * 60_000; // the sparkline covers the last ten minutes
 const MAX_SAMPLES = 200; // a stats frame every 5 s fills ten minutes with 120
@@ -188,7 +188,10 @@ export class Legend {
       const figures = element("span", "legend-figures");
       figures.append(element("span", "legend-rate", `${rate.perMinute}/min`));
       const spark = buildSparkline(rate.samples, now, SPARK_WINDOW_MS, `posts per minute in #${tag}, last 10 minutes`);
-      spark.style.setProperty("--chat", safeColour(chat.colour));
+      const colour = safeColour(chat.colour);
+      spark.style.setProperty("--chat", colour);
+      // a colour that wants white text on it is too dark to draw a line with on the dark theme: CSS draws it in --text
+      if (readableTextColour(colour) === "#ffffff") spark.dataset.dark = "";
       figures.append(spark);
       head.append(figures);
     }

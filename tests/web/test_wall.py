@@ -710,6 +710,33 @@ async def test_legend_shows_each_chats_live_rate_a_sparkline_and_how_many_posts_
     assert await smbiz.locator("svg.sparkline").evaluate("svg => svg.namespaceURI") == "http://www.w3.org/2000/svg"
 
 
+async def test_a_dark_chat_colours_sparkline_is_drawn_in_the_text_colour_on_the_dark_theme(
+    live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    await live_server.stop()
+    dark = ChatSettings("nightchat", "Black as night", "#000000")
+    live_server.settings = dataclasses.replace(live_server.settings, chats=(dark, *live_server.settings.chats))
+    await live_server.start()
+    await open_wall(page, live_server)
+    await publish(redis, keys, wall_post("x:n1", ("nightchat", "smbiz"), "a post in both"))
+    lines = page.locator(".legend-item[data-tag] svg.sparkline")
+    night = page.locator('.legend-item[data-tag="nightchat"] svg.sparkline')
+    await expect(night).to_have_count(1, timeout=STATS_WAIT_MS)
+    strokes = await lines.evaluate_all(
+        """svgs => svgs.map(svg => {
+            const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+            line.setAttribute("class", "sparkline-line");
+            svg.append(line);  // (a first sample draws only a dot: the line's style is what is asked)
+            return [svg.closest(".legend-item").dataset.tag, getComputedStyle(line).stroke];
+        })"""
+    )
+    colours = dict(strokes)
+    text = await page.evaluate("() => getComputedStyle(document.body).color")
+    assert colours["nightchat"] == text  # not rgb(0, 0, 0) on the dark background
+    assert colours["smbiz"] != text  # a light chat colour keeps its own
+
+
 @pytest.mark.parametrize("width, height", [(1920, 1080), (1280, 720), (1024, 768)])
 async def test_at_every_wall_size_each_sparkline_keeps_a_usable_width_in_one_column_clear_of_a_three_digit_rate(
     live_server: LiveServer, chromium_page: Page, width: int, height: int
