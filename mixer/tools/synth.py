@@ -28,7 +28,7 @@ from mixer.models import Author, Post, normalize_tag
 from mixer.options import add_common
 from mixer.settings import Settings
 from mixer.tools.stdout import reader_gone
-from mixer.tools.transcript import parse_time
+from mixer.tools.transcript import parse_time, showable
 
 NETWORKS = ("x", "mastodon", "bluesky")
 DEFAULT_START = 1_767_297_600_000  # 2026-01-01T20:00:00Z: a fixed default keeps the output a function of the seed
@@ -109,11 +109,8 @@ def spec_for(
             f"{len(tags)} chat(s) x --rate {spread} x --minutes {minutes:g} is about {posts:,.0f} posts; at most "
             f"{MAX_POSTS:,} in one night: fewer chats, a lower rate or a shorter night"
         )
-    try:  # the header shows the start, the posts' times run to the end: both must be dates
-        for ms in (start, start + int(minutes * 60_000)):
-            datetime.fromtimestamp(ms / 1000, UTC)
-    except (OverflowError, ValueError, OSError):
-        raise ValueError("--start: the night must start and end within the years 1 to 9999 (UTC)") from None
+    if not (showable(start, UTC) and showable(start + int(minutes * 60_000), UTC)):  # the header's, the posts' times
+        raise ValueError("--start: the night must start and end within the years 1 to 9999 (UTC)")
     return SynthSpec(rates, minutes, seed, start)
 
 

@@ -76,12 +76,19 @@ def parse_time(value: str, tz: tzinfo, flag: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
     ms = int(moment.timestamp() * 1000)
-    try:  # every time shown is in UTC (JSON, CSV) or in tz (Markdown, HTML): a time either cannot show is refused
-        for zone in (UTC, tz):
+    if not showable(ms, UTC, tz):  # every time shown is in UTC (JSON, CSV) or in tz (Markdown, HTML)
+        raise ValueError(f"{flag}: {value!r} is out of range (years 1 to 9999, in UTC and in the time zone)")
+    return ms
+
+
+def showable(ms: int, *zones: tzinfo) -> bool:
+    """Whether ``ms`` since the epoch is a date in each of ``zones`` (years 1 to 9999 there)."""
+    try:
+        for zone in zones:
             datetime.fromtimestamp(ms / 1000, zone)
     except (OverflowError, ValueError, OSError):
-        raise ValueError(f"{flag}: {value!r} is out of range (years 1 to 9999, in UTC and in the time zone)") from None
-    return ms
+        return False
+    return True
 
 
 def scope_from_args(settings: Settings, args: argparse.Namespace) -> Scope:
