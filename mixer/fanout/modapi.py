@@ -156,7 +156,10 @@ class ModApi:
         return web.json_response({"ok": True, "action": name, "key": key}, status=202)
 
     async def current_rules(self) -> Rules:
-        stored = await self.redis.get(self.keys.mod_rules)
+        return self._in_force(await self.redis.get(self.keys.mod_rules))
+
+    def _in_force(self, stored: str | bytes | None) -> Rules:
+        """The rules stored in Redis (a moderator's), else the config's."""
         return Rules.from_json(stored) if stored is not None else self.config_rules
 
     async def _set_rules(self, who: str, request: web.Request, rules: Rules, what: str) -> None:
@@ -172,8 +175,7 @@ class ModApi:
         async with self.redis.pipeline(transaction=True) as tx:
             while True:
                 await tx.watch(self.keys.mod_rules)
-                stored = await tx.get(self.keys.mod_rules)
-                current = Rules.from_json(stored) if stored is not None else self.config_rules
+                current = self._in_force(await tx.get(self.keys.mod_rules))
                 rules = Rules.from_dict(change(current.to_dict()))
                 tx.multi()  # type: ignore[no-untyped-call]
                 tx.set(self.keys.mod_rules, rules.to_json())
