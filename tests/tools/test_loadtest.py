@@ -30,7 +30,7 @@ from mixer.tools.loadtest.options import LoadOptions, capped_ramp, check_url
 from mixer.tools.loadtest.poll import PolledClient, connect, poll_clients, read_round
 from mixer.tools.loadtest.procstat import core_busy, core_times, cpu_model, describe_machine, process_ticks, rss_bytes
 from mixer.tools.loadtest.report import percentiles, report, verdict
-from mixer.tools.loadtest.run import add_loadtest_parser, loadtest, loadtest_and_write, loadtest_command
+from mixer.tools.loadtest.run import add_loadtest_parser, loadtest, loadtest_command, save_result
 from tests.helpers import FIXTURES as FIXTURES_DIR
 from tests.processes import free_port
 from tests.servers import CHATS, running_app, serving, settings_for
@@ -72,7 +72,7 @@ async def test_driven_run_reports_deliveries_no_loss_latency_and_a_plot(
                 server_pid=os.getpid(),
             )
             out, plot = tmp_path / "result.json", tmp_path / "plot.png"
-            await loadtest_and_write(settings, options, _quiet, out, plot)
+            save_result(await loadtest(settings, options, _quiet), out, plot)
         finally:
             merging.cancel()
             await asyncio.gather(merging, return_exceptions=True)

@@ -323,15 +323,6 @@ def options_from_args(args: argparse.Namespace) -> LoadOptions:
     )
 
 
-async def loadtest_and_write(
-    settings: Settings, options: LoadOptions, say: Say, json_path: Path | None = None, plot_path: Path | None = None
-) -> dict[str, Any]:
-    """``loadtest``, then the result written to ``json_path`` and drawn to ``plot_path`` when given."""
-    result = await loadtest(settings, options, say)
-    await asyncio.to_thread(save_result, result, json_path, plot_path)
-    return result
-
-
 def save_result(result: dict[str, Any], json_path: Path | None, plot_path: Path | None) -> None:
     """The result written as JSON to ``json_path`` and drawn to ``plot_path``, each when given; OSError (or
     matplotlib's ValueError) when one cannot be written."""
