@@ -38,6 +38,7 @@ from mixer.models import Post
 from mixer.runner import build_app
 from mixer.settings import ChatSettings, Settings
 from mixer.streams import dedicated_client
+from tests.helpers import live_all_day_now
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -52,9 +53,7 @@ READY_TIMEOUT = 10.0
 
 # The chats every browser test's server knows: a few from the brief plus those of the demo recording.
 TEST_CHATS = (
-    ChatSettings(
-        "smbiz", "Small business marketing", "#4fc3f7", schedule="Mon,Tue,Wed,Thu,Fri,Sat,Sun 00:00-23:59 UTC"
-    ),
+    ChatSettings("smbiz", "Small business marketing", "#4fc3f7", schedule=live_all_day_now()),
     ChatSettings("edchat", "Teachers and education", "#ffb74d"),
     ChatSettings("journchat", "Journalists and PR", "#e57373", schedule="Mon 20:00-22:00 America/New_York"),
     ChatSettings("blogchat", "Bloggers", "#81c784"),

@@ -8,6 +8,7 @@ import json
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgpack
@@ -36,6 +37,14 @@ def make_post(key: str, chats: tuple[str, ...] = ("smbiz",), created: int = 1_70
         created=created,
         at=created,
     )
+
+
+def live_all_day_now() -> str:
+    """A chat schedule live from 6 h before now to 6 h after, every day: live for any test run, unlike
+    "00:00-23:59", which is not live in the last minute of each UTC day (a run at 23:59 failed)."""
+    now = datetime.now(UTC)
+    start, end = (f"{(now + timedelta(hours=h)):%H:%M}" for h in (-6, 6))  # (an end before its start: past midnight)
+    return f"Mon,Tue,Wed,Thu,Fri,Sat,Sun {start}-{end} UTC"
 
 
 def now_ms() -> int:

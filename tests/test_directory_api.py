@@ -15,11 +15,11 @@ from mixer.config import load_settings
 from mixer.ingest.publish import Publisher, follow_gate
 from mixer.keys import Keys
 from mixer.settings import ChatSettings, ConfigError
-from tests.helpers import make_post
+from tests.helpers import live_all_day_now, make_post
 from tests.processes import mixer_env
 from tests.servers import running_app, settings_for
 
-ALWAYS_LIVE = "Mon,Tue,Wed,Thu,Fri,Sat,Sun 00:00-23:59 UTC"
+ALWAYS_LIVE = live_all_day_now()
 
 
 async def test_api_chats_gives_live_and_next_slot_in_utc(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:

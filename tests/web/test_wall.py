@@ -44,7 +44,7 @@ from tests.browser import (
     publish,
     record_dialogs,
 )
-from tests.helpers import ROOT, recorded_night, wall_post
+from tests.helpers import ROOT, live_all_day_now, recorded_night, wall_post
 
 # pytest finds fixtures among a module's attributes: this makes the shared browser fixtures usable here.
 chromium_page = browser.chromium_page
@@ -581,7 +581,7 @@ async def test_tabbing_to_a_link_low_in_the_feed_shows_it_and_the_feed_scrolls_b
 async def test_a_legend_of_more_chats_than_fit_shows_the_live_one_first_and_the_others_in_turns(
     redis_url: str, keys: Keys, chromium_page: Page
 ) -> None:
-    always = "Mon,Tue,Wed,Thu,Fri,Sat,Sun 00:00-23:59 UTC"
+    always = live_all_day_now()
     chats = (*(ChatSettings(f"chat{i:02}", f"Chat number {i}", "#4fc3f7") for i in range(24)),)
     chats += (ChatSettings("latecomer", "Listed last, live now", "#ffb74d", schedule=always),)
     server = LiveServer(browser_settings(keys.prefix, chats=chats), redis_url)
