@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 # The largest body POST /api/posts reads (aiohttp's client_max_size, for every route): a hundred posts at their
 # largest (mixer.models.LIMITS) fit; a 50 MB post never reaches the parser, let alone the feed.
 WEBHOOK_MAX_BYTES = 1 << 20
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text exposition format 0.0.4
 
 
 async def webhook_handler(request: web.Request) -> web.Response:
@@ -146,7 +147,8 @@ async def metrics_handler(request: web.Request) -> web.Response:
     webhook = app[WEBHOOK]
     hubs: dict[str, Hub] = app[HUBS]
     body = await metrics.render(hubs, app[REDIS], app[KEYS], webhook.counters if webhook else {})
-    return web.Response(text=body, content_type="text/plain", charset="utf-8", headers={"X-Format": "prometheus-0.0.4"})
+    # the exposition format's own media type (content_type= takes no parameters); X-Format stays for old scrapers
+    return web.Response(text=body, headers={"Content-Type": METRICS_TYPE, "X-Format": "prometheus-0.0.4"})
 
 
 async def healthz(request: web.Request) -> web.Response:

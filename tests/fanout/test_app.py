@@ -244,6 +244,8 @@ async def test_metrics_are_prometheus_text_with_connections_and_deliveries(
             await receive_posts(ws, 1)
             async with http.get(srv.url + "/metrics") as resp:
                 assert resp.status == 200 and resp.content_type == "text/plain"
+                # the exposition format's media type, as Prometheus' own client libraries send it
+                assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
                 body = await resp.text()
     assert 'mixer_connections{profile="full"} 1' in body
     assert 'mixer_posts_sent_total{profile="full"} 1' in body
