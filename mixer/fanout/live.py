@@ -154,8 +154,8 @@ async def send_stats(app: web.Application, every: float = 5.0) -> None:
 
 
 def parse_profile(request: web.Request) -> str:
-    """The ``profile=`` asked for (default ``full``); 400 for one the server does not have."""
-    profile = request.query.get("profile", "full")
+    """The ``profile=`` asked for (default ``full``, also for an empty one); 400 for one the server does not have."""
+    profile = request.query.get("profile") or "full"
     names = request.app[SETTINGS].profile_names
     if profile not in names:
         raise web.HTTPBadRequest(text=f"profile is one of {', '.join(names)}")
@@ -247,7 +247,7 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     hub = app[HUBS][profile]
     chats = parse_chats(request.query.get("chats"))
     since = parse_since(request.query.get("since"))
-    fmt = request.query.get("format", "json")
+    fmt = request.query.get("format") or "json"
     if fmt not in ("json", "msgpack"):
         raise web.HTTPBadRequest(text="format is json or msgpack")
     address = admit(request)  # one coroutine frame per client, not two: an idle connection costs less memory

@@ -39,8 +39,9 @@ def parse_id(raw: str, name: str) -> str:
 
 
 def parse_count(raw: str | None, name: str, default: int, low: int, high: int) -> int:
-    """A count from the query: ``default`` when absent, else ASCII digits clamped to ``[low, high]``; 400 otherwise."""
-    if raw is None:
+    """A count from the query: ``default`` when absent or empty (``limit=``, as ``since=``), else ASCII digits clamped
+    to ``[low, high]``; 400 otherwise."""
+    if not raw:
         return default
     if not _COUNT.fullmatch(raw):
         raise web.HTTPBadRequest(text=f"{name} must be ASCII digits: {low} to {high}, and beyond reads as the nearest")

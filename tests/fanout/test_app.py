@@ -254,6 +254,22 @@ async def test_metrics_are_prometheus_text_with_connections_and_deliveries(
     assert "mixer_redis_up 1" in body and "# TYPE mixer_redis_rtt_seconds gauge" in body
 
 
+async def test_an_empty_query_value_reads_as_its_default_on_every_route(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    """``since=`` always read as no since; ``limit=``, ``profile=`` and ``format=`` too, as URL builders send them."""
+    ids = await add_to_feed(redis, keys, *(make_post(f"e{i}") for i in range(3)))
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.get(srv.url + "/api/feed?since=&before=&limit=&chats=&profile=") as resp:
+            assert resp.status == 200, await resp.text()
+            assert [i["id"] for i in (await resp.json())["items"]] == ids
+        async with http.ws_connect(srv.ws_url + "?since=&chats=&profile=&format=") as ws:
+            hello = await ws.receive_json(timeout=5)
+            assert hello["type"] == "hello" and hello["profile"] == "full"
+        async with http.get(srv.url + "/events?since=&chats=&profile=") as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+
+
 async def test_browsers_from_other_origins_are_refused_unless_allowed(
     redis: aioredis.Redis, keys: Keys, redis_url: str
 ) -> None:
