@@ -167,10 +167,11 @@ def parse_chats(raw: str | None) -> frozenset[str] | None:
     return tags or None
 
 
-def parse_since(raw: str | None) -> str | None:
+def parse_since(raw: str | None, name: str = "since") -> str | None:
+    """The feed id to resume after (None when absent or empty); 400 naming ``name`` when it is not one."""
     if not raw:
         return None
-    return parse_id(raw, "since")
+    return parse_id(raw, name)
 
 
 async def pinned_post(app: web.Application, profile: str) -> Any:
@@ -333,7 +334,10 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
     profile = parse_profile(request)
     hub = app[HUBS][profile]
     chats = parse_chats(request.query.get("chats"))
-    since = parse_since(request.headers.get("Last-Event-ID") or request.query.get("since"))
+    if last_event_id := request.headers.get("Last-Event-ID"):
+        since = parse_since(last_event_id, "Last-Event-ID")
+    else:
+        since = parse_since(request.query.get("since"))
     address = admit(request)
     try:
         try:

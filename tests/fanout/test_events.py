@@ -38,6 +38,8 @@ async def test_last_event_id_resumes_exactly_the_missed_posts(
             assert (await next_event(resp))[0] == live[0]
         async with http.get(srv.url + "/events?profile=nope") as resp:
             assert resp.status == 400
+        async with http.get(srv.url + "/events", headers={"Last-Event-ID": "garbage"}) as resp:
+            assert resp.status == 400 and (await resp.text()).startswith("Last-Event-ID must be a feed id")
 
 
 async def test_on_shutdown_a_stream_ends_as_a_chunked_body_should(keys: Keys, redis_url: str) -> None:
