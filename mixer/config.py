@@ -303,7 +303,8 @@ def render_settings(settings: Settings) -> str:
     source = " ".join(settings.source.splitlines())
     out = [
         f"# chatmixer settings in effect, from: {source}",
-        "# Written by `mixer config`. Any value can be overridden by MIXER_<SECTION>_<KEY>; see docs/config.md.",
+        "# Written by `mixer config`. A [section] key can be overridden by MIXER_<SECTION>_<KEY>, the chat list by",
+        "# MIXER_CHATS; [[profiles]] and each chat's own keys are set here only. See docs/config.md.",
     ]
     if not settings.profiles:  # a top-level key: before any table. Without it, a reload would bring back 'wall'
         out += ["", "profiles = []  # no shaped profiles: every screen gets the full feed"]
