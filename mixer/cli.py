@@ -191,9 +191,18 @@ def _add_chats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     add_common(chats, "not used by chats (accepted like every subcommand)")
     chats.add_argument("--tz", default="UTC", help="time zone to show times in (IANA name, default UTC)")
-    chats_sub = chats.add_subparsers(dest="chats_command", metavar="ACTION")
-    chats_import = chats_sub.add_parser("import", help="read a directory CSV and print [[chats]] tables")
-    chats_import.add_argument("file", type=Path, metavar="FILE")
+    chats_sub = chats.add_subparsers(
+        dest="chats_command", metavar="ACTION", help="none: list the chats; import: read a directory CSV"
+    )
+    chats_import = chats_sub.add_parser(
+        "import",
+        help="read a directory CSV and print [[chats]] tables",
+        description="Read a chat directory CSV (hashtag, frequency, day_of_week, start_local, timezone, ... "
+        "columns) and print [[chats]] tables for mixer.toml on stdout; conflicts and unreadable rows are reported "
+        "on stderr. "
+        "See docs/directory.md.",
+    )
+    chats_import.add_argument("file", type=Path, metavar="FILE", help="the directory CSV")
     chats.set_defaults(func=chats_command)
 
 

@@ -26,8 +26,10 @@ SUBCOMMANDS = [
     "normalize",
     "chats",
     "transcript",
+    "report",
     "record",
     "loadtest",
+    "rehearse",
     "synth",
     "config",
 ]
@@ -141,6 +143,17 @@ def test_every_subcommand_has_help(command: str) -> None:
     result = mixer(command, "--help", env=mixer_env(None, Keys(), "smbiz"))
     assert result.returncode == 0
     assert f"usage: mixer {command}" in result.stdout and "--redis" in result.stdout
+
+
+@pytest.mark.parametrize("command", [[c] for c in SUBCOMMANDS] + [["chats", "import"]], ids=" ".join)
+def test_every_positional_argument_and_subcommand_says_what_it_is(command: list[str]) -> None:
+    result = mixer(*command, "--help", env=mixer_env(None, Keys(), "smbiz"))
+    assert result.returncode == 0
+    description = result.stdout.split("\n\n")[1]
+    assert not description.startswith(("positional arguments:", "options:")), result.stdout
+    _, found, rest = result.stdout.partition("positional arguments:\n")
+    for line in rest.split("\n\n")[0].splitlines() if found else []:
+        assert len(line.split(maxsplit=1)) == 2 or line.startswith(" " * 10), f"{line.strip()!r} has no help"
 
 
 @pytest.mark.parametrize(

@@ -36,11 +36,12 @@ def add_replay_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser = subparsers.add_parser(
         "replay",
         help="publish recorded files into the chat streams",
-        description="Publish recorded JSON Lines into their chats' streams at the recorded pace "
+        description="Publish recordings in any recorded format (JSON Lines, JSON documents, SSE bodies; "
+        "normalised Posts or raw X, Mastodon, Bluesky payloads) into their chats' streams at the recorded pace "
         "times --speed. Several files start together. See docs/recorded-format.md.",
     )
     add_common(parser, SHARED)
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="recordings to publish (not stdin)")
     parser.add_argument("--speed", type=float, default=1.0, help="x real time; 0 = as fast as possible (default 1)")
     parser.add_argument(
         "--loop", action="store_true", help="start again at the end, until stopped (each pass lasts at least 1 s)"
