@@ -254,6 +254,8 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     address = admit(request)  # one coroutine frame per client, not two: an idle connection costs less memory
     held: Parked | None = None  # once parked, the socket's end (Parked.connection_lost) releases what it holds
     try:
+        if request.headers.get("Upgrade", "").lower().strip() != "websocket":  # as prepare checks, in plainer words
+            raise web.HTTPBadRequest(text="/ws is a websocket: connect with a websocket client; /events is HTTP")
         # permessage-deflate only for a client that asks; the shared frames stay uncompressed (valid either way)
         asks = "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "")
         # heartbeats come from the hub (send_pings): no ping timer and task per connection; pongs are ours to see

@@ -115,6 +115,14 @@ async def test_bad_input_is_a_4xx_with_a_reason(
     assert reason.strip() and "Traceback" not in reason
 
 
+async def test_a_plain_http_get_of_the_websocket_route_says_what_it_is(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    async with guarded_app(keys, redis_url) as srv:
+        status, reason = await raw_request(srv.url, "GET", "/ws")
+    assert status == 400 and reason.startswith("/ws is a websocket: connect with a websocket client"), reason
+
+
 async def test_a_block_with_a_bad_chat_or_post_blocks_no_one(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
     async with guarded_app(keys, redis_url) as srv:
         for body in (b'{"account": "x:bob", "chat": 5}', b'{"account": "x:bob", "id": "abc"}'):
