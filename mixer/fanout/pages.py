@@ -39,7 +39,8 @@ def is_page(path: str) -> bool:
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response but a websocket upgrade: no MIME sniffing, no referrer; pages also get the CSP."""
+    """Every response but a websocket upgrade: no MIME sniffing, no referrer; pages also get the CSP, and are
+    revalidated on every load (their ETag makes that a 304)."""
     if response.status == 101:  # no body to sniff or page to refer from; the headers would live as long as the socket
         return
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -49,6 +50,10 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         response.headers.setdefault("X-Frame-Options", "DENY")
     elif is_page(request.path):
         response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+    if request.path == "/mod" or is_page(request.path):
+        # Without it a browser caches a page and its modules for a guessed while (a tenth of their age): after an
+        # upgrade a wall could run an old module beside a new one that imports what the old one lacks.
+        response.headers.setdefault("Cache-Control", "no-cache")
 
 
 def qr_code_svg(link: str) -> bytes:

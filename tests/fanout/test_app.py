@@ -270,6 +270,19 @@ async def test_an_empty_query_value_reads_as_its_default_on_every_route(
             assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
 
 
+async def test_pages_and_their_modules_are_revalidated_on_every_load(keys: Keys, redis_url: str) -> None:
+    """A page or module a browser kept must not outlive an upgrade; the ETag keeps a reload to a 304."""
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        for path in ("/", "/mod", "/embed", "/embed/builder", "/static/wall.js", "/static/wall-render.js"):
+            async with http.get(srv.url + path) as resp:
+                assert resp.status == 200 and resp.headers["Cache-Control"] == "no-cache", path
+                etag = resp.headers["ETag"]
+            async with http.get(srv.url + path, headers={"If-None-Match": etag}) as resp:
+                assert resp.status == 304, path
+        async with http.get(srv.url + "/embed.js") as resp:  # its own, documented, five minutes
+            assert resp.headers["Cache-Control"] == "public, max-age=300"
+
+
 async def test_browsers_from_other_origins_are_refused_unless_allowed(
     redis: aioredis.Redis, keys: Keys, redis_url: str
 ) -> None:
