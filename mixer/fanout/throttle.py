@@ -128,7 +128,11 @@ def check_bearer(request: web.Request, token: str, throttle: AuthThrottle) -> No
             text=f"too many wrong tokens from this address: try again in {wait} s",
             headers={"Retry-After": str(wait)},
         )
-    if not bearer_matches(request.headers.get("Authorization", ""), token):
+    header = request.headers.get("Authorization", "")
+    if not bearer_matches(header, token):
         throttle.failed(address, request.path)
-        raise web.HTTPUnauthorized(text="a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        reason = "this bearer token is not the one configured" if header else "a bearer token is required"
+        raise web.HTTPUnauthorized(
+            text=f"{reason} (Authorization: Bearer <token>)", headers={"WWW-Authenticate": "Bearer"}
+        )
     throttle.succeeded(address)

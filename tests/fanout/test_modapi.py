@@ -74,8 +74,10 @@ async def test_moderation_needs_the_token(redis: aioredis.Redis, keys: Keys, red
     async with night(redis_url, keys) as (url, _), aiohttp.ClientSession() as http:
         async with http.post(f"{url}/api/mod/hide", json={"key": "x:1"}) as resp:
             assert resp.status == 401
+            assert await resp.text() == "a bearer token is required (Authorization: Bearer <token>)"
         async with http.get(f"{url}/api/mod/rules", headers={"Authorization": "Bearer nope"}) as resp:
-            assert resp.status == 401
+            assert resp.status == 401  # a token was sent: the answer says it is the wrong one, not that none came
+            assert await resp.text() == "this bearer token is not the one configured (Authorization: Bearer <token>)"
 
 
 async def test_blocked_words_and_accounts_never_reach_the_feed(
