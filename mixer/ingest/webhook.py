@@ -25,6 +25,19 @@ log = logging.getLogger(__name__)
 
 
 MASTODON_IDS_MAX = 10_000  # Mastodon statuses received (id -> uri) remembered to key their later deletes
+SECONDS_BELOW_MS = 100_000_000_000  # a `created` under this (3 March 1973 in ms) was sent in seconds: 1.7e9, not 1.7e12
+AHEAD_MS = 86_400_000  # a post `created` more than a day after it arrived is a wrong clock or unit, not a post
+
+
+def implausible_created(created: int, now_ms: int) -> str | None:
+    """Why a sender's ``created`` cannot be a post's time in ms (seconds, microseconds, a clock years off), or None.
+    Recorded nights of any year pass; only times no post can have are refused, so one bad sender cannot show a
+    post from 1970, nor stretch a report's range to the year 5138."""
+    if created < SECONDS_BELOW_MS:
+        return f"created {created} is before 1973: send ms since the epoch, not seconds"
+    if created > now_ms + AHEAD_MS:
+        return f"created {created} is more than a day after it was received: send ms since the epoch"
+    return None
 
 
 class PublishingWebhook:
@@ -39,7 +52,8 @@ class PublishingWebhook:
 
     async def receive(self, records: list[Any], origin: str) -> Received:
         """Good records are published even when others in the same body are bad (counted, logged, listed), a post
-        in no chat followed now among the bad: listed, counted ``skipped:no_chat``. Every post's ``at`` is now,
+        in no chat followed now among the bad: listed, counted ``skipped:no_chat``, one with an implausible ``created``
+        (``implausible_created``) too, counted ``malformed``. Every post's ``at`` is now,
         when it was ingested (the contract's), whatever the record says."""
         now_ms = int(self._clock() * 1000)
         events: list[Event] = []
@@ -58,7 +72,11 @@ class PublishingWebhook:
                 continue
             for event in parsed:
                 post = event.post if isinstance(event, Edit) else event
-                if isinstance(post, Post) and self._publisher.route(post) is None:
+                if isinstance(post, Post) and (why := implausible_created(post.created, now_ms)):
+                    self.counters["malformed"] += 1
+                    errors.append({"index": index, "reason": why})
+                    log.warning("webhook from %s: record %d skipped: %s (%s)", origin, index, why, excerpt(record))
+                elif isinstance(post, Post) and self._publisher.route(post) is None:
                     reason = f"in no chat followed now ({', '.join(f'#{c}' for c in post.chats) or 'no chat'})"
                     self.counters["skipped:no_chat"] += 1
                     errors.append({"index": index, "reason": reason})

@@ -80,6 +80,31 @@ async def test_good_records_are_kept_when_others_in_the_body_are_bad(
     assert await chat_posts(redis, keys, "edchat") == ["webhook:2"]
 
 
+async def test_a_created_in_seconds_or_years_ahead_is_an_error_and_the_good_records_are_kept(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    # a sender's seconds were shown as a post from 1970, and a microsecond stamp stretched a report to the year 5138
+    now = int(time.time() * 1000)
+    seconds = {**POST, "key": "webhook:s", "created": now // 1000}
+    ahead = {**POST, "key": "webhook:f", "created": now * 1000}
+    old = {**POST, "key": "webhook:old", "created": 1_234_567_890_123}  # a recorded night of 2009 is a fine time
+    edit_ahead = {"type": "edit", "post": {**POST, "created": now + 2 * 86_400_000}}
+    async with running_app(settings_for(keys.prefix, webhook_token="s3cret"), redis_url) as srv:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(srv.url + "/api/posts", json=[seconds, POST, ahead, old], headers=TOKEN) as resp:
+                assert resp.status == 202
+                answer = await resp.json()
+            async with http.post(srv.url + "/api/posts", json=edit_ahead, headers=TOKEN) as resp:
+                assert resp.status == 400
+                assert "more than a day after" in (await resp.json())["errors"][0]["reason"]
+            async with http.get(srv.url + "/api/stats") as resp:
+                assert (await resp.json())["webhook"]["malformed"] == 3
+    assert answer["published"] == 2
+    assert [e["index"] for e in answer["errors"]] == [0, 2]
+    assert "not seconds" in answer["errors"][0]["reason"]
+    assert await chat_posts(redis, keys, "smbiz") == ["webhook:1", "webhook:old"]
+
+
 async def test_every_post_is_stamped_when_ingested_and_edits_and_retractions_count_as_published(
     redis: aioredis.Redis, keys: Keys, redis_url: str
 ) -> None:
