@@ -206,7 +206,7 @@ def create_app(
     app[STREAMS], app[HUBS], app[FOLLOWERS] = streams, hubs, followers
     app[HUB], app[FOLLOWING] = hubs["full"], followers["full"]
     app[SOCKETS] = set()
-    app[STREAMING] = set()
+    app[STREAMING] = {}
     connections: Counter[str] = Counter()
     app[CONNECTIONS] = connections
     app[THROTTLE] = throttle = AuthThrottle()  # wrong tokens on the webhook and the moderation API, together
@@ -248,10 +248,10 @@ def create_app(
 
     async def close_sockets(app: web.Application) -> None:
         sockets = app[SOCKETS]  # (each waits for its client's answer, a few seconds at most)
-        streaming: set[asyncio.Transport] = app[STREAMING]
-        for transport in streaming.copy():
+        for transport, ended in app[STREAMING].copy().items():
             transport.write(b"0\r\n\r\n")  # the chunked body's end: the stream ends, not breaks (written whole:
             transport.close()  # the hub writes whole chunks); an EventSource reconnects with Last-Event-ID
+            ended.set()  # its handler returns now, not at its next keep-alive, which shutdown would wait for
         closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets.copy()]
         await asyncio.gather(*closing, return_exceptions=True)
 

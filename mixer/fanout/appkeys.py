@@ -34,7 +34,8 @@ STREAMS: web.AppKey[dict[str, str]] = web.AppKey("streams")  # profile -> the st
 FOLLOWERS: web.AppKey[dict[str, asyncio.Event]] = web.AppKey("followers")  # profile -> set once followed
 SOCKETS: web.AppKey[set[Closable]] = web.AppKey("sockets")  # open websockets, closed with 1001 on shutdown
 CONNECTIONS: web.AppKey[Counter[str]] = web.AppKey("connections")  # open /ws + /events clients per address
-STREAMING: web.AppKey[set[asyncio.Transport]] = web.AppKey("streaming")  # open /events responses
+# open /events responses, each with the event that ends its wait between keep-alive comments (set on shutdown)
+STREAMING: web.AppKey[dict[asyncio.Transport, asyncio.Event]] = web.AppKey("streaming")
 WEBHOOK: web.AppKey[Webhook | None] = web.AppKey("webhook")  # what POST /api/posts hands its records to; None: not here
 MODAPI = web.AppKey("modapi", ModApi)
 THROTTLE = web.AppKey("throttle", AuthThrottle)  # wrong bearer tokens per address (webhook and moderation API)

@@ -14,6 +14,7 @@ new client waits ``REDIS_PATIENCE`` seconds at most, then a websocket is closed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -368,7 +369,7 @@ async def _serve_events(
     if transport is None:
         return response
     client = Client(transport, chats, "sse")
-    app[STREAMING].add(transport)
+    ended = app[STREAMING][transport] = asyncio.Event()
     try:
         if not await hub.deliver(client, wire([hello(app[SETTINGS], hub.cursor, profile, pinned)], "sse")):
             return response
@@ -384,12 +385,13 @@ async def _serve_events(
                 return response
         hub.add(client)  # no await since catch_up saw hub.cursor: no gap, no repeat
         while not (client.closed or transport.is_closing()):
-            await asyncio.sleep(SSE_KEEPALIVE)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), SSE_KEEPALIVE)
             if transport.get_write_buffer_size() <= hub.backlog_bytes:  # (a full one: the backlog rule decides)
                 hub.write_to(client, chunk(b":\n\n"))
     finally:
         hub.remove(client)
-        app[STREAMING].discard(transport)
+        app[STREAMING].pop(transport, None)
         if transport.is_closing() and not client.closed:  # it went away: the usual end of a stream, not an error
             hub.counters["sse_left"] += 1
             log.debug("events: a client at %s left", request.remote)
