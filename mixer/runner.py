@@ -71,10 +71,15 @@ class Parts:
     public: bool = False  # listening on every address: print each address to open
     state_dir: Path | None = None  # keep the embedded Redis's data here (`mixer run`); None: nothing on disk
     fresh: bool = False  # move the night kept in state_dir aside first
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)  # sibling fan-out processes (--workers)
 
 
 class RedisUnavailable(Exception):
     """The shared Redis does not answer, or the embedded one cannot start: one line for the user."""
+
+
+class WorkerExited(Exception):
+    """A sibling fan-out process of `mixer serve --workers` ended by itself: one line for the log."""
 
 
 @contextlib.asynccontextmanager
@@ -424,6 +429,8 @@ async def _run_parts(settings: Settings, parts: Parts, url: str, stop: asyncio.E
     if parts.web:
         announce = _announcer(settings, parts, url)
         jobs.append(("web", serve_web(settings, url, parts.host, parts.port, announce, parts.reuse_port)))
+    if parts.workers:
+        jobs.append(("workers", watch_workers(parts.workers)))
     tasks = [asyncio.ensure_future(job) for _, job in jobs]
     for (name, _), task in zip(jobs, tasks, strict=True):
         task.set_name(name)
@@ -432,7 +439,7 @@ async def _run_parts(settings: Settings, parts: Parts, url: str, stop: asyncio.E
     failed = [t for t in tasks if t in done]
     for task in failed:
         exc = task.exception()
-        known = isinstance(exc, OSError | RedisError)  # the machine or Redis said no: its message says it all
+        known = isinstance(exc, OSError | RedisError | WorkerExited)  # its message says it all
         log.error("%s stopped: %s", task.get_name(), exc if known else repr(exc), exc_info=None if known else exc)
     for task in reversed(tasks):  # stop in reverse order of start
         await stop_task(task)
@@ -450,6 +457,18 @@ def spawn_workers(argv: list[str], count: int) -> list[subprocess.Popen[bytes]]:
         args = [sys.executable, "-m", "mixer.cli", "serve", *argv, "--no-merge", "--workers", "1", "--reuse-port"]
         children.append(subprocess.Popen(args, preexec_fn=_die_with_parent()))
     return children
+
+
+async def watch_workers(children: list[subprocess.Popen[bytes]], every: float = 1.0) -> None:
+    """Raise WorkerExited once a sibling fan-out process has ended (killed, crashed, out of memory): `mixer serve`
+    then stops, exit 1, so whatever supervises it restarts the whole set, rather than serving on unseen with fewer
+    processes (the dead one's clients reconnect to the others, but its share of the port is gone)."""
+    while True:
+        for child in children:
+            if (code := child.poll()) is not None:
+                how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+                raise WorkerExited(f"fan-out worker pid {child.pid} ended ({how}); stopping the others")
+        await asyncio.sleep(every)
 
 
 def stop_workers(children: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:

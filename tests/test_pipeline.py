@@ -266,6 +266,37 @@ async def test_serve_with_workers_shares_the_port_between_processes(
         assert not _alive(pid)
 
 
+async def test_serve_with_workers_stops_with_exit_1_naming_a_worker_that_was_killed(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path
+) -> None:
+    # a killed worker used to be left a zombie, unlogged, while the parent served on with half the processes
+    port = free_port()
+    env = mixer_env(redis_url, keys, ",".join(TAGS))
+    with (tmp_path / "serve.log").open("wb") as log:
+        proc = await start_mixer("serve", "--no-merge", "--workers", "2", "--port", str(port), env=env, log=log)
+        try:
+            worker = None
+            async with asyncio.timeout(30):
+                while worker is None:
+                    connector = aiohttp.TCPConnector(force_close=True)  # a new connection each time
+                    async with aiohttp.ClientSession(connector=connector) as http:
+                        try:
+                            async with http.get(f"http://127.0.0.1:{port}/api/stats") as resp:
+                                pid = (await resp.json())["pid"]
+                                worker = pid if pid != proc.pid else None
+                        except aiohttp.ClientConnectionError:
+                            await asyncio.sleep(0.05)  # not listening yet: the processes are starting
+            os.kill(worker, signal.SIGKILL)
+            assert await asyncio.wait_for(proc.wait(), 20) == 1
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    said = (tmp_path / "serve.log").read_text()
+    assert f"fan-out worker pid {worker} ended (killed by SIGKILL); stopping the others" in said
+    assert "Traceback" not in said
+
+
 async def test_run_no_demo_replays_the_given_file_and_speed_0_publishes_it_as_fast_as_possible(
     redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path
 ) -> None:
