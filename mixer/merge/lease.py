@@ -179,10 +179,12 @@ class Lease:
                 acquired = self._now()
                 self.counters["acquired"] += 1
                 takeover = previous not in (None, self.holder_id)
-                log.log(  # a takeover is news; a first start is routine
-                    logging.INFO if takeover else logging.DEBUG,
-                    "lease %s acquired by %s after %.1f s standing by%s",
+                again = self.counters["acquired"] > 1  # after a loss, whose line said this process stood by
+                log.log(  # a takeover or a comeback is news; a first start is routine
+                    logging.INFO if takeover or again else logging.DEBUG,
+                    "lease %s acquired%s by %s after %.1f s standing by%s",
                     self.key,
+                    " again" if again else "",
                     self.holder_id,
                     acquired - standby,
                     f" (taking over from {previous})" if takeover else "",

@@ -202,6 +202,7 @@ async def test_work_is_cancelled_when_a_renewal_is_refused_and_hold_waits_to_run
         await redis.delete(keys.merge_lease)
         await asyncio.wait_for(work.started.wait(), 5)
         assert work.starts == 2 and lease.counters["acquired"] == 2
+        assert f"lease {keys.merge_lease} acquired again by ours after" in caplog.text  # INFO: it said it stood by
     assert work.stopped.is_set()
     assert await redis.exists(keys.merge_lease) == 0
 
