@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 
 from redis.exceptions import RedisError
 
@@ -35,15 +36,24 @@ async def beat(redis_url: str, keys: Keys, role: str, every: float = EVERY) -> N
     key, value = keys.health(role, socket.gethostname()), f"pid {os.getpid()}"
     redis = connect.client(redis_url, keys.feed, socket_timeout=5, socket_connect_timeout=5)
     backoff = Backoff(base=1.0, cap=every)
+    failing_since: float | None = None  # an outage is one WARNING when it starts and one INFO when it ends
     try:
         while True:
             try:
                 await redis.set(key, value, ex=TTL)
             except (RedisError, OSError) as exc:
                 delay = backoff.next()
-                log.warning("%s health: cannot write %s (%s); retrying in %.1f s", role, key, redact(str(exc)), delay)
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("%s health: cannot write %s (%s); retrying every %.0f s or sooner", role, key,
+                                redact(str(exc)), every)  # fmt: skip
+                else:
+                    log.debug("%s health: cannot write %s (%s); retrying in %.1f s", role, key, redact(str(exc)), delay)
                 await asyncio.sleep(delay)
                 continue
+            if failing_since is not None:
+                log.info("%s health: %s written again after %.1f s", role, key, time.monotonic() - failing_since)
+                failing_since = None
             backoff.reset()
             await asyncio.sleep(every)
     finally:

@@ -4,6 +4,7 @@ a real Redis, and the probe, a process too, reads it: fresh is exit 0, stale or 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
 from pathlib import Path
@@ -15,6 +16,7 @@ from mixer import health
 from mixer.keys import Keys
 from tests.helpers import eventually
 from tests.processes import die_with_parent, free_port, mixer_env, start_mixer
+from tests.redis_server import restartable_redis
 
 
 async def probe(role: str, env: dict[str, str]) -> tuple[int, list[str]]:
@@ -73,3 +75,29 @@ async def test_check_fails_in_one_line_when_redis_does_not_answer(keys: Keys) ->
     code, lines = await probe("merge", mixer_env(f"redis://127.0.0.1:{free_port()}/0", keys, "smbiz"))
     assert code == 1
     assert len(lines) == 1 and "unhealthy: Redis does not answer" in lines[0]
+
+
+async def test_a_redis_outage_is_one_warning_and_one_line_when_the_key_is_written_again(
+    keys: Keys, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the beat used to log a WARNING per retry for the whole outage and nothing once it wrote again
+    caplog.set_level(logging.DEBUG, logger="mixer.health")
+    async with restartable_redis(tmp_path) as server:
+        beating = asyncio.create_task(health.beat(server.url, keys, "merge", every=0.2))
+        try:
+            probe = aioredis.Redis.from_url(server.url)
+            key = keys.health("merge", socket.gethostname())
+            await eventually(lambda: probe.exists(key), timeout=10)
+            await probe.aclose()
+
+            def said(level: int, words: str) -> int:
+                return sum(words in r.getMessage() for r in caplog.records if r.levelno == level)
+
+            await server.stop()
+            await eventually(lambda: said(logging.DEBUG, "cannot write") >= 3, timeout=15)
+            await server.start()
+            await eventually(lambda: said(logging.INFO, "written again after") == 1, timeout=15)
+        finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+    assert said(logging.WARNING, "cannot write") == 1

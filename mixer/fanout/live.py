@@ -67,6 +67,7 @@ async def follow_feed(redis_url: str, stream: str, hub: Hub, following: asyncio.
     backoff = Backoff(base=0.1, cap=5.0, jitter=0.0)
     redis = dedicated_client(redis_url, 1000, stream)
     recovering = False
+    failing_since: float | None = None  # an outage is one WARNING when it starts and one INFO when it ends
     try:
         while True:
             try:
@@ -77,6 +78,10 @@ async def follow_feed(redis_url: str, stream: str, hub: Hub, following: asyncio.
                     await rewind_if_lost(redis, stream, hub)
                     recovering = False
                 got = await read_new(redis, {stream: hub.cursor}, 1000, BATCH_POSTS)
+                if failing_since is not None:
+                    away = time.monotonic() - failing_since
+                    log.info("feed: %s: redis answers again after %.1f s; following from %s", stream, away, hub.cursor)
+                    failing_since = None
                 entries = got.get(stream, [])
                 if entries:
                     hub.publish(decode_entries(entries), entries[-1][0])  # Hub.run writes it
@@ -89,7 +94,12 @@ async def follow_feed(redis_url: str, stream: str, hub: Hub, following: asyncio.
                 raise_if_cancelling()
                 recovering = True
                 delay = backoff.next()
-                log.warning("feed: redis error (%s); retrying in %.1fs from %s", exc, delay, hub.cursor)
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("feed: %s: redis error (%s); retrying from %s (backoff up to %.0f s)", stream, exc,
+                                hub.cursor, backoff.cap)  # fmt: skip
+                else:
+                    log.debug("feed: %s: redis error (%s); retrying in %.1f s", stream, exc, delay)
                 await asyncio.sleep(delay)
     finally:
         await redis.aclose()

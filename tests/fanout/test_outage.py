@@ -17,8 +17,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from mixer.embedded import EmbeddedRedis, redis_binary
+from mixer.fanout.appkeys import STREAMS
 from mixer.keys import Keys
 from tests.helpers import eventually
+from tests.redis_server import restartable_redis
 from tests.servers import running_app, settings_for
 
 TOKEN = "t" * 32
@@ -118,3 +120,26 @@ async def test_readyz_is_not_ready_when_redis_could_not_snapshot_even_if_it_take
             async with http.get(srv.url + "/readyz") as resp:
                 assert resp.status == 503
                 assert "snapshot" in await resp.text()
+
+
+async def test_a_redis_outage_is_one_warning_per_feed_follower_and_one_line_when_it_answers_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # each follower used to log a WARNING per retry (two streams, every 5 s for the whole outage) and nothing when
+    # Redis was back: the log of a 30 s outage ended on a warning, with no word that the feed moved again
+    caplog.set_level(logging.DEBUG, logger="mixer.fanout.live")
+    async with restartable_redis(tmp_path) as server, running_app(settings_for("outage-log"), server.url) as srv:
+        streams = set(srv.app[STREAMS].values())
+        assert len(streams) == 2  # the feed and the wall's shaped stream
+
+        def lines(level: int, words: str) -> list[str]:
+            found = [r.getMessage() for r in caplog.records if r.name == "mixer.fanout.live" and r.levelno == level]
+            return [line for line in found if words in line]
+
+        await server.stop()
+        await eventually(lambda: len(lines(logging.DEBUG, "redis error")) >= 2 * len(streams), timeout=15)
+        await server.start()
+        await eventually(lambda: len(lines(logging.INFO, "redis answers again after")) == len(streams), timeout=15)
+    warnings = lines(logging.WARNING, "redis error")
+    assert len(warnings) == len(streams)
+    assert {line.split(": ")[1] for line in warnings} == streams  # each names its stream
