@@ -230,10 +230,10 @@ class Publisher:
                 break
             except (*AWAY, WatchError) as exc:  # WatchError: the connection dropped during EXEC (see _execute)
                 raise_if_cancelling()
+                if not patient:  # the caller answers now (the webhook: a 503, which the fan-out logs): nothing held
+                    raise
                 unsure = True
                 self.outage.failed(exc, "publishing")
-                if not patient:
-                    raise
                 await asyncio.sleep(policy.next())
                 if wanted is not None and not wanted():
                     return False

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from mixer.embedded import EmbeddedRedis, redis_binary
 from mixer.fanout.appkeys import STREAMS
 from mixer.keys import Keys
-from tests.helpers import eventually
+from tests.helpers import eventually, make_post
 from tests.redis_server import restartable_redis
 from tests.servers import running_app, settings_for
 
@@ -143,3 +143,20 @@ async def test_a_redis_outage_is_one_warning_per_feed_follower_and_one_line_when
     warnings = lines(logging.WARNING, "redis error")
     assert len(warnings) == len(streams)
     assert {line.split(": ")[1] for line in warnings} == streams  # each names its stream
+
+
+async def test_a_webhook_post_while_redis_is_away_is_a_503_logged_once_as_the_apis_outage(
+    private_redis: EmbeddedRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the webhook's publisher used to log, in `mixer serve`'s log, "ingest: ... holding what is unpublished and
+    # retrying with backoff" beside the API's own line: it holds nothing, the request is answered 503 at once
+    settings = settings_for("outage-webhook", webhook_token=TOKEN)
+    post = make_post("webhook:during-outage").to_dict()
+    async with running_app(settings, private_redis.url) as srv, aiohttp.ClientSession() as http:
+        private_redis.stop()
+        caplog.clear()
+        for _ in range(2):
+            async with http.post(srv.url + "/api/posts", json=post, headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+                assert r.status == 503 and "redis is unavailable" in await r.text()
+    said = [r.name for r in caplog.records if r.levelno >= logging.WARNING and r.name != "mixer.fanout.live"]
+    assert said == ["mixer.fanout.outage"]  # (the feed followers' own outage lines aside)
