@@ -253,9 +253,12 @@ class ShapingStage:
         self._committed = cursor
         return count
 
-    async def run(self) -> None:
-        """Shape until cancelled (redis errors propagate to the caller, which restarts it)."""
+    async def run(self, loaded: Callable[[], None] | None = None) -> None:
+        """Shape until cancelled (redis errors propagate to the caller, which restarts it); ``loaded`` is called
+        once the cursor is read."""
         await self.load()
+        if loaded is not None:
+            loaded()
         while True:
             await self.step()
             raise_if_cancelling()
@@ -264,11 +267,25 @@ class ShapingStage:
 async def shape_forever(shaping: ShapingStage) -> None:
     """The shaping stage, restarted from its cursor after a Redis error (capped backoff)."""
     backoff = Backoff(base=0.1, cap=5.0)
+    failing_since: float | None = None  # an outage is one WARNING when it starts and one INFO when it ends
+
+    def loaded() -> None:
+        nonlocal failing_since
+        if failing_since is not None:
+            away = time.monotonic() - failing_since
+            log.info("shaping: redis answers again after %.1f s; resumed from its cursor", away)
+            failing_since = None
+            backoff.reset()
+
     while True:
         try:
-            await shaping.run()
+            await shaping.run(loaded)
         except (RedisError, OSError) as exc:
             raise_if_cancelling()
             delay = backoff.next()
-            log.warning("shaping: redis error (%s); resuming from its cursor in %.1fs", exc, delay)
+            if failing_since is None:
+                failing_since = time.monotonic()
+                log.warning("shaping: redis error (%s); resuming from its cursor (backoff up to 5 s)", exc)
+            else:
+                log.debug("shaping: redis error (%s); resuming from its cursor in %.1f s", exc, delay)
             await asyncio.sleep(delay)

@@ -441,9 +441,14 @@ class MergeStage:
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Merge until cancelled; reconnects with capped backoff and resumes from stored cursors."""
         backoff = 0.1
+        failing_since: float | None = None  # an outage is one WARNING when it starts and one INFO when it ends
         while True:
             try:
                 await self.load_cursors()
+                if failing_since is not None:
+                    away = time.monotonic() - failing_since
+                    log.info("merge: redis answers again after %.1f s; resumed from stored cursors", away)
+                    failing_since = None
                 if ready is not None:
                     ready.set()
                 while True:
@@ -453,6 +458,10 @@ class MergeStage:
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 raise_if_cancelling()  # redis-py may turn a cancel into a connection error
                 self.counters["reconnects"] += 1
-                log.warning("merge: redis error (%s); retrying in %.1fs from stored cursors", exc, backoff)
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("merge: redis error (%s); retrying from stored cursors (backoff up to 5 s)", exc)
+                else:
+                    log.debug("merge: redis error (%s); retrying in %.1f s from stored cursors", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

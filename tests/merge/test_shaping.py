@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 import redis.asyncio as aioredis
 
 from mixer.codec import ACTION_FIELD, EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD, pack_post
 from mixer.keys import Keys
-from mixer.merge.shaping import ShapingStage
+from mixer.merge.shaping import ShapingStage, shape_forever
 from mixer.settings import Profile
-from mixer.streams import id_key, read_range
-from tests.helpers import FakeClock, make_post
+from mixer.streams import dedicated_client, id_key, read_range
+from tests.helpers import FakeClock, eventually, make_post
+from tests.redis_server import restartable_redis
 
 WALL = Profile("wall", rate=1.0, burst=2, max_wait=5.0)
 
@@ -207,3 +212,28 @@ async def test_a_restart_that_reads_again_posts_already_emitted_does_not_hold_th
     await restarted.step(max_block=0.01)
     assert [e["key"] for _, e in await shaped(redis, keys)] == ["x:0", "x:3", "x:1", "x:2"]
     assert (await redis.hget(keys.shaped_cursor, "feed")).decode() == ids[-1]
+
+
+async def test_a_redis_outage_is_one_warning_and_one_line_when_shaping_resumes(
+    keys: Keys, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # shaping used to log a WARNING per retry and nothing when it shaped again
+    caplog.set_level(logging.DEBUG, logger="mixer.merge.shaping")
+
+    def said(level: int, words: str) -> int:
+        mine = [r for r in caplog.records if r.name == "mixer.merge.shaping" and r.levelno == level]
+        return sum(words in r.getMessage() for r in mine)
+
+    async with restartable_redis(tmp_path) as server:
+        redis = dedicated_client(server.url, 1000)
+        shaping = asyncio.create_task(shape_forever(ShapingStage(redis, keys, [WALL])))
+        try:
+            await server.stop()
+            await eventually(lambda: said(logging.DEBUG, "redis error") >= 3, timeout=15)
+            await server.start()
+            await eventually(lambda: said(logging.INFO, "redis answers again after") == 1, timeout=15)
+        finally:
+            shaping.cancel()
+            await asyncio.gather(shaping, return_exceptions=True)
+            await redis.aclose()
+    assert said(logging.WARNING, "redis error") == 1

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import string
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,8 +17,9 @@ from mixer.merge.lease import LeaseLost
 from mixer.merge.stage import MergeStage, Twins, batch_write, decode_event
 from mixer.models import LIMITS, Edit, trimmed
 from mixer.rules import Rules
-from mixer.streams import id_key, read_range
-from tests.helpers import FakeClock, feed_entries, feed_posts, make_post
+from mixer.streams import dedicated_client, id_key, read_range
+from tests.helpers import FakeClock, eventually, feed_entries, feed_posts, make_post
+from tests.redis_server import restartable_redis
 
 CHATS = ("smbiz", "edchat", "journchat")
 
@@ -307,3 +310,30 @@ async def test_a_write_refused_in_the_middle_of_a_backlog_loses_and_repeats_noth
         await merge.step(max_block=0.01)
     await merge.step(max_block=0.01)  # one more: nothing read again may be written again
     assert sorted(p.key for p in await feed_posts(redis, keys)) == sorted(p.key for p in posts)  # each once
+
+
+async def test_a_redis_outage_is_one_warning_and_one_line_when_the_stage_resumes(
+    keys: Keys, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the stage used to log a WARNING per retry and nothing when it merged again
+    caplog.set_level(logging.DEBUG, logger="mixer.merge.stage")
+
+    def said(level: int, words: str) -> int:
+        mine = [r for r in caplog.records if r.name == "mixer.merge.stage" and r.levelno == level]
+        return sum(words in r.getMessage() for r in mine)
+
+    async with restartable_redis(tmp_path) as server:
+        redis = dedicated_client(server.url, 1000)
+        ready = asyncio.Event()
+        merging = asyncio.create_task(MergeStage(redis, keys, CHATS, window=0).run(ready))
+        try:
+            await asyncio.wait_for(ready.wait(), 10)
+            await server.stop()
+            await eventually(lambda: said(logging.DEBUG, "redis error") >= 3, timeout=15)
+            await server.start()
+            await eventually(lambda: said(logging.INFO, "redis answers again after") == 1, timeout=15)
+        finally:
+            merging.cancel()
+            await asyncio.gather(merging, return_exceptions=True)
+            await redis.aclose()
+    assert said(logging.WARNING, "redis error") == 1
