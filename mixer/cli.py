@@ -367,6 +367,7 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
         raise Refused(f"--workers must be 1 to {MAX_WORKERS} (fan-out processes on this machine), got {args.workers}")
     parts = Parts(host=settings.host, port=settings.port, web=True, merge=not args.no_merge, command="serve")
     parts.reuse_port = args.reuse_port or args.workers > 1
+    parts.sibling = args.reuse_port  # (set only on the siblings `--workers` starts)
     if args.workers <= 1:
         return run_async(run_parts(settings, parts))
     passed = _without_option([a for a in args.argv if a != "serve"], "--workers")

@@ -72,6 +72,7 @@ class Parts:
     state_dir: Path | None = None  # keep the embedded Redis's data here (`mixer run`); None: nothing on disk
     fresh: bool = False  # move the night kept in state_dir aside first
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)  # sibling fan-out processes (--workers)
+    sibling: bool = False  # one of those siblings: the parent says where the server is live, once
 
 
 class RedisUnavailable(Exception):
@@ -382,9 +383,12 @@ def _say(*lines: str) -> None:
 def _announcer(settings: Settings, parts: Parts, redis_url: str) -> Callable[[str], None]:
     """What the fan-out server prints once it listens: where it is live (a split `serve`: on which Redis), and
     with --public every address to open it at and the QR code's link."""
+    if parts.sibling:
+        return lambda web_url: None
     detail = ""
     if parts.command != "run":
-        detail = f"fan-out{' and merge' if parts.merge else ''} on {redact(redis_url)}"
+        processes = f" in {len(parts.workers) + 1} processes" if parts.workers else ""
+        detail = f"fan-out{' and merge' if parts.merge else ''}{processes} on {redact(redis_url)}"
     port = parts.port if parts.public else None
     return lambda web_url: _say(*live_lines(web_url, detail, port, settings.event_link))
 

@@ -264,6 +264,8 @@ async def test_serve_with_workers_shares_the_port_between_processes(
             assert await asyncio.wait_for(proc.wait(), 20) == 0
     for pid in pids - {proc.pid}:
         assert not _alive(pid)
+    said = (tmp_path / "serve.log").read_text()
+    assert said.count("chatmixer is live at") == 1 and "(fan-out in 2 processes on " in said  # once, not per worker
 
 
 async def test_serve_with_workers_stops_with_exit_1_naming_a_worker_that_was_killed(
