@@ -470,9 +470,16 @@ async def watch_workers(children: list[subprocess.Popen[bytes]], every: float = 
     while True:
         for child in children:
             if (code := child.poll()) is not None:
-                how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+                how = f"killed by {_signal_name(-code)}" if code < 0 else f"exit status {code}"
                 raise WorkerExited(f"fan-out worker pid {child.pid} ended ({how}); stopping the others")
         await asyncio.sleep(every)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name
+        return f"signal {number}"
 
 
 def stop_workers(children: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
