@@ -371,6 +371,7 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.workers <= 1:
         return run_async(run_parts(settings, parts))
     passed = _without_option([a for a in args.argv if a != "serve"], "--workers")
+    parts.worker_argv = passed
     workers = parts.workers = spawn_workers(passed, args.workers - 1)
     try:
         return run_async(run_parts(settings, parts))

@@ -72,15 +72,12 @@ class Parts:
     state_dir: Path | None = None  # keep the embedded Redis's data here (`mixer run`); None: nothing on disk
     fresh: bool = False  # move the night kept in state_dir aside first
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)  # sibling fan-out processes (--workers)
+    worker_argv: list[str] = field(default_factory=list)  # what they were started with: a dead one's replacement too
     sibling: bool = False  # one of those siblings: the parent says where the server is live, once
 
 
 class RedisUnavailable(Exception):
     """The shared Redis does not answer, or the embedded one cannot start: one line for the user."""
-
-
-class WorkerExited(Exception):
-    """A sibling fan-out process of `mixer serve --workers` ended by itself: one line for the log."""
 
 
 @contextlib.asynccontextmanager
@@ -434,7 +431,8 @@ async def _run_parts(settings: Settings, parts: Parts, url: str, stop: asyncio.E
         announce = _announcer(settings, parts, url)
         jobs.append(("web", serve_web(settings, url, parts.host, parts.port, announce, parts.reuse_port)))
     if parts.workers:
-        jobs.append(("workers", watch_workers(parts.workers)))
+        argv = parts.worker_argv
+        jobs.append(("workers", watch_workers(parts.workers, lambda: spawn_workers(argv, 1)[0])))
     tasks = [asyncio.ensure_future(job) for _, job in jobs]
     for (name, _), task in zip(jobs, tasks, strict=True):
         task.set_name(name)
@@ -443,7 +441,7 @@ async def _run_parts(settings: Settings, parts: Parts, url: str, stop: asyncio.E
     failed = [t for t in tasks if t in done]
     for task in failed:
         exc = task.exception()
-        known = isinstance(exc, OSError | RedisError | WorkerExited)  # its message says it all
+        known = isinstance(exc, OSError | RedisError)  # the machine or Redis said no: its message says it all
         log.error("%s stopped: %s", task.get_name(), exc if known else repr(exc), exc_info=None if known else exc)
     for task in reversed(tasks):  # stop in reverse order of start
         await stop_task(task)
@@ -463,15 +461,37 @@ def spawn_workers(argv: list[str], count: int) -> list[subprocess.Popen[bytes]]:
     return children
 
 
-async def watch_workers(children: list[subprocess.Popen[bytes]], every: float = 1.0) -> None:
-    """Raise WorkerExited once a sibling fan-out process has ended (killed, crashed, out of memory): `mixer serve`
-    then stops, exit 1, so whatever supervises it restarts the whole set, rather than serving on unseen with fewer
-    processes (the dead one's clients reconnect to the others, but its share of the port is gone)."""
+STEADY_SECONDS = 10.0  # a worker that lived this long ended by an accident, not by failing to start
+
+
+async def watch_workers(
+    children: list[subprocess.Popen[bytes]],
+    respawn: Callable[[], subprocess.Popen[bytes]],
+    every: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+    backoff: Backoff | None = None,
+) -> None:
+    """Start another sibling fan-out process in place of one that ended (killed, crashed, out of memory), as
+    gunicorn's arbiter does: the others' clients stay connected, the dead one's reconnect to them meanwhile. Each
+    ending is one ERROR line naming the pid and how it ended. A worker that lived under ``STEADY_SECONDS`` is
+    replaced after a capped backoff (1 s doubling to 30 s), so one that cannot start does not spin."""
+    backoff = backoff or Backoff(base=1.0, cap=30.0)
+    started = [clock()] * len(children)
     while True:
-        for child in children:
-            if (code := child.poll()) is not None:
-                how = f"killed by {_signal_name(-code)}" if code < 0 else f"exit status {code}"
-                raise WorkerExited(f"fan-out worker pid {child.pid} ended ({how}); stopping the others")
+        for index, child in enumerate(children):
+            if (code := child.poll()) is None:
+                continue
+            how = f"killed by {_signal_name(-code)}" if code < 0 else f"exit status {code}"
+            if clock() - started[index] >= STEADY_SECONDS:
+                backoff.reset()
+                wait = 0.0
+            else:
+                wait = backoff.next()
+            log.error("fan-out worker pid %d ended (%s); starting another in %.1f s", child.pid, how, wait)
+            await asyncio.sleep(wait)
+            children[index] = respawn()
+            started[index] = clock()
+            log.info("fan-out worker pid %d started in place of pid %d", children[index].pid, child.pid)
         await asyncio.sleep(every)
 
 

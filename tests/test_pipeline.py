@@ -268,7 +268,22 @@ async def test_serve_with_workers_shares_the_port_between_processes(
     assert said.count("chatmixer is live at") == 1 and "(fan-out in 2 processes on " in said  # once, not per worker
 
 
-async def test_serve_with_workers_stops_with_exit_1_naming_a_worker_that_was_killed(
+async def _worker_pids(port: int, parent: int, avoid: set[int]) -> int:
+    """A pid, not the parent's nor one of ``avoid``, that answers /api/stats on the shared port."""
+    async with asyncio.timeout(30):
+        while True:
+            connector = aiohttp.TCPConnector(force_close=True)  # a new connection each time: any process may take it
+            async with aiohttp.ClientSession(connector=connector) as http:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/api/stats") as resp:
+                        pid = int((await resp.json())["pid"])
+                        if pid != parent and pid not in avoid:
+                            return pid
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)  # not listening yet: the processes are starting
+
+
+async def test_serve_with_workers_starts_another_in_place_of_a_killed_one_and_says_so(
     redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path
 ) -> None:
     # a killed worker used to be left a zombie, unlogged, while the parent served on with half the processes
@@ -277,25 +292,20 @@ async def test_serve_with_workers_stops_with_exit_1_naming_a_worker_that_was_kil
     with (tmp_path / "serve.log").open("wb") as log:
         proc = await start_mixer("serve", "--no-merge", "--workers", "2", "--port", str(port), env=env, log=log)
         try:
-            worker = None
-            async with asyncio.timeout(30):
-                while worker is None:
-                    connector = aiohttp.TCPConnector(force_close=True)  # a new connection each time
-                    async with aiohttp.ClientSession(connector=connector) as http:
-                        try:
-                            async with http.get(f"http://127.0.0.1:{port}/api/stats") as resp:
-                                pid = (await resp.json())["pid"]
-                                worker = pid if pid != proc.pid else None
-                        except aiohttp.ClientConnectionError:
-                            await asyncio.sleep(0.05)  # not listening yet: the processes are starting
+            worker = await _worker_pids(port, proc.pid, set())
             os.kill(worker, signal.SIGKILL)
-            assert await asyncio.wait_for(proc.wait(), 20) == 1
+            replacement = await _worker_pids(port, proc.pid, {worker})
+            assert proc.returncode is None  # the parent and its clients served on
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 20) == 0
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
     said = (tmp_path / "serve.log").read_text()
-    assert f"fan-out worker pid {worker} ended (killed by SIGKILL); stopping the others" in said
+    assert f"fan-out worker pid {worker} ended (killed by SIGKILL); starting another in" in said
+    assert f"fan-out worker pid {replacement} started in place of pid {worker}" in said
+    assert not _alive(replacement)  # stopped with the parent
     assert "Traceback" not in said
 
 
