@@ -9,6 +9,7 @@ import os
 import platform
 import re
 import select
+import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -32,7 +33,7 @@ from mixer.tools.loadtest.procstat import core_busy, core_times, cpu_model, desc
 from mixer.tools.loadtest.report import percentiles, report, verdict
 from mixer.tools.loadtest.run import add_loadtest_parser, loadtest, loadtest_command, save_result
 from tests.helpers import FIXTURES as FIXTURES_DIR
-from tests.processes import free_port
+from tests.processes import die_with_parent, free_port, start_mixer
 from tests.servers import CHATS, running_app, serving, settings_for
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -481,3 +482,77 @@ def test_the_machine_line_names_the_cpu_model_and_clock_and_a_reference_time() -
     line = describe_machine()
     assert f"{os.cpu_count()} cores" in line and f"Python {platform.python_version()}" in line
     assert re.search(r"reference loop \d+ ms", line)
+
+
+class HeldSockets:
+    """A /ws endpoint that keeps every websocket open and says when as many as asked are open at once."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.changed = asyncio.Event()
+
+    async def handler(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.open += 1
+        self.changed.set()
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            self.open -= 1
+            self.changed.set()
+        return ws
+
+    async def until(self, count: int, timeout: float) -> None:
+        async def wait() -> None:
+            while self.open != count:
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigkill"])
+async def test_a_stopped_or_killed_load_test_leaves_no_client_connected(how: str) -> None:
+    held = HeldSockets()
+    app = web.Application()
+    app.router.add_get("/ws", held.handler)
+    async with serving(app) as url:
+        ws_url = url.replace("http://", "ws://") + "/ws"
+        # one sampled client and one counting client, each in a worker process of its own, for a minute
+        argv = ("loadtest", "--url", ws_url, "--clients", "2", "--sample", "1", "--processes", "1", "--ramp", "0.5")
+        proc = await start_mixer(*argv, "--duration", "60", env=dict(os.environ), preexec=_own_group())
+        try:
+            await held.until(2, 45)
+            if how == "ctrl-c":  # a terminal sends it to every process of the foreground group
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
+            code = await asyncio.wait_for(proc.wait(), 30)
+            await held.until(0, 15)  # every worker went with the command: no socket left open
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.stdout is not None
+    output = (await proc.stdout.read()).decode()
+    if how == "sigkill":
+        return
+    assert code == 130
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    name = "SIGINT" if how == "ctrl-c" else "SIGTERM"
+    assert output == f"mixer loadtest: stopped by {name} before the end: no result\n"
+
+
+def _own_group() -> Callable[[], None]:
+    """A preexec_fn: the child leads a process group of its own (as a terminal's foreground job) and dies with the
+    test process."""
+    dies = die_with_parent()
+
+    def preexec() -> None:
+        os.setpgid(0, 0)
+        if dies is not None:
+            dies()
+
+    return preexec

@@ -21,9 +21,13 @@ joins them. Not here: driving load, CPU and memory figures, reports.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import multiprocessing
+import os
 import resource
+import signal
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -135,6 +139,7 @@ def is_driven(key: str, marker: str) -> bool:
 
 def worker_main(plan: WorkerPlan, out: Sink, go: Flag, start: StartTime, stop: Flag) -> None:
     """Run ``plan``'s clients from the shared start time until ``stop``; always ends with a ``done`` message."""
+    _die_with_parent()
     _raise_fd_limit()
     try:
         import uvloop
@@ -158,6 +163,20 @@ def worker_main(plan: WorkerPlan, out: Sink, go: Flag, start: StartTime, stop: F
             poll_clients(plan, stats, out, start.value, stop)
     finally:
         out.put(("done", plan.worker, {**stats.summary(), "kind": plan.kind}))
+
+
+def _die_with_parent() -> None:
+    """Leave stopping to the parent, and go with it: a Ctrl-C in a terminal reaches every process of the group, but
+    only the parent decides when the run ends (it sets ``stop``); a parent killed (SIGKILL, or anything it could not
+    clean up after) takes its workers along (PR_SET_PDEATHSIG on Linux), so no client stays connected to the
+    server with nobody to stop it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _raise_fd_limit() -> None:

@@ -11,7 +11,6 @@ replay's pacing (``mixer.ingest.replay``), the figures.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import sys
 import tempfile
@@ -30,7 +29,15 @@ from mixer.settings import Settings
 from mixer.tools.loadtest.options import LoadOptions
 from mixer.tools.loadtest.replaydrive import RecordingDriver
 from mixer.tools.loadtest.report import report, verdict
-from mixer.tools.loadtest.run import add_target, check_before_run, console, loadtest, save_or_say
+from mixer.tools.loadtest.run import (
+    STOPPED,
+    add_target,
+    check_before_run,
+    console,
+    loadtest,
+    run_until_signal,
+    save_or_say,
+)
 from mixer.tools.stdout import print_out
 from mixer.tools.synth import parse_rate, spec_for, write_night
 
@@ -163,7 +170,7 @@ def add_rehearse_parser(subparsers: argparse._SubParsersAction[argparse.Argument
 
 def rehearse_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer rehearse`: 0 when the rehearsal passed every threshold, 1 when it failed or could not be made, 2 for a
-    usage error; each failed threshold is one line on stderr."""
+    usage error, 130 when Ctrl-C or SIGTERM stopped it; each failed threshold is one line on stderr."""
     say, show = console("rehearse")
     try:
         if args.max_bytes_per_conn is not None and args.server_pid is None:
@@ -211,7 +218,10 @@ def rehearse_command(settings: Settings, args: argparse.Namespace) -> int:
                 spec = spec_for(settings.chat_tags, parse_rate(SYNTH_RATE), SYNTH_MINUTES, seed=1)
                 with files[0].open("wb") as out:
                     write_night(spec, out)
-            result = asyncio.run(rehearse(settings, options, files, args.speed, limits, say))
+            result, stopped_by = run_until_signal(rehearse(settings, options, files, args.speed, limits, say))
+            if result is None:
+                say(f"stopped by {stopped_by} before the end: no verdict")
+                return STOPPED
             if args.synth:  # the file is gone with the run: say what it held
                 night = f"synth: {SYNTH_MINUTES:g} minutes, {SYNTH_RATE} posts a minute per chat, seed 1"
                 result["rehearsal"]["recordings"] = [night]

@@ -21,12 +21,14 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -51,6 +53,8 @@ from mixer.tools.loadtest.report import (
 from mixer.tools.stdout import print_out
 
 Say = Callable[[str, bool], None]  # (message, is_progress_line)
+T = TypeVar("T")
+STOPPED = 130  # the exit status of a run stopped by Ctrl-C or SIGTERM, as `mixer replay`'s
 
 
 async def loadtest(
@@ -366,6 +370,34 @@ def console(command: str) -> tuple[Callable[..., None], bool]:
     return say, show
 
 
+def run_until_signal(main: Coroutine[Any, Any, T]) -> tuple[T | None, str | None]:
+    """``asyncio.run(main)``, which SIGINT or SIGTERM cancels: its ``finally`` blocks still stop and join the workers.
+
+    Returns (the result, None), or (None, the signal's name) when a signal stopped it."""
+    caught: list[str] = []
+
+    async def guarded() -> T | None:
+        task = asyncio.ensure_future(main)
+
+        def stop(name: str) -> None:
+            caught.append(name)
+            task.cancel()
+
+        loop = asyncio.get_running_loop()
+        if threading.current_thread() is threading.main_thread():  # signals reach only the main thread's loop
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop, sig.name)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if caught:
+                return None
+            raise
+
+    result = asyncio.run(guarded())
+    return result, caught[0] if caught else None
+
+
 def check_before_run(server_pid: int | None, plot: Path | None, json_path: Path | None = None) -> None:
     """ValueError for what would otherwise fail only after the run: a --server-pid that is no process, a --json or
     --plot that cannot be written, a --plot without matplotlib."""
@@ -383,7 +415,7 @@ def check_before_run(server_pid: int | None, plot: Path | None, json_path: Path 
 
 def loadtest_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer loadtest`: 0 when the run passed, 1 when it could not be made or failed (no client connected, more
-    failed connections or lost posts than allowed), 2 for a usage error."""
+    failed connections or lost posts than allowed), 2 for a usage error, 130 when Ctrl-C or SIGTERM stopped it."""
     say, show = console("loadtest")
     try:
         options = options_from_args(args)
@@ -399,10 +431,13 @@ def loadtest_command(settings: Settings, args: argparse.Namespace) -> int:
         say(str(exc))
         return 2
     try:
-        result = asyncio.run(loadtest(settings, options, say))
+        result, stopped_by = run_until_signal(loadtest(settings, options, say))
     except (ValueError, RuntimeError, OSError, RedisError) as exc:
         say(redact(f"failed: {exc}"))
         return 1
+    if result is None:
+        say(f"stopped by {stopped_by} before the end: no result")
+        return STOPPED
     if show:
         print("\r\033[K", end="", file=sys.stderr)
     print_out(report(result))  # first: a --json or --plot that fails now must not take the summary with it
