@@ -4,7 +4,8 @@
 ``wall`` or any shaped profile: its shaped stream) or, raw, every chat stream, with
 XREAD BLOCK on a dedicated connection, and writes JSON Lines that ``mixer replay`` plays:
 ``#`` lines saying what, when and where, then one normalised Post a line (feed posts with
-their feed id; raw posts once per key, whichever chat stream had them first), flushed
+their feed id; raw posts once per publish: a copy in another chat stream is written again only when it
+brings a chat the earlier copies did not carry, as a cross-post published apart does), flushed
 after every read so a stop loses nothing already read. Edits, retractions and pins are not
 recorded. It stops after a duration or count, or when ``stop`` is set (the CLI sets it on
 SIGINT/SIGTERM). A Redis that goes away mid-recording is waited for and the recording
@@ -74,7 +75,7 @@ def iso(ms: int) -> str:
 def header(options: RecordOptions, streams: list[str], redis_url: str, keys: Keys, now_ms: int) -> list[str]:
     """The ``#`` lines opening a recording: what was recorded, when it started, from where."""
     if options.raw:
-        what = "the chat streams as ingest published them (posts only, one line per post key)"
+        what = "the chat streams as ingest published them (posts only, each copy that brought a new chat)"
     else:
         what = f"the live feed, profile {options.profile} (posts only, edits and retractions left out)"
         if options.chats:
@@ -145,7 +146,7 @@ async def record(
         if ready is not None:
             ready.set()
         wanted = frozenset(options.chats)
-        seen: set[str] = set()
+        seen: dict[str, frozenset[str]] = {}  # raw: each post key's chats written so far
         id_from = "" if options.raw else "entry" if options.profile == "full" else "ref"
         last_report = start
         while not stop.is_set() and cursors:
@@ -171,10 +172,14 @@ async def record(
                             done.skip("not_post" if entry[2] != FIELD else "malformed")
                             continue
                         if options.raw:
-                            if post.key in seen:
+                            # A publish writes every copy with all its chats: one line does. A copy that brings a
+                            # chat (the post published apart in another chat) is a line of its own, so a replay
+                            # publishes it apart too and the merge stage unions the chats as it did live.
+                            known = seen.get(post.key, frozenset())
+                            if known.issuperset(post.chats):
                                 done.skip("duplicate")
                                 continue
-                            seen.add(post.key)
+                            seen[post.key] = known.union(post.chats)
                         elif wanted and wanted.isdisjoint(post.chats):
                             done.skip("other_chat")
                             continue
@@ -224,7 +229,7 @@ def add_record_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         help="record the live feed (or, --raw, the chat streams) as a recorded-stream file",
         description="Write what a shared Redis carries from now on as normalised Post JSON Lines that "
         "mixer replay plays: a profile's feed, or with --raw every chat stream as ingest published it "
-        "(one line per post key). Stops after --duration or --count, or on Ctrl-C / SIGTERM. "
+        "(a post once per publish). Stops after --duration or --count, or on Ctrl-C / SIGTERM. "
         "See docs/loadtools.md.",
     )
     add_common(parser, "the Redis carrying the night (default: $MIXER_REDIS_URL, else a running `mixer run`'s)")

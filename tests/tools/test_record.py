@@ -111,6 +111,34 @@ async def test_raw_recording_writes_each_post_key_once_in_time_order(
     assert _read_back(path) == [early, twin]
 
 
+async def test_raw_recording_keeps_a_cross_post_published_apart_in_each_chat_it_reached(
+    redis: aioredis.Redis, redis_url: str, keys: Keys, tmp_path: Path
+) -> None:
+    path = tmp_path / "raw.jsonl"
+    options = RecordOptions(raw=True, chats=("smbiz", "edchat"), count=3)
+    task, _, out = await _start(redis_url, keys, options, path)
+    # one post published twice, apart, in two chats (as a follower of each chat would, or mixer synth's cross-posts)
+    first = make_post("x:cross", ("smbiz",), created=1_700_000_000_000)
+    apart = make_post("x:cross", ("edchat",), created=1_700_000_000_000)
+    last = make_post("x:last", ("edchat",), created=1_700_000_000_100)
+    async with redis.pipeline(transaction=True) as tx:
+        tx.xadd(keys.chat("smbiz"), {FIELD: pack_post(first)})
+        tx.xadd(keys.chat("edchat"), {FIELD: pack_post(apart)})
+        tx.xadd(keys.chat("edchat"), {FIELD: pack_post(apart)})  # brings no new chat: a repeat
+        tx.xadd(keys.chat("edchat"), {FIELD: pack_post(last)})
+        await tx.execute()
+    try:
+        done = await asyncio.wait_for(task, 10)  # the third post is written only if the second copy is
+    finally:
+        out.close()
+    assert done.posts == 3 and done.skipped == {"duplicate": 1}
+    assert [(p.key, p.chats) for p in _read_back(path)] == [
+        ("x:cross", ("smbiz",)),
+        ("x:cross", ("edchat",)),
+        ("x:last", ("edchat",)),
+    ]
+
+
 async def test_raw_without_chats_reads_every_chat_stream_there_is(
     redis: aioredis.Redis, redis_url: str, keys: Keys, tmp_path: Path
 ) -> None:
