@@ -284,6 +284,20 @@ async def test_replay_command_reports_the_malformed_line_and_publishes_the_rest(
     assert "published" in result.stderr
 
 
+async def test_replaying_a_file_that_is_no_recording_ends_in_one_line_saying_so(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path
+) -> None:
+    export = tmp_path / "export.csv"  # a spreadsheet export of a chat: text, but no record of it is JSON
+    export.write_text("Date,Screen Name,Tweet Text\n" + "".join(f"3/1/2019,@u{n},hi #pstweetchat\n" for n in range(99)))
+    result = mixer("replay", str(export), "--speed", "0", env=mixer_env(redis_url, keys, "pstweetchat"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "mixer replay: nothing published: none of the 100 records read is a post or a platform payload (the first "
+        "malformed ones are logged above): is it a recording? See docs/recorded-format.md"
+    )
+    assert result.stderr.count("skipped malformed record") == 21  # the first 20, then one saying the rest are counted
+
+
 def test_replay_without_a_shared_redis_says_what_to_do(tmp_path: Path) -> None:
     env = mixer_env(None, Keys(), "pstweetchat", XDG_RUNTIME_DIR=str(tmp_path))  # and no `mixer run` to join
     result = mixer("replay", str(FIXTURES / "pstweetchat_2019-03-01.jsonl"), env=env)

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 Group = tuple[Event, ...]  # the events of one record; they share its time
 MASTODON_IDS_MAX = 100_000  # Mastodon statuses a reader remembers (id -> uri) to key deletes later in the same file
+LOGGED_ERRORS = 20  # malformed records of one file logged one by one; the rest are counted (each is yielded)
 # X v1.1 stream notices, each an object with this one key (https://developer.x.com/en/docs/x-api/v1/tweets/
 # filter-realtime/guides/streaming-message-types): a delete retracts, the others are ignored by x_v1.
 _X_V1_NOTICES = frozenset({"delete", "limit", "warning", "scrub_geo", "status_withheld", "user_withheld", "disconnect"})
@@ -152,12 +153,16 @@ def read_grouped(
 ) -> Generator[Group | RecordError, None, None]:
     """Each record's events as one tuple (or its RecordError), in file order; never raises for content.
 
+    With ``log_errors`` the first ``LOGGED_ERRORS`` malformed records of the file are logged at WARNING, the next one
+    saying that the rest are only counted.
+
     Ignored records (likes, notices) yield nothing and are counted in ``ignored`` by reason.
     ``-`` is stdin. JSON Lines and SSE are read lazily; the file is closed when the
     iterator ends or is closed; a missing file raises OSError on the first ``next()``.
     """
     name = str(path)
     mastodon_uris: OrderedDict[str, str] = OrderedDict()  # this file's statuses, to key their deletes
+    logged = 0  # malformed records met (and logged, up to LOGGED_ERRORS)
     for item in json_records(name):
         if isinstance(item, RecordError):
             error = item
@@ -177,7 +182,12 @@ def read_grouped(
                     yield tuple(events)
                 continue
         if log_errors:
-            log.warning("skipped malformed record %s", error)
+            logged += 1
+            if logged <= LOGGED_ERRORS:
+                log.warning("skipped malformed record %s", error)
+            elif logged == LOGGED_ERRORS + 1:  # a file that is no recording at all must not flood the log
+                log.warning("skipped malformed record %s; further malformed records of %s are counted, not logged",
+                            error, name)  # fmt: skip
         yield error
 
 

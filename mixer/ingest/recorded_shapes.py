@@ -4,7 +4,8 @@
 Lines (streamed), a whole-file JSON array or JSON document(s) (loaded), or a recorded SSE
 body (streamed, each named event a streaming-event record). It yields each record's
 parsed JSON value with the line it starts on, and a ``RecordError`` in place of a record
-that is not JSON (or not UTF-8), then goes on with the next one. An X v1.1 search response
+that is not JSON (or not UTF-8), then goes on with the next one; a file that is no text at
+all (compressed, UTF-16, told by its first bytes) is one ``RecordError`` and nothing else. An X v1.1 search response
 is unwrapped into its statuses. What a record is, and the events it holds, is decided in
 ``recorded``, not here.
 """
@@ -22,6 +23,19 @@ from typing import IO, Any
 from mixer.codec import binary_reason, loads
 
 _BOM = b"\xef\xbb\xbf"
+# Files that are not UTF-8 text at all, told by their first bytes: read line by line, each would be a record of
+# binary garbage, so a compressed night of 200 MB would be reported as some hundred thousand malformed records.
+_NOT_TEXT = (
+    (b"\x1f\x8b", "gzip-compressed", "decompress it first: gunzip -k FILE"),
+    (b"BZh", "bzip2-compressed", "decompress it first: bunzip2 -k FILE"),
+    (b"\xfd7zXZ\x00", "xz-compressed", "decompress it first: unxz -k FILE"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "decompress it first: unzstd FILE"),
+    (b"PK\x03\x04", "a zip archive", "extract the recording from it first"),
+    (b"\x00\x00\xfe\xff", "UTF-32 text", "convert it to UTF-8 first: iconv -f UTF-32 -t UTF-8"),
+    (b"\xff\xfe\x00\x00", "UTF-32 text", "convert it to UTF-8 first: iconv -f UTF-32 -t UTF-8"),
+    (b"\xff\xfe", "UTF-16 text", "convert it to UTF-8 first: iconv -f UTF-16 -t UTF-8 (PowerShell: -Encoding utf8)"),
+    (b"\xfe\xff", "UTF-16 text", "convert it to UTF-8 first: iconv -f UTF-16 -t UTF-8 (PowerShell: -Encoding utf8)"),
+)
 _SSE_START = re.compile(rb"(?:event|data|id|retry)[ \t]*:|:")
 _JSON_SPACE = " \t\r\n"
 _SEARCH_KEYS = {"statuses", "search_metadata"}  # an X v1.1 search response
@@ -50,8 +64,13 @@ def json_records(name: str) -> Generator[Found, None, None]:
         head: list[bytes] = []
         first = b""
         for raw in stream:
-            if not head and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
+            if not head:
+                problem = not_text(raw)
+                if problem is not None:
+                    yield RecordError(name, 1, problem)
+                    return
+                if raw.startswith(_BOM):
+                    raw = raw[len(_BOM) :]
             head.append(raw)
             first = raw.strip()
             if first and not first.startswith(b"#"):
@@ -67,6 +86,14 @@ def json_records(name: str) -> Generator[Found, None, None]:
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+def not_text(start: bytes) -> str | None:
+    """Why a file starting with these bytes is no UTF-8 recording at all (compressed, UTF-16...), else None."""
+    for magic, kind, advice in _NOT_TEXT:
+        if start.startswith(magic):
+            return f"{kind}, not a recording (UTF-8 JSON text): {advice}"
+    return None
 
 
 def _chain(head: list[bytes], rest: Iterable[bytes]) -> Iterator[bytes]:

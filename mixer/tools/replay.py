@@ -142,7 +142,12 @@ async def _replay(settings: Settings, files: list[Path], options: ReplayOptions,
             await task
         except asyncio.CancelledError:
             return 130
-        return 0 if replayer.progress.published or not replayer.progress.read else 1
+        progress = replayer.progress
+        if progress.published or not progress.read:
+            return 0
+        if not unfollowed:
+            say(nothing_published(progress))
+        return 1
     finally:
         watching.cancel()
         await asyncio.wait([watching])
@@ -159,6 +164,16 @@ def unfollowed_notice(progress: ReplayProgress, followed: tuple[str, ...], finis
         f"none of the {skipped:,} posts read is in a chat this deployment follows ({', '.join(followed)}): "
         "configure the recording's chats (MIXER_CHATS or [[chats]], docs/loadtools.md)"
     )
+
+
+def nothing_published(progress: ReplayProgress) -> str:
+    """The line ending a replay that read records but published no post (other than one in no followed chat)."""
+    if progress.skipped["malformed"] == progress.read:
+        return (
+            f"nothing published: none of the {progress.read:,} records read is a post or a platform payload "
+            "(the first malformed ones are logged above): is it a recording? See docs/recorded-format.md"
+        )
+    return f"nothing published: {progress.summary()}"
 
 
 def _drop_hint(options: ReplayOptions) -> str:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import json
 import logging
+import lzma
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -18,6 +21,7 @@ from mixer.codec import FIELD, RETRACT_FIELD, pack_post, unpack_post
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import Publisher
 from mixer.ingest.recorded import (
+    LOGGED_ERRORS,
     RecordError,
     event_dict,
     parse_line,
@@ -61,6 +65,41 @@ def test_malformed_lines_are_reported_with_line_numbers_and_every_good_line_is_s
     assert len(logged) == 3
     assert f"{MALFORMED}:8: not JSON" in logged[0]
     assert f"{MALFORMED}:12: " in logged[2]
+
+
+@pytest.mark.parametrize(
+    ("encode", "kind"),
+    [
+        (gzip.compress, "gzip-compressed"),
+        (bz2.compress, "bzip2-compressed"),
+        (lzma.compress, "xz-compressed"),
+        (lambda data: data.decode().encode("utf-16"), "UTF-16 text"),
+        (lambda data: data.decode().encode("utf-32"), "UTF-32 text"),
+    ],
+)
+def test_a_compressed_or_utf16_recording_is_one_error_naming_what_it_is(
+    tmp_path: Path, encode: Callable[[bytes], bytes], kind: str
+) -> None:
+    path = tmp_path / "night.jsonl.packed"
+    path.write_bytes(encode(MALFORMED.read_bytes()))  # line by line, each "line" would be an error of its own
+    records = list(read_records(path, log_errors=False))
+    assert len(records) == 1 and isinstance(records[0], RecordError)
+    assert records[0].line == 1
+    assert records[0].reason.startswith(f"{kind}, not a recording (UTF-8 JSON text): ")
+
+
+def test_a_file_of_nothing_but_malformed_records_logs_the_first_ones_and_counts_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text("".join(f"2019-03-01,user{n},hello #pstweetchat\n" for n in range(500)))
+    with caplog.at_level(logging.WARNING, logger="mixer.ingest.recorded"):
+        records = list(read_records(path))
+    assert len(records) == 500 and all(isinstance(r, RecordError) for r in records)
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == LOGGED_ERRORS + 1
+    assert logged[0].startswith(f"skipped malformed record {path}:1: not JSON")
+    assert logged[-1].endswith(f"further malformed records of {path} are counted, not logged")
 
 
 def test_comment_and_blank_lines_are_skipped_silently(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
