@@ -183,12 +183,13 @@ def figures(history: Sequence[Post], span: Span, configured: Sequence[str] = ())
     newcomers = {author_key(p) for p in shown} - earlier
     return {
         "from": iso(span.start),
-        "to": iso(span.end),
+        "to": iso(-(-span.end // 1000) * 1000),  # exclusive: rounded up, so the newest post stays before it
         "posts": len(shown),
         "authors": len({author_key(p) for p in shown}),
         "newcomers": len(newcomers),
         "removed": {kind: sum(p["removed"] == kind for p in removed) for kind in ("hidden", "retracted")},
         "chats": chats,
+        "cross_posts": sum(len(set(chats_of(p))) > 1 for p in shown),
         "timeline": timeline(shown, chats, span),
         "matrix": mixing(shown, chats),
         "replies": replies(shown, history),

@@ -111,7 +111,7 @@ def _cards(doc: dict[str, Any]) -> str:
         ("chats", len(doc["chats"])),
         ("authors", doc["authors"]),
         ("newcomers", doc["newcomers"]),
-        ("cross-posts", sum(p["posts"] for p in doc["matrix"]["pairs"])),
+        ("cross-posts", doc["cross_posts"]),  # posts in two chats or more (a pair count counts a post per pair)
         ("removed", removed["hidden"] + removed["retracted"]),
     ]
     cards = "".join(f'<div class="card"><b>{n:,}</b>{_e(label)}</div>' for label, n in figures)

@@ -43,6 +43,15 @@ def post(key: str, chats: Sequence[str], minute: float, handle: str = "ada", **e
     return {"key": key, "source": "x", "chats": list(chats), "author": author, "created": created, **extra}
 
 
+def test_a_post_in_three_chats_is_one_cross_post_and_the_range_ends_after_the_newest_post() -> None:
+    history = [post("a", ["smbiz"], 0), post("b", ["smbiz", "edchat", "journchat"], 1.5, handle="bob")]
+    span = last_event(history) or Span(0, 1)
+    doc = figures(history, span, ["smbiz", "edchat", "journchat"])
+    assert doc["from"] == "2026-01-01T20:00:00Z"
+    assert doc["to"] == "2026-01-01T20:01:31Z"  # exclusive: the newest post, created at 20:01:30, is before it
+    assert doc["cross_posts"] == 1 and len(doc["matrix"]["pairs"]) == 3  # one post, three pairs
+
+
 def test_the_last_event_starts_after_the_last_silence_of_more_than_three_hours() -> None:
     posts = [post("a", ["smbiz"], 0), post("b", ["smbiz"], 300), post("c", ["smbiz"], 310), post("d", ["smbiz"], 480)]
     assert last_event(posts) == Span(posts[1]["created"], posts[3]["created"] + 1)  # type: ignore[operator]
@@ -61,6 +70,7 @@ def test_figures_count_pairs_questions_boosts_newcomers_replies_and_removals_wit
     ]
     doc = figures(history, last_event(history[1:]) or Span(0, 1), ["edchat", "smbiz"])
     assert doc["chats"] == ["edchat", "smbiz"] and doc["posts"] == 4
+    assert doc["cross_posts"] == 1  # a1: the hidden post in both chats is not shown
     assert doc["matrix"]["counts"] == [[1, 1], [1, 2]]  # the hidden post in both chats is not a pair
     assert doc["matrix"]["pairs"] == [{"chats": ["edchat", "smbiz"], "posts": 1}]
     assert doc["replies"] == [{"from": "edchat", "to": "smbiz", "posts": 2}]  # a1 (edchat too) -> q1; x -> old
