@@ -149,7 +149,8 @@ def loads(raw: bytes | str) -> Any:
         if binary is not None:
             raise ValueError(binary) from None
         where = f"column {exc.colno}" if exc.lineno == 1 else f"line {exc.lineno} column {exc.colno}"
-        raise ValueError(f"not JSON: {exc.msg} at {where}") from None
+        at = "" if exc.msg.endswith(" at") else " at"  # "Unterminated string starting at" names its start
+        raise ValueError(f"not JSON: {exc.msg}{at} {where}") from None
     except RecursionError:
         raise ValueError("not JSON: nested too deeply") from None
 

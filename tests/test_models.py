@@ -352,3 +352,12 @@ def test_an_author_needs_only_a_handle_and_a_post_without_one_is_refused_saying_
     for author in (None, "alice", ["a"]):
         with pytest.raises(ValueError, match=r"'author' must be an object with a 'handle' \('name' and 'avatar'"):
             Post.from_dict({**POST, "author": author})
+
+
+def test_a_json_error_names_where_once() -> None:
+    with pytest.raises(ValueError) as cut:
+        loads('{"key": "x:1", "text": "cut sho')
+    assert str(cut.value) == "not JSON: Unterminated string starting at column 24"
+    with pytest.raises(ValueError) as bad:
+        loads("{\n  nope}")
+    assert str(bad.value) == "not JSON: Expecting property name enclosed in double quotes at line 2 column 3"
