@@ -30,6 +30,8 @@ from mixer.options import NO_REDIS, SHARED, add_common
 from mixer.runtime import redis_problem
 from mixer.settings import Settings
 
+LOG_EVERY = 10.0  # seconds between progress lines when stderr is not a terminal (a log, a CI job)
+
 
 def add_replay_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add `mixer replay` (with --config, --redis, -v like every subcommand) to ``subparsers``."""
@@ -108,8 +110,11 @@ async def _replay(settings: Settings, files: list[Path], options: ReplayOptions,
     replayer = Replayer(publisher, files, options)
     task = asyncio.ensure_future(replayer.run())
 
+    shown = sys.stderr.isatty()  # a person watches: one progress line, rewritten in place every second
+
     def notice(line: str) -> None:
-        print(file=sys.stderr)  # ends the progress line, which the next one starts again below
+        if shown:
+            print(file=sys.stderr)  # ends the progress line, which the next one starts again below
         say(line.removeprefix("replay: "))
 
     watching = asyncio.ensure_future(
@@ -118,7 +123,7 @@ async def _replay(settings: Settings, files: list[Path], options: ReplayOptions,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
-    started = loop.time()
+    started = logged = loop.time()
     unfollowed = False  # said that no post is in a followed chat
     try:
         while not task.done():
@@ -129,12 +134,14 @@ async def _replay(settings: Settings, files: list[Path], options: ReplayOptions,
                 notice(line)
                 unfollowed = True
             waiting = "" if outage.since is None else f", waiting for Redis for {time.monotonic() - outage.since:.0f} s"
-            print(
-                f"\rreplay: {progress.summary()} ({progress.published / elapsed:,.0f} posts/s{waiting})",
-                end="",
-                file=sys.stderr,
-            )
-        print(file=sys.stderr)
+            line = f"replay: {progress.summary()} ({progress.published / elapsed:,.0f} posts/s{waiting})"
+            if shown:
+                print(f"\r{line}", end="", file=sys.stderr)
+            elif task.done() or loop.time() - logged >= LOG_EVERY:  # a log: a line now and then, and the last
+                logged = loop.time()
+                print(line, file=sys.stderr)
+        if shown:
+            print(file=sys.stderr)
         if publisher.outage.outages:
             away = publisher.outage
             say(f"Redis was away {away.outages} time(s), {away.seconds:.1f} s in all; the replay waited for it")
