@@ -475,6 +475,19 @@ def test_command_refuses_bad_thresholds_and_a_missing_recording(capsys: pytest.C
     assert "recording not found: /nonexistent/night.jsonl" in capsys.readouterr().err
 
 
+def test_driving_with_no_client_that_parses_posts_is_refused_rather_than_judged_as_total_loss(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = Settings(redis_url="redis://127.0.0.1:1/0")  # never reached
+    assert loadtest_command(settings, _args("--drive", "synth", "--sample", "0")) == 2
+    assert capsys.readouterr().err == (
+        "mixer loadtest: --sample 0 leaves no client that parses what it gets, so the loss and latency of the driven "
+        "posts cannot be measured: give --sample 1 or more (or --sse-clients)\n"
+    )
+    assert LoadOptions(sample=0).drive == "none"  # undriven, counting clients alone still measure deliveries
+    assert LoadOptions(sample=0, sse_clients=2, drive="synth").sse_clients == 2  # /events clients parse every event
+
+
 def test_the_machine_line_names_the_cpu_model_and_clock_and_a_reference_time() -> None:
     cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC\ncpu MHz\t\t: 2445.430\n\nprocessor\t: 1\nmodel name\t: Other\n"
     assert cpu_model(cpuinfo) == "AMD EPYC at 2445 MHz"

@@ -202,3 +202,7 @@ def test_usage_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], t
     assert "--max-p99-ms must be 0 or more" in capsys.readouterr().err
     assert rehearse_command(Settings(), _args()) == 2
     assert "--redis" in capsys.readouterr().err
+    assert main(["rehearse", *redis, "--sample", "0"]) == 2  # no client would parse a post: nothing to judge
+    assert "--sample 0 leaves no client that parses what it gets" in capsys.readouterr().err
+    assert main(["rehearse", *redis, "--sample", "0", "--sse-clients", "1", "--json", "/nonexistent/r.json"]) == 2
+    assert "--sample 0" not in capsys.readouterr().err  # an /events client parses every event: that one measures

@@ -22,6 +22,12 @@ MAX_CONNECT_RATE = 500.0
 MAX_PROCESSES = 64  # load-generating processes at most: a mistyped count must not start thousands of them
 
 
+NO_MEASURING_CLIENT = (
+    "--sample 0 leaves no client that parses what it gets, so the loss and latency of the driven posts cannot be "
+    "measured: give --sample 1 or more (or --sse-clients)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
     """One load test: the clients, how they are spread, and what drives posts."""
@@ -42,6 +48,12 @@ class LoadOptions:
     max_connect_rate: float = MAX_CONNECT_RATE  # new connections per second at most: a longer --ramp when needed
     sse_clients: int = 0  # clients on /events (same host and query as --url), besides the websocket ones
 
+    @property
+    def measured(self) -> bool:
+        """Whether any client parses what it gets (a sampled /ws client, an /events client): loss and latency
+        come from those alone."""
+        return (self.sample > 0 and self.clients > 0) or self.sse_clients > 0
+
     def __post_init__(self) -> None:
         check_url(self.url, self.allow_remote)
         if self.clients < 0 or self.processes < 1 or self.sample < 0 or self.sse_clients < 0:
@@ -50,6 +62,8 @@ class LoadOptions:
             raise ValueError(f"--processes must be 1 to {MAX_PROCESSES}, got {self.processes}")
         if self.clients + self.sse_clients < 1:
             raise ValueError("no clients: give --clients (or --sse-clients) of at least 1")
+        if self.drive != "none" and not self.measured:
+            raise ValueError(NO_MEASURING_CLIENT)
         if urlsplit(self.url).scheme == "wss" and self.clients > self.processes * self.sample:
             raise ValueError(
                 "the counting clients speak plain ws:// only: for a wss:// (TLS) URL, make every client a sampled "

@@ -26,7 +26,7 @@ from mixer.ingest.replay import recordings_problem
 from mixer.options import NO_REDIS, add_common
 from mixer.redact import redact
 from mixer.settings import Settings
-from mixer.tools.loadtest.options import LoadOptions
+from mixer.tools.loadtest.options import NO_MEASURING_CLIENT, LoadOptions
 from mixer.tools.loadtest.replaydrive import RecordingDriver
 from mixer.tools.loadtest.report import report, verdict
 from mixer.tools.loadtest.run import (
@@ -195,6 +195,8 @@ def rehearse_command(settings: Settings, args: argparse.Namespace) -> int:
             max_connect_rate=args.max_connect_rate,
             sse_clients=args.sse_clients,
         )
+        if not options.measured:  # a rehearsal always drives: its loss and latency need a parsing client
+            raise ValueError(NO_MEASURING_CLIENT)
         if not (math.isfinite(args.duration) and args.duration > 0):  # 0 would replay nothing, then judge that
             raise ValueError(f"--duration must be more than 0 seconds of replay, got {args.duration:g}")
         if not (math.isfinite(args.speed) and args.speed > 0):
