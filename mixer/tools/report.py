@@ -112,12 +112,14 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
     except (RedisError, OSError) as exc:
         say(f"cannot read the feed from Redis: {exc}")
         return 1
-    span = span_from_args(args, history) or Span(0, 1)
+    span = span_from_args(args, history)
     doc = {
         "event": {"name": settings.event_name, "hashtag": settings.event_hashtag},
         "profile": args.profile,
-        **figures(history, span, settings.chat_tags),
+        **figures(history, span or Span(0, 1), settings.chat_tags),
     }
+    if span is None:  # an empty feed and no range asked: there is no time to show (not the epoch)
+        doc |= {"from": None, "to": None, "timeline": doc["timeline"] | {"start": None, "bins": 0}}
     if args.format == "json":
         body = json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
     else:
@@ -135,8 +137,6 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
             return reader_gone()
         say(f"cannot write {args.out or 'stdout'}: {exc}")
         return 1
-    say(
-        f"{doc['posts']} posts in {len(doc['chats'])} chats, {doc['from']} to {doc['to']}"
-        + (f", to {args.out}" if args.out else "")
-    )
+    when = "the feed has no posts" if span is None else f"{doc['from']} to {doc['to']}"
+    say(f"{doc['posts']} posts in {len(doc['chats'])} chats, {when}" + (f", to {args.out}" if args.out else ""))
     return 0

@@ -53,7 +53,9 @@ def render(doc: dict[str, Any], colours: dict[str, str], tz: tzinfo) -> str:
     doc = _drawn(doc)
     palette = _palette(doc["chats"], colours) | {OTHER: "#9aa1ad"}
     event = doc.get("event", {})
-    title = f"{event.get('name', 'chatmixer')}: {_when(doc['from'], tz)} to {_when(doc['to'], tz)}"
+    # an empty feed read without --since/--until has no range at all (null), never the epoch
+    when = "no posts in the feed" if doc["from"] is None else f"{_when(doc['from'], tz)} to {_when(doc['to'], tz)}"
+    title = f"{event.get('name', 'chatmixer')}: {when}"
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -62,8 +64,7 @@ def render(doc: dict[str, Any], colours: dict[str, str], tz: tzinfo) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>",
         f"<h1>{_e(event.get('name', ''))}</h1>",
-        f'<p class="sub">{_e(_when(doc["from"], tz))} to {_e(_when(doc["to"], tz))} ({_e(str(tz))}), '
-        f"feed profile <b>{_e(doc.get('profile', 'full'))}</b></p>",
+        f'<p class="sub">{_e(when)} ({_e(str(tz))}), feed profile <b>{_e(doc.get("profile", "full"))}</b></p>',
         _cards(doc),
     ]
     if not doc["posts"]:

@@ -152,6 +152,21 @@ async def test_the_replayed_recording_reports_its_last_night_from_the_command(
     assert err.strip().splitlines()[-1].startswith(f"mixer report: {len(tonight)} posts")
 
 
+async def test_an_empty_feed_reports_no_range_rather_than_the_epoch(
+    keys: Keys, redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MIXER_REDIS_PREFIX", keys.prefix)  # nothing was ever merged under it
+    assert await asyncio.to_thread(main, ["report", "--redis", redis_url, "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert (doc["posts"], doc["from"], doc["to"], doc["timeline"]["start"]) == (0, None, None, None)
+    assert err.splitlines()[-1] == "mixer report: 0 posts in 0 chats, the feed has no posts"
+    page = tmp_path / "empty.html"
+    assert await asyncio.to_thread(main, ["report", "--redis", redis_url, "-o", str(page)]) == 0
+    html = page.read_text()
+    assert "no posts in the feed" in html and "1970" not in html
+
+
 async def test_bad_options_exit_2_and_no_redis_exits_1_each_with_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
