@@ -131,7 +131,8 @@ def to_markdown(posts: Iterable[Post], scope: Scope) -> str:
     counts = f"{len(ordered)} post{'s' * (len(ordered) != 1)}"
     if threads:
         counts += f", {len(threads)} question{'s' * (len(threads) != 1)}"
-    lines += [f"*{md_escape(_span(start, end, scope.tz))}, {counts}*", ""]
+    span = "" if start is None or end is None else f"{md_escape(_span(start, end, scope.tz))}, "  # no posts, no range
+    lines += [f"*{span}{counts}*", ""]
     if threads:
         lines += ["## Questions and answers", ""]
     for thread in threads:
@@ -172,7 +173,8 @@ def _md_line(post: Post, tz: tzinfo, dated: bool, asked: bool = False) -> str:
     if post.get("edited"):
         notes.append("edited")
     if int(post.get("boosts") or 0):
-        notes.append(f"{int(post['boosts'])} boosts")
+        boosts = int(post["boosts"])
+        notes.append(f"{boosts} boost{'s' * (boosts != 1)}")
     tail = f" ({', '.join(notes)})" if notes else ""
     if asked:
         return f"Asked at **{when}** by {who} [{tags}]{tail}"
@@ -278,9 +280,7 @@ def _range(ordered: list[Post], scope: Scope) -> tuple[int | None, int | None]:
     return start, end
 
 
-def _span(start: int | None, end: int | None, tz: tzinfo) -> str:
-    if start is None or end is None:
-        return "no posts"
+def _span(start: int, end: int, tz: tzinfo) -> str:
     first, last = _local(start, tz), _local(end, tz)
     tail = last.strftime("%H:%M") if first.date() == last.date() else last.strftime("%Y-%m-%d %H:%M")
     return f"{first:%Y-%m-%d %H:%M}\u2013{tail} {tz}"

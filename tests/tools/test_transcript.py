@@ -113,6 +113,13 @@ def test_markdown_has_a_title_with_the_range_then_questions_then_the_conversatio
     assert lines.index("## Questions and answers") < lines.index("## Conversation")
 
 
+def test_markdown_counts_read_as_english_and_no_posts_show_no_range() -> None:
+    one = to_markdown([post(1, "hi", ("smbiz",), 5, "dave", boosts=1)], Scope("Night", tz=ZoneInfo("UTC")))
+    assert one.splitlines()[2] == "*2024-05-01 20:05\u201320:05 UTC, 1 post*"
+    assert "([post](https://x.test/dave/status/1), 1 boost)" in one
+    assert to_markdown([], Scope("Night")).splitlines()[2] == "*0 posts*"  # not "no posts, 0 posts"
+
+
 def test_hostile_text_is_shown_as_text_in_markdown() -> None:
     hostile = "<script>alert(1)</script> *bold* [x](javascript:alert(1)) ![i](https://e.test/i.png) `c` &amp;\n# h"
     posts = [
