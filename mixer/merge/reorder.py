@@ -15,6 +15,10 @@ followers that see the same post differently, the one case the window exists for
 one publish are written to all of the post's chats in one MULTI and arrive together). Every chat
 counts as late for the first ``learn_ms`` after the buffer starts, while it cannot know yet. An
 edit or retraction never leaves before a held post of its key, nor before an earlier edit of it.
+An event never leaves before one read earlier from the same chat stream (its due is at least theirs),
+so a chat's posts keep their stream order when its hold drops from the window to 0 (learning ends,
+or its lateness runs out); only a hold raised later by a union twin can put a held post behind newer
+ones of its chat.
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ class ReorderBuffer:
         self._chat_ids: dict[str, dict[str, None]] = {}  # per chat, pending entry ids in stream order
         self._late_until: dict[str, int] = {}  # chat -> stamp (ms) until which it counts as late
         self._key_due: dict[str, tuple[int, int]] = {}  # post key -> (latest due of its held events, how many)
+        self._stream_due: dict[str, int] = {}  # chat stream -> latest due of an event read from it (the floor)
         self._released: OrderedDict[str, tuple[str, ...]] = OrderedDict()  # post key -> chats, newest last
 
     def __len__(self) -> int:
@@ -120,7 +125,11 @@ class ReorderBuffer:
             self._late_until[chat] = max(self._late_until.get(chat, -1), stamp + self.late_for_ms)
 
     def _push(self, key: str, pending: Pending) -> None:
-        """Schedule ``pending`` at its (raised) due; its key's latest due follows."""
+        """Schedule ``pending`` at its (raised) due; its key's and its streams' latest dues follow."""
+        streams = self._stream_due
+        for chat, _ in pending.entries:
+            if streams.get(chat, -1) < pending.due:
+                streams[chat] = pending.due
         self._seq += 1
         pending.seq = self._seq
         heapq.heappush(self._due, (pending.due, self._seq, key))
@@ -149,6 +158,9 @@ class ReorderBuffer:
             self._join(held, key, chat, entry_id, event)
             return
         due = stamp + self._hold(chats, stamp)
+        floor = self._stream_due.get(chat, -1)
+        if floor > due:
+            due = floor  # never ahead of an event read before it from this stream
         before = self._key_due.get(pkey)
         if before is None:
             self._key_due[pkey] = (due, 1)
@@ -163,6 +175,8 @@ class ReorderBuffer:
     def _join(self, held: Pending, key: str, chat: str, entry_id: str, event: Event) -> None:
         """Another entry of an event held under ``key``: a post's twin widens its chats (and maybe its hold)."""
         held.entries.append((chat, entry_id))
+        if self._stream_due.get(chat, -1) < held.due:
+            self._stream_due[chat] = held.due  # this stream's later events leave after it too
         if isinstance(held.event, Post) and isinstance(event, Post):
             known = held.event.chats
             if known == event.chats:  # a copy of one publish, the common twin: nothing to add

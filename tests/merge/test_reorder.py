@@ -146,6 +146,16 @@ def test_a_retraction_naming_no_chat_waits_the_window_while_any_chat_is_late() -
     assert [p.event for p in buf.pop_ready(watermark=2_500)] == [Retraction("x:9", "x")]
 
 
+def test_a_chat_keeps_its_stream_order_when_its_hold_drops_to_nothing() -> None:
+    # learning ended between two posts of one chat: the newer one (hold 0) used to leave before the older (window)
+    buf = ReorderBuffer(500, started_ms=0)
+    buf.add("smbiz", "4900-0", make_post("a", ("smbiz",), created=4_900))
+    buf.add("smbiz", "5100-0", make_post("b", ("smbiz",), created=5_100))
+    buf.add("edchat", "5100-0", make_post("c", ("edchat",), created=5_100))  # another chat is not held by it
+    assert [p.event.key for p in buf.pop_ready(watermark=5_200)] == ["c"]
+    assert [p.event.key for p in buf.pop_ready(watermark=5_400)] == ["a", "b"]
+
+
 class PlainBuffer:
     """The release rule as first written, with nothing made faster: what ``ReorderBuffer`` must match."""
 
@@ -156,6 +166,7 @@ class PlainBuffer:
         self.late_until: dict[str, int] = {}
         self.released: dict[str, tuple[str, ...]] = {}
         self.arrived = 0
+        self.stream_due: dict[str, int] = {}  # the latest due given to an event read from each chat stream
 
     def hold(self, chats: tuple[str, ...], stamp: int) -> int:
         if self.started is None or stamp < self.started + self.learn_ms:
@@ -174,13 +185,15 @@ class PlainBuffer:
                     self.late_until[c] = max(self.late_until.get(c, -1), stamp + self.late_for)
         if held is None:
             pkey = post_key(event)
-            due = stamp + self.hold(event_chats(event), stamp)
+            due = max(stamp + self.hold(event_chats(event), stamp), self.stream_due.get(chat, -1))
             if not isinstance(event, Post):
                 due = max([due] + [h[3] for h in self.held.values() if h[4] == pkey])
             self.arrived += 1
             self.held[key] = [event, stamp, [(chat, entry_id)], due, pkey, self.arrived]
+            self.stream_due[chat] = max(self.stream_due.get(chat, -1), due)
             return
         held[2].append((chat, entry_id))
+        self.stream_due[chat] = max(self.stream_due.get(chat, -1), held[3])
         if isinstance(held[0], Post) and isinstance(event, Post):
             extra = tuple(c for c in event.chats if c not in held[0].chats)
             if extra:
@@ -189,6 +202,8 @@ class PlainBuffer:
                 if due > held[3]:
                     held[3], self.arrived = due, self.arrived + 1
                     held[5] = self.arrived
+                    for c, _ in held[2]:
+                        self.stream_due[c] = max(self.stream_due.get(c, -1), due)
 
     def pop_ready(self, watermark: int) -> list[tuple[Event, int, list[tuple[str, str]], int]]:
         if self.started is None:
@@ -203,6 +218,8 @@ class PlainBuffer:
             if not isinstance(held[0], Post) and post is not None and len(self.held) <= self.max_pending:
                 held[3], self.arrived = max(held[3], post[3]), self.arrived + 1
                 held[5] = self.arrived  # scheduled again: behind every event already due with it
+                for c, _ in held[2]:
+                    self.stream_due[c] = max(self.stream_due.get(c, -1), held[3])
                 continue
             del self.held[key]
             if isinstance(held[0], Post):
