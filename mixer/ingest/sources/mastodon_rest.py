@@ -80,7 +80,7 @@ class MastodonRest:
                     log.warning("%s: HTTP 429 on GET %s; retrying in %.2fs", self.name, url, delay)
                     self._not_before = self._clock() + delay
                     continue
-                if remaining.isdigit() and int(remaining) == 0:
+                if remaining.isascii() and remaining.isdigit() and int(remaining) == 0:  # int() refuses "²"
                     self.counters["rate_limit_waits"] += 1
                     self._not_before = self._clock() + (reset if reset is not None else min(60.0, self._max_rate_wait))
                 if resp.status != 200:

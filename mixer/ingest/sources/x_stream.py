@@ -170,7 +170,9 @@ class XSource:
         """Until ``x-rate-limit-reset`` (epoch seconds) when it is ahead, else the 429 backoff."""
         fallback = self._rate.next()
         reset = headers.get("x-rate-limit-reset", "")
-        if reset.isdigit() and int(reset) > self._clock():
+        # isascii too: str.isdigit() also takes digits such as "²" that int() refuses, and one bad header must not
+        # end the follower (this runs in _attempt's except clause, which nothing catches)
+        if reset.isascii() and reset.isdigit() and int(reset) > self._clock():
             return min(int(reset) - self._clock(), self._rate.cap)
         return fallback
 

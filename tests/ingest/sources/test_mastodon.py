@@ -464,6 +464,20 @@ async def test_remaining_zero_defers_the_next_request_until_the_reset(
     assert follower.counters["rate_limit_waits"] == 1
 
 
+async def test_an_unreadable_remaining_header_is_ignored_and_polling_goes_on(
+    redis: aioredis.Redis, keys: Keys, fake: FakeMastodon
+) -> None:
+    # "²" passes str.isdigit() but not int(): a header like it once ended the follower, and with it `mixer ingest`
+    fake.timeline = STATUSES[:2]
+    fake.scripted = [(200, {"X-RateLimit-Remaining": "\u00b2"})]
+    follower = source(redis, keys, fake)
+    async with following(follower):
+        assert await published(redis, keys, 2) == [key_of(s) for s in STATUSES[:2]]
+        fake.timeline.append(STATUSES[2])
+        assert await published(redis, keys, 3) == [key_of(s) for s in STATUSES[:3]]
+    assert follower.counters["rate_limit_waits"] == 0
+
+
 async def test_server_errors_and_non_json_pages_back_off_and_retry_without_loss(
     redis: aioredis.Redis, keys: Keys, fake: FakeMastodon
 ) -> None:

@@ -792,6 +792,16 @@ async def test_http_429_waits_until_x_rate_limit_reset_then_follows(redis: aiore
     assert follower.counters["reconnects"] == 1
 
 
+async def test_http_429_with_an_unreadable_reset_backs_off_and_follows(redis: aioredis.Redis, keys: Keys) -> None:
+    # "²" passes str.isdigit() but not int(): a header like it once ended the follower, and with it `mixer ingest`
+    fake = FakeX(STREAM, plans=[Plan(status=429, headers={"x-rate-limit-reset": "\u00b2"})])
+    async with fake_x(fake) as api:
+        follower = source(redis, keys, api, backoff=never(), network_backoff=never())
+        async with running(follower):
+            assert await until_published(redis, keys, 7) == UNIQUE_TWEETS
+    assert follower.counters["reconnects"] == 1
+
+
 async def test_http_error_backs_off_with_the_http_backoff_then_follows(redis: aioredis.Redis, keys: Keys) -> None:
     fake = FakeX(STREAM, plans=[Plan(status=503), Plan(status=500)])
     async with fake_x(fake) as api, running(source(redis, keys, api, network_backoff=never())) as follower:
