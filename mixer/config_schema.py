@@ -59,6 +59,18 @@ def _token(s: str) -> bool:
     return s == "" or (len(s) >= TOKEN_MIN and not any(c.isspace() for c in s))
 
 
+def _platform_token(s: str) -> bool:
+    """A token we send to a platform in an ``Authorization`` header: no space or control character (a secret read
+    from a file often ends in a newline, which the HTTP client refuses at the first request)."""
+    return s.isprintable() and not any(c.isspace() for c in s)
+
+
+def _platform_token_why(s: str) -> str | None:
+    if "\n" in s or "\r" in s:
+        return "holds a line break (a secret read from a file keeps its last newline: strip it)"
+    return "holds a space or a control character" if s else None
+
+
 def _loopback(host: str) -> bool:
     try:
         return host == "localhost" or ip_address(host).is_loopback
@@ -181,7 +193,13 @@ SCHEMA: dict[str, dict[str, Field]] = {
             "a list of https:// instance URLs without user or password (http:// only to localhost)",
             lambda v: all(_https(u) for u in v),
         ),
-        "token": Field("mastodon_token", str, "a string (empty: poll without a token)"),
+        "token": Field(
+            "mastodon_token",
+            str,
+            "a token without spaces (empty: poll without a token)",
+            _platform_token,
+            why=_platform_token_why,
+        ),
         "poll_seconds": _num("mastodon_poll_seconds", 0.1, 3600, "a number of seconds"),
     },
     "bluesky": {
@@ -200,7 +218,13 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "profile_ttl_seconds": _num("bluesky_profile_ttl_seconds", 1, 2_592_000, "a number of seconds"),
     },
     "x": {
-        "bearer_token": Field("x_bearer_token", str, "a string (empty: X is not followed)"),
+        "bearer_token": Field(
+            "x_bearer_token",
+            str,
+            "a token without spaces (empty: X is not followed)",
+            _platform_token,
+            why=_platform_token_why,
+        ),
         "api": Field("x_api", str, "an https:// URL without user or password (http:// only to localhost)", _https),
     },
     "webhook": {

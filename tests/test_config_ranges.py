@@ -36,6 +36,8 @@ DANGEROUS = {
     "short-moderation-token": ("[moderation]\ntoken = 'm0d'\n", 2, "moderation.token"),
     "short-webhook-token": ("[webhook]\ntoken = 'hook'\n", 2, "webhook.token"),
     "token-with-space": ("[webhook]\ntoken = 'a b c d e f g h i j k l'\n", 2, "webhook.token"),
+    "mastodon-token-with-space": ("[mastodon]\ntoken = 'abc def'\n", 2, "mastodon.token"),
+    "x-token-with-newline": ('[x]\nbearer_token = "AAAA%2Bxyz\\n"\n', 2, "x.bearer_token"),
     "profile-rate": ("[[profiles]]\nname = 'wall'\nrate = 1e9\n", 3, "profiles[0].rate"),
     "profile-weight": ("[[profiles]]\nname = 'wall'\nweights = { a = 1e300 }\n", 3, "profiles[0].weights"),
 }
@@ -67,12 +69,22 @@ def test_a_dangerous_value_in_the_file_names_its_line_and_key(case: str, tmp_pat
         ("MIXER_X_API", "http://api.twitter.com"),
         ("MIXER_MODERATION_TOKEN", "m0d"),
         ("MIXER_WEBHOOK_TOKEN", "x" * (TOKEN_MIN - 1)),
+        ("MIXER_MASTODON_TOKEN", "tok-abcdefghijk\n"),
+        ("MIXER_X_BEARER_TOKEN", "AAAA%2Bxyz\r\n"),
     ],
 )
 def test_a_dangerous_environment_value_is_refused_the_same_way(name: str, value: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, ""), {name: value})
     assert (info.value.file, info.value.key) == ("environment", name)
+
+
+def test_a_platform_token_with_a_trailing_newline_is_refused_at_load_saying_so(tmp_path: Path) -> None:
+    # the HTTP client refuses such a header at the first request, which stopped `mixer ingest` with a traceback
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, ""), {"MIXER_MASTODON_TOKEN": "tok-abcdefghijk\n"})
+    assert "line break" in str(info.value) and "tok-abc" not in str(info.value)
+    assert load_settings(write(tmp_path, ""), {"MIXER_X_BEARER_TOKEN": "AAAA%2Bxyz"}).x_bearer_token == "AAAA%2Bxyz"
 
 
 def test_a_short_token_is_refused_without_showing_it(tmp_path: Path) -> None:
