@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import ChainMap, Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -184,6 +184,9 @@ class MastodonSource:
         now_ms = int(self._clock() * 1000)
         events: list[Event] = []
         fresh: list[tuple[str, str]] = []
+        # id -> uri of what this batch parsed so far: a reply to a status of the same page names it by uri too
+        batch: dict[str, str] = {}
+        known = ChainMap(batch, self._known)
         best = self._cursor.get(tag) if tag else None
         for status in sorted(statuses, key=lambda s: id_order(_status_id(s) or "")):
             self.counters["received"] += 1
@@ -197,7 +200,9 @@ class MastodonSource:
                 self.counters["duplicates"] += 1
                 continue
             try:
-                events.extend(parse_status(status, self._matcher, now_ms, instance=self.host, known_uris=self._known))
+                events.extend(
+                    parse_status(status, self._matcher, now_ms, instance=self.host, known_uris=known, seen_uris=batch)
+                )
             except Ignored as exc:
                 self.counters[f"skipped:{counted(exc.reason, self.name)}"] += 1
             except ValueError as exc:

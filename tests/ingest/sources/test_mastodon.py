@@ -438,6 +438,21 @@ async def test_a_gap_longer_than_a_page_is_fetched_page_by_page_with_nothing_ski
     assert [q.get("min_id") for _, q in fake.requests[1:4]] == [base["id"], clones[39]["id"], clones[79]["id"]]
 
 
+async def test_a_reply_polled_in_the_same_page_as_its_parent_names_the_parent_by_key(
+    redis: aioredis.Redis, keys: Keys, fake: FakeMastodon
+) -> None:
+    parent, reply = (
+        next(s for s in STATUSES if s["id"] == load(name)["id"])
+        for name in ("test_status_reply.00.json", "test_status_reply.02.json")
+    )
+    fake.timeline = [parent, reply]  # a busy chat: the answer is in the page that brings the question
+    follower = source(redis, keys, fake)
+    async with following(follower):
+        assert await published(redis, keys, 2) == [key_of(parent), key_of(reply)]
+    entries = await read_range(redis, keys.chat("hoot"), "0-0")
+    assert unpack_post(entries[1][0], entries[1][1]).reply_to == key_of(parent)  # not mastodon-id:<host>:<id>
+
+
 async def test_http_429_waits_until_the_rate_limit_reset(redis: aioredis.Redis, keys: Keys, fake: FakeMastodon) -> None:
     fake.timeline = STATUSES[:2]
     reset = iso_in(0.4)
