@@ -1,10 +1,11 @@
 """Mastodon's REST API for the follower: GETs of JSON documents from one instance, within its rate limit.
 
 ``MastodonRest.get_json`` waits out ``X-RateLimit-Remaining: 0`` and HTTP 429 until the
-advertised ``X-RateLimit-Reset`` (capped, so a skewed clock cannot stall a follower), and
-raises ``SourceError`` for an answer the follower cannot use. What to fetch (tag timelines,
-the instance document) and what the statuses mean is the follower's (``mastodon_follow``)
-and the parser's (``mastodon``); the streaming API is in ``mastodon_stream``.
+advertised ``X-RateLimit-Reset`` (else a 429's ``Retry-After``; capped, so a skewed clock
+cannot stall a follower), and raises ``SourceError`` for an answer the follower cannot use.
+What to fetch (tag timelines, the instance document) and what the statuses mean is the
+follower's (``mastodon_follow``) and the parser's (``mastodon``); the streaming API is in
+``mastodon_stream``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -76,7 +78,8 @@ class MastodonRest:
                 remaining = resp.headers.get("X-RateLimit-Remaining", "").strip()
                 if resp.status == 429:
                     self.counters["rate_limited"] += 1
-                    delay = reset if reset is not None else self._backoff.next()
+                    # Mastodon says when in X-RateLimit-Reset; a proxy or CDN in front of it in Retry-After
+                    delay = reset if reset is not None else self._retry_after(resp.headers) or self._backoff.next()
                     log.warning("%s: HTTP 429 on GET %s; retrying in %.2fs", self.name, url, delay)
                     self._not_before = self._clock() + delay
                     continue
@@ -91,6 +94,18 @@ class MastodonRest:
             except ValueError as exc:
                 self.counters["malformed"] += 1
                 raise SourceError(f"GET {url}: body is not JSON ({exc}): {body[:80]!r}") from None
+
+    def _retry_after(self, headers: Mapping[str, str]) -> float | None:
+        """Seconds from ``Retry-After`` (seconds, or an HTTP date), capped; None when absent or unreadable."""
+        raw = headers.get("Retry-After", "").strip()
+        if raw.isascii() and raw.isdigit():
+            return min(self._max_rate_wait, float(raw))
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        at = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()  # HTTP dates are GMT
+        return min(self._max_rate_wait, max(0.0, at - self._clock()))
 
     def _reset_delay(self, headers: Mapping[str, str]) -> float | None:
         """Seconds until ``X-RateLimit-Reset`` (ISO time, or epoch seconds), capped; None when absent or unreadable."""

@@ -465,6 +465,19 @@ async def test_http_429_waits_until_the_rate_limit_reset(redis: aioredis.Redis, 
     assert follower.counters["rate_limited"] == 1
 
 
+async def test_http_429_from_a_proxy_waits_its_retry_after(
+    redis: aioredis.Redis, keys: Keys, fake: FakeMastodon
+) -> None:
+    fake.timeline = STATUSES[:2]
+    fake.scripted = [(429, {"Retry-After": "1"})]  # no X-RateLimit-Reset: a CDN in front of the instance said no
+    follower = source(redis, keys, fake)
+    async with following(follower):
+        assert await published(redis, keys, 2) == [key_of(s) for s in STATUSES[:2]]
+    (refused_at, _), (retried_at, _) = fake.requests[:2]
+    assert retried_at - refused_at >= 0.95  # the backoff alone: after 0.01 s
+    assert follower.counters["rate_limited"] == 1
+
+
 async def test_remaining_zero_defers_the_next_request_until_the_reset(
     redis: aioredis.Redis, keys: Keys, fake: FakeMastodon
 ) -> None:
