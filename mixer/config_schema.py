@@ -90,6 +90,15 @@ def _https(url: str) -> bool:
     return parts.scheme == "https" or (parts.scheme == "http" and _loopback(host))
 
 
+def _instance(url: str) -> bool:
+    """A Mastodon instance's address as ``_https`` takes it, and no more: the follower appends the API's paths to it,
+    so a profile or page address (``https://mastodon.social/@someone``) would be asked for timelines it has not."""
+    if not _https(url):
+        return False
+    parts = urlsplit(url)
+    return parts.path in ("", "/") and not parts.query and not parts.fragment and not url.endswith(("?", "#"))
+
+
 def _origin(entry: str) -> str | None:
     """An origin as a browser's ``Origin`` header would carry it (lower case, no default port, no path), or None:
     ``https://Blog.Example:443`` is ``https://blog.example``; ``https://blog.example/embed`` is no origin at all."""
@@ -190,8 +199,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "instances": Field(
             "mastodon_instances",
             tuple,
-            "a list of https:// instance URLs without user or password (http:// only to localhost)",
-            lambda v: all(_https(u) for u in v),
+            "a list of https:// instance addresses: scheme and host, no path, user or password (http:// only to"
+            " localhost)",
+            lambda v: all(_instance(u) for u in v),
         ),
         "token": Field(
             "mastodon_token",
