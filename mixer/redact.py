@@ -33,12 +33,18 @@ def redact(text: str, *secrets: str) -> str:
     return _SCHEME_AUTH.sub(lambda m: f"{m['name']}{MASK}", text)
 
 
+_WEB = frozenset({"http", "https", "ws", "wss"})  # URLs whose paths hold '@' (profiles), never a password
+
+
 def url_secret(url: str) -> str:
     """The password of one URL, read leniently: what follows the user's ``:`` up to the URL's last ``@`` (the whole
     user info when it has no ``:``), "" when there is none. For URLs a parser refuses (``redis://:ab/cd@h``,
     ``redis://:a b@h``): ``redact``'s pattern cannot tell such a password from a path in free text, so a caller
-    that holds the URL passes this as a secret."""
+    that holds the URL passes this as a secret. A web URL's user info ends at its path, whose ``@`` is a profile
+    (``https://mastodon.social/@chatmixer``), not a password to hide."""
     scheme, sep, rest = url.partition("://")
+    if scheme.lower() in _WEB:  # user info only before the path: an '@' after it is a profile (/@chatmixer)
+        rest = re.split(r"[/?#]", rest, maxsplit=1)[0]
     userinfo, at, _ = rest.rpartition("@")
     if not sep or not at or not scheme:
         return ""

@@ -88,6 +88,8 @@ def test_the_log_formatter_redacts_messages_and_tracebacks() -> None:
         ("redis://token@h/0", "token"),
         ("redis://h:6379/0", ""),
         ("not a url @ all", ""),
+        ("https://mastodon.social/@chatmixer", ""),  # a profile link: no user in it
+        ("https://user:pw@mastodon.social/@chatmixer", "pw"),
     ],
 )
 def test_url_secret_reads_a_password_a_parser_would_refuse(url: str, secret: str) -> None:

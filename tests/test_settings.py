@@ -343,6 +343,14 @@ def test_a_bad_instance_url_names_its_line(tmp_path: Path) -> None:
     assert (error.line, error.key) == (4, "mastodon.instances")
 
 
+def test_a_profile_link_with_an_at_sign_is_rendered_as_it_is_and_loads_back(tmp_path: Path) -> None:
+    # it was written 'https://***@chatmixer' ("credentials not shown"), and `mixer config > mixer.toml` kept that
+    settings = load_settings(write(tmp_path, '[event]\nlink = "https://mastodon.social/@chatmixer"\n'), {})
+    rendered = render_settings(settings)
+    assert 'link = "https://mastodon.social/@chatmixer"\n' in rendered
+    assert load_settings(write(tmp_path, rendered), {}).event_link == "https://mastodon.social/@chatmixer"
+
+
 def test_rendered_settings_never_show_secrets(tmp_path: Path) -> None:
     env = {"MIXER_WEBHOOK_TOKEN": "h00k-0123456789abcdef"}
     settings = load_settings(write(tmp_path, '[x]\nbearer_token = "s3cret"\n'), env)
