@@ -63,6 +63,7 @@ class FakeMastodon:
         self.websocket = websocket
         self.requests: list[tuple[float, dict[str, str]]] = []  # (wall time, query) of each timeline GET
         self.scripted: list[tuple[int, dict[str, str]]] = []  # next timeline answers: (status, extra headers)
+        self.held = 0  # how many of the next timeline requests get no answer at all (a stalled server)
         self.on_subscribe: list[tuple[str, str]] = []  # events streamed right after every subscription
         self.subscribed = asyncio.Event()
         self.connections: Counter[str] = Counter()  # streaming connections accepted, by transport
@@ -94,6 +95,9 @@ class FakeMastodon:
 
     async def tag_timeline(self, request: web.Request) -> web.Response:
         self.requests.append((time.time(), dict(request.query)))
+        if self.held:
+            self.held -= 1
+            await asyncio.Event().wait()  # until the client gives up (or the server closes)
         status, headers = self.scripted.pop(0) if self.scripted else (200, {})
         if status != 200:
             return web.json_response({"error": "Too many requests"}, status=status, headers=headers)

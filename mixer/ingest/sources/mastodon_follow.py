@@ -62,6 +62,7 @@ class MastodonSource:
         max_rate_wait: float = 900.0,  # never wait longer than this for a rate-limit reset (clock skew guard)
         read_timeout: float = 60.0,  # a stream silent this long (no event, no heartbeat) is reconnected
         heartbeat: float = 30.0,  # websocket ping interval; an unanswered ping closes the socket
+        request_timeout: float = 30.0,  # seconds for a whole REST answer (a timeline page, the instance document)
         clock: Callable[[], float] = time.time,  # wall clock, to compare with the server's reset times
     ) -> None:
         base = instance if "://" in instance else f"https://{instance}"
@@ -90,6 +91,7 @@ class MastodonSource:
             counters=self.counters,
             backoff=self._backoff,
             max_rate_wait=max_rate_wait,
+            timeout=request_timeout,
             clock=clock,
         )
         self._stream_base: str | None = None

@@ -46,6 +46,7 @@ class MastodonRest:
         backoff: Backoff,  # the follower's backoff: the wait after a 429 that gives no reset time
         max_rate_wait: float,  # never wait longer than this for a rate-limit reset (clock skew guard)
         clock: Callable[[], float],  # wall clock, to compare with the server's reset times
+        timeout: float = 30.0,  # seconds for a whole answer; a server slower than this fails the request
     ) -> None:
         self.session: aiohttp.ClientSession | None = None  # set by the follower while it runs
         self._base = base
@@ -54,6 +55,7 @@ class MastodonRest:
         self._backoff = backoff
         self._max_rate_wait = max_rate_wait
         self._clock = clock
+        self._timeout = timeout
         self._not_before = 0.0  # wall time before which no request is sent (rate limit spent)
 
     async def get_list(self, path: str, params: dict[str, str]) -> list[Any]:
@@ -73,22 +75,26 @@ class MastodonRest:
             if wait > 0:
                 log.info("%s: rate limit spent; waiting %.2fs before GET %s", self.name, wait, url)
                 await asyncio.sleep(wait)
-            async with self.session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                reset = self._reset_delay(resp.headers)
-                remaining = resp.headers.get("X-RateLimit-Remaining", "").strip()
-                if resp.status == 429:
-                    self.counters["rate_limited"] += 1
-                    # Mastodon says when in X-RateLimit-Reset; a proxy or CDN in front of it in Retry-After
-                    delay = reset if reset is not None else self._retry_after(resp.headers) or self._backoff.next()
-                    log.warning("%s: HTTP 429 on GET %s; retrying in %.2fs", self.name, url, delay)
-                    self._not_before = self._clock() + delay
-                    continue
-                if remaining.isascii() and remaining.isdigit() and int(remaining) == 0:  # int() refuses "²"
-                    self.counters["rate_limit_waits"] += 1
-                    self._not_before = self._clock() + (reset if reset is not None else min(60.0, self._max_rate_wait))
-                if resp.status != 200:
-                    raise SourceError(f"GET {url}: HTTP {resp.status}", resp.status)
-                body = await resp.read()
+            try:
+                async with self.session.get(url, params=params, timeout=aiohttp.ClientTimeout(self._timeout)) as resp:
+                    reset = self._reset_delay(resp.headers)
+                    remaining = resp.headers.get("X-RateLimit-Remaining", "").strip()
+                    if resp.status == 429:
+                        self.counters["rate_limited"] += 1
+                        # Mastodon says when in X-RateLimit-Reset; a proxy or CDN in front of it in Retry-After
+                        delay = reset if reset is not None else self._retry_after(resp.headers) or self._backoff.next()
+                        log.warning("%s: HTTP 429 on GET %s; retrying in %.2fs", self.name, url, delay)
+                        self._not_before = self._clock() + delay
+                        continue
+                    if remaining.isascii() and remaining.isdigit() and int(remaining) == 0:  # int() refuses "²"
+                        self.counters["rate_limit_waits"] += 1
+                        wait_for = reset if reset is not None else min(60.0, self._max_rate_wait)
+                        self._not_before = self._clock() + wait_for
+                    if resp.status != 200:
+                        raise SourceError(f"GET {url}: HTTP {resp.status}", resp.status)
+                    body = await resp.read()
+            except TimeoutError:  # its message is empty: say what timed out, or the log line says nothing
+                raise SourceError(f"GET {url}: no complete answer within {self._timeout:g} s") from None
             try:
                 return json.loads(body)
             except ValueError as exc:

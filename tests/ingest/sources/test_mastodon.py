@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
@@ -504,6 +505,20 @@ async def test_an_unreadable_remaining_header_is_ignored_and_polling_goes_on(
         fake.timeline.append(STATUSES[2])
         assert await published(redis, keys, 3) == [key_of(s) for s in STATUSES[:3]]
     assert follower.counters["rate_limit_waits"] == 0
+
+
+async def test_a_timeline_that_never_answers_is_logged_as_a_timeout_and_polling_goes_on(
+    redis: aioredis.Redis, keys: Keys, fake: FakeMastodon, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.timeline = STATUSES[:2]
+    fake.held = 1
+    follower = source(redis, keys, fake, request_timeout=0.2)
+    with caplog.at_level(logging.WARNING, logger="mixer.ingest.sources.mastodon_follow"):
+        async with following(follower):
+            assert await published(redis, keys, 2) == [key_of(s) for s in STATUSES[:2]]
+    failures = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].endswith("/api/v1/timelines/tag/hoot: no complete answer within 0.2 s")
+    assert follower.counters["reconnects"] == 1
 
 
 async def test_server_errors_and_non_json_pages_back_off_and_retry_without_loss(
