@@ -2,7 +2,8 @@
 
 Gauges and counters from the hubs (connections, frames, bytes, posts sent and skipped,
 lag frames, cut-offs, per profile), per-chat rates, the webhook, the followers' counters
-that ``mixer ingest`` stores in Redis, and the Redis round-trip time measured at scrape.
+that ``mixer ingest`` stores in Redis, the Redis round-trip time measured at scrape, and whether a merge stage
+leads and how old the feed's newest entry is (a stalled wall is seen in the metrics, not only on the screen).
 Nothing here keeps state of its own.
 """
 
@@ -17,7 +18,7 @@ import redis.asyncio as aioredis
 
 from mixer.fanout.hub import Hub
 from mixer.keys import Keys
-from mixer.streams import text
+from mixer.streams import id_ms, text
 
 HUB_COUNTERS = {
     "frames_sent": "websocket/SSE writes of a batch to one client",
@@ -91,11 +92,23 @@ async def render(hubs: Mapping[str, Hub], redis: aioredis.Redis, keys: Keys, web
         started = time.perf_counter()
         await redis.ping()
         rtt = time.perf_counter() - started
-        stored = await redis.hgetall(keys.ingest_stats)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.ingest_stats)
+            pipe.exists(keys.merge_lease)
+            pipe.xrevrange(keys.feed, count=1)
+            pipe.time()
+            stored, leader, newest, (seconds, micros) = await pipe.execute()
     except Exception:  # a scrape must answer even when Redis does not
         return "\n".join(out + _lines("mixer_redis_up", "gauge", "1 when Redis answered this scrape", [({}, 0)])) + "\n"
     out += _lines("mixer_redis_up", "gauge", "1 when Redis answered this scrape", [({}, 1)])
     out += _lines("mixer_redis_rtt_seconds", "gauge", "Redis PING round trip at this scrape", [({}, rtt)])
+    out += _lines(
+        "mixer_merge_leader", "gauge", "1 when a merge stage holds the lease: the feed is being written", [({}, leader)]
+    )
+    if newest:  # by Redis's clock, both ends: no skew between this host and the merge stage's
+        age = max(0.0, int(seconds) + int(micros) / 1e6 - id_ms(text(newest[0][0])) / 1000)
+        help_text = "seconds since the newest feed entry was written (grows while nothing is merged)"
+        out += _lines("mixer_feed_newest_age_seconds", "gauge", help_text, [({}, age)])
     ingest: list[Sample] = []
     for name, raw in stored.items():
         try:

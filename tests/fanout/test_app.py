@@ -254,6 +254,24 @@ async def test_metrics_are_prometheus_text_with_connections_and_deliveries(
     assert "mixer_redis_up 1" in body and "# TYPE mixer_redis_rtt_seconds gauge" in body
 
 
+async def test_metrics_say_whether_a_merge_stage_leads_and_how_old_the_newest_feed_entry_is(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    # no leader used to look like a quiet night: readyz 200, nothing in the metrics, a wall that stopped moving
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.get(srv.url + "/metrics") as resp:
+            body = await resp.text()
+        assert "mixer_merge_leader 0" in body
+        assert "mixer_feed_newest_age_seconds" not in body  # an empty feed has no newest entry
+        await add_to_feed(redis, keys, make_post("m:1", ("smbiz",)))
+        await redis.set(keys.merge_lease, "a-holder", px=5000)
+        async with http.get(srv.url + "/metrics") as resp:
+            body = await resp.text()
+    assert "mixer_merge_leader 1" in body
+    age = float(body.split("\nmixer_feed_newest_age_seconds ")[1].split()[0])
+    assert 0 <= age < 60
+
+
 async def test_an_empty_query_value_reads_as_its_default_on_every_route(
     redis: aioredis.Redis, keys: Keys, redis_url: str
 ) -> None:
