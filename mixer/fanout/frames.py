@@ -35,13 +35,18 @@ def ws_frame(payload: bytes, binary: bool = False) -> bytes:
     return header + payload
 
 
-def sse_chunk(message: dict[str, Any]) -> bytes:
-    """A message as Server-Sent Events (one event per post), framed as one HTTP/1.1 chunk."""
+def sse_chunk(message: dict[str, Any], event_id: str | None = None) -> bytes:
+    """A message as Server-Sent Events (one event per post), framed as one HTTP/1.1 chunk. A ``reset`` carries its
+    cursor as the event's ``id:``, and so may any other message given an ``event_id``: ``EventSource`` then comes
+    back with ``Last-Event-ID`` from there, not from an id before the reset (which would only be reset again)."""
     kind = message.get("type", "message")
     if kind in ("posts", "update"):
         body = b"".join(_item_bytes(kind, item, "sse") for item in message.get("items", ()))
     else:
-        body = b"event: " + str(kind).encode() + b"\ndata: " + dumps(message) + b"\n\n"
+        if kind == "reset" and isinstance(message.get("cursor"), str):
+            event_id = message["cursor"]
+        head = b"" if event_id is None else b"id: " + event_id.encode() + b"\n"
+        body = head + b"event: " + str(kind).encode() + b"\ndata: " + dumps(message) + b"\n\n"
     return chunk(body)
 
 

@@ -43,7 +43,7 @@ from mixer.fanout.appkeys import (
 )
 from mixer.fanout.catchup import Unavailable, catch_up, patiently
 from mixer.fanout.clients import HEARTBEAT_PARTS, Client
-from mixer.fanout.frames import chunk, encode_message, wire
+from mixer.fanout.frames import chunk, encode_message, sse_chunk, wire
 from mixer.fanout.hub import Hub
 from mixer.fanout.messages import BATCH_POSTS
 from mixer.fanout.params import parse_id
@@ -381,7 +381,10 @@ async def _serve_events(
     client = Client(transport, chats, "sse")
     ended = app[STREAMING][transport] = asyncio.Event()
     try:
-        if not await hub.deliver(client, wire([hello(app[SETTINGS], hub.cursor, profile, pinned)], "sse")):
+        # Without since, the hello's cursor is where this stream starts: its id, so that EventSource coming back
+        # before any post resumes from there and misses none published meanwhile.
+        greeting = hello(app[SETTINGS], hub.cursor, profile, pinned)
+        if not await hub.deliver(client, sse_chunk(greeting, hub.cursor if since is None else None)):
             return response
         if since is not None:
             try:

@@ -43,6 +43,27 @@ async def test_last_event_id_resumes_exactly_the_missed_posts(
             assert resp.status == 400 and (await resp.text()).startswith("Last-Event-ID must be a feed id")
 
 
+async def test_the_hello_and_a_reset_carry_the_id_eventsource_should_come_back_from(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    # without an id on the hello, EventSource coming back before its first post sent no Last-Event-ID and missed
+    # every post published while it was away; after a reset it came back from the old id and was reset again
+    first = await add_to_feed(redis, keys, make_post("h0"))
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        async with http.get(srv.url + "/events") as resp:
+            hello_id, name, hello = await next_event(resp)
+            assert (hello_id, name) == (first[0], "hello") and hello["cursor"] == first[0]
+        missed = await add_to_feed(redis, keys, make_post("h1"), make_post("h2"))  # while it was away
+        async with http.get(srv.url + "/events", headers={"Last-Event-ID": hello_id}) as resp:
+            resumed_hello_id, _, _ = await next_event(resp)
+            assert resumed_hello_id is None  # resuming: the hello must not move EventSource past the gap
+            assert [(await next_event(resp))[0] for _ in missed] == missed
+        async with http.get(srv.url + "/events", headers={"Last-Event-ID": "99999999999999-0"}) as resp:
+            await next_event(resp)  # hello
+            reset_id, name, reset = await next_event(resp)
+            assert (name, reset_id) == ("reset", missed[-1]) and reset["cursor"] == missed[-1]
+
+
 async def test_on_shutdown_a_stream_ends_as_a_chunked_body_should(keys: Keys, redis_url: str) -> None:
     runner = web.AppRunner(build_app(settings_for(keys.prefix), redis_url), shutdown_timeout=2)
     await runner.setup()
