@@ -259,15 +259,18 @@ def restamp_event(
 
 def recordings_problem(paths: Iterable[str | Path]) -> str | None:
     """Why these recordings cannot be replayed, in one line, or None: stdin (``-``: a replay plans from its files
-    and reads them again on every pass), a directory, a missing file."""
+    and reads them again on every pass), a directory, a missing file, a device or pipe."""
     given = [Path(p) for p in paths]
     if any(str(p) == "-" for p in given):
         return "'-' (stdin) cannot be replayed: give a file (save stdin first: mixer normalize - > night.jsonl)"
     folders = [str(p) for p in given if p.is_dir()]
     if folders:
         return f"a recording is a file, not a directory: {', '.join(folders)}"
-    missing = [str(p) for p in given if not p.is_file()]
-    return f"recording not found: {', '.join(missing)}" if missing else None
+    missing = [str(p) for p in given if not p.exists()]
+    if missing:
+        return f"recording not found: {', '.join(missing)}"
+    odd = [str(p) for p in given if not p.is_file()]  # a device, a pipe, a socket: a replay reads it on every pass
+    return f"a recording is a regular file, not a device or pipe: {', '.join(odd)}" if odd else None
 
 
 class Replayer:

@@ -82,8 +82,8 @@ def replay_command(settings: Settings, args: argparse.Namespace) -> int:
             run_tag=new_run_tag(time.time()) if args.loop and not args.keep_keys else "",
             tag_texts=True,  # a soak must see every pass as cards, also right after an earlier run
         )
-    except ValueError as exc:
-        say(str(exc))
+    except ValueError as exc:  # ReplayOptions names its fields: say the flags the user typed
+        say("--" + str(exc).replace("max_gap", "max-gap"))
         return 2
     problem = recordings_problem(args.files)
     if problem is not None:
