@@ -423,12 +423,18 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
     return args
 
 
+LOG_LAYOUT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(build_parser(), argv)
     args.argv = argv
     handler = logging.StreamHandler(sys.stderr)  # every log line, tracebacks included, passes through redact
-    handler.setFormatter(logs := RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # `serve --workers` processes share one stderr: each line says which process wrote it
+    shared = getattr(args, "workers", 1) > 1 or getattr(args, "reuse_port", False)
+    layout = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s" if shared else LOG_LAYOUT
+    handler.setFormatter(logs := RedactingFormatter(layout))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     if not args.verbose:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
