@@ -154,6 +154,12 @@ def test_fan_out_has_a_disruption_budget_and_an_autoscaler_and_redis_keeps_its_d
         b for b in _of("PodDisruptionBudget", overlay) if b["spec"]["selector"]["matchLabels"].items() <= labels.items()
     ]
     assert budgets, "no PodDisruptionBudget selects the fan-out pods"
+    # a terminating fan-out pod serves on until the endpoints forget it, and its grace period covers that wait
+    pod = web["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    wait = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep" and 0 < wait < 10
+    assert pod["terminationGracePeriodSeconds"] >= wait + 10
     (scaler,) = _of("HorizontalPodAutoscaler", overlay)
     assert scaler["spec"]["scaleTargetRef"]["name"] == "chatmixer-web"
     (redis,) = _of("StatefulSet", overlay)
