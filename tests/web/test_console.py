@@ -294,6 +294,36 @@ async def test_a_long_chat_tag_and_event_name_wrap_and_never_widen_the_console(
             assert sizes["wordsRight"] <= sizes["rulesRight"], (width, sizes)
 
 
+async def test_a_post_with_unbroken_long_name_handle_and_text_never_widens_the_console(
+    night: Night, chromium_page: Page
+) -> None:
+    # The longest name and handle a Post may carry (mixer.models.LIMITS), each one unbroken word, and a long URL.
+    page = chromium_page
+    long = post("x:wide", "see https://example.test/" + "a" * 1500, handle="h" * 300, name="N" * 200)
+    await night.publish(post("x:plain", "a short one"), long)
+    await sign_in(page, night)
+    await expect(incoming(page, "x:wide")).to_be_visible(timeout=WAIT_MS)
+    await incoming(page, "x:wide").get_by_role("button", name="Pin", exact=True).click()
+    await expect(page.locator("#pinned")).to_be_visible(timeout=WAIT_MS)
+    await incoming(page, "x:wide").get_by_role("button", name="Block author…").click()  # names the handle too
+    for width, height in ((1440, 900), (375, 667)):
+        await page.set_viewport_size({"width": width, "height": height})
+        sizes = await page.evaluate(
+            """() => {
+                const column = document.querySelector(".incoming-column");
+                const list = document.getElementById("incoming").getBoundingClientRect();
+                const cards = [...document.querySelectorAll("#incoming article, #incoming article *, #pinned")];
+                return {page: document.documentElement.scrollWidth, window: innerWidth,
+                        column: column.scrollWidth, columnBox: column.clientWidth,
+                        widest: Math.max(...cards.map((c) => c.getBoundingClientRect().right)), listRight: list.right};
+            }"""
+        )
+        assert sizes["page"] <= sizes["window"], (width, sizes)  # no sideways scrolling
+        assert sizes["column"] <= sizes["columnBox"], (width, sizes)  # nothing pushed out of Incoming
+        assert sizes["widest"] <= sizes["listRight"] + 0.5, (width, sizes)  # every card, the pinned one too
+    await expect(incoming(page, "x:wide").locator(".author-name")).to_have_text("N" * 200)  # wrapped, not cut
+
+
 async def test_the_audit_log_lists_each_action_with_the_moderators_name(night: Night, chromium_page: Page) -> None:
     page = chromium_page
     await sign_in(page, night, name="Zoë")
