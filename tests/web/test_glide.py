@@ -160,6 +160,38 @@ async def test_the_wall_announces_new_posts_politely_as_one_sentence_at_most_eve
     assert second[0] - first[0] >= ANNOUNCE_EVERY_MS - 50
 
 
+# Every live region of a page (what a screen reader reads out when it changes): whose text changed, to what.
+RECORD_LIVE_REGIONS = """() => {
+    const LIVE = '[aria-live]:not([aria-live="off"]), [role="status"], [role="alert"], [role="log"]';
+    window.heard = [];
+    new MutationObserver((records) => {
+        for (const record of records) {
+            const target = record.target.nodeType === Node.ELEMENT_NODE ? record.target : record.target.parentElement;
+            const region = target && target.closest(LIVE);
+            if (region) window.heard.push(region.id || region.className);
+        }
+    }).observe(document.body, { childList: true, characterData: true, subtree: true });
+}"""
+
+
+async def test_a_paced_burst_is_heard_only_as_the_summary_not_as_each_step_of_the_queue(
+    live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    # Eight posts at once, released one by one (min_seconds spreads them out): "7 more posts coming up", "6 more"...
+    await page.goto(live_server.url + "?" + urlencode({"profile": "full", "min_seconds": "2"}))
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    await page.evaluate(RECORD_LIVE_REGIONS)
+    await publish_items(redis, keys, *(item_with(f"x:paced{i}", f"paced {i}", []) for i in range(8)))
+    await expect(page.locator("#waiting")).to_contain_text("coming up", timeout=WAIT_MS)  # the queue is seen
+    await expect(page.locator("#posts article.post")).to_have_count(8, timeout=WAIT_MS)
+    await expect(page.locator("#waiting")).to_be_hidden()
+    await expect(page.locator("#announce")).not_to_be_empty(timeout=WAIT_MS)
+    heard: list[str] = await page.evaluate("() => window.heard")
+    assert set(heard) == {"announce"}, f"live regions that spoke during the burst: {heard}"
+    assert len(heard) <= 3  # the summary, at most once every three seconds
+
+
 async def test_the_widget_announces_new_posts_politely_as_one_sentence_at_most_every_three_seconds(
     live_server: LiveServer, chromium_page: Page, image_host: ImageHost, redis: aioredis.Redis, keys: Keys
 ) -> None:
