@@ -249,7 +249,10 @@ function buildQueueItem(post) {
   return item;
 }
 
-/** Rebuild the queue keeping the items (and their focus and status) that are still waiting. */
+/**
+ * Bring the queue up to date keeping the items (and their focus and status) that are still waiting, in place:
+ * the queue is a live region, and an item taken out and put back would be read out again.
+ */
 function showQueue(items) {
   const list = $("queue");
   const current = new Map([...list.children].map((el) => [el.dataset.key, el]));
@@ -259,11 +262,14 @@ function showQueue(items) {
     return isPost(post) ? current.get(post.key) || buildQueueItem(post) : null;
   }).filter(Boolean);
   const focused = list.contains(document.activeElement);
-  if (next.length !== list.childElementCount || next.some((el, i) => list.children[i] !== el)) {
-    list.replaceChildren(...next);
-    if (focused && !list.contains(document.activeElement) && list.firstElementChild) {
-      list.firstElementChild.querySelector("button").focus();
-    }
+  const kept = new Set(next);
+  for (const el of [...list.children]) if (!kept.has(el)) el.remove();
+  // The queue keeps its order (oldest first), so the items left are in order and only new ones go in.
+  next.forEach((el, i) => {
+    if (list.children[i] !== el) list.insertBefore(el, list.children[i] || null);
+  });
+  if (focused && !list.contains(document.activeElement) && list.firstElementChild) {
+    list.firstElementChild.querySelector("button").focus();
   }
   $("queue-count").textContent = next.length ? `(${next.length})` : "";
   $("queue-empty").hidden = next.length > 0;

@@ -205,6 +205,38 @@ async def test_in_approval_mode_a_new_post_waits_in_the_queue_until_approved(nig
     assert await on_wall(wall, "a second one").count() == 0
 
 
+async def test_the_queue_a_screen_reader_follows_adds_a_new_held_post_without_reinserting_those_waiting(
+    night: Night, chromium_page: Page
+) -> None:
+    # #queue is a polite live region: every item put into it again is read out again, with its buttons.
+    page = chromium_page
+    await sign_in(page, night)
+    await page.get_by_role("switch", name="Approval mode").click()
+    await expect(page.locator("#queue")).to_have_attribute("aria-live", "polite")
+    await night.publish(post("x:first", "the first held post"))
+    await expect(page.locator('#queue article[data-key="x:first"]')).to_be_visible(timeout=WAIT_MS)
+    await page.evaluate(
+        """() => {
+            const queue = document.getElementById("queue");
+            window.readAgain = [];
+            new MutationObserver((records) => {
+                for (const record of records) {
+                    for (const node of record.removedNodes) window.readAgain.push(node.dataset.key);
+                }
+            }).observe(queue, { childList: true });
+        }"""
+    )
+    for n in range(2, 4):
+        await night.publish(post(f"x:held{n}", f"held post {n}", handle=f"user{n}"))
+        await expect(page.locator("#queue article")).to_have_count(n, timeout=WAIT_MS)
+    keys = "articles => articles.map((a) => a.dataset.key)"
+    assert await page.locator("#queue article").evaluate_all(keys) == ["x:first", "x:held2", "x:held3"]
+    await page.locator('#queue article[data-key="x:held2"]').get_by_role("button", name="Reject").click()
+    await expect(page.locator("#queue article")).to_have_count(2, timeout=WAIT_MS)
+    assert await page.locator("#queue article").evaluate_all(keys) == ["x:first", "x:held3"]
+    assert await page.evaluate("() => window.readAgain") == ["x:held2"], "only the rejected post left the queue"
+
+
 async def test_block_author_adds_the_account_to_the_rules_and_hides_the_post(night: Night, chromium_page: Page) -> None:
     page = chromium_page
     await sign_in(page, night)
