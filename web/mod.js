@@ -350,9 +350,12 @@ async function loadChats() {
 function startConsole(session, currentRules) {
   state.session = session;
   $("moderator-name").textContent = session.name;
+  const focusWasInForm = $("login").contains(document.activeElement) || document.activeElement === document.body;
   $("login").hidden = true;
   $("console").hidden = false;
   $("session-bar").hidden = false;
+  // The sign-in form had the focus and is gone: Tab goes on from the top (approval switch, Sign out, the posts).
+  if (focusWasInForm) $("console-title").focus();
   rules.apply(currentRules);
   state.stream = new FeedStream({
     history: (items) => addPosts(items),

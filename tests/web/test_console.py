@@ -356,6 +356,25 @@ async def test_a_post_with_unbroken_long_name_handle_and_text_never_widens_the_c
     await expect(incoming(page, "x:wide").locator(".author-name")).to_have_text("N" * 200)  # wrapped, not cut
 
 
+async def test_signing_in_with_the_keyboard_goes_on_from_the_top_of_the_console(
+    night: Night, chromium_page: Page
+) -> None:
+    page = chromium_page
+    await night.publish(post("x:k1", "one"), post("x:k2", "two"))
+    await page.goto(f"{night.url}/mod")
+    await expect(page.locator("#login-token")).to_be_focused()
+    await page.keyboard.type(TOKEN)
+    await page.keyboard.press("Tab")
+    await page.keyboard.type("Kay")
+    await page.keyboard.press("Enter")
+    await expect(incoming(page, "x:k2")).to_be_visible(timeout=WAIT_MS)
+    await expect(page.locator("#console-title")).to_be_focused()  # not lost with the form that had it
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("switch", name="Approval mode")).to_be_focused()
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("button", name="Sign out")).to_be_focused()
+
+
 async def test_the_audit_log_lists_each_action_with_the_moderators_name(night: Night, chromium_page: Page) -> None:
     page = chromium_page
     await sign_in(page, night, name="Zoë")
