@@ -375,6 +375,33 @@ async def test_signing_in_with_the_keyboard_goes_on_from_the_top_of_the_console(
     await expect(page.get_by_role("button", name="Sign out")).to_be_focused()
 
 
+async def test_skip_links_take_the_keyboard_past_the_incoming_posts_to_each_other_column(
+    night: Night, chromium_page: Page
+) -> None:
+    page = chromium_page
+    await night.publish(*(post(f"x:s{i}", f"post {i}") for i in range(5)))
+    await sign_in(page, night)
+    await expect(page.locator("#incoming article")).to_have_count(5, timeout=WAIT_MS)
+    await page.locator("#console-title").focus()
+    for _ in range(3):  # the approval switch, Sign out, then the first skip link
+        await page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to the approval queue")
+    await expect(skip).to_be_focused()
+    assert await skip.evaluate("a => a.getBoundingClientRect().left") >= 0, "seen once focused"
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="Skip to the blocklist")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#rules-title")).to_be_focused()
+    await page.keyboard.press("Tab")
+    await expect(page.locator("#rules-words")).to_be_focused()  # past the posts in one step
+    await page.locator("#console-title").focus()  # links left alone are out of sight
+    lefts = await page.locator(".skip-links a").evaluate_all(
+        "links => links.map((a) => a.getBoundingClientRect().right)"
+    )
+    assert all(right <= 0 for right in lefts), lefts
+
+
 async def test_the_audit_log_lists_each_action_with_the_moderators_name(night: Night, chromium_page: Page) -> None:
     page = chromium_page
     await sign_in(page, night, name="Zoë")
