@@ -92,13 +92,29 @@ export function postBody(post, chats) {
   return body;
 }
 
+/**
+ * Mark a button busy while its request runs, or not: pressing it again does nothing (``isBusy``) and it looks
+ * disabled, but it is not `disabled`, which would take the keyboard focus away to <body> at every press.
+ */
+export function setBusy(button, busy) {
+  for (const name of ["aria-disabled", "aria-busy"]) {
+    if (busy) button.setAttribute(name, "true");
+    else button.removeAttribute(name);
+  }
+}
+
+/** Whether a button's request is still running (``setBusy``). */
+export function isBusy(button) {
+  return button.getAttribute("aria-busy") === "true";
+}
+
 /** A button that runs ``action``; while it runs the button is busy, then ``status`` says done or why not. */
 export function actionButton(label, className, status, action) {
   const button = element("button", `btn ${className}`, label);
   button.type = "button";
   button.addEventListener("click", async () => {
-    button.disabled = true;
-    button.setAttribute("aria-busy", "true");
+    if (isBusy(button)) return;
+    setBusy(button, true);
     status.dataset.state = "pending";
     status.textContent = `${label}…`;
     try {
@@ -109,8 +125,7 @@ export function actionButton(label, className, status, action) {
       status.dataset.state = "error";
       status.textContent = `${label} failed: ${error.message}`;
     } finally {
-      button.disabled = false;
-      button.removeAttribute("aria-busy");
+      setBusy(button, false);
     }
   });
   return button;

@@ -9,7 +9,7 @@
  */
 
 import { api } from "./mod-api.js";
-import { chatBadge } from "./mod-dom.js";
+import { chatBadge, isBusy, setBusy } from "./mod-dom.js";
 import { element, normalizeTag } from "./safe.js";
 
 const $ = (id) => document.getElementById(id);
@@ -131,7 +131,8 @@ export class RulesPanel {
 
   async save() {
     const button = $("rules-save");
-    button.disabled = true;
+    if (isBusy(button)) return;
+    setBusy(button, true);
     this.error.textContent = "";
     this.say("Saving…");
     try {
@@ -145,13 +146,14 @@ export class RulesPanel {
       this.error.scrollIntoView({ block: "nearest" });
       this.context.failed(error);
     } finally {
-      button.disabled = false;
+      setBusy(button, false);
     }
   }
 
   async toggleApproval() {
+    if (isBusy(this.switchButton)) return;
     const on = this.switchButton.getAttribute("aria-checked") !== "true";
-    this.switchButton.disabled = true;
+    setBusy(this.switchButton, true);
     this.switchStatus.dataset.state = "pending";
     this.switchStatus.textContent = on ? "Turning on…" : "Turning off…";
     try {
@@ -163,7 +165,7 @@ export class RulesPanel {
       this.switchStatus.textContent = `Approval mode: ${error.message}`;
       this.context.failed(error);
     } finally {
-      this.switchButton.disabled = false;
+      setBusy(this.switchButton, false);
     }
   }
 }

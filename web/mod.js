@@ -12,7 +12,7 @@
  */
 
 import { ApiError, api, clearSession, loadSession, moderatorName, saveSession } from "./mod-api.js";
-import { accountOf, actionButton, isPost, localTime, postBody } from "./mod-dom.js";
+import { accountOf, actionButton, isBusy, isPost, localTime, postBody, setBusy } from "./mod-dom.js";
 import { element, normalizeTag } from "./safe.js";
 import { RulesPanel } from "./mod-rules.js";
 import { FeedStream } from "./mod-stream.js";
@@ -84,8 +84,10 @@ function blockForm(post, status, toggle) {
     const chat = select.value;
     const answer = await act("block", { account, chat: chat || undefined, key: post.key });
     rules.apply(answer);
+    const pressed = form.contains(document.activeElement);
     form.hidden = true;
     toggle.setAttribute("aria-expanded", "false");
+    if (pressed) toggle.focus(); // as Cancel does: the form that had the focus is gone
     return `Blocked ${account}${chat ? ` in #${chat}` : ""}`;
   });
   const cancel = element("button", "btn", "Cancel");
@@ -141,11 +143,15 @@ function fillCard(card, post) {
 }
 
 function setCardHidden(card, hidden) {
+  const hide = card.querySelector(".btn-hide");
+  const unhide = card.querySelector(".btn-unhide");
+  const pressed = document.activeElement === (hidden ? hide : unhide); // the button a keyboard just used goes away
   card.dataset.state = hidden ? "hidden" : "shown";
   card.querySelector(".state-label").textContent = hidden ? "Hidden" : "";
-  card.querySelector(".btn-hide").hidden = hidden;
-  card.querySelector(".btn-unhide").hidden = !hidden;
+  hide.hidden = hidden;
+  unhide.hidden = !hidden;
   card.querySelector(".btn-pin").disabled = hidden;
+  if (pressed) (hidden ? unhide : hide).focus(); // the focus stays on the card, on the button that undoes it
 }
 
 /** Posts in feed order: newest on top; a key already shown (an unhidden post) moves up as its new version. */
@@ -157,7 +163,9 @@ function addPosts(items) {
     if (card) fillCard(card, post);
     else card = buildIncomingCard(post);
     state.cards.set(post.key, card);
-    list.prepend(card);
+    const focused = card.contains(document.activeElement) ? document.activeElement : null;
+    list.prepend(card); // an unhidden post moves up: moving it takes the focus away, so it is given back
+    if (focused && document.activeElement !== focused) focused.focus();
   }
   while (list.childElementCount > MAX_CARDS) {
     state.cards.delete(list.lastElementChild.dataset.key);
@@ -426,7 +434,7 @@ function signOut(message) {
 async function signIn(session) {
   const error = $("login-error");
   const submit = $("login-submit");
-  submit.disabled = true;
+  setBusy(submit, true);
   error.textContent = "";
   try {
     const current = await api(session, "GET", "/api/mod/rules");
@@ -439,12 +447,13 @@ async function signIn(session) {
     const reason = failure.message;
     error.textContent = `Cannot sign in: ${reason.charAt(0).toUpperCase()}${reason.slice(1)}.`;
   } finally {
-    submit.disabled = false;
+    setBusy(submit, false);
   }
 }
 
 $("login-form").addEventListener("submit", (event) => {
   event.preventDefault();
+  if (isBusy($("login-submit"))) return; // a sign-in is being checked
   const token = $("login-token").value.trim();
   const name = moderatorName($("login-name").value);
   if (!token || !name) {

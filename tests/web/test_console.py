@@ -402,6 +402,58 @@ async def test_skip_links_take_the_keyboard_past_the_incoming_posts_to_each_othe
     assert all(right <= 0 for right in lefts), lefts
 
 
+async def test_a_button_pressed_with_the_keyboard_keeps_the_focus_while_its_action_runs_and_after(
+    night: Night, chromium_page: Page
+) -> None:
+    # A button disabled while its request runs loses the focus to <body>: the next key would act on nothing.
+    page = chromium_page
+    await night.publish(post("x:f1", "one"), post("x:f2", "two"))
+    await sign_in(page, night)
+    card = incoming(page, "x:f1")
+    await expect(card).to_be_visible(timeout=WAIT_MS)
+
+    pin = card.get_by_role("button", name="Pin", exact=True)
+    await pin.focus()
+    await page.keyboard.press("Enter")
+    await expect(card).to_have_attribute("data-pinned", "true", timeout=WAIT_MS)
+    await expect(card.locator(".status")).to_have_text("Pinned on every wall", timeout=WAIT_MS)
+    await expect(pin).to_be_focused()
+
+    await card.get_by_role("button", name="Hide", exact=True).focus()
+    await page.keyboard.press("Enter")
+    await expect(card).to_have_attribute("data-state", "hidden", timeout=WAIT_MS)
+    unhide = card.get_by_role("button", name="Unhide")
+    await expect(unhide).to_be_focused()  # the button that undoes it, on the same card
+    await page.keyboard.press("Enter")
+    await expect(card).to_have_attribute("data-state", "shown", timeout=WAIT_MS)
+    await expect(card.get_by_role("button", name="Hide", exact=True)).to_be_focused()  # the card moved up, with it
+
+    switch = page.get_by_role("switch", name="Approval mode")
+    await switch.focus()
+    await page.keyboard.press("Space")
+    await expect(switch).to_have_attribute("aria-checked", "true", timeout=WAIT_MS)
+    await expect(page.locator("#approval-status")).to_have_text("New posts wait for approval", timeout=WAIT_MS)
+    await page.keyboard.press("Space")  # the focus is still on the switch: the same key turns it off
+    await expect(switch).to_have_attribute("aria-checked", "false", timeout=WAIT_MS)
+    await expect(switch).to_be_focused()
+
+    await page.locator("#rules-words").fill("spam")
+    save = page.get_by_role("button", name="Save blocklist")
+    await save.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#rules-status")).to_contain_text("Saved", timeout=WAIT_MS)
+    await expect(save).to_be_focused()
+
+    block = incoming(page, "x:f2").get_by_role("button", name="Block author…")
+    await block.focus()
+    await page.keyboard.press("Enter")
+    await page.keyboard.press("Tab")
+    await expect(incoming(page, "x:f2").get_by_role("button", name="Block", exact=True)).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(incoming(page, "x:f2")).to_have_attribute("data-state", "hidden", timeout=WAIT_MS)
+    await expect(block).to_be_focused()  # back on the button that opened the form, as with Cancel
+
+
 async def test_the_audit_log_lists_each_action_with_the_moderators_name(night: Night, chromium_page: Page) -> None:
     page = chromium_page
     await sign_in(page, night, name="Zoë")
