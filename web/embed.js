@@ -141,9 +141,10 @@ function readableTextColour(hex) {
   return (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) ? "#000000" : "#ffffff";
 }
 
+// A flag or a ZWJ emoji is one initial, as on the wall.
 function initialOf(name) {
-  const trimmed = String(name || "").replace(/^[@\s\p{Cf}]+/u, "");
-  return trimmed ? [...trimmed][0].toLocaleUpperCase() : "?";
+  const t = String(name || "").replace(/^[@\s\p{Cf}]+/u, "");
+  return t ? (Intl.Segmenter ? [...new Intl.Segmenter().segment(t)][0].segment : [...t][0]).toLocaleUpperCase() : "?";
 }
 
 function avatarColour(seed) {

@@ -346,6 +346,22 @@ async def test_hostile_posts_render_as_literal_text_inside_the_widget_and_run_no
     assert dialogs == []
 
 
+async def test_an_authors_initial_is_a_whole_flag_or_emoji_sequence_as_on_the_wall(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    feed = await show_widget(page, host_site, live_server, "/initials.html")
+    names = {
+        "flag": "\U0001f1fa\U0001f1e6 Olena",  # a flag is two code points: one alone is a boxed letter
+        "family": "\U0001f469\u200d\U0001f469\u200d\U0001f467 Family",  # a ZWJ sequence
+        "accent": "e\u0301mile",  # e and a combining acute accent
+    }
+    ids = await publish(redis, keys, *(wall_post(f"x:{key}", name=name, handle=key) for key, name in names.items()))
+    for post_id, name in zip(ids, names.values(), strict=True):
+        whole = name.split(" ")[0] if " " in name else "E\u0301"
+        await expect(card(feed, post_id).locator(".initial")).to_have_text(whole, timeout=WAIT_MS)
+
+
 async def test_an_update_replaces_a_card_and_a_retraction_removes_it(
     live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
 ) -> None:
