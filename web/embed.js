@@ -18,7 +18,7 @@ const MAX_REMEMBERED_IDS = 5000;
 const RECONNECT_BASE_MS = 500;
 const RECONNECT_CAP_MS = 15000;
 const PING_EVERY_MS = 20000;
-const SILENCE_LIMIT_MS = 2.5 * PING_EVERY_MS; // no frame at all for this long: a half-open socket
+const SILENCE_LIMIT_MS = 2.5 * PING_EVERY_MS; // no frame at all this long: a half-open socket
 const GAP_LIMIT = 1000; // most posts fetched back after a lag frame
 const NEUTRAL_COLOUR = "#607080";
 const WAITING = "Waiting for the first posts…";
@@ -82,7 +82,7 @@ function normalizeTag(tag) {
   return String(tag).trim().replace(/^#+/, "").toLowerCase();
 }
 
-/** The tags asked for, normalised as the server does (any characters: one not on the feed is reported, not dropped). */
+/** The tags asked for, normalised as the server does (one not on the feed is reported, not dropped). */
 function parseChats(raw) {
   const tags = String(raw || "").split(",").map(normalizeTag).filter(Boolean);
   return tags.length ? [...new Set(tags)] : null;
@@ -193,7 +193,7 @@ function link(href, className, text) {
 
 function styleSheetFor(root) {
   if ("adoptedStyleSheets" in root && typeof CSSStyleSheet === "function") {
-    // A constructed sheet is not inline style, so a strict style-src CSP on the host page still allows it.
+    // A constructed sheet is no inline style: a strict style-src CSP on the host page allows it.
     try {
       const sheet = new CSSStyleSheet();
       sheet.replaceSync(CSS);
@@ -240,6 +240,7 @@ function mount(script, options) {
   const intervals = [];
 
   function setStatus(name) {
+    if (status.dataset.state == name) return; // a live region: once an outage, not each retry
     status.dataset.state = name;
     statusLabel.textContent = LABELS[name];
   }
@@ -303,7 +304,7 @@ function mount(script, options) {
     text.append(element("bdi", "", String(post.text ?? "")));
     const body = element("div", "body");
     body.append(head, text);
-      const quote = quoteLine(post);
+    const quote = quoteLine(post);
     if (quote) body.append(quote);
     if (options.images) body.append(images(post));
     article.append(avatar(author), body);
@@ -336,7 +337,7 @@ function mount(script, options) {
     return row;
   }
 
-  // A quote post's line naming the post it quotes: a link when its URL is http(s), text in any case.
+  // A quote post's line naming the post it quotes: a link when its URL is http(s).
   function quoteLine(post) {
     if (typeof post.quote_of !== "string" || !post.quote_of) return null;
     const href = httpUrlOrNull(post.quote_url);
@@ -381,7 +382,7 @@ function mount(script, options) {
     for (const c of cards) c.classList.remove("u");
   }
 
-  // Screen readers hear new posts as one polite sentence, at most every ANNOUNCE_MS: "3 new posts from #a, #b".
+  // Screen readers hear new posts as one sentence at most every ANNOUNCE_MS: "3 new posts from #a, #b".
   function announce(posts) {
     for (const post of posts) {
       news.n += 1;
@@ -441,7 +442,7 @@ function mount(script, options) {
       box.setAttribute("aria-label", `${event.name}: live feed`);
     }
     if (!Array.isArray(chats)) return;
-    // A data-chats naming no chat of this feed would wait forever: say so, and which chats there are.
+    // A data-chats naming no chat of this feed would wait forever: say so and list the chats.
     const here = chats.map((chat) => normalizeTag(chat?.tag ?? "")).filter(Boolean);
     const tags = (list) => list.map((tag) => `#${tag}`).join(", ");
     empty.textContent = options.chats && here.length && !options.chats.some((tag) => here.includes(tag))
@@ -583,7 +584,7 @@ function mount(script, options) {
     if (!state.stopped) openSocket();
   }
 
-  /** Capped exponential backoff with jitter, so a restarted server is not hit by every widget at once. */
+  /** Capped backoff with jitter, so a restarted server is not hit by every widget at once. */
   function scheduleReconnect(why) {
     state.socket = null;
     if (state.timer || state.stopped) return;
@@ -605,7 +606,7 @@ function mount(script, options) {
     socket.send(JSON.stringify({ type: "ping" }));
   }
 
-  /** Close the socket and timers for good (the host element left the page, or `chatmixer-stop` was sent). */
+  /** Close the socket and timers for good (the host left the page, or `chatmixer-stop` was sent). */
   function stop() {
     state.stopped = true;
     window.clearTimeout(state.timer);

@@ -233,6 +233,7 @@ function takeEvent(event) {
 }
 
 function setConnection(name) {
+  if ($("connection").dataset.state === name) return; // a live region: an outage is said once, not at every retry
   $("connection").dataset.state = name;
   $("connection-label").textContent = CONNECTION_LABELS[name] || name;
 }

@@ -310,6 +310,8 @@ function sayIfNoChatMatches(chats) {
 }
 
 function setConnectionState(name) {
+  // A live region: said again, even the same words, each time it is written; an outage is one "Reconnecting…".
+  if (page.connection.dataset.state === name) return;
   page.connection.dataset.state = name;
   page.connectionLabel.textContent = CONNECTION_LABELS[name];
 }

@@ -454,6 +454,25 @@ async def test_a_button_pressed_with_the_keyboard_keeps_the_focus_while_its_acti
     await expect(block).to_be_focused()  # back on the button that opened the form, as with Cancel
 
 
+async def test_an_outage_is_heard_once_as_reconnecting_not_at_every_retry(night: Night, chromium_page: Page) -> None:
+    page = chromium_page
+    await sign_in(page, night)
+    await page.evaluate(
+        """() => {
+            const label = document.getElementById("connection");
+            window.heard = [];
+            new MutationObserver(() => window.heard.push(label.textContent.trim()))
+                .observe(label, { childList: true, characterData: true, subtree: true });
+        }"""
+    )
+    await night.server.stop()
+    for _ in range(3):  # three tries (0.5 s, 1 s, 2 s of backoff, with jitter)
+        await page.wait_for_event("websocket", timeout=30_000)
+    await night.server.start()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=30_000)
+    assert await page.evaluate("() => window.heard") == ["Reconnecting…", "Live"]
+
+
 async def test_the_audit_log_lists_each_action_with_the_moderators_name(night: Night, chromium_page: Page) -> None:
     page = chromium_page
     await sign_in(page, night, name="Zoë")

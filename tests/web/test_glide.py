@@ -26,6 +26,7 @@ live_server = browser.live_server
 image_host = media.image_host
 
 WAIT_MS = 10_000
+RECONNECT_WAIT_MS = 30_000  # a reconnect waits out the backoff
 POSTS, BATCH = 40, 4
 CLS_LIMIT = 0.1
 CLS_OBSERVER = """
@@ -160,8 +161,9 @@ async def test_the_wall_announces_new_posts_politely_as_one_sentence_at_most_eve
     assert second[0] - first[0] >= ANNOUNCE_EVERY_MS - 50
 
 
-# Every live region of a page (what a screen reader reads out when it changes): whose text changed, to what.
-RECORD_LIVE_REGIONS = """() => {
+# Every live region of a page or of a widget's shadow root (what a screen reader reads out when it changes): the
+# region of each change, by id or class.
+RECORD_LIVE_REGIONS = """(host) => {
     const LIVE = '[aria-live]:not([aria-live="off"]), [role="status"], [role="alert"], [role="log"]';
     window.heard = [];
     new MutationObserver((records) => {
@@ -170,7 +172,7 @@ RECORD_LIVE_REGIONS = """() => {
             const region = target && target.closest(LIVE);
             if (region) window.heard.push(region.id || region.className);
         }
-    }).observe(document.body, { childList: true, characterData: true, subtree: true });
+    }).observe(host ? host.shadowRoot : document.body, { childList: true, characterData: true, subtree: true });
 }"""
 
 
@@ -181,7 +183,7 @@ async def test_a_paced_burst_is_heard_only_as_the_summary_not_as_each_step_of_th
     # Eight posts at once, released one by one (min_seconds spreads them out): "7 more posts coming up", "6 more"...
     await page.goto(live_server.url + "?" + urlencode({"profile": "full", "min_seconds": "2"}))
     await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
-    await page.evaluate(RECORD_LIVE_REGIONS)
+    await page.evaluate(RECORD_LIVE_REGIONS, None)
     await publish_items(redis, keys, *(item_with(f"x:paced{i}", f"paced {i}", []) for i in range(8)))
     await expect(page.locator("#waiting")).to_contain_text("coming up", timeout=WAIT_MS)  # the queue is seen
     await expect(page.locator("#posts article.post")).to_have_count(8, timeout=WAIT_MS)
@@ -190,6 +192,40 @@ async def test_a_paced_burst_is_heard_only_as_the_summary_not_as_each_step_of_th
     heard: list[str] = await page.evaluate("() => window.heard")
     assert set(heard) == {"announce"}, f"live regions that spoke during the burst: {heard}"
     assert len(heard) <= 3  # the summary, at most once every three seconds
+
+
+async def test_a_long_outage_is_heard_once_as_reconnecting_not_at_every_retry_on_the_wall_and_in_the_widget(
+    live_server: LiveServer, chromium_page: Page, image_host: ImageHost
+) -> None:
+    page = chromium_page
+    attempts: list[str] = []
+    page.on("websocket", lambda socket: attempts.append(socket.url))
+    tag = f'<script src="{live_server.url}embed.js" data-profile="full" async></script>'
+    widget_page = await page.context.new_page()
+    widget_page.on("websocket", lambda socket: attempts.append(socket.url))
+    await widget_page.goto(image_host.page("blog.html", tag))
+    feed = widget_page.locator("chatmixer-feed")
+    await page.goto(live_server.url + "?" + urlencode({"profile": "full"}))
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    await page.evaluate(RECORD_LIVE_REGIONS, None)
+    await feed.evaluate(RECORD_LIVE_REGIONS)
+
+    await live_server.stop()
+    opened = len(attempts)
+    for page_ in (page, widget_page):  # three more tries each (0.5 s, 1 s, 2 s of backoff, with jitter)
+        await page_.wait_for_event("websocket", timeout=RECONNECT_WAIT_MS)
+        await page_.wait_for_event("websocket", timeout=RECONNECT_WAIT_MS)
+        await page_.wait_for_event("websocket", timeout=RECONNECT_WAIT_MS)
+    assert len(attempts) >= opened + 6
+    await expect(page.locator("#connection-label")).to_have_text("Reconnecting…")
+    assert await page.evaluate("() => window.heard") == ["connection"], "said once, not at every retry"
+    assert await widget_page.evaluate("() => window.heard") == ["status"]
+    await live_server.start()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=RECONNECT_WAIT_MS)
+    await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=RECONNECT_WAIT_MS)
+    assert await page.evaluate("() => window.heard") == ["connection", "connection"]  # and "Live" once it is back
+    assert await widget_page.evaluate("() => window.heard") == ["status", "status"]
 
 
 async def test_the_widget_announces_new_posts_politely_as_one_sentence_at_most_every_three_seconds(
