@@ -18,7 +18,7 @@ const MAX_REMEMBERED_IDS = 5000;
 const RECONNECT_BASE_MS = 500;
 const RECONNECT_CAP_MS = 15000;
 const PING_EVERY_MS = 20000;
-const SILENCE_LIMIT_MS = 2.5 * PING_EVERY_MS; // no frame at all this long: a half-open socket
+const SILENCE_LIMIT_MS = 2.5 * PING_EVERY_MS; // silent this long: a half-open socket
 const GAP_LIMIT = 1000; // most posts fetched back after a lag frame
 const NEUTRAL_COLOUR = "#607080";
 const WAITING = "Waiting for the first posts…";
@@ -104,7 +104,7 @@ function parseOptions(get, defaults = DEFAULTS) {
   };
 }
 
-/** The server this file came from: its own src, so the widget works on a page of any origin. */
+/** The server this file came from (its src), so the widget works on a page of any origin. */
 function serverOrigin(script) {
   try {
     const url = new URL(script.src, document.baseURI);
@@ -213,7 +213,8 @@ function mount(script, options) {
   const root = host.attachShadow({ mode: "open" });
   styleSheetFor(root);
 
-  const box = element("section", `w ${options.theme}`);
+  // English words, left to right on any page (each post: dir=auto).
+  const box = element("section", `w ${options.theme}`, undefined, { dir: "ltr", lang: "en" });
   box.style.setProperty("--h", options.height);
   const title = element("span", "title", "chatmixer");
   const status = element("span", "status", undefined, { role: "status", "aria-live": "polite" });
@@ -311,7 +312,7 @@ function mount(script, options) {
     return article;
   }
 
-  // Image attachments (or video/GIF previews), http(s) only, each box reserved from its size (4:3 unknown).
+  // Image attachments (or video/GIF previews), http(s) only, each box sized from the item (4:3 unknown).
   function images(post) {
     const row = element("div", "imgs");
     for (const a of Array.isArray(post.attachments) ? post.attachments : []) {
@@ -382,7 +383,7 @@ function mount(script, options) {
     for (const c of cards) c.classList.remove("u");
   }
 
-  // Screen readers hear new posts as one sentence at most every ANNOUNCE_MS: "3 new posts from #a, #b".
+  // One polite sentence at most every ANNOUNCE_MS.
   function announce(posts) {
     for (const post of posts) {
       news.n += 1;
@@ -484,7 +485,7 @@ function mount(script, options) {
     return response.json();
   }
 
-  /** Whether the server answers at all: then a failed CORS read means this page's origin is refused. */
+  /** Whether the server answers: then a failed CORS read means this page's origin is refused. */
   async function serverAnswers() {
     try {
       await fetch(new URL("/healthz", origin), { mode: "no-cors", cache: "no-store", credentials: "omit" });
@@ -599,7 +600,7 @@ function mount(script, options) {
     const socket = state.socket;
     if (!socket || socket.readyState !== WebSocket.OPEN) return;
     if (Date.now() - state.lastFrameAt > SILENCE_LIMIT_MS) {
-      scheduleReconnect("reconnecting"); // forget it now: a half-open socket may take minutes to close
+      scheduleReconnect("reconnecting"); // a half-open socket may take minutes to close
       socket.close();
       return;
     }
@@ -641,7 +642,7 @@ for (const script of ownScripts()) {
   try {
     let options;
     if (script.hasAttribute("data-query")) {
-      // The iframe variant (/embed?chats=..): the page's query string, and the frame's full height.
+      // The iframe variant (/embed?..): its query string and the frame's height.
       const query = new URLSearchParams(window.location.search);
       // Without a usable height of its own the widget fills the frame (its default here).
       options = parseOptions((name) => query.get(name), { height: "100vh" });

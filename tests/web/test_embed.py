@@ -362,6 +362,28 @@ async def test_an_authors_initial_is_a_whole_flag_or_emoji_sequence_as_on_the_wa
         await expect(card(feed, post_id).locator(".initial")).to_have_text(whole, timeout=WAIT_MS)
 
 
+async def test_on_a_right_to_left_page_the_widget_keeps_its_english_layout_and_each_post_its_own_direction(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    # On <html dir="rtl" lang="ar"> the widget inherited right-to-left: "#smbiz" read "smbiz#", "5 min ago" read
+    # "min ago 5", and a screen reader spoke its English words as Arabic.
+    page = chromium_page
+    arabic, english = await publish(
+        redis, keys, wall_post("x:ar", text="مرحبا بالجميع في الدردشة"), wall_post("x:en", text="hello everyone")
+    )
+    host_site.pages["/rtl.html"] = (
+        '<!doctype html><html dir="rtl" lang="ar"><head><meta charset="utf-8"><title>مدونة</title></head>'
+        f"<body><h1>مدونتي</h1>{snippet(live_server, profile='full')}</body></html>"
+    )
+    await page.goto(host_site.origin + "/rtl.html")
+    feed = widget(page)
+    await expect(card(feed, english)).to_be_visible(timeout=WAIT_MS)
+    box = feed.locator("section.w")
+    assert await box.evaluate("el => [getComputedStyle(el).direction, el.lang]") == ["ltr", "en"]
+    assert await card(feed, english).locator(".time").evaluate("el => getComputedStyle(el).direction") == "ltr"
+    await expect(card(feed, arabic).locator(".text")).to_have_attribute("dir", "auto")  # a post keeps its own
+
+
 async def test_an_update_replaces_a_card_and_a_retraction_removes_it(
     live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
 ) -> None:
