@@ -298,11 +298,10 @@ function mount(script, options) {
     head.append(element("bdi", "name", String(author.name || handle)));
     if (handle) head.append(element("bdi", "handle", `@${handle}`));
     head.append(timeOf(post));
-    const text = element("p", "text", undefined, { dir: "auto" });
+    const text = element("p", "text", String(post.text ?? ""), { dir: "auto" }); // direction of its first letters
     if (typeof post.lang === "string" && /^[a-z]{2,3}(-[a-z0-9]{1,8})*$/i.test(post.lang)) {
       text.setAttribute("lang", post.lang);
     }
-    text.append(element("bdi", "", String(post.text ?? "")));
     const body = element("div", "body");
     body.append(head, text);
     const quote = quoteLine(post);

@@ -78,9 +78,9 @@ export function postBody(post, chats) {
   if (link) link.append(time);
   head.append(badges, name, handleEl, source, link || time);
 
-  const text = element("p", "post-text");
+  // dir="auto" reads the direction from the text's first letters (not from inside a <bdi>, so none here)
+  const text = element("p", "post-text", String(post.text ?? ""));
   text.setAttribute("dir", "auto");
-  text.append(element("bdi", "", String(post.text ?? "")));
   const key = element("code", "post-key", String(post.key));
   key.setAttribute("title", "post key");
   const media = Array.isArray(post.media) ? post.media.filter((url) => httpUrlOrNull(url)).length : 0;

@@ -227,12 +227,13 @@ export function buildCard(post, arriving) {
   const handleEl = element("bdi", "author-handle", handle ? `@${handle}` : "");
   head.append(name, handleEl, buildTime(post));
 
-  const text = element("p", "post-text");
+  // The text straight in its paragraph, whose dir="auto" takes the direction from its first letters (and isolates it):
+  // inside a <bdi> they would not count, and a Hebrew post would be laid out left to right.
+  const text = element("p", "post-text", String(post.text ?? ""));
   text.setAttribute("dir", "auto");
   if (typeof post.lang === "string" && /^[a-z]{2,3}(-[a-z0-9]{1,8})*$/i.test(post.lang)) {
     text.setAttribute("lang", post.lang);
   }
-  text.append(element("bdi", "", String(post.text ?? "")));
 
   const body = element("div", "post-body");
   body.append(head, text);

@@ -511,8 +511,12 @@ async def test_hostile_posts_render_as_literal_text_in_the_console(night: Night,
         post("x:img", img_text),
         js_post,
         post("x:bidi", bidi_text, name="\u202eevil name", handle="bidi"),
+        post("x:he", "שלום לכולם, זה הצ'אט של הערב", handle="dana"),
     )
-    await expect(page.locator("#incoming article")).to_have_count(4, timeout=WAIT_MS)
+    await expect(page.locator("#incoming article")).to_have_count(5, timeout=WAIT_MS)
+    # each text takes its direction from its own first letters: a Hebrew one reads right to left
+    assert await incoming(page, "x:he").locator(".post-text").evaluate("el => el.matches(':dir(rtl)')")
+    assert await incoming(page, "x:bidi").locator(".post-text").evaluate("el => el.matches(':dir(ltr)')")
     await expect(incoming(page, "x:script").locator(".post-text")).to_have_text(script_text)
     await expect(incoming(page, "x:script").locator(".author-name")).to_have_text("<b>Mallory</b>")
     await expect(incoming(page, "x:img").locator(".post-text")).to_have_text(img_text)
@@ -525,7 +529,8 @@ async def test_hostile_posts_render_as_literal_text_in_the_console(night: Night,
     assert await incoming(page, "x:js").locator("a").count() == 0, "a javascript: URL is not a link"
     links = await page.locator("#incoming a[href]").evaluate_all("links => links.map(a => [a.href, a.rel])")
     assert sorted(links) == [
-        [f"https://example.test/{key}", "noopener nofollow noreferrer"] for key in ("x:bidi", "x:img", "x:script")
+        [f"https://example.test/{key}", "noopener nofollow noreferrer"]
+        for key in ("x:bidi", "x:he", "x:img", "x:script")
     ]
     await page.evaluate("() => new Promise(requestAnimationFrame)")  # let any stray handler run first
     assert dialogs == []

@@ -261,6 +261,40 @@ async def test_hostile_posts_render_as_literal_text_and_run_nothing(
     assert dialogs == []
 
 
+async def test_a_right_to_left_post_reads_right_to_left_and_a_left_to_right_one_left_to_right(
+    live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
+) -> None:
+    # The text's own first letters set its direction (dir="auto"), so a Hebrew post starts at the right edge.
+    page = chromium_page
+    await open_wall(page, live_server)
+    hebrew_text = "זהו פוסט ארוך בעברית בלבד שמטרתו לבדוק יישור מימין לשמאל בכרטיס של הקיר " * 3
+    hebrew, arabic, english = await publish(
+        redis,
+        keys,
+        wall_post("x:he", text=hebrew_text),
+        wall_post("x:ar", text="مرحبا بالجميع في #smbiz الليلة! Welcome everyone"),
+        wall_post("x:en", text="Welcome everyone: مرحبا"),
+    )
+    for post_id, direction in ((hebrew, "rtl"), (arabic, "rtl"), (english, "ltr")):
+        text = card(page, post_id).locator(".post-text")
+        await expect(text).to_be_visible(timeout=WAIT_MS)
+        assert await text.evaluate(f"el => el.matches(':dir({direction})')"), (post_id, direction)
+    # its last line ends at the right edge, where a right-to-left paragraph starts
+    ends = (
+        await card(page, hebrew)
+        .locator(".post-text")
+        .evaluate(
+            """el => {
+            const range = document.createRange();
+            range.selectNodeContents(el);
+            const lines = [...range.getClientRects()];
+            return [Math.round(lines[lines.length - 1].right), Math.round(el.getBoundingClientRect().right)];
+        }"""
+        )
+    )
+    assert abs(ends[0] - ends[1]) <= 2, ends
+
+
 async def test_avatar_falls_back_to_the_authors_initial_when_missing_or_broken(
     live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
 ) -> None:
