@@ -473,6 +473,17 @@ async def test_an_outage_is_heard_once_as_reconnecting_not_at_every_retry(night:
     assert await page.evaluate("() => window.heard") == ["Reconnecting…", "Live"]
 
 
+async def test_with_reduced_motion_the_approval_switch_flips_without_sliding(night: Night, chromium_page: Page) -> None:
+    page = chromium_page
+    await sign_in(page, night)
+    thumb = page.locator("#approval-switch .switch-thumb")
+    assert await thumb.evaluate("el => getComputedStyle(el).transitionDuration") != "0s"
+    await page.emulate_media(reduced_motion="reduce")
+    assert await thumb.evaluate("el => getComputedStyle(el).transitionDuration") == "0s"
+    track = page.locator("#approval-switch .switch-track")
+    assert await track.evaluate("el => getComputedStyle(el).transitionDuration") == "0s"
+
+
 async def test_the_audit_log_lists_each_action_with_the_moderators_name(night: Night, chromium_page: Page) -> None:
     page = chromium_page
     await sign_in(page, night, name="Zoë")
