@@ -136,9 +136,11 @@ class MastodonSource:
                     if value:
                         self._cursor[tag] = value
                 return
-            except RedisError as exc:
+            except Exception as exc:  # Redis away, or a bug: either must not end the follower (nor `mixer ingest`)
+                if not isinstance(exc, RedisError):
+                    log.exception("%s: unexpected failure reading cursors", self.name)
                 delay = self._backoff.next()
-                log.warning("%s: reading cursors failed (%s); retrying in %.2fs", self.name, exc, delay)
+                log.warning("%s: reading cursors failed (%s); retrying in %.2fs", self.name, _why(exc), delay)
                 await asyncio.sleep(delay)
 
     # Polling (no token).
@@ -152,6 +154,9 @@ class MastodonSource:
                 except _FAILURES as exc:
                     failed = True
                     log.warning("%s: polling #%s on %s failed: %s", self.name, tag, self._base, exc)
+                except Exception:  # a bug must not end the follower: log it loudly and go on
+                    failed = True
+                    log.exception("%s: unexpected failure polling #%s on %s", self.name, tag, self._base)
             if failed:
                 self.counters["reconnects"] += 1
                 delay = self._backoff.next()
@@ -238,7 +243,10 @@ class MastodonSource:
             try:
                 await self._stream_once()
             except _FAILURES as exc:
-                reason = str(exc) or type(exc).__name__
+                reason = _why(exc)
+            except Exception as exc:  # a bug must not end the follower: log it loudly and go on
+                log.exception("%s: unexpected failure following %s", self.name, self._base)
+                reason = f"unexpected {type(exc).__name__}"
             self.counters["reconnects"] += 1
             delay = self._backoff.next()
             log.warning("%s: stream from %s lost (%s); reconnecting in %.2fs", self.name, self._base, reason, delay)
@@ -363,3 +371,8 @@ def _status_id(status: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     return value if isinstance(value, str) and value.isalnum() and len(value) <= 64 else None
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as a log line's reason: its message, else its type (a TimeoutError's message is empty)."""
+    return str(exc) or type(exc).__name__
