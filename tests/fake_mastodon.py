@@ -64,6 +64,9 @@ class FakeMastodon:
         self.requests: list[tuple[float, dict[str, str]]] = []  # (wall time, query) of each timeline GET
         self.scripted: list[tuple[int, dict[str, str]]] = []  # next timeline answers: (status, extra headers)
         self.held = 0  # how many of the next timeline requests get no answer at all (a stalled server)
+        self.hanging: set[str] = set()  # tags whose timeline requests never get an answer (one slow tag)
+        self.asked: Counter[str] = Counter()  # timeline requests, by tag
+        self.waiting: Counter[str] = Counter()  # timeline requests not answered yet, by tag
         self.on_subscribe: list[tuple[str, str]] = []  # events streamed right after every subscription
         self.subscribed = asyncio.Event()
         self.connections: Counter[str] = Counter()  # streaming connections accepted, by transport
@@ -94,10 +97,18 @@ class FakeMastodon:
         return web.json_response(doc)
 
     async def tag_timeline(self, request: web.Request) -> web.Response:
+        tag = request.match_info["tag"]
+        self.asked[tag] += 1
+        if tag in self.hanging:
+            self.waiting[tag] += 1
+            try:
+                await asyncio.Event().wait()  # until the client gives up (or the server closes)
+            finally:
+                self.waiting[tag] -= 1
         self.requests.append((time.time(), dict(request.query)))
         if self.held:
             self.held -= 1
-            await asyncio.Event().wait()  # until the client gives up (or the server closes)
+            await asyncio.Event().wait()
         status, headers = self.scripted.pop(0) if self.scripted else (200, {})
         if status != 200:
             return web.json_response({"error": "Too many requests"}, status=status, headers=headers)

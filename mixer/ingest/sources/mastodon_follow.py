@@ -3,7 +3,8 @@
 ``MastodonSource.run`` keeps one cursor per tag (``mastodon:<host>:<tag>``: the highest
 status id published) in Redis, written in the same transaction as the posts. Without a
 token it polls ``/api/v1/timelines/tag/<tag>?min_id=<cursor>`` every ``poll_seconds``,
-page by page, oldest first, honouring ``X-RateLimit-*`` and 429. With a token it
+page by page, oldest first, honouring ``X-RateLimit-*`` and 429; each tag on its own schedule, a few
+requests at a time per instance, so a slow tag holds up no other. With a token it
 subscribes to the hashtag streams (one websocket per instance; server-sent events per
 tag when the websocket upgrade is refused) and, since streaming has no resume, first
 backfills every tag from its cursor on each (re)connect; statuses already published in
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -63,6 +65,7 @@ class MastodonSource:
         read_timeout: float = 60.0,  # a stream silent this long (no event, no heartbeat) is reconnected
         heartbeat: float = 30.0,  # websocket ping interval; an unanswered ping closes the socket
         request_timeout: float = 30.0,  # seconds for a whole REST answer (a timeline page, the instance document)
+        max_requests: int = 4,  # timeline requests in flight at once: a slow tag takes one, the others go on
         clock: Callable[[], float] = time.time,  # wall clock, to compare with the server's reset times
     ) -> None:
         base = instance if "://" in instance else f"https://{instance}"
@@ -94,6 +97,8 @@ class MastodonSource:
             timeout=request_timeout,
             clock=clock,
         )
+        self._requests = asyncio.Semaphore(max(1, max_requests))
+        self._publishing = asyncio.Lock()
         self._stream_base: str | None = None
         self._use_sse = False
         self._session: aiohttp.ClientSession | None = None
@@ -146,24 +151,30 @@ class MastodonSource:
     # Polling (no token).
 
     async def _poll_forever(self) -> None:
+        """Every tag polls on its own schedule: a tag whose timeline is slow or failing holds up no other tag."""
+        if not self.tags:
+            await asyncio.Event().wait()  # nothing to poll: idle until cancelled, as a follower never returns
+        async with asyncio.TaskGroup() as group:  # the tasks never fail: only cancellation ends them
+            for tag in self.tags:
+                group.create_task(self._poll_tag(tag), name=f"{self.name}:{tag}")
+
+    async def _poll_tag(self, tag: str) -> None:
+        backoff = dataclasses.replace(self._backoff, attempts=0)  # each tag backs off on its own failures
         while True:
-            failed = False
-            for tag in self.tags:  # one tag failing does not hold up the others
-                try:
-                    await self._backfill(tag)
-                except _FAILURES as exc:
-                    failed = True
-                    log.warning("%s: polling #%s on %s failed: %s", self.name, tag, self._base, exc)
-                except Exception:  # a bug must not end the follower: log it loudly and go on
-                    failed = True
-                    log.exception("%s: unexpected failure polling #%s on %s", self.name, tag, self._base)
-            if failed:
-                self.counters["reconnects"] += 1
-                delay = self._backoff.next()
-                log.warning("%s: next poll of %s in %.2fs (backing off)", self.name, self._base, delay)
+            try:
+                await self._backfill(tag)
+            except _FAILURES as exc:
+                log.warning("%s: polling #%s on %s failed: %s", self.name, tag, self._base, exc)
+            except Exception:  # a bug must not end the follower: log it loudly and go on
+                log.exception("%s: unexpected failure polling #%s on %s", self.name, tag, self._base)
             else:
-                self._backoff.reset()
-                delay = self._poll_seconds
+                backoff.reset()
+                self._backoff.reset()  # the instance answers: a 429 without a reset time starts the backoff over
+                await asyncio.sleep(self._poll_seconds)
+                continue
+            self.counters["reconnects"] += 1
+            delay = backoff.next()
+            log.warning("%s: next poll of #%s on %s in %.2fs (backing off)", self.name, tag, self._base, delay)
             await asyncio.sleep(delay)
 
     async def _backfill(self, tag: str) -> None:
@@ -172,22 +183,33 @@ class MastodonSource:
         while True:
             cursor = self._cursor.get(tag)
             if cursor is None:  # first start: the newest few, then forward from there
-                page = await self._rest.get_list(path, {"limit": str(max(1, self._initial_backfill))})
+                page = await self._get_page(path, {"limit": str(max(1, self._initial_backfill))})
                 if self._initial_backfill == 0:
                     self.counters["received"] += len(page)
                     ids = [i for i in (_status_id(s) for s in page) if i is not None]
-                    await self._commit(tag, [], max(ids, key=id_order) if ids else None, [])
+                    async with self._publishing:
+                        await self._commit(tag, [], max(ids, key=id_order) if ids else None, [])
                     return
                 await self._handle_statuses(tag, page)
                 return
             # min_id pages forward from the cursor (since_id would return the newest page and skip a gap).
-            page = await self._rest.get_list(path, {"limit": str(PAGE_LIMIT), "min_id": cursor})
+            page = await self._get_page(path, {"limit": str(PAGE_LIMIT), "min_id": cursor})
             await self._handle_statuses(tag, page)
             if len(page) < PAGE_LIMIT or self._cursor.get(tag) == cursor:
                 return
 
+    async def _get_page(self, path: str, params: dict[str, str]) -> list[Any]:
+        """A timeline page; at most ``max_requests`` of them in flight at once (the rate limit is ``_rest``'s)."""
+        async with self._requests:
+            return await self._rest.get_list(path, params)
+
     async def _handle_statuses(self, tag: str | None, statuses: Iterable[Any]) -> None:
         """Parse and publish statuses oldest first, skipping ones already published; move ``tag``'s cursor."""
+        # One batch at a time: a status carrying two tags, fetched for both at once, is published once.
+        async with self._publishing:
+            await self._publish_statuses(tag, statuses)
+
+    async def _publish_statuses(self, tag: str | None, statuses: Iterable[Any]) -> None:
         now_ms = int(self._clock() * 1000)
         events: list[Event] = []
         fresh: list[tuple[str, str]] = []
@@ -259,8 +281,7 @@ class MastodonSource:
         async with contextlib.AsyncExitStack() as stack:
             try:
                 await self._subscribe(stack, queue, readers)
-                for tag in self.tags:
-                    await self._backfill(tag)
+                await self._backfill_all()
                 self._backoff.reset()
                 while True:
                     item = await queue.get()
@@ -271,6 +292,13 @@ class MastodonSource:
                 for task in readers:
                     task.cancel()
                 await asyncio.gather(*readers, return_exceptions=True)
+
+    async def _backfill_all(self) -> None:
+        """Backfill every tag at once (bounded by ``max_requests``); then raise the first failure, if any. A failure
+        does not cancel the other tags' backfills: one cut mid-publish could leave its cursor behind what landed."""
+        outcomes = await asyncio.gather(*(self._backfill(tag) for tag in self.tags), return_exceptions=True)
+        if failure := next((o for o in outcomes if isinstance(o, BaseException)), None):
+            raise failure
 
     async def _subscribe(
         self, stack: contextlib.AsyncExitStack, queue: asyncio.Queue[Item], readers: list[asyncio.Task[None]]

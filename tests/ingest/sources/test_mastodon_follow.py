@@ -20,6 +20,7 @@ from mixer.ingest.sources import mastodon_follow
 from mixer.ingest.sources.mastodon_follow import MastodonSource
 from mixer.keys import Keys
 from tests.fake_mastodon import STATUSES, FakeMastodon, key_of, serving_mastodon
+from tests.helpers import eventually
 from tests.ingest.sources.test_mastodon import following, published
 
 LOGGER = "mixer.ingest.sources.mastodon_follow"
@@ -95,3 +96,52 @@ async def test_a_bug_while_streaming_is_logged_with_its_traceback_and_the_stream
     lost = "lost (unexpected AttributeError); reconnecting in 0.01s"
     assert any(r.getMessage().endswith(lost) for r in caplog.records)
     assert fake.connections["ws"] == 2 and follower.counters["reconnects"] >= 1
+
+
+async def test_a_tag_whose_timeline_hangs_does_not_hold_up_the_other_tags_polls(
+    redis: aioredis.Redis, keys: Keys, fake: FakeMastodon
+) -> None:
+    fake.timeline = STATUSES[:2]
+    fake.hanging = {"slow"}  # listed first: polled one after the other, #hoot would wait the whole request timeout
+    follower = source(redis, keys, fake, ["slow", "hoot"], request_timeout=30)
+    async with following(follower):
+        assert await published(redis, keys, 2) == [key_of(s) for s in STATUSES[:2]]
+        fake.timeline.append(STATUSES[2])
+        assert await published(redis, keys, 3) == [key_of(s) for s in STATUSES[:3]]
+        assert fake.asked["slow"] == fake.waiting["slow"] == 1  # its first request is still unanswered
+    assert follower.counters["reconnects"] == 0
+
+
+async def test_a_tag_whose_backfill_hangs_does_not_hold_up_the_other_tags_backfill_when_streaming(
+    redis: aioredis.Redis, keys: Keys, fake: FakeMastodon
+) -> None:
+    fake.timeline = STATUSES[:2]
+    fake.hanging = {"slow"}
+    follower = source(redis, keys, fake, ["slow", "hoot"], token="t0ken", request_timeout=30)
+    async with following(follower):
+        assert await published(redis, keys, 2) == [key_of(s) for s in STATUSES[:2]]
+        assert fake.waiting["slow"] == 1
+
+
+async def test_tags_are_polled_a_bounded_number_at_a_time(
+    redis: aioredis.Redis, keys: Keys, fake: FakeMastodon
+) -> None:
+    fake.hanging = {"a", "b", "c"}
+    follower = source(redis, keys, fake, ["a", "b", "c", "hoot"], max_requests=2, request_timeout=30)
+    fake.timeline = STATUSES[:1]
+    async with following(follower):
+        await eventually(lambda: sum(fake.waiting.values()) == 2)
+        assert await published(redis, keys, 1, timeout=0.3) == []  # both slots are held by hanging tags
+    assert sum(fake.asked.values()) == 2
+
+
+async def test_a_status_fetched_for_two_tags_at_once_is_published_once(
+    redis: aioredis.Redis, keys: Keys, fake: FakeMastodon
+) -> None:
+    fake.timeline = STATUSES[:3]  # the fake answers every tag's timeline with them: each carries both tags
+    follower = source(redis, keys, fake, ["hoot", "owl"])
+    async with following(follower):
+        assert await published(redis, keys, 3) == [key_of(s) for s in STATUSES[:3]]
+        await eventually(lambda: fake.asked["hoot"] >= 2 and fake.asked["owl"] >= 2)
+    assert await published(redis, keys, 4, timeout=0) == [key_of(s) for s in STATUSES[:3]]
+    assert follower.counters["published"] == 3 and follower.counters["duplicates"] == 3
