@@ -99,6 +99,37 @@ def _instance(url: str) -> bool:
     return parts.path in ("", "/") and not parts.query and not parts.fragment and not url.endswith(("?", "#"))
 
 
+def _instance_address(url: str) -> str | None:
+    """An instance's address as its one follower is named (``mastodon:<host>``), or None when ``_instance`` refuses it:
+    scheme and host lower-cased, the default port and a trailing ``/`` dropped, so ``https://Mastodon.Social:443/``
+    is ``https://mastodon.social`` and two spellings of one instance cannot start two followers."""
+    if not _instance(url):
+        return None
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        return None
+    host = parts.hostname or ""  # lower-cased, an IPv6 address without its brackets
+    host = f"[{host}]" if ":" in host else host
+    shown_port = "" if port is None or str(port) == _DEFAULT_PORT[parts.scheme] else f":{port}"
+    return f"{parts.scheme}://{host}{shown_port}"
+
+
+def _twice(value: object) -> str | None:
+    """Which instance a list (or an environment string of comma-separated URLs) names twice, in what spellings."""
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list | tuple) else ()
+    first: dict[str, str] = {}
+    for raw in items:
+        if not isinstance(raw, str) or (address := _instance_address(raw.strip().rstrip("/"))) is None:
+            continue  # refused for itself
+        if address in first:
+            spelt = f" ({first[address]!r} and {raw.strip()!r})" if first[address] != raw.strip() else ""
+            return f"names the instance {address} twice{spelt}: one instance is followed once, give it once"
+        first[address] = raw.strip()
+    return None
+
+
 def _origin(entry: str) -> str | None:
     """An origin as a browser's ``Origin`` header would carry it (lower case, no default port, no path), or None:
     ``https://Blog.Example:443`` is ``https://blog.example``; ``https://blog.example/embed`` is no origin at all."""
@@ -124,11 +155,13 @@ class Field:
     norm: Callable[[str], str | None] = lambda s: s  # normalises a string; None rejects it
     lo: float | None = None  # a number's inclusive range (docs/config.md states it beside the key)
     hi: float | None = None
-    why: Callable[[str], str | None] | None = None  # what is wrong with a refused string, said after "which"
+    # what is wrong with a refused string (or, for a list key, list), said after "which"
+    why: Callable[[Any], str | None] | None = None
 
     def refusal(self, value: object) -> str:
         """Completes "<key> ...": what it must be, what it got, and why when the check can tell."""
-        reason = self.why(value) if self.why is not None and isinstance(value, str) else None
+        told = isinstance(value, str) or (self.kind is tuple and isinstance(value, list | tuple))
+        reason = self.why(value) if self.why is not None and told else None
         return f"must be {self.want}, got {shown(self, value)}" + (f", which {reason}" if reason else "")
 
 
@@ -199,9 +232,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "instances": Field(
             "mastodon_instances",
             tuple,
-            "a list of https:// instance addresses: scheme and host, no path, user or password (http:// only to"
-            " localhost)",
-            lambda v: all(_instance(u) for u in v),
+            "a list of distinct https:// instance addresses: scheme and host, no path, user or password (http://"
+            " only to localhost)",
+            lambda v: len(set(v)) == len(v),
+            norm=_instance_address,
+            why=_twice,
         ),
         "token": Field(
             "mastodon_token",

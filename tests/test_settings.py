@@ -343,6 +343,28 @@ def test_a_bad_instance_url_names_its_line(tmp_path: Path) -> None:
     assert (error.line, error.key) == (4, "mastodon.instances")
 
 
+def test_instance_addresses_are_read_as_one_follower_names_them(tmp_path: Path) -> None:
+    text = '[mastodon]\ninstances = ["https://Mastodon.Social:443/", "http://LocalHost:80", "https://Hachyderm.io:8443/"]\n'
+    settings = load_settings(write(tmp_path, text), {})
+    assert settings.mastodon_instances == ("https://mastodon.social", "http://localhost", "https://hachyderm.io:8443")
+    again = load_settings(write(tmp_path, render_settings(settings)), {})
+    assert again.mastodon_instances == settings.mastodon_instances  # `mixer config > mixer.toml` loads back the same
+
+
+def test_one_instance_written_twice_in_any_spelling_is_refused_naming_both(tmp_path: Path) -> None:
+    text = '[event]\nname = "n"\n\n[mastodon]\ninstances = [\n "https://mastodon.social",\n "https://Mastodon.Social/",\n]\n'
+    error = load_error(write(tmp_path, text))
+    assert (error.file.endswith("mixer.toml"), error.line, error.key) == (True, 5, "mastodon.instances")
+    assert error.reason.endswith(
+        "which names the instance https://mastodon.social twice ('https://mastodon.social' and"
+        " 'https://Mastodon.Social/'): one instance is followed once, give it once"
+    )
+    env = {"MIXER_MASTODON_INSTANCES": "https://a.example,https://A.EXAMPLE:443"}
+    error = load_error(write(tmp_path, ""), env)
+    assert (error.file, error.line, error.key) == ("environment", None, "MIXER_MASTODON_INSTANCES")
+    assert "names the instance https://a.example twice" in error.reason
+
+
 def test_a_profile_link_with_an_at_sign_is_rendered_as_it_is_and_loads_back(tmp_path: Path) -> None:
     # it was written 'https://***@chatmixer' ("credentials not shown"), and `mixer config > mixer.toml` kept that
     settings = load_settings(write(tmp_path, '[event]\nlink = "https://mastodon.social/@chatmixer"\n'), {})
