@@ -271,6 +271,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
             why=_platform_token_why,
         ),
         "api": Field("x_api", str, "an https:// URL without user or password (http:// only to localhost)", _https),
+        "backfill_minutes": _int("x_backfill_minutes", 0, 5, "a whole number of minutes"),
     },
     "webhook": {
         "token": Field("webhook_token", str, _TOKEN_WANT, _token),

@@ -235,7 +235,15 @@ def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore
         from mixer.ingest.sources.x_stream import XSource
 
         sources.append(
-            XSource(publisher, cursors, matcher, bearer_token=settings.x_bearer_token, tags=tags, api=settings.x_api)
+            XSource(
+                publisher,
+                cursors,
+                matcher,
+                bearer_token=settings.x_bearer_token,
+                tags=tags,
+                api=settings.x_api,
+                backfill_minutes=settings.x_backfill_minutes,
+            )
         )
     return sources
 

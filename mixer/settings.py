@@ -146,6 +146,7 @@ class Settings:
     # [x]
     x_bearer_token: str = field(default="", repr=False)  # X API v2 bearer token (filtered stream); empty: no X
     x_api: str = "https://api.twitter.com"  # the X API base URL
+    x_backfill_minutes: int = 0  # 1-5: X replays that many minutes on each (re)connect (Pro/Enterprise); 0: off
     # [webhook]
     webhook_token: str = field(default="", repr=False)  # bearer token for POST /api/posts; empty: webhook off
     # [moderation]

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from mixer.backoff import Backoff
 from mixer.codec import FIELD, unpack_post
+from mixer.config import load_settings
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import CursorStore, Publisher
 from mixer.ingest.recorded import parse_line
@@ -31,6 +33,7 @@ from mixer.ingest.sources.x_v1 import parse_v1
 from mixer.ingest.sources.x_v2 import parse_v2
 from mixer.keys import Keys
 from mixer.models import Edit, Event, Ignored, Post, Retraction
+from mixer.runner import build_sources
 from tests.helpers import FIXTURES as FIXTURES_DIR
 from tests.helpers import eventually
 from tests.servers import serving
@@ -756,6 +759,24 @@ async def test_rules_foreign_ones_are_deleted_ours_added_exactly_once_across_res
         ("GET", None),  # the restarted follower finds its rule and changes nothing
     ]
     assert fake.queries[0]["backfill_minutes"] == "2" and "backfill_minutes" not in fake.queries[1]
+
+
+async def test_backfill_minutes_from_the_config_reach_the_stream_request(
+    redis: aioredis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    fake = FakeX(STREAM[:1])
+    config = tmp_path / "mixer.toml"
+    publisher = Publisher(redis, keys, [CHAT], maxlen=10_000)
+    async with fake_x(fake) as api:
+        for connections, minutes in ((1, 3), (2, 0)):
+            config.write_text(f'[[chats]]\ntag = "{CHAT}"\n[x]\napi = "{api}"\nbackfill_minutes = {minutes}\n')
+            [follower] = build_sources(
+                load_settings(config, {"MIXER_X_BEARER_TOKEN": TOKEN}), publisher, CursorStore(redis, keys)
+            )
+            assert isinstance(follower, XSource)
+            async with running(follower):
+                await eventually(lambda: len(fake.queries) == connections)  # noqa: B023 (awaited in this iteration)
+    assert fake.queries[0]["backfill_minutes"] == "3" and "backfill_minutes" not in fake.queries[1]
 
 
 async def test_connection_dropped_mid_message_reconnects_and_misses_or_repeats_nothing(
