@@ -5,7 +5,8 @@ stream reads (each one XRANGE/XREVRANGE and at most one HMGET of the post index:
 commands) of ``FEED_SCAN_MAX`` entries in all; none when ``chats`` names no configured chat. A narrow ``chats``
 filter on a long night may exhaust that budget before finding ``limit`` posts: the answer then holds what was
 found, says ``"partial": true``, and its ``cursor`` (going forward with ``since``) or ``before`` (going back
-without it) continues where the read stopped.
+without it) continues where the read stopped. With ``since``, one XINFO STREAM more tells whether part of the gap
+after it was trimmed from the history (or the feed went back past it): ``"reset": true``, as ``/ws`` says ``reset``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from redis.exceptions import ResponseError
 
 from mixer.codec import dumps
 from mixer.fanout.appkeys import HUBS, KEYS, REDIS, SETTINGS, STREAMS
@@ -20,7 +22,7 @@ from mixer.fanout.live import parse_chats, parse_profile
 from mixer.fanout.messages import select
 from mixer.fanout.params import MAX_ID, parse_count, parse_id
 from mixer.feed import history
-from mixer.streams import read_range, read_tail
+from mixer.streams import gap_lost, read_range, read_tail
 
 FEED_SCAN_MAX = 4_000  # entries one request reads at most
 FEED_READS_MAX = 5  # stream reads one request makes at most (then at most one HMGET each)
@@ -72,7 +74,12 @@ async def feed_handler(request: web.Request) -> web.Response:
             after = entries[-1][0]
             pages.append(posts)
     items = [post for page in pages for post in page]
-    answer: dict[str, Any] = {"partial": not ended and found < limit}
+    answer: dict[str, Any] = {"partial": not ended and found < limit, "reset": False}
+    if since is not None:
+        try:
+            answer["reset"] = await gap_lost(redis, stream, since)
+        except ResponseError:  # no such stream yet: nothing was ever trimmed from it
+            pass
     if since is None:
         answer["before"] = items[-limit]["id"] if found >= limit else None if ended else upper
         items, cursor = items[-limit:], top or before or app[HUBS][profile].cursor

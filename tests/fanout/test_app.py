@@ -120,7 +120,7 @@ async def test_api_feed_reads_a_bounded_number_of_entries_per_request_and_its_cu
             assert body["cursor"] == busy[98]  # 100 entries read: the rare post and 99 others
             assert body["partial"] is True
         async with http.get(f"{srv.url}/api/feed?chats=journchat&limit=5&since={body['cursor']}") as resp:
-            assert await resp.json() == {"items": [], "cursor": busy[-1], "partial": False}
+            assert await resp.json() == {"items": [], "cursor": busy[-1], "partial": False, "reset": False}
 
 
 async def test_bad_query_is_refused_with_400(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:

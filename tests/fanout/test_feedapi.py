@@ -7,6 +7,7 @@ post-index lookups a request makes. The follower's XREAD and the stats task's HG
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import msgpack
@@ -77,5 +78,29 @@ async def test_a_filter_naming_no_configured_chat_reads_nothing(private_redis: s
                     body = await resp.json()
                 assert await feed_commands(redis) == before, query
                 assert body["items"] == [] and body["partial"] is False
+    finally:
+        await redis.aclose()
+
+
+async def test_a_since_whose_gap_was_trimmed_or_lies_beyond_the_feed_is_told_reset(private_redis: str) -> None:
+    # /ws said reset, while /api/feed returned the rest of the gap with nothing to say part of it was gone
+    redis = aioredis.Redis.from_url(private_redis)
+    keys = Keys(prefix="trimmed")
+    try:
+        await fill(redis, keys, 100)
+        async with running_app(settings_for(keys.prefix), private_redis) as srv, aiohttp.ClientSession() as http:
+
+            async def feed(since: str) -> dict[str, Any]:
+                async with http.get(f"{srv.url}/api/feed?since={since}&limit=1000") as resp:
+                    body: dict[str, Any] = await resp.json()
+                    return body
+
+            whole = await feed("1700000000010-0")
+            assert whole["reset"] is False and len(whole["items"]) == 89
+            await redis.xtrim(keys.feed, minid="1700000000050-0")
+            cut = await feed("1700000000010-0")
+            assert cut["reset"] is True and len(cut["items"]) == 50
+            assert (await feed("1700000000060-0"))["reset"] is False
+            assert (await feed("1800000000000-0"))["reset"] is True  # beyond every id the feed gave: it went back
     finally:
         await redis.aclose()
