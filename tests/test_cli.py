@@ -291,7 +291,7 @@ async def test_replay_command_reports_the_malformed_line_and_publishes_the_rest(
     )
     _, err = await asyncio.wait_for(proc.communicate(), 30)  # bytes, as written: no newline translation
     assert proc.returncode == 0 and b"\r" not in err
-    assert re.search(rb"^replay: \d+ read, \d+ published, .* \(\d+ posts/s\)$", err, re.MULTILINE)
+    assert re.search(rb"^replay: \d+ read, \d+ published, .* \([\d,]+ posts/s\)$", err, re.MULTILINE)
 
 
 async def test_replaying_a_file_that_is_no_recording_ends_in_one_line_saying_so(
