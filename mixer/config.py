@@ -324,6 +324,8 @@ def render_settings(settings: Settings) -> str:
                 out += ["", "[[chats]]", *(f"{k} = {_toml(getattr(chat, k))}" for k in ("tag", "title", "colour"))]
                 extra = ("schedule", "topic", "hosts", "follow")
                 out += [f"{k} = {_toml(getattr(chat, k))}" for k in extra if getattr(chat, k)]
+                if chat.sources is not None:  # (an empty list too: no live follower follows the chat)
+                    out.append(f"sources = {_toml(chat.sources)}")
             continue
         out += ["", f"[{section}]"]
         for key, f in SCHEMA[section].items():

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from mixer import connect
 from mixer.models import TAG, normalize_tag
 from mixer.redact import redact, url_secret
-from mixer.settings import ChatSettings, Profile
+from mixer.settings import LIVE_SOURCES, ChatSettings, Profile
 
 # Badge colours for chats that name none: distinct from each other, readable on a dark background.
 PALETTE = ("#4fc3f7", "#ffb74d", "#81c784", "#f06292", "#ba68c8", "#fff176", "#4db6ac", "#e57373")
@@ -295,7 +295,7 @@ SECTIONS = (
     "profiles",
     *(s for s in SCHEMA if s != "event"),
 )  # also the order render_settings writes
-_CHAT_KEYS = ("tag", "title", "colour", "schedule", "topic", "hosts", "follow")
+_CHAT_KEYS = ("tag", "title", "colour", "schedule", "topic", "hosts", "follow", "sources")
 
 
 class BadValue(Exception):
@@ -405,6 +405,18 @@ def chat_from_table(key: str, index: int, table: Mapping[str, object]) -> ChatSe
         raise BadValue(f"{key}.follow", f"must be 'always', 'scheduled' or 'never', got {follow!r}")
     if follow == "scheduled" and not schedule.strip():
         raise BadValue(f"{key}.follow", "is 'scheduled' but the chat has no schedule")
+    sources = table.get("sources")
+    if sources is not None:
+        want = f"must be a list of distinct live sources among {', '.join(repr(s) for s in LIVE_SOURCES)}"
+        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+            raise BadValue(f"{key}.sources", f"{want}, got {sources!r}")
+        named = [s.strip().lower() for s in sources]
+        unknown = [s for s in named if s not in LIVE_SOURCES]
+        if unknown:
+            raise BadValue(f"{key}.sources", f"{want}, got {unknown[0]!r} (the webhook and replays take any chat)")
+        if len(set(named)) < len(named):
+            raise BadValue(f"{key}.sources", f"{want}, got {sources!r}, which names one twice")
+        sources = tuple(s for s in LIVE_SOURCES if s in named)  # in one order, so the settings compare equal
     return ChatSettings(
         tag=tag,
         title=title,
@@ -413,6 +425,7 @@ def chat_from_table(key: str, index: int, table: Mapping[str, object]) -> ChatSe
         topic=topic,
         hosts=tuple(hosts),
         follow=str(follow),
+        sources=sources,
     )
 
 

@@ -197,13 +197,18 @@ async def ingest_replay(settings: Settings, redis_url: str, files: list[Path], s
 
 
 def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore) -> list[Source]:
-    """The live followers the settings ask for, one per Mastodon instance, Bluesky, X."""
+    """The live followers the settings ask for, one per Mastodon instance, Bluesky, X; each follows the chats whose
+    ``sources`` name it (every chat without ``sources``), and one that would follow no chat is not started."""
     from mixer.ingest.hashtags import ChatMatcher
 
-    matcher = ChatMatcher(settings.chat_tags)
-    tags = settings.chat_tags
+    def chats_of(source: str, configured: bool) -> tuple[str, ...]:
+        tags = settings.tags_for(source)
+        if configured and not tags:
+            log.info("ingest: %s is configured, but no chat's sources name it: it follows nothing", source)
+        return tags
+
     sources: list[Source] = []
-    if settings.mastodon_instances:
+    if tags := chats_of("mastodon", bool(settings.mastodon_instances)):
         from mixer.ingest.sources.mastodon_follow import MastodonSource
 
         for instance in settings.mastodon_instances:
@@ -211,34 +216,34 @@ def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore
                 MastodonSource(
                     publisher,
                     cursors,
-                    matcher,
+                    ChatMatcher(tags),
                     instance=instance,
                     tags=tags,
                     token=settings.mastodon_token or None,
                     poll_seconds=settings.mastodon_poll_seconds,
                 )
             )
-    if settings.bluesky_enabled:
+    if (tags := chats_of("bluesky", settings.bluesky_enabled)) and settings.bluesky_enabled:
         from mixer.ingest.sources.bluesky_follow import BlueskySource
 
         sources.append(
             BlueskySource(
                 publisher,
                 cursors,
-                matcher,
+                ChatMatcher(tags),
                 endpoint=settings.bluesky_endpoint,
                 appview=settings.bluesky_appview if settings.bluesky_profiles else None,
                 profile_ttl=settings.bluesky_profile_ttl_seconds,
             )
         )
-    if settings.x_bearer_token:
+    if (tags := chats_of("x", bool(settings.x_bearer_token))) and settings.x_bearer_token:
         from mixer.ingest.sources.x_stream import XSource
 
         sources.append(
             XSource(
                 publisher,
                 cursors,
-                matcher,
+                ChatMatcher(tags),
                 bearer_token=settings.x_bearer_token,
                 tags=tags,
                 api=settings.x_api,

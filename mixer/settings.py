@@ -91,6 +91,9 @@ FULL = Profile("full", rate=0.0)  # everything, unshaped
 DEFAULT_PROFILES: tuple[Profile, ...] = (WALL, FULL)
 
 
+LIVE_SOURCES = ("mastodon", "bluesky", "x")  # the followers a chat's ``sources`` may name
+
+
 @dataclass(frozen=True, slots=True)
 class ChatSettings:
     tag: str  # lower case, without '#'
@@ -100,6 +103,7 @@ class ChatSettings:
     topic: str = ""  # what the chat is about, for the directory
     hosts: tuple[str, ...] = ()  # who runs it
     follow: str = ""  # "always", "scheduled" or "never" for this chat; "": the event's [event] follow
+    sources: tuple[str, ...] | None = None  # the live followers that follow it (LIVE_SOURCES); None: every one
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,3 +180,7 @@ class Settings:
     @property
     def chat_tags(self) -> tuple[str, ...]:
         return tuple(c.tag for c in self.chats)
+
+    def tags_for(self, source: str) -> tuple[str, ...]:
+        """The chats the live follower ``source`` (one of LIVE_SOURCES) follows: those whose ``sources`` name it."""
+        return tuple(c.tag for c in self.chats if c.sources is None or source in c.sources)

@@ -294,3 +294,28 @@ async def test_a_worker_that_keeps_dying_young_is_replaced_after_a_growing_wait_
     # young deaths wait 0.1, 0.2, 0.4 s; the one that lived is replaced at once, and the wait starts over
     assert [line.rsplit(" in ", 1)[1] for line in lines[:5]] == ["0.1 s", "0.2 s", "0.4 s", "0.0 s", "0.1 s"]
     assert "(exit status 0)" in lines[0]
+
+
+def test_each_live_follower_follows_the_chats_whose_sources_name_it(redis: aioredis.Redis, keys: Keys) -> None:
+    from mixer.ingest.publish import CursorStore
+    from mixer.ingest.sources.bluesky_follow import BlueskySource
+    from mixer.ingest.sources.mastodon_follow import MastodonSource
+    from mixer.ingest.sources.x_stream import XSource
+    from mixer.runner import build_sources
+    from mixer.settings import ChatSettings, Settings
+
+    chats = (
+        ChatSettings("smbiz", "smbiz", "#ffffff"),
+        ChatSettings("edchat", "edchat", "#ffffff", sources=("mastodon",)),
+        ChatSettings("journchat", "journchat", "#ffffff", sources=("x", "mastodon")),
+    )
+    settings = Settings(
+        chats=chats, mastodon_instances=("https://a.example",), bluesky_enabled=True, x_bearer_token="t" * 20
+    )
+    publisher = Publisher(redis, keys, settings.chat_tags, 100)
+    mastodon, bluesky, x = build_sources(settings, publisher, CursorStore(redis, keys))
+    assert isinstance(mastodon, MastodonSource) and mastodon.tags == ("smbiz", "edchat", "journchat")
+    assert isinstance(bluesky, BlueskySource) and bluesky._matcher.tags == {"smbiz"}
+    assert isinstance(x, XSource) and x._tags == ("smbiz", "journchat") and x._matcher.tags == {"smbiz", "journchat"}
+    only_mastodon = Settings(chats=chats[1:2], mastodon_instances=("https://a.example",), bluesky_enabled=True)
+    assert [type(s) for s in build_sources(only_mastodon, publisher, CursorStore(redis, keys))] == [MastodonSource]

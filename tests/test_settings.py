@@ -249,6 +249,7 @@ def test_render_round_trips(tmp_path: Path) -> None:
     text = (
         "[event]\nname = 'Quotes \" back\\\\slash \\t tab and ünïcode 🎉'\n"
         "[[chats]]\ntag = 'A'\ntitle = 'Line\\nbreak'\n[[chats]]\ntag = 'b'\ncolour = '#abc'\n"
+        "[[chats]]\ntag = 'c'\nsources = ['x', 'Mastodon']\n[[chats]]\ntag = 'd'\nsources = []\n"
         "[demo]\nfile = 'x.jsonl'\nspeed = 1e-5\n"
     )
     env = {"MIXER_SERVER_PORT": "9000", "MIXER_SERVER_CUTOFF_SECONDS": "0.1"}
@@ -265,6 +266,30 @@ def test_render_round_trips(tmp_path: Path) -> None:
         assert rendered.startswith(f"# chatmixer settings in effect, from: {settings.source}\n")
         again = load_settings(write(tmp_path, rendered, "rendered.toml"), {})
         assert dataclasses.replace(again, source=settings.source) == settings
+
+
+@pytest.mark.parametrize(
+    ("sources", "reason"),
+    [
+        ("['mastodon', 'facebook']", "got 'facebook' (the webhook and replays take any chat)"),
+        ("['x', 'X']", "which names one twice"),
+        ("'x'", "must be a list of distinct live sources among 'mastodon', 'bluesky', 'x'"),
+    ],
+)
+def test_a_chats_sources_name_live_followers_once_each(tmp_path: Path, sources: str, reason: str) -> None:
+    err = load_error(write(tmp_path, f"[[chats]]\ntag = 'a'\n[[chats]]\ntag = 'b'\nsources = {sources}\n"))
+    assert (err.line, err.key) == (5, "chats[1].sources")
+    assert reason in err.reason
+
+
+def test_a_chat_without_sources_is_followed_by_every_live_source_one_with_them_by_those() -> None:
+    chats = (
+        ChatSettings("a", "a", "#ffffff"),
+        ChatSettings("b", "b", "#ffffff", sources=("x",)),
+        ChatSettings("c", "c", "#ffffff", sources=()),
+    )
+    settings = Settings(chats=chats)
+    assert [settings.tags_for(s) for s in ("mastodon", "bluesky", "x")] == [("a",), ("a",), ("a", "b")]
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from mixer.keys import Keys
 from mixer.merge.stage import MergeStage
 from mixer.models import Author, Post
 from mixer.runner import build_sources
-from mixer.settings import Settings
+from mixer.settings import ChatSettings, Settings
 from mixer.streams import read_range
 from tests.fake_jetstream import BASE_US, FakeJetstream, post_event, serving_jetstream
 from tests.helpers import FakeClock, eventually, feed_entries
@@ -314,10 +314,12 @@ async def test_switched_off_the_follower_asks_nothing_and_posts_keep_their_dids(
 
 def test_the_settings_switch_and_appview_reach_the_follower(redis: aioredis.Redis, keys: Keys) -> None:
     publisher = Publisher(redis, keys, CHATS, maxlen=100)
-    on = Settings(bluesky_enabled=True, bluesky_appview="http://127.0.0.1:9")
+    chats = tuple(ChatSettings(tag, tag, "#ffffff") for tag in CHATS)
+    on = Settings(chats=chats, bluesky_enabled=True, bluesky_appview="http://127.0.0.1:9")
     [source] = build_sources(on, publisher, CursorStore(redis, keys))
     assert isinstance(source, BlueskySource) and source.profiles is not None
-    [off] = build_sources(Settings(bluesky_enabled=True, bluesky_profiles=False), publisher, CursorStore(redis, keys))
+    without = Settings(chats=chats, bluesky_enabled=True, bluesky_profiles=False)
+    [off] = build_sources(without, publisher, CursorStore(redis, keys))
     assert isinstance(off, BlueskySource) and off.profiles is None
 
 
