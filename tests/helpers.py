@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -106,6 +107,15 @@ async def feed_entries(redis: aioredis.Redis, keys: Keys) -> list[tuple[str, dic
     entries = await read_range(redis, keys.feed, "0-0", count=100_000)
     return [
         (kind.decode(), msgpack.unpackb(raw) | ({"id": eid} if kind == FIELD else {})) for eid, raw, kind in entries
+    ]
+
+
+def logged(records: Iterable[logging.LogRecord], logger: str, level: int, words: str) -> list[str]:
+    """The messages of ``logger`` (``""``: any) at ``level`` that say ``words``, from caplog's records."""
+    return [
+        message
+        for r in records
+        if (not logger or r.name == logger) and r.levelno == level and words in (message := r.getMessage())
     ]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -81,3 +81,14 @@ async def restartable_redis(directory: Path) -> AsyncIterator[RestartableRedis]:
         yield server
     finally:
         await server.kill()
+
+
+async def outage(server: RestartableRedis, retried: Callable[[], bool], back: Callable[[], bool]) -> None:
+    """Stop ``server`` until ``retried`` holds (the code under test has retried enough), then start it again and wait
+    until ``back`` holds (it said it works again); each wait fails the test after 15 s."""
+    from tests.helpers import eventually
+
+    await server.stop()
+    await eventually(retried, timeout=15)
+    await server.start()
+    await eventually(back, timeout=15)

@@ -14,9 +14,9 @@ import redis.asyncio as aioredis
 
 from mixer import health
 from mixer.keys import Keys
-from tests.helpers import eventually
+from tests.helpers import eventually, logged
 from tests.processes import die_with_parent, free_port, mixer_env, start_mixer
-from tests.redis_server import restartable_redis
+from tests.redis_server import outage, restartable_redis
 
 
 async def probe(role: str, env: dict[str, str]) -> tuple[int, list[str]]:
@@ -91,12 +91,13 @@ async def test_a_redis_outage_is_one_warning_and_one_line_when_the_key_is_writte
             await probe.aclose()
 
             def said(level: int, words: str) -> int:
-                return sum(words in r.getMessage() for r in caplog.records if r.levelno == level)
+                return len(logged(caplog.records, "", level, words))
 
-            await server.stop()
-            await eventually(lambda: said(logging.DEBUG, "cannot write") >= 3, timeout=15)
-            await server.start()
-            await eventually(lambda: said(logging.INFO, "written again after") == 1, timeout=15)
+            await outage(
+                server,
+                lambda: said(logging.DEBUG, "cannot write") >= 3,
+                lambda: said(logging.INFO, "written again after") == 1,
+            )
         finally:
             beating.cancel()
             await asyncio.gather(beating, return_exceptions=True)

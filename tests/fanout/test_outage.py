@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 from mixer.embedded import EmbeddedRedis, redis_binary
 from mixer.fanout.appkeys import STREAMS
 from mixer.keys import Keys
-from tests.helpers import eventually, make_post
-from tests.redis_server import restartable_redis
+from tests.helpers import eventually, logged, make_post
+from tests.redis_server import outage, restartable_redis
 from tests.servers import running_app, settings_for
 
 TOKEN = "t" * 32
@@ -133,13 +133,12 @@ async def test_a_redis_outage_is_one_warning_per_feed_follower_and_one_line_when
         assert len(streams) == 2  # the feed and the wall's shaped stream
 
         def lines(level: int, words: str) -> list[str]:
-            found = [r.getMessage() for r in caplog.records if r.name == "mixer.fanout.live" and r.levelno == level]
-            return [line for line in found if words in line]
+            return logged(caplog.records, "mixer.fanout.live", level, words)
 
-        await server.stop()
-        await eventually(lambda: len(lines(logging.DEBUG, "redis error")) >= 2 * len(streams), timeout=15)
-        await server.start()
-        await eventually(lambda: len(lines(logging.INFO, "redis answers again after")) == len(streams), timeout=15)
+        def retried() -> bool:
+            return len(lines(logging.DEBUG, "redis error")) >= 2 * len(streams)
+
+        await outage(server, retried, lambda: len(lines(logging.INFO, "redis answers again after")) == len(streams))
     warnings = lines(logging.WARNING, "redis error")
     assert len(warnings) == len(streams)
     assert {line.split(": ")[1] for line in warnings} == streams  # each names its stream

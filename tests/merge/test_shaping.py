@@ -16,8 +16,8 @@ from mixer.keys import Keys
 from mixer.merge.shaping import ShapingStage, shape_forever
 from mixer.settings import Profile
 from mixer.streams import dedicated_client, id_key, read_range
-from tests.helpers import FakeClock, eventually, make_post
-from tests.redis_server import restartable_redis
+from tests.helpers import FakeClock, logged, make_post
+from tests.redis_server import outage, restartable_redis
 
 WALL = Profile("wall", rate=1.0, burst=2, max_wait=5.0)
 
@@ -221,17 +221,17 @@ async def test_a_redis_outage_is_one_warning_and_one_line_when_shaping_resumes(
     caplog.set_level(logging.DEBUG, logger="mixer.merge.shaping")
 
     def said(level: int, words: str) -> int:
-        mine = [r for r in caplog.records if r.name == "mixer.merge.shaping" and r.levelno == level]
-        return sum(words in r.getMessage() for r in mine)
+        return len(logged(caplog.records, "mixer.merge.shaping", level, words))
 
     async with restartable_redis(tmp_path) as server:
         redis = dedicated_client(server.url, 1000)
         shaping = asyncio.create_task(shape_forever(ShapingStage(redis, keys, [WALL])))
         try:
-            await server.stop()
-            await eventually(lambda: said(logging.DEBUG, "redis error") >= 3, timeout=15)
-            await server.start()
-            await eventually(lambda: said(logging.INFO, "redis answers again after") == 1, timeout=15)
+            await outage(
+                server,
+                lambda: said(logging.DEBUG, "redis error") >= 3,
+                lambda: said(logging.INFO, "redis answers again after") == 1,
+            )
         finally:
             shaping.cancel()
             await asyncio.gather(shaping, return_exceptions=True)

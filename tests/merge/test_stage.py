@@ -18,8 +18,8 @@ from mixer.merge.stage import MergeStage, Twins, batch_write, decode_event
 from mixer.models import LIMITS, Edit, trimmed
 from mixer.rules import Rules
 from mixer.streams import dedicated_client, id_key, read_range
-from tests.helpers import FakeClock, eventually, feed_entries, feed_posts, make_post
-from tests.redis_server import restartable_redis
+from tests.helpers import FakeClock, feed_entries, feed_posts, logged, make_post
+from tests.redis_server import outage, restartable_redis
 
 CHATS = ("smbiz", "edchat", "journchat")
 
@@ -319,8 +319,7 @@ async def test_a_redis_outage_is_one_warning_and_one_line_when_the_stage_resumes
     caplog.set_level(logging.DEBUG, logger="mixer.merge.stage")
 
     def said(level: int, words: str) -> int:
-        mine = [r for r in caplog.records if r.name == "mixer.merge.stage" and r.levelno == level]
-        return sum(words in r.getMessage() for r in mine)
+        return len(logged(caplog.records, "mixer.merge.stage", level, words))
 
     async with restartable_redis(tmp_path) as server:
         redis = dedicated_client(server.url, 1000)
@@ -328,10 +327,11 @@ async def test_a_redis_outage_is_one_warning_and_one_line_when_the_stage_resumes
         merging = asyncio.create_task(MergeStage(redis, keys, CHATS, window=0).run(ready))
         try:
             await asyncio.wait_for(ready.wait(), 10)
-            await server.stop()
-            await eventually(lambda: said(logging.DEBUG, "redis error") >= 3, timeout=15)
-            await server.start()
-            await eventually(lambda: said(logging.INFO, "redis answers again after") == 1, timeout=15)
+            await outage(
+                server,
+                lambda: said(logging.DEBUG, "redis error") >= 3,
+                lambda: said(logging.INFO, "redis answers again after") == 1,
+            )
         finally:
             merging.cancel()
             await asyncio.gather(merging, return_exceptions=True)
