@@ -206,3 +206,11 @@ def test_usage_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], t
     assert "--sample 0 leaves no client that parses what it gets" in capsys.readouterr().err
     assert main(["rehearse", *redis, "--sample", "0", "--sse-clients", "1", "--json", "/nonexistent/r.json"]) == 2
     assert "--sample 0" not in capsys.readouterr().err  # an /events client parses every event: that one measures
+
+
+def test_the_summary_speaks_of_dedupe_only_when_it_folded_posts() -> None:
+    # it said "(the rest folded by dedupe)" when every post made a card, and when none was published at all
+    from mixer.tools.loadtest.rehearse import folded
+
+    assert folded(0) == "" and folded(-1) == ""
+    assert folded(1_234) == " (1,234 folded by dedupe)"

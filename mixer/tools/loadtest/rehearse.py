@@ -264,6 +264,11 @@ async def rehearse(
     return result
 
 
+def folded(count: int) -> str:
+    """What the summary says of posts published that made no new card (twins joined, repeats dropped)."""
+    return f" ({count:,} folded by dedupe)" if count > 0 else ""
+
+
 def rehearsal_report(result: dict[str, Any]) -> str:
     """The load test's summary, then the replay, the thresholds and the verdict."""
     r, v = result["rehearsal"], result["verdict"]
@@ -276,7 +281,7 @@ def rehearsal_report(result: dict[str, Any]) -> str:
             report(result),
             f"clients by   {kinds}",
             f"replay       x{r['speed']:g}, passes begun {r['passes']}, {r['published']:,} posts published, "
-            f"{r['in_feed']:,} new in the feed (the rest folded by dedupe)",
+            f"{r['in_feed']:,} new in the feed{folded(r['published'] - r['in_feed'])}",
             f"thresholds   {limits.describe(result['thresholds']['judged_bytes_per_conn'])}",
             f"verdict      {'PASS' if v['pass'] else 'FAIL'}",
         ]
