@@ -56,8 +56,14 @@ class LoadOptions:
 
     def __post_init__(self) -> None:
         check_url(self.url, self.allow_remote)
-        if self.clients < 0 or self.processes < 1 or self.sample < 0 or self.sse_clients < 0:
-            raise ValueError("--processes must be at least 1, --clients, --sse-clients and --sample at least 0")
+        for flag, value, least in (
+            ("--clients", self.clients, 0),
+            ("--sse-clients", self.sse_clients, 0),
+            ("--sample", self.sample, 0),
+            ("--processes", self.processes, 1),
+        ):
+            if value < least:
+                raise ValueError(f"{flag} must be at least {least}, got {value}")
         if self.processes > MAX_PROCESSES:
             raise ValueError(f"--processes must be 1 to {MAX_PROCESSES}, got {self.processes}")
         if self.clients + self.sse_clients < 1:
@@ -99,12 +105,16 @@ def check_url(url: str, allow_remote: bool = False) -> str:
     """``url`` when it is a ws:// URL with a host, on this machine unless ``allow_remote``; ValueError otherwise.
 
     The guard is against accidents: a load test aimed at a server others depend on must be asked for by name."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:  # 'Invalid IPv6 URL' and such: say which flag
+        raise ValueError(f"--url {redact(url)!r} cannot be read: {exc}") from None
+    if parts.scheme not in ("ws", "wss") or not host:
         raise ValueError(f"--url must be a ws:// URL such as ws://127.0.0.1:8080/ws, got {redact(url)!r}")
-    if not allow_remote and not is_loopback(parts.hostname):
+    if not allow_remote and not is_loopback(host):
         raise ValueError(
-            f"refusing {parts.hostname!r}: it is not this machine; add --allow-remote to load-test another host"
+            f"refusing {host!r}: it is not this machine; add --allow-remote to load-test another host"
         )
     return url
 
