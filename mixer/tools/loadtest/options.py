@@ -113,9 +113,7 @@ def check_url(url: str, allow_remote: bool = False) -> str:
     if parts.scheme not in ("ws", "wss") or not host:
         raise ValueError(f"--url must be a ws:// URL such as ws://127.0.0.1:8080/ws, got {redact(url)!r}")
     if not allow_remote and not is_loopback(host):
-        raise ValueError(
-            f"refusing {host!r}: it is not this machine; add --allow-remote to load-test another host"
-        )
+        raise ValueError(f"refusing {host!r}: it is not this machine; add --allow-remote to load-test another host")
     return url
 
 
