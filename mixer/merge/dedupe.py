@@ -5,7 +5,8 @@ fingerprints, loaded from Redis for the batch), ``Deduper.apply`` turns each rel
 event into feed writes:
 
 - a post already in the feed under its key: nothing, or an ``update`` when it reached
-  a new chat (its chats are unioned);
+  a new chat (its chats are unioned; the entry names the chats it added in ``joined``,
+  as does every update that adds chats);
 - a boost/retweet of a post in the feed: not shown; the original's ``boosts`` goes up
   through an ``update``;
 - an edit: an ``update`` of the shown post (same feed id), its author too (a Bluesky did
@@ -164,7 +165,7 @@ class Deduper:
             return []  # a boost or a collapsed repeat: it has no card to edit
         updated = {**_edited(post, stored), "chats": _union(stored["chats"], post.chats)}
         self._remember(post.key, updated, book, changes, now_ms)
-        return [("u", new_id(), updated)]
+        return [_update(new_id(), updated, stored)]
 
     def _post(
         self, post: Post, book: Book, changes: Changes, new_id: Callable[[], str], now_ms: int
@@ -189,7 +190,7 @@ class Deduper:
                 return []
             updated = {**stored, "chats": chats}
             self._remember(post.key, updated, book, changes, now_ms)
-            return [("u", new_id(), updated)]
+            return [_update(new_id(), updated, stored)]
         original = book.posts.get(post.boost_of) if post.boost_of else None
         if original is not None and post.boost_of and not original.get("stub"):
             self._remember(post.key, {"stub": True, "boost_of": post.boost_of}, book, changes, now_ms)
@@ -230,7 +231,7 @@ class Deduper:
         else:
             updated = {**first, "chats": chats, "similar": int(first.get("similar", 0)) + 1}
         self._remember(first_key, updated, book, changes, now_ms)
-        return [("u", entry_id, updated)]
+        return [_update(entry_id, updated, first)]
 
 
 # What makes an edit show as edited; a new author alone does not.
@@ -256,6 +257,14 @@ def _edited(post: Post, stored: dict[str, Any]) -> dict[str, Any]:
 
 def _known_author(author: Any) -> bool:
     return isinstance(author, dict) and bool(author.get("name") or author.get("avatar"))
+
+
+def _update(entry_id: str, updated: dict[str, Any], before: dict[str, Any]) -> FeedWrite:
+    """The feed entry of an update; one that adds chats says which in ``joined``, so a client filtered on a chat
+    the post just joined gets it as a new post (``mixer.fanout.messages.frames_for``). Only the entry carries it:
+    the index keeps the post as shown. A hidden post has no card to bring (unhidden, it comes back as a new post)."""
+    joined = [chat for chat in updated["chats"] if chat not in before["chats"]]
+    return ("u", entry_id, {**updated, "joined": joined} if joined and not updated.get("hidden") else updated)
 
 
 def _union(chats: list[str], more: tuple[str, ...]) -> list[str]:

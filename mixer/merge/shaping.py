@@ -176,8 +176,8 @@ class ShapingStage:
         if kind == EDIT_FIELD:
             post = payload
             feed_id = post["id"]
-            if feed_id in self._waiting:
-                self._waiting[feed_id] = {k: v for k, v in post.items() if k != "id"}
+            if feed_id in self._waiting:  # it leaves as a post: ``joined`` is the update entry's alone
+                self._waiting[feed_id] = {k: v for k, v in post.items() if k not in ("id", "joined")}
             for name in self.shapers:
                 if (mine := self._emitted[name].get(feed_id)) is not None:
                     writes[name].append((EDIT_FIELD, self._next(name, now), {**post, "id": mine, "ref": feed_id}))

@@ -281,3 +281,43 @@ def test_numbered_questions_and_answers_carry_their_number_and_role() -> None:
     writes = run([make_post("x:q", text="Q1: What brought you here? #smbiz"), make_post("x:a", text="A1. Curiosity")])
     assert [payload.get("qa") for _, _, payload in writes] == [{"role": "Q", "n": 1}, {"role": "A", "n": 1}]
     assert "qa" not in run([make_post("x:n", text="A1 steak sauce is great")])[0][2]
+
+
+def test_an_update_that_adds_chats_names_them_in_joined_and_the_index_keeps_the_post_without() -> None:
+    book = Book()
+    changes = Changes()
+    ids = (f"1-{n}" for n in itertools.count())
+    original = make_post("x:1", ("smbiz",), text=LONG)
+    events: list[Event] = [
+        original,
+        make_post("x:1", ("edchat", "smbiz")),  # a union twin, after the post was released
+        Edit(original.replace(chats=("journchat",), text=LONG + " #journchat")),  # an edit that adds a hashtag
+        Edit(original.replace(text=LONG + " (fixed)")),  # an edit of the words alone
+        make_post("x:2", ("smbiz",)).replace(boost_of="x:1"),  # a boost: a count, no chat
+    ]
+    writes = [w for e in events for w in Deduper().apply(e, book, changes, lambda: next(ids), 1_000)]
+    assert [(kind, payload.get("joined")) for kind, _, payload in writes] == [
+        ("p", None),
+        ("u", ["edchat"]),
+        ("u", ["journchat"]),
+        ("u", None),
+        ("u", None),
+    ]
+    assert writes[2][2]["chats"] == ["smbiz", "edchat", "journchat"]
+    assert "joined" not in changes.posts["x:1"] and "joined" not in book.posts["x:1"]  # (what history shows)
+
+
+def test_a_repeat_that_brings_a_chat_to_the_first_card_names_it_in_joined() -> None:
+    first = make_post("x:1", ("smbiz",), text=f"{LONG}!!")
+    repeat = make_post("x:2", ("edchat",), text=f"{LONG}!!").replace(author=Author("bob", "Bob"))
+    writes = run([first, repeat])
+    assert kinds(writes) == [("p", "x:1"), ("u", "x:1")]
+    assert writes[1][2]["joined"] == ["edchat"] and writes[1][2]["similar"] == 1
+
+
+def test_a_hidden_post_that_gains_a_chat_joins_no_filter() -> None:
+    book = Book()
+    run([make_post("x:1", ("smbiz",))], book)
+    book.posts["x:1"] = {**book.posts["x:1"], "hidden": True}  # type: ignore[dict-item]
+    [(kind, _, payload)] = run([make_post("x:1", ("edchat",))], book)
+    assert kind == "u" and payload["chats"] == ["smbiz", "edchat"] and "joined" not in payload

@@ -89,6 +89,27 @@ async def test_edits_and_retractions_of_emitted_posts_follow_with_the_profiles_i
     assert out[2][1]["ids"] == [emitted["entry"]]
 
 
+async def test_a_chat_joined_by_an_emitted_post_is_named_and_one_joined_while_waiting_leaves_with_the_post(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    ids = await feed(redis, keys, ("x:0", "smbiz"), ("x:1", "smbiz"), ("x:2", "smbiz"))  # x:2 waits (burst 2)
+    clock = FakeClock()
+    shaping = await stage(redis, keys, clock)
+    await shaping.step(max_block=0.01)
+    for n in (0, 2):
+        joined = {**make_post(f"x:{n}").to_dict(), "id": ids[n], "chats": ["smbiz", "edchat"], "joined": ["edchat"]}
+        await redis.xadd(keys.feed, {EDIT_FIELD: msgpack.packb(joined)})
+    clock.now += 1
+    await shaping.step(max_block=0.01)
+    out = await shaped(redis, keys)
+    assert [(kind, e["key"], e["chats"], e.get("joined")) for kind, e in out] == [
+        ("p", "x:0", ["smbiz"], None),
+        ("p", "x:1", ["smbiz"], None),
+        ("u", "x:0", ["smbiz", "edchat"], ["edchat"]),  # a filtered wall client gets x:0 as a new card
+        ("p", "x:2", ["smbiz", "edchat"], None),  # a post, not a late one: it had not left
+    ]
+
+
 async def test_pins_unpins_and_any_other_control_entry_reach_every_profile_with_the_profiles_ids(
     redis: aioredis.Redis, keys: Keys
 ) -> None:
