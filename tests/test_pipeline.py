@@ -24,6 +24,7 @@ from mixer.ingest.recorded import read_records
 from mixer.ingest.replay import Replayer, ReplayOptions
 from mixer.keys import Keys
 from mixer.merge.stage import MergeStage
+from mixer.models import Edit
 from mixer.runner import LISTEN_BACKLOG
 from mixer.streams import dedicated_client, id_key, read_range
 from tests.helpers import FIXTURES as FIXTURES_DIR
@@ -233,6 +234,44 @@ async def test_a_post_in_two_chat_streams_reaches_the_websocket_once_with_both_c
     twins = [i for i in items if i["key"] == "x:twin"]
     assert len(twins) == 1
     assert sorted(twins[0]["chats"]) == ["edchat", "smbiz"]  # type: ignore[type-var]
+
+
+async def test_a_post_that_joins_a_chat_after_its_release_reaches_a_client_filtered_on_it_as_a_new_card(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    settings = settings_for(keys.prefix)
+    merge_conn = dedicated_client(redis_url, 1000)
+    merge = MergeStage(merge_conn, keys, settings.chat_tags, window=0.05)
+    publisher = Publisher(redis, keys, settings.chat_tags, 1000)
+    twin, edited = make_post("webhook:twin1", ("smbiz",)), make_post("webhook:edit1", ("smbiz",))
+    async with running_app(settings, redis_url) as srv, aiohttp.ClientSession() as http:
+        merging = asyncio.create_task(merge.run())
+        try:
+            async with (
+                http.ws_connect(srv.ws_url) as everything,
+                http.ws_connect(srv.ws_url + "?chats=edchat,journchat") as joined,
+            ):
+                for ws in (everything, joined):
+                    await ws.receive_json(timeout=5)  # hello
+                await publisher.publish([twin, edited])
+                released: list[dict[str, Any]] = []
+                while len(released) < 2:  # both left the reorder buffer: what follows is late
+                    released += await next_posts(everything)
+                assert sorted(p["key"] for p in released) == ["webhook:edit1", "webhook:twin1"]
+                await publisher.publish([twin.replace(chats=("edchat",))])  # a union twin, after the window
+                await publisher.publish([Edit(edited.replace(chats=("journchat",), text="now #journchat"))])
+                got: list[tuple[str, str, list[str]]] = []
+                while len(got) < 2:
+                    frame = await joined.receive_json(timeout=10)
+                    got += [(frame["type"], i["key"], i["chats"]) for i in frame.get("items", ())]
+        finally:
+            merging.cancel()
+            await asyncio.gather(merging, return_exceptions=True)
+            await merge_conn.aclose()
+    assert got == [
+        ("posts", "webhook:twin1", ["smbiz", "edchat"]),
+        ("posts", "webhook:edit1", ["smbiz", "journchat"]),
+    ]
 
 
 async def test_serve_with_workers_shares_the_port_between_processes(

@@ -2,8 +2,9 @@
 
 ``catch_up`` sends a client every feed post after its ``since`` up to the hub's cursor (which
 moves meanwhile), each page followed by what else it holds (pins, retractions, updates of posts
-from before the gap); or, when part of the gap was trimmed from the history, one ``reset``:
-never a silent partial gap. It reads ``PAGE`` entries at a time and writes each frame with
+from before the gap; an update that brings a post into the client's filter is that post, as
+live); or, when part of the gap was trimmed from the history, one ``reset``: never a silent
+partial gap. It reads ``PAGE`` entries at a time and writes each frame with
 ``ClientRing.deliver``, so a client that reads slowly or not at all holds at most about
 ``backlog_bytes`` plus a frame on the server, and one whose backlog stays over the limit for
 ``cutoff_seconds`` is cut off (4008), exactly as live. Redis calls wait out a short outage
@@ -26,9 +27,9 @@ from mixer.backoff import Backoff
 from mixer.fanout.clients import Client
 from mixer.fanout.frames import wire
 from mixer.fanout.hub import Hub
-from mixer.fanout.messages import frames_for, select
+from mixer.fanout.messages import ChatFilter, frames_for, joins, wants
 from mixer.fanout.params import stream_id
-from mixer.feed import as_shown, decode_entries
+from mixer.feed import FeedItem, as_shown, decode_entries
 from mixer.keys import Keys
 from mixer.streams import gap_lost, id_key, raise_if_cancelling, read_range
 
@@ -82,17 +83,41 @@ async def catch_up(hub: Hub, client: Client, redis: aioredis.Redis, keys: Keys, 
         entries = await patiently(partial(read_range, redis, stream, after, hub.cursor, count=PAGE))
         if not entries:
             return True
-        items = decode_entries(entries)
-        shown = await patiently(partial(as_shown, redis, keys, items))
-        messages = [{"type": "posts", "items": chosen}] if (chosen := select(client.chats, shown)) else []
-        # (a post inside the gap came as it stands now: only posts from before it need their updates)
-        controls = [(k, i) for k, i in items if k != "p" and (k != "u" or _before(i, since))]
+        picked, late, controls = _sort(client.chats, decode_entries(entries), since)
+        shown = await patiently(partial(as_shown, redis, keys, picked))
+        chosen = [{**post, "joined": late[post["id"]]} if post["id"] in late else post for post in shown]
+        messages = [{"type": "posts", "items": chosen}] if chosen else []
         messages += frames_for(client.chats, controls)
         for message in messages:
             if not await hub.deliver(client, wire([message], client.fmt)):
                 return False
         after = entries[-1][0]
     return False
+
+
+def _sort(
+    chats: ChatFilter, items: list[FeedItem], since: str
+) -> tuple[list[FeedItem], dict[str, list[str]], list[FeedItem]]:
+    """A page's posts to show as they stand now (in feed order), which of them come late (their ``joined``), and
+    the control entries to send as they are.
+
+    A post inside the gap comes as it stands now, so only posts from before it need their updates. It is picked by
+    the chats its own entry gave it, not by the index's: the index may already hold a chat whose update is past the
+    hub's cursor, and that update brings the post live (``frames_for``), so it must not come here too. One that
+    joined the filter by an update inside the gap comes there, late, marked as live (``joined``)."""
+    picked: list[FeedItem] = []
+    late: dict[str, list[str]] = {}
+    controls: list[FeedItem] = []
+    for kind, item in items:
+        if kind == "p":
+            if wants(chats, item):
+                picked.append((kind, item))
+        elif kind != "u" or _before(item, since):
+            controls.append((kind, item))
+        elif joins(chats, item):
+            picked.append(("p", item))
+            late[item["id"]] = item["joined"]
+    return picked, late, controls
 
 
 def _before(item: dict[str, Any], since: str) -> bool:

@@ -74,10 +74,14 @@ def wire_memo(messages: list[dict[str, Any]], fmt: str, memo: dict[int, bytes]) 
             continue
         items = message["items"]
         encoded = []
+        # An SSE item's bytes name its event (post or update), and one update entry is a post to a client it brings
+        # in and an update to the others: its two encodings are kept apart (~id: a negative key).
+        flip = fmt == "sse" and kind == "update"
         for item in items:
-            got = memo.get(id(item))
+            slot = ~id(item) if flip else id(item)
+            got = memo.get(slot)
             if got is None:
-                got = memo[id(item)] = _item_bytes(kind, item, fmt)
+                got = memo[slot] = _item_bytes(kind, item, fmt)
             encoded.append(got)
         if fmt == "sse":
             out.append(chunk(b"".join(encoded)))
@@ -94,6 +98,8 @@ def _item_bytes(kind: str, item: dict[str, Any], fmt: str) -> bytes:
         return msgpack.packb(item, use_bin_type=True)  # type: ignore[no-any-return]
     if fmt != "sse":
         return dumps(item)
+    if kind == "posts" and "joined" in item:  # a late post (older id): leaves EventSource's resume id where it is
+        return b"event: post\ndata: " + dumps(item) + b"\n\n"
     if kind == "posts":
         return b"id: " + str(item["id"]).encode() + b"\nevent: post\ndata: " + dumps(item) + b"\n\n"
     return b"event: update\ndata: " + dumps(item) + b"\n\n"

@@ -2,7 +2,8 @@
 
 ``frames_for`` applies a client's chats filter to feed entries and groups them into
 messages in feed order: runs of ``posts`` and ``update``, ``retract`` (merged while
-consecutive) and ``pin``. ``encode_batches`` turns published batches into frames for one
+consecutive) and ``pin``; an update that brings its post into the filter (it added a chat the
+filter names, ``joins``) is a post for that filter. ``encode_batches`` turns published batches into frames for one
 (filter, format): at most ``BATCH_POSTS`` posts each, split at batch boundaries, each post
 encoded once per format (``frames.wire_memo``), a big frame also put in an in-memory
 file for ``sendfile`` (``mixer.fanout.zerocopy``). An entry that cannot be encoded is skipped and
@@ -36,6 +37,15 @@ def wants(chats: ChatFilter, item: dict[str, Any]) -> bool:
     return chats is None or not chats.isdisjoint(item["chats"])
 
 
+def joins(chats: ChatFilter, update: dict[str, Any]) -> bool:
+    """Whether an update brings its post into a filter: only chats it added (``joined``) pass the filter. Such a
+    client never had the card, so it gets the post as a post (late, under its older id)."""
+    joined = update.get("joined")
+    if chats is None or not joined or chats.isdisjoint(joined):
+        return False
+    return chats.isdisjoint(c for c in update["chats"] if c not in joined)
+
+
 def select(chats: ChatFilter, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [item for item in items if wants(chats, item)]
 
@@ -55,7 +65,7 @@ def frames_for(chats: ChatFilter, entries: list[FeedItem]) -> list[dict[str, Any
             continue
         if not wants(chats, item):
             continue
-        kind_name = "posts" if kind == "p" else "update"
+        kind_name = "posts" if kind == "p" or joins(chats, item) else "update"
         if messages and messages[-1]["type"] == kind_name:
             messages[-1]["items"].append(item)
         else:
