@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgpack
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 from playwright.async_api import Dialog, Page, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
-from mixer.codec import FIELD, pack_post
+from mixer.codec import EDIT_FIELD, FIELD, pack, pack_post
 from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
 from mixer.merge.stage import MergeStage
@@ -206,6 +207,14 @@ async def publish(redis: aioredis.Redis, keys: Keys, *posts: Post) -> list[str]:
         entry_id = await redis.xadd(keys.feed, {FIELD: pack_post(post)})
         ids.append(entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id))
     return ids
+
+
+async def publish_join(redis: aioredis.Redis, keys: Keys, post: Post, post_id: str, joined: list[str]) -> None:
+    """What the merge stage writes when ``post`` (in the feed under ``post_id``) gains the chats ``joined`` after it
+    was released (a union twin, an edit adding a hashtag): the index updated, and an update entry naming them."""
+    now = {**post.to_dict(), "id": post_id, "chats": [*post.chats, *(c for c in joined if c not in post.chats)]}
+    await redis.hset(keys.index, post.key, pack(now))
+    await redis.xadd(keys.feed, {EDIT_FIELD: msgpack.packb({**now, "joined": joined})})
 
 
 def png_bytes(width: int, height: int, top: tuple[int, int, int], bottom: tuple[int, int, int]) -> bytes:

@@ -4,7 +4,7 @@
  * Start-up: GET /api/chats (event, chat colours, slots) and /api/feed?limit=30 (recent
  * history), render them, then open the /ws websocket with since=<cursor> so nothing
  * posted in between is lost. When the socket closes, errors or goes silent it reconnects
- * with capped exponential backoff plus jitter, resuming with since=<last id received>: posts
+ * with capped exponential backoff plus jitter, resuming with since=<newest id received>: posts
  * received but still waiting for their turn on screen stay queued, so a resume neither loses
  * nor repeats one. A bounded Set of ids makes sure no post is ever shown twice.
  *
@@ -73,7 +73,7 @@ const options = {
 
 const state = {
   seenIds: new Set(), // insertion ordered, so the oldest can be forgotten first
-  lastId: null, // id of the newest post received (or the history cursor): where a resume starts
+  lastId: null, // the newest id of the posts received (or the history cursor): where a resume starts
   pinned: null, // the pinned post, or null
   directoryLoaded: false,
   historyLoaded: false,
@@ -129,13 +129,24 @@ function rememberId(id) {
   }
 }
 
+/** -1, 0 or 1 as feed id `a` ("<ms>-<seq>") is older than, the same as or newer than `b`; 0 if either is no id. */
+function compareIds(a, b) {
+  const [, am, as = "0"] = /^(\d{1,20})(?:-(\d{1,20}))?$/.exec(String(a)) ?? [];
+  const [, bm, bs = "0"] = /^(\d{1,20})(?:-(\d{1,20}))?$/.exec(String(b)) ?? [];
+  if (am === undefined || bm === undefined) return 0;
+  const ms = BigInt(am) - BigInt(bm);
+  const diff = ms !== 0n ? ms : BigInt(as) - BigInt(bs);
+  return diff < 0n ? -1 : diff > 0n ? 1 : 0;
+}
+
 /** The posts among `items` not seen before, in order; each is remembered so it is never taken twice. */
 function freshPosts(items) {
   const fresh = [];
   for (const post of Array.isArray(items) ? items : []) {
     if (!isPost(post) || state.seenIds.has(post.id)) continue;
     rememberId(post.id);
-    state.lastId = post.id;
+    // A post that joined the filter late comes under its older id: the resume point stays the newest id.
+    if (!state.lastId || compareIds(post.id, state.lastId) > 0) state.lastId = post.id;
     fresh.push(post);
   }
   if (legend.takePosts(fresh)) legend.render();

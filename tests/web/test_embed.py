@@ -28,7 +28,7 @@ from mixer.keys import Keys
 from mixer.models import Attachment
 from mixer.settings import ChatSettings
 from tests import browser
-from tests.browser import LiveServer, browser_settings, png_bytes, publish, record_dialogs
+from tests.browser import LiveServer, browser_settings, png_bytes, publish, publish_join, record_dialogs
 from tests.helpers import ROOT, now_ms, recorded_night, wall_post
 
 chromium_page = browser.chromium_page
@@ -160,6 +160,26 @@ async def test_widget_on_a_page_of_another_origin_shows_history_and_live_posts_d
     assert (await page.locator("chatmixer-feed").evaluate_all("els => els.map(e => e.previousElementSibling.tagName)"))[
         0
     ] == "SCRIPT", "the widget sits right after its script tag"
+
+
+async def test_a_filtered_widget_shows_a_post_that_joins_its_chat_late_where_a_reload_shows_it(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    url = host_site.page("/joined.html", snippet(live_server, chats="powershell", profile="full"))
+    await page.goto(url)
+    feed = widget(page)
+    await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    late = wall_post("x:late", ("pstweetchat",), "asked in #pstweetchat, tagged #powershell a minute later")
+    late_id, newest = await publish(redis, keys, late, wall_post("x:newest", ("powershell",), "on time"))
+    await expect(card(feed, newest)).to_be_visible(timeout=WAIT_MS)
+    await publish_join(redis, keys, late, late_id, ["powershell"])
+    await expect(card(feed, late_id).locator(".badge")).to_have_text(["#pstweetchat", "#powershell"], timeout=WAIT_MS)
+    assert await shown_ids(feed) == [newest, late_id]  # by id, newest on top: where the history has it
+    await page.reload()
+    feed = widget(page)
+    await expect(feed.locator(".status")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    assert await shown_ids(feed) == [newest, late_id]
 
 
 async def test_the_documented_tag_shows_the_demos_posts_and_a_tag_naming_no_chat_of_the_feed_says_so(

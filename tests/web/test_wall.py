@@ -42,6 +42,7 @@ from tests.browser import (
     moderated_night,
     png_bytes,
     publish,
+    publish_join,
     record_dialogs,
 )
 from tests.helpers import ROOT, live_all_day_now, recorded_night, wall_post
@@ -544,6 +545,30 @@ async def test_an_update_refreshes_a_shown_card_and_a_retraction_removes_it(
     await expect(card(page, first).locator(".post-boosts")).to_contain_text("3")
     await expect(card(page, first).locator(".post-similar")).to_have_text("+2 similar")
     await expect(card(page, second)).to_have_count(0, timeout=WAIT_MS)
+
+
+async def test_a_filtered_wall_shows_a_post_that_joins_its_chat_late_and_resumes_from_the_newest_id(
+    live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
+) -> None:
+    page = chromium_page
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    await open_wall(page, live_server, chats="powershell")
+    late = wall_post("x:late", ("pstweetchat",), "asked in #pstweetchat, tagged #powershell a minute later")
+    late_id, newest = await publish(redis, keys, late, wall_post("x:newest", ("powershell",), "on time"))
+    await expect(card(page, newest)).to_be_visible(timeout=WAIT_MS)
+    await publish_join(redis, keys, late, late_id, ["powershell"])
+    await expect(card(page, late_id).locator(".badge")).to_have_text(["#pstweetchat", "#powershell"], timeout=WAIT_MS)
+    assert await shown_ids(page) == [late_id, newest]  # a new card, on top as it arrived
+
+    await live_server.stop()  # the wall resumes from the newest id it holds, not the late post's older one
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting", timeout=WAIT_MS)
+    await live_server.start()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=RECONNECT_WAIT_MS)
+    assert f"since={newest}" in sockets[-1], sockets
+    (after,) = await publish(redis, keys, wall_post("x:after", ("powershell",), "after the resume"))
+    await expect(card(page, after)).to_be_visible(timeout=WAIT_MS)
+    assert await shown_ids(page) == [after, late_id, newest]
 
 
 async def test_a_wall_whose_chats_filter_names_no_chat_of_the_feed_says_so_and_which_chats_there_are(
