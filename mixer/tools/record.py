@@ -7,9 +7,11 @@ XREAD BLOCK on a dedicated connection, and writes JSON Lines that ``mixer replay
 their feed id; raw posts once per publish: a copy in another chat stream is written again only when it
 brings a chat the earlier copies did not carry, as a cross-post published apart does), flushed
 after every read so a stop loses nothing already read. Edits, retractions and pins are not
-recorded. It stops after a duration or count, or when ``stop`` is set (the CLI sets it on
-SIGINT/SIGTERM). A Redis that goes away mid-recording is waited for and the recording
-resumes from its cursors. ``entry_post`` and ``header`` are pure. Not here: reading recordings
+recorded, except an update that brings a post into the recorded chats (it gained one of them
+later, ``joined_post``): that post is a line of its own, under its feed id. It stops after a
+duration or count, or when ``stop`` is set (the CLI sets it on SIGINT/SIGTERM). A Redis that
+goes away mid-recording is waited for and the recording resumes from its cursors.
+``entry_post`` and ``header`` are pure. Not here: reading recordings
 (``recorded``), replaying them (``replay``), making them up (``synth``).
 """
 
@@ -28,11 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import msgpack
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from mixer.backoff import Backoff
-from mixer.codec import FIELD, unpack_item
+from mixer.codec import EDIT_FIELD, FIELD, unpack_item
+from mixer.fanout.messages import joins
 from mixer.ingest.outage import AWAY, Outage, backoff, where
 from mixer.keys import Keys
 from mixer.models import Post, normalize_tag
@@ -102,6 +106,22 @@ def entry_post(entry: Entry, id_from: str = "entry") -> Post:
     return Post.from_dict(data)
 
 
+def joined_post(entry: Entry, id_from: str, wanted: frozenset[str]) -> Post | None:
+    """The post of a feed update that brings it into ``wanted`` (it added the only chats of it there, ``joined``),
+    under its feed id: a recording of those chats never had it. None for any other entry, or a bad one."""
+    _, raw, kind = entry
+    if kind != EDIT_FIELD:
+        return None
+    try:
+        data = msgpack.unpackb(raw, raw=False)
+        if not isinstance(data, dict) or not joins(wanted, data):
+            return None
+        post_id = data.get("ref") if id_from == "ref" else data.get("id")
+        return Post.from_dict({**data, "id": post_id if isinstance(post_id, str) else ""})
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException):
+        return None
+
+
 def streams_for(options: RecordOptions, keys: Keys) -> list[str]:
     """The streams a recording reads (raw without chats: none; ``record`` then finds the chat streams)."""
     if options.raw:
@@ -169,8 +189,11 @@ async def record(
                         try:
                             post = entry_post(entry, id_from)
                         except ValueError:
-                            done.skip("not_post" if entry[2] != FIELD else "malformed")
-                            continue
+                            late = joined_post(entry, id_from, wanted) if wanted and not options.raw else None
+                            if late is None:
+                                done.skip("not_post" if entry[2] != FIELD else "malformed")
+                                continue
+                            post = late
                         if options.raw:
                             # A publish writes every copy with all its chats: one line does. A copy that brings a
                             # chat (the post published apart in another chat) is a line of its own, so a replay

@@ -90,6 +90,25 @@ async def test_shaped_profile_recording_keeps_feed_ids_and_only_the_chats_asked_
     assert [(p.key, p.id, p.chats) for p in _read_back(path)] == [("x:1", "17-1", ("edchat",))]
 
 
+async def test_a_recording_of_some_chats_keeps_a_post_that_joins_one_of_them_later_under_its_feed_id(
+    redis: aioredis.Redis, redis_url: str, keys: Keys, tmp_path: Path
+) -> None:
+    path = tmp_path / "joined.jsonl"
+    task, _, out = await _start(redis_url, keys, RecordOptions(chats=("edchat",), count=2), path)
+    post = make_post("x:late", ("smbiz",))
+    post_id = (await redis.xadd(keys.feed, {FIELD: pack_post(post)})).decode()
+    now = {**post.to_dict(), "id": post_id, "chats": ["smbiz", "edchat"]}
+    await redis.xadd(keys.feed, {EDIT_FIELD: msgpack.packb({**now, "joined": ["edchat"]})})  # now in edchat
+    await redis.xadd(keys.feed, {EDIT_FIELD: msgpack.packb({**now, "text": "edited"})})  # an edit: not a post
+    await redis.xadd(keys.feed, {FIELD: pack_post(make_post("x:next", ("edchat",)))})
+    done = await asyncio.wait_for(task, 10)
+    out.close()
+    assert done.skipped == {"other_chat": 1, "not_post": 1}
+    late, following = _read_back(path)
+    assert (late.key, late.id, late.chats) == ("x:late", post_id, ("smbiz", "edchat"))
+    assert following.key == "x:next"
+
+
 async def test_raw_recording_writes_each_post_key_once_in_time_order(
     redis: aioredis.Redis, redis_url: str, keys: Keys, tmp_path: Path
 ) -> None:
