@@ -229,7 +229,8 @@ class XSource:
             self._rate.reset()
             self.counters["connections"] += 1
             floor = self._cursor or 0
-            log.info("x: connected to %s; resuming after tweet id %d (0: none yet)", url, floor)
+            after = f"resuming after tweet id {floor}" if floor else "no tweet published yet"
+            log.info("x: connected to %s; %s", url, after)
             buffer, overlong = b"", False
             while True:
                 try:

@@ -780,14 +780,17 @@ async def test_backfill_minutes_from_the_config_reach_the_stream_request(
 
 
 async def test_connection_dropped_mid_message_reconnects_and_misses_or_repeats_nothing(
-    redis: aioredis.Redis, keys: Keys
+    redis: aioredis.Redis, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The second connection replays the whole recording (as backfill would): the cursor drops what was published.
+    caplog.set_level(logging.INFO, logger="mixer.ingest.sources.x_stream")
     fake = FakeX(STREAM, plans=[Plan(count=3, cut=100, end="close")])
     async with fake_x(fake) as api, running(source(redis, keys, api, network_backoff=quick(), backoff=never())) as f:
         assert await until_published(redis, keys, 7) == UNIQUE_TWEETS
         await eventually(lambda: f.counters["received"] == 3 + 9)
     assert f.counters["reconnects"] == 1 and len(fake.connected_at) == 2
+    connected = [r.getMessage().split("; ")[1] for r in caplog.records if "x: connected to" in r.getMessage()]
+    assert connected[0] == "no tweet published yet" and connected[1].startswith("resuming after tweet id 1")
     assert f.counters["malformed"] == 1  # the half message the drop cut
     assert f.counters["skipped:duplicate"] == 3 + 1
     assert await chat_keys(redis, keys) == UNIQUE_TWEETS
