@@ -131,6 +131,8 @@ class Hub(ClientRing):
                 if isinstance(at, int | float):
                     delay += wall_ms - at
                     self.counters["posts_timed"] += 1
+            elif kind == "u" and (joined := item.get("joined")):
+                self.rates.add(joined, now)  # a post new to these chats: it counts for them now
         self.counters["broadcasts"] += 1  # batches published
         self.counters["feed_delay_ms"] += round(delay)  # summed over posts: publish -> here (feed and follower)
         self.seq += 1

@@ -32,6 +32,16 @@ def test_a_busy_lap_takes_four_thirds_of_the_last_ones_writing_within_one_to_six
     assert lap_interval(0.5, 0.05) == pytest.approx(0.3)  # capped at STRETCH_MAX intervals
 
 
+def test_a_post_that_joins_a_chat_counts_for_it_once_when_it_joins() -> None:
+    # a chat's total and rate left out every post that joined it late (an update with joined)
+    hub = Hub(clock=lambda: 100.0)
+    hub.publish([("p", {"key": "a", "chats": ["smbiz"]})], "1-0")
+    hub.publish([("u", {"key": "a", "chats": ["smbiz", "edchat"], "joined": ["edchat"]})], "2-0")
+    hub.publish([("u", {"key": "a", "chats": ["smbiz", "edchat"], "text": "edited"})], "3-0")  # no chat added
+    assert hub.rates.totals == {"smbiz": 1, "edchat": 1}
+    assert hub.rates.per_minute(100.0) == {"smbiz": 1, "edchat": 1}
+
+
 def _batch(*keys: str) -> list[FeedItem]:
     return [("p", {"key": key, "chats": ["smbiz"]}) for key in keys]
 
