@@ -27,6 +27,16 @@ FeedItem = tuple[str, dict[str, Any]]  # ("p", post) | ("u", updated post) | ("r
 _KINDS = {EDIT_FIELD: "u", RETRACT_FIELD: "r", PIN_FIELD: "n"}
 
 
+def joins(chats: frozenset[str] | None, update: dict[str, Any]) -> bool:
+    """Whether an update brings its post into a chats filter: only chats it added (``joined``) pass the filter. A
+    reader of that filter never had the post, so it takes the update as the post (late, under its older id): the
+    fan-out's filtered clients, `mixer record --chats`."""
+    joined = update.get("joined")
+    if chats is None or not joined or chats.isdisjoint(joined):
+        return False
+    return chats.isdisjoint(c for c in update["chats"] if c not in joined)
+
+
 def decode_entries(entries: list[Entry]) -> list[FeedItem]:
     """Feed entries as (kind, payload) in feed order; an undecodable entry is logged and left out."""
     items: list[FeedItem] = []

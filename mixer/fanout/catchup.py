@@ -27,9 +27,9 @@ from mixer.backoff import Backoff
 from mixer.fanout.clients import Client
 from mixer.fanout.frames import wire
 from mixer.fanout.hub import Hub
-from mixer.fanout.messages import ChatFilter, frames_for, joins, wants
+from mixer.fanout.messages import ChatFilter, frames_for, wants
 from mixer.fanout.params import stream_id
-from mixer.feed import FeedItem, as_shown, decode_entries
+from mixer.feed import FeedItem, as_shown, decode_entries, joins
 from mixer.keys import Keys
 from mixer.streams import gap_lost, id_key, raise_if_cancelling, read_range
 

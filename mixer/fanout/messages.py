@@ -3,8 +3,8 @@
 ``frames_for`` applies a client's chats filter to feed entries and groups them into
 messages in feed order: runs of ``posts`` and ``update``, ``retract`` (merged while
 consecutive) and ``pin``; an update that brings its post into the filter (it added a chat the
-filter names, ``joins``) is a post for that filter. ``encode_batches`` turns published batches into frames for one
-(filter, format): at most ``BATCH_POSTS`` posts each, split at batch boundaries, each post
+filter names, ``mixer.feed.joins``) is a post for that filter. ``encode_batches`` turns published
+batches into frames for one (filter, format): at most ``BATCH_POSTS`` posts each, split at batch boundaries, each post
 encoded once per format (``frames.wire_memo``), a big frame also put in an in-memory
 file for ``sendfile`` (``mixer.fanout.zerocopy``). An entry that cannot be encoded is skipped and
 logged, its neighbours kept. Nothing here touches a socket.
@@ -21,7 +21,7 @@ from typing import Any
 
 from mixer.fanout.frames import wire, wire_memo
 from mixer.fanout.zerocopy import SharedFrame
-from mixer.feed import FeedItem
+from mixer.feed import FeedItem, joins
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +35,6 @@ ChatFilter = frozenset[str] | None
 def wants(chats: ChatFilter, item: dict[str, Any]) -> bool:
     """Whether an item passes a client's chats filter (no filter: everything)."""
     return chats is None or not chats.isdisjoint(item["chats"])
-
-
-def joins(chats: ChatFilter, update: dict[str, Any]) -> bool:
-    """Whether an update brings its post into a filter: only chats it added (``joined``) pass the filter. Such a
-    client never had the card, so it gets the post as a post (late, under its older id)."""
-    joined = update.get("joined")
-    if chats is None or not joined or chats.isdisjoint(joined):
-        return False
-    return chats.isdisjoint(c for c in update["chats"] if c not in joined)
 
 
 def select(chats: ChatFilter, items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

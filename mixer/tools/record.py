@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 
 from mixer.backoff import Backoff
 from mixer.codec import EDIT_FIELD, FIELD, unpack_item
-from mixer.fanout.messages import joins
+from mixer.feed import joins
 from mixer.ingest.outage import AWAY, Outage, backoff, where
 from mixer.keys import Keys
 from mixer.models import Post, normalize_tag
