@@ -28,7 +28,7 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
-from playwright.async_api import Dialog, Page, async_playwright
+from playwright.async_api import Dialog, Page, Route, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
 from mixer.codec import EDIT_FIELD, FIELD, pack, pack_post
@@ -161,6 +161,51 @@ async def moderated_night(settings: Settings, redis_url: str, keys: Keys) -> Asy
         await server.stop()
         await conn.aclose()
         await client.aclose()
+
+
+# Installed before the page's own scripts: every websocket message the page gets is noted in window.socketFrames
+# before the page's handlers see it (one dispatch), so a test can await a frame whose effect is not visible.
+WATCH_SOCKET_FRAMES = """(() => {
+  const Native = window.WebSocket;
+  window.socketFrames = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (event) => window.socketFrames.push(String(event.data)));
+    }
+  };
+})()"""
+
+
+async def watch_socket_frames(page: Page) -> None:
+    """From the next load on, note the page's websocket messages (see ``socket_frame_handled``)."""
+    await page.add_init_script(WATCH_SOCKET_FRAMES)
+
+
+async def socket_frame_handled(page: Page, text: str) -> None:
+    """Return once the page has handled a websocket message containing ``text`` (``watch_socket_frames`` first)."""
+    await page.wait_for_function("text => window.socketFrames.some((frame) => frame.includes(text))", arg=text)
+
+
+class HeldResponse:
+    """Route the page's next request matching a pattern: read from the server at once, handed to the page only
+    once ``release()`` is called, so a test can act while the page waits for it."""
+
+    def __init__(self) -> None:
+        self.fetched = asyncio.Event()
+        self._released = asyncio.Event()
+
+    async def route(self, page: Page, pattern: str) -> None:
+        await page.route(pattern, self._handle, times=1)
+
+    async def _handle(self, route: Route) -> None:
+        response = await route.fetch()
+        self.fetched.set()
+        await self._released.wait()
+        await route.fulfill(response=response)
+
+    def release(self) -> None:
+        self._released.set()
 
 
 def record_dialogs(page: Page) -> list[str]:

@@ -233,7 +233,7 @@ function mount(script, options) {
 
   const state = {
     chats: new Map(), seen: new Set(), lastId: null, historyLoaded: false, profile: options.profile,
-    socket: null, attempt: 0, timer: 0, lastFrameAt: 0, stopped: false,
+    socket: null, attempt: 0, timer: 0, lastFrameAt: 0, stopped: false, held: null, resets: 0,
   };
   const news = { n: 0, tags: new Set(), at: -1e9, timer: 0 };
   const sizes = new ResizeObserver(place);
@@ -505,16 +505,36 @@ function mount(script, options) {
     state.historyLoaded = true;
   }
 
-  async function reloadHistory() {
+  /**
+   * After a reset: the newest posts, carrying on from its cursor. Frames arriving meanwhile are held, then
+   * applied (posts only when newer than the history read): none lost to the reload, none shown twice.
+   */
+  async function reloadHistory(cursor) {
+    if (typeof cursor == "string" && cursor) state.lastId = cursor;
+    const reload = ++state.resets;
+    state.held ||= [];
+    let history;
     try {
-      const history = await fetchJson(url("/api/feed", { limit: options.maxItems }));
+      history = await fetchJson(url("/api/feed", { limit: options.maxItems }));
+    } catch (error) {
+      console.warn("chatmixer widget: could not reload the history after a reset", error);
+    }
+    if (reload != state.resets) return; // a later reset applies what is held
+    const held = state.held;
+    state.held = null;
+    const newest = typeof history?.cursor == "string" && history.cursor;
+    if (history) {
       list.replaceChildren();
       state.seen.clear();
       state.lastId = null;
       render(history.items, false);
-      if (!state.lastId && typeof history.cursor === "string") state.lastId = history.cursor;
-    } catch (error) {
-      console.warn("chatmixer widget: could not reload the history after a reset", error);
+      if (newest) state.lastId = newest;
+    }
+    for (const frame of held) {
+      if (frame.type == "posts" && newest && Array.isArray(frame.items)) {
+        frame.items = frame.items.filter((post) => isPost(post) && compareIds(post.id, newest) > 0);
+      }
+      apply(frame);
     }
   }
 
@@ -537,6 +557,11 @@ function mount(script, options) {
       return; // not JSON: skipped
     }
     if (!frame || typeof frame !== "object") return;
+    if (state.held && frame.type != "hello" && frame.type != "reset") state.held.push(frame);
+    else apply(frame);
+  }
+
+  function apply(frame) {
     const handlers = { // pong, stats, pin and frame types of the future need nothing
       hello() {
         applyDirectory(frame.event, frame.chats);
@@ -547,7 +572,7 @@ function mount(script, options) {
       posts: () => render(frame.items, true),
       update: () => update(frame.items),
       retract: () => retract(frame.ids),
-      reset: reloadHistory,
+      reset: () => reloadHistory(frame.cursor),
       lag: () => state.lastId && fetchGap(state.lastId),
     };
     if (Object.hasOwn(handlers, frame.type)) handlers[frame.type]();

@@ -35,6 +35,18 @@ export function readableTextColour(hex) {
   return (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) ? "#000000" : "#ffffff";
 }
 
+/** Feed ids ("<ms>-<seq>") compared as numbers: negative when `a` is older than `b`; anything else counts as 0-0. */
+export function compareIds(a, b) {
+  const parts = (id) => {
+    const match = /^(\d{1,20})(?:-(\d{1,20}))?$/.exec(String(id));
+    return match ? [BigInt(match[1]), BigInt(match[2] || 0)] : [0n, 0n];
+  };
+  const [aMs, aSeq] = parts(a);
+  const [bMs, bSeq] = parts(b);
+  if (aMs !== bMs) return aMs < bMs ? -1 : 1;
+  return aSeq < bSeq ? -1 : aSeq > bSeq ? 1 : 0;
+}
+
 /** A chat tag as the server writes it: trimmed, no leading '#', lower case. */
 export function normalizeTag(tag) {
   return String(tag).trim().replace(/^#+/, "").toLowerCase();

@@ -20,7 +20,7 @@ import { Announcer, Stack } from "./glide.js";
 import { Pacer } from "./pacing.js";
 import { Legend } from "./wall-legend.js";
 import { buildCard, colourBadge, describeTime, isPost, setChatColours, setImages } from "./wall-render.js";
-import { element, normalizeTag } from "./safe.js";
+import { compareIds, element, normalizeTag } from "./safe.js";
 
 const HISTORY_LIMIT = 30; // posts fetched at start-up
 const MAX_CARDS = 40; // cards kept on the wall; older ones are removed
@@ -82,6 +82,8 @@ const state = {
   reconnectTimer: 0,
   pumpTimer: 0,
   lastFrameAt: 0,
+  held: null, // while the history reloads after a `reset`: the frames that arrived meanwhile, applied after it
+  resets: 0, // reloads started; only the latest one's answer is applied
 };
 
 const pacer = new Pacer(MAX_WAITING);
@@ -396,19 +398,41 @@ async function loadHistory() {
   state.historyLoaded = true;
 }
 
-/** After a `reset` (the gap is gone from the history): start over from the newest posts. */
-async function reloadHistory() {
+/**
+ * After a `reset` (the gap is gone from the history): start over from the newest posts, and carry on from the
+ * reset's `cursor` (a resume meanwhile asks from there). Frames arriving while the history reloads are held and
+ * applied after it, posts only when newer than the history read: a live post in that window is neither wiped
+ * by the reload nor shown twice.
+ */
+async function reloadHistory(cursor) {
+  if (typeof cursor === "string" && cursor) state.lastId = cursor;
+  const reload = ++state.resets;
+  state.held = state.held || [];
+  let history = null;
   try {
-    const history = await fetchJson(apiUrl("/api/feed", { limit: HISTORY_LIMIT }));
+    history = await fetchJson(apiUrl("/api/feed", { limit: HISTORY_LIMIT }));
+  } catch (error) {
+    console.warn("wall: could not reload the history after a reset", error);
+  }
+  if (reload !== state.resets) return; // a later reset reloads again and applies what is held then
+  const held = state.held;
+  state.held = null;
+  const newest = history && typeof history.cursor === "string" && history.cursor ? history.cursor : null;
+  if (history) {
     pacer.clear();
     page.posts.replaceChildren();
     stack.place();
     state.seenIds.clear();
     showHistory(history.items);
-    showWaiting();
-  } catch (error) {
-    console.warn("wall: could not reload the history after a reset", error);
+    if (newest) state.lastId = newest;
   }
+  for (const frame of held) {
+    if (frame.type === "posts" && newest && Array.isArray(frame.items)) {
+      frame.items = frame.items.filter((post) => isPost(post) && compareIds(post.id, newest) > 0);
+    }
+    applyFrame(frame);
+  }
+  showWaiting();
 }
 
 /** The directory's live state and next slots, refreshed every minute; the legend shows them. */
@@ -436,7 +460,13 @@ function handleFrame(data) {
     console.warn("wall: ignoring a frame that is not JSON");
     return;
   }
-  switch (frame && frame.type) {
+  if (!frame || typeof frame !== "object") return;
+  if (state.held && frame.type !== "hello" && frame.type !== "reset") state.held.push(frame);
+  else applyFrame(frame);
+}
+
+function applyFrame(frame) {
+  switch (frame.type) {
     case "hello":
       applyEvent(frame.event);
       applyChats(frame.chats, false);
@@ -458,7 +488,7 @@ function handleFrame(data) {
       if (frame.profile === undefined || frame.profile === options.profile) legend.takeStats(frame.chats, Date.now());
       break;
     case "reset":
-      reloadHistory();
+      reloadHistory(frame.cursor);
       break;
     case "retract":
       retractPosts(frame.ids);

@@ -8,12 +8,14 @@ Set MIXER_SCREENSHOTS=1 to also write docs/screenshots/widget.png and embed-buil
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gzip
 import json
 import os
 import re
 from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import msgpack
@@ -28,7 +30,17 @@ from mixer.keys import Keys
 from mixer.models import Attachment
 from mixer.settings import ChatSettings
 from tests import browser
-from tests.browser import LiveServer, browser_settings, png_bytes, publish, publish_join, record_dialogs
+from tests.browser import (
+    HeldResponse,
+    LiveServer,
+    browser_settings,
+    png_bytes,
+    publish,
+    publish_join,
+    record_dialogs,
+    socket_frame_handled,
+    watch_socket_frames,
+)
 from tests.helpers import ROOT, now_ms, recorded_night, wall_post
 
 chromium_page = browser.chromium_page
@@ -317,12 +329,13 @@ async def test_with_no_allowlist_any_page_may_read_the_json_endpoints_and_the_sc
             assert "Access-Control-Allow-Origin" not in response.headers, "only the read-only feed endpoints"
 
 
-def test_the_widget_script_weighs_under_28_5_kb_uncompressed_and_10_kb_gzipped() -> None:
+def test_the_widget_script_weighs_under_29_5_kb_uncompressed_and_10_4_kb_gzipped() -> None:
     # 25,000 bytes until issue 18: images with alt text, layout-shift-free placement and live announcements added
     # 3.7 KB (1.3 KB gzipped); staying under 25,000 would have meant stripping this readable file's comments.
+    # 28,500 / 10,000 until a reset's reload had to hold the live frames meanwhile (1.0 KB, 0.3 KB gzipped).
     script = EMBED_JS.read_bytes()
-    assert len(script) < 28_500, f"web/embed.js is {len(script)} bytes"
-    assert len(gzip.compress(script, 9)) < 10_000, "web/embed.js gzipped"
+    assert len(script) < 29_500, f"web/embed.js is {len(script)} bytes"
+    assert len(gzip.compress(script, 9)) < 10_400, "web/embed.js gzipped"
 
 
 async def test_hostile_posts_render_as_literal_text_inside_the_widget_and_run_nothing(
@@ -459,6 +472,41 @@ async def test_lag_fetches_the_skipped_posts_reset_reloads_and_unknown_frames_ar
     (last,) = await publish(redis, keys, wall_post("x:last", text="after the reset"))
     await expect(card(feed, last)).to_be_visible(timeout=WAIT_MS)
     assert await shown_ids(feed) == [last, skipped[2], skipped[1], first]
+
+
+async def test_a_post_arriving_while_the_widget_reloads_after_a_reset_is_shown_once_and_a_resume_asks_from_the_cursor(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    """As the wall's test: a relayed socket adds a post the feed then loses, and the reset; the reload's answer is
+    held while the socket drops, comes back and a live post arrives."""
+    page = chromium_page
+    sockets: asyncio.Queue[tuple[WebSocketRoute, WebSocketRoute]] = asyncio.Queue()
+    await page.route_web_socket("**/ws?*", lambda ws: sockets.put_nowait((ws, ws.connect_to_server())))
+    await watch_socket_frames(page)
+    older, newest = await publish(redis, keys, wall_post("x:older", text="older"), wall_post("x:newest", text="newest"))
+    feed = await show_widget(page, host_site, live_server, "/reset.html")
+    await expect(feed.locator(CARDS)).to_have_count(2, timeout=WAIT_MS)
+    page_side, server_side = sockets.get_nowait()
+    lost = {**wall_post("x:lost", text="lost in a failover").to_dict(), "id": "99999999999999-0"}
+    page_side.send(json.dumps({"type": "posts", "items": [lost]}))
+    await expect(card(feed, lost["id"])).to_be_visible(timeout=WAIT_MS)
+
+    await redis.hset(keys.index, "x:older", msgpack.packb({"key": "x:older", "retracted": True}))
+    reload = HeldResponse()
+    await reload.route(page, "**/api/feed?*")
+    page_side.send(json.dumps({"type": "reset", "cursor": newest}))
+    await asyncio.wait_for(reload.fetched.wait(), WAIT_MS / 1000)
+    await page_side.close(code=1001)
+    await server_side.close()
+    resumed, _ = await asyncio.wait_for(sockets.get(), RECONNECT_WAIT_MS / 1000)
+    assert parse_qs(urlsplit(resumed.url).query)["since"] == [newest], "a resume carries on from the reset's cursor"
+    (live,) = await publish(redis, keys, wall_post("x:live", text="live while the widget reloads"))
+    await socket_frame_handled(page, "live while the widget reloads")
+
+    reload.release()
+    await expect(card(feed, older)).to_have_count(0, timeout=WAIT_MS)  # the reload is applied
+    await expect(card(feed, live)).to_be_visible(timeout=WAIT_MS)
+    assert await shown_ids(feed) == [live, newest]
 
 
 async def test_bad_data_attributes_fall_back_to_the_defaults(
