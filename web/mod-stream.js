@@ -3,19 +3,26 @@
  *
  * The same connection discipline as the wall (wall.js): when the socket closes, errors or
  * goes silent it reconnects with capped exponential backoff plus jitter, resuming with
- * since=<last id seen>, so nothing posted meanwhile is missed. Frames are handed to the
- * handlers given to start(); a malformed frame is skipped.
+ * since=<last id seen>, so nothing posted meanwhile is missed. After a `lag` frame (the server
+ * skipped posts while the console was slow) the skipped posts are fetched back from /api/feed,
+ * page by page, and handed on like live ones: a moderator sees every post. Frames are handed to
+ * the handlers given to start(); a malformed frame is skipped.
  */
+
+import { compareIds } from "./safe.js";
 
 const HISTORY_LIMIT = 50;
 const RECONNECT_BASE_MS = 500;
 const RECONNECT_CAP_MS = 15000;
 const PING_EVERY_MS = 20000;
 const SILENCE_LIMIT_MS = 2.5 * PING_EVERY_MS; // no frame at all (not even a pong) this long: half-open
+const GAP_PAGE = 1000; // posts per /api/feed read when fetching back what a `lag` skipped (the API's most)
+const GAP_PAGES = 20; // reads per `lag` at most: the console keeps far fewer cards than that
 
 /**
  * A feed that calls handlers.{history, hello, posts, update, retract, pin, state}; stop() ends it for good.
- * history(items) gets the newest posts at start (and again after a `reset`); state(name) is
+ * history(items) gets the newest posts at start (and again after a `reset`); posts(items) gets live posts in
+ * feed order, and also posts fetched back after a `lag`, older than some already given; state(name) is
  * "connecting", "live" or "reconnecting".
  */
 export class FeedStream {
@@ -58,6 +65,36 @@ export class FeedStream {
     if (typeof history.cursor === "string" && history.cursor) this.lastId = history.cursor;
     else if (typeof last === "string") this.lastId = last;
     this.historyLoaded = true;
+  }
+
+  /** /api/feed?since= of the full feed: {items, cursor, partial}. */
+  async readFeed(since, limit) {
+    const url = new URL("/api/feed", window.location.href);
+    url.searchParams.set("since", since);
+    url.searchParams.set("limit", String(limit));
+    url.searchParams.set("profile", "full");
+    const response = await fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" });
+    if (!response.ok) throw new Error(`/api/feed: HTTP ${response.status}`);
+    return response.json();
+  }
+
+  /**
+   * After a `lag`: the posts after `since` (the last id held when it came), page by page, until the read
+   * reaches the posts that came live after the lag or the end of the feed.
+   */
+  async fetchGap(since) {
+    let from = since;
+    for (let pages = 0; pages < GAP_PAGES && !this.stopped; pages += 1) {
+      const page = await this.readFeed(from, GAP_PAGE);
+      const items = Array.isArray(page.items) ? page.items : [];
+      this.handlers.posts(items);
+      const more = page.partial === true || items.length >= GAP_PAGE;
+      if (!more || typeof page.cursor !== "string" || !page.cursor) return;
+      // read up to a post that came live after the lag: the rest came live too
+      if (this.lastId !== since && compareIds(page.cursor, this.lastId) >= 0) return;
+      from = page.cursor;
+    }
+    console.warn(`console: stopped fetching back the posts skipped after ${since} at ${from}`);
   }
 
   async connect() {
@@ -126,8 +163,14 @@ export class FeedStream {
         if (typeof frame.cursor === "string") this.lastId = frame.cursor;
         this.loadHistory().catch((error) => console.warn("console: could not reload history", error));
         break;
+      case "lag":
+        // the server skipped posts while this console was slow: fetch them back from the last one held
+        if (this.lastId) {
+          this.fetchGap(this.lastId).catch((error) => console.warn("console: could not fetch the skipped posts", error));
+        }
+        break;
       default:
-        break; // pong, stats, lag and future frame types need nothing here
+        break; // pong, stats and future frame types need nothing here
     }
   }
 

@@ -13,7 +13,7 @@
 
 import { ApiError, api, clearSession, loadSession, moderatorName, saveSession } from "./mod-api.js";
 import { accountOf, actionButton, isBusy, isPost, localTime, postBody, setBusy } from "./mod-dom.js";
-import { element, normalizeTag } from "./safe.js";
+import { compareIds, element, normalizeTag } from "./safe.js";
 import { RulesPanel } from "./mod-rules.js";
 import { FeedStream } from "./mod-stream.js";
 
@@ -154,17 +154,26 @@ function setCardHidden(card, hidden) {
   if (pressed) (hidden ? unhide : hide).focus(); // the focus stays on the card, on the button that undoes it
 }
 
-/** Posts in feed order: newest on top; a key already shown (an unhidden post) moves up as its new version. */
+/**
+ * Posts, live (in feed order) or fetched back after a `lag` (older than some shown): each card in its place by id,
+ * newest on top, a post at most once; a key already shown under an older id (an unhidden post) moves to its new
+ * place as its new version.
+ */
 function addPosts(items) {
   const list = $("incoming");
   for (const post of items) {
     if (!isPost(post)) continue;
-    let card = state.cards.get(post.key);
+    const shown = state.cards.get(post.key);
+    if (shown && compareIds(shown.dataset.id, post.id) >= 0) continue; // this version or a newer one is shown
+    let next = list.firstElementChild;
+    while (next && (next === shown || compareIds(next.dataset.id, post.id) > 0)) next = next.nextElementSibling;
+    if (!next && !shown && list.childElementCount >= MAX_CARDS) continue; // older than every card kept
+    let card = shown;
     if (card) fillCard(card, post);
     else card = buildIncomingCard(post);
     state.cards.set(post.key, card);
     const focused = card.contains(document.activeElement) ? document.activeElement : null;
-    list.prepend(card); // an unhidden post moves up: moving it takes the focus away, so it is given back
+    list.insertBefore(card, next); // an unhidden post moves up: moving it takes the focus away, so it is given back
     if (focused && document.activeElement !== focused) focused.focus();
   }
   while (list.childElementCount > MAX_CARDS) {

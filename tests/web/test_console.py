@@ -8,20 +8,34 @@ docs/screenshots/console.png.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Locator, Page, expect
+import redis.asyncio as aioredis
+from playwright.async_api import Locator, Page, WebSocketRoute, expect
 
+from mixer.codec import FIELD, pack_post
 from mixer.keys import Keys
 from mixer.models import Author, Post
 from mixer.settings import ChatSettings
 from tests import browser
-from tests.browser import LiveServer, Night, browser_settings, moderated_night, record_dialogs
-from tests.helpers import ROOT, make_post, now_ms, recorded_night
+from tests.browser import (
+    HeldResponse,
+    LiveServer,
+    Night,
+    browser_settings,
+    moderated_night,
+    publish,
+    record_dialogs,
+    socket_frame_handled,
+    watch_socket_frames,
+)
+from tests.helpers import ROOT, make_post, now_ms, recorded_night, wall_post
 
 chromium_page = browser.chromium_page
 live_server = browser.live_server
@@ -545,6 +559,66 @@ async def test_hostile_posts_render_as_literal_text_in_the_console(night: Night,
     ]
     await page.evaluate("() => new Promise(requestAnimationFrame)")  # let any stray handler run first
     assert dialogs == []
+
+
+async def test_after_a_lag_the_console_fetches_back_every_skipped_post_page_by_page_in_order_and_once(
+    night: Night, chromium_page: Page, redis: aioredis.Redis, keys: Keys
+) -> None:
+    """The websocket is relayed through Playwright, which drops the posts frames of the gap and adds the `lag`.
+    The posts go straight into the feed, more than one /api/feed page of them; the first page is held until a
+    live post came, so the fetched ones must go below it."""
+    # The console ignored `lag`: posts skipped while it was slow were never shown to a moderator.
+    page = chromium_page
+    relays: list[WebSocketRoute] = []
+    dropping = {"on": False, "until": ""}
+    all_dropped = asyncio.Event()
+
+    def relay(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def to_page(message: str | bytes) -> None:
+            if dropping["on"] and isinstance(message, str) and json.loads(message)["type"] == "posts":
+                if dropping["until"] and dropping["until"] in message:
+                    all_dropped.set()
+                return
+            ws.send(message)
+
+        server.on_message(to_page)
+        relays.append(ws)
+
+    await page.route_web_socket("**/ws?*", relay)
+    await watch_socket_frames(page)
+    await sign_in(page, night)
+    (first,) = await publish(redis, keys, wall_post("x:first", text="seen live"))
+    await expect(page.locator(f'#incoming article[data-id="{first}"]')).to_be_visible(timeout=WAIT_MS)
+
+    dropping["on"] = True
+    async with redis.pipeline(transaction=False) as pipe:
+        for n in range(1, 1206):  # more than one page (1,000) of /api/feed
+            pipe.xadd(keys.feed, {FIELD: pack_post(wall_post(f"x:skip{n}", text=f"skipped {n}"))})
+        skipped = [entry.decode() for entry in await pipe.execute()]
+    dropping["until"] = "skipped 1205"
+    await asyncio.wait_for(all_dropped.wait(), WAIT_MS / 1000)
+    dropping["on"] = False
+    gap = HeldResponse()
+    await gap.route(page, "**/api/feed?since=*")
+    relays[-1].send(json.dumps({"type": "lag", "skipped": len(skipped)}))
+    await asyncio.wait_for(gap.fetched.wait(), WAIT_MS / 1000)
+    (after,) = await publish(redis, keys, wall_post("x:after", text="after the lag"))
+    await socket_frame_handled(page, "after the lag")
+    second_page = HeldResponse()
+    await second_page.route(page, "**/api/feed?since=*")
+    gap.release()
+    await asyncio.wait_for(second_page.fetched.wait(), WAIT_MS / 1000)
+    cards = page.locator("#incoming article")
+    ids = "cards => cards.map(c => c.dataset.id)"
+    assert await cards.evaluate_all(ids) == [after, *reversed(skipped[:1000])][:200], "the first page goes below"
+    second_page.release()
+
+    await expect(cards.first).to_have_attribute("data-id", after, timeout=WAIT_MS)
+    await expect(cards.nth(1)).to_have_attribute("data-id", skipped[-1], timeout=WAIT_MS)
+    await expect(cards).to_have_count(200)  # the console keeps the newest 200
+    assert await cards.evaluate_all(ids) == [after, *reversed(skipped)][:200]
 
 
 async def test_the_console_shows_a_realistic_night_and_can_screenshot_it(night: Night, chromium_page: Page) -> None:
