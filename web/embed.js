@@ -60,7 +60,11 @@ const CSS = `
 .time{margin-inline-start:auto}
 a{color:inherit;text-decoration:none}
 a:hover .time,a:focus-visible .time,.quote a,.foot a{text-decoration:underline}
-.text{margin:4px 0 0;white-space:pre-wrap;overflow-wrap:anywhere;unicode-bidi:isolate}
+.text{display:-webkit-box;-webkit-box-orient:vertical;-webkit-line-clamp:5;overflow:hidden;margin:4px 0 0;
+ white-space:pre-wrap;overflow-wrap:anywhere;unicode-bidi:isolate}
+.open .text{display:block}
+.more{padding:0;border:0;background:none;color:var(--link);font:inherit;font-size:12px;text-decoration:underline;
+ cursor:pointer}
 .quote{margin:2px 0 0;overflow:hidden;color:var(--muted);font-size:12px;white-space:nowrap;text-overflow:ellipsis}
 .quote>*{unicode-bidi:isolate}
 .empty{margin:auto;padding:16px;color:var(--muted);text-align:center}
@@ -302,8 +306,16 @@ function mount(script, options) {
     if (typeof post.lang === "string" && /^[a-z]{2,3}(-[a-z0-9]{1,8})*$/i.test(post.lang)) {
       text.setAttribute("lang", post.lang);
     }
+    // Long texts are cut at 5 lines; "Show more" (shown by place() when cut) opens the card.
+    const more = element("button", "more", "Show more", { type: "button", "aria-expanded": "false" });
+    more.hidden = true;
+    more.onclick = () => {
+      const open = article.classList.toggle("open");
+      more.textContent = open ? "Show less" : "Show more";
+      more.setAttribute("aria-expanded", open);
+    };
     const body = element("div", "body");
-    body.append(head, text);
+    body.append(head, text, more);
     const quote = quoteLine(post);
     if (quote) body.append(quote);
     if (options.images) body.append(images(post));
@@ -362,6 +374,9 @@ function mount(script, options) {
       sizes.unobserve(old); // a card gone from the list is forgotten, not kept alive
       placed.delete(old);
     }
+    // "Show more" only under a text cut short: every text measured first, then set (one layout)
+    const cut = cards.map((c) => c.querySelector(".text")).map((t) => t.scrollHeight > t.clientHeight + 1);
+    cards.forEach((c, i) => { c.querySelector(".more").hidden = !cut[i] && !c.matches(".open"); });
     const scrolled = list.scrollTop;
     const anchor = scrolled > 0 && cards.find((c) => placed.has(c) && +c.dataset.y + c.offsetHeight > scrolled);
     const was = anchor && +anchor.dataset.y;

@@ -60,9 +60,43 @@ export function accountOf(post) {
   return source && /^[a-z0-9_.-]+$/i.test(source) ? `${source}:${handle}` : handle;
 }
 
+const CUT_LINES = 6; // a longer text is cut there (mod.css), with "Show all" to read it whole
+let textCount = 0; // numbers the texts, for their toggles' aria-controls
+
+/** Each text's "Show all" toggle appears only while the text is cut short, and again when a resize cuts it. */
+const cutTexts = new ResizeObserver((entries) => {
+  for (const { target: text } of entries) {
+    if (!text.isConnected) {
+      cutTexts.unobserve(text); // its card left the console
+      continue;
+    }
+    text.nextElementSibling.hidden = text.dataset.open !== "true" && text.scrollHeight <= text.clientHeight + 1;
+  }
+});
+
+/** The text's "Show all" / "Show less" toggle (hidden until the text is seen to be cut short). */
+function cutToggle(text) {
+  text.id = `post-text-${++textCount}`;
+  text.style.setProperty("--cut-lines", String(CUT_LINES));
+  const toggle = element("button", "btn post-more", "Show all");
+  toggle.type = "button";
+  toggle.hidden = true;
+  toggle.setAttribute("aria-expanded", "false");
+  toggle.setAttribute("aria-controls", text.id);
+  toggle.addEventListener("click", () => {
+    const open = text.dataset.open !== "true";
+    text.dataset.open = String(open);
+    toggle.setAttribute("aria-expanded", String(open));
+    toggle.textContent = open ? "Show less" : "Show all";
+  });
+  cutTexts.observe(text);
+  return toggle;
+}
+
 /**
  * The body of a post as the console shows it: chat badges, author name and @handle, source,
- * time (a link to the post when its URL is http(s)), the text, and the post key.
+ * time (a link to the post when its URL is http(s)), the text (cut at CUT_LINES lines, with a toggle to read
+ * it whole), and the post key.
  */
 export function postBody(post, chats) {
   const author = post.author || {};
@@ -88,7 +122,7 @@ export function postBody(post, chats) {
   foot.append(key);
   if (media) foot.append(element("span", "post-media-count", media === 1 ? "1 image" : `${media} images`));
   const body = element("div", "post-body");
-  body.append(head, text, foot);
+  body.append(head, text, cutToggle(text), foot);
   return body;
 }
 

@@ -621,6 +621,44 @@ async def test_after_a_lag_the_console_fetches_back_every_skipped_post_page_by_p
     assert await cards.evaluate_all(ids) == [after, *reversed(skipped)][:200]
 
 
+async def test_a_long_post_is_cut_at_six_lines_and_show_all_reads_it_whole_with_its_state_said(
+    night: Night, chromium_page: Page
+) -> None:
+    # A 10,000-character or 50-line post made one card many screens tall.
+    page = chromium_page
+    await sign_in(page, night)
+    await night.publish(
+        post("x:wide", ("spam " * 2000).strip()),
+        post("x:tall", "\n".join(f"line {n}" for n in range(1, 51))),
+        post("x:short", "a short post"),
+    )
+    await expect(page.locator("#incoming article")).to_have_count(3, timeout=WAIT_MS)
+    line = "t => parseFloat(getComputedStyle(t).lineHeight)"
+    line_height = await incoming(page, "x:short").locator(".post-text").evaluate(line)
+    for key in ("x:wide", "x:tall"):
+        text = incoming(page, key).locator(".post-text")
+        assert await text.evaluate("t => t.clientHeight") <= 6 * line_height + 1
+        toggle = incoming(page, key).get_by_role("button", name="Show all")
+        await expect(toggle).to_be_visible()
+        await expect(toggle).to_have_attribute("aria-expanded", "false")
+        await expect(toggle).to_have_attribute("aria-controls", await text.get_attribute("id") or "no id")
+    await expect(incoming(page, "x:short").locator(".post-more")).to_be_hidden()
+
+    toggle = incoming(page, "x:tall").get_by_role("button", name="Show all")
+    await toggle.focus()
+    await page.keyboard.press("Enter")
+    toggle = incoming(page, "x:tall").locator(".post-more")
+    await expect(toggle).to_have_attribute("aria-expanded", "true")
+    await expect(toggle).to_have_text("Show less")
+    await expect(toggle).to_be_focused()
+    text = incoming(page, "x:tall").locator(".post-text")
+    lines = await text.evaluate(f"t => [t.scrollHeight - t.clientHeight, t.clientHeight / ({line})(t)]")
+    assert lines[0] == 0 and round(lines[1]) == 50, lines
+    await page.keyboard.press("Enter")
+    await expect(toggle).to_have_attribute("aria-expanded", "false")
+    assert await text.evaluate("t => t.clientHeight") <= 6 * line_height + 1
+
+
 async def test_the_console_shows_a_realistic_night_and_can_screenshot_it(night: Night, chromium_page: Page) -> None:
     """Also the source of docs/screenshots/console.png when MIXER_SCREENSHOTS=1."""
     page = chromium_page
