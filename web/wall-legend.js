@@ -4,7 +4,9 @@
  * Each row: the chat's badge and title, "live now" or its next slot (from /api/chats), its
  * live posts per minute with a sparkline of the last ten minutes (from the server's `stats`
  * frames), "+N more from #chat" when the paced profile left posts of it out, and the chat's
- * current question (the latest "Q<n>" post). Above the list, "Up next". Untrusted text goes
+ * current question (the latest "Q<n>" post). Above the list, "Up next". While the wall is cut off from the
+ * stream (setStale), the rates and sparklines are the last ones known: they are dimmed, a "Rates paused" note
+ * shows beside the title, and each says "not live" to screen readers, until the stream is back. Untrusted text goes
  * through textContent only. Not here: the posts themselves (wall-render.js, wall.js).
  *
  * Live chats come first. When the rows do not all fit, the live ones stay and the others are shown
@@ -25,12 +27,15 @@ const PAGE_MS = 8000; // how long one page of chats stays up when they do not al
 export class Legend {
   /**
    * A legend drawn into the <ul> `list`, showing only chats in `filter` (a Set, or null for all); `pager`
-   * says which rows are up when they take turns. The rows fit in `list`'s parent (its overflow is hidden).
+   * says which rows are up when they take turns, `staleNote` that the rates are paused. The rows fit in `list`'s
+   * parent (its overflow is hidden).
    */
-  constructor(list, filter, pager) {
+  constructor(list, filter, pager, staleNote) {
     this.list = list;
     this.filter = filter;
     this.pager = pager;
+    this.staleNote = staleNote;
+    this.stale = false; // the stream is down: the rates shown are the last known, not live
     this.pinned = 0; // the first rows (live chats) shown on every page
     this.pages = []; // [first, end) indices of the other rows on each page
     this.page = 0; // the page up now; kept across redraws
@@ -70,6 +75,13 @@ export class Legend {
       this.rates.set(tag, entry);
     }
     this.render(now);
+  }
+
+  /** Mark the rates and sparklines as the last known (the stream is down), or live again; redraws on a change. */
+  setStale(stale) {
+    if (stale === this.stale) return;
+    this.stale = stale;
+    this.render();
   }
 
   /** Note the questions among posts given in feed order; true when a chat's current question changed. */
@@ -114,6 +126,7 @@ export class Legend {
       (this.slots.get(tag)?.live === true ? live : others).push(this.row(tag, chat, now));
     }
     this.list.replaceChildren(...live, ...others);
+    if (this.staleNote) this.staleNote.hidden = !(this.stale && this.rates.size);
     this.showUpNext();
     this.liveCount = live.length;
     this.paginate();
@@ -186,8 +199,12 @@ export class Legend {
     if (rate) {
       // rate and sparkline together at the right edge: they wrap as one, under a tag too long to share the line
       const figures = element("span", "legend-figures");
+      const notLive = this.stale ? ", not live" : "";
+      if (this.stale) figures.dataset.stale = "";
       figures.append(element("span", "legend-rate", `${rate.perMinute}/min`));
-      const spark = buildSparkline(rate.samples, now, SPARK_WINDOW_MS, `posts per minute in #${tag}, last 10 minutes`);
+      if (this.stale) figures.append(element("span", "visually-hidden", " (last known, not live)"));
+      const label = `posts per minute in #${tag}, last 10 minutes${notLive}`;
+      const spark = buildSparkline(rate.samples, now, SPARK_WINDOW_MS, label);
       const colour = safeColour(chat.colour);
       spark.style.setProperty("--chat", colour);
       // a colour that wants white text on it is too dark to draw a line with on the dark theme: CSS draws it in --text

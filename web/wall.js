@@ -90,7 +90,12 @@ const pacer = new Pacer(MAX_WAITING);
 const stack = new Stack(page.posts);
 const announcer = new Announcer(page.announce, ANNOUNCE_EVERY_MS);
 setImages(options.images);
-const legend = new Legend(document.getElementById("legend"), options.filter, document.getElementById("legend-pages"));
+const legend = new Legend(
+  document.getElementById("legend"),
+  options.filter,
+  document.getElementById("legend-pages"),
+  document.getElementById("legend-stale"),
+);
 
 function nonNegative(raw, fallback) {
   const value = Number(raw);
@@ -327,6 +332,8 @@ function setConnectionState(name) {
   if (page.connection.dataset.state === name) return;
   page.connection.dataset.state = name;
   page.connectionLabel.textContent = CONNECTION_LABELS[name];
+  // cut off from the stream, the legend's rates are the last known: marked so until it is back
+  legend.setStale(name === "reconnecting" || name === "refused");
 }
 
 /* ---------- network ---------- */

@@ -813,6 +813,36 @@ async def test_legend_shows_each_chats_live_rate_a_sparkline_and_how_many_posts_
     assert await smbiz.locator("svg.sparkline").evaluate("svg => svg.namespaceURI") == "http://www.w3.org/2000/svg"
 
 
+async def test_during_an_outage_the_legends_rates_and_sparklines_are_marked_paused_until_the_stream_is_back(
+    live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
+) -> None:
+    # They kept showing the last rates as if live while the wall said "Reconnecting…".
+    page = chromium_page
+    await open_wall(page, live_server)
+    await publish(redis, keys, *(wall_post(f"x:r{i}", ("smbiz",), f"busy {i}") for i in range(3)))
+    smbiz = page.locator('.legend-item[data-tag="smbiz"]')
+    await expect(smbiz.locator(".legend-rate")).to_have_text("3/min", timeout=STATS_WAIT_MS)
+    await expect(page.locator("#legend-stale")).to_be_hidden()
+    await expect(smbiz.locator(".legend-figures[data-stale]")).to_have_count(0)
+
+    await live_server.stop()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting", timeout=WAIT_MS)
+    await expect(page.locator("#legend-stale")).to_be_visible()
+    await expect(page.locator("#legend-stale")).to_have_text("Rates paused")
+    figures = smbiz.locator(".legend-figures")
+    await expect(figures).to_have_attribute("data-stale", "")
+    assert float(await figures.evaluate("el => getComputedStyle(el).opacity")) < 0.6, "dimmed"
+    await expect(smbiz.locator(".legend-rate")).to_have_text("3/min")  # the last known, still readable
+    await expect(figures).to_have_text(re.compile(r"3/min\s*\(last known, not live\)"))
+    await expect(smbiz.locator("svg.sparkline")).to_have_attribute("aria-label", re.compile(r", not live$"))
+
+    await live_server.start()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=RECONNECT_WAIT_MS)
+    await expect(page.locator("#legend-stale")).to_be_hidden()
+    await expect(figures).not_to_have_attribute("data-stale", "")
+    await expect(smbiz.locator("svg.sparkline")).to_have_attribute("aria-label", re.compile(r"last 10 minutes$"))
+
+
 async def test_a_dark_chat_colours_sparkline_is_drawn_in_the_text_colour_on_the_dark_theme(
     live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
 ) -> None:
