@@ -136,16 +136,6 @@ function rememberId(id) {
   }
 }
 
-/** -1, 0 or 1 as feed id `a` ("<ms>-<seq>") is older than, the same as or newer than `b`; 0 if either is no id. */
-function compareIds(a, b) {
-  const [, am, as = "0"] = /^(\d{1,20})(?:-(\d{1,20}))?$/.exec(String(a)) ?? [];
-  const [, bm, bs = "0"] = /^(\d{1,20})(?:-(\d{1,20}))?$/.exec(String(b)) ?? [];
-  if (am === undefined || bm === undefined) return 0;
-  const ms = BigInt(am) - BigInt(bm);
-  const diff = ms !== 0n ? ms : BigInt(as) - BigInt(bs);
-  return diff < 0n ? -1 : diff > 0n ? 1 : 0;
-}
-
 /** The posts among `items` not seen before, in order; each is remembered so it is never taken twice. */
 function freshPosts(items) {
   const fresh = [];
