@@ -202,7 +202,8 @@ def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore
     from mixer.ingest.hashtags import ChatMatcher
 
     def chats_of(source: str, configured: bool) -> tuple[str, ...]:
-        tags = settings.tags_for(source)
+        """The chats ``source`` follows; none when it is not configured."""
+        tags = settings.tags_for(source) if configured else ()
         if configured and not tags:
             log.info("ingest: %s is configured, but no chat's sources name it: it follows nothing", source)
         return tags
@@ -223,7 +224,7 @@ def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore
                     poll_seconds=settings.mastodon_poll_seconds,
                 )
             )
-    if (tags := chats_of("bluesky", settings.bluesky_enabled)) and settings.bluesky_enabled:
+    if tags := chats_of("bluesky", settings.bluesky_enabled):
         from mixer.ingest.sources.bluesky_follow import BlueskySource
 
         sources.append(
@@ -236,7 +237,7 @@ def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore
                 profile_ttl=settings.bluesky_profile_ttl_seconds,
             )
         )
-    if (tags := chats_of("x", bool(settings.x_bearer_token))) and settings.x_bearer_token:
+    if tags := chats_of("x", bool(settings.x_bearer_token)):
         from mixer.ingest.sources.x_stream import XSource
 
         sources.append(
