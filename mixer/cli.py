@@ -338,13 +338,9 @@ def _state_dir(settings: Settings, args: argparse.Namespace) -> Path | None:
     return default_state_dir(os.environ, event_slug(settings.event_name, settings.event_hashtag))
 
 
-def _live(settings: Settings) -> bool:
-    return bool(settings.mastodon_instances or settings.bluesky_enabled or settings.x_bearer_token)
-
-
 def run_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer run`: everything in one process."""
-    parts = Parts(host=settings.host, port=settings.port, merge=True, web=True, follow=_live(settings))
+    parts = Parts(host=settings.host, port=settings.port, merge=True, web=True, follow=bool(settings.live_sources))
     parts.ingest_files, parts.ingest_speed = _recordings(settings, args, demo=not args.no_demo)
     parts.runtime_dir, parts.public = args.runtime_dir, args.public
     parts.state_dir, parts.fresh = _state_dir(settings, args), args.fresh
@@ -355,7 +351,7 @@ def ingest_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer ingest`: the live followers, and recordings when asked for or when nothing live is configured."""
     if args.check:
         return _health_check(settings, "ingest")
-    parts = Parts(follow=_live(settings), command="ingest")
+    parts = Parts(follow=bool(settings.live_sources), command="ingest")
     if args.replay or not parts.follow:
         parts.ingest_files, parts.ingest_speed = _recordings(settings, args)
     return run_async(run_parts(settings, parts))

@@ -201,15 +201,16 @@ def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore
     ``sources`` name it (every chat without ``sources``), and one that would follow no chat is not started."""
     from mixer.ingest.hashtags import ChatMatcher
 
-    def chats_of(source: str, configured: bool) -> tuple[str, ...]:
+    def chats_of(source: str) -> tuple[str, ...]:
         """The chats ``source`` follows; none when it is not configured."""
+        configured = source in settings.live_sources
         tags = settings.tags_for(source) if configured else ()
         if configured and not tags:
             log.info("ingest: %s is configured, but no chat's sources name it: it follows nothing", source)
         return tags
 
     sources: list[Source] = []
-    if tags := chats_of("mastodon", bool(settings.mastodon_instances)):
+    if tags := chats_of("mastodon"):
         from mixer.ingest.sources.mastodon_follow import MastodonSource
 
         for instance in settings.mastodon_instances:
@@ -224,7 +225,7 @@ def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore
                     poll_seconds=settings.mastodon_poll_seconds,
                 )
             )
-    if tags := chats_of("bluesky", settings.bluesky_enabled):
+    if tags := chats_of("bluesky"):
         from mixer.ingest.sources.bluesky_follow import BlueskySource
 
         sources.append(
@@ -237,7 +238,7 @@ def build_sources(settings: Settings, publisher: Publisher, cursors: CursorStore
                 profile_ttl=settings.bluesky_profile_ttl_seconds,
             )
         )
-    if tags := chats_of("x", bool(settings.x_bearer_token)):
+    if tags := chats_of("x"):
         from mixer.ingest.sources.x_stream import XSource
 
         sources.append(
@@ -261,7 +262,7 @@ async def follow_sources(settings: Settings, redis_url: str, stats_every: float 
     redis = connect.client(redis_url, keys.feed, socket_timeout=10)
     publisher = Publisher(redis, keys, settings.chat_tags, settings.chat_maxlen, active=follow_gate(settings))
     sources = build_sources(settings, publisher, CursorStore(redis, keys))
-    if not sources:
+    if not settings.live_sources:
         log.info("ingest: no live sources configured ([mastodon], [bluesky], [x] in the config)")
     tasks = [asyncio.create_task(source.run(), name=source.name) for source in sources]
     try:

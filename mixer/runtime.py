@@ -202,10 +202,14 @@ def ingest_line(settings: Settings, redis_url: str, files: Sequence[Path], speed
     """The line `mixer ingest` prints: the sources it follows, the recordings it loops, the chats, the Redis."""
     doing: list[str] = []
     if follow:
-        live = [*settings.mastodon_instances]
-        live += ["Bluesky"] if settings.bluesky_enabled else []
-        live += ["X"] if settings.x_bearer_token else []
-        doing.append(f"following {', '.join(live)}")
+        shown = {"mastodon": settings.mastodon_instances, "bluesky": ("Bluesky",), "x": ("X",)}
+        live = [name for source in settings.live_sources if settings.tags_for(source) for name in shown[source]]
+        idle = [source for source in settings.live_sources if not settings.tags_for(source)]
+        if live:
+            doing.append(f"following {', '.join(live)}")
+        if idle:
+            them = "it" if len(idle) == 1 else "them"
+            doing.append(f"{', '.join(idle)} configured, but no chat's sources name {them}")
     if files:
         pace = "as fast as possible" if speed == 0 else f"at {speed:g}x"
         names = [f"{Path(f).name}{' (the demo)' if str(f) == settings.demo_file else ''}" for f in files]

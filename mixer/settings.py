@@ -181,6 +181,13 @@ class Settings:
     def chat_tags(self) -> tuple[str, ...]:
         return tuple(c.tag for c in self.chats)
 
+    @property
+    def live_sources(self) -> tuple[str, ...]:
+        """The live followers configured (LIVE_SOURCES order): [mastodon] instances, [bluesky] enabled, an [x] token.
+        One that no chat's ``sources`` name is configured, yet follows nothing (``tags_for`` is empty)."""
+        configured = (bool(self.mastodon_instances), self.bluesky_enabled, bool(self.x_bearer_token))
+        return tuple(source for source, on in zip(LIVE_SOURCES, configured, strict=True) if on)
+
     def tags_for(self, source: str) -> tuple[str, ...]:
         """The chats the live follower ``source`` (one of LIVE_SOURCES) follows: those whose ``sources`` name it."""
         return tuple(c.tag for c in self.chats if c.sources is None or source in c.sources)

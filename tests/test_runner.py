@@ -319,3 +319,27 @@ def test_each_live_follower_follows_the_chats_whose_sources_name_it(redis: aiore
     assert isinstance(x, XSource) and x._tags == ("smbiz", "journchat") and x._matcher.tags == {"smbiz", "journchat"}
     only_mastodon = Settings(chats=chats[1:2], mastodon_instances=("https://a.example",), bluesky_enabled=True)
     assert [type(s) for s in build_sources(only_mastodon, publisher, CursorStore(redis, keys))] == [MastodonSource]
+
+
+async def test_a_follower_no_chat_names_is_said_once_and_not_claimed_followed(
+    redis_url: str, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mixer.runner import follow_sources
+    from mixer.runtime import ingest_line
+    from mixer.settings import ChatSettings, Settings
+
+    chats = (ChatSettings("edchat", "edchat", "#ffffff", sources=("mastodon",)),)
+    settings = Settings(chats=chats, bluesky_enabled=True, key_prefix=keys.prefix)
+    assert settings.live_sources == ("bluesky",) and settings.tags_for("bluesky") == ()
+    line = ingest_line(settings, redis_url, [], 1.0, True)
+    assert "following" not in line and "bluesky configured, but no chat's sources name it" in line, line
+    both = Settings(chats=chats, bluesky_enabled=True, mastodon_instances=("https://a.example",))
+    assert "following https://a.example; bluesky configured" in ingest_line(both, redis_url, [], 1.0, True)
+
+    caplog.set_level("INFO", logger="mixer")
+    task = asyncio.create_task(follow_sources(settings, redis_url))
+    await eventually(lambda: any("ingest:" in r.getMessage() for r in caplog.records))
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)  # the followers are built and logged before its first await
+    said = [r.getMessage() for r in caplog.records if "ingest:" in r.getMessage()]
+    assert said == ["ingest: bluesky is configured, but no chat's sources name it: it follows nothing"], said
