@@ -15,20 +15,22 @@ Not here: the wall's own assertions (``test_web_wall.py``).
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import msgpack
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
-from playwright.async_api import Dialog, Page, Route, async_playwright
+from playwright.async_api import Dialog, Locator, Page, Route, WebSocketRoute, async_playwright, expect
 from playwright.async_api import Error as PlaywrightError
 
 from mixer.codec import EDIT_FIELD, FIELD, pack, pack_post
@@ -39,7 +41,7 @@ from mixer.models import Post
 from mixer.runner import build_app
 from mixer.settings import ChatSettings, Settings
 from mixer.streams import dedicated_client
-from tests.helpers import live_all_day_now
+from tests.helpers import live_all_day_now, wall_post
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -51,6 +53,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 READY_TIMEOUT = 10.0
+WAIT_MS = 10_000  # for anything a page should show promptly
+RECONNECT_WAIT_MS = 30_000  # a reconnect waits out the backoff
 
 # The chats every browser test's server knows: a few from the brief plus those of the demo recording.
 TEST_CHATS = (
@@ -206,6 +210,55 @@ class HeldResponse:
 
     def release(self) -> None:
         self._released.set()
+
+
+async def reset_during_reload(
+    page: Page, redis: aioredis.Redis, keys: Keys, open_feed: Callable[[], Awaitable[Page | Locator]], cards: str
+) -> None:
+    """A page showing the feed (the wall, the widget: ``open_feed`` loads it, returns the scope holding its
+    ``cards``) keeps a post that arrives while it reloads after a ``reset``, once, and resumes from the reset's
+    cursor. The websocket is relayed through Playwright, which adds a post the feed then loses (as in a Redis
+    failover) and the reset; the reload's answer is held while the socket drops, comes back and a live post arrives.
+    """
+    # The reload used to wipe a post that arrived before its answer, and a resume asked from the lost post's id.
+    sockets: asyncio.Queue[tuple[WebSocketRoute, WebSocketRoute]] = asyncio.Queue()
+    await page.route_web_socket("**/ws?*", lambda ws: sockets.put_nowait((ws, ws.connect_to_server())))
+    await watch_socket_frames(page)
+    older, newest = await publish(redis, keys, wall_post("x:older", text="older"), wall_post("x:newest", text="newest"))
+    feed = await open_feed()
+
+    def card(post_id: str) -> Locator:
+        return feed.locator(f'{cards}[data-id="{post_id}"]')
+
+    async def shown_ids() -> list[str]:
+        return await feed.locator(cards).evaluate_all("cards => cards.map(c => c.dataset.id)")
+
+    await expect(feed.locator(cards)).to_have_count(2, timeout=WAIT_MS)
+    page_side, server_side = sockets.get_nowait()
+    lost = {**wall_post("x:lost", text="lost in a failover").to_dict(), "id": "99999999999999-0"}
+    page_side.send(json.dumps({"type": "posts", "items": [lost]}))
+    await expect(card(lost["id"])).to_be_visible(timeout=WAIT_MS)
+
+    # Hidden as the merge stage records it in the index, with no live frame: only the reload can show it.
+    await redis.hset(keys.index, "x:older", msgpack.packb({"key": "x:older", "retracted": True}))
+    reload = HeldResponse()
+    await reload.route(page, "**/api/feed?*")
+    page_side.send(json.dumps({"type": "reset", "cursor": newest}))
+    await asyncio.wait_for(reload.fetched.wait(), WAIT_MS / 1000)
+    await page_side.close(code=1001)
+    await server_side.close()
+    resumed, _ = await asyncio.wait_for(sockets.get(), RECONNECT_WAIT_MS / 1000)
+    assert parse_qs(urlsplit(resumed.url).query)["since"] == [newest], "a resume carries on from the reset's cursor"
+    (live,) = await publish(redis, keys, wall_post("x:live", text="live while the page reloads"))
+    await socket_frame_handled(page, "live while the page reloads")
+
+    reload.release()
+    await expect(card(older)).to_have_count(0, timeout=WAIT_MS)  # the reload is applied
+    await expect(card(live)).to_be_visible(timeout=WAIT_MS)
+    assert await shown_ids() == [live, newest]
+    (after,) = await publish(redis, keys, wall_post("x:after", text="after the reset"))
+    await expect(card(after)).to_be_visible(timeout=WAIT_MS)
+    assert await shown_ids() == [after, live, newest]
 
 
 def record_dialogs(page: Page) -> list[str]:

@@ -282,16 +282,8 @@ async def test_serve_with_workers_shares_the_port_between_processes(
     with (tmp_path / "serve.log").open("wb") as log:
         proc = await start_mixer("serve", "--no-merge", "--workers", "2", "--port", str(port), env=env, log=log)
         try:
-            pids: set[int] = set()
-            async with asyncio.timeout(30):
-                while len(pids) < 2:
-                    connector = aiohttp.TCPConnector(force_close=True)  # a new connection each time
-                    async with aiohttp.ClientSession(connector=connector) as http:
-                        try:
-                            async with http.get(f"http://127.0.0.1:{port}/api/stats") as resp:
-                                pids.add((await resp.json())["pid"])
-                        except aiohttp.ClientConnectionError:
-                            await asyncio.sleep(0.05)  # not listening yet: the processes are starting
+            first = await _answering_pid(port, avoid=set())
+            pids = {first, await _answering_pid(port, avoid={first})}
             assert proc.pid in pids
             # each process listens with a deep accept queue (ss shows a listener's backlog as its Send-Q)
             ss = await asyncio.create_subprocess_exec("ss", "-ltnH", f"sport = :{port}", stdout=subprocess.PIPE)
@@ -307,16 +299,15 @@ async def test_serve_with_workers_shares_the_port_between_processes(
     assert said.count("chatmixer is live at") == 1 and "(fan-out in 2 processes on " in said  # once, not per worker
 
 
-async def _worker_pids(port: int, parent: int, avoid: set[int]) -> int:
-    """A pid, not the parent's nor one of ``avoid``, that answers /api/stats on the shared port."""
+async def _answering_pid(port: int, avoid: set[int]) -> int:
+    """The pid of a process, none of ``avoid``, that answers /api/stats on the shared port."""
     async with asyncio.timeout(30):
         while True:
             connector = aiohttp.TCPConnector(force_close=True)  # a new connection each time: any process may take it
             async with aiohttp.ClientSession(connector=connector) as http:
                 try:
                     async with http.get(f"http://127.0.0.1:{port}/api/stats") as resp:
-                        pid = int((await resp.json())["pid"])
-                        if pid != parent and pid not in avoid:
+                        if (pid := int((await resp.json())["pid"])) not in avoid:
                             return pid
                 except aiohttp.ClientConnectionError:
                     await asyncio.sleep(0.05)  # not listening yet: the processes are starting
@@ -331,9 +322,9 @@ async def test_serve_with_workers_starts_another_in_place_of_a_killed_one_and_sa
     with (tmp_path / "serve.log").open("wb") as log:
         proc = await start_mixer("serve", "--no-merge", "--workers", "2", "--port", str(port), env=env, log=log)
         try:
-            worker = await _worker_pids(port, proc.pid, set())
+            worker = await _answering_pid(port, avoid={proc.pid})
             os.kill(worker, signal.SIGKILL)
-            replacement = await _worker_pids(port, proc.pid, {worker})
+            replacement = await _answering_pid(port, avoid={proc.pid, worker})
             assert proc.returncode is None  # the parent and its clients served on
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 20) == 0

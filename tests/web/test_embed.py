@@ -8,14 +8,12 @@ Set MIXER_SCREENSHOTS=1 to also write docs/screenshots/widget.png and embed-buil
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import gzip
 import json
 import os
 import re
 from collections.abc import AsyncIterator
-from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import msgpack
@@ -31,15 +29,13 @@ from mixer.models import Attachment
 from mixer.settings import ChatSettings
 from tests import browser
 from tests.browser import (
-    HeldResponse,
     LiveServer,
     browser_settings,
     png_bytes,
     publish,
     publish_join,
     record_dialogs,
-    socket_frame_handled,
-    watch_socket_frames,
+    reset_during_reload,
 )
 from tests.helpers import ROOT, now_ms, recorded_night, wall_post
 
@@ -478,36 +474,10 @@ async def test_lag_fetches_the_skipped_posts_reset_reloads_and_unknown_frames_ar
 async def test_a_post_arriving_while_the_widget_reloads_after_a_reset_is_shown_once_and_a_resume_asks_from_the_cursor(
     live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
 ) -> None:
-    """As the wall's test: a relayed socket adds a post the feed then loses, and the reset; the reload's answer is
-    held while the socket drops, comes back and a live post arrives."""
-    page = chromium_page
-    sockets: asyncio.Queue[tuple[WebSocketRoute, WebSocketRoute]] = asyncio.Queue()
-    await page.route_web_socket("**/ws?*", lambda ws: sockets.put_nowait((ws, ws.connect_to_server())))
-    await watch_socket_frames(page)
-    older, newest = await publish(redis, keys, wall_post("x:older", text="older"), wall_post("x:newest", text="newest"))
-    feed = await show_widget(page, host_site, live_server, "/reset.html")
-    await expect(feed.locator(CARDS)).to_have_count(2, timeout=WAIT_MS)
-    page_side, server_side = sockets.get_nowait()
-    lost = {**wall_post("x:lost", text="lost in a failover").to_dict(), "id": "99999999999999-0"}
-    page_side.send(json.dumps({"type": "posts", "items": [lost]}))
-    await expect(card(feed, lost["id"])).to_be_visible(timeout=WAIT_MS)
+    async def open_feed() -> Locator:
+        return await show_widget(chromium_page, host_site, live_server, "/reset.html")
 
-    await redis.hset(keys.index, "x:older", msgpack.packb({"key": "x:older", "retracted": True}))
-    reload = HeldResponse()
-    await reload.route(page, "**/api/feed?*")
-    page_side.send(json.dumps({"type": "reset", "cursor": newest}))
-    await asyncio.wait_for(reload.fetched.wait(), WAIT_MS / 1000)
-    await page_side.close(code=1001)
-    await server_side.close()
-    resumed, _ = await asyncio.wait_for(sockets.get(), RECONNECT_WAIT_MS / 1000)
-    assert parse_qs(urlsplit(resumed.url).query)["since"] == [newest], "a resume carries on from the reset's cursor"
-    (live,) = await publish(redis, keys, wall_post("x:live", text="live while the widget reloads"))
-    await socket_frame_handled(page, "live while the widget reloads")
-
-    reload.release()
-    await expect(card(feed, older)).to_have_count(0, timeout=WAIT_MS)  # the reload is applied
-    await expect(card(feed, live)).to_be_visible(timeout=WAIT_MS)
-    assert await shown_ids(feed) == [live, newest]
+    await reset_during_reload(chromium_page, redis, keys, open_feed, CARDS)
 
 
 async def test_a_long_post_is_cut_at_five_lines_with_show_more_which_opens_it_whole_and_moves_the_cards_below(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import json
 import os
 import re
 import time
@@ -19,7 +18,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode
 
 import aiohttp
 import msgpack
@@ -37,7 +36,6 @@ from mixer.models import Attachment, Post
 from mixer.settings import ChatSettings
 from tests import browser
 from tests.browser import (
-    HeldResponse,
     LiveServer,
     Night,
     browser_settings,
@@ -46,8 +44,7 @@ from tests.browser import (
     publish,
     publish_join,
     record_dialogs,
-    socket_frame_handled,
-    watch_socket_frames,
+    reset_during_reload,
 )
 from tests.helpers import ROOT, live_all_day_now, recorded_night, wall_post
 
@@ -408,41 +405,11 @@ async def test_wall_resumes_after_a_network_drop_and_shows_what_it_missed_once(
 async def test_a_post_arriving_while_the_wall_reloads_after_a_reset_is_shown_once_and_a_resume_asks_from_the_cursor(
     live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
 ) -> None:
-    """The websocket is relayed through Playwright, which adds a post the feed then loses (as in a Redis failover)
-    and the reset; the reload's answer is held while the socket drops, comes back and a live post arrives."""
-    # The reload used to wipe a post that arrived before its answer, and a resume asked from the lost post's id.
-    page = chromium_page
-    sockets: asyncio.Queue[tuple[WebSocketRoute, WebSocketRoute]] = asyncio.Queue()
-    await page.route_web_socket(re.compile(r"/ws\?"), lambda ws: sockets.put_nowait((ws, ws.connect_to_server())))
-    await watch_socket_frames(page)
-    older, newest = await publish(redis, keys, wall_post("x:older", text="older"), wall_post("x:newest", text="newest"))
-    await open_wall(page, live_server)
-    await expect(page.locator(CARDS)).to_have_count(2, timeout=WAIT_MS)
-    page_side, server_side = sockets.get_nowait()
-    lost = {**wall_post("x:lost", text="lost in a failover").to_dict(), "id": "99999999999999-0"}
-    page_side.send(json.dumps({"type": "posts", "items": [lost]}))
-    await expect(card(page, lost["id"])).to_be_visible(timeout=WAIT_MS)
+    async def open_feed() -> Page:
+        await open_wall(chromium_page, live_server)
+        return chromium_page
 
-    # Hidden as the merge stage records it in the index, with no live frame: only the reload can show it.
-    await redis.hset(keys.index, "x:older", msgpack.packb({"key": "x:older", "retracted": True}))
-    reload = HeldResponse()
-    await reload.route(page, "**/api/feed?*")
-    page_side.send(json.dumps({"type": "reset", "cursor": newest}))
-    await asyncio.wait_for(reload.fetched.wait(), WAIT_MS / 1000)
-    await page_side.close(code=1001)
-    await server_side.close()
-    resumed, _ = await asyncio.wait_for(sockets.get(), RECONNECT_WAIT_MS / 1000)
-    assert parse_qs(urlsplit(resumed.url).query)["since"] == [newest], "a resume carries on from the reset's cursor"
-    (live,) = await publish(redis, keys, wall_post("x:live", text="live while the wall reloads"))
-    await socket_frame_handled(page, "live while the wall reloads")
-
-    reload.release()
-    await expect(card(page, older)).to_have_count(0, timeout=WAIT_MS)  # the reload is applied
-    await expect(card(page, live)).to_be_visible(timeout=WAIT_MS)
-    assert await shown_ids(page) == [live, newest]
-    (after,) = await publish(redis, keys, wall_post("x:after", text="after the reset"))
-    await expect(card(page, after)).to_be_visible(timeout=WAIT_MS)
-    assert await shown_ids(page) == [after, live, newest]
+    await reset_during_reload(chromium_page, redis, keys, open_feed, CARDS)
 
 
 # Posts per chat published to the full feed before each of four stats frames: the legend's rates and sparklines.
