@@ -28,7 +28,7 @@ from mixer.ingest.replay import ReplayOptions, recordings_problem
 from mixer.keys import Keys
 from mixer.options import SHARED, add_common, add_keeping
 from mixer.redact import RedactingFormatter, redact
-from mixer.runner import Parts, run_async, run_parts, spawn_workers, stop_workers
+from mixer.runner import Parts, run_async, run_parts
 from mixer.runtime import find_run, redis_url_problem, runtime_dir
 from mixer.settings import ConfigError, Settings
 from mixer.statedir import default_state_dir, event_slug
@@ -40,6 +40,7 @@ from mixer.tools.report import add_report_parser
 from mixer.tools.stdout import reader_gone
 from mixer.tools.synth import add_synth_parser
 from mixer.tools.transcript import add_transcript_parser
+from mixer.workers import PID_LOG_LAYOUT, spawn_workers, stop_workers
 
 Command = Callable[[Settings, argparse.Namespace], int]
 
@@ -427,9 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     args.argv = argv
     handler = logging.StreamHandler(sys.stderr)  # every log line, tracebacks included, passes through redact
-    # `serve --workers` processes share one stderr: each line says which process wrote it
-    shared = getattr(args, "workers", 1) > 1 or getattr(args, "reuse_port", False)
-    layout = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s" if shared else LOG_LAYOUT
+    shared = getattr(args, "workers", 1) > 1 or getattr(args, "reuse_port", False)  # one stderr, several processes
+    layout = PID_LOG_LAYOUT if shared else LOG_LAYOUT
     handler.setFormatter(logs := RedactingFormatter(layout))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     if not args.verbose:

@@ -7,6 +7,7 @@ that its Redis can still write the night; each role prints one line saying what 
 the process waits for SIGINT/SIGTERM or for a part to fail, then stops in reverse order of start:
 the web server first (websockets closed with GOING_AWAY so clients reconnect elsewhere), then the
 merge stage and ingest, then the Redis clients, and last the embedded Redis if this process started one.
+What lives elsewhere: the sibling processes of `serve --workers` (``mixer.workers``; watched here as one more part).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from mixer.runtime import RunInfo, ingest_line, live_lines, merge_line, publishe
 from mixer.settings import Settings
 from mixer.statedir import StateDirProblem, night_lines, open_night, resumed_line, watch_writes
 from mixer.streams import dedicated_client
+from mixer.workers import spawn_workers, watch_workers
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -462,70 +464,6 @@ async def _run_parts(settings: Settings, parts: Parts, url: str, stop: asyncio.E
         await stop_task(task)
     stopper.cancel()
     return 1 if failed else 0
-
-
-def spawn_workers(argv: list[str], count: int) -> list[subprocess.Popen[bytes]]:
-    """``count`` sibling fan-out processes running ``mixer serve`` with ``argv`` (fan-out only, shared port);
-    each dies with this process (PR_SET_PDEATHSIG on Linux)."""
-    from mixer.embedded import _die_with_parent
-
-    children = []
-    for _ in range(count):
-        args = [sys.executable, "-m", "mixer.cli", "serve", *argv, "--no-merge", "--workers", "1", "--reuse-port"]
-        children.append(subprocess.Popen(args, preexec_fn=_die_with_parent()))
-    return children
-
-
-STEADY_SECONDS = 10.0  # a worker that lived this long ended by an accident, not by failing to start
-
-
-async def watch_workers(
-    children: list[subprocess.Popen[bytes]],
-    respawn: Callable[[], subprocess.Popen[bytes]],
-    every: float = 1.0,
-    clock: Callable[[], float] = time.monotonic,
-    backoff: Backoff | None = None,
-) -> None:
-    """Start another sibling fan-out process in place of one that ended (killed, crashed, out of memory), as
-    gunicorn's arbiter does: the others' clients stay connected, the dead one's reconnect to them meanwhile. Each
-    ending is one ERROR line naming the pid and how it ended. A worker that lived under ``STEADY_SECONDS`` is
-    replaced after a capped backoff (1 s doubling to 30 s), so one that cannot start does not spin."""
-    backoff = backoff or Backoff(base=1.0, cap=30.0)
-    started = [clock()] * len(children)
-    while True:
-        for index, child in enumerate(children):
-            if (code := child.poll()) is None:
-                continue
-            how = f"killed by {_signal_name(-code)}" if code < 0 else f"exit status {code}"
-            if clock() - started[index] >= STEADY_SECONDS:
-                backoff.reset()
-                wait = 0.0
-            else:
-                wait = backoff.next()
-            log.error("fan-out worker pid %d ended (%s); starting another in %.1f s", child.pid, how, wait)
-            await asyncio.sleep(wait)
-            children[index] = respawn()
-            started[index] = clock()
-            log.info("fan-out worker pid %d started in place of pid %d", children[index].pid, child.pid)
-        await asyncio.sleep(every)
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:  # a real-time signal has no name
-        return f"signal {number}"
-
-
-def stop_workers(children: list[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
-    for child in children:
-        child.terminate()
-    for child in children:
-        try:
-            child.wait(grace)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 def run_async(main: Awaitable[int]) -> int:

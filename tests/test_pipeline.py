@@ -333,7 +333,7 @@ async def test_serve_with_workers_starts_another_in_place_of_a_killed_one_and_sa
                 proc.kill()
                 await proc.wait()
     said = (tmp_path / "serve.log").read_text()
-    assert f"ERROR [{proc.pid}] mixer.runner: fan-out worker pid {worker} ended (killed by SIGKILL); starting" in said
+    assert f"ERROR [{proc.pid}] mixer.workers: fan-out worker pid {worker} ended (killed by SIGKILL); starting" in said
     assert f"fan-out worker pid {replacement} started in place of pid {worker}" in said
     assert not _alive(replacement)  # stopped with the parent
     assert "Traceback" not in said
