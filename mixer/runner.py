@@ -48,6 +48,7 @@ from mixer.runtime import RunInfo, ingest_line, live_lines, merge_line, publishe
 from mixer.settings import Settings
 from mixer.statedir import StateDirProblem, night_lines, open_night, resumed_line, watch_writes
 from mixer.streams import dedicated_client
+from mixer.tasks import stop_task
 from mixer.workers import spawn_workers, watch_workers
 
 if TYPE_CHECKING:
@@ -380,14 +381,6 @@ async def serve_web(
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
-
-
-async def stop_task(task: asyncio.Task[None], grace: float = 10.0) -> None:
-    """Cancel ``task`` and wait for it, at most ``grace`` seconds: a stuck part never blocks shutdown."""
-    task.cancel()
-    done, _ = await asyncio.wait([task], timeout=grace)
-    if not done:
-        log.warning("%s did not stop within %.0f s; exiting without it", task.get_name(), grace)
 
 
 def _say(*lines: str) -> None:
