@@ -21,6 +21,7 @@ from aiohttp import web
 from mixer.backoff import Backoff
 from mixer.codec import EDIT_FIELD, FIELD, unpack_post
 from mixer.config import load_settings, render_settings
+from mixer.ingest.follow import build_sources
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import CursorStore, Publisher
 from mixer.ingest.sources.bluesky_appview import MAX_ACTORS, ProfileBatcher, parse_profiles
@@ -29,7 +30,6 @@ from mixer.ingest.sources.bluesky_profiles import ProfileResolver
 from mixer.keys import Keys
 from mixer.merge.stage import MergeStage
 from mixer.models import Author, Post
-from mixer.runner import build_sources
 from mixer.settings import ChatSettings, Settings
 from mixer.streams import read_range
 from tests.fake_jetstream import BASE_US, FakeJetstream, post_event, serving_jetstream

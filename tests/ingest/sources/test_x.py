@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from mixer.backoff import Backoff
 from mixer.codec import FIELD, unpack_post
 from mixer.config import load_settings
+from mixer.ingest.follow import build_sources
 from mixer.ingest.hashtags import ChatMatcher
 from mixer.ingest.publish import CursorStore, Publisher
 from mixer.ingest.recorded import parse_line
@@ -33,7 +34,6 @@ from mixer.ingest.sources.x_v1 import parse_v1
 from mixer.ingest.sources.x_v2 import parse_v2
 from mixer.keys import Keys
 from mixer.models import Edit, Event, Ignored, Post, Retraction
-from mixer.runner import build_sources
 from tests.helpers import FIXTURES as FIXTURES_DIR
 from tests.helpers import eventually
 from tests.servers import serving
