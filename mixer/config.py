@@ -8,7 +8,8 @@ and integers too long to parse are refused before they reach the parser's limits
 ``demo.file`` that cannot be read is refused at load. What ``render_settings`` writes,
 ``load_settings`` reads back unchanged, secrets and URL credentials aside (never written;
 ``secrets_of`` lists them for ``redact``). Which keys exist and what each accepts (type, range)
-is ``config_schema``; the dataclasses and ``ConfigError`` live in ``settings``.
+is ``config_schema``, what a ``[[chats]]`` or ``[[profiles]]`` table may say ``config_tables``; the
+dataclasses and ``ConfigError`` live in ``settings``.
 """
 
 from __future__ import annotations
@@ -19,19 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mixer.config_schema import (
-    PALETTE,
-    SCHEMA,
-    SECRETS,
-    SECTIONS,
-    BadValue,
-    chat_from_table,
-    check_value,
-    parse_text,
-    profiles_from_tables,
-    shown,
-    unknown_name,
-)
+from mixer.config_schema import SCHEMA, SECRETS, SECTIONS, BadValue, check_value, parse_text, shown, unknown_name
+from mixer.config_tables import PALETTE, chat_from_table, profiles_from_tables
 from mixer.redact import redact, url_secret
 from mixer.settings import PACKAGE_DIR, ChatSettings, ConfigError, Settings
 

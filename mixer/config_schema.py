@@ -2,14 +2,13 @@
 
 ``SCHEMA`` maps every key of every ``[section]`` to a ``Field`` (attribute, type, check, the
 inclusive range of a number, and the words for "must be ..."); ``check_value`` and ``parse_text``
-turn a TOML value or a ``MIXER_*`` string into the field's type, or None; ``chat_from_table`` and
-``profiles_from_tables`` check ``[[chats]]`` and ``[[profiles]]`` tables and fill in their defaults
-(title, ``PALETTE`` colour). Tokens this server accepts are at least ``TOKEN_MIN`` characters;
-Mastodon and X are reached over https (http only to this machine). ``shown`` is how an error
+turn a TOML value or a ``MIXER_*`` string into the field's type, or None. Tokens this server accepts
+are at least ``TOKEN_MIN`` characters; Mastodon and X are reached over https (http only to this
+machine), and two spellings of one Mastodon instance are one address. ``shown`` is how an error
 message quotes a value (short, credentials masked, a secret never).
-A bad value raises ``BadValue`` naming only its dotted key. Pure: finding and reading the file,
-line numbers, the environment and rendering back to TOML are ``config``; the dataclasses and
-``ConfigError`` are ``settings``.
+A bad value raises ``BadValue`` naming only its dotted key. Pure: the ``[[chats]]`` and
+``[[profiles]]`` tables are ``config_tables``; finding and reading the file, line numbers, the
+environment and rendering back to TOML are ``config``; the dataclasses and ``ConfigError`` are ``settings``.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import difflib
 import math
 import re
 import reprlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any
@@ -27,17 +26,13 @@ from urllib.parse import urlsplit
 from mixer import connect
 from mixer.models import TAG, normalize_tag
 from mixer.redact import redact, url_secret
-from mixer.settings import LIVE_SOURCES, ChatSettings, Profile
 
-# Badge colours for chats that name none: distinct from each other, readable on a dark background.
-PALETTE = ("#4fc3f7", "#ffb74d", "#81c784", "#f06292", "#ba68c8", "#fff176", "#4db6ac", "#e57373")
-
-_TAG_WANT = "a hashtag without spaces or '#' inside (1-100 characters)"
-_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+TAG_WANT = "a hashtag without spaces or '#' inside (1-100 characters)"
 _PREFIX = re.compile(r"^[^\s{}]+$")  # braces would break the keys' {<prefix>} hash tag
 
 
-def _tag(raw: str) -> str | None:
+def valid_tag(raw: str) -> str | None:
+    """``raw`` as a chat's hashtag (normalised), or None when it is none."""
     tag = normalize_tag(raw)
     return tag if TAG.match(tag) else None
 
@@ -181,7 +176,7 @@ def _num(attr: str, lo: float, hi: float, what: str = "a number") -> Field:
 SCHEMA: dict[str, dict[str, Field]] = {
     "event": {
         "name": Field("event_name", str, "a non-empty string", _nonempty),
-        "hashtag": Field("event_hashtag", str, _TAG_WANT, norm=_tag),
+        "hashtag": Field("event_hashtag", str, TAG_WANT, norm=valid_tag),
         "link": Field(
             "event_link",
             str,
@@ -295,7 +290,6 @@ SECTIONS = (
     "profiles",
     *(s for s in SCHEMA if s != "event"),
 )  # also the order render_settings writes
-_CHAT_KEYS = ("tag", "title", "colour", "schedule", "topic", "hosts", "follow", "sources")
 
 
 class BadValue(Exception):
@@ -363,112 +357,3 @@ def unknown_name(what: str, key: str, known: list[str]) -> str:
     """The reason for a name that is not one of ``known``, suggesting the closest one if any is close."""
     close = difflib.get_close_matches(key, known, n=1)
     return f"unknown {what} {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-
-
-def chat_from_table(key: str, index: int, table: Mapping[str, object]) -> ChatSettings:
-    """One chat with its defaults filled in: title ``#tag``, colour from PALETTE by index, ``#rgb`` expanded."""
-    for name in table:
-        if name not in _CHAT_KEYS:
-            raise BadValue(f"{key}.{name}", unknown_name("key", name, list(_CHAT_KEYS)))
-    if "tag" not in table:
-        raise BadValue(f"{key}.tag", "is required (the chat's hashtag)")
-    raw = table["tag"]
-    tag = _tag(raw) if isinstance(raw, str) else None
-    if tag is None:
-        raise BadValue(f"{key}.tag", f"must be {_TAG_WANT}, got {raw!r}")
-    title = table.get("title", f"#{tag}")
-    if not isinstance(title, str) or not title.strip():
-        raise BadValue(f"{key}.title", f"must be a non-empty string, got {title!r}")
-    colour = table.get("colour", PALETTE[index % len(PALETTE)])
-    if not isinstance(colour, str) or not _COLOUR.match(colour):
-        raise BadValue(f"{key}.colour", f"must be a colour '#rgb' or '#rrggbb', got {colour!r}")
-    if len(colour) == 4:
-        colour = "#" + "".join(c * 2 for c in colour[1:])
-    schedule = table.get("schedule", "")
-    if not isinstance(schedule, str):
-        raise BadValue(f"{key}.schedule", f"must be a string like 'Mon 20:00-22:00 America/New_York', got {schedule!r}")
-    if schedule.strip():
-        from mixer.schedule import Schedule
-
-        try:
-            schedule = str(Schedule.parse(schedule))
-        except ValueError as exc:
-            raise BadValue(f"{key}.schedule", str(exc)) from None
-    topic = table.get("topic", "")
-    if not isinstance(topic, str):
-        raise BadValue(f"{key}.topic", f"must be a string, got {topic!r}")
-    hosts = table.get("hosts", [])
-    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
-        raise BadValue(f"{key}.hosts", f"must be a list of names, got {hosts!r}")
-    follow = table.get("follow", "")
-    if follow not in ("", "always", "scheduled", "never"):
-        raise BadValue(f"{key}.follow", f"must be 'always', 'scheduled' or 'never', got {follow!r}")
-    if follow == "scheduled" and not schedule.strip():
-        raise BadValue(f"{key}.follow", "is 'scheduled' but the chat has no schedule")
-    sources = table.get("sources")
-    if sources is not None:
-        want = f"must be a list of distinct live sources among {', '.join(repr(s) for s in LIVE_SOURCES)}"
-        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
-            raise BadValue(f"{key}.sources", f"{want}, got {sources!r}")
-        named = [s.strip().lower() for s in sources]
-        unknown = [s for s in named if s not in LIVE_SOURCES]
-        if unknown:
-            raise BadValue(f"{key}.sources", f"{want}, got {unknown[0]!r} (the webhook and replays take any chat)")
-        if len(set(named)) < len(named):
-            raise BadValue(f"{key}.sources", f"{want}, got {sources!r}, which names one twice")
-        sources = tuple(s for s in LIVE_SOURCES if s in named)  # in one order, so the settings compare equal
-    return ChatSettings(
-        tag=tag,
-        title=title,
-        colour=colour.lower(),
-        schedule=schedule.strip(),
-        topic=topic,
-        hosts=tuple(hosts),
-        follow=str(follow),
-        sources=sources,
-    )
-
-
-_PROFILE_KEYS = ("name", "rate", "burst", "max_wait", "max_queue", "weights")
-# Upper bounds of a profile's numbers (its lower bounds are Profile's own checks); inf stays allowed where it means
-# "unshaped" (rate) or "no limit" (max_wait).
-PROFILE_MAX = {"rate": 1000, "burst": 10_000, "max_wait": 86_400, "max_queue": 1_000_000, "weights": 1000}
-
-
-def _over(key: str, value: object) -> bool:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return False  # Profile says what is wrong with it
-    return value > PROFILE_MAX[key] and not (value == math.inf and key in ("rate", "max_wait"))
-
-
-def profiles_from_tables(body: object) -> tuple[Profile, ...]:
-    """``[[profiles]]`` tables as Profiles; the checks are Profile's own, reported at the table's key."""
-    if not isinstance(body, list) or not all(isinstance(t, dict) for t in body):
-        raise BadValue("profiles", "must be an array of tables ([[profiles]])")
-    out: list[Profile] = []
-    for i, table in enumerate(body):
-        for name in table:
-            if name not in _PROFILE_KEYS:
-                raise BadValue(f"profiles[{i}].{name}", unknown_name("key", name, list(_PROFILE_KEYS)))
-        if not isinstance(table.get("name"), str) or not _tag(table["name"]) or table["name"] == "full":
-            raise BadValue(f"profiles[{i}].name", "must be a short name other than 'full' (which is always there)")
-        for name in ("rate", "burst", "max_wait", "max_queue"):
-            if _over(name, table.get(name)):
-                raise BadValue(
-                    f"profiles[{i}].{name}", f"must be at most {PROFILE_MAX[name]}, got {shown(None, table[name])}"
-                )
-        weights = table.get("weights", {})
-        if isinstance(weights, dict) and any(_over("weights", w) for w in weights.values()):
-            raise BadValue(f"profiles[{i}].weights", f"a weight must be at most {PROFILE_MAX['weights']}")
-        for key in table.keys() - {"name"}:  # each key alone first: an error is reported at its own line
-            try:
-                Profile(name=table["name"], **{key: table[key]})
-            except (TypeError, ValueError) as exc:
-                raise BadValue(f"profiles[{i}].{key}", str(exc)) from None
-        try:
-            out.append(Profile(**table))
-        except (TypeError, ValueError) as exc:
-            raise BadValue(f"profiles[{i}]", str(exc)) from None
-        if (j := next((j for j, p in enumerate(out[:-1]) if p.name == out[-1].name), None)) is not None:
-            raise BadValue(f"profiles[{i}].name", f"duplicate name {out[-1].name!r}, first used by profiles[{j}]")
-    return tuple(out)
