@@ -33,9 +33,9 @@ from redis.exceptions import RedisError
 from mixer.backoff import Backoff
 from mixer.codec import EDIT_FIELD, FIELD, PIN_FIELD, RETRACT_FIELD
 from mixer.keys import Keys
+from mixer.merge.entries import FeedIds
 from mixer.merge.lease import Fence, fenced
 from mixer.merge.shaper import Shaper
-from mixer.merge.stage import FeedIds
 from mixer.settings import Profile
 from mixer.streams import block_for, id_before, id_key, last_id, raise_if_cancelling, read_new, text
 
