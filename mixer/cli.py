@@ -18,7 +18,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from mixer.runner import Parts, run_async, run_parts
 from mixer.runtime import find_run, redis_url_problem, runtime_dir
 from mixer.settings import ConfigError, Settings
 from mixer.statedir import default_state_dir, event_slug
+from mixer.tools.chats import add_chats_parser
 from mixer.tools.loadtest.rehearse import add_rehearse_parser
 from mixer.tools.loadtest.run import add_loadtest_parser
 from mixer.tools.record import add_record_parser
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_roles(sub)
     add_replay_parser(sub)
     _add_normalize(sub)
-    _add_chats(sub)
+    add_chats_parser(sub)
     add_transcript_parser(sub)
     add_report_parser(sub)
     add_record_parser(sub)
@@ -183,30 +183,6 @@ def _add_normalize(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     normalize.set_defaults(func=normalize_command)
 
 
-def _add_chats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    chats = sub.add_parser(
-        "chats",
-        help="the chat directory: list the chats with their next slot, or import a CSV directory",
-        description="List the configured chats with their next start (in --tz) and which are live now; "
-        "'mixer chats import FILE' turns a directory CSV into [[chats]] tables for mixer.toml.",
-    )
-    add_common(chats, "not used by chats (accepted like every subcommand)")
-    chats.add_argument("--tz", default="UTC", help="time zone to show times in (IANA name, default UTC)")
-    chats_sub = chats.add_subparsers(
-        dest="chats_command", metavar="ACTION", help="none: list the chats; import: read a directory CSV"
-    )
-    chats_import = chats_sub.add_parser(
-        "import",
-        help="read a directory CSV and print [[chats]] tables",
-        description="Read a chat directory CSV (hashtag, frequency, day_of_week, start_local, timezone, ... "
-        "columns) and print [[chats]] tables for mixer.toml on stdout; conflicts and unreadable rows are reported "
-        "on stderr. "
-        "See docs/directory.md.",
-    )
-    chats_import.add_argument("file", type=Path, metavar="FILE", help="the directory CSV")
-    chats.set_defaults(func=chats_command)
-
-
 def read_settings(args: argparse.Namespace) -> Settings:
     """Settings from the config file and environment, with command-line flags on top; Refused for a bad flag."""
     env = os.environ
@@ -264,48 +240,6 @@ def normalize_command(settings: Settings, args: argparse.Namespace) -> int:
 
     matcher = ChatMatcher(None if args.all_tags else settings.chat_tags)
     return normalize(args.files, matcher, sys.stdout.buffer, sys.stderr)
-
-
-def chats_command(settings: Settings, args: argparse.Namespace) -> int:
-    """`mixer chats`: the directory with next slots and live marks; `mixer chats import FILE`: CSV to TOML."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    from mixer.schedule import chat_entry
-
-    if args.chats_command == "import":
-        from mixer.tools.directory import entries_to_toml, import_csv
-
-        try:
-            result = import_csv(args.file)
-        except OSError as exc:
-            print(f"mixer chats import: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
-        except ValueError as exc:  # a missing column, not UTF-8
-            print(f"mixer chats import: {exc}", file=sys.stderr)
-            return 2
-        for message in result.messages():
-            print(message, file=sys.stderr)
-        sys.stdout.write(entries_to_toml(result.entries))
-        sys.stdout.flush()
-        return 0 if result.entries else 1
-    try:
-        zone = ZoneInfo(args.tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        print(f"mixer chats: unknown time zone {args.tz!r} (an IANA name like Europe/London)", file=sys.stderr)
-        return 2
-    now = datetime.now(UTC)
-    for chat in settings.chats:
-        entry = chat_entry(chat, now)
-        if entry["next_start"] is None:
-            when = "no schedule"
-        else:
-            start = datetime.fromisoformat(entry["next_start"]).astimezone(zone)
-            end = datetime.fromisoformat(entry["next_end"]).astimezone(zone)
-            when = f"LIVE until {end:%H:%M}" if entry["live"] else f"next {start:%a %d %b %H:%M}"
-            when += f" {args.tz}"
-        print(f"#{chat.tag:<20} {when:<40} {chat.title}")
-    sys.stdout.flush()
-    return 0
 
 
 def _recordings(settings: Settings, args: argparse.Namespace, demo: bool = True) -> tuple[list[Path], float]:

@@ -9,7 +9,7 @@ Rows that name different times are never merged silently: the entry keeps the ne
 cannot be read is a ``RowIssue`` in ``problems`` with its line and reason; its hashtag is still
 listed. ``entries_to_toml`` writes ``[[chats]]`` tables for ``mixer.toml``. What one row's
 cells say (its schedule, hosts, as_of) is ``directory_row``; the schedule itself (string form,
-DST, slots) is ``schedule``; the config loader and the ``mixer chats`` command are elsewhere.
+DST, slots) is ``schedule``; the ``mixer chats`` command is ``chats``; the config loader is elsewhere.
 """
 
 from __future__ import annotations
