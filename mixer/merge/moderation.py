@@ -42,7 +42,18 @@ _UNSPACED = re.compile(
     "\U00020000-\U0002ffff]"
 )
 _LETTER = re.compile(r"[^\W\d_]")
+# A direction override (LRO U+202D, RLO U+202E) makes a browser draw the letters after it, up to its PDF (U+202C) or
+# the end of the paragraph, in reverse: "\u202ekcuf" is shown as "fuck". Such a run is judged as drawn too.
+_OVERRIDE_RUN = re.compile("[\u202d\u202e]([^\u202c\n\r\u2029\x00]*)")
 Token = tuple[str, int]  # (character, run length); ("", 0) is the gap between the words of a phrase
+
+
+def _as_drawn(*texts: str) -> str:
+    """For texts holding a direction override: each with its override runs reversed, as a screen draws them, after a
+    NUL each (a phrase never spans two of them); "" for the others (nearly every post), which read as they are."""
+    if not any("\u202d" in t or "\u202e" in t for t in texts):
+        return ""
+    return "".join("\x00" + _OVERRIDE_RUN.sub(lambda m: m.group(1)[::-1], t) for t in texts)
 
 
 def _view(folded: str) -> str:
@@ -267,7 +278,8 @@ class Moderator:
             text, name = post.text, post.author.name
             if "\x00" in text or "\x00" in name:  # their own NULs read as spaces: only the one between is no gap
                 text, name = text.replace("\x00", " "), name.replace("\x00", " ")
-            folded = fold(f"{text}\x00{name}")  # the name is shown on the wall too
+            # the name is shown on the wall too; a text with a direction override is also read as it is drawn
+            folded = fold(f"{text}\x00{name}{_as_drawn(text, name)}")
             view = _view(folded)
             words = c.screen is None or c.screen.find(folded, view) is not None
         if words and c.text is not None and (found := c.text.find(folded, view)) is not None:

@@ -154,6 +154,30 @@ def test_a_word_in_the_authors_display_name_blocks_the_post() -> None:
     assert verdict.action == "block"
 
 
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("\u202ekcuf siht\u202c said the troll", "Troll"),  # a browser draws "this fuck said the troll"
+        ("\u202emaps", "Troll"),  # an override runs to the end of the text when no PDF closes it
+        ("first line\n\u202eyub\u202c \u202ewon\u202c", "Troll"),  # each run reversed alone: "buy now"
+        ("hello", "\u202eGNIK MAPS"),  # the display name is drawn too: "SPAM KING"
+        ("\u05e9\u05dc\u05d5\u05dd \u202emaps\u202c \u05e2\u05d5\u05dc\u05dd", "Troll"),  # inside RTL text
+        ("\u202dspam\u202c", "Troll"),  # a left-to-right override on Latin letters changes nothing
+    ],
+)
+def test_a_word_written_backwards_under_a_direction_override_is_read_as_the_screen_draws_it(
+    text: str, name: str
+) -> None:
+    rules = Rules(words=("spam", "buy now"), profanity=True)
+    assert judge(post(text, name=name), rules).action == "block"
+
+
+def test_a_direction_override_does_not_block_a_text_that_reads_clean_either_way() -> None:
+    assert judge(post("\u202eolleh\u202c world", name="Troll"), Rules(words=("spam",), profanity=True)).action == "show"
+    # the override's run ends at its PDF: what follows is read in order ("maps" after it stays "maps")
+    assert judge(post("\u202ekool\u202c maps here"), SPAM).action == "show"
+
+
 def test_a_phrase_never_spans_the_end_of_the_text_and_the_start_of_the_name() -> None:
     # The demo's "... (pass 5)" by "m t k" read as 's&m' (the profanity list): "5" reads as "s", then the name's "m".
     assert judge(post("what a night it's", name="M Smith"), PROFANE).action == "show"
