@@ -151,8 +151,11 @@ export function actionButton(label, className, status, action) {
     setBusy(button, true);
     status.dataset.state = "pending";
     status.textContent = `${label}…`;
+    const note = (text) => {
+      status.textContent = `${label}… ${text}`;
+    };
     try {
-      const done = await action();
+      const done = await action(note);
       status.dataset.state = "done";
       status.textContent = typeof done === "string" ? done : `${label}: done`;
     } catch (error) {

@@ -21,6 +21,9 @@ const MAX_CARDS = 200; // incoming cards kept; older ones are removed
 const REFRESH_MS = 15000; // approval queue and audit log, besides the refresh on each change
 const RETRY_MS = 2000; // after a failed or unanswered wait for changes
 const AUDIT_LIMIT = 50;
+const SEND_FOR_MS = 120000; // a decision is sent again this long while the server cannot take it
+const SEND_RETRY_MS = 500; // its first retry; doubling up to SEND_RETRY_MAX_MS
+const SEND_RETRY_MAX_MS = 4000;
 const CONNECTION_LABELS = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…" };
 
 const $ = (id) => document.getElementById(id);
@@ -47,10 +50,27 @@ const rules = new RulesPanel(context);
 
 /* ---------- moderator actions ---------- */
 
-/** POST an action; a rejected token signs the moderator out. */
-async function act(name, body) {
+/**
+ * POST an action; a rejected token signs the moderator out. While the server cannot be reached or says it is
+ * unavailable (restarting, Redis away: 502, 503, 504), the decision is sent again with backoff for up to
+ * SEND_FOR_MS, saying so through ``note``: a click in that moment is not lost.
+ */
+async function act(name, body, note = () => {}) {
+  const session = state.session;
+  const started = Date.now();
+  let delay = SEND_RETRY_MS;
   try {
-    return await api(state.session, "POST", `/api/mod/${name}`, body);
+    for (;;) {
+      try {
+        return await api(session, "POST", `/api/mod/${name}`, body);
+      } catch (error) {
+        const unavailable = error instanceof ApiError && [0, 502, 503, 504].includes(error.status);
+        if (!unavailable || state.session !== session || Date.now() - started + delay > SEND_FOR_MS) throw error;
+        note("waiting for the server to send it");
+        await pause(delay);
+        delay = Math.min(delay * 2, SEND_RETRY_MAX_MS);
+      }
+    }
   } catch (error) {
     context.failed(error);
     throw error;
@@ -80,9 +100,9 @@ function blockForm(post, status, toggle) {
   }
   const label = element("span", "block-account");
   label.append("Block ", element("bdi", "", account));
-  const confirm = actionButton("Block", "btn-danger", status, async () => {
+  const confirm = actionButton("Block", "btn-danger", status, async (note) => {
     const chat = select.value;
-    const answer = await act("block", { account, chat: chat || undefined, key: post.key });
+    const answer = await act("block", { account, chat: chat || undefined, key: post.key }, note);
     rules.apply(answer);
     const pressed = form.contains(document.activeElement);
     form.hidden = true;
@@ -106,16 +126,16 @@ function buildIncomingCard(post) {
   card.setAttribute("aria-label", `Post by ${String(post.author.handle || "")}`);
   const status = statusLine();
   const actions = element("div", "post-actions");
-  const hide = actionButton("Hide", "btn-hide", status, async () => {
-    await act("hide", { key: card.dataset.key });
+  const hide = actionButton("Hide", "btn-hide", status, async (note) => {
+    await act("hide", { key: card.dataset.key }, note);
     return "Hidden on every wall";
   });
-  const unhide = actionButton("Unhide", "btn-unhide", status, async () => {
-    await act("unhide", { key: card.dataset.key });
+  const unhide = actionButton("Unhide", "btn-unhide", status, async (note) => {
+    await act("unhide", { key: card.dataset.key }, note);
     return "Back on every wall";
   });
-  const pin = actionButton("Pin", "btn-pin", status, async () => {
-    await act("pin", { key: card.dataset.key });
+  const pin = actionButton("Pin", "btn-pin", status, async (note) => {
+    await act("pin", { key: card.dataset.key }, note);
     return "Pinned on every wall";
   });
   const blockToggle = element("button", "btn btn-block", "Block author…");
@@ -209,8 +229,8 @@ function showPinned(post) {
     return;
   }
   const status = statusLine();
-  const unpin = actionButton("Unpin", "btn-unpin", status, async () => {
-    await act("unpin", {});
+  const unpin = actionButton("Unpin", "btn-unpin", status, async (note) => {
+    await act("unpin", {}, note);
     return "Unpinned on every wall";
   });
   const actions = element("div", "post-actions");
@@ -254,12 +274,12 @@ function buildQueueItem(post) {
   item.dataset.key = post.key;
   const status = statusLine();
   const actions = element("div", "post-actions");
-  const approve = actionButton("Approve", "btn-approve btn-primary", status, async () => {
-    await act("approve", { key: post.key });
+  const approve = actionButton("Approve", "btn-approve btn-primary", status, async (note) => {
+    await act("approve", { key: post.key }, note);
     return "Approved: on its way to the walls";
   });
-  const reject = actionButton("Reject", "btn-reject", status, async () => {
-    await act("reject", { key: post.key });
+  const reject = actionButton("Reject", "btn-reject", status, async (note) => {
+    await act("reject", { key: post.key }, note);
     return "Rejected";
   });
   actions.append(approve, reject, status);
@@ -308,8 +328,8 @@ function auditRow(entry) {
     // a post hidden before this console opened is not in the incoming list: it can be brought back from here
     const status = statusLine();
     const key = String(entry.key);
-    detail.append(actionButton("Unhide", "btn-small", status, async () => {
-      await act("unhide", { key });
+    detail.append(actionButton("Unhide", "btn-small", status, async (note) => {
+      await act("unhide", { key }, note);
       return "Back on every wall";
     }), status);
   }

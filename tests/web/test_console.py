@@ -487,6 +487,39 @@ async def test_an_outage_is_heard_once_as_reconnecting_not_at_every_retry(night:
     assert await page.evaluate("() => window.heard") == ["Reconnecting…", "Live"]
 
 
+async def test_a_decision_taken_while_the_server_restarts_is_sent_once_it_is_back(
+    night: Night, chromium_page: Page
+) -> None:
+    page = chromium_page
+    wall = await open_wall(page, night)
+    await sign_in(page, night)
+    await page.get_by_role("switch", name="Approval mode").click()
+    await expect(page.get_by_role("switch", name="Approval mode")).to_have_attribute("aria-checked", "true")
+    await night.publish(post("x:inflight", "approved during the restart"), post("x:hideme", "hidden during it"))
+    queued = page.locator('#queue article[data-key="x:inflight"]')
+    await expect(queued).to_be_visible(timeout=WAIT_MS)
+    await page.locator('#queue article[data-key="x:hideme"]').get_by_role("button", name="Approve").click()
+    await expect(incoming(page, "x:hideme")).to_be_visible(timeout=WAIT_MS)
+
+    await night.server.stop()
+    await queued.get_by_role("button", name="Approve").click()
+    await incoming(page, "x:hideme").get_by_role("button", name="Hide").click()
+    await expect(queued.get_by_role("status")).to_have_text(
+        "Approve… waiting for the server to send it", timeout=WAIT_MS
+    )
+    await expect(incoming(page, "x:hideme").get_by_role("status")).to_contain_text("waiting for the server")
+    await night.server.start()
+    await expect(queued).to_have_count(0, timeout=WAIT_MS)  # approved: it left the queue
+    await expect(on_wall(wall, "approved during the restart")).to_have_count(1, timeout=30_000)
+    await expect(on_wall(wall, "hidden during it")).to_have_count(0, timeout=WAIT_MS)
+    await expect(incoming(page, "x:hideme")).to_have_attribute("data-state", "hidden", timeout=WAIT_MS)
+    audit = await mod_api(night, "GET", "/api/mod/audit")
+    assert [(e["action"], e["key"]) for e in audit["items"][:2]] in (
+        [("hide", "x:hideme"), ("approve", "x:inflight")],
+        [("approve", "x:inflight"), ("hide", "x:hideme")],
+    ), "each decision is recorded once"
+
+
 async def test_with_reduced_motion_the_approval_switch_flips_without_sliding(night: Night, chromium_page: Page) -> None:
     page = chromium_page
     await sign_in(page, night)
