@@ -9,7 +9,8 @@ or body is a 400 with the reason before anything is written. Routes:
 
 - ``POST /api/mod/{hide,unhide,pin,unpin,approve,reject}`` with ``{"key": ...}`` or ``{"id": feed id}``;
 - ``POST /api/mod/block`` ``{"account": "x:bob", "chat": optional, "key"/"id": optional post to hide}``;
-- ``GET /api/mod/rules``, ``PUT /api/mod/rules`` (the whole rules object), ``POST /api/mod/approval`` ``{"on": bool}``;
+- ``GET /api/mod/rules``, ``PUT /api/mod/rules`` (the whole rules object; with ``If-Match``, only over the rules
+  read), ``POST /api/mod/approval`` ``{"on": bool}``;
 - ``GET /api/mod/queue`` (posts waiting for approval), ``GET /api/mod/audit?limit=``;
 - ``GET /api/mod/changes?after=`` (waits for the next change to the queue or the audit log).
 """
@@ -17,6 +18,7 @@ or body is a 400 with the reason before anything is written. Routes:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import unicodedata
@@ -42,6 +44,15 @@ AUDIT_MAXLEN = 10_000
 CHANGES_WAIT_MS = 5_000  # a console's wait for a change, at most (under the Redis pool's 10 s socket timeout)
 MAX_WAITING = 8  # consoles waiting at once (each holds a pooled Redis connection); more are answered at once
 POST_ACTIONS = ("hide", "unhide", "pin", "unpin", "approve", "reject")
+
+
+def rules_etag(rules: Rules) -> str:
+    """The ``ETag`` of the rules in force: a PUT with ``If-Match`` replaces only the rules it was written from."""
+    return '"' + hashlib.sha256(rules.to_json().encode()).hexdigest()[:32] + '"'
+
+
+class _Stale(Exception):
+    """The rules changed since the moderator read them (``If-Match`` names other rules)."""
 
 
 def moderator_name(header: str) -> str:
@@ -189,16 +200,35 @@ class ModApi:
 
     async def get_rules(self, request: web.Request) -> web.Response:
         self._check(request)
-        return web.json_response((await self.current_rules()).to_dict())
+        rules = await self.current_rules()
+        return web.json_response(rules.to_dict(), headers={"ETag": rules_etag(rules)})
 
     async def put_rules(self, request: web.Request) -> web.Response:
+        """Replace the rules; with ``If-Match`` (the ``ETag`` of a GET) only while they are still the ones read, else
+        412: so a form saved after another moderator's edit does not silently undo that edit."""
         who = self._check(request)
         try:
             rules = Rules.from_dict(await self._body(request))
         except ValueError as exc:
             raise web.HTTPBadRequest(text=f"bad rules: {exc}") from None
-        await self._set_rules(who, request, rules, "rules replaced")
-        return web.json_response(rules.to_dict())
+        if (match := request.headers.get("If-Match")) is None:
+            await self._set_rules(who, request, rules, "rules replaced")
+        else:
+            tags = {tag.strip() for tag in match.split(",")}
+
+            def replace(data: dict[str, Any]) -> dict[str, Any]:
+                if "*" not in tags and rules_etag(Rules.from_dict(data)) not in tags:
+                    raise _Stale
+                return rules.to_dict()
+
+            try:
+                await self._change_rules(who, request, replace, "rules replaced")
+            except _Stale:
+                raise web.HTTPPreconditionFailed(
+                    text="the rules changed since you read them (another moderator's edit): "
+                    "read them again (GET /api/mod/rules) and make your change to those"
+                ) from None
+        return web.json_response(rules.to_dict(), headers={"ETag": rules_etag(rules)})
 
     async def approval(self, request: web.Request) -> web.Response:
         who = self._check(request)

@@ -154,6 +154,39 @@ async def test_bad_rules_are_refused_with_the_reason(redis: aioredis.Redis, keys
             assert (await resp.json())["words"] == ["oops"]
 
 
+async def test_a_rules_put_with_if_match_never_undoes_an_edit_made_since_the_rules_were_read(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    async with night(redis_url, keys) as (url, _), aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/api/mod/rules", headers=TOKEN) as resp:  # moderator A opens the form
+            read, etag = await resp.json(), resp.headers["ETag"]
+        async with http.post(f"{url}/api/mod/block", json={"account": "x:troll"}, headers=TOKEN) as resp:
+            assert resp.status == 200  # moderator B blocks someone meanwhile
+        stale = {**read, "words": ["spoiler"]}  # A saves the form as read, plus a word
+        async with http.put(f"{url}/api/mod/rules", json=stale, headers={**TOKEN, "If-Match": etag}) as resp:
+            assert resp.status == 412
+            assert "changed since you read them" in await resp.text()
+        async with http.get(f"{url}/api/mod/rules", headers=TOKEN) as resp:
+            now, etag = await resp.json(), resp.headers["ETag"]
+            assert (now["accounts"], now["words"]) == (["x:troll"], []), "the refused PUT changed nothing"
+        mine = {**now, "words": ["spoiler"]}
+        async with http.put(f"{url}/api/mod/rules", json=mine, headers={**TOKEN, "If-Match": etag}) as resp:
+            assert resp.status == 200
+            assert resp.headers["ETag"] != etag
+            saved_etag = resp.headers["ETag"]
+        async with http.get(f"{url}/api/mod/rules", headers=TOKEN) as resp:
+            assert (await resp.json())["accounts"] == ["x:troll"]
+            assert resp.headers["ETag"] == saved_etag
+        for match in ("*", f'"other", {saved_etag}'):  # any rules; one of a list
+            async with http.put(f"{url}/api/mod/rules", json=mine, headers={**TOKEN, "If-Match": match}) as resp:
+                assert resp.status == 200
+        async with http.put(f"{url}/api/mod/rules", json={}, headers=TOKEN) as resp:
+            assert resp.status == 200  # without If-Match: replaced whole, as before
+        async with http.get(f"{url}/api/mod/audit", headers=TOKEN) as resp:
+            details = [e.get("detail") for e in (await resp.json())["items"]]
+            assert details == ["rules replaced"] * 4 + ["block x:troll"], "a refused PUT is not audited"
+
+
 def test_the_moderators_name_is_percent_decoded_utf8_without_control_characters() -> None:
     assert moderator_name("Dana") == "Dana"  # plain ASCII as is
     assert moderator_name("Zo%C3%AB%20K.") == "Zoë K."  # encodeURIComponent("Zoë K.")
