@@ -46,7 +46,13 @@ export function moderatorName(name) {
 
 /** Call the API: JSON in and out; throws ApiError (status 0 when the server could not be reached). */
 export async function api(session, method, path, body) {
+  return (await apiTagged(session, method, path, body)).data;
+}
+
+/** As `api`, with extra request headers (`If-Match`); gives {data, etag}: the answer and its ETag header (or null). */
+export async function apiTagged(session, method, path, body, extra = {}) {
   const headers = {
+    ...extra,
     Accept: "application/json",
     Authorization: `Bearer ${session.token}`,
     "X-Moderator": encodeURIComponent(session.name), // a header carries ASCII only: UTF-8, percent-encoded
@@ -65,7 +71,7 @@ export async function api(session, method, path, body) {
   const text = await response.text();
   if (!response.ok) throw new ApiError(response.status, describeFailure(response.status, text));
   try {
-    return text ? JSON.parse(text) : {};
+    return { data: text ? JSON.parse(text) : {}, etag: response.headers.get("ETag") };
   } catch {
     throw new ApiError(response.status, "the server's answer is not JSON");
   }

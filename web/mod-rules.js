@@ -5,10 +5,12 @@
  * as a whole with PUT /api/mod/rules. Lists are edited one entry a line. A refused save
  * keeps the moderator's edits and shows the server's reason next to the form; while there
  * are unsaved edits, rules changed by someone else do not overwrite the form (the switch
- * always shows the rules in force).
+ * always shows the rules in force). A save is a PUT with `If-Match` on the rules just read: when
+ * someone changed them since the form was filled, the moderator's own changes (what was added,
+ * removed or switched in the form) are made to the rules in force instead, so no one's edit is undone.
  */
 
-import { api } from "./mod-api.js";
+import { api, apiTagged } from "./mod-api.js";
 import { chatBadge, isBusy, setBusy } from "./mod-dom.js";
 import { element, normalizeTag } from "./safe.js";
 
@@ -22,11 +24,45 @@ function listOf(value) {
   return Array.isArray(value) ? value.map(String) : [];
 }
 
+/** ``theirs`` with the entries ``mine`` removed from ``base`` taken out and those it added put in. */
+function mergeList(base, mine, theirs) {
+  const before = new Set(listOf(base));
+  const after = new Set(listOf(mine));
+  const merged = listOf(theirs).filter((entry) => after.has(entry) || !before.has(entry));
+  for (const entry of after) if (!before.has(entry) && !merged.includes(entry)) merged.push(entry);
+  return merged;
+}
+
+function chatsOf(rules) {
+  return rules && rules.chats && typeof rules.chats === "object" ? rules.chats : {};
+}
+
+/** The moderator's changes (``base`` -> ``mine``) made to the rules in force (``theirs``): a three-way merge. */
+export function mergeRules(base, mine, theirs) {
+  const chats = {};
+  const tags = new Set([base, mine, theirs].flatMap((rules) => Object.keys(chatsOf(rules))));
+  for (const tag of tags) {
+    const [b, m, t] = [base, mine, theirs].map((rules) => chatsOf(rules)[tag] || {});
+    const words = mergeList(b.words, m.words, t.words);
+    const accounts = mergeList(b.accounts, m.accounts, t.accounts);
+    if (words.length || accounts.length) chats[tag] = { words, accounts };
+  }
+  return {
+    words: mergeList(base.words, mine.words, theirs.words),
+    accounts: mergeList(base.accounts, mine.accounts, theirs.accounts),
+    chats,
+    profanity: mine.profanity !== (base.profanity === true) ? mine.profanity : theirs.profanity === true,
+    profanity_allow: mergeList(base.profanity_allow, mine.profanity_allow, theirs.profanity_allow),
+    approval: theirs.approval === true,
+  };
+}
+
 export class RulesPanel {
   /** ``context`` gives session(), chats (tag -> {title, colour}), and failed(error) for a rejected token. */
   constructor(context) {
     this.context = context;
     this.rules = null; // the rules in force, as the server last gave them
+    this.base = null; // the rules the form was filled from (a save merges the changes made to them since)
     this.dirty = false;
     this.form = $("rules-form");
     this.chatBox = $("rules-chats");
@@ -71,9 +107,14 @@ export class RulesPanel {
     this.apply(await api(this.context.session(), "GET", "/api/mod/rules"));
   }
 
-  /** Write the rules into the form; one pair of lists per chat the server knows or the rules name. */
+  /** Fill the form with the rules in force: the base a save's merge starts from. */
   fill() {
-    const rules = this.rules || {};
+    this.base = this.rules;
+    this.write(this.rules || {});
+  }
+
+  /** Write rules into the form; one pair of lists per chat the server knows or the rules name. */
+  write(rules) {
     $("rules-words").value = listOf(rules.words).join("\n");
     $("rules-accounts").value = listOf(rules.accounts).join("\n");
     $("rules-allow").value = listOf(rules.profanity_allow).join("\n");
@@ -136,10 +177,31 @@ export class RulesPanel {
     this.error.textContent = "";
     this.say("Saving…");
     try {
-      const saved = await api(this.context.session(), "PUT", "/api/mod/rules", this.fromForm());
-      this.dirty = false;
-      this.apply(saved);
-      this.say("Saved: the new rules apply to the next posts.");
+      const session = this.context.session();
+      let mine = this.fromForm();
+      let merged = false;
+      for (let tries = 1; ; tries++) {
+        const { data: theirs, etag } = await apiTagged(session, "GET", "/api/mod/rules");
+        if (this.base && JSON.stringify(this.base) !== JSON.stringify(theirs)) {
+          mine = mergeRules(this.base, mine, theirs); // changed by someone else since the form was filled
+          merged = true;
+          this.write(mine); // (should the server refuse it, the form holds what was merged, not the old base)
+        }
+        this.base = theirs;
+        try {
+          const { data: saved } = await apiTagged(session, "PUT", "/api/mod/rules", mine, { "If-Match": etag });
+          this.dirty = false;
+          this.apply(saved);
+          break;
+        } catch (error) {
+          if (error.status !== 412 || tries >= 5) throw error; // changed again between the read and the write
+        }
+      }
+      this.say(
+        merged
+          ? "Saved, with the changes another moderator made meanwhile: the new rules apply to the next posts."
+          : "Saved: the new rules apply to the next posts.",
+      );
     } catch (error) {
       this.say("Not saved: your edits are kept.");
       this.error.textContent = error.message;

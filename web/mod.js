@@ -450,6 +450,7 @@ function signOut(message) {
   state.auditTop = null;
   state.rulesSeen = undefined;
   rules.rules = null;
+  rules.base = null;
   rules.dirty = false;
   for (const id of ["incoming", "queue", "audit", "pinned"]) $(id).replaceChildren();
   $("console").hidden = true;

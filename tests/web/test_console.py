@@ -308,6 +308,43 @@ async def test_a_word_added_to_the_blocklist_keeps_later_posts_off_the_wall_and_
     assert (await mod_api(night, "GET", "/api/mod/rules"))["words"] == ["spoiler"]
 
 
+async def test_saving_the_blocklist_keeps_what_another_moderator_changed_since_the_form_was_filled(
+    night: Night, chromium_page: Page
+) -> None:
+    ana = chromium_page
+    await sign_in(ana, night, "Ana")
+    bo = await ana.context.new_page()  # a tab of its own: its own session, as a second moderator's
+    await sign_in(bo, night, "Bo")
+    words = ana.get_by_label("Blocked words and phrases")
+    await words.fill("old news")
+    await ana.get_by_role("button", name="Save blocklist").click()
+    await expect(bo.get_by_label("Blocked words and phrases")).to_have_value("old news", timeout=WAIT_MS)
+
+    await words.fill("spoiler")  # Ana edits: "old news" out, "spoiler" in; not saved yet
+    await night.publish(post("x:troll", "you are all wrong", ("smbiz", "edchat"), handle="troll"))
+    troll = incoming(bo, "x:troll")
+    await troll.get_by_role("button", name="Block author…").click()
+    await troll.get_by_role("button", name="Block", exact=True).click()  # meanwhile Bo blocks an author
+    await expect(troll).to_have_attribute("data-state", "hidden", timeout=WAIT_MS)
+    await expect(bo.locator("#rules-accounts")).to_have_value("replay:troll", timeout=WAIT_MS)
+    await bo.locator('details[data-tag="edchat"] summary').click()
+    await bo.get_by_label("Words blocked in #edchat").fill("mlm")  # and adds a word in #edchat
+    await bo.get_by_role("button", name="Save blocklist").click()
+    await expect(bo.locator("#rules-status")).to_contain_text("Saved", timeout=WAIT_MS)
+
+    await ana.get_by_role("button", name="Save blocklist").click()
+    await expect(ana.locator("#rules-status")).to_contain_text(
+        "Saved, with the changes another moderator made meanwhile", timeout=WAIT_MS
+    )
+    rules = await mod_api(night, "GET", "/api/mod/rules")
+    assert rules["words"] == ["spoiler"]
+    assert rules["accounts"] == ["replay:troll"], "Bo's block is not undone by Ana's save"
+    assert rules["chats"] == {"edchat": {"words": ["mlm"], "accounts": []}}
+    await expect(ana.locator("#rules-accounts")).to_have_value("replay:troll")
+    await expect(bo.get_by_label("Blocked words and phrases")).to_have_value("spoiler", timeout=WAIT_MS)
+    await bo.close()
+
+
 LONG_TAG = "averyveryveryverylongchattagthatgoesonandon"  # 43 characters, as a tester's config had
 
 
