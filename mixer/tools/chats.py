@@ -59,7 +59,7 @@ def chats_command(settings: Settings, args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"mixer chats import: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
             return 2
-        except ValueError as exc:  # a missing column, not UTF-8
+        except ValueError as exc:  # a missing column, not UTF-8, not CSV: names the file and line
             print(f"mixer chats import: {exc}", file=sys.stderr)
             return 2
         for message in result.messages():

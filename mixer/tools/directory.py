@@ -14,9 +14,11 @@ DST, slots) is ``schedule``; the ``mixer chats`` command is ``chats``; the confi
 
 from __future__ import annotations
 
+import _csv
 import csv
+import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import takewhile
@@ -110,6 +112,18 @@ class ImportResult:
         return [text for _, text in sorted(told, key=lambda item: item[0])]
 
 
+def _read_on(reader: _csv.Reader, name: str) -> Iterator[list[str]]:
+    """The reader's rows; a row the csv module cannot read (a field over its 128 KiB limit) is a ValueError
+    naming the file and the line it got to, since the reader cannot go on past it."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ValueError(f"{name}:{reader.line_num}: not readable as CSV: {exc}") from None
+
+
 @dataclass(slots=True)
 class _Row:
     line: int
@@ -121,10 +135,16 @@ class _Row:
 
 
 def import_csv(path: str | Path) -> ImportResult:
-    """Every hashtag of a directory CSV file; ValueError (naming the file) if required columns are missing."""
+    """Every hashtag of a directory CSV file; ValueError naming the file and line if required columns are
+    missing, the file is not UTF-8 or is not CSV that can be read on."""
     path = Path(path)
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        return import_rows(f, name=str(path))
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8") from None
+    return import_rows(io.StringIO(text, newline=""), name=str(path))
 
 
 def import_rows(lines: Iterable[str], name: str = "<csv>") -> ImportResult:
@@ -138,7 +158,7 @@ def import_rows(lines: Iterable[str], name: str = "<csv>") -> ImportResult:
     notes: list[RowIssue] = []
     by_tag: dict[str, list[_Row]] = {}
     previous = reader.line_num
-    for values in reader:
+    for values in _read_on(reader, name):
         line, previous = previous + 1, reader.line_num
         if not any(v.strip() for v in values):
             continue

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import io
+import re
+import subprocess
+import sys
 import tomllib
 from datetime import time
+from pathlib import Path
 
 import pytest
 
@@ -218,3 +222,35 @@ def test_messages_name_file_and_line_for_every_problem_conflict_and_note(real: I
         f"{CSV}:18: note: #ukfechat: frequency 'weekly (term time)': '(term time)' is not modelled; imported as weekly"
         in messages
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            b"#a,twitter,x,weekly,Monday,20:00,,UTC,,2020,u1\n#caf\xe9,twitter,x,weekly,Monday,20:00,,UTC,,2020,u2\n",
+            r"^FILE:3: not UTF-8 \(byte 0xe9\); save the file as UTF-8$",
+        ),
+        (
+            b'#a,twitter,x,weekly,Monday,20:00,,UTC,,2020,u1\n#b,twitter,"' + b"x" * 200_000 + b'",weekly\n',
+            r"^FILE:3: not readable as CSV: field larger than field limit \(131072\)$",
+        ),
+    ],
+    ids=["latin-1", "huge-field"],
+)
+def test_an_unreadable_file_is_one_line_naming_file_and_line(tmp_path: Path, body: bytes, expected: str) -> None:
+    path = tmp_path / "dir.csv"
+    path.write_bytes(HEADER.encode() + body)
+    with pytest.raises(ValueError, match=expected.replace("FILE", re.escape(str(path)))):
+        import_csv(path)
+    result = subprocess.run(
+        [sys.executable, "-m", "mixer.cli", "chats", "import", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert re.fullmatch(
+        "mixer chats import: " + expected.strip("^$").replace("FILE", re.escape(str(path))) + "\n", result.stderr
+    ), result.stderr
