@@ -218,10 +218,14 @@ def _twins(nights: dict[str, list[Post]], rng: random.Random, ids: _Ids, people:
     for i, tag in enumerate(tags):
         posts = nights[tag]
         replaced, n_cross = plans[tag]
+        copied: set[str] = set()  # keys already copied into this chat: a second copy would be one post twice
         for j in replaced[:n_cross]:
             other = kept[tags[(i + 1 + rng.randrange(len(tags) - 1)) % len(tags)]]
             if other:
-                posts[j] = rng.choice(other).with_chats((tag,))
+                original = rng.choice(other)
+                if original.key not in copied:  # drawn again: the slot keeps its own chatter post
+                    copied.add(original.key)
+                    posts[j] = original.with_chats((tag,))
         for j in replaced[n_cross:]:
             first = rng.choice(kept[tag]) if kept[tag] else None
             if first is None or first.author.name not in people:

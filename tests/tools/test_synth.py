@@ -104,6 +104,13 @@ def test_night_holds_cross_posts_cross_network_twins_and_boosts(tmp_path: Path) 
     assert boosts and all(p.boost_of in keys for p in boosts)
 
 
+def test_a_chat_never_holds_one_post_twice_so_its_lines_are_its_posts() -> None:
+    posts = synthesize(spec_for(("c0", "c1"), (100, 100), 20, 1))  # 40 cross-posts drawn from ~320 chatter posts
+    copies = Counter((p.key, chat) for p in posts for chat in p.chats)
+    assert [pair for pair, n in copies.items() if n > 1] == []
+    assert count_by_chat(posts) == {"c0": 2000, "c1": 2000}
+
+
 @pytest.mark.parametrize("rate", [(12.0, 12.0), (2.0, 30.0)])
 def test_each_chat_posts_within_twenty_percent_of_the_asked_rate(tmp_path: Path, rate: tuple[float, float]) -> None:
     spec = spec_for(TAGS, rate, 30, 11)
