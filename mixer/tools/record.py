@@ -7,8 +7,9 @@ XREAD BLOCK on a dedicated connection, and writes JSON Lines that ``mixer replay
 their feed id; raw posts once per publish: a copy in another chat stream is written again only when it
 brings a chat the earlier copies did not carry, as a cross-post published apart does), flushed
 after every read so a stop loses nothing already read. Edits, retractions and pins are not
-recorded, except an update that brings a post into the recorded chats (it gained one of them
-later, ``joined_post``): that post is a line of its own, under its feed id. It stops after a
+recorded, except an update that brings a post into chats (into the recorded ones with ``--chats``; any
+chat without): it gained them later (a cross-post merged after its first copy, ``joined_post``), so the
+post is a line of its own again, with its chats as they stand, under its feed id. It stops after a
 duration or count, or when ``stop`` is set (the CLI sets it on SIGINT/SIGTERM). A Redis that
 goes away mid-recording is waited for and the recording resumes from its cursors.
 ``entry_post`` and ``header`` are pure. Not here: reading recordings
@@ -108,13 +109,15 @@ def entry_post(entry: Entry, id_from: str = "entry") -> Post:
 
 def joined_post(entry: Entry, id_from: str, wanted: frozenset[str]) -> Post | None:
     """The post of a feed update that brings it into ``wanted`` (it added the only chats of it there, ``joined``),
-    under its feed id: a recording of those chats never had it. None for any other entry, or a bad one."""
+    under its feed id: a recording of those chats never had it. With ``wanted`` empty (every chat), the post of
+    any update that added chats: the line written before lacks them, and a replay of both unions them again as
+    the merge stage did live. None for any other entry, or a bad one."""
     _, raw, kind = entry
     if kind != EDIT_FIELD:
         return None
     try:
         data = msgpack.unpackb(raw, raw=False)
-        if not isinstance(data, dict) or not joins(wanted, data):
+        if not isinstance(data, dict) or not (joins(wanted, data) if wanted else data.get("joined")):
             return None
         post_id = data.get("ref") if id_from == "ref" else data.get("id")
         return Post.from_dict({**data, "id": post_id if isinstance(post_id, str) else ""})
@@ -189,7 +192,7 @@ async def record(
                         try:
                             post = entry_post(entry, id_from)
                         except ValueError:
-                            late = joined_post(entry, id_from, wanted) if wanted and not options.raw else None
+                            late = None if options.raw else joined_post(entry, id_from, wanted)
                             if late is None:
                                 done.skip("not_post" if entry[2] != FIELD else "malformed")
                                 continue

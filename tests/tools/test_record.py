@@ -109,6 +109,29 @@ async def test_a_recording_of_some_chats_keeps_a_post_that_joins_one_of_them_lat
     assert following.key == "x:next"
 
 
+async def test_a_feed_recording_writes_a_post_again_when_it_gains_a_chat_so_replay_keeps_the_cross_post(
+    redis: aioredis.Redis, redis_url: str, keys: Keys, tmp_path: Path
+) -> None:
+    path = tmp_path / "feed.jsonl"
+    task, _, out = await _start(redis_url, keys, RecordOptions(count=3), path)
+    post = make_post("x:cross", ("smbiz",))
+    post_id = (await redis.xadd(keys.feed, {FIELD: pack_post(post)})).decode()
+    now = {**post.to_dict(), "id": post_id, "chats": ["smbiz", "edchat"]}
+    await redis.xadd(keys.feed, {EDIT_FIELD: msgpack.packb({**now, "joined": ["edchat"]})})  # its copy in edchat
+    await redis.xadd(keys.feed, {EDIT_FIELD: msgpack.packb({**now, "boosts": 1})})  # a count: not a post
+    await redis.xadd(keys.feed, {FIELD: pack_post(make_post("x:next", ("edchat",)))})
+    try:
+        done = await asyncio.wait_for(task, 10)  # the third line is written only if the joined copy is
+    finally:
+        out.close()
+    assert done.skipped == {"not_post": 1}
+    assert [(p.key, p.id, p.chats) for p in _read_back(path)] == [
+        ("x:cross", post_id, ("smbiz",)),
+        ("x:cross", post_id, ("smbiz", "edchat")),
+        ("x:next", _read_back(path)[2].id, ("edchat",)),
+    ]
+
+
 async def test_raw_recording_writes_each_post_key_once_in_time_order(
     redis: aioredis.Redis, redis_url: str, keys: Keys, tmp_path: Path
 ) -> None:
