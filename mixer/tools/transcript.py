@@ -2,9 +2,9 @@
 
 ``load_posts`` reads the feed in pages through ``mixer.feed.history`` (latest edit applied, retracted
 and hidden posts left out); ``scope_from_args`` turns --chat, --from, --to and --tz into a ``Scope``;
-``transcript_command`` loads, renders and writes. The question-and-answer grouping and the Markdown,
-CSV and JSON text (pure, escaping untrusted text) are ``transcript_format``. Not here: how feed
-entries become posts, the key layout.
+``transcript_command`` loads, renders and writes (``write_transcript``: in pieces, never the whole
+text at once). The question-and-answer grouping and the Markdown, CSV and JSON text (pure, escaping
+untrusted text) are ``transcript_format``. Not here: how feed entries become posts, the key layout.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis.asyncio as aioredis
@@ -29,7 +29,7 @@ from mixer.options import NO_REDIS, add_common
 from mixer.settings import Settings
 from mixer.streams import last_id, read_range
 from mixer.tools.stdout import reader_gone
-from mixer.tools.transcript_format import FORMATS, RENDER, Post, Scope, in_order
+from mixer.tools.transcript_format import FORMATS, Post, Scope, in_order, render_chunks
 
 T = TypeVar("T")
 
@@ -138,6 +138,20 @@ def read_feed(url: str, stream: str, read: Callable[[aioredis.Redis], Awaitable[
     return asyncio.run(run())
 
 
+def write_transcript(fmt: str, posts: list[Post], scope: Scope, out: IO[bytes], piece: int = 1 << 16) -> None:
+    """Write the transcript to ``out`` as UTF-8 in pieces of about ``piece`` characters: a JSON night of 176,000
+    posts peaked at 1.5 GB when its 200 MB text was built whole, then encoded."""
+    pending: list[str] = []
+    held = 0
+    for chunk in render_chunks(fmt, posts, scope):
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= piece:
+            out.write("".join(pending).encode())
+            pending, held = [], 0
+    out.write("".join(pending).encode())
+
+
 def transcript_command(settings: Settings, args: argparse.Namespace) -> int:
     """`mixer transcript`: write the transcript; 0 when written, 2 for a usage error, 1 when Redis or the file fails."""
     show = sys.stderr.isatty()  # progress only where a person watches; a log gets the summary alone
@@ -166,13 +180,13 @@ def transcript_command(settings: Settings, args: argparse.Namespace) -> int:
     except (RedisError, OSError) as exc:
         say(f"cannot read the feed from Redis: {exc}")
         return 1
-    body = RENDER[args.format](posts, scope).encode()
     try:
         if args.out is not None:
-            args.out.write_bytes(body)
+            with args.out.open("wb") as out:
+                write_transcript(args.format, posts, scope, out)
         else:
             sys.stdout.flush()
-            sys.stdout.buffer.write(body)
+            write_transcript(args.format, posts, scope, sys.stdout.buffer)
             sys.stdout.buffer.flush()
     except OSError as exc:
         if args.out is None and isinstance(exc, BrokenPipeError):

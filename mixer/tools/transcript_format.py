@@ -2,10 +2,11 @@
 
 All pure, on posts as the feed history gives them (``Post``, docs/api.md): ``Scope`` is the chat
 and time range and the zone Markdown shows times in; ``group_qa`` puts each chat's numbered
-answers under their question; ``to_markdown``, ``to_csv``, ``to_json`` (``RENDER`` by format name)
-write the text. Network text is untrusted: Markdown escapes whatever could make markup, HTML or a
-link, CSV defuses cells a spreadsheet would run as formulas. Not here: reading the posts from
-Redis and the `mixer transcript` command (``transcript``), how feed entries become posts.
+answers under their question; ``to_markdown``, ``to_csv``, ``to_json`` (``RENDER`` by format name;
+``render_chunks`` the same in pieces) write the text. Network text is untrusted: Markdown escapes
+whatever could make markup, HTML or a link, CSV defuses cells a spreadsheet would run as formulas.
+Not here: reading the posts from Redis and the `mixer transcript` command (``transcript``), how feed
+entries become posts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -224,6 +225,12 @@ def to_csv(posts: Iterable[Post], scope: Scope) -> str:
 
 def to_json(posts: Iterable[Post], scope: Scope) -> str:
     """``{event, chat, from, to, posts, questions}``: posts as the feed gives them, in time order; times ISO UTC."""
+    return "".join(json_chunks(posts, scope))
+
+
+def json_chunks(posts: Iterable[Post], scope: Scope) -> Iterator[str]:
+    """``to_json``'s text in pieces as it is encoded, so a writer never holds a whole night's JSON (several
+    times the posts' size) at once."""
     ordered = in_order(posts, scope)
     threads, _ = group_qa(ordered, scope.chat)
     start, end = _range(ordered, scope)
@@ -235,10 +242,16 @@ def to_json(posts: Iterable[Post], scope: Scope) -> str:
         "posts": ordered,
         "questions": [{"chat": t.chat, "n": t.n, "question": t.question, "answers": t.answers} for t in threads],
     }
-    return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+    yield from json.JSONEncoder(ensure_ascii=False, indent=2).iterencode(doc)
+    yield "\n"
 
 
 RENDER: dict[str, Callable[[Iterable[Post], Scope], str]] = {"md": to_markdown, "csv": to_csv, "json": to_json}
+
+
+def render_chunks(fmt: str, posts: Iterable[Post], scope: Scope) -> Iterator[str]:
+    """The transcript in format ``fmt`` as pieces of text: JSON as it is encoded, the others whole."""
+    return json_chunks(posts, scope) if fmt == "json" else iter((RENDER[fmt](posts, scope),))
 
 
 def iso_utc(ms: int) -> str:

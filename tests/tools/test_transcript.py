@@ -9,6 +9,7 @@ import io
 import json
 import re
 import sys
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
 from mixer.merge.stage import MergeStage
 from mixer.models import Author, Edit, Post, Retraction
-from mixer.tools.transcript import load_posts, parse_time
+from mixer.tools.transcript import load_posts, parse_time, write_transcript
 from mixer.tools.transcript_format import CSV_COLUMNS, Scope, defuse, group_qa, md_escape, to_csv, to_json, to_markdown
 from tests.processes import mixer_env
 
@@ -193,6 +194,35 @@ def test_json_holds_the_scope_every_post_and_the_questions() -> None:
     assert doc["questions"] == [{"chat": "smbiz", "n": 1, "question": posts[0], "answers": [posts[1]]}]
     empty = json.loads(to_json([], Scope()))
     assert (empty["from"], empty["to"], empty["posts"], empty["questions"]) == (None, None, [], [])
+
+
+class _Sink(io.RawIOBase):
+    """A file that keeps only its size, so what a writer holds is all tracemalloc sees."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_a_transcript_is_written_in_pieces_never_held_whole(fmt: str) -> None:
+    posts = [post(i, f"A{i % 7}: {'words ' * 30}", minute=i % 60, **q("A", i % 7)) for i in range(3000)]
+    scope = Scope("Night", "night", "smbiz")
+    whole, sink = io.BytesIO(), _Sink()
+    write_transcript(fmt, posts, scope, whole)
+    assert whole.getvalue().decode() == (to_json if fmt == "json" else to_csv)(posts, scope)
+    tracemalloc.start()
+    try:
+        write_transcript(fmt, posts, scope, sink)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sink.size == len(whole.getvalue())
+    if fmt == "json":  # the big one (every answer twice, indented): at most a few pieces at a time
+        assert peak < sink.size / 4, (peak, sink.size)
 
 
 def test_times_without_an_offset_are_read_in_the_given_zone() -> None:
