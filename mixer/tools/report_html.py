@@ -19,6 +19,13 @@ from typing import Any
 from mixer.tools.report_figures import TOP_AUTHORS
 
 _FALLBACK = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+# For series drawn side by side whose chats share a colour (a config's 8 colours repeat from its 9th chat):
+# Tableau 20 without its greys, which "other chats" uses.
+_DISTINCT = (
+    "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd",
+    "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#bcbd22", "#dbdb8d", "#17becf", "#9edae5",
+)  # fmt: skip
+OTHER_COLOUR = "#9aa1ad"
 _RC: Any = {"svg.fonttype": "path", "text.parse_math": False, "font.size": 9}  # matplotlib types each key
 NEWCOMERS_SHOWN = 12  # per chat; the JSON has them all
 # Drawn and carded: the chats with the most posts (a feed over months has hundreds); the JSON and the table have all.
@@ -51,7 +58,7 @@ th{background:#eef0f4}
 def render(doc: dict[str, Any], colours: dict[str, str], tz: tzinfo) -> str:
     """The whole page for ``doc`` (``report_figures.figures`` plus ``event`` and ``profile``), times in ``tz``."""
     doc = _drawn(doc)
-    palette = _palette(doc["chats"], colours) | {OTHER: "#9aa1ad"}
+    palette = _palette(doc["chats"], colours) | {OTHER: OTHER_COLOUR}
     event = doc.get("event", {})
     # an empty feed read without --since/--until has no range at all (null), never the epoch
     when = "no posts in the feed" if doc["from"] is None else f"{_when(doc['from'], tz)} to {_when(doc['to'], tz)}"
@@ -71,7 +78,7 @@ def render(doc: dict[str, Any], colours: dict[str, str], tz: tzinfo) -> str:
         parts.append("<p>No posts in this range.</p>")
     else:
         parts += [
-            _timeline_section(doc, palette, tz),
+            _timeline_section(doc, apart(palette, list(doc["timeline"]["chats"])), tz),
             _matrix_section(doc),
             _replies_section(doc),
             _chats_section(doc, palette),
@@ -298,6 +305,23 @@ def _svg(fig: Any) -> str:
 
 def _palette(chats: list[str], colours: dict[str, str]) -> dict[str, str]:
     return {c: colours.get(c) or _FALLBACK[i % len(_FALLBACK)] for i, c in enumerate(chats)}
+
+
+def apart(palette: dict[str, str], drawn: list[str]) -> dict[str, str]:
+    """``palette`` with every chat of ``drawn`` (in drawing order) in a colour of its own: one whose colour an
+    earlier one already has takes the first of ``_DISTINCT`` no drawn chat has, so a legend names one series a
+    colour. Chats not drawn keep theirs."""
+    taken = {palette[c].casefold() for c in drawn if c in palette}
+    spare = (c for c in _DISTINCT if c.casefold() not in taken)
+    out: dict[str, str] = dict(palette)
+    used: set[str] = set()
+    for chat in drawn:
+        colour = palette[chat].casefold()
+        if colour in used:
+            out[chat] = next(spare, palette[chat])
+            colour = out[chat].casefold()
+        used.add(colour)
+    return out
 
 
 def _person(author: dict[str, Any]) -> str:

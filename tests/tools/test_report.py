@@ -11,6 +11,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC
 from itertools import combinations
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import redis.asyncio as aioredis
 from playwright.async_api import Page
 
 from mixer.cli import main
+from mixer.config import PALETTE
 from mixer.ingest.publish import Publisher
 from mixer.ingest.recorded import read_records
 from mixer.ingest.replay import Replayer, ReplayOptions
@@ -28,6 +30,7 @@ from mixer.models import Author, Post
 from mixer.settings import DEMO_RECORDING
 from mixer.tools.report import load_history
 from mixer.tools.report_figures import Span, figures, last_event
+from mixer.tools.report_html import OTHER, OTHER_COLOUR, TIMELINE_CHATS, apart, render
 from mixer.tools.synth import spec_for, write_night
 from tests import browser
 from tests.helpers import ROOT, FakeClock, feed_posts
@@ -82,6 +85,21 @@ def test_figures_count_pairs_questions_boosts_newcomers_replies_and_removals_wit
     assert "eve" not in json.dumps(doc)  # removed posts are counted, never shown
     assert doc["timeline"]["bin_seconds"] == 60 and doc["timeline"]["chats"]["smbiz"] == [1, 1, 1, 0, 0, 0]
     assert doc["timeline"]["busiest"][0] == {"at": "2026-01-01T20:00:00Z", "posts": 1, "chats": {"smbiz": 1}}
+
+
+def test_the_timeline_draws_every_chat_in_a_colour_of_its_own_when_the_config_repeats_colours() -> None:
+    chats = [f"chat{i:02d}" for i in range(1, 21)]
+    configured = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(chats)}  # as the config gives 20 chats
+    history = [post(f"p{i}", [c], i % 5, handle=f"u{i}") for i, c in enumerate(chats * (1 + 20))]
+    doc = figures(history, last_event(history) or Span(0, 1), chats) | {"event": {}, "profile": "full"}
+    drawn = [*chats[:TIMELINE_CHATS], OTHER]
+    palette = apart({**configured, OTHER: OTHER_COLOUR}, drawn)
+    assert len({palette[c].casefold() for c in drawn}) == len(drawn)  # 12 chats and "other chats"
+    assert [palette[c] for c in chats[:8]] == list(PALETTE)  # the first of each colour keeps it
+    assert palette["chat13"] == configured["chat13"]  # not drawn: as configured (its card)
+    page = render(doc, configured, UTC)
+    timeline = page[page.index('<figure id="timeline">') : page.index("</figure>")]
+    assert all(palette[c] in timeline for c in drawn)
 
 
 async def replay_and_merge(redis: aioredis.Redis, keys: Keys, path: Path, chats: Sequence[str]) -> None:
