@@ -61,7 +61,12 @@ def render(doc: dict[str, Any], colours: dict[str, str], tz: tzinfo) -> str:
     palette = _palette(doc["chats"], colours) | {OTHER: OTHER_COLOUR}
     event = doc.get("event", {})
     # an empty feed read without --since/--until has no range at all (null), never the epoch
-    when = "no posts in the feed" if doc["from"] is None else f"{_when(doc['from'], tz)} to {_when(doc['to'], tz)}"
+    zone = _zone(doc, tz)
+    when = (
+        "no posts in the feed"
+        if doc["from"] is None
+        else f"{_when(doc['from'], tz, zone)} to {_when(doc['to'], tz, zone)}"
+    )
     title = f"{event.get('name', 'chatmixer')}: {when}"
     parts = [
         "<!DOCTYPE html>",
@@ -78,7 +83,7 @@ def render(doc: dict[str, Any], colours: dict[str, str], tz: tzinfo) -> str:
         parts.append("<p>No posts in this range.</p>")
     else:
         parts += [
-            _timeline_section(doc, apart(palette, list(doc["timeline"]["chats"])), tz),
+            _timeline_section(doc, apart(palette, list(doc["timeline"]["chats"])), tz, zone),
             _matrix_section(doc),
             _replies_section(doc),
             _chats_section(doc, palette),
@@ -126,18 +131,18 @@ def _cards(doc: dict[str, Any]) -> str:
     return f'<div class="cards">{cards}</div>'
 
 
-def _timeline_section(doc: dict[str, Any], palette: dict[str, str], tz: tzinfo) -> str:
+def _timeline_section(doc: dict[str, Any], palette: dict[str, str], tz: tzinfo, zone: str = "") -> str:
     line = doc["timeline"]
     unit = _unit(line["bin_seconds"])
     busiest = "".join(
-        f"<li><b>{_e(_when(b['at'], tz))}</b>: {b['posts']:,} posts ("
+        f"<li><b>{_e(_when(b['at'], tz, zone))}</b>: {b['posts']:,} posts ("
         + ", ".join(f'<span class="tag">#{_e(c)}</span> {n}' for c, n in b["chats"].items())
         + ")</li>"
         for b in line["busiest"]
     )
     return (
         f"<h2>Posts per {_e(unit)}</h2>"
-        f'<figure id="timeline">{timeline_svg(doc, palette, tz)}'
+        f'<figure id="timeline">{timeline_svg(doc, palette, tz, zone)}'
         f"<figcaption>Posts per {_e(unit)} per chat, stacked (a post in two chats counts in both); "
         f"numbered markers: the busiest {_e(_plural(unit))}.</figcaption></figure>"
         f"<h3>Busiest {_e(_plural(unit))}</h3><ol>{busiest}</ol>"
@@ -210,8 +215,9 @@ def _chat_card(chat: dict[str, Any], colour: str) -> str:
     )
 
 
-def timeline_svg(doc: dict[str, Any], palette: dict[str, str], tz: tzinfo) -> str:
-    """The stacked bars of posts per bin per chat, the busiest bins numbered, as an inline ``<svg>``."""
+def timeline_svg(doc: dict[str, Any], palette: dict[str, str], tz: tzinfo, zone: str = "") -> str:
+    """The stacked bars of posts per bin per chat, the busiest bins numbered, as an inline ``<svg>``; times of day
+    followed by ``zone`` (a strftime suffix, ``_zone``)."""
     from matplotlib import rc_context
     from matplotlib.figure import Figure
 
@@ -250,7 +256,7 @@ def timeline_svg(doc: dict[str, Any], palette: dict[str, str], tz: tzinfo) -> st
         ax.set_xlim(-0.6, n - 0.4)
         every = max(1, -(-n // 12))
         ticks = list(range(0, n, every))
-        fmt = "%H:%M" if step < 86_400 else "%b %d"
+        fmt = "%H:%M" + zone if step < 86_400 else "%b %d"
         ax.set_xticks(
             ticks, [datetime.fromtimestamp((start + i * step * 1000) / 1000, tz).strftime(fmt) for i in ticks]
         )
@@ -346,8 +352,20 @@ def _ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-def _when(iso: str, tz: tzinfo) -> str:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(tz).strftime("%Y-%m-%d %H:%M")
+def _when(iso: str, tz: tzinfo, zone: str = "") -> str:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(tz).strftime("%Y-%m-%d %H:%M" + zone)
+
+
+def _zone(doc: dict[str, Any], tz: tzinfo) -> str:
+    """``" %Z"`` when the range crosses a change of ``tz``'s offset (a DST change: 01:30 comes twice, and
+    01:20 to 01:30 may be 70 minutes), so every time shown names its abbreviation (EDT, EST); else ``""``."""
+    if doc["from"] is None:
+        return ""
+    line = doc["timeline"]
+    moments = [_ms(doc["from"]), _ms(doc["to"])]
+    moments += [_ms(line["start"]) + i * line["bin_seconds"] * 1000 for i in range(line["bins"])]
+    offsets = {datetime.fromtimestamp(ms / 1000, tz).utcoffset() for ms in moments}
+    return " %Z" if len(offsets) > 1 else ""
 
 
 def _e(text: Any) -> str:

@@ -125,7 +125,10 @@ def to_markdown(posts: Iterable[Post], scope: Scope) -> str:
     """A readable transcript: title and range, each question with its answers, then the rest in time order."""
     ordered = in_order(posts, scope)
     threads, rest = group_qa(ordered, scope.chat)
-    dated = len({_local(_created(p), scope.tz).date() for p in ordered}) > 1
+    local = [_local(_created(p), scope.tz) for p in ordered]
+    when = "%Y-%m-%d %H:%M" if len({t.date() for t in local}) > 1 else "%H:%M"
+    if len({t.utcoffset() for t in local}) > 1:  # across a DST change 01:30 comes twice: say which
+        when += " %Z"
     where = f"#{md_escape(scope.chat)}" if scope.chat else "the whole night"
     lines = [f"# {md_escape(scope.event_name)}: {where}", ""]
     start, end = _range(ordered, scope)
@@ -137,35 +140,36 @@ def to_markdown(posts: Iterable[Post], scope: Scope) -> str:
     if threads:
         lines += ["## Questions and answers", ""]
     for thread in threads:
-        lines += _md_thread(thread, scope.tz, dated)
+        lines += _md_thread(thread, scope.tz, when)
     if rest:
-        lines += ["## Conversation", "", *(_md_line(post, scope.tz, dated) for post in rest)]
+        lines += ["## Conversation", "", *(_md_line(post, scope.tz, when) for post in rest)]
     elif not ordered:
         lines.append("*No posts in this range.*")
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _md_thread(thread: Thread, tz: tzinfo, dated: bool) -> list[str]:
+def _md_thread(thread: Thread, tz: tzinfo, when: str) -> list[str]:
     head = f"### Q{thread.n} (#{md_escape(thread.chat)})"
     if thread.question is None:
         lines = [head, "", "*The question is not in this transcript.*", ""]
     else:
         question = thread.question
         lines = [f"{head}: {md_escape(_strip_marker(str(question.get('text', '')), thread.n))}", ""]
-        lines += [_md_line(question, tz, dated, asked=True), ""]
-    lines += [_md_line(answer, tz, dated) for answer in thread.answers] or ["*No answers in this transcript.*"]
+        lines += [_md_line(question, tz, when, asked=True), ""]
+    lines += [_md_line(answer, tz, when) for answer in thread.answers] or ["*No answers in this transcript.*"]
     return [*lines, ""]
 
 
-def _md_line(post: Post, tz: tzinfo, dated: bool, asked: bool = False) -> str:
+def _md_line(post: Post, tz: tzinfo, when: str, asked: bool = False) -> str:
     """``- **HH:MM** @handle (Name) [#chat #chat2]: text ([post](url), ...)``, every part escaped; or
-    ``Asked at **HH:MM** by @handle ...`` under a question's heading, which already holds the text."""
+    ``Asked at **HH:MM** by @handle ...`` under a question's heading, which already holds the text. The time
+    is in strftime format ``when`` (with the date, or the zone's abbreviation, where the transcript needs them)."""
     author = post.get("author") or {}
     who = f"@{md_escape(author.get('handle', ''))}"
     if author.get("name"):
         who += f" ({md_escape(author['name'])})"
     tags = " ".join(f"#{md_escape(c)}" for c in post.get("chats", ()))
-    when = _local(_created(post), tz).strftime("%Y-%m-%d %H:%M" if dated else "%H:%M")
+    at = _local(_created(post), tz).strftime(when)
     links = [md_link("post", post.get("url"))]
     also_on = post.get("also_on")
     also_on = also_on if isinstance(also_on, list) else []
@@ -178,8 +182,8 @@ def _md_line(post: Post, tz: tzinfo, dated: bool, asked: bool = False) -> str:
         notes.append(f"{boosts} boost{'s' * (boosts != 1)}")
     tail = f" ({', '.join(notes)})" if notes else ""
     if asked:
-        return f"Asked at **{when}** by {who} [{tags}]{tail}"
-    return f"- **{when}** {who} [{tags}]: {md_escape(str(post.get('text', '')))}{tail}"
+        return f"Asked at **{at}** by {who} [{tags}]{tail}"
+    return f"- **{at}** {who} [{tags}]: {md_escape(str(post.get('text', '')))}{tail}"
 
 
 def _strip_marker(text: str, n: int) -> str:
@@ -295,5 +299,6 @@ def _range(ordered: list[Post], scope: Scope) -> tuple[int | None, int | None]:
 
 def _span(start: int, end: int, tz: tzinfo) -> str:
     first, last = _local(start, tz), _local(end, tz)
-    tail = last.strftime("%H:%M") if first.date() == last.date() else last.strftime("%Y-%m-%d %H:%M")
-    return f"{first:%Y-%m-%d %H:%M}\u2013{tail} {tz}"
+    zone = " %Z" if first.utcoffset() != last.utcoffset() else ""  # 01:20 EDT-01:30 EST is 70 minutes
+    tail = last.strftime(("%H:%M" if first.date() == last.date() else "%Y-%m-%d %H:%M") + zone)
+    return f"{first.strftime('%Y-%m-%d %H:%M' + zone)}\u2013{tail} {tz}"

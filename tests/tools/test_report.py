@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from itertools import combinations
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis.asyncio as aioredis
@@ -100,6 +101,17 @@ def test_the_timeline_draws_every_chat_in_a_colour_of_its_own_when_the_config_re
     page = render(doc, configured, UTC)
     timeline = page[page.index('<figure id="timeline">') : page.index("</figure>")]
     assert all(palette[c] in timeline for c in drawn)
+
+
+def test_a_report_across_the_fall_back_names_the_zone_of_every_time() -> None:
+    # post() counts minutes from 2026-01-01 20:00 UTC; the US falls back on 1 November 2026 at 06:00 UTC
+    to_fall_back = (1_793_505_600_000 - 1_767_297_600_000) // 60_000  # 2026-11-01 04:00 UTC: 00:00 EDT
+    history = [post(f"p{i}", ["smbiz"], to_fall_back + 80 + 30 * i, handle=f"u{i}") for i in range(4)]
+    doc = figures(history, last_event(history) or Span(0, 1), ["smbiz"]) | {"event": {"name": "N"}}
+    page = render(doc, {}, ZoneInfo("America/New_York"))
+    assert "2026-11-01 01:20 EDT to 2026-11-01 01:50 EST (America/New_York)" in page  # 90 minutes, not 30
+    assert "<b>2026-11-01 01:20 EDT</b>" in page and "<b>2026-11-01 01:20 EST</b>" in page  # busiest: an hour apart
+    assert "2026-11-01 05:20 to 2026-11-01 06:50 (UTC)" in render(doc, {}, UTC)
 
 
 async def replay_and_merge(redis: aioredis.Redis, keys: Keys, path: Path, chats: Sequence[str]) -> None:

@@ -225,6 +225,24 @@ def test_a_transcript_is_written_in_pieces_never_held_whole(fmt: str) -> None:
         assert peak < sink.size / 4, (peak, sink.size)
 
 
+def test_a_night_across_the_fall_back_names_the_zone_of_every_time_since_0130_comes_twice() -> None:
+    fall_back = int(datetime(2024, 11, 3, 5, 20, tzinfo=UTC).timestamp() * 1000)  # 01:20 EDT in New York
+    posts = [
+        post(1, "Q1: first", minute=0, **q("Q", 1)),
+        post(2, "A1: an hour later", minute=50, **q("A", 1)),  # 06:10 UTC: 01:10 EST
+        post(3, "the end", minute=70),  # 01:30 EST
+    ]
+    for p in posts:
+        p["created"] = p["at"] = fall_back + (p["created"] - NIGHT)
+        p["id"] = f"{p['created']}-0"
+    text = to_markdown(posts, Scope("Night", "night", tz=ZoneInfo("America/New_York")))
+    assert "*2024-11-03 01:20 EDT\u201301:30 EST America/New\\_York, 3 posts, 1 question*" in text
+    assert "Asked at **01:20 EDT** by @alice" in text
+    assert "- **01:10 EST** @alice (Alice) [#smbiz]: A1: an hour later" in text
+    london = to_markdown(posts, Scope("Night", "night", tz=ZoneInfo("Europe/London")))  # GMT all along: no zone
+    assert "Asked at **05:20** by" in london and "*2024-11-03 05:20\u201306:30 Europe/London" in london
+
+
 def test_times_without_an_offset_are_read_in_the_given_zone() -> None:
     assert parse_time("2024-05-01T16:00", ZoneInfo("America/New_York"), "--from") == NIGHT
     assert parse_time("2024-05-01T20:00Z", ZoneInfo("Asia/Tokyo"), "--from") == NIGHT
