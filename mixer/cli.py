@@ -368,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     if not args.verbose:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+        # matplotlib (report, loadtest and rehearse plots) says it built its font cache, and, where its cache dir
+        # cannot be written (a container's read-only home), that it made a temporary one: chatter, not the tool's
+        logging.getLogger("matplotlib").setLevel(logging.ERROR)
     args.runtime_dir = runtime_dir(os.environ)
     try:
         settings = choose_redis(read_settings(args), args, args.runtime_dir)

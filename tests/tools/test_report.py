@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC
@@ -21,6 +23,7 @@ import redis.asyncio as aioredis
 from playwright.async_api import Page
 
 from mixer.cli import main
+from mixer.codec import FIELD, pack_post
 from mixer.config import PALETTE
 from mixer.ingest.publish import Publisher
 from mixer.ingest.recorded import read_records
@@ -35,6 +38,7 @@ from mixer.tools.report_html import OTHER, OTHER_COLOUR, TIMELINE_CHATS, apart, 
 from mixer.tools.synth import spec_for, write_night
 from tests import browser
 from tests.helpers import ROOT, FakeClock, feed_posts
+from tests.processes import mixer_env
 
 chromium_page = browser.chromium_page
 SYNTH_CHATS = ("smbiz", "edchat", "journchat", "blogchat")
@@ -195,6 +199,27 @@ async def test_an_empty_feed_reports_no_range_rather_than_the_epoch(
     assert await asyncio.to_thread(main, ["report", "--redis", redis_url, "-o", str(page)]) == 0
     html = page.read_text()
     assert "no posts in the feed" in html and "1970" not in html
+
+
+async def test_matplotlib_chatter_stays_off_stderr_where_its_cache_cannot_be_written(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path
+) -> None:
+    await redis.xadd(keys.feed, {FIELD: pack_post(Post("x:1", "x", ("smbiz",), Author("ada", "Ada"), "hi", "", 0, 0))})
+    blocked = tmp_path / "not-a-dir"  # as in a container with a read-only root: no cache dir can be made
+    blocked.write_text("")
+    env = mixer_env(redis_url, keys, "smbiz", MPLCONFIGDIR=str(blocked), HOME=str(blocked))
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "mixer.cli", "report", "--since", "1970-01-01", "-o", str(tmp_path / "r.html")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"mixer report: 1 posts in 1 chats, 1970-01-01T00:00:00Z to 1970-01-01T00:00:01Z, to {tmp_path / 'r.html'}"
+    ]
 
 
 async def test_bad_options_exit_2_and_no_redis_exits_1_each_with_one_line(
