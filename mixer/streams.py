@@ -172,8 +172,7 @@ async def gap_lost(redis: aioredis.Redis, key: str, since: str) -> bool:
     """
     if since in ("", "0", "0-0"):
         return False
-    info: Any = await redis.xinfo_stream(key)
-    fields = {text(k) if isinstance(k, bytes | str) else str(k): v for k, v in info.items()}
+    fields = await _stream_info(redis, key)
     generated = fields.get("last-generated-id")
     if generated is not None and id_key(since) > id_key(text(generated)):
         return True
@@ -186,3 +185,22 @@ async def gap_lost(redis: aioredis.Redis, key: str, since: str) -> bool:
     added = fields.get("entries-added")
     trimmed = added is None or int(added) > int(fields.get("length", 0))
     return trimmed and id_key(text(first[0])) > id_key(since)
+
+
+async def trimmed_from(redis: aioredis.Redis, key: str) -> str | None:
+    """The id of the oldest entry ``key`` still holds when older ones were trimmed away (its MAXLEN) or deleted, so a
+    reader from its start does not see all it was given; None when it holds every entry (or is missing or empty, or
+    the server does not count entries added: Redis before 7)."""
+    if not await redis.exists(key):
+        return None
+    fields = await _stream_info(redis, key)
+    first: Any = fields.get("first-entry")
+    added = fields.get("entries-added")
+    if not first or added is None or int(added) <= int(fields.get("length", 0)):
+        return None
+    return _entry(first)[0]
+
+
+async def _stream_info(redis: aioredis.Redis, key: str) -> dict[str, Any]:
+    info: Any = await redis.xinfo_stream(key)
+    return {text(k) if isinstance(k, bytes | str) else str(k): v for k, v in info.items()}

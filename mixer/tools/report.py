@@ -25,7 +25,7 @@ from mixer.settings import Settings
 from mixer.streams import last_id, read_range
 from mixer.tools.report_figures import Post, Span, figures, last_event
 from mixer.tools.stdout import reader_gone
-from mixer.tools.transcript import parse_time, parse_zone, read_feed
+from mixer.tools.transcript import parse_time, parse_zone, read_feed, trimmed_note, with_trim
 
 FORMATS = ("html", "json")
 
@@ -108,7 +108,9 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
     stream = keys.feed if args.profile == "full" else keys.shaped(args.profile)
 
     try:
-        history = read_feed(settings.redis_url, stream, lambda redis: load_history(redis, stream, keys))
+        history, oldest = read_feed(
+            settings.redis_url, stream, lambda redis: with_trim(redis, stream, load_history(redis, stream, keys))
+        )
     except (RedisError, OSError) as exc:
         say(f"cannot read the feed from Redis: {exc}")
         return 1
@@ -137,6 +139,8 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
             return reader_gone()
         say(f"cannot write {args.out or 'stdout'}: {exc}")
         return 1
+    if (note := trimmed_note(oldest, None if span is None else span.start, "report")) is not None:
+        say(note)
     when = "the feed has no posts" if span is None else f"{doc['from']} to {doc['to']}"
     say(f"{doc['posts']} posts in {len(doc['chats'])} chats, {when}" + (f", to {args.out}" if args.out else ""))
     return 0

@@ -27,7 +27,7 @@ from mixer.keys import Keys
 from mixer.models import normalize_tag
 from mixer.options import NO_REDIS, add_common
 from mixer.settings import Settings
-from mixer.streams import last_id, read_range
+from mixer.streams import id_ms, last_id, read_range, trimmed_from
 from mixer.tools.stdout import reader_gone
 from mixer.tools.transcript_format import FORMATS, Post, Scope, in_order, render_chunks
 
@@ -138,6 +138,26 @@ def read_feed(url: str, stream: str, read: Callable[[aioredis.Redis], Awaitable[
     return asyncio.run(run())
 
 
+async def with_trim(redis: aioredis.Redis, stream: str, read: Awaitable[T]) -> tuple[T, int | None]:
+    """``read``'s result and, when ``stream`` was trimmed (``trimmed_from``), the time in ms of its oldest entry
+    still held: anything older is gone."""
+    result = await read
+    oldest = await trimmed_from(redis, stream)
+    return result, None if oldest is None else id_ms(oldest)
+
+
+def trimmed_note(oldest_ms: int | None, start_ms: int | None, what: str) -> str | None:
+    """The line telling that ``what`` (starting at ``start_ms``, None: from the beginning) may lack posts because the
+    feed no longer holds what came before ``oldest_ms``; None when it is whole."""
+    if oldest_ms is None or (start_ms is not None and start_ms >= oldest_ms):
+        return None
+    when = datetime.fromtimestamp(oldest_ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return (
+        f"note: the feed keeps only its newest entries ([redis] feed_maxlen) and has trimmed those before {when}: "
+        f"this {what} lacks the posts that were in them"
+    )
+
+
 def write_transcript(fmt: str, posts: list[Post], scope: Scope, out: IO[bytes], piece: int = 1 << 16) -> None:
     """Write the transcript to ``out`` as UTF-8 in pieces of about ``piece`` characters: a JSON night of 176,000
     posts peaked at 1.5 GB when its 200 MB text was built whole, then encoded."""
@@ -172,10 +192,14 @@ def transcript_command(settings: Settings, args: argparse.Namespace) -> int:
 
     keys = Keys(settings.key_prefix)
     try:
-        posts = read_feed(
+        posts, oldest = read_feed(
             settings.redis_url,
             keys.feed,
-            lambda redis: load_posts(redis, keys, scope, progress=lambda n: say(f"read {n:,} feed entries", True)),
+            lambda redis: with_trim(
+                redis,
+                keys.feed,
+                load_posts(redis, keys, scope, progress=lambda n: say(f"read {n:,} feed entries", True)),
+            ),
         )
     except (RedisError, OSError) as exc:
         say(f"cannot read the feed from Redis: {exc}")
@@ -193,5 +217,7 @@ def transcript_command(settings: Settings, args: argparse.Namespace) -> int:
             return reader_gone()
         say(f"cannot write {args.out or 'stdout'}: {exc}")
         return 1
+    if (note := trimmed_note(oldest, scope.start, "transcript")) is not None:
+        say(note)
     say(f"{len(posts)} posts" + (f" to {args.out}" if args.out is not None else ""))
     return 0

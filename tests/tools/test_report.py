@@ -222,6 +222,28 @@ async def test_matplotlib_chatter_stays_off_stderr_where_its_cache_cannot_be_wri
     ]
 
 
+async def test_a_report_of_a_trimmed_feed_says_it_lacks_the_posts_trimmed_away(
+    redis: aioredis.Redis,
+    keys: Keys,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for i in range(3):  # a feed_maxlen of 2: the first post is trimmed away
+        body = Post(f"x:{i}", "x", ("smbiz",), Author("ada", "Ada"), f"hi {i}", "", 1_000 * i, 1_000 * i)
+        await redis.xadd(keys.feed, {FIELD: pack_post(body)}, maxlen=2, approximate=False)
+    monkeypatch.setenv("MIXER_REDIS_PREFIX", keys.prefix)
+    assert await asyncio.to_thread(main, ["report", "--redis", redis_url, "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["posts"] == 2
+    note, last = err.splitlines()[-2:]
+    assert note.startswith("mixer report: note: the feed keeps only its newest entries ([redis] feed_maxlen)")
+    assert note.endswith(": this report lacks the posts that were in them")
+    assert last.startswith("mixer report: 2 posts in 1 chats")
+    assert await asyncio.to_thread(main, ["report", "--redis", redis_url, "--since", "2999-01-01"]) == 0
+    assert "note:" not in capsys.readouterr().err  # a range after the trim lacks nothing
+
+
 async def test_bad_options_exit_2_and_no_redis_exits_1_each_with_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

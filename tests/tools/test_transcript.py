@@ -18,12 +18,14 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis.asyncio as aioredis
 
+from mixer.codec import FIELD, pack_post
 from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
 from mixer.merge.stage import MergeStage
 from mixer.models import Author, Edit, Post, Retraction
 from mixer.tools.transcript import load_posts, parse_time, write_transcript
 from mixer.tools.transcript_format import CSV_COLUMNS, Scope, defuse, group_qa, md_escape, to_csv, to_json, to_markdown
+from tests.helpers import make_post
 from tests.processes import mixer_env
 
 NIGHT = int(datetime(2024, 5, 1, 20, 0, tzinfo=UTC).timestamp() * 1000)
@@ -372,3 +374,23 @@ async def test_the_transcript_command_exports_one_chat_from_the_feed(
     assert "**22:04** @carol (Carol) [#edchat #smbiz]" in md  # 20:04 UTC is 22:04 in Berlin
     code, _, err = await mixer("transcript", "--chat", "nosuchchat", env=env)
     assert code == 2 and "#nosuchchat is not a chat" in err
+
+
+async def test_a_transcript_of_a_trimmed_feed_says_it_lacks_the_posts_trimmed_away(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    for i in range(3):  # a feed_maxlen of 2: the first post is trimmed away
+        await redis.xadd(
+            keys.feed, {FIELD: pack_post(make_post(f"x:{i}", created=NIGHT + i * MIN))}, maxlen=2, approximate=False
+        )
+    oldest = (await redis.xrange(keys.feed, count=1))[0][0].decode()
+    when = datetime.fromtimestamp(int(oldest.split("-")[0]) / 1000, UTC).isoformat(timespec="seconds")
+    env = mixer_env(redis_url, keys, "smbiz")
+    code, _, err = await mixer("transcript", "--format", "csv", env=env)
+    assert code == 0 and err.splitlines() == [
+        "mixer transcript: note: the feed keeps only its newest entries ([redis] feed_maxlen) and has trimmed those"
+        f" before {when.replace('+00:00', 'Z')}: this transcript lacks the posts that were in them",
+        "mixer transcript: 2 posts",
+    ]
+    code, _, err = await mixer("transcript", "--from", "2999-01-01", env=env)  # after the trim: nothing lacking
+    assert code == 0 and err.splitlines() == ["mixer transcript: 0 posts"]
