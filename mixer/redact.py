@@ -6,12 +6,20 @@ query parameter named like a secret (``?password=``, ``access_token=``, ``api_ke
 works on one URL or on free text holding several (a log line, an exception's message), never fails and
 changes nothing else. Pure; what counts as a secret setting is ``config_schema.SECRETS``, and the log
 formatter that applies it to every log line is ``RedactingFormatter``.
+
+``escaped`` is its sibling for text from outside (a record's keys, a post, a file name, a header): control characters,
+lone surrogates and line separators written as visible escapes, so such text can neither forge a log line nor make
+one that a UTF-8 reader refuses. The formatter applies it to every value a log line interpolates.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import numbers
 import re
+from collections.abc import Mapping
+from typing import Any
 
 MASK = "***"
 
@@ -52,12 +60,67 @@ def url_secret(url: str) -> str:
     return password if colon else user
 
 
+# C0 and C1 controls and DEL (U+0085 among them), lone surrogates (no UTF-8 encoder takes them), and the line and
+# paragraph separators that editors, browsers and log viewers break lines at
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match[0]
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escaped(text: str) -> str:
+    """``text`` with each control character, lone surrogate and line or paragraph separator written as its Python
+    escape (``\\n``, ``\\x1b``, ``\\ud800``, ``\\u2028``): one line, UTF-8 encodable, everything else unchanged."""
+    return _UNSAFE.sub(_escape, text)
+
+
+class _Escaped:
+    """A log argument that ``%s`` shows as its ``str`` and ``%r`` as its ``repr``, each ``escaped``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return escaped(str(self.value))
+
+    def __repr__(self) -> str:
+        return escaped(repr(self.value))
+
+
+def _shown(arg: object) -> object:
+    return arg if isinstance(arg, numbers.Number) else _Escaped(arg)  # numbers stay numbers for %d and %.1f
+
+
 class RedactingFormatter(logging.Formatter):
-    """A log formatter whose every line, traceback included, has passed through ``redact`` with ``secrets``."""
+    """A log formatter whose every line, traceback included, has passed through ``redact`` with ``secrets``, and
+    whose every record is one line before its traceback: each value the message interpolates (a string, an
+    exception, a path: anything but a number; a message logged without arguments, as aiohttp's access log does,
+    whole) is ``escaped``, and so is each line of a traceback. The format string itself is the code's, kept as is:
+    text from outside is logged as an argument, never built into it."""
 
     def __init__(self, fmt: str, secrets: tuple[str, ...] = ()) -> None:
         super().__init__(fmt)
         self.secrets = secrets
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), *self.secrets)
+        safe = copy.copy(record)  # other handlers (pytest's capture) still see the record as logged
+        args: Any = record.args
+        if isinstance(args, Mapping):
+            safe.args = {name: _shown(value) for name, value in args.items()}
+        elif args:
+            safe.args = tuple(_shown(arg) for arg in args)
+        else:
+            safe.msg = escaped(str(record.msg))
+        safe.exc_text = None  # formatted again (formatException), not taken as another handler cached it
+        return redact(super().format(safe), *self.secrets)
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join(map(escaped, super().formatException(ei).split("\n")))
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join(map(escaped, super().formatStack(stack_info).split("\n")))

@@ -142,7 +142,9 @@ async def keep_running(
             if started is not None:
                 started(server.pid)
             continue
-        log.error("embedded redis-server did not come back; log tail:\n%s", server.log_tail())
+        log.error("embedded redis-server did not come back; the end of its log follows")
+        for line in server.log_tail().splitlines():  # a line each: a log record is one line (mixer.redact)
+            log.error("embedded redis-server log: %s", line)
         await asyncio.sleep(policy.next())
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from mixer.config import render_settings, secrets_of
 from mixer.keys import Keys
-from mixer.redact import RedactingFormatter, redact, url_secret
+from mixer.redact import RedactingFormatter, escaped, redact, url_secret
 from mixer.runtime import RunInfo, ingest_line, merge_line, publish, redis_problem, redis_url_problem
 from mixer.settings import Settings
 from mixer.tools.loadtest.options import check_url
@@ -195,3 +195,63 @@ async def test_a_token_a_server_echoes_never_reaches_the_log(redis_url: str, key
             await proc.wait()
     text = "".join(lines)
     assert "***" in lines[-1] and TOKEN not in text, text
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("a\nb\r\tc", "a\\nb\\r\\tc"),
+        ("\x00\x1b[2J\x7f", "\\x00\\x1b[2J\\x7f"),
+        ("\x85\x9f", "\\x85\\x9f"),  # C1: U+0085 is NEL, a line break to many viewers
+        ("\u2028\u2029", "\\u2028\\u2029"),
+        ("\ud800 \udfff", "\\ud800 \\udfff"),
+        ("caf\u00e9 \U0001f600 \u00a0 C:\\new", "caf\u00e9 \U0001f600 \u00a0 C:\\new"),  # printable text as it is
+    ],
+)
+def test_escaped_writes_controls_surrogates_and_line_separators_as_visible_escapes(text: str, shown: str) -> None:
+    assert escaped(text) == shown and escaped(shown) == shown
+
+
+def test_the_log_formatter_keeps_each_record_one_utf8_line_whatever_its_arguments_hold() -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(message)s"))
+    log = logging.getLogger("test_redact.escapes")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("str %s, repr %r, cut %.5s, int %d, float %.1f", "a\nb", "c\nd", "ab\ncdef", 7, 0.25)
+        log.warning("exception: %s", ValueError("key x\ud800\nFORGED"))
+        log.warning("path %s", Path("night\u2028.jsonl"))
+        log.warning("mapping %(a)s %(n)d", {"a": "\x85", "n": 3})
+        log.warning('no arguments, as aiohttp\'s access log: GET / "curl\x1b[2J"')
+        try:
+            raise RuntimeError("boom\x1b[2J")
+        except RuntimeError:
+            log.exception("failed on %s", "x\ny")
+    finally:
+        log.removeHandler(handler)
+    lines = out.getvalue().encode("utf-8").decode("utf-8").splitlines()  # encodable: no lone surrogate is left
+    assert lines[:5] == [
+        "WARNING str a\\nb, repr 'c\\nd', cut ab\\nc, int 7, float 0.2",
+        "WARNING exception: key x\\ud800\\nFORGED",
+        "WARNING path night\\u2028.jsonl",
+        "WARNING mapping \\x85 3",
+        'WARNING no arguments, as aiohttp\'s access log: GET / "curl\\x1b[2J"',
+    ]
+    assert lines[5] == "ERROR failed on x\\ny" and lines[6] == "Traceback (most recent call last):"  # lines kept
+    assert lines[-1] == "RuntimeError: boom\\x1b[2J"
+
+
+def test_a_record_given_to_other_handlers_is_left_as_logged(caplog: pytest.LogCaptureFixture) -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(RedactingFormatter("%(message)s"))
+    log = logging.getLogger("test_redact.others")
+    log.addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="test_redact.others"):
+            log.info("got %s", "a\nb")
+    finally:
+        log.removeHandler(handler)
+    assert out.getvalue() == "got a\\nb\n" and caplog.records[0].getMessage() == "got a\nb"

@@ -4,7 +4,9 @@ other commands find the Redis of a running `mixer run`, `--public`, and what scr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,8 +21,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from mixer.codec import unpack_post
+from mixer.embedded import EmbeddedRedis, redis_binary
 from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
+from mixer.runner import keep_running
 from mixer.runtime import local_addresses
 from mixer.streams import read_range
 from tests.fake_mastodon import STATUSES, FakeMastodon, key_of, serving_mastodon
@@ -263,3 +267,41 @@ def test_a_first_run_of_scripts_run_says_what_it_is_doing_and_a_second_says_noth
     assert (kept.returncode, calls.read_text().splitlines()[-1]) == (0, "mixer run --fresh")  # a night is kept
     again = subprocess.run(["bash", "scripts/setup"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert (again.returncode, again.stderr) == (0, "")  # set up already: nothing to say
+
+
+async def test_a_redis_server_that_will_not_come_back_has_its_log_tail_logged_a_line_a_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a wrapper that runs the real server first, then one that says two lines and exits
+    count, wrapper = tmp_path / "starts", tmp_path / "redis-server"
+    wrapper.write_text(
+        f"#!/bin/sh\necho x >> {count}\n"
+        f'if [ $(wc -l < {count}) -ge 2 ]; then echo "FATAL first"; echo "FATAL second"; exit 1; fi\n'
+        f'exec {redis_binary()} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    told = asyncio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "FATAL second" in record.getMessage():
+                told.set()
+
+    watch = Watch()
+    logging.getLogger("mixer.runner").addHandler(watch)
+    try:
+        with EmbeddedRedis(str(wrapper)) as server, caplog.at_level(logging.ERROR, logger="mixer.runner"):
+            keeper = asyncio.ensure_future(keep_running(server, every=0.01, ready_within=10))
+            os.kill(server.pid, signal.SIGKILL)
+            try:
+                await asyncio.wait_for(told.wait(), 20)
+            finally:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
+    finally:
+        logging.getLogger("mixer.runner").removeHandler(watch)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert said[0] == "embedded redis-server did not come back; the end of its log follows"
+    assert said[-2:] == ["embedded redis-server log: FATAL first", "embedded redis-server log: FATAL second"]
+    assert all("\n" not in line for line in said)
