@@ -1,10 +1,13 @@
 """No password or token in anything chatmixer prints or logs: ``redact`` itself, each place that prints a URL or a
-token, and real processes (`mixer merge` joining a run, `mixer ingest` logging an X server's reply)."""
+token, and real processes (`mixer merge` joining a run, `mixer ingest` logging an X server's reply). And no log line
+that input can forge or make unencodable: ``escaped``, the formatter, and hostile keys sent to `mixer replay` and to
+`mixer serve`'s webhook."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import os
 import subprocess
@@ -13,7 +16,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from mixer.config import render_settings, secrets_of
@@ -23,7 +28,8 @@ from mixer.runtime import RunInfo, ingest_line, merge_line, publish, redis_probl
 from mixer.settings import Settings
 from mixer.tools.loadtest.options import check_url
 from mixer.tools.record import RecordOptions, header
-from tests.processes import mixer_env, read_until, start_mixer
+from tests.helpers import make_post
+from tests.processes import free_port, mixer_env, read_until, start_mixer
 
 PASSWORD = "s3cretpw-7f9c"
 TOKEN = "tok-0123456789abcdef"
@@ -197,6 +203,10 @@ async def test_a_token_a_server_echoes_never_reaches_the_log(redis_url: str, key
     assert "***" in lines[-1] and TOKEN not in text, text
 
 
+HOSTILE_KEYS = {"a\nFORGED line": 1, "\ud800": 2, "\x1b[31mred": 3, "b\u2028c": 4, "\x85": 5}
+SHOWN_KEYS = "keys \\ud800, \\x1b[31mred, \\x85, a\\nFORGED line, b\\u2028c"  # sorted as shown
+
+
 @pytest.mark.parametrize(
     ("text", "shown"),
     [
@@ -255,3 +265,67 @@ def test_a_record_given_to_other_handlers_is_left_as_logged(caplog: pytest.LogCa
     finally:
         log.removeHandler(handler)
     assert out.getvalue() == "got a\\nb\n" and caplog.records[0].getMessage() == "got a\nb"
+
+
+def _lines_naming(text: str, part: str) -> list[str]:
+    return [line for line in text.splitlines() if part in line]
+
+
+def test_a_replayed_record_with_hostile_keys_is_one_log_line_with_visible_escapes(
+    tmp_path: Path, redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    night = tmp_path / "night.jsonl"
+    good = json.dumps(make_post("x:1").to_dict())
+    night.write_text(json.dumps(HOSTILE_KEYS) + "\n" + good + "\n")
+    env = mixer_env(redis_url, keys, "smbiz")
+    run = subprocess.run(
+        [sys.executable, "-m", "mixer", "replay", "--speed", "0", str(night)], env=env, capture_output=True, timeout=60
+    )
+    said = run.stderr.decode("utf-8")  # strict: a lone surrogate would not decode
+    assert run.returncode == 0, said
+    [line] = _lines_naming(said, "skipped malformed record")
+    assert line.endswith(f"WARNING mixer.ingest.recorded: skipped malformed record {night}:1: unrecognised record: "
+                         f"{SHOWN_KEYS}")  # fmt: skip
+    assert _lines_naming(said, "FORGED") == [line]
+
+
+async def test_a_webhook_record_with_hostile_keys_is_one_log_line_and_a_json_answer(
+    tmp_path: Path, redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    port = free_port()
+    env = mixer_env(redis_url, keys, "smbiz", MIXER_WEBHOOK_TOKEN=TOKEN)
+    with (tmp_path / "serve.log").open("wb") as out:
+        proc = await start_mixer("serve", "--no-merge", "--port", str(port), env=env, log=out)
+        try:
+            async with aiohttp.ClientSession() as http:
+                await _answering(http, f"http://127.0.0.1:{port}/healthz")
+                body = json.dumps(HOSTILE_KEYS).encode()  # ASCII: the surrogate travels as the JSON escape \ud800
+                async with http.post(
+                    f"http://127.0.0.1:{port}/api/posts",
+                    data=body,
+                    headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+                ) as resp:
+                    status, answer = resp.status, json.loads((await resp.read()).decode("utf-8"))
+        finally:
+            proc.terminate()
+            await proc.wait()
+    said = (tmp_path / "serve.log").read_bytes().decode("utf-8")  # strict: a lone surrogate would not decode
+    assert status == 400 and answer["errors"] == [{"index": 0, "reason": f"unrecognised record: {SHOWN_KEYS}"}]
+    [line] = _lines_naming(said, "webhook from")
+    assert line.endswith(
+        f"WARNING mixer.ingest.webhook: webhook from 127.0.0.1: record 0 skipped: unrecognised record: {SHOWN_KEYS} "
+        '({"a\\nFORGED line": 1, "\\ud800": 2, "\\u001b[31mred": 3, "b\\u2028c": 4, "\\x85": 5})'
+    )
+    assert _lines_naming(said, "FORGED") == [line]
+
+
+async def _answering(http: aiohttp.ClientSession, url: str) -> None:
+    """Until ``url`` answers (the server is starting)."""
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)  # not listening yet

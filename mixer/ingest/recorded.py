@@ -31,6 +31,7 @@ from mixer.ingest.recorded_shapes import RecordError as RecordError  # re-export
 from mixer.ingest.recorded_shapes import json_records
 from mixer.ingest.skips import counted
 from mixer.models import Edit, Event, Ignored, Post, Retraction, normalize_tag
+from mixer.redact import escaped
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def record_kind(data: Any) -> str:
         return "mastodon-status"
     if all(k in data for k in ("did", "time_us", "kind")):
         return "bluesky"
-    keys = sorted(map(str, data))
+    keys = sorted(escaped(str(key)) for key in data)  # a key is the sender's text: "\n" must not start a log line
     shown = ", ".join(keys[:12]) + (", ..." if len(keys) > 12 else "")
     raise ValueError(f"unrecognised record: keys {shown}" if keys else "unrecognised record: an empty object")
 
@@ -174,8 +175,8 @@ def read_grouped(
                 if ignored is not None:
                     ignored[counted(skip.reason, name)] += 1
                 continue
-            except ValueError as exc:
-                error = RecordError(name, line, str(exc))
+            except ValueError as exc:  # its reason may quote the record (an id, an event name): one printable line
+                error = RecordError(name, line, escaped(str(exc)))
             else:
                 forget_oldest(mastodon_uris, MASTODON_IDS_MAX)
                 if events:

@@ -19,6 +19,7 @@ from mixer.ingest.publish import Publisher, forget_oldest
 from mixer.ingest.recorded import parse_record
 from mixer.ingest.skips import counted
 from mixer.models import Edit, Event, Ignored, Post, trimmed
+from mixer.redact import escaped
 from mixer.webhook import Received
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,10 @@ class PublishingWebhook:
                 self.counters[f"skipped:{counted(skip.reason, f'webhook from {origin}')}"] += 1
                 continue
             except ValueError as exc:
+                reason = escaped(str(exc))  # it may quote the record (a key, an id): one printable line, answer and log
                 self.counters["malformed"] += 1
-                errors.append({"index": index, "reason": str(exc)})
-                log.warning("webhook from %s: record %d skipped: %s (%s)", origin, index, exc, excerpt(record))
+                errors.append({"index": index, "reason": reason})
+                log.warning("webhook from %s: record %d skipped: %s (%s)", origin, index, reason, excerpt(record))
                 continue
             for event in parsed:
                 post = event.post if isinstance(event, Edit) else event
@@ -98,6 +100,7 @@ class PublishingWebhook:
 
 
 def excerpt(record: Any, limit: int = 120) -> str:
-    """The start of a record as JSON, for a log line that shows what was sent."""
-    text = json.dumps(record, ensure_ascii=False, default=str)
+    """The start of a record as JSON, for a log line that shows what was sent: one line, UTF-8 encodable (JSON
+    escapes C0 controls; a lone surrogate, C1 controls and U+2028/U+2029 are ``escaped``)."""
+    text = escaped(json.dumps(record, ensure_ascii=False, default=str))
     return text if len(text) <= limit else text[:limit] + "..."
