@@ -123,6 +123,7 @@ function blockForm(post, status, toggle) {
 
 function buildIncomingCard(post) {
   const card = element("article", "post");
+  card.tabIndex = -1; // PageDown, PageUp, Home and End move the focus from post to post (movePostFocus)
   card.setAttribute("aria-label", `Post by ${String(post.author.handle || "")}`);
   const status = statusLine();
   const actions = element("div", "post-actions");
@@ -271,6 +272,7 @@ function setConnection(name) {
 
 function buildQueueItem(post) {
   const item = element("article", "post queued");
+  item.tabIndex = -1; // as an incoming card: PageDown, PageUp, Home and End (movePostFocus)
   item.dataset.key = post.key;
   const status = statusLine();
   const actions = element("div", "post-actions");
@@ -370,6 +372,30 @@ async function refreshLive() {
     if (!(error instanceof ApiError && error.status === 401)) console.warn(`console: refresh failed (${error.message})`);
   }
 }
+
+/* ---------- keyboard: from post to post ---------- */
+
+const POST_KEYS = new Set(["PageDown", "PageUp", "Home", "End"]);
+
+/**
+ * In the incoming feed or the approval queue, PageDown and PageUp move the focus to the next or previous post of
+ * that list, Home and End to its first or last: the post itself (not a Tab stop), from where Tab goes on to its
+ * buttons. Moving the focus is all a screen reader is given, as for any focused article. A field keeps its keys.
+ */
+function movePostFocus(event) {
+  if (!POST_KEYS.has(event.key) || event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+  if (event.defaultPrevented || event.target.closest("input, select, textarea")) return;
+  const posts = [...event.currentTarget.children];
+  const at = posts.findIndex((post) => post.contains(event.target));
+  if (at < 0) return;
+  const to = { PageDown: Math.min(at + 1, posts.length - 1), PageUp: Math.max(at - 1, 0), Home: 0 }[event.key]
+    ?? posts.length - 1;
+  event.preventDefault(); // the column would scroll instead, leaving the focus behind (or out of sight)
+  posts[to].focus();
+}
+
+$("incoming").addEventListener("keydown", movePostFocus);
+$("queue").addEventListener("keydown", movePostFocus);
 
 /* ---------- sign in and out ---------- */
 

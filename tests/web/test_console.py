@@ -453,6 +453,82 @@ async def test_skip_links_take_the_keyboard_past_the_incoming_posts_to_each_othe
     assert all(right <= 0 for right in lefts), lefts
 
 
+# Where a focused post sits in its column: [its top, its bottom, the column title's bottom, the column's bottom].
+IN_VIEW = """post => {
+  const column = post.closest(".column, .panel");
+  const title = column.querySelector(".column-title").getBoundingClientRect();
+  const box = post.getBoundingClientRect();
+  return [box.top, box.bottom, title.bottom, column.getBoundingClientRect().bottom];
+}"""
+
+
+async def test_page_down_page_up_home_and_end_move_the_focus_from_post_to_post_in_sight(
+    night: Night, chromium_page: Page
+) -> None:
+    # With up to 200 posts of four stops each, Tab alone took a keyboard moderator minutes to reach a post.
+    page = chromium_page
+    await night.publish(*(post(f"x:p{i}", f"post {i}") for i in range(30)))
+    await sign_in(page, night)
+    cards = page.locator("#incoming article.post")
+    await expect(cards).to_have_count(30, timeout=WAIT_MS)
+    await cards.nth(0).get_by_role("button", name="Hide", exact=True).focus()
+    await page.keyboard.press("PageDown")
+    await expect(cards.nth(1)).to_be_focused()  # the post itself: a screen reader reads it as any focused article
+    await page.keyboard.press("PageDown")
+    await expect(cards.nth(2)).to_be_focused()
+    await page.keyboard.press("Tab")  # on to the post's own controls, in reading order
+    inside = "post => post.contains(document.activeElement) && post !== document.activeElement"
+    assert await cards.nth(2).evaluate(inside)
+    await page.keyboard.press("PageUp")
+    await expect(cards.nth(1)).to_be_focused()
+
+    await page.keyboard.press("End")
+    await expect(cards.nth(29)).to_be_focused()
+    top, bottom, title, end = await cards.nth(29).evaluate(IN_VIEW)
+    assert title <= top and bottom <= end + 1, (top, bottom, title, end)  # scrolled to, in sight
+    await page.keyboard.press("PageDown")  # nothing after the last: it keeps the focus, the column stays
+    await expect(cards.nth(29)).to_be_focused()
+    await page.keyboard.press("Home")
+    await expect(cards.nth(0)).to_be_focused()
+    top, bottom, title, end = await cards.nth(0).evaluate(IN_VIEW)
+    assert title <= top and bottom <= end + 1, (top, bottom, title, end)  # not under the sticky column title
+    await page.keyboard.press("PageUp")
+    await expect(cards.nth(0)).to_be_focused()
+    # A post whose top is under the column's sticky title is scrolled into sight too.
+    await cards.nth(6).evaluate("""post => {
+      const column = post.closest(".column");
+      const title = column.querySelector(".column-title").getBoundingClientRect();
+      column.scrollTop += post.previousElementSibling.getBoundingClientRect().top - title.bottom + 10;
+      post.focus();
+    }""")
+    await page.keyboard.press("PageUp")
+    await expect(cards.nth(5)).to_be_focused()
+    top, bottom, title, end = await cards.nth(5).evaluate(IN_VIEW)
+    assert title <= top and bottom <= end + 1, (top, bottom, title, end)
+    await expect(cards.locator(".status:not(:empty)")).to_have_count(0)  # moving is not announced by a status
+    assert await page.locator("#incoming article[tabindex='0']").count() == 0, "no new Tab stop per post"
+
+    # A field keeps its own keys: End in the "where to block" list picks its last choice.
+    await cards.nth(3).get_by_role("button", name="Block author…").click()
+    where = cards.nth(3).get_by_role("combobox")
+    await expect(where).to_be_focused()
+    await page.keyboard.press("End")
+    await expect(where).to_be_focused()
+    await expect(where).to_have_value("smbiz")
+
+    # The approval queue is a list of posts too.
+    await page.get_by_role("switch", name="Approval mode").click()
+    await expect(page.get_by_role("switch", name="Approval mode")).to_have_attribute("aria-checked", "true")
+    await night.publish(*(post(f"x:q{i}", f"held {i}") for i in range(3)))
+    held = page.locator("#queue article.post")
+    await expect(held).to_have_count(3, timeout=WAIT_MS)
+    await held.nth(0).get_by_role("button", name="Approve").focus()
+    await page.keyboard.press("End")
+    await expect(held.nth(2)).to_be_focused()
+    await page.keyboard.press("PageUp")
+    await expect(held.nth(1)).to_be_focused()
+
+
 async def test_a_button_pressed_with_the_keyboard_keeps_the_focus_while_its_action_runs_and_after(
     night: Night, chromium_page: Page
 ) -> None:
