@@ -9,6 +9,7 @@ docs/screenshots/console.png.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 from collections.abc import AsyncIterator
@@ -767,6 +768,89 @@ async def test_after_a_lag_the_console_fetches_back_every_skipped_post_page_by_p
     assert await cards.evaluate_all(ids) == [after, *reversed(skipped)][:200]
 
 
+MARKS_ABOVE = "\u0301\u0300\u0308" * 8  # combining acute, grave and diaeresis, stacked over a letter
+MARKS_BELOW = "\u0316\u0317\u0324" * 8  # and grave, acute and diaeresis below, under it
+
+
+def zalgo(word: str) -> str:
+    return "".join(letter + MARKS_ABOVE + MARKS_BELOW for letter in word)
+
+
+# Run in the page: how many pixels of two PNG screenshots (base64) differ by more than the shade an antialiased edge
+# may take from one screenshot to the next.
+PIXELS_APART = """async ([a, b]) => {
+  const pixels = async (png) => {
+    const bytes = Uint8Array.from(atob(png), (c) => c.charCodeAt(0));
+    const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    canvas.getContext("2d").drawImage(bitmap, 0, 0);
+    return canvas.getContext("2d").getImageData(0, 0, bitmap.width, bitmap.height).data;
+  };
+  const [one, two] = await Promise.all([pixels(a), pixels(b)]);
+  let apart = 0;
+  for (let i = 0; i < one.length; i += 4) {
+    if ([0, 1, 2].some((k) => Math.abs(one[i + k] - two[i + k]) > 16)) apart += 1;
+  }
+  return apart;
+}"""
+
+
+async def pixels_apart(page: Page, one: bytes, two: bytes) -> int:
+    return int(await page.evaluate(PIXELS_APART, [base64.b64encode(one).decode(), base64.b64encode(two).decode()]))
+
+
+async def looks_the_same_without(page: Page, box: dict[str, float], hidden: Locator) -> bool:
+    """Whether the page within ``box`` looks the same with ``hidden`` made invisible (its place kept)."""
+    seen = await page.screenshot(clip=box)
+    await hidden.evaluate("el => el.style.setProperty('visibility', 'hidden')")
+    without = await page.screenshot(clip=box)
+    await hidden.evaluate("el => el.style.removeProperty('visibility')")
+    return await pixels_apart(page, seen, without) == 0
+
+
+async def box_of(locator: Locator, *, top: float = 0, bottom: float = 0) -> dict[str, float]:
+    """The locator's box on the page, taller by ``top`` above and ``bottom`` below."""
+    box = await locator.bounding_box()
+    assert box is not None
+    return {"x": box["x"], "y": box["y"] - top, "width": box["width"], "height": box["height"] + top + bottom}
+
+
+async def test_combining_marks_stay_inside_their_own_box_and_ordinary_accents_are_whole(
+    night: Night, chromium_page: Page
+) -> None:
+    # Zalgo text and heavy diacritics: marks stacked on a letter painted over the posts around and the post's own
+    # header, and the text cut short clipped the top of ordinary stacked accents (the hook of a Vietnamese Ổ).
+    page = chromium_page
+    await sign_in(page, night)
+    now = now_ms()  # in this order, the marked post between the two others
+    await night.publish(
+        post("x:before", "an older post").replace(created=now - 2),
+        post("x:zalgo", "\n".join(zalgo("stacked") for _ in range(8)), name=zalgo("Zed")).replace(created=now - 1),
+        post("x:accents", "Ấ Ẫ Ổ Ǻ Ǿ Ḯ ǘ Tiếng Việt\nunder: Ạ Ỵ ą ç ğ ų", name="Ǻngström Ổ", handle="anh"),
+    )
+    await expect(page.locator("#incoming article")).to_have_count(3, timeout=WAIT_MS)
+    order = await page.locator("#incoming article").evaluate_all("cards => cards.map((card) => card.dataset.key)")
+    assert order == ["x:accents", "x:zalgo", "x:before"]
+    accents, marked, before = incoming(page, "x:accents"), incoming(page, "x:zalgo"), incoming(page, "x:before")
+    text, head = marked.locator(".post-text"), marked.locator(".post-head")
+    gap = 7  # of the 7.5 px between two cards
+    for state in ("cut", "open"):
+        assert await looks_the_same_without(page, await box_of(accents, bottom=gap), marked), state
+        assert await looks_the_same_without(page, await box_of(before, top=gap), marked), state
+        assert await looks_the_same_without(page, await box_of(head), text), state
+        room = await text.evaluate("t => parseFloat(getComputedStyle(t).paddingTop)")  # above its first line
+        assert await looks_the_same_without(page, await box_of(text, top=-room), head), state
+        if state == "cut":
+            await marked.get_by_role("button", name="Show all").click()
+            await expect(text).to_have_attribute("data-open", "true")
+
+    # Clipping cuts nothing of ordinary accents, above the first line or under the last.
+    seen = await accents.screenshot()
+    await accents.evaluate("""card => [card, ...card.querySelectorAll("*")].forEach(
+      (el) => el.style.setProperty("overflow", "visible", "important"))""")
+    assert await pixels_apart(page, seen, await accents.screenshot()) == 0
+
+
 async def test_a_long_post_is_cut_at_six_lines_and_show_all_reads_it_whole_with_its_state_said(
     night: Night, chromium_page: Page
 ) -> None:
@@ -781,9 +865,10 @@ async def test_a_long_post_is_cut_at_six_lines_and_show_all_reads_it_whole_with_
     await expect(page.locator("#incoming article")).to_have_count(3, timeout=WAIT_MS)
     line = "t => parseFloat(getComputedStyle(t).lineHeight)"
     line_height = await incoming(page, "x:short").locator(".post-text").evaluate(line)
+    lines_tall = "t => t.clientHeight - parseFloat(getComputedStyle(t).paddingTop)"  # not the room for accents
     for key in ("x:wide", "x:tall"):
         text = incoming(page, key).locator(".post-text")
-        assert await text.evaluate("t => t.clientHeight") <= 6 * line_height + 1
+        assert await text.evaluate(lines_tall) <= 6 * line_height + 1
         toggle = incoming(page, key).get_by_role("button", name="Show all")
         await expect(toggle).to_be_visible()
         await expect(toggle).to_have_attribute("aria-expanded", "false")
@@ -798,11 +883,11 @@ async def test_a_long_post_is_cut_at_six_lines_and_show_all_reads_it_whole_with_
     await expect(toggle).to_have_text("Show less")
     await expect(toggle).to_be_focused()
     text = incoming(page, "x:tall").locator(".post-text")
-    lines = await text.evaluate(f"t => [t.scrollHeight - t.clientHeight, t.clientHeight / ({line})(t)]")
+    lines = await text.evaluate(f"t => [t.scrollHeight - t.clientHeight, ({lines_tall})(t) / ({line})(t)]")
     assert lines[0] == 0 and round(lines[1]) == 50, lines
     await page.keyboard.press("Enter")
     await expect(toggle).to_have_attribute("aria-expanded", "false")
-    assert await text.evaluate("t => t.clientHeight") <= 6 * line_height + 1
+    assert await text.evaluate(lines_tall) <= 6 * line_height + 1
 
 
 async def test_the_console_shows_a_realistic_night_and_can_screenshot_it(night: Night, chromium_page: Page) -> None:
