@@ -530,6 +530,40 @@ async def test_page_down_page_up_home_and_end_move_the_focus_from_post_to_post_i
     await expect(held.nth(1)).to_be_focused()
 
 
+# Scroll the incoming posts a little way down (the column on a wide screen, the page in one column); the
+# pinned post is still in sight.
+SCROLL_A_LITTLE = """() => {
+  const column = document.querySelector(".incoming-column");
+  const scroller = getComputedStyle(column).overflowY === "auto" ? column : document.scrollingElement;
+  scroller.scrollTop = 40;
+  return scroller.scrollTop;
+}"""
+
+
+async def test_posts_in_sight_stay_in_place_as_new_ones_arrive_above_them_with_a_post_pinned(
+    night: Night, chromium_page: Page
+) -> None:
+    # Scrolled a little with a post pinned, each new post pushed every card down under the moderator's pointer,
+    # about to press Hide: the browser kept the pinned post (or, in one column, the top bar) in place instead.
+    page = chromium_page
+    await night.publish(*(post(f"x:a{i}", f"post {i}") for i in range(12)))
+    await sign_in(page, night)
+    cards = page.locator("#incoming article.post")
+    await expect(cards).to_have_count(12, timeout=WAIT_MS)
+    await incoming(page, "x:a11").get_by_role("button", name="Pin", exact=True).click()
+    await expect(page.locator("#pinned")).to_be_visible(timeout=WAIT_MS)
+    for n, (width, height) in enumerate(((1280, 720), (390, 844))):
+        await page.set_viewport_size({"width": width, "height": height})
+        assert await page.evaluate(SCROLL_A_LITTLE) == 40
+        assert await page.locator("#pinned").evaluate("box => box.getBoundingClientRect().bottom > 0")
+        watched = incoming(page, "x:a8")
+        before = await watched.evaluate("card => card.getBoundingClientRect().top")
+        await night.publish(post(f"x:new{n}a", "one new post"), post(f"x:new{n}b", "and another"))
+        await expect(cards).to_have_count(14 + 2 * n, timeout=WAIT_MS)
+        after = await watched.evaluate("card => card.getBoundingClientRect().top")
+        assert abs(after - before) <= 1, (width, before, after)
+
+
 async def test_a_button_pressed_with_the_keyboard_keeps_the_focus_while_its_action_runs_and_after(
     night: Night, chromium_page: Page
 ) -> None:
