@@ -113,6 +113,27 @@ async def night(redis_url: str, keys: Keys) -> AsyncIterator[Night]:
         yield night
 
 
+# The event's name and hashtag in the header: [the name cut short, the hashtag cut short, the hashtag in sight].
+HEADER_SEEN = """() => {
+  const [name, hashtag] = ["event-name", "event-hashtag"].map((id) => document.getElementById(id));
+  const shown = name.parentElement.getBoundingClientRect(), box = hashtag.getBoundingClientRect();
+  return [name.scrollWidth > name.clientWidth, hashtag.scrollWidth > hashtag.clientWidth,
+          box.top >= shown.top && box.bottom <= shown.bottom];
+}"""
+
+
+async def test_on_a_phone_the_event_name_is_whole_and_a_hashtag_with_no_room_beside_it_is_left_out_not_cut(
+    live_server: LiveServer, chromium_page: Page
+) -> None:
+    # At 390 px both were cut short, "#chatmix… #cha…", though the name alone fits.
+    page = chromium_page
+    for width, hashtag_in_sight in ((390, False), (700, True)):
+        await page.set_viewport_size({"width": width, "height": 844})
+        await open_wall(page, live_server)
+        await expect(page.locator("#event-hashtag")).to_have_text("#chatmixer")
+        assert await page.evaluate(HEADER_SEEN) == [False, False, hashtag_in_sight], width
+
+
 async def test_live_posts_appear_on_top_with_their_chat_badge_in_the_chat_colour(
     live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
 ) -> None:
