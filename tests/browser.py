@@ -6,7 +6,8 @@ be stopped and started again on the same port. ``chromium_page`` is a Playwright
 (async API, so it shares the pytest-asyncio loop with the server) in a fresh Chromium
 profile; an uncaught JavaScript error on the page fails the test at teardown.
 ``moderated_night`` serves the app with the merge stage running (moderation applies), and
-``record_dialogs`` catches any dialog a hostile post manages to open.
+``record_dialogs`` catches any dialog a hostile post manages to open. ``looks_the_same_without`` compares a part of
+the page as shown with and without one element (``pixels_apart``, ``box_of``), as for ``zalgo`` text.
 
 Use them from a test module by binding them as module attributes (``live_server = browser.live_server``).
 Not here: the wall's own assertions (``test_web_wall.py``).
@@ -15,6 +16,7 @@ Not here: the wall's own assertions (``test_web_wall.py``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import struct
 import zlib
@@ -331,3 +333,50 @@ def png_bytes(width: int, height: int, top: tuple[int, int, int], bottom: tuple[
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(rows))) + chunk(b"IEND", b"")
     )
+
+
+MARKS_ABOVE = "\u0301\u0300\u0308" * 8  # combining acute, grave and diaeresis, stacked over a letter
+MARKS_BELOW = "\u0316\u0317\u0324" * 8  # and grave, acute and diaeresis below, under it
+
+
+def zalgo(word: str) -> str:
+    return "".join(letter + MARKS_ABOVE + MARKS_BELOW for letter in word)
+
+
+# Run in the page: how many pixels of two PNG screenshots (base64) differ by more than the shade an antialiased edge
+# may take from one screenshot to the next.
+PIXELS_APART = """async ([a, b]) => {
+  const pixels = async (png) => {
+    const bytes = Uint8Array.from(atob(png), (c) => c.charCodeAt(0));
+    const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    canvas.getContext("2d").drawImage(bitmap, 0, 0);
+    return canvas.getContext("2d").getImageData(0, 0, bitmap.width, bitmap.height).data;
+  };
+  const [one, two] = await Promise.all([pixels(a), pixels(b)]);
+  let apart = 0;
+  for (let i = 0; i < one.length; i += 4) {
+    if ([0, 1, 2].some((k) => Math.abs(one[i + k] - two[i + k]) > 16)) apart += 1;
+  }
+  return apart;
+}"""
+
+
+async def pixels_apart(page: Page, one: bytes, two: bytes) -> int:
+    return int(await page.evaluate(PIXELS_APART, [base64.b64encode(one).decode(), base64.b64encode(two).decode()]))
+
+
+async def looks_the_same_without(page: Page, box: dict[str, float], hidden: Locator) -> bool:
+    """Whether the page within ``box`` looks the same with ``hidden`` made invisible (its place kept)."""
+    seen = await page.screenshot(clip=box)
+    await hidden.evaluate("el => el.style.setProperty('visibility', 'hidden')")
+    without = await page.screenshot(clip=box)
+    await hidden.evaluate("el => el.style.removeProperty('visibility')")
+    return await pixels_apart(page, seen, without) == 0
+
+
+async def box_of(locator: Locator, *, top: float = 0, bottom: float = 0) -> dict[str, float]:
+    """The locator's box on the page, taller by ``top`` above and ``bottom`` below."""
+    box = await locator.bounding_box()
+    assert box is not None
+    return {"x": box["x"], "y": box["y"] - top, "width": box["width"], "height": box["height"] + top + bottom}

@@ -48,7 +48,7 @@ const CSS = `
 .status[data-state=blocked],.status[data-state=offline]{white-space:normal;color:var(--text)}
 .list{position:relative;flex:1;overflow-y:auto;margin:0;padding:6px 8px}
 .post{position:absolute;top:6px;left:8px;right:8px;display:flex;gap:10px;padding:10px;border-radius:10px;
- background:var(--panel)}
+ background:var(--panel);overflow:clip}
 .avatar{flex:none;width:36px;height:36px;border-radius:50%;object-fit:cover}
 .initial{display:flex;align-items:center;justify-content:center;color:#fff;font-weight:700;font-size:16px}
 .body{flex:1;min-width:0}

@@ -9,7 +9,6 @@ docs/screenshots/console.png.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 from collections.abc import AsyncIterator
@@ -29,12 +28,16 @@ from tests.browser import (
     HeldResponse,
     LiveServer,
     Night,
+    box_of,
     browser_settings,
+    looks_the_same_without,
     moderated_night,
+    pixels_apart,
     publish,
     record_dialogs,
     socket_frame_handled,
     watch_socket_frames,
+    zalgo,
 )
 from tests.helpers import ROOT, make_post, now_ms, recorded_night, wall_post
 
@@ -800,53 +803,6 @@ async def test_after_a_lag_the_console_fetches_back_every_skipped_post_page_by_p
     await expect(cards.nth(1)).to_have_attribute("data-id", skipped[-1], timeout=WAIT_MS)
     await expect(cards).to_have_count(200)  # the console keeps the newest 200
     assert await cards.evaluate_all(ids) == [after, *reversed(skipped)][:200]
-
-
-MARKS_ABOVE = "\u0301\u0300\u0308" * 8  # combining acute, grave and diaeresis, stacked over a letter
-MARKS_BELOW = "\u0316\u0317\u0324" * 8  # and grave, acute and diaeresis below, under it
-
-
-def zalgo(word: str) -> str:
-    return "".join(letter + MARKS_ABOVE + MARKS_BELOW for letter in word)
-
-
-# Run in the page: how many pixels of two PNG screenshots (base64) differ by more than the shade an antialiased edge
-# may take from one screenshot to the next.
-PIXELS_APART = """async ([a, b]) => {
-  const pixels = async (png) => {
-    const bytes = Uint8Array.from(atob(png), (c) => c.charCodeAt(0));
-    const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
-    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-    canvas.getContext("2d").drawImage(bitmap, 0, 0);
-    return canvas.getContext("2d").getImageData(0, 0, bitmap.width, bitmap.height).data;
-  };
-  const [one, two] = await Promise.all([pixels(a), pixels(b)]);
-  let apart = 0;
-  for (let i = 0; i < one.length; i += 4) {
-    if ([0, 1, 2].some((k) => Math.abs(one[i + k] - two[i + k]) > 16)) apart += 1;
-  }
-  return apart;
-}"""
-
-
-async def pixels_apart(page: Page, one: bytes, two: bytes) -> int:
-    return int(await page.evaluate(PIXELS_APART, [base64.b64encode(one).decode(), base64.b64encode(two).decode()]))
-
-
-async def looks_the_same_without(page: Page, box: dict[str, float], hidden: Locator) -> bool:
-    """Whether the page within ``box`` looks the same with ``hidden`` made invisible (its place kept)."""
-    seen = await page.screenshot(clip=box)
-    await hidden.evaluate("el => el.style.setProperty('visibility', 'hidden')")
-    without = await page.screenshot(clip=box)
-    await hidden.evaluate("el => el.style.removeProperty('visibility')")
-    return await pixels_apart(page, seen, without) == 0
-
-
-async def box_of(locator: Locator, *, top: float = 0, bottom: float = 0) -> dict[str, float]:
-    """The locator's box on the page, taller by ``top`` above and ``bottom`` below."""
-    box = await locator.bounding_box()
-    assert box is not None
-    return {"x": box["x"], "y": box["y"] - top, "width": box["width"], "height": box["height"] + top + bottom}
 
 
 async def test_combining_marks_stay_inside_their_own_box_and_ordinary_accents_are_whole(

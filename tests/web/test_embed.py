@@ -30,12 +30,15 @@ from mixer.settings import ChatSettings
 from tests import browser
 from tests.browser import (
     LiveServer,
+    box_of,
     browser_settings,
+    looks_the_same_without,
     png_bytes,
     publish,
     publish_join,
     record_dialogs,
     reset_during_reload,
+    zalgo,
 )
 from tests.helpers import ROOT, now_ms, recorded_night, wall_post
 
@@ -519,6 +522,26 @@ async def test_a_long_post_is_cut_at_five_lines_with_show_more_which_opens_it_wh
     await more.click()
     await expect(more).to_have_text("Show more")
     assert await text.evaluate("t => t.clientHeight") <= 5 * line_height + 1
+
+
+async def test_combining_marks_stay_inside_their_card(
+    live_server: LiveServer, chromium_page: Page, host_site: HostSite, redis: aioredis.Redis, keys: Keys
+) -> None:
+    # Letters piled with combining marks (Zalgo text) in an author's name painted over the card above.
+    page = chromium_page
+    before, marked, after = await publish(
+        redis,
+        keys,
+        wall_post("x:before", text="an older post"),
+        wall_post("x:zalgo", text=zalgo("stacked"), name=zalgo("Zed")),
+        wall_post("x:after", text="a newer post"),
+    )
+    feed = await show_widget(page, host_site, live_server, "/marks.html")
+    await expect(feed.locator(CARDS)).to_have_count(3, timeout=WAIT_MS)
+    assert await shown_ids(feed) == [after, marked, before]
+    gap = 7  # of the 8 px between two cards
+    assert await looks_the_same_without(page, await box_of(card(feed, after), bottom=gap), card(feed, marked))
+    assert await looks_the_same_without(page, await box_of(card(feed, before), top=gap), card(feed, marked))
 
 
 async def test_bad_data_attributes_fall_back_to_the_defaults(
