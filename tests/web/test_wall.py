@@ -38,13 +38,17 @@ from tests import browser
 from tests.browser import (
     LiveServer,
     Night,
+    box_of,
     browser_settings,
+    looks_the_same_without,
     moderated_night,
+    pixels_apart,
     png_bytes,
     publish,
     publish_join,
     record_dialogs,
     reset_during_reload,
+    zalgo,
 )
 from tests.helpers import ROOT, live_all_day_now, recorded_night, wall_post
 
@@ -111,6 +115,35 @@ async def night(redis_url: str, keys: Keys) -> AsyncIterator[Night]:
     """The app with moderation on and a running merge stage."""
     async with moderated_night(browser_settings(keys.prefix, moderation_token=MOD_TOKEN), redis_url, keys) as night:
         yield night
+
+
+async def test_accents_drawn_over_the_line_are_whole_in_names_and_texts_and_piled_marks_stay_in_their_card(
+    live_server: LiveServer, chromium_page: Page, redis: aioredis.Redis, keys: Keys
+) -> None:
+    # Clipped at their lines, a Vietnamese Ẫ showed as Â, Ổ as Ố, Ḯ as Ï: another letter. And an avatar's initial,
+    # a letter with all its marks, drew a column of piled marks over the cards above and below.
+    page = chromium_page
+    await open_wall(page, live_server)
+    before, marked, accents = await publish(
+        redis,
+        keys,
+        wall_post("x:before", text="an older post"),
+        wall_post("x:zalgo", text=zalgo("stacked"), name=zalgo("Zed")),
+        wall_post("x:accents", text="Ẫ Ổ Ǻ Ḯ ǘ Tiếng Việt\nunder: Ạ Ỵ ą ç ğ ų", name="Bùi Ẫn Ổ", handle="ẫn"),
+    )
+    await expect(page.locator(CARDS)).to_have_count(3, timeout=WAIT_MS)
+    assert await shown_ids(page) == [accents, marked, before]
+    await page.wait_for_function("() => document.getAnimations().length === 0")  # the cards have glided into place
+    gap = await page.locator(CARDS).nth(1).evaluate("c => c.getBoundingClientRect().top") - (
+        await page.locator(CARDS).nth(0).evaluate("c => c.getBoundingClientRect().bottom")
+    )
+    assert await looks_the_same_without(page, await box_of(card(page, accents), bottom=gap - 1), card(page, marked))
+    assert await looks_the_same_without(page, await box_of(card(page, before), top=gap - 1), card(page, marked))
+
+    seen = await card(page, accents).screenshot()
+    await card(page, accents).evaluate("""card => [card, ...card.querySelectorAll("*")].forEach(
+      (el) => el.style.setProperty("overflow", "visible", "important"))""")
+    assert await pixels_apart(page, seen, await card(page, accents).screenshot()) == 0
 
 
 # The event's name and hashtag in the header: [the name cut short, the hashtag cut short, the hashtag in sight].
