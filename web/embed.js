@@ -60,7 +60,7 @@ const CSS = `
 .time{margin-inline-start:auto}
 a{color:inherit;text-decoration:none}
 a:hover .time,a:focus-visible .time,.quote a,.foot a{text-decoration:underline}
-.text{display:-webkit-box;-webkit-box-orient:vertical;-webkit-line-clamp:5;overflow:hidden;margin:4px 0 0;
+.text{display:-webkit-box;-webkit-box-orient:vertical;-webkit-line-clamp:5;overflow:hidden;margin:1px 0 0;padding-top:3px;
  white-space:pre-wrap;overflow-wrap:anywhere;unicode-bidi:isolate}
 .open .text{display:block}
 .more{padding:0;border:0;background:none;color:var(--link);font:inherit;font-size:12px;text-decoration:underline;
