@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from datetime import tzinfo
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -23,6 +25,7 @@ from mixer.keys import Keys
 from mixer.options import NO_REDIS, add_common
 from mixer.settings import Settings
 from mixer.streams import last_id, read_range
+from mixer.tools.outfile import OutFile
 from mixer.tools.report_figures import Post, Span, figures, last_event
 from mixer.tools.stdout import reader_gone
 from mixer.tools.transcript import parse_time, parse_zone, read_feed, trimmed_note, with_trim
@@ -84,7 +87,8 @@ def add_report_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def report_command(settings: Settings, args: argparse.Namespace) -> int:
-    """`mixer report`: 0 when written, 2 for a bad option, 1 when there is no Redis or it or the file fails."""
+    """`mixer report`: 0 when written, 2 for a bad option or an --out that cannot be written (said before the
+    feed is read), 1 when there is no Redis or it fails, or the file fails at the end (an earlier one kept)."""
 
     def say(message: str) -> None:
         print(f"mixer report: {message}", file=sys.stderr)
@@ -98,9 +102,21 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
             )
         tz = parse_zone(args.tz)
         span_from_args(args, [])  # the flags are checked before Redis is asked anything
+        out = None if args.out is None else OutFile(args.out)  # and the file: a big night reads for minutes
     except ValueError as exc:
         say(str(exc))
         return 2
+    try:
+        return _report(settings, args, tz, out, say)
+    finally:
+        if out is not None:
+            out.discard()
+
+
+def _report(
+    settings: Settings, args: argparse.Namespace, tz: tzinfo, out: OutFile | None, say: Callable[[str], None]
+) -> int:
+    """The rest of ``report_command`` once the options and ``out`` are checked."""
     if not settings.redis_url:
         say(f"reads the feed from a shared Redis; {NO_REDIS}")
         return 1
@@ -129,15 +145,16 @@ def report_command(settings: Settings, args: argparse.Namespace) -> int:
 
         body = render(doc, {c.tag: c.colour for c in settings.chats}, tz)
     try:
-        if args.out is not None:
-            args.out.write_text(body, encoding="utf-8")
+        if out is not None:
+            out.open().write(body.encode())
+            out.commit()
         else:
             sys.stdout.write(body)
             sys.stdout.flush()
     except OSError as exc:
         if args.out is None and isinstance(exc, BrokenPipeError):
             return reader_gone()
-        say(f"cannot write {args.out or 'stdout'}: {exc}")
+        say(f"cannot write {args.out or 'stdout'}: {exc.strerror or exc}")
         return 1
     if (note := trimmed_note(oldest, None if span is None else span.start, "report")) is not None:
         say(note)

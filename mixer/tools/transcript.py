@@ -28,6 +28,7 @@ from mixer.models import normalize_tag
 from mixer.options import NO_REDIS, add_common
 from mixer.settings import Settings
 from mixer.streams import id_ms, last_id, read_range, trimmed_from
+from mixer.tools.outfile import OutFile
 from mixer.tools.stdout import reader_gone
 from mixer.tools.transcript_format import FORMATS, Post, Scope, in_order, render_chunks
 
@@ -173,7 +174,8 @@ def write_transcript(fmt: str, posts: list[Post], scope: Scope, out: IO[bytes], 
 
 
 def transcript_command(settings: Settings, args: argparse.Namespace) -> int:
-    """`mixer transcript`: write the transcript; 0 when written, 2 for a usage error, 1 when Redis or the file fails."""
+    """`mixer transcript`: write the transcript; 0 when written, 2 for a usage error or an --out that cannot be
+    written (said before the feed is read), 1 when Redis or the file fails (an earlier file kept)."""
     show = sys.stderr.isatty()  # progress only where a person watches; a log gets the summary alone
 
     def say(message: str, progress: bool = False) -> None:
@@ -186,10 +188,21 @@ def transcript_command(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     try:
         scope = scope_from_args(settings, args)
+        out = None if args.out is None else OutFile(args.out)  # checked before a night is read for minutes
     except ValueError as exc:
         say(str(exc))
         return 2
+    try:
+        return _transcript(settings, args, scope, out, say)
+    finally:
+        if out is not None:
+            out.discard()
 
+
+def _transcript(
+    settings: Settings, args: argparse.Namespace, scope: Scope, out: OutFile | None, say: Callable[..., None]
+) -> int:
+    """The rest of ``transcript_command`` once the flags and ``out`` are checked."""
     keys = Keys(settings.key_prefix)
     try:
         posts, oldest = read_feed(
@@ -205,9 +218,9 @@ def transcript_command(settings: Settings, args: argparse.Namespace) -> int:
         say(f"cannot read the feed from Redis: {exc}")
         return 1
     try:
-        if args.out is not None:
-            with args.out.open("wb") as out:
-                write_transcript(args.format, posts, scope, out)
+        if out is not None:
+            write_transcript(args.format, posts, scope, out.open())
+            out.commit()
         else:
             sys.stdout.flush()
             write_transcript(args.format, posts, scope, sys.stdout.buffer)
@@ -215,7 +228,7 @@ def transcript_command(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as exc:
         if args.out is None and isinstance(exc, BrokenPipeError):
             return reader_gone()
-        say(f"cannot write {args.out or 'stdout'}: {exc}")
+        say(f"cannot write {args.out or 'stdout'}: {exc.strerror or exc}")
         return 1
     if (note := trimmed_note(oldest, scope.start, "transcript")) is not None:
         say(note)

@@ -118,6 +118,26 @@ def test_a_report_across_the_fall_back_names_the_zone_of_every_time() -> None:
     assert "2026-11-01 05:20 to 2026-11-01 06:50 (UTC)" in render(doc, {}, UTC)
 
 
+async def test_an_out_that_cannot_be_written_is_refused_before_the_feed_is_read(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    kept = tmp_path / "night.html"
+    kept.write_text("last week's report")
+    cases = [
+        (tmp_path / "no" / "night.html", f"the directory {tmp_path / 'no'} does not exist"),
+        (tmp_path, "it is a directory; give a file name"),
+        (kept / "night.html", f"the directory {kept} is not a directory"),
+    ]
+    for out, problem in cases:  # a dead Redis: without the early check, its error would come first
+        argv = ["report", "--redis", "redis://127.0.0.1:1/0", "-o", str(out)]
+        assert await asyncio.to_thread(main, argv) == 2, out
+        assert capsys.readouterr().err.splitlines() == [f"mixer report: cannot write {out}: {problem}"]
+    argv = ["report", "--redis", "redis://127.0.0.1:1/0", "-o", str(kept)]
+    assert await asyncio.to_thread(main, argv) == 1  # a Redis that fails after the check: the old file stays whole
+    assert "cannot read the feed from Redis" in capsys.readouterr().err
+    assert kept.read_text() == "last week's report" and sorted(tmp_path.iterdir()) == [kept]  # no temporary file left
+
+
 async def replay_and_merge(redis: aioredis.Redis, keys: Keys, path: Path, chats: Sequence[str]) -> None:
     """``path`` into the chat streams at speed 0 (recorded times kept), then the real merge stage until it is done."""
     await Replayer(Publisher(redis, keys, chats, 100_000), [path], ReplayOptions(speed=0, keep_time=True)).run()

@@ -376,6 +376,21 @@ async def test_the_transcript_command_exports_one_chat_from_the_feed(
     assert code == 2 and "#nosuchchat is not a chat" in err
 
 
+async def test_an_out_that_cannot_be_written_is_refused_before_the_feed_is_read(tmp_path: Path) -> None:
+    env = mixer_env("redis://127.0.0.1:1/0", Keys(), "smbiz")  # a dead Redis: reading it first would fail first
+    missing = tmp_path / "no" / "night.md"
+    code, _, err = await mixer("transcript", "--out", str(missing), env=env)
+    problem = f"the directory {missing.parent} does not exist"
+    assert (code, err) == (2, f"mixer transcript: cannot write {missing}: {problem}\n")
+    code, _, err = await mixer("transcript", "--out", str(tmp_path), env=env)
+    assert (code, err) == (2, f"mixer transcript: cannot write {tmp_path}: it is a directory; give a file name\n")
+    kept = tmp_path / "night.md"
+    kept.write_text("last week's transcript")
+    code, _, err = await mixer("transcript", "--out", str(kept), env=env)
+    assert code == 1 and "cannot read the feed from Redis" in err
+    assert kept.read_text() == "last week's transcript" and sorted(tmp_path.iterdir()) == [kept]  # no temporary left
+
+
 async def test_a_transcript_of_a_trimmed_feed_says_it_lacks_the_posts_trimmed_away(
     redis: aioredis.Redis, keys: Keys, redis_url: str
 ) -> None:
