@@ -17,6 +17,7 @@ from html import escape
 from typing import Any
 
 from mixer.tools.report_figures import TOP_AUTHORS
+from mixer.tools.transcript_format import clock
 
 _FALLBACK = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 # For series drawn side by side whose chats share a colour (a config's 8 colours repeat from its 9th chat):
@@ -62,11 +63,7 @@ def render(doc: dict[str, Any], colours: dict[str, str], tz: tzinfo) -> str:
     event = doc.get("event", {})
     # an empty feed read without --since/--until has no range at all (null), never the epoch
     zone = _zone(doc, tz)
-    when = (
-        "no posts in the feed"
-        if doc["from"] is None
-        else f"{_when(doc['from'], tz, zone)} to {_when(doc['to'], tz, zone)}"
-    )
+    when = "no posts in the feed" if doc["from"] is None else _range(doc["from"], doc["to"], tz, zone)
     title = f"{event.get('name', 'chatmixer')}: {when}"
     parts = [
         "<!DOCTYPE html>",
@@ -352,8 +349,14 @@ def _ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-def _when(iso: str, tz: tzinfo, zone: str = "") -> str:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(tz).strftime("%Y-%m-%d %H:%M" + zone)
+def _when(iso: str, tz: tzinfo, zone: str = "", time: str = "%H:%M") -> str:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(tz).strftime(f"%Y-%m-%d {time}{zone}")
+
+
+def _range(start: str, end: str, tz: tzinfo, zone: str) -> str:
+    """``start to end`` in ``tz``, to the second when the range is short (``clock``)."""
+    time = clock(_ms(start), _ms(end))
+    return f"{_when(start, tz, zone, time)} to {_when(end, tz, zone, time)}"
 
 
 def _zone(doc: dict[str, Any], tz: tzinfo) -> str:

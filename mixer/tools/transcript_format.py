@@ -23,6 +23,7 @@ from urllib.parse import quote, urlsplit
 
 Post = dict[str, Any]  # a post as the feed history gives it (docs/api.md)
 FORMATS = ("md", "csv", "json")
+SHORT_RANGE_MS = 10 * 60_000  # a range shorter than this is shown to the second: "20:00 to 20:00" says nothing
 CSV_COLUMNS = ("id", "created", "chats", "handle", "name", "text", "url", "qa_role", "qa_n", "boosts")
 
 
@@ -297,8 +298,19 @@ def _range(ordered: list[Post], scope: Scope) -> tuple[int | None, int | None]:
     return start, end
 
 
+def clock(start: int, end: int) -> str:
+    """The strftime format of the time of day for a range from ``start`` to ``end`` (ms): to the second when it is
+    shorter than ``SHORT_RANGE_MS`` and an end falls within a minute (a 30-second range is not "20:00 to 20:00"),
+    else to the minute."""
+    within = start % 60_000 or end % 60_000
+    return "%H:%M:%S" if end - start < SHORT_RANGE_MS and within else "%H:%M"
+
+
 def _span(start: int, end: int, tz: tzinfo) -> str:
     first, last = _local(start, tz), _local(end, tz)
     zone = " %Z" if first.utcoffset() != last.utcoffset() else ""  # 01:20 EDT-01:30 EST is 70 minutes
-    tail = last.strftime(("%H:%M" if first.date() == last.date() else "%Y-%m-%d %H:%M") + zone)
-    return f"{first.strftime('%Y-%m-%d %H:%M' + zone)}\u2013{tail} {tz}"
+    time = clock(start, end) + zone
+    if start == end:  # one post, or a range of one moment
+        return f"{first.strftime(f'%Y-%m-%d {time}')} {tz}"
+    tail = last.strftime(time if first.date() == last.date() else f"%Y-%m-%d {time}")
+    return f"{first.strftime(f'%Y-%m-%d {time}')}\u2013{tail} {tz}"

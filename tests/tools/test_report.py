@@ -118,6 +118,17 @@ def test_a_report_across_the_fall_back_names_the_zone_of_every_time() -> None:
     assert "2026-11-01 05:20 to 2026-11-01 06:50 (UTC)" in render(doc, {}, UTC)
 
 
+def test_a_range_shorter_than_ten_minutes_is_shown_to_the_second_so_its_ends_differ() -> None:
+    history = [post(f"p{i}", ["smbiz"], 10 / 60 + i / 6, handle=f"u{i}") for i in range(4)]  # 20:00:10 to 20:00:40
+    doc = figures(history, last_event(history) or Span(0, 1), ["smbiz"]) | {"event": {"name": "N"}}
+    page = render(doc, {}, UTC)
+    assert "<title>N: 2026-01-01 20:00:10 to 2026-01-01 20:00:41</title>" in page  # not "20:00 to 20:00"
+    assert "2026-01-01 20:00:10 to 2026-01-01 20:00:41 (UTC)" in page
+    hour = [post("a", ["smbiz"], 0.5), post("b", ["smbiz"], 59.5)]
+    doc = figures(hour, last_event(hour) or Span(0, 1), ["smbiz"]) | {"event": {"name": "N"}}
+    assert "2026-01-01 20:00 to 2026-01-01 20:59 (UTC)" in render(doc, {}, UTC)  # a long range: to the minute
+
+
 async def test_an_out_that_cannot_be_written_is_refused_before_the_feed_is_read(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -116,9 +116,17 @@ def test_markdown_has_a_title_with_the_range_then_questions_then_the_conversatio
     assert lines.index("## Questions and answers") < lines.index("## Conversation")
 
 
+def test_a_range_shorter_than_ten_minutes_is_shown_to_the_second_so_its_ends_differ() -> None:
+    posts = [{**post(n, "hi", ("smbiz",), 0, "dave"), "created": NIGHT + 10_000 * n} for n in (1, 4)]
+    md = to_markdown(posts, Scope("Night", tz=ZoneInfo("UTC")))
+    assert md.splitlines()[2] == "*2024-05-01 20:00:10\u201320:00:40 UTC, 2 posts*"  # not "20:00\u201320:00"
+    scope = Scope("Night", start=NIGHT, end=NIGHT + 5 * MIN, tz=ZoneInfo("UTC"))
+    assert to_markdown(posts, scope).splitlines()[2] == "*2024-05-01 20:00\u201320:05 UTC, 2 posts*"  # whole minutes
+
+
 def test_markdown_counts_read_as_english_and_no_posts_show_no_range() -> None:
     one = to_markdown([post(1, "hi", ("smbiz",), 5, "dave", boosts=1)], Scope("Night", tz=ZoneInfo("UTC")))
-    assert one.splitlines()[2] == "*2024-05-01 20:05\u201320:05 UTC, 1 post*"
+    assert one.splitlines()[2] == "*2024-05-01 20:05 UTC, 1 post*"  # one moment, not "20:05\u201320:05"
     assert "([post](https://x.test/dave/status/1), 1 boost)" in one
     assert to_markdown([], Scope("Night")).splitlines()[2] == "*0 posts*"  # not "no posts, 0 posts"
 
