@@ -33,6 +33,7 @@ NEWCOMERS_SHOWN = 12  # per chat; the JSON has them all
 MATRIX_CHATS = 16
 TIMELINE_CHATS = 12  # the rest stack as one "other chats" series
 CHAT_CARDS = 24
+BUSIEST_CHATS = 5  # chats named in each busiest bin's line, most posts first; the JSON has them all
 OTHER = "other chats"
 
 _CSS = """
@@ -132,9 +133,7 @@ def _timeline_section(doc: dict[str, Any], palette: dict[str, str], tz: tzinfo, 
     line = doc["timeline"]
     unit = _unit(line["bin_seconds"])
     busiest = "".join(
-        f"<li><b>{_e(_when(b['at'], tz, zone))}</b>: {b['posts']:,} posts ("
-        + ", ".join(f'<span class="tag">#{_e(c)}</span> {n}' for c, n in b["chats"].items())
-        + ")</li>"
+        f"<li><b>{_e(_when(b['at'], tz, zone))}</b>: {b['posts']:,} posts ({_busiest_chats(b['chats'])})</li>"
         for b in line["busiest"]
     )
     return (
@@ -144,6 +143,15 @@ def _timeline_section(doc: dict[str, Any], palette: dict[str, str], tz: tzinfo, 
         f"numbered markers: the busiest {_e(_plural(unit))}.</figcaption></figure>"
         f"<h3>Busiest {_e(_plural(unit))}</h3><ol>{busiest}</ol>"
     )
+
+
+def _busiest_chats(chats: dict[str, int]) -> str:
+    """The ``BUSIEST_CHATS`` chats with most posts in a bin, most first (config order on a tie), then how many more
+    had posts in it: of 50 chats, a list of them all is a wall of text."""
+    ranked = sorted(chats.items(), key=lambda kv: -kv[1])  # stable: ties stay in config order
+    shown = ", ".join(f'<span class="tag">#{_e(c)}</span> {n:,}' for c, n in ranked[:BUSIEST_CHATS])
+    more = len(ranked) - BUSIEST_CHATS
+    return shown + (f", +{more:,} more chat{'s' * (more != 1)}" if more > 0 else "")
 
 
 def _matrix_section(doc: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -127,6 +128,19 @@ def test_a_range_shorter_than_ten_minutes_is_shown_to_the_second_so_its_ends_dif
     hour = [post("a", ["smbiz"], 0.5), post("b", ["smbiz"], 59.5)]
     doc = figures(hour, last_event(hour) or Span(0, 1), ["smbiz"]) | {"event": {"name": "N"}}
     assert "2026-01-01 20:00 to 2026-01-01 20:59 (UTC)" in render(doc, {}, UTC)  # a long range: to the minute
+
+
+def test_each_busiest_minute_names_its_five_busiest_chats_then_how_many_more() -> None:
+    chats = [f"chat{i:02d}" for i in range(1, 51)]
+    history = [post(f"p{c}{n}", [c], 0, handle=f"u{n}") for i, c in enumerate(chats) for n in range(1 + i % 7)]
+    doc = figures(history, last_event(history) or Span(0, 1), chats) | {"event": {}, "profile": "full"}
+    assert len(doc["timeline"]["busiest"][0]["chats"]) == 50  # the JSON keeps them all
+    page = render(doc, {}, UTC)
+    busiest = page[page.index("<h3>Busiest") : page.index("</ol>")]
+    [line] = re.findall(r"<li>.*?</li>", busiest)
+    text = re.sub(r"<[^>]+>", "", line)
+    top = "#chat07 7, #chat14 7, #chat21 7, #chat28 7, #chat35 7"  # most posts first; a tie in config order
+    assert text == f"2026-01-01 20:00: {len(history)} posts ({top}, +45 more chats)"
 
 
 async def test_an_out_that_cannot_be_written_is_refused_before_the_feed_is_read(
