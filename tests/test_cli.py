@@ -311,6 +311,22 @@ async def test_replaying_a_file_that_is_no_recording_ends_in_one_line_saying_so(
     assert result.stderr.count("skipped malformed record") == 21  # the first 20, then one saying the rest are counted
 
 
+async def test_replaying_an_empty_file_says_so_and_exits_1_where_normalize_prints_nothing_and_exits_0(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path
+) -> None:
+    empty = tmp_path / "night.jsonl"
+    empty.write_text("# recorded by hand\n\n")
+    env = mixer_env(redis_url, keys, "pstweetchat")
+    result = mixer("replay", str(empty), "--speed", "0", env=env)
+    assert result.returncode == 1, result.stderr  # nothing published, as for a file of malformed records
+    assert result.stderr.splitlines()[-1] == (
+        f"mixer replay: nothing published: {empty} holds no records (empty, or only blank and # comment lines)"
+    )
+    result = mixer("normalize", str(empty), env=env)  # a conversion of nothing is nothing (docs/recorded-format.md)
+    assert (result.returncode, result.stdout) == (0, "")
+    assert result.stderr == f"{empty}: no records (empty, or only blank and # comment lines)\n"
+
+
 def test_replay_without_a_shared_redis_says_what_to_do(tmp_path: Path) -> None:
     env = mixer_env(None, Keys(), "pstweetchat", XDG_RUNTIME_DIR=str(tmp_path))  # and no `mixer run` to join
     result = mixer("replay", str(FIXTURES / "pstweetchat_2019-03-01.jsonl"), env=env)

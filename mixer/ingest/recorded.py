@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 Group = tuple[Event, ...]  # the events of one record; they share its time
 MASTODON_IDS_MAX = 100_000  # Mastodon statuses a reader remembers (id -> uri) to key deletes later in the same file
+NO_RECORDS = "no records (empty, or only blank and # comment lines)"
 LOGGED_ERRORS = 20  # malformed records of one file logged one by one; the rest are counted (each is yielded)
 # X v1.1 stream notices, each an object with this one key (https://developer.x.com/en/docs/x-api/v1/tweets/
 # filter-realtime/guides/streaming-message-types): a delete retracts, the others are ignored by x_v1.
@@ -226,15 +227,18 @@ def event_dict(event: Event) -> dict[str, Any]:
 
 
 def normalize(paths: Iterable[str], matcher: ChatMatcher, out: IO[bytes], err: IO[str]) -> int:
-    """Print every event of every file as a JSON line on out, each bad record as ``file:line: reason`` on err.
+    """Print every event of every file as a JSON line on out, each bad record as ``file:line: reason`` on err, and
+    ``file: no records (...)`` for a file that holds none.
 
-    Returns the exit status: 1 when something failed and nothing at all could be read, else 0.
+    Returns the exit status: 1 when something failed and nothing at all could be read, else 0 (an empty file too:
+    its output, nothing, is right).
     """
     good = failed = 0
     ignored: Counter[str] = Counter()
     try:
         for path in paths:
             reader = read_grouped(path, matcher, int(time.time() * 1000), log_errors=False, ignored=ignored)
+            before = (good, failed, ignored.total())
             while True:
                 try:
                     item = next(reader, None)
@@ -252,6 +256,8 @@ def normalize(paths: Iterable[str], matcher: ChatMatcher, out: IO[bytes], err: I
                 out.write(b"".join(_json_line(event_dict(event)) for event in item))
                 if path == "-":
                     out.flush()  # a live pipe sees each record as it comes
+            if (good, failed, ignored.total()) == before:
+                print(f"{path}: {NO_RECORDS}", file=err, flush=True)
         out.flush()
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from mixer import connect
 from mixer.ingest.dropwatch import watch_drops
 from mixer.ingest.publish import Publisher
+from mixer.ingest.recorded import NO_RECORDS
 from mixer.ingest.replay import Replayer, ReplayOptions, ReplayProgress, new_run_tag, recordings_problem
 from mixer.keys import Keys
 from mixer.options import NO_REDIS, SHARED, add_common
@@ -64,8 +65,8 @@ def add_replay_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def replay_command(settings: Settings, args: argparse.Namespace) -> int:
-    """`mixer replay`: 0 when every pass ran (a Redis that goes away meanwhile is waited for), 1 when Redis does not
-    answer at the start or nothing could be published, 2 for bad
+    """`mixer replay`: 0 when every pass ran and posts were published (a Redis that goes away meanwhile is waited
+    for), 1 when Redis does not answer at the start or nothing could be published (an empty file too), 2 for bad
     input, 130 when stopped by a signal; every failure is one line on stderr."""
 
     def say(message: str) -> None:
@@ -150,8 +151,11 @@ async def _replay(settings: Settings, files: list[Path], options: ReplayOptions,
         except asyncio.CancelledError:
             return 130
         progress = replayer.progress
-        if progress.published or not progress.read:
+        if progress.published:
             return 0
+        if not progress.read and not progress.skipped:
+            say(no_records(files))
+            return 1
         if not unfollowed:
             say(nothing_published(progress))
         return 1
@@ -181,6 +185,13 @@ def nothing_published(progress: ReplayProgress) -> str:
             "(the first malformed ones are logged above): is it a recording? See docs/recorded-format.md"
         )
     return f"nothing published: {progress.summary()}"
+
+
+def no_records(files: list[Path]) -> str:
+    """The line ending a replay whose files hold no record at all."""
+    names = ", ".join(str(f) for f in files)
+    held = "holds" if len(files) == 1 else "hold"
+    return f"nothing published: {names} {held} {NO_RECORDS}"
 
 
 def _drop_hint(options: ReplayOptions) -> str:
