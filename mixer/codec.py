@@ -3,7 +3,7 @@
 Redis holds a Post as msgpack of its contract dict without ``id`` (the stream entry id
 is the id); the ``*_FIELD`` names say what kind of entry a stream entry is. ``loads`` reads
 untrusted JSON with errors that say what is wrong (``binary_reason`` names NUL-byte garbage
-as such); ``dumps`` writes compact UTF-8 JSON.
+as such, ``not_utf8`` where a file has a byte that is not UTF-8); ``dumps`` writes compact UTF-8 JSON.
 Client frames (websocket, SSE) are built in ``mixer.fanout.frames``. Nothing here touches
 the network.
 """
@@ -153,6 +153,12 @@ def loads(raw: bytes | str) -> Any:
         raise ValueError(f"not JSON: {exc.msg}{at} {where}") from None
     except RecursionError:
         raise ValueError("not JSON: nested too deeply") from None
+
+
+def not_utf8(byte: int, position: int) -> str:
+    """Why a file is unreadable at ``byte`` (its value), the ``position``-th byte of the file (from 1): said the
+    same way by every reader of user files (recordings, a directory CSV), with what to do about it."""
+    return f"not UTF-8 at byte {position} of the file (0x{byte:02x}); save it as UTF-8"
 
 
 def binary_reason(text: str, pos: int = 0) -> str | None:

@@ -327,6 +327,24 @@ async def test_replaying_an_empty_file_says_so_and_exits_1_where_normalize_print
     assert result.stderr == f"{empty}: no records (empty, or only blank and # comment lines)\n"
 
 
+def test_a_byte_that_is_not_utf8_is_named_by_line_and_byte_of_the_file_by_normalize_and_replay(
+    tmp_path: Path, redis_url: str
+) -> None:
+    posts = [line for line in Path(NIGHT).read_bytes().splitlines(keepends=True) if line.startswith(b"{")][:2]
+    lines = [b"# saved by hand\n", *posts]
+    at = lines[2].index(b'"text":"') + len(b'"text":"')
+    lines[2] = lines[2][:at] + b"caf\xe9 " + lines[2][at:]  # a Latin-1 editor's "cafe" with an accent, line 3
+    path = tmp_path / "night.jsonl"
+    path.write_bytes(b"".join(lines))
+    byte = len(lines[0]) + len(lines[1]) + at + len(b"caf") + 1
+    expected = f"{path}:3: not UTF-8 at byte {byte} of the file (0xe9); save it as UTF-8"
+    env = mixer_env(redis_url, Keys("cli-utf8"), "pstweetchat")
+    result = mixer("normalize", str(path), env=env)
+    assert result.stderr.splitlines() == [expected]
+    result = mixer("replay", str(path), "--speed", "0", env=env)
+    assert result.returncode == 0 and f"skipped malformed record {expected}" in result.stderr
+
+
 def test_replay_without_a_shared_redis_says_what_to_do(tmp_path: Path) -> None:
     env = mixer_env(None, Keys(), "pstweetchat", XDG_RUNTIME_DIR=str(tmp_path))  # and no `mixer run` to join
     result = mixer("replay", str(FIXTURES / "pstweetchat_2019-03-01.jsonl"), env=env)

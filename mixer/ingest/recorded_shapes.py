@@ -4,8 +4,9 @@
 Lines (streamed), a whole-file JSON array or JSON document(s) (loaded), or a recorded SSE
 body (streamed, each named event a streaming-event record). It yields each record's
 parsed JSON value with the line it starts on, and a ``RecordError`` in place of a record
-that is not JSON (or not UTF-8), then goes on with the next one; a file that is no text at
-all (compressed, UTF-16, told by its first bytes) is one ``RecordError`` and nothing else. An X v1.1 search response
+that is not JSON (or not UTF-8: the line and the byte of the file, ``codec.not_utf8``), then
+goes on with the next one; a file that is no text at all (compressed, UTF-16, told by its first
+bytes) is one ``RecordError`` and nothing else. An X v1.1 search response
 is unwrapped into its statuses. What a record is, and the events it holds, is decided in
 ``recorded``, not here.
 """
@@ -20,7 +21,7 @@ from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from mixer.codec import binary_reason, loads
+from mixer.codec import binary_reason, loads, not_utf8
 
 _BOM = b"\xef\xbb\xbf"
 # Files that are not UTF-8 text at all, told by their first bytes: read line by line, each would be a record of
@@ -63,6 +64,7 @@ def json_records(name: str) -> Generator[Found, None, None]:
     try:
         head: list[bytes] = []
         first = b""
+        base = 0  # bytes of the file before the text read (a byte-order mark), so errors name the file's offsets
         for raw in stream:
             if not head:
                 problem = not_text(raw)
@@ -70,7 +72,7 @@ def json_records(name: str) -> Generator[Found, None, None]:
                     yield RecordError(name, 1, problem)
                     return
                 if raw.startswith(_BOM):
-                    raw = raw[len(_BOM) :]
+                    raw, base = raw[len(_BOM) :], len(_BOM)
             head.append(raw)
             first = raw.strip()
             if first and not first.startswith(b"#"):
@@ -78,11 +80,11 @@ def json_records(name: str) -> Generator[Found, None, None]:
         if not first or first.startswith(b"#"):
             return  # only comments and blank lines
         if _SSE_START.match(first):
-            yield from _sse(name, _chain(head, stream))
+            yield from _sse(name, _chain(head, stream), base)
         elif first.startswith(b"[") or (first.startswith(b"{") and not _jsonl_like(first, stream, head)):
-            yield from _whole(name, b"".join(head) + stream.read())
+            yield from _whole(name, b"".join(head) + stream.read(), base)
         else:
-            yield from _json_lines(name, _chain(head, stream))
+            yield from _json_lines(name, _chain(head, stream), base)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
@@ -124,13 +126,22 @@ def _is_json(raw: bytes) -> bool:
     return True
 
 
-def _json_lines(name: str, lines: Iterable[bytes]) -> Generator[Found, None, None]:
+def _json_lines(name: str, lines: Iterable[bytes], base: int = 0) -> Generator[Found, None, None]:
+    """Each line a record; ``base``: the file's bytes before the first line."""
+    at = base  # the file's bytes before this line
     for number, raw in enumerate(lines, 1):
+        start, at = at, at + len(raw)
         text = raw.strip()
         if not text or text.startswith(b"#"):
             continue
         try:
-            data = loads(text)
+            decoded = text.decode()
+        except UnicodeDecodeError as exc:
+            offset = start + len(raw) - len(raw.lstrip()) + exc.start
+            yield RecordError(name, number, not_utf8(text[exc.start], offset + 1))
+            continue
+        try:
+            data = loads(decoded)
         except ValueError as exc:
             yield RecordError(name, number, str(exc))
             continue
@@ -149,18 +160,21 @@ def _unwrap(data: Any) -> list[Any]:
     return [data]
 
 
-def _sse(name: str, lines: Iterable[bytes]) -> Generator[Found, None, None]:
-    """Server-sent events: each event is a record at the line of its first field; ``:`` lines are comments."""
+def _sse(name: str, lines: Iterable[bytes], base: int = 0) -> Generator[Found, None, None]:
+    """Server-sent events: each event is a record at the line of its first field; ``:`` lines are comments. An
+    event with a byte that is not UTF-8 is an error at the line of its first such byte."""
     event = ""
     data: list[str] = []
     start = 0
-    bad = False
+    bad: RecordError | None = None
+    at = base  # the file's bytes before this line
     for number, raw in enumerate(lines, 1):
+        begins, at = at, at + len(raw)
         line = raw.rstrip(b"\r\n")
         if not line:
             if data or bad:
                 yield _sse_record(name, start, event, data, bad)
-            event, data, start, bad = "", [], 0, False
+            event, data, start, bad = "", [], 0, None
             continue
         if line.startswith(b":"):
             continue
@@ -168,8 +182,9 @@ def _sse(name: str, lines: Iterable[bytes]) -> Generator[Found, None, None]:
         start = start or number
         try:
             text = value.decode()
-        except UnicodeDecodeError:
-            bad = True
+        except UnicodeDecodeError as exc:
+            offset = begins + len(field) + 1 + exc.start
+            bad = bad or RecordError(name, number, not_utf8(value[exc.start], offset + 1))
             continue
         text = text[1:] if text.startswith(" ") else text
         if field == b"event":
@@ -180,10 +195,10 @@ def _sse(name: str, lines: Iterable[bytes]) -> Generator[Found, None, None]:
         yield _sse_record(name, start, event, data, bad)  # a body cut off before its last blank line
 
 
-def _sse_record(name: str, start: int, event: str, data: list[str], bad: bool) -> Found:
+def _sse_record(name: str, start: int, event: str, data: list[str], bad: RecordError | None) -> Found:
     """A named event becomes a streaming-event record; an unnamed one's data is itself a JSON record."""
-    if bad:
-        return RecordError(name, start, "not UTF-8")
+    if bad is not None:
+        return bad
     payload = "\n".join(data)
     if event:
         return start, {"event": event, "payload": payload}
@@ -193,13 +208,20 @@ def _sse_record(name: str, start: int, event: str, data: list[str], bad: bool) -
         return RecordError(name, start, f"SSE data is not JSON: {exc}")
 
 
-def _whole(name: str, raw: bytes) -> Generator[Found, None, None]:
+def _whole(name: str, raw: bytes, base: int = 0) -> Generator[Found, None, None]:
     """JSON document(s) in one text: arrays give their elements, with each element's start line."""
     text = raw.decode("utf-8", "surrogateescape")
     starts = [0, *(m.end() for m in re.finditer("\n", text))]
+    counted = [0, base]  # a character of text and the file's bytes before it: moves forward only, never re-encodes
 
     def line_of(pos: int) -> int:
         return bisect_right(starts, pos)
+
+    def undecodable(pos: int) -> RecordError:
+        """The error for the byte that is not UTF-8 at character ``pos`` of text."""
+        counted[1] += len(text[counted[0] : pos].encode("utf-8", "surrogateescape"))
+        counted[0] = pos
+        return RecordError(name, line_of(pos), not_utf8(ord(text[pos]) - 0xDC00, counted[1] + 1))
 
     decoder = json.JSONDecoder()
     pos, depth = 0, 0  # depth 1 while inside a top-level array
@@ -228,8 +250,8 @@ def _whole(name: str, raw: bytes) -> Generator[Found, None, None]:
         except RecursionError:
             yield RecordError(name, line_of(pos), "not JSON: nested too deeply")
             return
-        if _UNDECODABLE.search(text, pos, end):
-            yield RecordError(name, line_of(pos), "not UTF-8")
+        if bad := _UNDECODABLE.search(text, pos, end):
+            yield undecodable(bad.start())
         else:
             for item in _unwrap(value):
                 yield line_of(pos), item

@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import takewhile
 from pathlib import Path
 
+from mixer.codec import not_utf8
 from mixer.ingest.hashtags import normalize_hashtag
 from mixer.schedule import Schedule, slots
 from mixer.tools.directory_row import parse_as_of, parse_hosts, row_schedule, stated
@@ -141,9 +142,10 @@ def import_csv(path: str | Path) -> ImportResult:
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8") from None
+    except UnicodeDecodeError as exc:  # (its positions count from after a byte-order mark)
+        at = len(data) - len(exc.object) + exc.start
+        line = data.count(b"\n", 0, at) + 1
+        raise ValueError(f"{path}:{line}: {not_utf8(data[at], at + 1)}") from None
     return import_rows(io.StringIO(text, newline=""), name=str(path))
 
 

@@ -129,7 +129,30 @@ def test_bad_bytes_and_unstorable_values_become_errors_not_crashes(tmp_path: Pat
     path.write_bytes(b"\n".join(lines))
     records = list(read_records(path, log_errors=False))
     assert [type(r).__name__ for r in records] == ["Post"] + ["RecordError"] * 5 + ["Post"]
-    assert next(r.reason for r in records if isinstance(r, RecordError)) == "not UTF-8 (byte 11)"
+    at = len(lines[0]) + 1 + len(b'{"text": "') + 1  # the \xff: its position in the file, from 1
+    assert next(r.reason for r in records if isinstance(r, RecordError)) == (
+        f"not UTF-8 at byte {at} of the file (0xff); save it as UTF-8"
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'\xef\xbb\xbf# a byte-order mark counts: it is in the file\n{"a": 1}\n\n  {"text": "caf\xe9"}\n',
+        b'[\n  {"a": 1},\n  {"text": "caf\xe9"}\n]\n',
+        b'{\n  "a": 1\n}\n{\n  "text": "caf\xe9"\n}\n',
+        b'event: update\ndata: {"a": 1}\n\nevent: update\ndata: {"text": "caf\xe9"}\n\n',
+    ],
+    ids=["json-lines", "json-array", "json-documents", "sse"],
+)
+def test_a_byte_that_is_not_utf8_is_named_by_its_line_and_position_in_the_file(tmp_path: Path, body: bytes) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(body)
+    errors = [r for r in read_records(path, log_errors=False) if isinstance(r, RecordError)]
+    [error] = [e for e in errors if "UTF-8" in e.reason]  # ({"a": 1} is an error of its own: no post)
+    at = body.index(b"\xe9")
+    assert error.line == body.count(b"\n", 0, at) + 1
+    assert error.reason == f"not UTF-8 at byte {at + 1} of the file (0xe9); save it as UTF-8"
 
 
 def test_the_demo_recording_reads_as_posts_of_the_pstweetchat_chat() -> None:

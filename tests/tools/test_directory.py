@@ -229,7 +229,7 @@ def test_messages_name_file_and_line_for_every_problem_conflict_and_note(real: I
     [
         (
             b"#a,twitter,x,weekly,Monday,20:00,,UTC,,2020,u1\n#caf\xe9,twitter,x,weekly,Monday,20:00,,UTC,,2020,u2\n",
-            r"^FILE:3: not UTF-8 \(byte 0xe9\); save the file as UTF-8$",
+            r"^FILE:3: not UTF-8 at byte 150 of the file \(0xe9\); save it as UTF-8$",  # the 150th byte is the é
         ),
         (
             b'#a,twitter,x,weekly,Monday,20:00,,UTC,,2020,u1\n#b,twitter,"' + b"x" * 200_000 + b'",weekly\n',
