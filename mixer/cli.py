@@ -129,14 +129,17 @@ def _add_roles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     ingest.add_argument(
         "--replay", nargs="+", type=Path, metavar="FILE", help="recordings to loop beside the live sources"
     )
-    ingest.add_argument("--speed", type=float, help="replay speed, x real time; 0 = as fast as possible")
+    ingest.add_argument(
+        "--speed", type=float, help="replay speed, x real time; 0 = as fast as possible (default: [demo] speed)"
+    )
     _check_flag(ingest, "ingest")
     ingest.set_defaults(func=ingest_command)
 
     serve = sub.add_parser(
         "serve",
-        help="merge stage and fan-out web server on a shared Redis",
-        description="Run the merge stage and the fan-out server (/ws, /api, pages).",
+        help="the fan-out web server, and the merge stage while it leads, on a shared Redis",
+        description="Run the fan-out server (/ws, /api, pages) and, unless --no-merge, the merge and shaping stages: "
+        "one process leads them at a time, the others stand by to take over.",
     )
     add_common(serve, SHARED)
     _web(serve)
@@ -146,12 +149,17 @@ def _add_roles(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=int,
         default=1,
         metavar="N",
-        help=f"fan-out processes sharing the port (e.g. one per core; 1 to {MAX_WORKERS})",
+        help=f"fan-out processes sharing the port (e.g. one per core; 1 to {MAX_WORKERS}; default 1)",
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for --workers siblings
     serve.set_defaults(func=serve_command)
 
-    merge = sub.add_parser("merge", help="the merge stage alone", description="Merge the chat streams into the feed.")
+    merge = sub.add_parser(
+        "merge",
+        help="the merge and shaping stages alone",
+        description="Merge the chat streams into the feed, and shape the feed into each profile's stream (the wall). "
+        "Any number may run: one leads at a time, the others stand by to take over.",
+    )
     add_common(merge, SHARED)
     _check_flag(merge, "merge")
     merge.set_defaults(func=merge_command)

@@ -3,17 +3,20 @@ failing on a missing file, bad input or an unreachable Redis with one clear line
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from mixer.cli import build_parser
 from mixer.keys import Keys
 from tests.helpers import FIXTURES as FIXTURES_DIR
 from tests.processes import free_port, mixer_env
@@ -143,6 +146,23 @@ def test_every_subcommand_fails_with_one_clear_line_and_a_non_zero_exit(
     assert "Traceback" not in result.stderr + result.stdout
     [line] = result.stderr.strip().splitlines()  # one line, saying what is wrong
     assert expected in line
+
+
+def test_every_option_with_a_default_names_it_in_its_help() -> None:
+    def options(parser: argparse.ArgumentParser, name: str) -> Iterator[tuple[str, argparse.Action]]:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, child in action.choices.items():
+                    yield from options(child, f"{name} {sub}")
+            elif action.option_strings and action.help != argparse.SUPPRESS:
+                yield name, action
+
+    unnamed = [
+        f"{name} {action.option_strings[-1]} (default {action.default!r})"
+        for name, action in options(build_parser(), "mixer")
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in (action.help or "")
+    ]
+    assert unnamed == []  # `mixer serve --help` said nothing of --workers' 1, `rehearse` of --processes' 2
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

@@ -261,10 +261,14 @@ def add_record_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     add_common(parser, "the Redis carrying the night (default: $MIXER_REDIS_URL, else a running `mixer run`'s)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")
     parser.add_argument("--profile", default="full", help="feed profile: full (default), wall, or another shaped one")
-    parser.add_argument("--chats", metavar="A,B", help="feed: only posts in these chats; --raw: these chat streams")
+    parser.add_argument(
+        "--chats",
+        metavar="A,B",
+        help="feed: only posts in these chats; --raw: these chat streams (default: every chat)",
+    )
     parser.add_argument("--raw", action="store_true", help="record the chat streams (what ingest publishes)")
-    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    parser.add_argument("--count", type=int, metavar="N", help="stop after N posts")
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: when stopped)")
+    parser.add_argument("--count", type=int, metavar="N", help="stop after N posts (default: when stopped)")
     parser.set_defaults(func=record_command)
     return parser
 

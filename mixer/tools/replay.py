@@ -49,7 +49,12 @@ def add_replay_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument(
         "--loop", action="store_true", help="start again at the end, until stopped (each pass lasts at least 1 s)"
     )
-    parser.add_argument("--max-gap", type=float, metavar="S", help="cut silences longer than S recorded seconds to S")
+    parser.add_argument(
+        "--max-gap",
+        type=float,
+        metavar="S",
+        help="cut silences longer than S recorded seconds to S (default: none cut)",
+    )
     parser.add_argument(
         "--keep-time", action="store_true", help="keep recorded 'created' times (default: re-stamp to now)"
     )

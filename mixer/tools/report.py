@@ -79,9 +79,11 @@ def add_report_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument("-o", "--out", type=Path, metavar="FILE", help="write here (default: stdout)")
     parser.add_argument("--format", default="html", metavar="FORMAT", help="html (default) or json")
     parser.add_argument("--profile", default="full", metavar="P", help="full (default: the whole feed) or a shaped one")
-    parser.add_argument("--since", metavar="ISO", help="posts created at or after this time")
-    parser.add_argument("--until", metavar="ISO", help="posts created before this time")
-    parser.add_argument("--tz", default="UTC", metavar="ZONE", help="time zone of shown times and of --since/--until")
+    parser.add_argument("--since", metavar="ISO", help="posts created at or after this time (default: the last event)")
+    parser.add_argument("--until", metavar="ISO", help="posts created before this time (default: the last event)")
+    parser.add_argument(
+        "--tz", default="UTC", metavar="ZONE", help="time zone of shown times and of --since/--until (default UTC)"
+    )
     parser.set_defaults(func=report_command)
     return parser
 

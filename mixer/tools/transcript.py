@@ -116,11 +116,17 @@ def add_transcript_parser(subparsers: argparse._SubParsersAction[argparse.Argume
     )
     add_common(parser, "the Redis holding the feed (default: $MIXER_REDIS_URL, else a running `mixer run`'s)")
     parser.add_argument("--chat", metavar="TAG", help="only this chat's posts (default: the whole night)")
-    parser.add_argument("--from", dest="start", metavar="ISO", help="posts created at or after this time")
-    parser.add_argument("--to", dest="end", metavar="ISO", help="posts created before this time")
+    parser.add_argument(
+        "--from", dest="start", metavar="ISO", help="posts created at or after this time (default: the first)"
+    )
+    parser.add_argument(
+        "--to", dest="end", metavar="ISO", help="posts created before this time (default: the last too)"
+    )
     parser.add_argument("--format", choices=FORMATS, default="md", help="md (default), csv or json")
     parser.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")
-    parser.add_argument("--tz", default="UTC", metavar="ZONE", help="time zone of shown times and of --from/--to")
+    parser.add_argument(
+        "--tz", default="UTC", metavar="ZONE", help="time zone of shown times and of --from/--to (default UTC)"
+    )
     parser.set_defaults(func=transcript_command)
     return parser
 

@@ -134,9 +134,15 @@ def add_rehearse_parser(subparsers: argparse._SubParsersAction[argparse.Argument
     parser.add_argument("--sse-clients", type=int, default=0, metavar="C", help="/events clients (default 0)")
     parser.add_argument("--ramp", type=float, default=d.ramp, metavar="S", help=f"connect over S s (default {d.ramp})")
     parser.add_argument("--duration", type=float, default=60.0, metavar="S", help="seconds of replay (default 60)")
-    parser.add_argument("--processes", type=int, default=d.processes, metavar="P", help="as for loadtest")
-    parser.add_argument("--sample", type=int, default=d.sample, metavar="K", help="as for loadtest")
-    parser.add_argument("--drain", type=float, default=d.drain, metavar="S", help="as for loadtest")
+    parser.add_argument(
+        "--processes", type=int, default=d.processes, metavar="P", help=f"as for loadtest (default {d.processes})"
+    )
+    parser.add_argument(
+        "--sample", type=int, default=d.sample, metavar="K", help=f"as for loadtest (default {d.sample})"
+    )
+    parser.add_argument(
+        "--drain", type=float, default=d.drain, metavar="S", help=f"as for loadtest (default {d.drain} s)"
+    )
     parser.add_argument("--server-pid", type=int, metavar="PID", help="the server process, for CPU and memory")
     parser.add_argument(
         "--max-p99-ms",

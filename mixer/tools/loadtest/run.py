@@ -239,8 +239,8 @@ def add_loadtest_parser(subparsers: argparse._SubParsersAction[argparse.Argument
         "loadtest",
         help="open many websocket clients against a fan-out server and measure what they get",
         description="Open --clients websocket clients (and --sse-clients on /events) over --ramp seconds, spread over "
-        "--processes worker processes; optionally publish posts into the chat streams at --rate posts/s; "
-        "report deliveries, loss, lag, closes, latency percentiles, server CPU and memory per connection, "
+        "--processes shares of two worker processes each; optionally publish posts into the chat streams at --rate "
+        "posts/s; report deliveries, loss, lag, closes, latency percentiles, server CPU and memory per connection, "
         "per-core load. See docs/loadtest.md.",
     )
     add_common(parser, "the Redis to drive posts into (default: $MIXER_REDIS_URL, else a running `mixer run`'s)")
@@ -249,10 +249,18 @@ def add_loadtest_parser(subparsers: argparse._SubParsersAction[argparse.Argument
     parser.add_argument("--sse-clients", type=int, default=0, metavar="N", help="clients on /events too (default 0)")
     parser.add_argument("--ramp", type=float, default=d.ramp, metavar="S", help=f"connect over S s (default {d.ramp})")
     parser.add_argument(
-        "--processes", type=int, default=d.processes, metavar="P", help=f"worker processes (default {d.processes})"
+        "--processes",
+        type=int,
+        default=d.processes,
+        metavar="P",
+        help=f"client shares, two worker processes each (default {d.processes})",
     )
     parser.add_argument(
-        "--sample", type=int, default=d.sample, metavar="K", help=f"parsing clients per process (default {d.sample})"
+        "--sample",
+        type=int,
+        default=d.sample,
+        metavar="K",
+        help=f"clients per share that parse every frame (default {d.sample})",
     )
     parser.add_argument(
         "--poll-ms",
