@@ -92,12 +92,14 @@ class ReleaseByStamp:
         firsts = [queue[0][0] for queue in self._queues.values() if queue]
         return min(firsts) + self.window_ms if firsts else None
 
-    def pop_ready(self, watermark: int) -> list[_Released]:
+    def pop_ready(self, watermark: int, limit: int | None = None) -> list[_Released]:
+        """As the real buffer's: at most ``limit`` (here taken a chat after another, not by due), the rest held."""
         last = watermark - self.window_ms
         out: list[_Released] = []
         held = self._held
+        room = len(held) if limit is None else limit
         for queue in self._queues.values():
-            while queue and queue[0][0] <= last:
+            while queue and queue[0][0] <= last and len(out) < room:
                 event = held.pop(queue.popleft()[2], None)
                 if event is not None:
                     stamp, e = event

@@ -199,14 +199,16 @@ class ReorderBuffer:
             heapq.heappop(self._due)  # a stale entry: its event left or its due was raised
         return None
 
-    def pop_ready(self, watermark: int) -> list[Pending]:
-        """Events whose due is at or below ``watermark`` (and the oldest beyond ``max_pending``), in time order."""
+    def pop_ready(self, watermark: int, limit: int | None = None) -> list[Pending]:
+        """Events whose due is at or below ``watermark`` (and the oldest beyond ``max_pending``), in time order; at
+        most ``limit`` of them, the earliest due first: the rest stay held, due, for the next call."""
         if self._started is None:
             self._started = watermark
         out: list[Pending] = []
         heap, pending, chat_ids, key_due = self._due, self._held, self._chat_ids, self._key_due
         released, heappop, max_pending = self._released, heapq.heappop, self.max_pending
-        while (due := self.next_due()) is not None:
+        room = len(pending) if limit is None else limit
+        while len(out) < room and (due := self.next_due()) is not None:
             if due > watermark and len(pending) <= max_pending:
                 break
             _, _, key = heappop(heap)

@@ -16,7 +16,8 @@ in the index (a post, edit or boost of a retracted key is counted as
 ``dropped:<reason>``). ``MergeStage.filters`` (moderation, Q/A tagging) run on each new post
 before dedupe. Its ``counters`` are also published to ``Keys.merge_stats`` at most once a second
 (one pipelined HSET + EXPIRE after a batch), so another process (a looping replay) can tell that
-everything it publishes is being dropped.
+everything it publishes is being dropped. Memory is bounded per step, not by how far behind the stage is: a step
+reads at most ``read_budget`` entries over every stream and releases at most as many events (``READ_BUDGET``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ PostFilter = Callable[[Post], Post | None]
 _WRITE_COUNTER = {"p": "written", "u": "updates", "r": "retractions_written", "n": "pins"}
 ACTIONS_CURSOR = "~actions"  # the actions stream's field in the merge cursor hash
 STATS_EVERY = 1.0  # seconds between writes of the counters to Keys.merge_stats: never per post, nor per batch
+# What one step may hold at once, so that memory has a bound however many chats there are and however far behind the
+# stage is (docs/deploy.md "Merge memory"): a step reads at most READ_BUDGET entries in all (every chat stream and the
+# moderator actions share one XREAD COUNT: up to 10 chats still read ``batch``, 1000, a stream) and releases at most
+# as many events; the reorder buffer holds at most MAX_PENDING events between steps (beyond them, the oldest leave).
+READ_BUDGET = 11_000
+MAX_PENDING = 20_000
 STATS_TTL = 30  # seconds Keys.merge_stats outlives its last write: a stage gone quiet or away leaves no stale figures
 
 
@@ -69,7 +76,9 @@ class MergeStage:
         window: float = 0.5,
         feed_maxlen: int = 100_000,
         seen_max: int = 200_000,
-        batch: int = 1000,
+        batch: int = 1000,  # entries a stream per read, at most (fewer when READ_BUDGET is shared by more streams)
+        read_budget: int = READ_BUDGET,  # entries read, and events released, per step: over every stream together
+        max_pending: int = MAX_PENDING,  # events the reorder buffer holds between steps (beyond them, the oldest leave)
         trim_every: int = 200,
         rules: Rules | None = None,
         clock: Callable[[], float] = time.time,
@@ -84,10 +93,13 @@ class MergeStage:
         self._feed_maxlen = feed_maxlen
         self._seen_max = seen_max
         self._batch = batch
+        self._read_budget = read_budget
         self._clock = clock
-        self.buffer = ReorderBuffer(int(window * 1000), started_ms=int(clock() * 1000))
+        self.buffer = ReorderBuffer(int(window * 1000), max_pending, started_ms=int(clock() * 1000))
         self.deduper = Deduper()
-        self._twins = Twins()  # posts decoded from recent entries, for the copies of them in other chats
+        # posts decoded from recent entries, for the copies of them in other chats: two steps' worth (a copy comes in
+        # the read of its post or soon after; one forgotten early is only decoded again), as memory allows
+        self._twins = Twins(2 * read_budget)
         self.filters: list[PostFilter] = []
         self.counters: Counter[str] = Counter()
         self._read: dict[str, str] = {}  # chat -> last id read
@@ -113,7 +125,7 @@ class MergeStage:
         self._drained = set()
         started = int(self._clock() * 1000)  # a new leader learns afresh which chats are late
         self.buffer = ReorderBuffer(self.buffer.window_ms, self.buffer.max_pending, started_ms=started)
-        self._twins = Twins()
+        self._twins = Twins(2 * self._read_budget)
         self._ids = FeedIds(await last_id(self._redis, self._keys.feed))
 
     async def load_rules(self) -> None:
@@ -144,7 +156,8 @@ class MergeStage:
             block_ms = block_for(wait)
         streams = {self._keys.chat(c): self._read[c] for c in self._chats}
         streams[self._keys.mod_actions] = self._actions_read
-        got = await read_new(self._redis, streams, block_ms, self._batch)
+        count = self.read_count(len(streams))
+        got = await read_new(self._redis, streams, block_ms, count)
         for entry_id, raw, _ in got.get(self._keys.mod_actions, []):
             self._actions_read = entry_id
             try:
@@ -153,7 +166,7 @@ class MergeStage:
                 log.warning("merge: skipping malformed moderator action %s: %s", entry_id, exc)
         for chat in self._chats:
             entries = got.get(self._keys.chat(chat), [])
-            if len(entries) < self._batch:
+            if len(entries) < count:  # less than it asked for: the stream's end (a full read may have more)
                 self._drained.add(chat)
             else:
                 self._drained.discard(chat)
@@ -178,6 +191,11 @@ class MergeStage:
         await self._publish_counters()
         return written
 
+    def read_count(self, streams: int) -> int:
+        """XREAD's COUNT for ``streams`` streams: ``batch``, or the read budget's even share when that is smaller, so
+        a step never reads more than ``read_budget`` entries (while there are no more streams than that)."""
+        return max(1, min(self._batch, self._read_budget // streams))
+
     def _watermark(self) -> int:
         """Ms up to which every chat stream has been read; a drained stream counts as read up to now."""
         now = int(self._clock() * 1000)
@@ -186,7 +204,11 @@ class MergeStage:
 
     async def _release(self, watermark: int) -> int:
         held: dict[str, Post] = {}
-        events = [e for p in self.buffer.pop_ready(watermark) if (e := self._filter(p.event, held)) is not None]
+        events = [
+            e
+            for p in self.buffer.pop_ready(watermark, self._read_budget)
+            if (e := self._filter(p.event, held)) is not None
+        ]
         actions, self._actions = self._actions, []
         cursors = {c: self.buffer.safe_cursor(c, self._read[c]) for c in self._chats}
         if actions:

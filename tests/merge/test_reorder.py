@@ -289,3 +289,12 @@ def test_the_buffer_releases_what_the_plain_rule_does_in_its_order(
         for chat in _CHATS:
             assert buf.safe_cursor(chat, "0-0") == plain.safe_cursor(chat, "0-0")
         assert len(buf) == len(plain.held)
+
+
+def test_a_limited_release_takes_the_earliest_due_and_leaves_the_rest_held() -> None:
+    buf = ReorderBuffer(window_ms=0, started_ms=0, learn_ms=0)
+    for i, key in enumerate("dcba"):  # due by stamp: d first; released in time order (created) within a call
+        buf.add("smbiz", f"{1000 + i}-0", make_post(key, created=10 - i))
+    assert [p.event.key for p in buf.pop_ready(watermark=5000, limit=3)] == ["b", "c", "d"]
+    assert len(buf) == 1 and buf.safe_cursor("smbiz", "1003-0") == "1002-18446744073709551615"
+    assert [p.event.key for p in buf.pop_ready(watermark=5000, limit=3)] == ["a"]

@@ -6,14 +6,15 @@ import random
 import string
 from pathlib import Path
 
+import msgpack
 import pytest
 import redis.asyncio as aioredis
 
-from mixer.codec import FIELD, pack_post
+from mixer.codec import ACTION_FIELD, FIELD, pack_post
 from mixer.ingest.publish import Publisher
 from mixer.keys import Keys
 from mixer.merge.lease import LeaseLost
-from mixer.merge.stage import MergeStage
+from mixer.merge.stage import ACTIONS_CURSOR, MergeStage
 from mixer.models import Edit
 from mixer.rules import Rules
 from mixer.streams import dedicated_client, id_key, read_range
@@ -300,3 +301,69 @@ async def test_a_redis_outage_is_one_warning_and_one_line_when_the_stage_resumes
             await asyncio.gather(merging, return_exceptions=True)
             await redis.aclose()
     assert said(logging.WARNING, "redis error") == 1
+
+
+MANY = tuple(f"chat{i:02d}" for i in range(40))
+
+
+async def stepped(merge: MergeStage, redis: aioredis.Redis, keys: Keys, budget: int) -> list[int]:
+    """Step ``merge`` until it reads and writes nothing more; checks that no step read more than ``budget`` entries
+    (chat streams and moderator actions together) nor wrote more; returns the feed entries each step wrote (the last
+    step, which read and wrote nothing, left out)."""
+    written: list[int] = []
+    actions_seen = 0
+    while True:
+        read = merge.counters["read"]
+        wrote = await merge.step(max_block=0.01)
+        cursor = await redis.hget(keys.merge_cursor, ACTIONS_CURSOR)
+        actions = len(await redis.xrange(keys.mod_actions, "-", cursor.decode())) if cursor else 0
+        assert merge.counters["read"] - read + actions - actions_seen <= budget
+        assert wrote <= budget
+        actions_seen = actions
+        if merge.counters["read"] == read and not wrote:
+            return written
+        written.append(wrote)
+
+
+async def test_a_step_over_many_streams_reads_and_releases_no_more_than_its_budget(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    # one XREAD COUNT is shared by every stream: 1000 each used to be 50,000 entries decoded in one step for 50 chats
+    # (a merge catching up on such a burst peaked at 556 MB), and a release then wrote every event due at once
+    clock = FakeClock()
+    merge = MergeStage(redis, keys, MANY, window=5, read_budget=500, clock=clock)
+    await merge.load_cursors()
+    posts = [make_post(f"x:{chat}:{i}", (chat,), created=1_000 + i) for i in range(30) for chat in MANY]
+    await Publisher(redis, keys, MANY, 100_000).publish(posts)
+    for n in range(40):  # the moderator actions' stream is read in the same XREAD: its entries count too
+        action = {"action": "hide", "key": f"x:unknown:{n}"}  # a key the index does not know: changes nothing
+        await redis.xadd(keys.mod_actions, {ACTION_FIELD: msgpack.packb(action, use_bin_type=True)})
+    assert merge.read_count(len(MANY) + 1) == 12  # 500 // 41 a stream, not ``batch`` (1000)
+    assert set(await stepped(merge, redis, keys, 500)) == {0}  # all read, all held: the window is not over
+    assert len(merge.buffer) == len(posts) and merge.counters["read"] == len(posts)
+    clock.now += 10  # every post is due at once: they leave 500 a step, the earliest due first
+    assert await stepped(merge, redis, keys, 500) == [500, 500, 200]
+    assert sorted(p.key for p in await feed_posts(redis, keys)) == sorted(p.key for p in posts)  # each once
+
+
+async def test_backlogs_of_many_sizes_over_many_streams_are_merged_once_each_in_time_order(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    # a few entries a stream per read (400 // 41 = 9), backlogs from a few entries to hundreds, a fifth of the posts in
+    # two chats: every post leaves once, with both chats, and the feed is in time order across every stream
+    rng = random.Random(7)
+    clock = FakeClock()
+    start = int(clock.now * 1000) - 3_600_000  # an hour of backlog, one post a ms stamp of its own
+    posts = []
+    for i in range(3000):
+        chats = tuple(dict.fromkeys(rng.choices(MANY, weights=range(1, len(MANY) + 1), k=1 + (i % 5 == 0))))
+        posts.append(make_post(f"x:{i}", chats, created=start + i * 1000))
+    for i, post in enumerate(posts):  # every copy of a post carries its stamp (one publish writes them all at once)
+        for chat in post.chats:
+            await redis.xadd(keys.chat(chat), {FIELD: pack_post(post)}, id=f"{start + i * 1000}-0")
+    merge = MergeStage(redis, keys, MANY, window=0.5, read_budget=400, clock=clock)
+    await merge.load_cursors()
+    assert sum(await stepped(merge, redis, keys, 400)) == len(posts)
+    feed = await feed_posts(redis, keys)
+    assert [(p.key, p.chats) for p in feed] == [(p.key, p.chats) for p in posts]
+    assert merge.counters["duplicate"] == 0
