@@ -21,10 +21,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -370,16 +370,19 @@ async def _run_parts(settings: Settings, parts: Parts, url: str, stop: asyncio.E
     return 1 if failed else 0
 
 
-def run_async(main: Awaitable[int]) -> int:
-    """Run ``main`` on uvloop where available."""
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop where available; ``main`` is closed however this ends."""
     try:
-        import uvloop
+        try:
+            import uvloop
 
-        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main)  # type: ignore[arg-type]
+            factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+        except ImportError:
+            factory = None
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(main)
+    finally:
+        main.close()  # a no-op once it ran; a Ctrl-C before it started would leave it "never awaited" (a warning)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,7 +34,7 @@ def spawn_workers(argv: list[str], count: int) -> list[subprocess.Popen[bytes]]:
 
     children = []
     for _ in range(count):
-        args = [sys.executable, "-m", "mixer.cli", "serve", *argv, "--no-merge", "--workers", "1", "--reuse-port"]
+        args = [sys.executable, "-m", "mixer", "serve", *argv, "--no-merge", "--workers", "1", "--reuse-port"]
         children.append(subprocess.Popen(args, preexec_fn=_die_with_parent()))
     return children
 

@@ -370,3 +370,51 @@ def test_replay_without_a_shared_redis_says_what_to_do(tmp_path: Path) -> None:
     result = mixer("replay", str(FIXTURES / "pstweetchat_2019-03-01.jsonl"), env=env)
     assert result.returncode == 2
     assert "--redis" in result.stderr and "start `mixer run`" in result.stderr
+
+
+# The `mixer` console script, as a user's shell runs it, with a real SIGINT sent to itself when the command reaches
+# ``{module}``'s import: a Ctrl-C in the second before the command handles signals itself lands at such a point.
+INTERRUPTED_AT = """
+import importlib.abc, signal, sys, tomllib
+
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == {module!r}:
+            print("SIGINT importing", name, file=sys.stderr)
+            signal.raise_signal(signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+entry = tomllib.load(open("pyproject.toml", "rb"))["project"]["scripts"]["mixer"]
+module, _, function = entry.partition(":")
+sys.argv = ["mixer", *{argv!r}]
+sys.exit(getattr(__import__(module, fromlist=[function]), function)())
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "module"),
+    [
+        (["run", "--ephemeral", "--port", "{port}"], "mixer.runner"),  # the command's own import
+        (["ingest"], "mixer.ingest.replay"),
+        (["replay", NIGHT], "mixer.tools.replay"),
+        (["serve", "--port", "{port}"], "uvloop"),  # the command running, before its event loop
+    ],
+    ids=lambda value: value[0] if isinstance(value, list) else value,
+)
+def test_ctrl_c_before_a_command_handles_signals_stops_it_quietly_with_130(
+    argv: list[str], module: str, redis_url: str, tmp_path: Path
+) -> None:
+    env = mixer_env(redis_url if argv[0] != "run" else None, Keys(), "pstweetchat", XDG_RUNTIME_DIR=str(tmp_path))
+    argv = [a.format(port=free_port()) for a in argv]
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_AT.format(module=module, argv=argv)],
+        cwd=Path(__file__).parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.stderr == f"SIGINT importing {module}\n"  # no traceback, no KeyboardInterrupt
+    assert result.returncode == 130
