@@ -4,14 +4,17 @@ feed and reading its clients."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
+import uvloop
 from aiohttp import web
 
 from mixer.codec import FIELD, pack_post
@@ -66,6 +69,32 @@ async def running_app(
         yield Running(app, runner, url)
     finally:
         await runner.cleanup()
+
+
+@contextlib.contextmanager
+def on_uvloop(settings: Any, redis_url: str) -> Iterator[Running]:
+    """The app served from another thread on uvloop (as `mixer serve` runs it: its transports raise on a write
+    after close, where asyncio's only log)."""
+    started: list[tuple[Running, asyncio.AbstractEventLoop, asyncio.Event]] = []
+    ready = threading.Event()
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        async with running_app(settings, redis_url) as srv:
+            started.append((srv, asyncio.get_running_loop(), stop))
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=uvloop.run, args=(serve(),))
+    thread.start()
+    try:
+        assert ready.wait(15), "the app did not start"
+        yield started[0][0]
+    finally:
+        if started:
+            _, loop, stop = started[0]
+            loop.call_soon_threadsafe(stop.set)
+        thread.join(15)
 
 
 async def add_to_feed(redis: aioredis.Redis, keys: Keys, *posts: Any) -> list[str]:

@@ -249,8 +249,9 @@ def create_app(
     async def close_sockets(app: web.Application) -> None:
         sockets = app[SOCKETS]  # (each waits for its client's answer, a few seconds at most)
         for transport, ended in app[STREAMING].copy().items():
-            transport.write(b"0\r\n\r\n")  # the chunked body's end: the stream ends, not breaks (written whole:
-            transport.close()  # the hub writes whole chunks); an EventSource reconnects with Last-Event-ID
+            if not transport.is_closing():  # (one whose client just left: uvloop raises on a write to it)
+                transport.write(b"0\r\n\r\n")  # the chunked body's end: the stream ends, not breaks (written
+                transport.close()  # whole: the hub writes whole chunks); EventSource reconnects with Last-Event-ID
             ended.set()  # its handler returns now, not at its next keep-alive, which shutdown would wait for
         closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets.copy()]
         await asyncio.gather(*closing, return_exceptions=True)

@@ -44,6 +44,7 @@ from mixer.fanout.appkeys import (
 from mixer.fanout.catchup import Unavailable, catch_up, patiently
 from mixer.fanout.clients import HEARTBEAT_PARTS, Client
 from mixer.fanout.frames import chunk, encode_message, sse_chunk, wire
+from mixer.fanout.hangup import watch_hangup
 from mixer.fanout.hub import Hub
 from mixer.fanout.messages import BATCH_POSTS
 from mixer.fanout.params import parse_id
@@ -379,7 +380,8 @@ async def _serve_events(
     if transport is None:
         return response
     client = Client(transport, chats, "sse")
-    ended = app[STREAMING][transport] = asyncio.Event()
+    ended = app[STREAMING][transport] = asyncio.Event()  # set on shutdown, and when the client hangs up
+    unwatch = watch_hangup(transport, ended)  # so a gone client's slot (max_per_ip) is free at once
     try:
         # Without since, the hello's cursor is where this stream starts: its id, so that EventSource coming back
         # before any post resumes from there and misses none published meanwhile.
@@ -400,9 +402,12 @@ async def _serve_events(
         while not (client.closed or transport.is_closing()):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ended.wait(), SSE_KEEPALIVE)
+            if ended.is_set():
+                break
             if transport.get_write_buffer_size() <= hub.backlog_bytes:  # (a full one: the backlog rule decides)
                 hub.write_to(client, chunk(b":\n\n"))
     finally:
+        unwatch()
         hub.remove(client)
         app[STREAMING].pop(transport, None)
         if transport.is_closing() and not client.closed:  # it went away: the usual end of a stream, not an error

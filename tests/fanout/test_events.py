@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from mixer.fanout.appkeys import CONNECTIONS
 from mixer.fanout.live import SSE_KEEPALIVE
 from mixer.keys import Keys
 from mixer.runner import build_app
-from tests.helpers import make_post
-from tests.servers import add_to_feed, next_event, running_app, settings_for
+from tests.helpers import eventually, make_post
+from tests.servers import add_to_feed, next_event, on_uvloop, running_app, settings_for
 
 
 async def test_events_send_hello_then_one_event_per_post(redis: aioredis.Redis, keys: Keys, redis_url: str) -> None:
@@ -96,3 +99,23 @@ async def test_shutdown_does_not_wait_for_an_open_streams_next_keepalive(keys: K
             await asyncio.wait_for(asyncio.shield(stopping), SSE_KEEPALIVE / 3)
     finally:
         await (stopping if stopping is not None else runner.cleanup())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_a_client_that_hangs_up_frees_its_place_at_once(keys: Keys, redis_url: str, loop: str) -> None:
+    # a page reloading drops its stream and opens another: with max_per_ip reached, the new one was refused (429)
+    # until the old handler's next keep-alive write found the connection gone, up to SSE_KEEPALIVE (15 s) later
+    settings = settings_for(keys.prefix, max_per_ip=1)
+    async with contextlib.AsyncExitStack() as stack:
+        if loop == "uvloop":  # as `mixer serve` runs it
+            srv = stack.enter_context(on_uvloop(settings, redis_url))
+        else:
+            srv = await stack.enter_async_context(running_app(settings, redis_url))
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        for _ in range(3):
+            async with http.get(srv.url + "/events") as resp:
+                assert resp.status == 200 and (await next_event(resp))[1] == "hello"
+                resp.close()  # the connection, not only this response: what a closed tab does
+            await eventually(lambda: not srv.app[CONNECTIONS], timeout=SSE_KEEPALIVE / 5)
+        async with http.get(srv.url + "/events") as resp:
+            assert resp.status == 200

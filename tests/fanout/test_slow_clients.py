@@ -9,15 +9,12 @@ import asyncio
 import contextlib
 import logging
 import socket
-import threading
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-import uvloop
 from aiohttp import WSMsgType
 
 from mixer.codec import FIELD, pack_post
@@ -27,7 +24,7 @@ from mixer.fanout.clients import CLOSE_SLOW, CLOSE_SLOW_REASON, Client
 from mixer.fanout.hub import Hub
 from mixer.keys import Keys
 from tests.helpers import eventually, make_post
-from tests.servers import Running, add_to_feed, next_event, running_app, settings_for
+from tests.servers import Running, add_to_feed, next_event, on_uvloop, running_app, settings_for
 
 BACKLOG = 256 * 1024
 BIG = "x" * 3000  # a large post: ~3 KB on the wire
@@ -178,39 +175,13 @@ def test_the_wall_hubs_per_chat_rates_stay_within_the_last_minute() -> None:
     assert hub.rates.totals["smbiz"] == 5000
 
 
-@contextlib.contextmanager
-def _on_uvloop(settings: Any, redis_url: str) -> Iterator[Running]:
-    """The app served from another thread on uvloop (as `mixer serve` runs it: its transports raise on a write
-    after close, where asyncio's only log)."""
-    started: list[tuple[Running, asyncio.AbstractEventLoop, asyncio.Event]] = []
-    ready = threading.Event()
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        async with running_app(settings, redis_url) as srv:
-            started.append((srv, asyncio.get_running_loop(), stop))
-            ready.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=uvloop.run, args=(serve(),))
-    thread.start()
-    try:
-        assert ready.wait(15), "the app did not start"
-        yield started[0][0]
-    finally:
-        if started:
-            _, loop, stop = started[0]
-            loop.call_soon_threadsafe(stop.set)
-        thread.join(15)
-
-
 async def test_sse_clients_leaving_are_counted_and_never_logged_as_errors(
     keys: Keys, redis_url: str, redis: aioredis.Redis, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.DEBUG)
     monkeypatch.setattr(live, "SSE_KEEPALIVE", 0.05)  # the comment written after it left comes at once
     await _fill_feed(redis, keys, 1000)
-    with _on_uvloop(settings_for(keys.prefix), redis_url) as srv:
+    with on_uvloop(settings_for(keys.prefix), redis_url) as srv:
         async with aiohttp.ClientSession() as http:
             async with http.get(srv.url + "/events") as resp:  # a live client, leaving
                 assert (await next_event(resp))[1] == "hello"
