@@ -342,8 +342,9 @@ async def _try_again_later(ws: web.WebSocketResponse | Parked, hub: Hub, why: st
 
 async def events_handler(request: web.Request) -> web.StreamResponse:
     """``GET /events``: Server-Sent Events, one post per event, ``id`` = its feed id; ``Last-Event-ID`` (or
-    ``since``) resumes the gap from history. Same filters and profiles as ``/ws``; a comment every 15 s. 503 with
-    ``Retry-After`` when Redis stays unreachable for ``REDIS_PATIENCE`` seconds before the stream starts."""
+    ``since``) resumes the gap from history. Same filters and profiles as ``/ws``, ``format`` json only (400
+    otherwise); a comment every 15 s. 503 with ``Retry-After`` when Redis stays unreachable for ``REDIS_PATIENCE``
+    seconds before the stream starts."""
     app = request.app
     profile = parse_profile(request)
     hub = app[HUBS][profile]
@@ -352,6 +353,8 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
         since = parse_since(last_event_id, "Last-Event-ID")
     else:
         since = parse_since(request.query.get("since"))
+    if (request.query.get("format") or "json") != "json":  # the query /ws takes, but SSE carries text: no msgpack
+        raise web.HTTPBadRequest(text="format on /events is json (Server-Sent Events are text); msgpack is for /ws")
     address = admit(request)
     try:
         try:

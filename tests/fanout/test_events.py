@@ -119,3 +119,19 @@ async def test_a_client_that_hangs_up_frees_its_place_at_once(keys: Keys, redis_
             await eventually(lambda: not srv.app[CONNECTIONS], timeout=SSE_KEEPALIVE / 5)
         async with http.get(srv.url + "/events") as resp:
             assert resp.status == 200
+
+
+async def test_format_json_is_served_and_any_other_format_refused_saying_why(keys: Keys, redis_url: str) -> None:
+    # the query /ws takes works here too, but an SSE stream is text: a client asking msgpack (or a typo) is told so
+    # instead of getting JSON it would fail to decode
+    async with running_app(settings_for(keys.prefix), redis_url) as srv, aiohttp.ClientSession() as http:
+        for query in ("format=json", "format=", "chats=edchat&format=json"):
+            async with http.get(f"{srv.url}/events?{query}") as resp:
+                assert resp.status == 200 and (await next_event(resp))[1] == "hello"
+        for fmt in ("msgpack", "xml", "JSON"):
+            async with http.get(f"{srv.url}/events?format={fmt}") as resp:
+                assert resp.status == 400
+                assert await resp.text() == (
+                    "format on /events is json (Server-Sent Events are text); msgpack is for /ws"
+                )
+        assert not srv.app[CONNECTIONS]  # refused before it was counted
