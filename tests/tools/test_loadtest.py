@@ -29,8 +29,17 @@ from mixer.tools.loadtest.count import CHUNK, FrameCounter
 from mixer.tools.loadtest.drive import Driver
 from mixer.tools.loadtest.options import LoadOptions, capped_ramp, check_url
 from mixer.tools.loadtest.poll import PolledClient, connect, poll_clients, read_round
-from mixer.tools.loadtest.procstat import core_busy, core_times, cpu_model, describe_machine, process_ticks, rss_bytes
-from mixer.tools.loadtest.report import percentiles, report, verdict
+from mixer.tools.loadtest.procstat import (
+    MIN_CONN_BYTES,
+    bytes_per_connection,
+    core_busy,
+    core_times,
+    cpu_model,
+    describe_machine,
+    process_ticks,
+    rss_bytes,
+)
+from mixer.tools.loadtest.report import memory_per_connection, percentiles, report, verdict
 from mixer.tools.loadtest.run import add_loadtest_parser, loadtest, loadtest_command, save_result
 from tests.helpers import FIXTURES as FIXTURES_DIR
 from tests.processes import die_with_parent, free_port, start_mixer
@@ -93,7 +102,11 @@ async def test_driven_run_reports_deliveries_no_loss_latency_and_a_plot(
     lat = result["latency_ms"]
     assert lat["count"] >= 6 * result["published"]
     assert 0 <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
-    assert result["server"]["cpu_percent"] > 0 and result["server"]["bytes_per_connection"] is not None
+    server = result["server"]
+    assert server["cpu_percent"] > 0 and server["connected"] == 40
+    # (the server is this test process: memory freed by earlier tests may be reused, and then it says so)
+    per = bytes_per_connection(server["rss_before"], server["rss_connected"], 40)
+    assert server["bytes_per_connection"] == per and (per is None or per >= MIN_CONN_BYTES)
     assert len(result["cores"]["busy_percent"]) == os.cpu_count()
     assert sum(row["deliveries"] for row in result["timeline"]) == result["deliveries"]
     assert "latency ms   p50" in report(result)
@@ -412,6 +425,22 @@ def test_proc_readings_give_per_core_busy_process_ticks_and_rss() -> None:
     assert core_busy(before, after) == [100.0, 10.0]
     assert process_ticks("42 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 1 0 9 9 9") == 175
     assert rss_bytes("Name:\tpython\nVmRSS:\t  2048 kB\n") == 2 * 1024 * 1024
+
+
+def test_memory_per_connection_is_the_rss_growth_or_not_measured_when_freed_memory_was_reused() -> None:
+    mib = 1 << 20
+    assert bytes_per_connection(50 * mib, 51 * mib, 512) == 2048
+    server = {"pid": 7, "rss_before": 50 * mib, "rss_connected": 51 * mib, "connected": 512}
+    assert memory_per_connection(server | {"bytes_per_connection": 2048}) == "2.0 KiB per connection"
+    # a second run against the same server: the first run's clients left memory the new ones fit in
+    for grown in (0, 40_000, -4096):
+        assert bytes_per_connection(50 * mib, 50 * mib + grown, 500) is None  # never "0 per connection"
+    server = {"pid": 7, "rss_before": 50 * mib, "rss_connected": 50 * mib + 41_000, "connected": 500}
+    assert memory_per_connection(server | {"bytes_per_connection": None}) == (
+        "memory per connection not measured (RSS grew 82 B per connection: the server reused memory its earlier "
+        "clients freed; measure on a freshly started server)"
+    )
+    assert bytes_per_connection(None, 51 * mib, 500) is None and bytes_per_connection(50 * mib, 51 * mib, 0) is None
 
 
 def test_a_load_test_that_could_not_connect_exits_non_zero_saying_so(capsys: pytest.CaptureFixture[str]) -> None:

@@ -39,6 +39,21 @@ def process_ticks(pid_stat: str) -> int:
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of the whole line
 
 
+# Less resident memory per connection than any connection costs (a parked idle websocket, the leanest, measured
+# ~1,800 B: docs/benchmarks.md): what such a run shows is memory that earlier clients freed, reused, not the cost.
+MIN_CONN_BYTES = 512
+
+
+def bytes_per_connection(rss_before: int | None, rss_connected: int | None, connected: int) -> int | None:
+    """The server's RSS growth per connected client; None when it cannot be told: no readings, no client, or a
+    growth below ``MIN_CONN_BYTES`` (a server that held clients before reuses the memory they freed, and its RSS
+    grows little or not at all: 0 there would claim connections cost nothing)."""
+    if rss_before is None or rss_connected is None or connected <= 0:
+        return None
+    per = round((rss_connected - rss_before) / connected)
+    return per if per >= MIN_CONN_BYTES else None
+
+
 def rss_bytes(pid_status: str) -> int:
     """Resident set size from the text of /proc/<pid>/status."""
     for line in pid_status.splitlines():

@@ -96,15 +96,25 @@ def report(result: dict[str, Any]) -> str:
     if lat is not None:
         lines.append(f"latency ms   p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  max {lat['max']}")
     if server is not None:
-        per = server["bytes_per_connection"]
-        lines.append(
-            f"server       pid {server['pid']}: {server['cpu_percent']}% CPU, "
-            f"{'?' if per is None else f'{per / 1024:,.1f} KiB'} per connection"
-        )
+        lines.append(f"server       pid {server['pid']}: {server['cpu_percent']}% CPU, {memory_per_connection(server)}")
     busy = ", ".join(f"cpu{i} {b}%" for i, b in enumerate(cores["busy_percent"]))
     hot = ", ".join(f"cpu{i}" for i in cores["saturated"]) or "none"
     lines.append(f"cores        {busy}; saturated (>= {SATURATED:.0f}% in some second): {hot}")
     return "\n".join(lines)
+
+
+def memory_per_connection(server: dict[str, Any]) -> str:
+    """The server's memory per connection as the report says it; when it could not be measured, why."""
+    per = server["bytes_per_connection"]
+    if per is not None:
+        return f"{per / 1024:,.1f} KiB per connection"
+    before, connected, clients = server["rss_before"], server["rss_connected"], server.get("connected")
+    if before is None or connected is None or not clients:
+        return "memory per connection not measured"
+    return (
+        f"memory per connection not measured (RSS grew {(connected - before) / clients:,.0f} B per connection: "
+        "the server reused memory its earlier clients freed; measure on a freshly started server)"
+    )
 
 
 def verdict(result: dict[str, Any], max_failed: int = 0, max_loss: float = 0.0) -> list[str]:

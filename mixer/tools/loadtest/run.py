@@ -39,7 +39,7 @@ from mixer.settings import Settings
 from mixer.tools.loadtest.client import WorkerPool
 from mixer.tools.loadtest.drive import Drive, Driver
 from mixer.tools.loadtest.options import MAX_CONNECT_RATE, LoadOptions, capped_ramp
-from mixer.tools.loadtest.procstat import ServerProbe, core_busy, read_cores
+from mixer.tools.loadtest.procstat import ServerProbe, bytes_per_connection, core_busy, read_cores
 from mixer.tools.loadtest.report import (
     SATURATED,
     loss_of,
@@ -130,9 +130,7 @@ async def loadtest(
     cpu = None
     if ticks_before is not None and ticks_after is not None:
         cpu = round(100.0 * (ticks_after - ticks_before) / server.hz / elapsed, 1)
-    per_conn = None
-    if rss_before is not None and rss_connected is not None and connected:
-        per_conn = round((rss_connected - rss_before) / connected)
+    per_conn = bytes_per_connection(rss_before, rss_connected, connected)
     busy = core_busy(cores_before, cores_after)
     counted = {sec for s in summaries for part in ("per_second", "latency") for sec in s[part]}
     for sec in counted - timeline.keys():  # the last, partial second (and any the sampler did not reach)
@@ -176,6 +174,7 @@ async def loadtest(
             "rss_before": rss_before,
             "rss_connected": rss_connected,
             "rss_end": rss_end,
+            "connected": connected,  # (what rss_connected was read with)
             "bytes_per_connection": per_conn,
         },
         "cores": {"busy_percent": busy, "busiest": busy.index(max(busy)) if busy else None, "saturated": saturated},
