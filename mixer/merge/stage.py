@@ -17,7 +17,8 @@ in the index (a post, edit or boost of a retracted key is counted as
 before dedupe. Its ``counters`` are also published to ``Keys.merge_stats`` at most once a second
 (one pipelined HSET + EXPIRE after a batch), so another process (a looping replay) can tell that
 everything it publishes is being dropped. Memory is bounded per step, not by how far behind the stage is: a step
-reads at most ``read_budget`` entries over every stream and releases at most as many events (``READ_BUDGET``).
+reads at most ``read_budget`` entries over every stream and releases at most as many events (``READ_BUDGET``);
+while the reorder buffer is nearly full, the streams read far ahead of the slowest one wait (``AHEAD_MS``).
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ STATS_EVERY = 1.0  # seconds between writes of the counters to Keys.merge_stats:
 # as many events; the reorder buffer holds at most MAX_PENDING events between steps (beyond them, the oldest leave).
 READ_BUDGET = 11_000
 MAX_PENDING = 20_000
+# While the buffer holds more than a full read could add without passing MAX_PENDING, a step leaves out the streams
+# (not drained) read more than AHEAD_MS beyond the slowest one not drained, the one holding the watermark back: their
+# entries would only be held, and enough of them force the oldest out of time order (docs/architecture.md).
+AHEAD_MS = 1_000
 STATS_TTL = 30  # seconds Keys.merge_stats outlives its last write: a stage gone quiet or away leaves no stale figures
 
 
@@ -154,9 +159,10 @@ class MergeStage:
             due = self.buffer.next_due()
             wait = max_block * 1000 if due is None else min(max_block * 1000, due - self._clock() * 1000)
             block_ms = block_for(wait)
-        streams = {self._keys.chat(c): self._read[c] for c in self._chats}
+        reading = self._reading()
+        streams = {self._keys.chat(c): self._read[c] for c in reading}
         streams[self._keys.mod_actions] = self._actions_read
-        count = self.read_count(len(streams))
+        count = self.read_count(len(self._chats) + 1)  # as if every stream were read: no stream reads more than then
         got = await read_new(self._redis, streams, block_ms, count)
         for entry_id, raw, _ in got.get(self._keys.mod_actions, []):
             self._actions_read = entry_id
@@ -164,7 +170,7 @@ class MergeStage:
                 self._actions.append(msgpack.unpackb(raw, raw=False))
             except Exception as exc:
                 log.warning("merge: skipping malformed moderator action %s: %s", entry_id, exc)
-        for chat in self._chats:
+        for chat in reading:  # a stream left out keeps its state: not drained
             entries = got.get(self._keys.chat(chat), [])
             if len(entries) < count:  # less than it asked for: the stream's end (a full read may have more)
                 self._drained.add(chat)
@@ -195,6 +201,19 @@ class MergeStage:
         """XREAD's COUNT for ``streams`` streams: ``batch``, or the read budget's even share when that is smaller, so
         a step never reads more than ``read_budget`` entries (while there are no more streams than that)."""
         return max(1, min(self._batch, self._read_budget // streams))
+
+    def _reading(self) -> tuple[str, ...]:
+        """The chats whose streams this step reads: every one, unless the buffer holds more than ``max_pending`` less
+        a step's read budget; then not those (not drained) read more than ``AHEAD_MS`` beyond the slowest one not
+        drained. That one is always read (so a step reads or drains something, and never waits while it could read),
+        and so is a drained stream (it counts as read up to now: left out, its new entries would be passed)."""
+        if len(self.buffer) <= max(0, self.buffer.max_pending - self._read_budget):
+            return self._chats
+        behind = [id_ms(self._read[c]) for c in self._chats if c not in self._drained]
+        if not behind:
+            return self._chats
+        reach = min(behind) + AHEAD_MS
+        return tuple(c for c in self._chats if c in self._drained or id_ms(self._read[c]) <= reach)
 
     def _watermark(self) -> int:
         """Ms up to which every chat stream has been read; a drained stream counts as read up to now."""
