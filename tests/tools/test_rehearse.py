@@ -18,7 +18,14 @@ from mixer.keys import Keys
 from mixer.merge.stage import MergeStage
 from mixer.settings import Settings
 from mixer.streams import dedicated_client
-from mixer.tools.loadtest.rehearse import Thresholds, add_rehearse_parser, judge, rehearse_command, ws_url_of
+from mixer.tools.loadtest.rehearse import (
+    Thresholds,
+    add_rehearse_parser,
+    judge,
+    not_judged,
+    rehearse_command,
+    ws_url_of,
+)
 from tests.helpers import make_post
 from tests.servers import Running, running_app, settings_for
 
@@ -77,7 +84,8 @@ async def test_a_rehearsal_that_keeps_up_passes_with_every_pass_delivered_to_ws_
     captured = capsys.readouterr()
     assert code == 0, captured.err
     result = json.loads(out.read_text())
-    assert result["verdict"] == {"pass": True, "failures": []}
+    no_pid = {"max_bytes_per_conn": "no --server-pid, so the server's memory was not read"}
+    assert result["verdict"] == {"pass": True, "failures": [], "not_judged": no_pid}
     rehearsal = result["rehearsal"]
     assert rehearsal["passes"] >= 2 and len(result["pass_starts_s"]) == rehearsal["passes"]
     assert result["pass_starts_s"] == sorted(result["pass_starts_s"])
@@ -107,6 +115,52 @@ async def test_an_impossible_threshold_fails_the_rehearsal_with_exit_1_and_the_r
     assert code == 1
     assert "verdict      FAIL" in captured.out
     assert "mixer rehearse: FAILED: latency p99 " in captured.err and "> --max-p99-ms 0" in captured.err
+
+
+async def test_memory_per_connection_not_measured_is_not_judged_and_says_so_without_failing_the_rehearsal(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A server whose RSS does not grow as clients connect (one that reuses memory earlier clients freed reads so):
+    # here a process that is no server at all, so it grows by 0 B and the figure is null ("not measured").
+    idle = await asyncio.create_subprocess_exec("sleep", "60")
+    settings = settings_for(keys.prefix, redis_url=redis_url, window_ms=50)
+    out = tmp_path / "rehearsal.json"
+    try:
+        async with _deployment(settings, redis_url) as srv:
+            args = _args(
+                str(_recording(tmp_path / "night.jsonl")),
+                *("--url", srv.url, "--speed", "10", "--duration", "1", "--ramp", "0", "--drain", "3"),
+                *("--ws-clients", "2", "--processes", "1", "--sample", "2", "--max-p99-ms", "5000"),
+                *("--server-pid", str(idle.pid), "--max-bytes-per-conn", "1", "--json", str(out)),
+            )
+            code = await asyncio.to_thread(rehearse_command, settings, args)
+    finally:
+        idle.kill()
+        await idle.wait()
+    captured = capsys.readouterr()
+    assert code == 0, captured.err  # 1 B per connection would fail any measured server: this one was not judged
+    result = json.loads(out.read_text())
+    assert result["server"]["bytes_per_connection"] is None
+    why = "memory per connection not measured (RSS grew 0 B per connection: the server reused memory"
+    assert result["verdict"]["pass"] and result["verdict"]["failures"] == []
+    assert result["verdict"]["not_judged"]["max_bytes_per_conn"].startswith(why)
+    assert result["thresholds"]["judged_bytes_per_conn"] is False
+    assert "thresholds   p99 <= 5000 ms, loss <= 0%, lag frames <= 0, closes <= 0, 1 bytes/connection (not judged)" in (
+        captured.out
+    )
+    assert "verdict      PASS (not judged, no figure: --max-bytes-per-conn)" in captured.out
+    assert f"mixer rehearse: not judged: --max-bytes-per-conn: {why}" in captured.err
+
+
+def test_only_a_missing_memory_figure_goes_unjudged() -> None:
+    measured = {"bytes_per_connection": 2_000, "rss_before": 10_000_000, "rss_connected": 10_020_000, "connected": 10}
+    assert not_judged(_result(server=measured)) == {}
+    assert not_judged(_result()) == {"max_bytes_per_conn": "no --server-pid, so the server's memory was not read"}
+    reused = measured | {"bytes_per_connection": None, "rss_connected": 10_001_000}
+    assert not_judged(_result(server=reused)) == {
+        "max_bytes_per_conn": "memory per connection not measured (RSS grew 100 B per connection: the server reused "
+        "memory its earlier clients freed; measure on a freshly started server)"
+    }
 
 
 async def test_a_rehearsal_run_again_right_after_the_last_still_gets_every_post_as_a_new_card(

@@ -4,7 +4,8 @@
 recorded pace times ``--speed``, pass after pass for ``--duration`` seconds, through ``RecordingDriver``, while
 holding ``--ws-clients`` on ``/ws`` and ``--sse-clients`` on ``/events``; the load test itself is ``run.loadtest``
 (same workers, counting, figures, plot). ``judge`` is pure: the result against ``Thresholds``, one reason a failed
-threshold. Exit status: 0 passed, 1 failed (or could not be made), 2 usage error. Not here: the clients, the
+threshold; ``not_judged`` the thresholds the run could not measure, each with why (they neither pass nor fail
+it). Exit status: 0 passed, 1 failed (or could not be made), 2 usage error. Not here: the clients, the
 replay's pacing (``mixer.ingest.replay``), the figures.
 """
 
@@ -28,7 +29,7 @@ from mixer.redact import redact
 from mixer.settings import Settings
 from mixer.tools.loadtest.options import NO_MEASURING_CLIENT, LoadOptions
 from mixer.tools.loadtest.replaydrive import RecordingDriver
-from mixer.tools.loadtest.report import report, verdict
+from mixer.tools.loadtest.report import memory_per_connection, report, verdict
 from mixer.tools.loadtest.run import (
     STOPPED,
     add_target,
@@ -48,7 +49,8 @@ MAX_BYTES_PER_CONN = 256 * 1024  # default --max-bytes-per-conn
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """What a rehearsal must stay within to pass; ``max_bytes_per_conn`` is judged only with a server pid."""
+    """What a rehearsal must stay within to pass; ``max_bytes_per_conn`` is judged only when the server's memory
+    per connection was measured (``not_judged``)."""
 
     max_p99_ms: float = 2000.0  # p99 of publish-to-receive latency over every sampled client
     max_loss: float = 0.0  # % of this run's feed posts the worst sampled client may miss
@@ -65,7 +67,7 @@ class Thresholds:
             raise ValueError("--max-lag-frames, --max-closes and --max-bytes-per-conn must be 0 or more")
 
     def describe(self, judged_memory: bool) -> str:
-        memory = f"{self.max_bytes_per_conn:,} bytes/connection" + ("" if judged_memory else " (not judged: no pid)")
+        memory = f"{self.max_bytes_per_conn:,} bytes/connection" + ("" if judged_memory else " (not judged)")
         return (
             f"p99 <= {self.max_p99_ms:g} ms, loss <= {self.max_loss:g}%, lag frames <= {self.max_lag_frames}, "
             f"closes <= {self.max_closes}, {memory}"
@@ -99,6 +101,20 @@ def judge(result: dict[str, Any], limits: Thresholds) -> list[str]:
             f"server memory {per:,} bytes per connection > --max-bytes-per-conn {limits.max_bytes_per_conn:,}"
         )
     return problems
+
+
+def not_judged(result: dict[str, Any]) -> dict[str, str]:
+    """The thresholds this run has no figure for (named as in ``Thresholds``), each with why: they neither fail nor
+    pass it. That is
+    memory per connection without --server-pid, or when the server's RSS hardly grew because it reused memory that
+    earlier clients freed (``bytes_per_connection`` null): failing then would fail every rehearsal against a
+    deployment but the first after its start, with nothing wrong to fix."""
+    server = result["server"]
+    if server is None:
+        return {"max_bytes_per_conn": "no --server-pid, so the server's memory was not read"}
+    if server["bytes_per_connection"] is None:
+        return {"max_bytes_per_conn": memory_per_connection(server)}
+    return {}
 
 
 def ws_url_of(base: str) -> str:
@@ -241,6 +257,8 @@ def rehearse_command(settings: Settings, args: argparse.Namespace) -> int:
     print_out(rehearsal_report(result))  # first: a --json or --plot that fails now must not take the summary with it
     for problem in result["verdict"]["failures"]:
         say(f"FAILED: {problem}")
+    for name, why in result["verdict"]["not_judged"].items():
+        say(f"not judged: {option(name)}: {why}")
     saved = save_or_say(result, args.json, args.plot, say)
     return 0 if result["verdict"]["pass"] and saved else 1
 
@@ -251,7 +269,7 @@ async def rehearse(
     """One rehearsal: the load test with the replay driving, then its verdict; the result as a JSON-ready dict."""
     driver = RecordingDriver(settings, files, speed, f"r{uuid.uuid4().hex[:8]}")
     result = await loadtest(settings, options, say, driver=driver)
-    failures = judge(result, limits)
+    failures, unjudged = judge(result, limits), not_judged(result)
     result.update(
         title="mixer rehearse",
         drive=f"replay x{speed:g}",
@@ -264,10 +282,15 @@ async def rehearse(
             "in_feed": driver.expected(),
             "skipped": driver.skipped,
         },
-        thresholds=asdict(limits) | {"judged_bytes_per_conn": options.server_pid is not None},
-        verdict={"pass": not failures, "failures": failures},
+        thresholds=asdict(limits) | {"judged_bytes_per_conn": not unjudged},
+        verdict={"pass": not failures, "failures": failures, "not_judged": unjudged},
     )
     return result
+
+
+def option(threshold: str) -> str:
+    """The option that sets a threshold of ``Thresholds``: max_p99_ms -> --max-p99-ms."""
+    return "--" + threshold.replace("_", "-")
 
 
 def folded(count: int) -> str:
@@ -279,6 +302,8 @@ def rehearsal_report(result: dict[str, Any]) -> str:
     """The load test's summary, then the replay, the thresholds and the verdict."""
     r, v = result["rehearsal"], result["verdict"]
     limits = Thresholds(**{k: val for k, val in result["thresholds"].items() if k != "judged_bytes_per_conn"})
+    names = ", ".join(map(option, v["not_judged"]))
+    unjudged = f" (not judged, no figure: {names})" if names else ""
     kinds = ", ".join(
         f"{k} {row['connected_peak']:,} ({row['deliveries']:,} posts)" for k, row in result["by_kind"].items()
     )
@@ -289,6 +314,6 @@ def rehearsal_report(result: dict[str, Any]) -> str:
             f"replay       x{r['speed']:g}, passes begun {r['passes']}, {r['published']:,} posts published, "
             f"{r['in_feed']:,} new in the feed{folded(r['published'] - r['in_feed'])}",
             f"thresholds   {limits.describe(result['thresholds']['judged_bytes_per_conn'])}",
-            f"verdict      {'PASS' if v['pass'] else 'FAIL'}",
+            f"verdict      {'PASS' if v['pass'] else 'FAIL'}{unjudged}",
         ]
     )
