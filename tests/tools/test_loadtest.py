@@ -41,6 +41,7 @@ from mixer.tools.loadtest.procstat import (
 )
 from mixer.tools.loadtest.report import memory_per_connection, percentiles, report, verdict
 from mixer.tools.loadtest.run import add_loadtest_parser, loadtest, loadtest_command, save_result
+from mixer.tools.loadtest.sse import sse_url_of
 from tests.helpers import FIXTURES as FIXTURES_DIR
 from tests.processes import die_with_parent, free_port, start_mixer
 from tests.servers import CHATS, running_app, serving, settings_for
@@ -378,6 +379,20 @@ def test_a_tls_url_is_refused_when_counting_clients_would_read_it() -> None:
     with pytest.raises(ValueError, match="the counting clients speak plain ws:// only"):
         LoadOptions(url="wss://localhost/ws", clients=100, processes=2, sample=5)
     assert LoadOptions(url="wss://localhost/ws", clients=10, processes=2, sample=5).clients == 10  # all sampled
+
+
+def test_a_msgpack_url_is_refused_and_the_events_url_leaves_format_out(capsys: pytest.CaptureFixture[str]) -> None:
+    # msgpack frames are binary: the sampled clients skipped them and the counting ones found no post in them, so
+    # the run read as total loss; and the /events clients, sent the same query, were all refused with a 400
+    refused = "--url asks for format=msgpack: the load test's clients read JSON frames only"
+    assert loadtest_command(Settings(), _args("--url", "ws://127.0.0.1:8080/ws?chats=smbiz&format=msgpack")) == 2
+    assert capsys.readouterr().err.startswith(f"mixer loadtest: {refused}")
+    for url in ("ws://127.0.0.1:8080/ws?format=json", "ws://127.0.0.1:8080/ws?format=", "ws://127.0.0.1:8080/ws"):
+        assert LoadOptions(url=url).url == url
+    assert sse_url_of("ws://127.0.0.1:8080/ws?chats=smbiz&format=json&profile=wall") == (
+        "http://127.0.0.1:8080/events?chats=smbiz&profile=wall"
+    )
+    assert sse_url_of("wss://example.org/mixer/ws?format=json") == "https://example.org/mixer/events"
 
 
 async def test_the_stretched_ramp_is_said_and_used(keys: Keys) -> None:

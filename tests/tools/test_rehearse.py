@@ -242,6 +242,8 @@ def test_usage_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], t
     assert main(["rehearse", *redis, "--url", "http://192.0.2.7:8080", "--allow-remote", "--speed", "0"]) == 2
     err = capsys.readouterr().err
     assert "--speed must be a positive" in err and "allow-remote" not in err
+    assert main(["rehearse", *redis, "--url", "http://127.0.0.1:8080/?format=msgpack"]) == 2
+    assert "--url asks for format=msgpack: the load test's clients read JSON frames only" in capsys.readouterr().err
     assert main(["rehearse", *redis, "--max-bytes-per-conn", "1000"]) == 2
     assert "--max-bytes-per-conn needs --server-pid" in capsys.readouterr().err
     assert main(["rehearse", *redis, str(tmp_path / "missing.jsonl")]) == 2

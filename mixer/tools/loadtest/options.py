@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from mixer.redact import redact
 from mixer.tools.loadtest.client import POLL_MS
@@ -56,6 +56,13 @@ class LoadOptions:
 
     def __post_init__(self) -> None:
         check_url(self.url, self.allow_remote)
+        fmt = dict(parse_qsl(urlsplit(self.url).query, keep_blank_values=True)[::-1]).get("format") or "json"
+        if fmt != "json":  # (the server reads the first format=, as this does)
+            raise ValueError(
+                f"--url asks for format={fmt}: the load test's clients read JSON frames only (the counting ones find "
+                "posts in JSON text, the sampled ones parse it; msgpack frames would all count as nothing): leave "
+                "format out of --url"
+            )
         for flag, value, least in (
             ("--clients", self.clients, 0),
             ("--sse-clients", self.sse_clients, 0),

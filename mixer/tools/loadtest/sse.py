@@ -1,10 +1,11 @@
 """The ``/events`` clients of a load test: Server-Sent Events read with aiohttp in a worker process of their own.
 
 ``run_sse`` is what ``mixer.tools.loadtest.client.worker_main`` runs for a plan of kind ``sse``: each client opens
-``GET /events`` (the ``/ws`` URL's host, port and query) at its slot of the ramp and reads the stream line by line;
-every ``post`` event is counted, its latency measured and its key remembered when driven (``client.took``), every
-``lag`` event counted, and a stream the server ends before the stop is a close (code 0: SSE has none). They parse
-every event, as the sampled websocket clients do, so hold hundreds of them, not tens of thousands.
+``GET /events`` (the ``/ws`` URL's host, port and query, less ``format``) at its slot of the ramp and reads the stream
+line by line; every ``post`` event is counted, its latency measured and its key remembered when driven
+(``client.took``), every ``lag`` event counted, and a stream the server ends before the stop is a close (code 0: SSE
+has none). They parse every event, as the sampled websocket clients do, so hold hundreds of them, not tens of
+thousands.
 Not here: the websocket clients, the parent's pool.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -31,10 +32,12 @@ from mixer.tools.loadtest.client import (
 
 
 def sse_url_of(url: str) -> str:
-    """The ``/events`` URL beside a ``/ws`` URL: same host, port and query, http(s) instead of ws(s)."""
+    """The ``/events`` URL beside a ``/ws`` URL: same host, port and query, http(s) instead of ws(s), without
+    ``format`` (an event stream is JSON: /events refuses any other format with a 400)."""
     parts = urlsplit(url)
     scheme = "https" if parts.scheme == "wss" else "http"
-    return urlunsplit((scheme, parts.netloc, parts.path.rsplit("/", 1)[0] + "/events", parts.query, ""))
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "format"])
+    return urlunsplit((scheme, parts.netloc, parts.path.rsplit("/", 1)[0] + "/events", query, ""))
 
 
 async def run_sse(plan: WorkerPlan, stats: WorkerStats, out: Sink, t0: float, stop: Flag) -> None:
