@@ -89,8 +89,9 @@ def add_report_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def report_command(settings: Settings, args: argparse.Namespace) -> int:
-    """`mixer report`: 0 when written, 2 for a bad option or an --out that cannot be written (said before the
-    feed is read), 1 when there is no Redis or it fails, or the file fails at the end (an earlier one kept)."""
+    """`mixer report`: 0 when written, 2 for a bad option, an --out that cannot be written (said before the feed is
+    read) or no Redis to read (none given, no `mixer run` found), 1 when the Redis fails or the file fails at the
+    end (an earlier one kept)."""
 
     def say(message: str) -> None:
         print(f"mixer report: {message}", file=sys.stderr)
@@ -121,7 +122,7 @@ def _report(
     """The rest of ``report_command`` once the options and ``out`` are checked."""
     if not settings.redis_url:
         say(f"reads the feed from a shared Redis; {NO_REDIS}")
-        return 1
+        return 2
     keys = Keys(settings.key_prefix)
     stream = keys.feed if args.profile == "full" else keys.shaped(args.profile)
 

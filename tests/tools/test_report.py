@@ -289,7 +289,7 @@ async def test_a_report_of_a_trimmed_feed_says_it_lacks_the_posts_trimmed_away(
     assert "note:" not in capsys.readouterr().err  # a range after the trim lacks nothing
 
 
-async def test_bad_options_exit_2_and_no_redis_exits_1_each_with_one_line(
+async def test_bad_options_and_no_redis_exit_2_and_a_redis_that_fails_1_each_with_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # no `mixer run` to find
@@ -302,7 +302,7 @@ async def test_bad_options_exit_2_and_no_redis_exits_1_each_with_one_line(
         (["--until", "9999-12-31T23:59:59", "--tz", "Etc/GMT+12"], 2, "--until: '9999-12-31T23:59:59' is out of range"),
         (["--since", "0001-01-01T00:00:00", "--tz", "Etc/GMT-14"], 2, "--since: '0001-01-01T00:00:00' is out of range"),
         (["--tz", "Mars/Base"], 2, "unknown time zone 'Mars/Base'"),
-        ([], 1, "reads the feed from a shared Redis"),
+        ([], 2, "reads the feed from a shared Redis"),  # none to join: refused, as transcript and replay do
         (["--redis", "redis://127.0.0.1:1/0"], 1, "cannot read the feed from Redis"),
     ]
     for extra, code, message in cases:
