@@ -32,6 +32,10 @@ const state = {
   session: null, // {token, name}
   chats: new Map(), // tag -> {tag, title, colour}
   cards: new Map(), // post key -> incoming card
+  held: new Map(), // post key -> a new post held above the list while the moderator is at it (holdPosts)
+  heldHidden: new Set(), // ids of held posts hidden meanwhile
+  moved: new Set(), // cards given a newer version (unhidden) while held: moved to the top on release
+  pointerIn: false, // the pointer is over the incoming column
   pinnedKey: null,
   stream: null,
   refresher: 0,
@@ -178,34 +182,140 @@ function setCardHidden(card, hidden) {
 /**
  * Posts, live (in feed order) or fetched back after a `lag` (older than some shown): each card in its place by id,
  * newest on top, a post at most once; a key already shown under an older id (an unhidden post) moves to its new
- * place as its new version.
+ * place as its new version. While the moderator is at the list (`holding`), a post that would go above every card
+ * is held instead (`holdPost`): no card moves under the pointer.
  */
-function addPosts(items) {
+function addPosts(items, releasing = false) {
   const list = $("incoming");
+  if (!releasing && state.held.size && !holding()) releaseHeld(); // the moderator left without an event saying so
   for (const post of items) {
     if (!isPost(post)) continue;
     const shown = state.cards.get(post.key);
     if (shown && compareIds(shown.dataset.id, post.id) >= 0) continue; // this version or a newer one is shown
+    const held = state.held.get(post.key);
+    if (held && compareIds(held.id, post.id) >= 0) continue;
     let next = list.firstElementChild;
     while (next && (next === shown || compareIds(next.dataset.id, post.id) > 0)) next = next.nextElementSibling;
     if (!next && !shown && list.childElementCount >= MAX_CARDS) continue; // older than every card kept
+    const top = list.firstElementChild === shown ? shown.nextElementSibling : list.firstElementChild;
+    if (!releasing && next && next === top && holding()) {
+      holdPost(post, shown);
+      continue;
+    }
     let card = shown;
     if (card) fillCard(card, post);
     else card = buildIncomingCard(post);
+    if (state.heldHidden.delete(post.id)) setCardHidden(card, true); // hidden while it was held
     state.cards.set(post.key, card);
-    const focused = card.contains(document.activeElement) ? document.activeElement : null;
-    list.insertBefore(card, next); // an unhidden post moves up: moving it takes the focus away, so it is given back
-    if (focused && document.activeElement !== focused) focused.focus();
+    placeCard(card, next);
   }
   while (list.childElementCount > MAX_CARDS) {
     state.cards.delete(list.lastElementChild.dataset.key);
+    state.moved.delete(list.lastElementChild);
     list.lastElementChild.remove();
   }
   showCounts();
 }
 
+/** Put a card before ``next`` (null: last); moving a card takes the focus away from it, so it is given back. */
+function placeCard(card, next) {
+  const focused = card.contains(document.activeElement) ? document.activeElement : null;
+  if (card.nextElementSibling !== next || card.parentElement !== $("incoming")) $("incoming").insertBefore(card, next);
+  if (focused && document.activeElement !== focused) focused.focus();
+}
+
+/* ---------- new posts held while the moderator is at the list ---------- */
+
+function incomingScroller() {
+  const column = $("incoming").closest(".incoming-column");
+  return getComputedStyle(column).overflowY === "auto" ? column : document.scrollingElement;
+}
+
+/**
+ * Whether new posts wait above the list rather than push every card down: while the pointer is over the incoming
+ * column, the focus is in it (a keyboard or screen reader user at a post), or the list is scrolled down.
+ */
+function holding() {
+  const column = $("incoming").closest(".incoming-column");
+  return state.pointerIn || column.contains(document.activeElement) || incomingScroller().scrollTop >= 1;
+}
+
+/**
+ * Hold a post newer than every card: offered by the "N new posts" button (the newest MAX_CARDS, as the list keeps).
+ * A card shown under an older id (an unhidden post) takes its new version in place, and moves up on release.
+ */
+function holdPost(post, shown) {
+  if (shown) {
+    fillCard(shown, post);
+    state.moved.add(shown);
+    return;
+  }
+  state.held.set(post.key, post);
+  if (state.held.size > MAX_CARDS) {
+    const oldest = [...state.held.values()].reduce((a, b) => (compareIds(a.id, b.id) <= 0 ? a : b));
+    state.held.delete(oldest.key);
+    state.heldHidden.delete(oldest.id);
+  }
+  showHeld();
+}
+
+/** The held posts go on top of the list, in feed order; the cards unhidden meanwhile move to their place. */
+function releaseHeld() {
+  const list = $("incoming");
+  for (const card of state.moved) {
+    let next = list.firstElementChild;
+    while (next && (next === card || compareIds(next.dataset.id, card.dataset.id) > 0)) next = next.nextElementSibling;
+    placeCard(card, next);
+  }
+  state.moved.clear();
+  const posts = [...state.held.values()].sort((a, b) => compareIds(a.id, b.id));
+  state.held.clear();
+  addPosts(posts, true);
+  state.heldHidden.clear();
+  showHeld();
+}
+
+/** The button says how many posts wait; a screen reader hears once that some do, not at every post. */
+function showHeld() {
+  const count = state.held.size;
+  const button = $("new-posts");
+  button.hidden = count === 0;
+  button.textContent = count === 1 ? "1 new post" : `${count} new posts`;
+  const status = $("new-posts-status");
+  if (!count) status.textContent = "";
+  else if (!status.textContent) status.textContent = "New posts are waiting: the new posts button above the list shows them";
+}
+
+/** When the moderator is no longer at the list and it is at the top, the held posts flow in. */
+function releaseIfLeft() {
+  if (state.held.size + state.moved.size && !holding()) releaseHeld();
+}
+
+{
+  const column = $("incoming").closest(".incoming-column");
+  column.addEventListener("pointerenter", () => {
+    state.pointerIn = true;
+  });
+  column.addEventListener("pointerleave", () => {
+    state.pointerIn = false;
+    releaseIfLeft();
+  });
+  column.addEventListener("focusout", (event) => {
+    if (!column.contains(event.relatedTarget)) releaseIfLeft(); // (the focus is on <body> meanwhile)
+  });
+  column.addEventListener("scroll", releaseIfLeft, { passive: true }); // scrolled back to the top
+  window.addEventListener("scroll", releaseIfLeft, { passive: true }); // so, in one column on a phone
+  $("new-posts").addEventListener("click", () => {
+    releaseHeld();
+    incomingScroller().scrollTop = 0;
+    // the button is gone: the focus goes to the newest post, from where Tab and PageDown go on
+    $("incoming").firstElementChild?.focus({ preventScroll: true });
+  });
+}
+
 function updatePosts(items) {
   for (const post of items) {
+    if (isPost(post) && state.held.get(post.key)?.id === post.id) state.held.set(post.key, post);
     const card = isPost(post) ? state.cards.get(post.key) : null;
     if (card && card.dataset.id === post.id) card.querySelector(".post-body").replaceWith(postBody(post, state.chats));
   }
@@ -214,6 +324,7 @@ function updatePosts(items) {
 /** A retracted post stays in the console, greyed, with Unhide. */
 function retractPosts(ids) {
   const gone = new Set(ids);
+  for (const post of state.held.values()) if (gone.has(post.id)) state.heldHidden.add(post.id);
   for (const card of state.cards.values()) {
     if (gone.has(card.dataset.id)) setCardHidden(card, true);
   }
@@ -473,6 +584,10 @@ function signOut(message) {
   state.stream = null;
   window.clearInterval(state.refresher);
   state.cards.clear();
+  state.held.clear();
+  state.heldHidden.clear();
+  state.moved.clear();
+  showHeld();
   state.auditTop = null;
   state.rulesSeen = undefined;
   rules.rules = null;

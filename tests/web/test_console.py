@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -96,10 +97,13 @@ def on_wall(wall: Page, text: str) -> Locator:
     return wall.locator("article.post", has_text=text)
 
 
-async def mod_api(night: Night, method: str, path: str) -> Any:
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with aiohttp.ClientSession() as http, http.request(method, night.url + path, headers=headers) as resp:
-        assert resp.status == 200, await resp.text()
+async def mod_api(night: Night, method: str, path: str, body: Any = None) -> Any:
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-Moderator": "Eve"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, night.url + path, headers=headers, json=body) as resp,
+    ):
+        assert resp.status in (200, 202), await resp.text()
         return await resp.json()
 
 
@@ -533,6 +537,9 @@ async def test_page_down_page_up_home_and_end_move_the_focus_from_post_to_post_i
     await expect(held.nth(1)).to_be_focused()
 
 
+NEW_POSTS = re.compile(r"^\d+ new posts?$")  # the button that shows the posts held above the list
+
+
 # Scroll the incoming posts a little way down (the column on a wide screen, the page in one column); the
 # pinned post is still in sight.
 SCROLL_A_LITTLE = """() => {
@@ -548,6 +555,8 @@ async def test_posts_in_sight_stay_in_place_as_new_ones_arrive_above_them_with_a
 ) -> None:
     # Scrolled a little with a post pinned, each new post pushed every card down under the moderator's pointer,
     # about to press Hide: the browser kept the pinned post (or, in one column, the top bar) in place instead.
+    # Scrolled, new posts now wait above the list (with the pointer and the focus away from it too); the button
+    # that shows them is in sight and goes back to the top.
     page = chromium_page
     await night.publish(*(post(f"x:a{i}", f"post {i}") for i in range(12)))
     await sign_in(page, night)
@@ -555,16 +564,101 @@ async def test_posts_in_sight_stay_in_place_as_new_ones_arrive_above_them_with_a
     await expect(cards).to_have_count(12, timeout=WAIT_MS)
     await incoming(page, "x:a11").get_by_role("button", name="Pin", exact=True).click()
     await expect(page.locator("#pinned")).to_be_visible(timeout=WAIT_MS)
+    new_posts = page.get_by_role("button", name=NEW_POSTS)
     for n, (width, height) in enumerate(((1280, 720), (390, 844))):
         await page.set_viewport_size({"width": width, "height": height})
+        await page.mouse.move(width - 5, 5)  # the top bar's corner
+        await page.evaluate("() => document.activeElement.blur()")
         assert await page.evaluate(SCROLL_A_LITTLE) == 40
         assert await page.locator("#pinned").evaluate("box => box.getBoundingClientRect().bottom > 0")
         watched = incoming(page, "x:a8")
         before = await watched.evaluate("card => card.getBoundingClientRect().top")
         await night.publish(post(f"x:new{n}a", "one new post"), post(f"x:new{n}b", "and another"))
-        await expect(cards).to_have_count(14 + 2 * n, timeout=WAIT_MS)
+        await expect(new_posts).to_have_text("2 new posts", timeout=WAIT_MS)
+        await expect(new_posts).to_be_in_viewport()
+        await expect(cards).to_have_count(12 + 2 * n)
         after = await watched.evaluate("card => card.getBoundingClientRect().top")
         assert abs(after - before) <= 1, (width, before, after)
+        await new_posts.click()
+        await expect(cards).to_have_count(14 + 2 * n)
+        await expect(cards.first).to_have_attribute("data-key", f"x:new{n}b")
+        await expect(cards.first).to_be_focused()
+        assert await page.evaluate(SCROLL_A_LITTLE.replace("= 40", "= scroller.scrollTop")) == 0
+
+
+# Run in the console: count each change a screen reader would hear from the "new posts" status line.
+COUNT_ANNOUNCEMENTS = """() => {
+  window.announced = [];
+  const status = document.getElementById("new-posts-status");
+  new MutationObserver(() => window.announced.push(status.textContent))
+    .observe(status, { childList: true, characterData: true, subtree: true });
+}"""
+
+
+async def test_at_the_top_new_posts_wait_while_the_moderator_points_at_or_works_in_the_list(
+    night: Night, chromium_page: Page
+) -> None:
+    # At the very top (scroll 0) each new post pushed every card down, about four a second at demo speed 20:
+    # a moderator aiming at Hide on the top post hit the post that came in above it.
+    page = chromium_page
+    await page.set_viewport_size({"width": 1280, "height": 720})
+    await watch_socket_frames(page)
+    await night.publish(*(post(f"x:t{i}", f"earlier {i}") for i in range(6)))
+    await sign_in(page, night)
+    cards = page.locator("#incoming article.post")
+    await expect(cards).to_have_count(6, timeout=WAIT_MS)
+    await page.evaluate(COUNT_ANNOUNCEMENTS)
+    new_posts = page.get_by_role("button", name=NEW_POSTS)
+    hide = incoming(page, "x:t5").get_by_role("button", name="Hide", exact=True)
+    await hide.hover()
+    before = await hide.bounding_box()
+    for i in range(3):
+        await night.publish(post(f"x:n{i}", f"arrived while pointing {i}"))
+        await socket_frame_handled(page, f"arrived while pointing {i}")
+    await expect(new_posts).to_have_text("3 new posts")
+    assert await hide.bounding_box() == before, "the post under the pointer stays where it is"
+    await expect(cards).to_have_count(6)
+    assert await new_posts.evaluate("b => b.closest('[aria-live], [role=status]') === null"), "not read per post"
+    assert await page.evaluate("() => window.announced") == [
+        "New posts are waiting: the new posts button above the list shows them"
+    ], "announced once, politely (role=status), not per post"
+    await mod_api(night, "POST", "/api/mod/hide", {"key": "x:n1"})  # another moderator hides one while it waits
+    await socket_frame_handled(page, '"retract"')
+
+    # The pointer leaves, the list is at the top: they flow in as before, newest on top.
+    await page.mouse.move(1275, 5)
+    await expect(cards).to_have_count(9)
+    keys = await cards.evaluate_all("cards => cards.slice(0, 4).map(c => c.dataset.key)")
+    assert keys == ["x:n2", "x:n1", "x:n0", "x:t5"]
+    await expect(incoming(page, "x:n1")).to_have_attribute("data-state", "hidden")
+    await expect(new_posts).to_be_hidden()
+
+    # With the keyboard: the focus on a post holds new ones too; Shift+Tab from the first post reaches the button.
+    await cards.first.focus()
+    await night.publish(post("x:k0", "arrived while at a post"))
+    await expect(new_posts).to_have_text("1 new post", timeout=WAIT_MS)
+    await expect(cards).to_have_count(9)
+    await page.keyboard.press("Shift+Tab")
+    await expect(new_posts).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(cards.first).to_have_attribute("data-key", "x:k0")
+    await expect(cards.first).to_be_focused()  # the newest post: PageDown and Tab go on from there
+    await page.keyboard.press("PageDown")
+    await expect(incoming(page, "x:n2")).to_be_focused()
+
+    # The focus leaves the list (to the approval switch) at the top: held posts flow in.
+    await night.publish(post("x:k1", "arrived before the focus left"))
+    await expect(new_posts).to_have_text("1 new post", timeout=WAIT_MS)
+    await page.get_by_role("switch", name="Approval mode").focus()
+    await expect(cards.first).to_have_attribute("data-key", "x:k1")
+    await expect(new_posts).to_be_hidden()
+    if os.environ.get("MIXER_SCREENSHOTS") == "1":
+        await hide.hover()
+        await night.publish(post("x:s0", "for the screenshot"), post("x:s1", "and one more"))
+        await expect(new_posts).to_have_text("2 new posts", timeout=WAIT_MS)
+        await page.screenshot(path="/tmp/consoletop-1280.png")
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await page.screenshot(path="/tmp/consoletop-390.png")
 
 
 async def test_a_button_pressed_with_the_keyboard_keeps_the_focus_while_its_action_runs_and_after(
