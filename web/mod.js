@@ -57,19 +57,25 @@ const rules = new RulesPanel(context);
 /**
  * POST an action; a rejected token signs the moderator out. While the server cannot be reached or says it is
  * unavailable (restarting, Redis away: 502, 503, 504), the decision is sent again with backoff for up to
- * SEND_FOR_MS, saying so through ``note``: a click in that moment is not lost.
+ * SEND_FOR_MS, saying so through ``note``: a click in that moment is not lost. A decision sent again may have
+ * reached the server the first time (the answer was what got lost): an Approve or Reject sent again that the
+ * server says is not waiting any more is done if the audit log shows it applied (``reachedEarlier``); the answer
+ * then carries ``reached: true``.
  */
 async function act(name, body, note = () => {}) {
   const session = state.session;
   const started = Date.now();
   let delay = SEND_RETRY_MS;
+  let resent = false;
   try {
     for (;;) {
       try {
         return await api(session, "POST", `/api/mod/${name}`, body);
       } catch (error) {
+        if (resent && (await reachedEarlier(session, name, body, error))) return { ok: true, reached: true };
         const unavailable = error instanceof ApiError && [0, 502, 503, 504].includes(error.status);
         if (!unavailable || state.session !== session || Date.now() - started + delay > SEND_FOR_MS) throw error;
+        resent = true;
         note("waiting for the server to send it");
         await pause(delay);
         delay = Math.min(delay * 2, SEND_RETRY_MAX_MS);
@@ -80,6 +86,25 @@ async function act(name, body, note = () => {}) {
     throw error;
   } finally {
     window.setTimeout(refreshLive, 150); // the audit log and queue show the decision soon after
+  }
+}
+
+/**
+ * Whether ``error``, the answer to a decision sent again, says the first sending was applied: a 404 or 409 to an
+ * Approve or Reject, and the newest approve or reject of that post in the audit log is this one, by this moderator.
+ * Anything else (another moderator's decision, nothing in the log) stays a failure.
+ */
+async function reachedEarlier(session, name, body, error) {
+  if (!["approve", "reject"].includes(name) || !(error instanceof ApiError) || ![404, 409].includes(error.status)) {
+    return false;
+  }
+  try {
+    const audit = await api(session, "GET", `/api/mod/audit?limit=${AUDIT_LIMIT}`);
+    const items = Array.isArray(audit.items) ? audit.items : [];
+    const decision = items.find((e) => e && e.key === body.key && ["approve", "reject"].includes(e.action));
+    return Boolean(decision) && decision.action === name && decision.who === session.name;
+  } catch {
+    return false; // the failure as the server said it is what the moderator sees
   }
 }
 
@@ -388,12 +413,12 @@ function buildQueueItem(post) {
   const status = statusLine();
   const actions = element("div", "post-actions");
   const approve = actionButton("Approve", "btn-approve btn-primary", status, async (note) => {
-    await act("approve", { key: post.key }, note);
-    return "Approved: on its way to the walls";
+    const answer = await act("approve", { key: post.key }, note);
+    return answer.reached ? "Approved (it had reached the server)" : "Approved: on its way to the walls";
   });
   const reject = actionButton("Reject", "btn-reject", status, async (note) => {
-    await act("reject", { key: post.key }, note);
-    return "Rejected";
+    const answer = await act("reject", { key: post.key }, note);
+    return answer.reached ? "Rejected (it had reached the server)" : "Rejected";
   });
   actions.append(approve, reject, status);
   item.append(postBody(post, state.chats), actions);

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from playwright.async_api import Locator, Page, WebSocketRoute, expect
+from playwright.async_api import Locator, Page, Route, WebSocketRoute, expect
 
 from mixer.codec import FIELD, pack_post
 from mixer.keys import Keys
@@ -763,6 +763,71 @@ async def test_a_decision_taken_while_the_server_restarts_is_sent_once_it_is_bac
         [("hide", "x:hideme"), ("approve", "x:inflight")],
         [("approve", "x:inflight"), ("hide", "x:hideme")],
     ), "each decision is recorded once"
+
+
+async def test_an_approve_sent_again_after_its_answer_was_lost_reads_as_done(night: Night, chromium_page: Page) -> None:
+    # The first Approve reached the server and the connection dropped before its answer: the console sent it again,
+    # the server said "is not waiting for approval", and the console showed a failure though it was applied once.
+    page = chromium_page
+    await sign_in(page, night)
+    await page.get_by_role("switch", name="Approval mode").click()
+    await expect(page.get_by_role("switch", name="Approval mode")).to_have_attribute("aria-checked", "true")
+    await night.publish(post("x:lostanswer", "approved, answer lost"), post("x:other", "approved by another"))
+    queued = page.locator('#queue article[data-key="x:lostanswer"]')
+    other = page.locator('#queue article[data-key="x:other"]')
+    await expect(other).to_be_visible(timeout=WAIT_MS)
+    # As while the connection is down, the queue is not read again until the decision has its answer (a post
+    # decided leaves the queue with its status line).
+    queue_readable = asyncio.Event()
+
+    async def queue_read(route: Route) -> None:
+        await queue_readable.wait()
+        await route.continue_()
+
+    await page.route("**/api/mod/queue", queue_read)
+
+    async def applied_then_dropped(route: Route) -> None:
+        await route.fetch()  # the server applies it...
+        await route.abort("connectionreset")  # ...and the answer never arrives
+
+    await page.route("**/api/mod/approve", applied_then_dropped, times=1)
+    await queued.get_by_role("button", name="Approve").click()
+    await expect(queued.get_by_role("status")).to_have_text("Approved (it had reached the server)", timeout=WAIT_MS)
+    queue_readable.set()
+    await expect(queued).to_have_count(0, timeout=WAIT_MS)
+    audit = await mod_api(night, "GET", "/api/mod/audit")
+    assert [(e["action"], e["key"]) for e in audit["items"] if e["key"] == "x:lostanswer"] == [
+        ("approve", "x:lostanswer")
+    ], "applied once"
+
+    # Sent again after another moderator decided it meanwhile: a failure still, in the server's words.
+    async def decided_elsewhere_then_dropped(route: Route) -> None:
+        await mod_api(night, "POST", "/api/mod/reject", {"key": "x:other"})
+        await route.abort("connectionreset")
+
+    queue_readable.clear()
+    await page.route("**/api/mod/approve", decided_elsewhere_then_dropped, times=1)
+    await other.get_by_role("button", name="Approve").click()
+    await expect(other.get_by_role("status")).to_have_text(
+        "Approve failed: x:other is not waiting for approval", timeout=WAIT_MS
+    )
+    queue_readable.set()
+
+    # And on a first attempt, a post decided a moment before is a failure too.
+    await night.publish(post("x:first", "decided before the click landed"))
+    first = page.locator('#queue article[data-key="x:first"]')
+    await expect(first).to_be_visible(timeout=WAIT_MS)
+
+    async def decided_just_before(route: Route) -> None:
+        await mod_api(night, "POST", "/api/mod/reject", {"key": "x:first"})
+        await route.continue_()
+
+    queue_readable.clear()
+    await page.route("**/api/mod/approve", decided_just_before, times=1)
+    await first.get_by_role("button", name="Approve").click()
+    await expect(first.get_by_role("status")).to_have_text(
+        "Approve failed: x:first is not waiting for approval", timeout=WAIT_MS
+    )
 
 
 async def test_with_reduced_motion_the_approval_switch_flips_without_sliding(night: Night, chromium_page: Page) -> None:
