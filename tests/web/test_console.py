@@ -652,13 +652,6 @@ async def test_at_the_top_new_posts_wait_while_the_moderator_points_at_or_works_
     await page.get_by_role("switch", name="Approval mode").focus()
     await expect(cards.first).to_have_attribute("data-key", "x:k1")
     await expect(new_posts).to_be_hidden()
-    if os.environ.get("MIXER_SCREENSHOTS") == "1":
-        await hide.hover()
-        await night.publish(post("x:s0", "for the screenshot"), post("x:s1", "and one more"))
-        await expect(new_posts).to_have_text("2 new posts", timeout=WAIT_MS)
-        await page.screenshot(path="/tmp/consoletop-1280.png")
-        await page.set_viewport_size({"width": 390, "height": 844})
-        await page.screenshot(path="/tmp/consoletop-390.png")
 
 
 async def test_a_button_pressed_with_the_keyboard_keeps_the_focus_while_its_action_runs_and_after(
