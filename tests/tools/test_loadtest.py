@@ -114,6 +114,60 @@ async def test_driven_run_reports_deliveries_no_loss_latency_and_a_plot(
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
+async def test_a_chats_filter_in_the_url_expects_only_the_driven_posts_of_those_chats(
+    redis: aioredis.Redis, keys: Keys, redis_url: str
+) -> None:
+    settings = settings_for(keys.prefix, redis_url=redis_url)
+    merge_conn = dedicated_client(redis_url, 1000)
+    merge = MergeStage(merge_conn, keys, settings.chat_tags, window=0.05)
+    async with running_app(settings, redis_url) as srv:
+        merging = asyncio.create_task(merge.run())
+        try:
+            options = LoadOptions(
+                url=srv.ws_url + "?chats=%23EdChat",  # as the server reads it: normalised, `#` and case dropped
+                clients=6,
+                processes=1,
+                sample=3,
+                ramp=0.2,
+                duration=1.2,
+                drive="synth",
+                rate=30,
+                drain=3.0,
+            )
+            result = await loadtest(settings, options, _quiet)
+        finally:
+            merging.cancel()
+            await asyncio.gather(merging, return_exceptions=True)
+            await merge_conn.aclose()
+    published = result["published"]
+    assert published >= 30
+    # synth posts go round the chats one by one: smbiz, edchat, journchat, ... (post n in chat n % 3)
+    assert result["expected"] == len(range(1, published, 3)) < published
+    assert result["loss"] == {
+        "published": result["expected"],
+        "sampled_clients": 3,
+        "clients_missing": 0,
+        "worst_missing": 0,
+    }
+    assert verdict(result) == []
+    assert result["posts_per_client"]["min"] >= result["expected"]
+
+
+def test_a_chats_filter_no_driven_post_can_pass_is_refused_before_the_run(capsys: pytest.CaptureFixture[str]) -> None:
+    chats = (*CHATS, CHATS[0].__class__("pstweetchat", "PSTweetChat", "#2f6fde"))
+    settings = settings_for("never:", redis_url="redis://127.0.0.1:1/0", chats=chats)  # Redis never reached
+    url = "ws://127.0.0.1:1/ws?chats=nochat,other"
+    assert loadtest_command(settings, _args("--url", url, "--drive", "synth")) == 2
+    assert capsys.readouterr().err == (
+        "mixer loadtest: --url asks for chats=nochat,other but the driven posts are in edchat, journchat, pstweetchat, "
+        "smbiz: no driven post would reach a client; filter on a driven chat or leave chats= out of --url\n"
+    )
+    assert loadtest_command(settings, _args("--url", url, "--drive", "replay", str(RECORDING))) == 2
+    assert "--url asks for chats=nochat,other but the driven posts are in pstweetchat: no" in capsys.readouterr().err
+    # undriven, a filter is the user's business; one a driven chat passes is measured (the test above)
+    assert LoadOptions(url=url).chats == frozenset({"nochat", "other"})
+
+
 async def test_replay_drive_loops_the_recording_with_fresh_keys_and_notes_each_pass(
     redis: aioredis.Redis, keys: Keys, redis_url: str
 ) -> None:

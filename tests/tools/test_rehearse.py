@@ -234,6 +234,41 @@ def test_the_deployment_url_gives_its_websocket_url() -> None:
         ws_url_of("ws://127.0.0.1:8080/ws")
 
 
+async def test_a_chats_filter_in_the_url_expects_only_the_cards_of_those_chats(
+    redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = settings_for(keys.prefix, redis_url=redis_url, window_ms=50)
+    out = tmp_path / "rehearsal.json"
+    async with _deployment(settings, redis_url) as srv:
+        args = _args(
+            str(_recording(tmp_path / "night.jsonl")),
+            *("--url", srv.url + "/?chats=edchat", "--speed", "10", "--duration", "1.5", "--ramp", "0.2"),
+            *("--ws-clients", "2", "--sse-clients", "1", "--processes", "1", "--sample", "2", "--drain", "5"),
+            *("--max-p99-ms", "5000", "--json", str(out)),
+        )
+        code = await asyncio.to_thread(rehearse_command, settings, args)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(out.read_text())
+    in_feed = result["rehearsal"]["in_feed"]
+    assert in_feed >= 6 and result["expected"] == in_feed // 2  # every other post of the recording is in edchat
+    assert result["loss"]["worst_missing"] == 0 and result["loss"]["sampled_clients"] == 3
+
+
+def test_a_chats_filter_no_replayed_post_can_pass_is_refused_before_the_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    settings = settings_for("never:", redis_url="redis://127.0.0.1:1/0")  # Redis never reached
+    night = str(_recording(tmp_path / "night.jsonl"))
+    assert rehearse_command(settings, _args(night, "--url", "http://127.0.0.1:1/?chats=JournChat")) == 2
+    assert capsys.readouterr().err == (
+        "mixer rehearse: --url asks for chats=journchat but the driven posts are in edchat, smbiz: no driven post "
+        "would reach a client; filter on a driven chat or leave chats= out of --url\n"
+    )
+    assert rehearse_command(settings, _args("--synth", "--url", "http://127.0.0.1:1/?chats=nochat")) == 2
+    assert "the driven posts are in edchat, journchat, smbiz: no driven" in capsys.readouterr().err
+
+
 def test_usage_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     redis = ("--redis", "redis://127.0.0.1:1/0")  # never reached: every case stops before connecting
     assert main(["rehearse", *redis, "--url", "http://192.0.2.7:8080"]) == 2

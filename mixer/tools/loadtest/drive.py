@@ -23,6 +23,22 @@ from mixer.keys import Keys
 from mixer.models import Author, Post
 from mixer.options import NO_REDIS
 from mixer.settings import Settings
+from mixer.tools.loadtest.options import passes
+
+
+def recorded_posts(settings: Settings, path: Path) -> list[Post]:
+    """The posts of a recording that a replay drive publishes: those in a configured chat, boosts left out."""
+    events = read_events(path, ChatMatcher(settings.chat_tags), int(time.time() * 1000), log_errors=False)
+    return [e for e in events if isinstance(e, Post) and e.boost_of is None]
+
+
+def driven_chats(settings: Settings, replay_file: Path | None) -> set[str]:
+    """The chats a ``Driver`` publishes into (a post reaches only its configured chats' streams, and its card carries
+    those): a recording's posts' configured chats, else (synth) every configured chat."""
+    if replay_file is None:
+        return set(settings.chat_tags)
+    configured = set(settings.chat_tags)
+    return {chat for post in recorded_posts(settings, replay_file) for chat in post.chats if chat in configured}
 
 
 class Drive(Protocol):
@@ -43,9 +59,18 @@ class Drive(Protocol):
 class Driver:
     """Publishes posts into the chat streams at ``rate`` posts/s, each keyed under ``marker`` for loss counting."""
 
-    def __init__(self, settings: Settings, rate: float, replay_file: Path | None, marker: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        rate: float,
+        replay_file: Path | None,
+        marker: str,
+        chats: frozenset[str] | None = None,
+    ) -> None:
         self.settings, self.rate, self.replay_file, self.marker = settings, rate, replay_file, marker
+        self.chats = chats  # the clients' chats filter (--url's chats=): None, every chat
         self.published = 0  # posts written to at least one chat stream
+        self.wanted = 0  # of those, the posts that pass ``chats``
         self.pass_starts: list[float] = []
         self.settle_s = 0.0  # every published post is expected at once
         self._posts: list[Post] = []
@@ -56,9 +81,7 @@ class Driver:
         if not self.settings.redis_url:
             raise ValueError(f"driving load writes to a shared Redis: {NO_REDIS}")
         if self.replay_file is not None:
-            matcher = ChatMatcher(self.settings.chat_tags)
-            events = read_events(self.replay_file, matcher, int(time.time() * 1000), log_errors=False)
-            self._posts = [e for e in events if isinstance(e, Post) and e.boost_of is None]
+            self._posts = recorded_posts(self.settings, self.replay_file)
             if not self._posts:
                 raise ValueError(f"{self.replay_file}: no post in any configured chat to replay")
         self._redis = connect.client(self.settings.redis_url, Keys(self.settings.key_prefix).feed)
@@ -88,8 +111,9 @@ class Driver:
         )
 
     def expected(self) -> int:
-        """Every driven post has a key and text of its own and one chat: each one is a card every client gets."""
-        return self.published
+        """Every driven post has a key and text of its own: each one is a card, which every client gets when its
+        chats pass the clients' filter (all of them without one)."""
+        return self.published if self.chats is None else self.wanted
 
     async def settle(self) -> None:
         """Nothing to wait for: ``expected`` is known as soon as a post is published."""
@@ -100,7 +124,7 @@ class Driver:
         assert self._redis is not None, "prepare() first"
         s = self.settings
         publisher = Publisher(self._redis, Keys(s.key_prefix), s.chat_tags, s.chat_maxlen)
-        size = len(self._posts)
+        size, tags = len(self._posts), set(s.chat_tags)
         loop = asyncio.get_running_loop()
         start = loop.time()
         n = 0
@@ -112,7 +136,9 @@ class Driver:
                     self.pass_starts += [now_ms / 1000] * (
                         (due - 1) // size - (n - 1) // size
                     )  # multiples of size in [n, due)
-                self.published += await publisher.publish([self._post(i, now_ms) for i in range(n, due)])
+                batch = [self._post(i, now_ms) for i in range(n, due)]
+                self.published += await publisher.publish(batch)
+                self.wanted += sum(1 for post in batch if passes(self.chats, set(post.chats) & tags))
                 n = due
             await asyncio.sleep(min(0.02, (n + 1) / self.rate - (loop.time() - start)))
 

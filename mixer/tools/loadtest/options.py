@@ -8,11 +8,13 @@ as this machine); ``capped_ramp`` stretches a ramp to the connection-rate cap. A
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+from mixer.models import normalize_tag
 from mixer.redact import redact
 from mixer.tools.loadtest.client import POLL_MS
 
@@ -47,6 +49,11 @@ class LoadOptions:
     allow_remote: bool = False  # a --url on another machine is refused unless this is set
     max_connect_rate: float = MAX_CONNECT_RATE  # new connections per second at most: a longer --ramp when needed
     sse_clients: int = 0  # clients on /events (same host and query as --url), besides the websocket ones
+
+    @property
+    def chats(self) -> frozenset[str] | None:
+        """The chats filter of ``url`` (``url_chats``): None when it has none."""
+        return url_chats(self.url)
 
     @property
     def measured(self) -> bool:
@@ -98,6 +105,30 @@ class LoadOptions:
             raise ValueError(f"--drive is synth, replay FILE or none, not {self.drive!r}")
         if (self.drive == "replay") != (self.replay_file is not None):
             raise ValueError("--drive replay takes one FILE (and only replay does)")
+
+
+def url_chats(url: str) -> frozenset[str] | None:
+    """The chats a ``?chats=`` in ``url`` asks for, read as the server reads it (its first ``chats=``, split on
+    commas, each tag normalised); None when there is no filter: every chat."""
+    raw = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True)[::-1]).get("chats") or ""
+    return frozenset(normalize_tag(t) for t in raw.split(",") if t.strip()) or None
+
+
+def passes(chats: frozenset[str] | None, post_chats: Iterable[str]) -> bool:
+    """Whether a post in ``post_chats`` reaches a client filtering on ``chats``: any chat in common, as the server's
+    ``mixer.fanout.messages.wants`` (no filter: every post)."""
+    return chats is None or not chats.isdisjoint(post_chats)
+
+
+def check_filter(chats: frozenset[str] | None, driven: Iterable[str]) -> None:
+    """ValueError when a ``chats`` filter lets no post of the ``driven`` chats through: every client would expect
+    nothing, and the run would measure no loss and no latency."""
+    if chats is not None and not passes(chats, driven):
+        where = ", ".join(sorted(set(driven))) or "no chat"
+        raise ValueError(
+            f"--url asks for chats={','.join(sorted(chats))} but the driven posts are in {where}: no driven post "
+            "would reach a client; filter on a driven chat or leave chats= out of --url"
+        )
 
 
 def is_loopback(host: str) -> bool:

@@ -27,7 +27,8 @@ from mixer.ingest.replay import recordings_problem
 from mixer.options import NO_REDIS, add_common
 from mixer.redact import redact
 from mixer.settings import Settings
-from mixer.tools.loadtest.options import NO_MEASURING_CLIENT, LoadOptions
+from mixer.tools.loadtest.drive import driven_chats
+from mixer.tools.loadtest.options import NO_MEASURING_CLIENT, LoadOptions, check_filter
 from mixer.tools.loadtest.replaydrive import RecordingDriver
 from mixer.tools.loadtest.report import memory_per_connection, report, verdict
 from mixer.tools.loadtest.run import (
@@ -231,6 +232,9 @@ def rehearse_command(settings: Settings, args: argparse.Namespace) -> int:
             raise ValueError(problem)
         if not settings.redis_url:
             raise ValueError(f"a rehearsal publishes into the deployment's Redis: {NO_REDIS}")
+        if options.chats is not None:
+            recorded = [driven_chats(settings, f) for f in ([] if args.synth else files)]
+            check_filter(options.chats, set(settings.chat_tags) if args.synth else set().union(*recorded))
         check_before_run(options.server_pid, args.plot, args.json)
     except ValueError as exc:
         say(str(exc))
@@ -267,7 +271,7 @@ async def rehearse(
     settings: Settings, options: LoadOptions, files: list[Path], speed: float, limits: Thresholds, say: Any
 ) -> dict[str, Any]:
     """One rehearsal: the load test with the replay driving, then its verdict; the result as a JSON-ready dict."""
-    driver = RecordingDriver(settings, files, speed, f"r{uuid.uuid4().hex[:8]}")
+    driver = RecordingDriver(settings, files, speed, f"r{uuid.uuid4().hex[:8]}", options.chats)
     result = await loadtest(settings, options, say, driver=driver)
     failures, unjudged = judge(result, limits), not_judged(result)
     result.update(
@@ -279,7 +283,7 @@ async def rehearse(
             "run_tag": driver.run_tag,
             "passes": len(driver.pass_starts),
             "published": driver.published,
-            "in_feed": driver.expected(),
+            "in_feed": driver.in_feed(),
             "skipped": driver.skipped,
         },
         thresholds=asdict(limits) | {"judged_bytes_per_conn": not unjudged},

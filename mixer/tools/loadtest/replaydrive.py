@@ -26,6 +26,7 @@ from mixer.options import NO_REDIS
 from mixer.settings import Settings
 from mixer.streams import last_id, read_range
 from mixer.tools.loadtest.client import is_driven
+from mixer.tools.loadtest.options import passes
 
 WATCH_EVERY = 0.25  # seconds between reads of the feed stream when it has nothing new
 WATCH_COUNT = 1000  # entries per read
@@ -34,9 +35,10 @@ WATCH_COUNT = 1000  # entries per read
 class FeedWatch:
     """This run's posts as the merge stage wrote them to the feed: each driven key counted once, as a new card."""
 
-    def __init__(self, redis: aioredis.Redis, feed: str, marker: str) -> None:
-        self.redis, self.feed, self.marker = redis, feed, marker
+    def __init__(self, redis: aioredis.Redis, feed: str, marker: str, chats: frozenset[str] | None = None) -> None:
+        self.redis, self.feed, self.marker, self.chats = redis, feed, marker, chats
         self.keys: set[str] = set()
+        self.wanted: set[str] = set()  # of ``keys``, the cards that pass the clients' ``chats`` filter
         self.cursor = "0-0"
 
     async def start(self) -> None:
@@ -49,9 +51,12 @@ class FeedWatch:
         for entry_id, payload, kind in entries:
             self.cursor = entry_id
             if kind == FIELD:
-                key = unpack_item(entry_id, payload).get("key")
+                item = unpack_item(entry_id, payload)
+                key = item.get("key")
                 if isinstance(key, str) and is_driven(key, self.marker):
                     self.keys.add(key)
+                    if passes(self.chats, item.get("chats") or ()):
+                        self.wanted.add(key)
         return len(entries)
 
     async def run(self) -> None:
@@ -64,8 +69,16 @@ class FeedWatch:
 class RecordingDriver:
     """Replays ``files`` at ``speed`` times their pace, looping until ``run``'s duration ends (see the module)."""
 
-    def __init__(self, settings: Settings, files: Sequence[Path], speed: float, run_tag: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        files: Sequence[Path],
+        speed: float,
+        run_tag: str,
+        chats: frozenset[str] | None = None,
+    ) -> None:
         self.settings, self.files, self.run_tag = settings, list(files), run_tag
+        self.chats = chats  # the clients' chats filter (--url's chats=): None, every chat
         # tag_texts: a rehearsal run again within 10 minutes of the last must not see its texts folded into the
         # last run's cards (it had found 1 new card of 34 posts published, and failed for it)
         self.options = ReplayOptions(
@@ -91,7 +104,7 @@ class RecordingDriver:
         except BaseException:
             await self.aclose()
             raise
-        self._watch = FeedWatch(self._redis, keys.feed, self.marker)
+        self._watch = FeedWatch(self._redis, keys.feed, self.marker, self.chats)
 
     async def run(self, duration: float) -> None:
         """Replay for ``duration`` seconds, pass after pass, watching the feed meanwhile (and after: ``settle``)."""
@@ -115,7 +128,11 @@ class RecordingDriver:
             self.skipped = dict(progress.skipped)
 
     def expected(self) -> int:
-        """This run's cards in the feed so far: what every client should get."""
+        """This run's cards in the feed so far that pass the clients' chats filter: what every client should get."""
+        return len(self._watch.wanted) if self._watch is not None else 0
+
+    def in_feed(self) -> int:
+        """This run's cards in the feed so far, whatever their chats."""
         return len(self._watch.keys) if self._watch is not None else 0
 
     async def settle(self) -> None:

@@ -37,8 +37,8 @@ from mixer.options import NO_REDIS, add_common
 from mixer.redact import redact
 from mixer.settings import Settings
 from mixer.tools.loadtest.client import WorkerPool
-from mixer.tools.loadtest.drive import Drive, Driver
-from mixer.tools.loadtest.options import MAX_CONNECT_RATE, LoadOptions, capped_ramp
+from mixer.tools.loadtest.drive import Drive, Driver, driven_chats
+from mixer.tools.loadtest.options import MAX_CONNECT_RATE, LoadOptions, capped_ramp, check_filter
 from mixer.tools.loadtest.procstat import ServerProbe, bytes_per_connection, core_busy, read_cores
 from mixer.tools.loadtest.report import (
     SATURATED,
@@ -78,7 +78,7 @@ async def loadtest(
         options = dataclasses.replace(options, ramp=ramp)
     run_id = uuid.uuid4().hex[:8]
     if driver is None and options.drive != "none":
-        driver = Driver(settings, options.rate, options.replay_file, f"loadtest:{run_id}:")
+        driver = Driver(settings, options.rate, options.replay_file, f"loadtest:{run_id}:", options.chats)
     if driver is not None:
         await driver.prepare()
     workers = WorkerPool(options, driver.marker if driver else None)
@@ -433,6 +433,8 @@ def loadtest_command(settings: Settings, args: argparse.Namespace) -> int:
         problem = None if options.replay_file is None else recordings_problem([options.replay_file])
         if problem is not None:
             raise ValueError(f"--drive replay: {problem}")
+        if options.drive != "none":
+            check_filter(options.chats, driven_chats(settings, options.replay_file))
         check_before_run(options.server_pid, args.plot, args.json)
     except ValueError as exc:
         say(str(exc))
