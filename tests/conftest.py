@@ -2,7 +2,7 @@
 
 Which Redis: ``MIXER_TEST_REDIS_URL`` if set, else one answering on 127.0.0.1:6379,
 else an embedded redis-server started for the session. Each test gets its own prefix
-and every key under it is deleted afterwards. Every test runs with ``XDG_STATE_HOME`` in a
+and every key under it is deleted afterwards, whoever wrote it. Every test runs with ``XDG_STATE_HOME`` in a
 temp dir of its own (``state_home``), so a `mixer run` it starts keeps its night there, never
 in the developer's ~/.local/state.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis import Redis as SyncRedis
 
 from mixer.keys import Keys
 
@@ -58,8 +59,15 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def keys() -> Keys:
-    return Keys(prefix=f"test-{uuid.uuid4().hex[:12]}")
+def keys(redis_url: str) -> Iterator[Keys]:
+    """A fresh prefix; every key under it is deleted afterwards, also those written by the servers and processes
+    the test started without the ``redis`` fixture (a merge stage's cursors, a browser test's night)."""
+    keys = Keys(prefix=f"test-{uuid.uuid4().hex[:12]}")
+    yield keys
+    with SyncRedis.from_url(redis_url) as client:
+        doomed = list(client.scan_iter(match=keys.pattern(), count=1000))
+        if doomed:
+            client.delete(*doomed)
 
 
 @pytest.fixture
@@ -68,6 +76,4 @@ async def redis(redis_url: str, keys: Keys) -> AsyncIterator[aioredis.Redis]:
     try:
         yield client
     finally:
-        async for key in client.scan_iter(match=keys.pattern(), count=1000):
-            await client.delete(key)
-        await client.aclose()
+        await client.aclose()  # (``keys`` deletes the test's keys)

@@ -348,7 +348,7 @@ async def test_replaying_an_empty_file_says_so_and_exits_1_where_normalize_print
 
 
 def test_a_byte_that_is_not_utf8_is_named_by_line_and_byte_of_the_file_by_normalize_and_replay(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, keys: Keys
 ) -> None:
     posts = [line for line in Path(NIGHT).read_bytes().splitlines(keepends=True) if line.startswith(b"{")][:2]
     lines = [b"# saved by hand\n", *posts]
@@ -358,7 +358,7 @@ def test_a_byte_that_is_not_utf8_is_named_by_line_and_byte_of_the_file_by_normal
     path.write_bytes(b"".join(lines))
     byte = len(lines[0]) + len(lines[1]) + at + len(b"caf") + 1
     expected = f"{path}:3: not UTF-8 at byte {byte} of the file (0xe9); save it as UTF-8"
-    env = mixer_env(redis_url, Keys("cli-utf8"), "pstweetchat")
+    env = mixer_env(redis_url, keys, "pstweetchat")
     result = mixer("normalize", str(path), env=env)
     assert result.stderr.splitlines() == [expected]
     result = mixer("replay", str(path), "--speed", "0", env=env)
