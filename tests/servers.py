@@ -20,8 +20,10 @@ from aiohttp import web
 from mixer.codec import FIELD, pack_post
 from mixer.fanout.appkeys import FOLLOWERS
 from mixer.keys import Keys
+from mixer.merge.stage import MergeStage
 from mixer.runner import build_app
 from mixer.settings import ChatSettings, Settings
+from mixer.streams import dedicated_client
 
 CHATS = (
     ChatSettings("smbiz", "Small Biz Chat", "#4fc3f7"),
@@ -69,6 +71,22 @@ async def running_app(
         yield Running(app, runner, url)
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def running_deployment(settings: Settings, redis_url: str) -> AsyncIterator[Running]:
+    """The fan-out app (``running_app``) and a merge stage (50 ms reorder window) on loopback, as a small
+    deployment: what is published to the chat streams reaches the app's clients."""
+    conn = dedicated_client(redis_url, 1000)  # the merge stage blocks in XREAD on it
+    merge = MergeStage(conn, Keys(settings.key_prefix), settings.chat_tags, window=0.05)
+    async with running_app(settings, redis_url) as srv:
+        merging = asyncio.create_task(merge.run())
+        try:
+            yield srv
+        finally:
+            merging.cancel()
+            await asyncio.gather(merging, return_exceptions=True)
+            await conn.aclose()
 
 
 @contextlib.contextmanager

@@ -21,9 +21,8 @@ from aiohttp import WSMsgType, web
 
 from mixer.codec import FIELD, unpack_item
 from mixer.keys import Keys
-from mixer.merge.stage import MergeStage
 from mixer.settings import Settings
-from mixer.streams import dedicated_client, read_range
+from mixer.streams import read_range
 from mixer.tools.loadtest.client import WorkerPlan, WorkerStats, _raise_fd_limit
 from mixer.tools.loadtest.count import CHUNK, FrameCounter
 from mixer.tools.loadtest.drive import Driver
@@ -44,7 +43,7 @@ from mixer.tools.loadtest.run import add_loadtest_parser, loadtest, loadtest_com
 from mixer.tools.loadtest.sse import sse_url_of
 from tests.helpers import FIXTURES as FIXTURES_DIR
 from tests.processes import die_with_parent, free_port, start_mixer
-from tests.servers import CHATS, running_app, serving, settings_for
+from tests.servers import CHATS, running_deployment, serving, settings_for
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -66,28 +65,20 @@ async def test_driven_run_reports_deliveries_no_loss_latency_and_a_plot(
 ) -> None:
     pytest.importorskip("matplotlib")
     settings = settings_for(keys.prefix, redis_url=redis_url)
-    merge_conn = dedicated_client(redis_url, 1000)
-    merge = MergeStage(merge_conn, keys, settings.chat_tags, window=0.05)
-    async with running_app(settings, redis_url) as srv:
-        merging = asyncio.create_task(merge.run())
-        try:
-            options = LoadOptions(
-                url=srv.ws_url,
-                clients=40,
-                processes=2,
-                sample=3,
-                ramp=0.5,
-                duration=2.0,
-                drive="synth",
-                rate=50,
-                server_pid=os.getpid(),
-            )
-            out, plot = tmp_path / "result.json", tmp_path / "plot.png"
-            save_result(await loadtest(settings, options, _quiet), out, plot)
-        finally:
-            merging.cancel()
-            await asyncio.gather(merging, return_exceptions=True)
-            await merge_conn.aclose()
+    async with running_deployment(settings, redis_url) as srv:
+        options = LoadOptions(
+            url=srv.ws_url,
+            clients=40,
+            processes=2,
+            sample=3,
+            ramp=0.5,
+            duration=2.0,
+            drive="synth",
+            rate=50,
+            server_pid=os.getpid(),
+        )
+        out, plot = tmp_path / "result.json", tmp_path / "plot.png"
+        save_result(await loadtest(settings, options, _quiet), out, plot)
     result = json.loads(out.read_text())
     assert result["connected_peak"] == 40 and result["failed"] == 0 and result["closes"] == 0
     assert result["published"] >= 50
@@ -118,27 +109,19 @@ async def test_a_chats_filter_in_the_url_expects_only_the_driven_posts_of_those_
     redis: aioredis.Redis, keys: Keys, redis_url: str
 ) -> None:
     settings = settings_for(keys.prefix, redis_url=redis_url)
-    merge_conn = dedicated_client(redis_url, 1000)
-    merge = MergeStage(merge_conn, keys, settings.chat_tags, window=0.05)
-    async with running_app(settings, redis_url) as srv:
-        merging = asyncio.create_task(merge.run())
-        try:
-            options = LoadOptions(
-                url=srv.ws_url + "?chats=%23EdChat",  # as the server reads it: normalised, `#` and case dropped
-                clients=6,
-                processes=1,
-                sample=3,
-                ramp=0.2,
-                duration=1.2,
-                drive="synth",
-                rate=30,
-                drain=3.0,
-            )
-            result = await loadtest(settings, options, _quiet)
-        finally:
-            merging.cancel()
-            await asyncio.gather(merging, return_exceptions=True)
-            await merge_conn.aclose()
+    async with running_deployment(settings, redis_url) as srv:
+        options = LoadOptions(
+            url=srv.ws_url + "?chats=%23EdChat",  # as the server reads it: normalised, `#` and case dropped
+            clients=6,
+            processes=1,
+            sample=3,
+            ramp=0.2,
+            duration=1.2,
+            drive="synth",
+            rate=30,
+            drain=3.0,
+        )
+        result = await loadtest(settings, options, _quiet)
     published = result["published"]
     assert published >= 30
     # synth posts go round the chats one by one: smbiz, edchat, journchat, ... (post n in chat n % 3)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -15,9 +13,7 @@ import redis.asyncio as aioredis
 
 from mixer.cli import main
 from mixer.keys import Keys
-from mixer.merge.stage import MergeStage
 from mixer.settings import Settings
-from mixer.streams import dedicated_client
 from mixer.tools.loadtest.rehearse import (
     Thresholds,
     add_rehearse_parser,
@@ -27,7 +23,7 @@ from mixer.tools.loadtest.rehearse import (
     ws_url_of,
 )
 from tests.helpers import make_post
-from tests.servers import Running, running_app, settings_for
+from tests.servers import running_deployment, settings_for
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -52,28 +48,13 @@ def _recording(path: Path) -> Path:
     return path
 
 
-@asynccontextmanager
-async def _deployment(settings: Settings, redis_url: str) -> AsyncIterator[Running]:
-    """The fan-out app and a merge stage (50 ms reorder window) on loopback, as a small deployment."""
-    conn = dedicated_client(redis_url, 1000)
-    merge = MergeStage(conn, Keys(settings.key_prefix), settings.chat_tags, window=0.05)
-    async with running_app(settings, redis_url) as srv:
-        merging = asyncio.create_task(merge.run())
-        try:
-            yield srv
-        finally:
-            merging.cancel()
-            await asyncio.gather(merging, return_exceptions=True)
-            await conn.aclose()
-
-
 async def test_a_rehearsal_that_keeps_up_passes_with_every_pass_delivered_to_ws_and_sse_clients(
     redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("matplotlib")
     settings = settings_for(keys.prefix, redis_url=redis_url, window_ms=50)
     out, plot = tmp_path / "rehearsal.json", tmp_path / "rehearsal.png"
-    async with _deployment(settings, redis_url) as srv:
+    async with running_deployment(settings, redis_url) as srv:
         args = _args(
             str(_recording(tmp_path / "night.jsonl")),
             *("--url", srv.url, "--speed", "10", "--duration", "2.5", "--ramp", "0.2", "--drain", "5"),
@@ -104,7 +85,7 @@ async def test_an_impossible_threshold_fails_the_rehearsal_with_exit_1_and_the_r
     redis: aioredis.Redis, keys: Keys, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = settings_for(keys.prefix, redis_url=redis_url, window_ms=50)
-    async with _deployment(settings, redis_url) as srv:
+    async with running_deployment(settings, redis_url) as srv:
         args = _args(
             str(_recording(tmp_path / "night.jsonl")),
             *("--url", srv.url, "--speed", "10", "--duration", "1", "--ramp", "0", "--drain", "3"),
@@ -126,7 +107,7 @@ async def test_memory_per_connection_not_measured_is_not_judged_and_says_so_with
     settings = settings_for(keys.prefix, redis_url=redis_url, window_ms=50)
     out = tmp_path / "rehearsal.json"
     try:
-        async with _deployment(settings, redis_url) as srv:
+        async with running_deployment(settings, redis_url) as srv:
             args = _args(
                 str(_recording(tmp_path / "night.jsonl")),
                 *("--url", srv.url, "--speed", "10", "--duration", "1", "--ramp", "0", "--drain", "3"),
@@ -169,7 +150,7 @@ async def test_a_rehearsal_run_again_right_after_the_last_still_gets_every_post_
     settings = settings_for(keys.prefix, redis_url=redis_url, window_ms=50)
     night = _recording(tmp_path / "night.jsonl")
     results = []
-    async with _deployment(settings, redis_url) as srv:
+    async with running_deployment(settings, redis_url) as srv:
         for run in range(2):  # the same recording twice within the merge stage's 10-minute text dedupe
             out = tmp_path / f"run{run}.json"
             args = _args(
@@ -239,7 +220,7 @@ async def test_a_chats_filter_in_the_url_expects_only_the_cards_of_those_chats(
 ) -> None:
     settings = settings_for(keys.prefix, redis_url=redis_url, window_ms=50)
     out = tmp_path / "rehearsal.json"
-    async with _deployment(settings, redis_url) as srv:
+    async with running_deployment(settings, redis_url) as srv:
         args = _args(
             str(_recording(tmp_path / "night.jsonl")),
             *("--url", srv.url + "/?chats=edchat", "--speed", "10", "--duration", "1.5", "--ramp", "0.2"),
